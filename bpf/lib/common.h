@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Every map key/value struct and enum of the meshctl datapath.
+ *
+ * Mirrored field by field in meshctl/dataplane/structs.py; tests/privileged/test_structs_btf.py
+ * checks sizes and offsets against the BTF of the compiled object. Change both together and
+ * bump MESHCTL_ABI_VERSION. Every struct is padded explicitly: hash and LPM keys compare
+ * byte-for-byte, so no implicit padding may exist.
+ */
+#ifndef MESHCTL_COMMON_H
+#define MESHCTL_COMMON_H
+
+#include <linux/types.h>
+
+#define MESHCTL_ABI_VERSION 1
+
+/* Reserved numeric identities (Cilium's pkg/identity/numericidentity.go). */
+enum reserved_identity {
+	IDENTITY_ANY = 0,           /* policy key wildcard: any peer */
+	IDENTITY_HOST = 1,
+	IDENTITY_WORLD = 2,         /* ipcache miss */
+	IDENTITY_UNMANAGED = 3,
+	IDENTITY_HEALTH = 4,
+	IDENTITY_INIT = 5,
+	IDENTITY_REMOTE_NODE = 6,
+	IDENTITY_KUBE_APISERVER = 7,
+	IDENTITY_INGRESS = 8,
+};
+#define CLUSTER_IDENTITY_MIN 256
+#define CIDR_IDENTITY_MIN (1 << 24)
+
+enum direction {
+	DIR_INGRESS = 0,
+	DIR_EGRESS = 1,
+};
+
+enum verdict {
+	VERDICT_FORWARDED = 1,
+	VERDICT_DROPPED = 2,
+};
+
+/* Why a verdict was reached. Forwarded flows: ALLOWED or NOT_ENFORCED; drops: the rest. */
+enum flow_reason {
+	REASON_ALLOWED = 0,          /* a policy allow entry matched (cookie says which) */
+	REASON_NOT_ENFORCED = 1,     /* endpoint not isolated in this direction */
+	REASON_DEFAULT_DENY = 2,     /* isolated and nothing allowed it */
+	REASON_EXPLICIT_DENY = 3,    /* a deny entry matched (cookie says which) */
+	REASON_IPV6 = 4,             /* IPv6 dropped by setting (CONFIG_F_IPV6_PASS unset) */
+	REASON_MALFORMED = 5,        /* truncated or unparseable packet */
+	REASON_NO_ENDPOINT = 6,      /* packet on a pod veth for an address with no endpoint entry */
+};
+
+/* ipcache: LPM trie, IPv4 prefix -> identity. No match means IDENTITY_WORLD. */
+struct ipcache_key {
+	__u32 prefixlen;             /* 0..32: bits of addr that count */
+	__be32 addr;
+};
+
+struct ipcache_value {
+	__u32 identity;
+	__u32 flags;                 /* reserved, 0 */
+};
+
+/* Local endpoints (pods on this node): hash, pod IPv4 -> endpoint. */
+struct endpoint_key {
+	__be32 addr;
+};
+
+#define ENDPOINT_F_ENFORCE_INGRESS (1 << 0)
+#define ENDPOINT_F_ENFORCE_EGRESS (1 << 1)
+
+struct endpoint_value {
+	__u32 endpoint_id;           /* key of the endpoint's inner policy map in policy_maps */
+	__u32 identity;
+	__u32 flags;                 /* ENDPOINT_F_* */
+};
+
+/* Policy: policy_maps is a HASH_OF_MAPS endpoint_id -> inner LPM trie of policy entries, so an
+ * endpoint's whole policy is replaced by swapping one pointer.
+ *
+ * Inner key: prefixlen counts the bits after it: identity (32) + egress (8) are always exact
+ * (POLICY_PREFIX_STATIC); protocol 0 with prefixlen 40 = any protocol; prefixlen 48 = one
+ * protocol, all ports; 48 + n = the first n bits of dport (port ranges become prefixes).
+ * Lookup is done twice, with the peer identity and with IDENTITY_ANY. Deny beats allow;
+ * otherwise an identity-specific allow is reported before a wildcard one. The compiler makes
+ * sure a broader deny is never shadowed by a longer allow prefix of the same identity. */
+struct policy_key {
+	__u32 prefixlen;
+	__u32 identity;              /* peer identity, IDENTITY_ANY = any peer */
+	__u8 egress;                 /* enum direction */
+	__u8 protocol;               /* IPPROTO_*, 0 = any */
+	__be16 dport;
+};
+#define POLICY_PREFIX_STATIC 40
+#define POLICY_PREFIX_PROTO 48
+#define POLICY_PREFIX_FULL 64
+
+#define POLICY_F_DENY (1 << 0)
+
+struct policy_value {
+	__u32 cookie;                /* stable id of the rule that made this entry */
+	__u8 flags;                  /* POLICY_F_* */
+	__u8 pad[3];
+};
+
+/* Connection tracking: LRU hash on the 5-tuple plus the direction in which the connection was
+ * first seen by this node's endpoint (ingress at the receiver, egress at the sender).
+ * ICMP echo: sport = dport = echo id. */
+struct ct_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 protocol;
+	__u8 direction;              /* enum direction */
+	__u8 pad[2];
+};
+
+#define CT_F_SEEN_REPLY (1 << 0)
+#define CT_F_CLOSING (1 << 1)        /* FIN or RST seen: short lifetime */
+
+struct ct_value {
+	__u64 expires_ns;            /* bpf_ktime_get_ns() deadline; past = expired = miss */
+	__u64 packets;
+	__u64 bytes;
+	__u32 cookie;                /* policy entry that admitted it (0 when not enforced) */
+	__u32 flags;                 /* CT_F_* */
+};
+
+/* Flow events on the ringbuf: one per new connection verdict and per drop. */
+struct flow_event {
+	__u64 timestamp_ns;          /* bpf_ktime_get_ns() */
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 protocol;
+	__u8 direction;              /* enum direction: policy direction evaluated */
+	__u8 verdict;                /* enum verdict */
+	__u8 reason;                 /* enum flow_reason */
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 endpoint_id;
+	__u32 cookie;                /* matching policy entry, 0 for default deny / not enforced */
+	__u8 tcp_flags;              /* TCP flags byte of the packet, 0 otherwise */
+	__u8 pad[3];
+	__u32 length;                /* packet length */
+};
+
+/* Counters: per-CPU hash (verdict, reason, direction) -> packets, bytes. */
+struct metrics_key {
+	__u8 verdict;
+	__u8 reason;
+	__u8 direction;
+	__u8 pad;
+};
+
+struct metrics_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Datapath settings: ARRAY with one entry (key 0). */
+#define CONFIG_F_IPV6_PASS (1 << 0)  /* pass IPv6 unenforced; unset = drop with REASON_IPV6 */
+
+struct datapath_config {
+	__u32 flags;                 /* CONFIG_F_* */
+	__u32 ct_timeout_tcp_s;      /* established TCP, default 21600 */
+	__u32 ct_timeout_non_tcp_s;  /* UDP, ICMP, other; default 60 */
+	__u32 ct_timeout_syn_s;      /* TCP before the reply is seen; default 60 */
+	__u32 ct_timeout_close_s;    /* TCP after FIN/RST; default 10 */
+	__u32 pad;
+};
+
+/* Map capacities. */
+#define IPCACHE_MAP_SIZE 512000
+#define ENDPOINTS_MAP_SIZE 65536
+#define POLICY_OUTER_MAP_SIZE 65536
+#define POLICY_MAP_SIZE 16384
+#define CT_MAP_SIZE 262144
+#define EVENTS_RINGBUF_SIZE (16 * 1024 * 1024)
+#define METRICS_MAP_SIZE 1024
+
+#endif /* MESHCTL_COMMON_H */

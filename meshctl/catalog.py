@@ -1,0 +1,65 @@
+"""Names behind the numbers of a NodeState: identities, endpoints and rule cookies.
+
+The kernel holds only numbers. The compiler produces a Catalog next to the NodeStates so plans,
+traces and flows can say `demo/frontend` and `CiliumNetworkPolicy demo/api-ingress ingress[0]`
+instead of `identity 48291` and `cookie 0x1a2b3c4d`. The catalog explains; it never steers
+apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from meshctl.nodestate import Direction, FrozenMap
+
+
+@dataclass(frozen=True, order=True)
+class RuleOrigin:
+    """Where a policy entry comes from: one rule of one policy document."""
+
+    kind: str  # NetworkPolicy | CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy
+    namespace: str  # "" for cluster-wide policies
+    name: str
+    section: str  # ingress | egress | ingressDeny | egressDeny
+    index: int  # rule index within the section
+    file: str = ""  # path in the desired repo
+    line: int = 0
+
+    @property
+    def policy(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.policy} {self.section}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class IdentityInfo:
+    """One numeric identity: its labels (k8s:... form) and, for pods, the pods that carry it."""
+
+    identity: int
+    labels: tuple[str, ...]
+    pods: tuple[str, ...] = ()  # "namespace/pod"
+
+    @property
+    def display(self) -> str:
+        if len(self.pods) == 1:
+            return self.pods[0]
+        if self.labels:
+            return ",".join(self.labels)
+        return str(self.identity)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    identities: FrozenMap[int, IdentityInfo] = field(default_factory=FrozenMap)
+    # node -> endpoint_id -> "namespace/pod"
+    endpoints: FrozenMap[str, FrozenMap[int, str]] = field(default_factory=FrozenMap)
+    # cookie -> every rule that produced entries with that cookie
+    cookies: FrozenMap[int, RuleOrigin] = field(default_factory=FrozenMap)
+    # "namespace/pod" -> direction -> policies (kind ns/name) that isolate it (default deny)
+    isolation: FrozenMap[str, FrozenMap[Direction, tuple[str, ...]]] = field(default_factory=FrozenMap)
+
+    def identity_name(self, identity: int) -> str:
+        info = self.identities.get(identity)
+        return info.display if info else f"identity:{identity}"

@@ -1,0 +1,46 @@
+"""The meshctl command: composes one typer app from one module per command.
+
+Expected errors (MeshctlError) print one line to stderr and exit 1; anything else is a bug: its
+traceback goes to a debug file (never with locals, they may hold secrets) and the user gets one
+line pointing at it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import traceback
+
+import typer
+
+from meshctl.errors import MeshctlError
+
+app = typer.Typer(
+    name="meshctl",
+    help="GitOps for an eBPF network datapath: plan and apply network policy on live nodes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Each command module registers itself on `app` (one file per command, see cli/*.py).
+from meshctl.cli import commands  # noqa: E402,F401
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except MeshctlError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except (KeyboardInterrupt, BrokenPipeError):
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception:
+        with tempfile.NamedTemporaryFile("w", prefix="meshctl-bug-", suffix=".log", delete=False) as f:
+            traceback.print_exc(file=f)
+        exc = sys.exc_info()[1]
+        print(f"Error: internal error ({type(exc).__name__}: {exc}); this is a bug, details in {f.name}",
+              file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up meshctl on a Debian machine as root: Debian packages, the venv, the BPF build, bpffs.
+# Idempotent and quick when everything is there. With --demo, then runs the lab example:
+# brings up examples/three-tier, plans and applies its policies, and shows enforcement.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(clang llvm libbpf-dev bpftool make wireguard-tools wireguard-go iproute2 iptables
+          tcpdump python3 python3-venv python3-dev git ca-certificates util-linux)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  apt-get update -qq
+  # --no-install-recommends: wireguard-tools recommends a kernel image (FIELD-NOTES.md).
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+stamp=.venv/.meshctl-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: creating the venv" >&2
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip >&2
+  .venv/bin/pip install -q -e '.[test]' >&2
+  echo "$want" > "$stamp"
+fi
+
+make -s -C bpf >&2
+
+grep -q '^bpf /sys/fs/bpf bpf' /proc/mounts || mount -t bpf bpf /sys/fs/bpf
+mkdir -p /sys/fs/bpf/meshctl
+
+if [ "${1:-}" = "--demo" ]; then
+  exec bash scripts/demo.sh
+fi
