@@ -22,7 +22,7 @@ V = TypeVar("V")
 class FrozenMap(Mapping[K, V], Generic[K, V]):
     """An immutable, hashable mapping; iteration is in sorted key order (deterministic)."""
 
-    __slots__ = ("_items", "_hash", "_dict")
+    __slots__ = ("_dict", "_hash", "_items")
 
     def __init__(self, items: Mapping[K, V] | None = None) -> None:
         data = dict(items or {})
@@ -232,6 +232,37 @@ class NodeState:
             ],
             "attachments": sorted([str(a.endpoint), a.hook, a.build] for a in self.attachments),
         }
+
+    @classmethod
+    def from_canonical(cls, d: Mapping[str, Any]) -> NodeState:
+        """Inverse of canonical(): saved plans and the state carry exact targets in that form."""
+        return cls(
+            node=d["node"],
+            config=DatapathConfig(**d["config"]),
+            ipcache=FrozenMap(
+                {IPv4Network(p): IpcacheEntry(identity, flags) for p, identity, flags in d["ipcache"]}
+            ),
+            endpoints=FrozenMap(
+                {
+                    IPv4Address(a): EndpointEntry(eid, identity, bool(ing), bool(eg))
+                    for a, eid, identity, ing, eg in d["endpoints"]
+                }
+            ),
+            policies=FrozenMap(
+                {
+                    int(ep): FrozenMap(
+                        {
+                            PolicyKey(Direction(dr), ident, proto, port, pfx): PolicyEntry(cookie, bool(deny))
+                            for dr, ident, proto, port, pfx, cookie, deny in entries
+                        }
+                    )
+                    for ep, entries in d["policies"]
+                }
+            ),
+            attachments=frozenset(
+                Attachment(IPv4Address(a), hook, build) for a, hook, build in d["attachments"]
+            ),
+        )
 
     def fingerprint(self) -> str:
         """sha256 of the canonical state: plans record it to detect staleness."""

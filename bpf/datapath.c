@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: GPL-2.0
+/* meshctl datapath: tc programs on the node side of each pod's veth.
+ *
+ *   from_pod  tc ingress: packets the pod sends; E = endpoint(saddr), EGRESS policy,
+ *             peer = ipcache(daddr).
+ *   to_pod    tc egress: packets to the pod; E = endpoint(daddr), INGRESS policy,
+ *             peer = ipcache(saddr).
+ *
+ * Order: parse -> endpoint -> conntrack (hit passes) -> enforcement -> policy -> verdict.
+ * This file only glues the headers of lib/ together. */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/common.h"
+#include "lib/parse.h"
+#include "lib/config.h"
+#include "lib/endpoint.h"
+#include "lib/ipcache.h"
+#include "lib/policy.h"
+#include "lib/conntrack.h"
+#include "lib/flow.h"
+
+/* Put into the object's BTF the structs no top-level map definition carries: flow_event (the
+ * ringbuf record) and the inner policy map's key and value (see policy.h). */
+struct flow_event *unused_flow_event __attribute__((unused));
+struct policy_key unused_policy_key __attribute__((unused));
+struct policy_value unused_policy_value __attribute__((unused));
+
+static __always_inline int verdict_pass(struct verdict_info *vi, const struct pkt *p, __u64 now, int emit)
+{
+	vi->verdict = VERDICT_FORWARDED;
+	metrics_count(vi, p->len);
+	if (emit)
+		flow_emit(vi, p, now);
+	return TC_ACT_OK;
+}
+
+static __always_inline int verdict_drop(struct verdict_info *vi, const struct pkt *p, __u64 now, __u8 reason)
+{
+	vi->verdict = VERDICT_DROPPED;
+	vi->reason = reason;
+	metrics_count(vi, p->len);
+	flow_emit(vi, p, now);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	struct datapath_config cfg;
+	struct verdict_info vi = { .direction = dir };
+	struct pkt p = {};
+	struct endpoint_value *ep;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 peer, cookie = 0;
+	int res;
+
+	res = parse_packet(skb, &p);
+	if (res == PARSE_OTHER)
+		return TC_ACT_OK;
+	config_read(&cfg);
+	if (res == PARSE_IPV6) {
+		if (cfg.flags & CONFIG_F_IPV6_PASS) {
+			vi.reason = REASON_NOT_ENFORCED;
+			return verdict_pass(&vi, &p, now, 0);
+		}
+		return verdict_drop(&vi, &p, now, REASON_IPV6);
+	}
+	if (res == PARSE_MALFORMED)
+		return verdict_drop(&vi, &p, now, REASON_MALFORMED);
+
+	ep = endpoint_lookup(dir == DIR_EGRESS ? p.saddr : p.daddr);
+	peer = ipcache_identity(dir == DIR_EGRESS ? p.daddr : p.saddr);
+	if (!ep) {
+		__u32 local = ipcache_identity(dir == DIR_EGRESS ? p.saddr : p.daddr);
+
+		vi.src_identity = dir == DIR_EGRESS ? local : peer;
+		vi.dst_identity = dir == DIR_EGRESS ? peer : local;
+		return verdict_drop(&vi, &p, now, REASON_NO_ENDPOINT);
+	}
+	vi.endpoint_id = ep->endpoint_id;
+	vi.src_identity = dir == DIR_EGRESS ? ep->identity : peer;
+	vi.dst_identity = dir == DIR_EGRESS ? peer : ep->identity;
+
+	if (ct_lookup(&p, dir, &cfg, now, &cookie) != CT_NEW) {
+		vi.cookie = cookie;
+		vi.reason = cookie ? REASON_ALLOWED : REASON_NOT_ENFORCED;
+		return verdict_pass(&vi, &p, now, 0);
+	}
+
+	if (!endpoint_enforces(ep, dir)) {
+		vi.reason = REASON_NOT_ENFORCED;
+		ct_create(&p, dir, &cfg, now, 0);
+		return verdict_pass(&vi, &p, now, 1);
+	}
+
+	switch (policy_lookup(ep->endpoint_id, peer, dir, p.protocol, p.policy_dport, &cookie)) {
+	case POLICY_ALLOW:
+		vi.cookie = cookie;
+		vi.reason = REASON_ALLOWED;
+		ct_create(&p, dir, &cfg, now, cookie);
+		return verdict_pass(&vi, &p, now, 1);
+	case POLICY_DENY:
+		vi.cookie = cookie;
+		return verdict_drop(&vi, &p, now, REASON_EXPLICIT_DENY);
+	default:
+		return verdict_drop(&vi, &p, now, REASON_DEFAULT_DENY);
+	}
+}
+
+SEC("tc")
+int from_pod(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_EGRESS);
+}
+
+SEC("tc")
+int to_pod(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_INGRESS);
+}
+
+char _license[] SEC("license") = "GPL";

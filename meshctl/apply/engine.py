@@ -1,0 +1,233 @@
+"""The apply engine: waves of nodes, journal first, make-before-break reconcile, verify, revert.
+
+The engine knows no kernel and no file format. It drives three narrow interfaces - a
+NodeDriver (observe, reconcile, drop counters), a Journal (intent records for crash recovery)
+and a check runner (real connections) - so the orchestration is a plain function of their
+answers. Per node: journal the intent with the exact before-state, push the undo, reconcile.
+Per wave: the drop gate over the verify window, then the checks that the wave completes
+(gates.checks_for_wave). A failure reverts the wave (and with rollback "all" every wave done so
+far) to the journalled before-states, newest first, and stops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from meshctl.apply.crash import crash_point
+from meshctl.apply.gates import (
+    CheckLike,
+    CheckOutcome,
+    DropGateResult,
+    MetricCounts,
+    checks_for_wave,
+    drop_gate,
+)
+from meshctl.apply.revert import RevertStack
+from meshctl.apply.rollout import Wave, rollout_waves
+from meshctl.errors import MeshctlError
+from meshctl.nodestate import NodeState
+
+
+class NodeDriver(Protocol):
+    """The live side of every node (a lab, or later real hosts)."""
+
+    def observe(self, node: str) -> NodeState: ...
+
+    def reconcile(self, node: str, current: NodeState, target: NodeState) -> None: ...
+
+    def drop_counts(self, node: str) -> MetricCounts: ...
+
+
+class Journal(Protocol):
+    """Crash-recovery records; `begin` must be durable before the node is touched."""
+
+    def begin(self, node: str, before: NodeState, after: NodeState) -> None: ...
+
+    def done(self, node: str) -> None: ...
+
+    def reverted(self, node: str) -> None: ...
+
+
+CheckRunner = Callable[[CheckLike], CheckOutcome]
+
+
+@dataclass(frozen=True)
+class NodeWork:
+    """One node to move from `before` (observed, checked fresh) to `target`."""
+
+    node: str
+    before: NodeState
+    target: NodeState
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    canary: tuple[str, ...] = ()
+    batch_size: int = 1
+    verify_window_s: float = 1.0
+    drop_rate_threshold: float = 0.0
+    rollback: Literal["node", "all"] = "node"
+
+
+@dataclass
+class ApplyResult:
+    """What happened, node by node; `ok` False means the rollout stopped."""
+
+    ok: bool = True
+    waves: list[Wave] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)  # at target now (kept)
+    reverted: list[str] = field(default_factory=list)  # back at their before-state
+    revert_failures: list[str] = field(default_factory=list)
+    failure: str = ""
+    checks: list[CheckOutcome] = field(default_factory=list)
+    gates: list[DropGateResult] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"Apply complete: {len(self.applied)} node(s) updated."
+        lines = [f"Apply failed: {self.failure}"]
+        if self.reverted:
+            lines.append(f"Reverted to the exact before-state: {', '.join(self.reverted)}.")
+        if self.applied:
+            lines.append(f"Kept (applied and verified earlier): {', '.join(self.applied)}.")
+        for failure in self.revert_failures:
+            lines.append(f"Revert FAILED: {failure} (run `meshctl recover`)")
+        return "\n".join(lines)
+
+
+Event = Callable[[str], None]
+
+
+class ApplyEngine:
+    def __init__(
+        self,
+        driver: NodeDriver,
+        journal: Journal,
+        run_check: CheckRunner,
+        settings: RolloutSettings,
+        on_event: Event | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.driver, self.journal, self.run_check, self.settings = driver, journal, run_check, settings
+        self.on_event = on_event or (lambda _msg: None)
+        self.sleep = sleep
+
+    def run(
+        self,
+        work: Sequence[NodeWork],
+        node_order: Sequence[str],
+        checks: Iterable[CheckLike] = (),
+        pod_nodes: Mapping[str, str] | None = None,
+        predicted_drops: Mapping[str, int] | None = None,
+    ) -> ApplyResult:
+        """Apply `work` in rollout order; verify; revert and stop on the first failure."""
+        by_node = {w.node: w for w in work if w.before != w.target}
+        s = self.settings
+        waves = rollout_waves(node_order, s.canary, s.batch_size, changed=by_node)
+        result = ApplyResult(waves=waves)
+        checks = list(checks)
+        pod_nodes = pod_nodes or {}
+        final = set(node_order) - set(by_node)  # nodes without changes are final from the start
+        kept = RevertStack()  # waves done, reverted too only with rollback "all"
+        for wave in waves:
+            self.on_event(f"applying {wave.label}")
+            stack = RevertStack()
+            failure = self._apply_wave(wave, by_node, stack)
+            if not failure:
+                final |= set(wave.nodes)
+                try:
+                    failure = self._verify_wave(wave, checks, pod_nodes, final, predicted_drops or {}, result)
+                except MeshctlError as err:
+                    failure = f"verification of {wave.label} failed: {err}"
+            if failure:
+                result.ok, result.failure = False, failure
+                self.on_event(f"FAILED: {failure}; reverting {', '.join(wave.nodes)}")
+                self._revert(stack, result)
+                if s.rollback == "all":
+                    self._revert(kept, result)
+                return result
+            for node in wave.nodes:
+                self.journal.done(node)
+                result.applied.append(node)
+            crash_point(f"verified:{wave.index}")
+            self.on_event(f"{wave.label}: verified")
+            if s.rollback == "all":
+                kept.extend(stack)
+            else:
+                stack.clear()
+        return result
+
+    def _apply_wave(self, wave: Wave, by_node: Mapping[str, NodeWork], stack: RevertStack) -> str:
+        for node in wave.nodes:
+            w = by_node[node]
+            self.journal.begin(node, w.before, w.target)
+            crash_point(f"begin:{node}")
+            stack.push(node, lambda w=w: self._restore(w))
+            try:
+                self.driver.reconcile(node, w.before, w.target)
+            except Exception as err:  # half-applied: the undo below restores the before-state
+                return f"node {node}: reconcile failed: {err}"
+            crash_point(f"reconciled:{node}")
+            self.on_event(f"node {node}: reconciled")
+        return ""
+
+    def _verify_wave(
+        self,
+        wave: Wave,
+        checks: list[CheckLike],
+        pod_nodes: Mapping[str, str],
+        final: set[str],
+        predicted: Mapping[str, int],
+        result: ApplyResult,
+    ) -> str:
+        s = self.settings
+        before = {n: self.driver.drop_counts(n) for n in wave.nodes}
+        self.sleep(s.verify_window_s)
+        failures = []
+        for node in wave.nodes:
+            gate = drop_gate(
+                node, before[node], self.driver.drop_counts(node), s.verify_window_s,
+                s.drop_rate_threshold, predicted.get(node, 0),
+            )
+            result.gates.append(gate)
+            self.on_event(gate.describe())
+            if not gate.ok:
+                failures.append(gate.describe())
+        crash_point(f"gated:{wave.index}")
+        for planned in checks_for_wave(checks, pod_nodes, final, wave.nodes):
+            outcome = self.run_check(planned.check)
+            result.checks.append(outcome)
+            self.on_event(outcome.describe())
+            if not outcome.ok:
+                failures.append(outcome.describe())
+        return "; ".join(failures)
+
+    def _restore(self, w: NodeWork) -> None:
+        """Reconcile a node back to its journalled before-state and prove it got there."""
+        restore_node(self.driver, w.node, w.before)
+        self.journal.reverted(w.node)
+
+    def _revert(self, stack: RevertStack, result: ApplyResult) -> None:
+        nodes = list(reversed(stack.descriptions))
+        failures = stack.revert()
+        failed = {f.description for f in failures}
+        result.revert_failures += [str(f) for f in failures]
+        for node in nodes:
+            if node not in failed:
+                result.reverted.append(node)
+                self.on_event(f"node {node}: reverted to its before-state")
+        result.applied = [n for n in result.applied if n not in nodes]
+
+
+def restore_node(driver: NodeDriver, node: str, before: NodeState) -> None:
+    """Reconcile `node` to `before` from whatever it is now; raise unless it matches exactly."""
+    driver.reconcile(node, driver.observe(node), before)
+    now = driver.observe(node)
+    if now != before:
+        raise MeshctlError(
+            f"node {node}: after revert the live state {now.fingerprint()} differs from the "
+            f"before-state {before.fingerprint()}"
+        )

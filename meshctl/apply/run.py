@@ -1,0 +1,91 @@
+"""Apply a Plan to the lab: lock, refuse stale plans, run the engine, commit the state.
+
+The order of durable writes is what makes a kill -9 at any instant recoverable:
+1. lock (O_EXCL file), 2. per node a fsync'd `begin` record with the exact before-state
+BEFORE the node is touched, 3. `done`/`reverted` records, 4. the new state (atomic rename,
+serial + 1), 5. the journal is removed. A journal left behind means "interrupted": plan and
+apply refuse until `meshctl recover` has put every begun node back to its before-state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from meshctl.apply.crash import crash_point
+from meshctl.apply.engine import ApplyEngine, ApplyResult, NodeWork, RolloutSettings
+from meshctl.errors import PlanError
+
+if TYPE_CHECKING:
+    from meshctl.plan import Plan
+    from meshctl.workflow import Workspace
+
+Rollback = Literal["node", "all"]
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    plan_id: str
+    result: ApplyResult
+    serial: int
+
+
+def settings_of(ws: Workspace, rollback: Rollback | None) -> RolloutSettings:
+    r = ws.config.rollout
+    return RolloutSettings(
+        canary=tuple(r.canary), batch_size=r.batch_size, verify_window_s=r.verify_window_s,
+        drop_rate_threshold=r.drop_rate_threshold, rollback=rollback or r.rollback,
+    )
+
+
+def apply_plan(
+    ws: Workspace,
+    plan: Plan,
+    *,
+    rollback: Rollback | None = None,
+    on_event: Callable[[str], None] | None = None,
+    lock_held: bool = False,
+    checks: bool = True,
+) -> ApplyOutcome:
+    """Apply `plan` (made from this workspace); raises PlanStaleError before touching anything."""
+    from meshctl.state import StateLock
+
+    if lock_held:
+        return _apply_locked(ws, plan, rollback, on_event, checks)
+    with StateLock(ws.state_dir, "apply"):
+        return _apply_locked(ws, plan, rollback, on_event, checks)
+
+
+def _apply_locked(
+    ws: Workspace, plan: Plan, rollback: Rollback | None, on_event: Callable[[str], None] | None, checks: bool
+) -> ApplyOutcome:
+    from meshctl.apply.checks import LabCheckRunner
+    from meshctl.apply.driver import LabDriver
+    from meshctl.plan import check_fresh
+    from meshctl.state import Journal, load_state, save_state
+    from meshctl.workflow import ensure_not_interrupted, observe_nodes
+
+    ensure_not_interrupted(ws.state_dir)
+    unknown = [n.node for n in plan.nodes if n.node not in ws.netns]
+    if unknown:
+        raise PlanError(f"the plan names node(s) {', '.join(unknown)} that the lab of {ws.cluster} lacks")
+    state = load_state(ws.state_dir)
+    observed = observe_nodes(ws.cluster, ws.netns, [n.node for n in plan.nodes])
+    check_fresh(plan, {n: s.fingerprint() for n, s in observed.items()}, state)
+    work = [NodeWork(n.node, observed[n.node], n.intended) for n in plan.nodes]
+    journal = Journal(ws.state_dir, plan.plan_id)
+    engine = ApplyEngine(
+        LabDriver(ws.cluster, ws.netns), journal, LabCheckRunner(ws.cluster, ws.pod_ips()),
+        settings_of(ws, rollback), on_event,
+    )
+    result = engine.run(
+        work, ws.node_order, ws.desired.checks if checks else (), ws.pod_nodes(),
+    )
+    crash_point("commit")
+    applied = {w.node: w.target for w in work if w.node in result.applied}
+    if applied:
+        state = save_state(ws.state_dir, state.record_apply(plan.plan_id, applied))
+    crash_point("committed")
+    journal.clear()
+    return ApplyOutcome(plan.plan_id, result, state.serial)

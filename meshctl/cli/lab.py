@@ -1,0 +1,124 @@
+"""`meshctl lab up|down|status|exec`: the embedded cluster of network namespaces on this host."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from meshctl.cli.main import app
+from meshctl.errors import LabError
+
+lab_app = typer.Typer(help="The embedded lab cluster: nodes and pods as network namespaces.",
+                      no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+
+RepoOpt = typer.Option(Path("."), "-C", "--repo", help="Desired-state repo (with meshctl.toml).")
+ClusterOpt = typer.Option(None, "--cluster", help="Lab name (default: cluster.name of the repo).")
+
+
+def _err() -> Console:
+    return Console(stderr=True)
+
+
+def _root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, BPF)")
+
+
+def _cluster(repo: Path, cluster: str | None) -> tuple[str, tuple[str, ...]]:
+    from meshctl.lab.repo import cluster_of
+
+    if cluster:
+        return cluster, ()
+    return cluster_of(repo)
+
+
+@lab_app.command("up")
+def up(repo: Path = RepoOpt,
+       datapath: bool = typer.Option(True, "--datapath/--no-datapath",
+                                     help="Attach the eBPF datapath on pod veths.")) -> None:
+    """Build (or complete) the lab described by REPO's meshctl.toml and Pod manifests."""
+    from meshctl.lab import cluster
+    from meshctl.lab.repo import load_topology
+
+    _root()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    topo = load_topology(repo)
+    res = cluster.up(topo, with_datapath=datapath)
+    reg = res.registry
+    _err().print(f"lab {reg.cluster}: {len(reg.nodes)} nodes, {len(reg.pods)} pods up"
+                 f" (datapath {'attached' if res.datapath else 'not attached'})")
+    _print_status(reg.cluster)
+
+
+@lab_app.command("down")
+def down(repo: Path = RepoOpt, cluster: str | None = ClusterOpt) -> None:
+    """Remove everything the lab made (netns, pins, server processes), also after a crash."""
+    from meshctl.lab import cluster as lab
+
+    _root()
+    name, nodes = _cluster(repo, cluster)
+    res = lab.down(name, nodes)
+    print(f"lab {name}: removed {len(res.netns)} network namespaces, stopped {len(res.pids)} servers"
+          + (", removed BPF pins" if res.pins else ""))
+
+
+@lab_app.command("status")
+def status(repo: Path = RepoOpt, cluster: str | None = ClusterOpt) -> None:
+    """List the lab's nodes and pods with their addresses."""
+    from meshctl.lab import registry
+
+    if cluster is None and not (repo / "meshctl.toml").exists():
+        labs = registry.clusters()
+        if not labs:
+            print("no lab is up")
+            return
+        for name in labs:
+            _print_status(name)
+        return
+    name, _ = _cluster(repo, cluster)
+    _print_status(name)
+
+
+def _print_status(name: str) -> None:
+    from meshctl.lab.cluster import status as lab_status
+
+    reg, nodes = lab_status(name)
+    table = Table(title=f"lab {name} (underlay {reg.underlay_cidr}, datapath "
+                        f"{'attached' if reg.datapath else 'off'})")
+    for col in ("node / pod", "netns", "address", "interface", "ports", "state"):
+        table.add_column(col)
+    for n in nodes:
+        table.add_row(f"[bold]{n.record.name}[/bold]", n.record.netns,
+                      f"{n.record.underlay_ip} (pods {n.record.pod_cidr})", "eth0", "",
+                      "ok" if n.netns_ok else "[red]netns missing[/red]")
+        for p in n.pods:
+            r = p.record
+            ports = " ".join([f"{x}/tcp" for x in r.tcp_ports] + [f"{x}/udp" for x in r.udp_ports])
+            state = "ok" if p.netns_ok and p.server_ok else (
+                "[red]netns missing[/red]" if not p.netns_ok else "[red]server down[/red]")
+            table.add_row(f"  {r.key}", r.netns, r.ip, r.veth, ports, state)
+    Console(width=160).print(table)
+
+
+@lab_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec_(pod: Annotated[str, typer.Argument(help="NS/POD")],
+          command: Annotated[list[str], typer.Argument(help="Command to run inside the pod")],
+          repo: Path = RepoOpt, cluster: str | None = ClusterOpt) -> None:
+    """Run a command inside a pod's network namespace (BPF pins stay visible): exec NS/POD -- CMD."""
+    from meshctl.lab import registry
+    from meshctl.lab.netns import nsenter_argv
+
+    _root()
+    name, _ = _cluster(repo, cluster)
+    rec = registry.pod(name, pod)
+    argv = nsenter_argv(rec.netns, command)
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)

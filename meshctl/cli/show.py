@@ -1,0 +1,35 @@
+"""`meshctl show PLAN`: render a saved plan as text, JSON or markdown (a PR comment)."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from meshctl.cli.main import app
+from meshctl.plan import read_plan
+from meshctl.report import render_json, render_markdown, render_text
+
+
+class Output(str, Enum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+@app.command("show")
+def show(
+    plan_file: Path = typer.Argument(..., help="A plan file written by `meshctl plan --out`."),
+    output: Output = typer.Option(Output.text, "--output", "-o", help="text, json or markdown."),
+) -> None:
+    """Show a saved plan (the plan file is checked: version and plan_id)."""
+    plan = read_plan(plan_file)
+    if output is Output.json:
+        sys.stdout.write(render_json(plan))
+    elif output is Output.markdown:
+        sys.stdout.write(render_markdown(plan))
+    else:
+        Console(highlight=False, soft_wrap=True).print(render_text(plan), end="")

@@ -1,0 +1,337 @@
+"""compile_cluster: desired state -> one NodeState per node plus the Catalog that explains it.
+
+Pure and deterministic: identities and selectors are resolved once for the cluster, every
+endpoint's policy map is built once per (identity, container ports, node) and shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from meshctl.catalog import Catalog, IdentityInfo, RuleOrigin
+from meshctl.compile.cookies import assign_cookies
+from meshctl.compile.identities import RESERVED_LABELS, EndpointTable, IdentityTable, cidr_identities
+from meshctl.compile.ir import CidrRule, CompileWarning, Isolation, Peers, Rule, Translated
+from meshctl.compile.labels import pod_identity_labels
+from meshctl.compile.mapstate import Grant, MapState, build_mapstate
+from meshctl.compile.selectors import SelectorIndex
+from meshctl.compile.spec import ClusterSpec, PodSpec, spec_from_desired
+from meshctl.compile.translate import PROTOCOLS, translate
+from meshctl.nodestate import (
+    Attachment,
+    DatapathConfig,
+    Direction,
+    EndpointEntry,
+    FrozenMap,
+    IpcacheEntry,
+    NodeState,
+    PolicyEntry,
+    PolicyKey,
+    ReservedIdentity,
+)
+
+R = ReservedIdentity
+CLUSTER_ENTITY_RESERVED = (R.HOST, R.REMOTE_NODE, R.INIT, R.HEALTH, R.UNMANAGED, R.INGRESS, R.KUBE_APISERVER)
+ENTITY_IDS = {
+    "host": (R.HOST,), "remote-node": (R.REMOTE_NODE,), "health": (R.HEALTH,), "init": (R.INIT,),
+    "unmanaged": (R.UNMANAGED,), "kube-apiserver": (R.KUBE_APISERVER,), "ingress": (R.INGRESS,),
+    "world": (R.WORLD,), "world-ipv4": (R.WORLD,), "none": (),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedPeers:
+    """Peers as identities; CIDR rules and world stay symbolic until a node's prefixes are known."""
+
+    wildcard: bool
+    identities: frozenset[int]
+    cidrs: tuple[CidrRule, ...]
+
+    def on_node(self, node_cidrs: Mapping[IPv4Network, int]) -> tuple[int, ...]:
+        if self.wildcard:
+            return (0,)
+        ids = set(self.identities)
+        if R.WORLD in ids:  # CIDR identities carry reserved:world too
+            ids.update(node_cidrs.values())
+        for rule in self.cidrs:
+            if rule.cidr.prefixlen == 0:
+                ids.add(R.WORLD)
+            ids.update(i for p, i in node_cidrs.items() if rule.contains_prefix(p))
+        return tuple(sorted(ids))
+
+
+@dataclass
+class Compiled:
+    nodes: dict[str, NodeState]
+    catalog: Catalog
+    identities: IdentityTable
+    endpoint_ids: EndpointTable
+    warnings: tuple[CompileWarning, ...]
+    spec: ClusterSpec
+    rules: tuple[Rule, ...] = ()
+    isolations: tuple[Isolation, ...] = ()
+    pod_identity: dict[str, int] = field(default_factory=dict)  # "ns/pod" -> identity
+    origins: dict[int, RuleOrigin] = field(default_factory=dict)  # cookie -> origin
+
+
+class _Compiler:
+    def __init__(self, spec: ClusterSpec, identities: IdentityTable) -> None:
+        self.spec = spec
+        self.pod_labels: dict[str, tuple[str, ...]] = {}
+        for pod in spec.pods:
+            self.pod_labels[pod.key] = pod_identity_labels(
+                pod.namespace, pod.labels, spec.namespace_labels(pod.namespace), spec.cluster
+            )
+        self.identities = identities.allocate(self.pod_labels.values())
+        self.pod_identity = {k: self.identities.by_labels[ls] for k, ls in self.pod_labels.items()}
+        self.cluster_ids = frozenset(self.pod_identity.values())
+        universe: dict[int, tuple[str, ...]] = {int(i): ls for i, ls in RESERVED_LABELS.items()}
+        for ident in self.cluster_ids:
+            universe[ident] = self.identities_labels(ident)
+        self.index = SelectorIndex(universe)
+        # named ports per identity: (name, protocol) -> set of port numbers
+        self.named: dict[int, dict[tuple[str, int], set[int]]] = {}
+        for pod in spec.pods:
+            table = self.named.setdefault(self.pod_identity[pod.key], {})
+            for name, port, proto in pod.ports:
+                if name and proto.upper() in PROTOCOLS:
+                    table.setdefault((name, PROTOCOLS[proto.upper()]), set()).add(port)
+        self._peer_cache: dict[Peers, ResolvedPeers] = {}
+        self.warnings: list[CompileWarning] = []
+
+    def identities_labels(self, ident: int) -> tuple[str, ...]:
+        if not hasattr(self, "_rev"):
+            self._rev = {i: ls for ls, i in self.identities.by_labels.items()}
+        return self._rev[ident]
+
+    def resolve_peers(self, peers: Peers) -> ResolvedPeers:
+        hit = self._peer_cache.get(peers)
+        if hit is not None:
+            return hit
+        ids: set[int] = set()
+        wildcard = peers.wildcard or "all" in peers.entities
+        for sel in peers.selectors:
+            ids |= self.index.select(sel)
+        for ent in peers.entities:
+            if ent == "cluster":
+                ids |= self.cluster_ids
+                ids.update(CLUSTER_ENTITY_RESERVED)
+            else:
+                ids.update(ENTITY_IDS.get(ent, ()))
+        out = ResolvedPeers(wildcard, frozenset(ids), peers.cidrs)
+        self._peer_cache[peers] = out
+        return out
+
+
+def _ports_for(
+    c: _Compiler, rule: Rule, peer_ids: tuple[int, ...], pod: PodSpec, warn: list[CompileWarning]
+) -> list[tuple[tuple[int, ...], tuple[tuple[int, int, int], ...] | None]]:
+    """(peer identities, port ranges) groups for one rule, named ports resolved."""
+    if rule.ports is None:
+        return [(peer_ids, None)]
+    numeric = tuple((p.protocol, p.first, p.last) for p in rule.ports if p.name is None)
+    groups: list[tuple[tuple[int, ...], tuple[tuple[int, int, int], ...] | None]] = []
+    if numeric:
+        groups.append((peer_ids, numeric))
+    named = [p for p in rule.ports if p.name is not None]
+    if not named:
+        return groups
+    if rule.direction == Direction.INGRESS:
+        own = {(n, PROTOCOLS.get(proto.upper(), -1)): port for n, port, proto in pod.ports if n}
+        resolved = tuple((p.protocol, own[(p.name, p.protocol)], own[(p.name, p.protocol)])
+                         for p in named if (p.name, p.protocol) in own)
+        if resolved:
+            groups.append((peer_ids, resolved))
+        return groups
+    # egress: resolve on each destination identity's pods (Kubernetes semantics)
+    targets = sorted(c.cluster_ids) if peer_ids == (0,) else [i for i in peer_ids if i in c.named]
+    per_ident: dict[tuple[tuple[int, int, int], ...], list[int]] = {}
+    for ident in targets:
+        table = c.named.get(ident, {})
+        ranges = []
+        for p in named:
+            ports = table.get((p.name or "", p.protocol))
+            if not ports:
+                continue
+            if len(ports) > 1:
+                warn.append(CompileWarning(
+                    "named-port",
+                    f"{rule.origin}: named port {p.name} means {sorted(ports)} on pods of one identity "
+                    f"({c.identities_labels(ident)}); like Cilium, the port is not allowed",
+                    None,
+                ))
+                continue
+            port = next(iter(ports))
+            ranges.append((p.protocol, port, port))
+        if ranges:
+            per_ident.setdefault(tuple(sorted(ranges)), []).append(ident)
+    for ranges, idents in sorted(per_ident.items()):
+        groups.append((tuple(idents), ranges))
+    return groups
+
+
+def compile_spec(
+    spec: ClusterSpec, identities: IdentityTable, endpoint_ids: EndpointTable, build_hash: str
+) -> Compiled:
+    c = _Compiler(spec, identities)
+    translated = [translate(doc) for doc in spec.policies]
+    rules = tuple(r for t in translated for r in t.rules)
+    isolations = tuple(i for t in translated for i in t.isolations)
+    warnings: list[CompileWarning] = [w for t in translated for w in t.warnings]
+    cookies = assign_cookies([r.origin for r in rules] + [i.origin for i in isolations])
+
+    # subject identity -> direction -> rules / isolations
+    by_subject: dict[int, list[Rule]] = {}
+    for rule in rules:
+        for ident in c.index.select(rule.subject):
+            by_subject.setdefault(ident, []).append(rule)
+    iso_by_subject: dict[int, list[Isolation]] = {}
+    for iso in isolations:
+        for ident in c.index.select(iso.subject):
+            iso_by_subject.setdefault(ident, []).append(iso)
+
+    ipcache_pods: dict[IPv4Network, IpcacheEntry] = {}
+    for pod in sorted(spec.pods, key=lambda p: (int(p.ip) if p.ip else -1)):
+        if pod.ip is not None:
+            ipcache_pods[IPv4Network(pod.ip)] = IpcacheEntry(c.pod_identity[pod.key])
+
+    nodes: dict[str, NodeState] = {}
+    catalog_eps: dict[str, FrozenMap[int, str]] = {}
+    isolation_cat: dict[str, FrozenMap[Direction, tuple[str, ...]]] = {}
+    l7_seen: set[tuple[RuleOrigin, RuleOrigin]] = set()
+    cidr_catalog: dict[int, IPv4Network] = {}
+    for node in spec.nodes:
+        local = [p for p in spec.pods if p.node == node and p.ip is not None]
+        endpoint_ids = endpoint_ids.allocate(node, [p.key for p in local])
+        local_ids = {c.pod_identity[p.key] for p in local}
+        prefixes: set[IPv4Network] = set()
+        for ident in local_ids:
+            for rule in by_subject.get(ident, ()):
+                for cr in rule.peers.cidrs:
+                    prefixes.add(cr.cidr)
+                    prefixes.update(cr.excepts)
+        prefixes.discard(IPv4Network("0.0.0.0/0"))
+        node_cidrs = {p: i for p, i in cidr_identities(prefixes).items() if p not in ipcache_pods}
+        for p, i in node_cidrs.items():
+            cidr_catalog[i] = p
+        ipcache = dict(ipcache_pods)
+        ipcache.update((p, IpcacheEntry(i)) for p, i in node_cidrs.items())
+        ipcache = dict(sorted(ipcache.items(), key=lambda kv: (int(kv[0].network_address), kv[0].prefixlen)))
+
+        cache: dict[tuple[int, tuple[Any, ...]], tuple[FrozenMap[PolicyKey, PolicyEntry], bool, bool]] = {}
+        endpoints: dict[IPv4Address, EndpointEntry] = {}
+        policies: dict[int, FrozenMap[PolicyKey, PolicyEntry]] = {}
+        eps_cat: dict[int, str] = {}
+        for pod in sorted(local, key=lambda p: p.key):
+            ident = c.pod_identity[pod.key]
+            ep_id = endpoint_ids.get(node, pod.key)
+            assert ep_id is not None
+            ck = (ident, tuple(sorted(pod.ports, key=str)))
+            if ck not in cache:
+                ms, enf_in, enf_out = _endpoint_policy(
+                    c, spec.mode, by_subject.get(ident, []), iso_by_subject.get(ident, []), pod,
+                    node_cidrs, cookies, warnings,
+                )
+                l7_seen.update(ms.ineffective_l7)
+                cache[ck] = (FrozenMap(ms.entries), enf_in, enf_out)
+            entries, enf_in, enf_out = cache[ck]
+            endpoints[pod.ip] = EndpointEntry(ep_id, ident, enf_in, enf_out)  # type: ignore[index]
+            policies[ep_id] = entries
+            eps_cat[ep_id] = pod.key
+            isos = iso_by_subject.get(ident, [])
+            if isos and spec.mode == "default":
+                per_dir = {
+                    d: tuple(sorted({i.policy for i in isos if i.direction == d}))
+                    for d in (Direction.INGRESS, Direction.EGRESS)
+                }
+                isolation_cat[pod.key] = FrozenMap({d: v for d, v in per_dir.items() if v})
+        attachments = frozenset(
+            Attachment(ip, hook, build_hash) for ip in endpoints for hook in ("from-pod", "to-pod")
+        )
+        nodes[node] = NodeState(
+            node=node,
+            config=DatapathConfig(ipv6_pass=spec.ipv6_pass),
+            ipcache=FrozenMap(ipcache),
+            endpoints=FrozenMap(endpoints),
+            policies=FrozenMap(policies),
+            attachments=attachments,
+        )
+        catalog_eps[node] = FrozenMap(eps_cat)
+
+    for l7_origin, plain in sorted(l7_seen):
+        warnings.append(CompileWarning(
+            "l7-ineffective",
+            f"{l7_origin}: L7 rule is ineffective: {plain} already allows the same peer and port at L4",
+            None,
+        ))
+    pods_by_ident: dict[int, list[str]] = {}
+    for key, ident in c.pod_identity.items():
+        pods_by_ident.setdefault(ident, []).append(key)
+    infos: dict[int, IdentityInfo] = {int(i): IdentityInfo(int(i), ls) for i, ls in RESERVED_LABELS.items()}
+    for ident in c.cluster_ids:
+        infos[ident] = IdentityInfo(ident, c.identities_labels(ident), tuple(sorted(pods_by_ident[ident])))
+    for ident, prefix in cidr_catalog.items():
+        infos[ident] = IdentityInfo(ident, (f"cidr:{prefix}", "reserved:world"))
+    origin_by_cookie = {ck: o for o, ck in cookies.items()}
+    catalog = Catalog(
+        identities=FrozenMap(infos),
+        endpoints=FrozenMap(catalog_eps),
+        cookies=FrozenMap(origin_by_cookie),
+        isolation=FrozenMap(isolation_cat),
+    )
+    return Compiled(
+        nodes=nodes,
+        catalog=catalog,
+        identities=c.identities,
+        endpoint_ids=endpoint_ids,
+        warnings=tuple(dict.fromkeys(sorted(set(warnings), key=str))),
+        spec=spec,
+        rules=rules,
+        isolations=isolations,
+        pod_identity=dict(c.pod_identity),
+        origins=origin_by_cookie,
+    )
+
+
+def _endpoint_policy(
+    c: _Compiler,
+    mode: str,
+    rules: Iterable[Rule],
+    isolations: list[Isolation],
+    pod: PodSpec,
+    node_cidrs: Mapping[IPv4Network, int],
+    cookies: dict[RuleOrigin, int],
+    warnings: list[CompileWarning],
+) -> tuple[MapState, bool, bool]:
+    if mode == "never":
+        return MapState({}, {}, ()), False, False
+    enforce = {}
+    grants: list[Grant] = []
+    for d in (Direction.INGRESS, Direction.EGRESS):
+        isos = [i for i in isolations if i.direction == d]
+        enforce[d] = mode == "always" or bool(isos)
+        if isos and not any(i.default_deny for i in isos):
+            first = min(i.origin for i in isos)
+            grants.append(Grant(first, d, False, (0,), None))
+    for rule in rules:
+        if not enforce[rule.direction]:
+            continue
+        peer_ids = c.resolve_peers(rule.peers).on_node(node_cidrs)
+        if not peer_ids:
+            continue
+        for idents, ports in _ports_for(c, rule, peer_ids, pod, warnings):
+            grants.append(Grant(rule.origin, rule.direction, rule.deny, idents, ports, bool(rule.l7)))
+    return build_mapstate(grants, cookies), enforce[Direction.INGRESS], enforce[Direction.EGRESS]
+
+
+def compile_cluster(
+    desired: Any, identities: IdentityTable, endpoint_ids: EndpointTable, build_hash: str
+) -> Compiled:
+    """The compiler's public entry point (see the module docstring)."""
+    return compile_spec(spec_from_desired(desired), identities, endpoint_ids, build_hash)
+
+
+__all__ = ["Compiled", "Translated", "compile_cluster", "compile_spec"]

@@ -1,0 +1,143 @@
+"""Stable numeric identities and endpoint ids: immutable tables persisted in the state dir.
+
+A label set keeps its number for the life of a lineage, and a number once given is never
+reused, so restarting or scaling pods never changes policy entries, only ipcache entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+from typing import Any
+
+from meshctl.errors import CompileError, StateError
+from meshctl.nodestate import CIDR_IDENTITY_MIN, CLUSTER_IDENTITY_MIN, ReservedIdentity
+
+LabelSet = tuple[str, ...]
+
+RESERVED_LABELS: dict[int, LabelSet] = {
+    ReservedIdentity.HOST: ("reserved:host",),
+    ReservedIdentity.WORLD: ("reserved:world",),
+    ReservedIdentity.UNMANAGED: ("reserved:unmanaged",),
+    ReservedIdentity.HEALTH: ("reserved:health",),
+    ReservedIdentity.INIT: ("reserved:init",),
+    ReservedIdentity.REMOTE_NODE: ("reserved:remote-node",),
+    ReservedIdentity.KUBE_APISERVER: ("reserved:kube-apiserver",),
+    ReservedIdentity.INGRESS: ("reserved:ingress",),
+}
+CLUSTER_IDENTITY_MAX = CIDR_IDENTITY_MIN - 1
+ENDPOINT_ID_MAX = 65535
+
+
+@dataclass(frozen=True)
+class IdentityTable:
+    """label set -> identity (>= 256); `next_id` only grows, so numbers are never reused."""
+
+    by_labels: Mapping[LabelSet, int] = field(default_factory=dict)
+    next_id: int = CLUSTER_IDENTITY_MIN
+
+    def allocate(self, label_sets: Iterable[LabelSet]) -> IdentityTable:
+        """Keep existing numbers; give new sets (in sorted order) the next free numbers."""
+        new = sorted({tuple(ls) for ls in label_sets} - set(self.by_labels))
+        if not new:
+            return self
+        table = dict(self.by_labels)
+        nxt = self.next_id
+        for ls in new:
+            if nxt > CLUSTER_IDENTITY_MAX:
+                raise CompileError("cluster identity space exhausted (more than 16M label sets)")
+            table[ls] = nxt
+            nxt += 1
+        return IdentityTable(table, nxt)
+
+    def get(self, labels: LabelSet) -> int | None:
+        return self.by_labels.get(labels)
+
+    def to_json(self) -> str:
+        body = {
+            "next_id": self.next_id,
+            "identities": [{"id": i, "labels": list(ls)} for ls, i in sorted(self.by_labels.items(), key=lambda x: x[1])],
+        }
+        return json.dumps(body, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> IdentityTable:
+        try:
+            body = json.loads(text)
+            table = {tuple(e["labels"]): int(e["id"]) for e in body["identities"]}
+            nxt = int(body["next_id"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise StateError(f"identity table is corrupt: {err}") from err
+        if table and max(table.values()) >= nxt:
+            raise StateError("identity table is corrupt: next_id is not above every identity")
+        return cls(table, nxt)
+
+
+@dataclass(frozen=True)
+class EndpointTable:
+    """Per node, "ns/pod" -> endpoint id (1..65535); ids of removed pods are not reused."""
+
+    by_pod: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # node -> pod -> id
+    next_id: Mapping[str, int] = field(default_factory=dict)  # node -> next free id
+
+    def allocate(self, node: str, pods: Iterable[str]) -> EndpointTable:
+        current = self.by_pod.get(node, {})
+        new = sorted(set(pods) - set(current))
+        if not new:
+            return self
+        nxt = self.next_id.get(node, 1)
+        table = dict(current)
+        for pod in new:
+            if nxt > ENDPOINT_ID_MAX:
+                raise CompileError(f"node {node}: endpoint id space exhausted (65535)")
+            table[pod] = nxt
+            nxt += 1
+        by_pod = dict(self.by_pod)
+        by_pod[node] = table
+        next_id = dict(self.next_id)
+        next_id[node] = nxt
+        return EndpointTable(by_pod, next_id)
+
+    def get(self, node: str, pod: str) -> int | None:
+        return self.by_pod.get(node, {}).get(pod)
+
+    def to_json(self) -> str:
+        body = {
+            node: {"next_id": self.next_id.get(node, 1), "endpoints": dict(sorted(pods.items()))}
+            for node, pods in sorted(self.by_pod.items())
+        }
+        return json.dumps(body, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EndpointTable:
+        try:
+            body: dict[str, Any] = json.loads(text)
+            by_pod = {n: {p: int(i) for p, i in v["endpoints"].items()} for n, v in body.items()}
+            nxt = {n: int(v["next_id"]) for n, v in body.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise StateError(f"endpoint table is corrupt: {err}") from err
+        return cls(by_pod, nxt)
+
+
+def cidr_identities(prefixes: Iterable[IPv4Network]) -> dict[IPv4Network, int]:
+    """Node-local CIDR identities (>= 1<<24), derived from each prefix by hash.
+
+    The same prefix gets the same number on every node and run; the rare hash collision is
+    resolved by probing in sorted prefix order. 0.0.0.0/0 is world (the ipcache miss).
+    """
+    out: dict[IPv4Network, int] = {}
+    used: set[int] = set()
+    span = (1 << 32) - CIDR_IDENTITY_MIN
+    for prefix in sorted(set(prefixes)):
+        if prefix.prefixlen == 0:
+            out[prefix] = ReservedIdentity.WORLD
+            continue
+        h = int.from_bytes(hashlib.sha256(str(prefix).encode()).digest()[:4], "big") % span
+        while CIDR_IDENTITY_MIN + h in used:
+            h = (h + 1) % span
+        used.add(CIDR_IDENTITY_MIN + h)
+        out[prefix] = CIDR_IDENTITY_MIN + h
+    return out

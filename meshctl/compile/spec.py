@@ -1,0 +1,72 @@
+"""The compiler's input, flattened from DesiredState: plain values, no pydantic.
+
+`spec_from_desired` is the only place that knows the loader's models; tests and the
+conformance runner can build a ClusterSpec directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Any
+
+from meshctl.compile.documents import Document, as_document
+
+METADATA_NAME = "kubernetes.io/metadata.name"
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    node: str
+    ports: tuple[tuple[str | None, int, str], ...] = ()  # (name, containerPort, protocol)
+    ip: IPv4Address | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    cluster: str
+    nodes: tuple[str, ...]
+    namespaces: Mapping[str, Mapping[str, str]]
+    pods: tuple[PodSpec, ...]
+    policies: tuple[Document, ...]
+    mode: str = "default"  # policyEnforcementMode: default | always | never
+    ipv6_pass: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        """Labels as the API server stores them (it always adds kubernetes.io/metadata.name)."""
+        labels = dict(self.namespaces.get(namespace, {}))
+        labels.setdefault(METADATA_NAME, namespace)
+        return labels
+
+
+def spec_from_desired(desired: Any) -> ClusterSpec:
+    cfg = desired.config
+    pods = tuple(
+        PodSpec(
+            p.namespace,
+            p.name,
+            dict(p.labels),
+            p.node_name,
+            tuple((cp.name, int(cp.container_port), str(cp.protocol)) for cp in p.ports),
+            p.pod_ip,
+        )
+        for p in desired.pods
+    )
+    return ClusterSpec(
+        cluster=cfg.cluster,
+        nodes=tuple(n.name for n in cfg.nodes),
+        namespaces={ns.name: dict(ns.labels) for ns in desired.namespaces},
+        pods=pods,
+        policies=tuple(as_document(p) for p in desired.policies),
+        mode=cfg.policy_enforcement_mode,
+        ipv6_pass=cfg.datapath.ipv6 == "pass",
+    )

@@ -1,0 +1,338 @@
+"""Typed pinned maps: convert between the C structs and the plain values of meshctl.nodestate.
+
+`encode_*` / `decode_*` are pure (bytes in, values out) so observe can parse raw dumps without
+the kernel; the `*Map` classes wrap a pinned map and use them. Every struct is built from zero
+(ctypes zero-fills), so pad bytes are always zero and keys compare byte for byte.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+from meshctl.dataplane import structs as S
+from meshctl.dataplane.libbpf import BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, Map, num_possible_cpus
+from meshctl.nodestate import (
+    DatapathConfig,
+    Direction,
+    EndpointEntry,
+    FrozenMap,
+    IpcacheEntry,
+    PolicyEntry,
+    PolicyKey,
+)
+
+# Defaults the datapath applies to a zero timeout (bpf/lib/config.h).
+CT_DEFAULTS = {
+    "ct_timeout_tcp_s": 21600,
+    "ct_timeout_non_tcp_s": 60,
+    "ct_timeout_syn_s": 60,
+    "ct_timeout_close_s": 10,
+}
+
+U32 = struct.Struct("<I")
+
+
+def be32(ip: IPv4Address) -> int:
+    """A __be32 field value: the u32 whose memory bytes are the address in network order."""
+    return int.from_bytes(ip.packed, "little")
+
+
+def from_be32(value: int) -> IPv4Address:
+    return IPv4Address(value.to_bytes(4, "little"))
+
+
+def be16(port: int) -> int:
+    return int.from_bytes(port.to_bytes(2, "big"), "little")
+
+
+def from_be16(value: int) -> int:
+    return int.from_bytes(value.to_bytes(2, "little"), "big")
+
+
+# ---------------------------------------------------------------- ipcache
+
+
+def encode_ipcache(prefix: IPv4Network, entry: IpcacheEntry) -> tuple[bytes, bytes]:
+    key = S.IpcacheKey(prefixlen=prefix.prefixlen, addr_be=be32(prefix.network_address))
+    return bytes(key), bytes(S.IpcacheValue(identity=entry.identity, flags=entry.flags))
+
+
+def decode_ipcache(key: bytes, value: bytes) -> tuple[IPv4Network, IpcacheEntry]:
+    k, v = S.IpcacheKey.from_buffer_copy(key), S.IpcacheValue.from_buffer_copy(value)
+    net = IPv4Network((from_be32(k.addr_be), k.prefixlen), strict=False)
+    return net, IpcacheEntry(v.identity, v.flags)
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+def encode_endpoint(addr: IPv4Address, entry: EndpointEntry) -> tuple[bytes, bytes]:
+    flags = (S.EndpointFlags.ENFORCE_INGRESS if entry.enforce_ingress else 0) | (
+        S.EndpointFlags.ENFORCE_EGRESS if entry.enforce_egress else 0
+    )
+    value = S.EndpointValue(endpoint_id=entry.endpoint_id, identity=entry.identity, flags=int(flags))
+    return bytes(S.EndpointKey(addr_be=be32(addr))), bytes(value)
+
+
+def decode_endpoint(key: bytes, value: bytes) -> tuple[IPv4Address, EndpointEntry]:
+    k, v = S.EndpointKey.from_buffer_copy(key), S.EndpointValue.from_buffer_copy(value)
+    return from_be32(k.addr_be), EndpointEntry(
+        v.endpoint_id,
+        v.identity,
+        bool(v.flags & S.EndpointFlags.ENFORCE_INGRESS),
+        bool(v.flags & S.EndpointFlags.ENFORCE_EGRESS),
+    )
+
+
+# ---------------------------------------------------------------- policy
+
+
+def encode_policy(key: PolicyKey, entry: PolicyEntry) -> tuple[bytes, bytes]:
+    k = S.PolicyKey(
+        prefixlen=key.lpm_prefixlen,
+        identity=key.identity,
+        egress=int(key.direction),
+        protocol=key.protocol,
+        dport_be=be16(key.port),
+    )
+    v = S.PolicyValue(cookie=entry.cookie, flags=int(S.PolicyFlags.DENY) if entry.deny else 0)
+    return bytes(k), bytes(v)
+
+
+def decode_policy(key: bytes, value: bytes) -> tuple[PolicyKey, PolicyEntry]:
+    k, v = S.PolicyKey.from_buffer_copy(key), S.PolicyValue.from_buffer_copy(value)
+    if k.prefixlen <= S.POLICY_PREFIX_STATIC:
+        pk = PolicyKey(Direction(k.egress), k.identity)
+    else:
+        port_prefix = min(k.prefixlen, S.POLICY_PREFIX_FULL) - S.POLICY_PREFIX_PROTO
+        port = from_be16(k.dport_be) & ~((1 << (16 - port_prefix)) - 1) & 0xFFFF
+        pk = PolicyKey(Direction(k.egress), k.identity, k.protocol, port, port_prefix)
+    return pk, PolicyEntry(v.cookie, bool(v.flags & S.PolicyFlags.DENY))
+
+
+def decode_policy_entries(items: Iterable[tuple[bytes, bytes]]) -> FrozenMap[PolicyKey, PolicyEntry]:
+    return FrozenMap(dict(decode_policy(k, v) for k, v in items))
+
+
+# ---------------------------------------------------------------- config
+
+
+def encode_config(cfg: DatapathConfig) -> bytes:
+    return bytes(
+        S.DatapathConfig(
+            flags=int(S.ConfigFlags.IPV6_PASS) if cfg.ipv6_pass else 0,
+            ct_timeout_tcp_s=cfg.ct_timeout_tcp_s,
+            ct_timeout_non_tcp_s=cfg.ct_timeout_non_tcp_s,
+            ct_timeout_syn_s=cfg.ct_timeout_syn_s,
+            ct_timeout_close_s=cfg.ct_timeout_close_s,
+        )
+    )
+
+
+def decode_config(value: bytes | None) -> DatapathConfig:
+    """The config the datapath acts on: a zero timeout means the datapath's default."""
+    c = S.DatapathConfig.from_buffer_copy(value) if value else S.DatapathConfig()
+    timeouts = {name: getattr(c, name) or default for name, default in CT_DEFAULTS.items()}
+    return DatapathConfig(ipv6_pass=bool(c.flags & S.ConfigFlags.IPV6_PASS), **timeouts)
+
+
+# ---------------------------------------------------------------- metrics and conntrack
+
+
+@dataclass(frozen=True, order=True)
+class MetricKey:
+    verdict: int
+    reason: int
+    direction: int
+
+
+@dataclass(frozen=True)
+class MetricTotal:
+    packets: int
+    bytes: int
+
+
+def decode_metrics(key: bytes, value: bytes, ncpus: int) -> tuple[MetricKey, MetricTotal]:
+    k = S.MetricsKey.from_buffer_copy(key)
+    per_cpu = (S.MetricsValue * ncpus).from_buffer_copy(value)
+    return MetricKey(k.verdict, k.reason, k.direction), MetricTotal(
+        sum(v.packets for v in per_cpu), sum(v.bytes for v in per_cpu)
+    )
+
+
+@dataclass(frozen=True)
+class CtEntry:
+    """One conntrack entry, host order."""
+
+    saddr: IPv4Address
+    daddr: IPv4Address
+    sport: int
+    dport: int
+    protocol: int
+    direction: Direction
+    expires_ns: int
+    packets: int
+    bytes: int
+    cookie: int
+    flags: int
+
+
+def decode_ct(key: bytes, value: bytes) -> CtEntry:
+    k, v = S.CtKey.from_buffer_copy(key), S.CtValue.from_buffer_copy(value)
+    return CtEntry(from_be32(k.saddr_be), from_be32(k.daddr_be), from_be16(k.sport_be),
+                   from_be16(k.dport_be), k.protocol, Direction(k.direction), v.expires_ns,
+                   v.packets, v.bytes, v.cookie, v.flags)
+
+
+# ---------------------------------------------------------------- typed pinned maps
+
+
+class _Typed:
+    """A pinned map owned by this wrapper (context manager)."""
+
+    map_name = ""
+
+    def __init__(self, m: Map) -> None:
+        self.map = m
+
+    @classmethod
+    def from_dir(cls, pin_dir: Path) -> _Typed:
+        return cls(Map.from_pin(pin_dir / cls.map_name))
+
+    def close(self) -> None:
+        self.map.close()
+
+    def __enter__(self) -> _Typed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class IpcacheMap(_Typed):
+    map_name = "ipcache"
+
+    def read(self) -> FrozenMap[IPv4Network, IpcacheEntry]:
+        return FrozenMap(dict(decode_ipcache(k, v) for k, v in self.map.items()))
+
+    def upsert(self, entries: Mapping[IPv4Network, IpcacheEntry]) -> None:
+        pairs = [encode_ipcache(p, e) for p, e in entries.items()]
+        self.map.update_batch([k for k, _ in pairs], [v for _, v in pairs])
+
+    def remove(self, prefixes: Iterable[IPv4Network]) -> None:
+        self.map.delete_batch([encode_ipcache(p, IpcacheEntry(0))[0] for p in prefixes])
+
+
+class EndpointsMap(_Typed):
+    map_name = "endpoints"
+
+    def read(self) -> FrozenMap[IPv4Address, EndpointEntry]:
+        return FrozenMap(dict(decode_endpoint(k, v) for k, v in self.map.items()))
+
+    def upsert(self, entries: Mapping[IPv4Address, EndpointEntry]) -> None:
+        pairs = [encode_endpoint(a, e) for a, e in entries.items()]
+        self.map.update_batch([k for k, _ in pairs], [v for _, v in pairs])
+
+    def remove(self, addrs: Iterable[IPv4Address]) -> None:
+        self.map.delete_batch([bytes(S.EndpointKey(addr_be=be32(a))) for a in addrs])
+
+
+# Inner policy maps must match the template of policy_maps (bpf/lib/policy.h).
+INNER_POLICY_MAP = dict(
+    map_type=BPF_MAP_TYPE_LPM_TRIE,
+    key_size=ctypes.sizeof(S.PolicyKey),
+    value_size=ctypes.sizeof(S.PolicyValue),
+    max_entries=S.POLICY_MAP_SIZE,
+    flags=BPF_F_NO_PREALLOC,
+)
+
+
+class PolicyMaps(_Typed):
+    """policy_maps: endpoint_id -> inner LPM map of that endpoint's policy entries."""
+
+    map_name = "policy_maps"
+
+    def endpoint_ids(self) -> list[int]:
+        return sorted(U32.unpack(k)[0] for k in self.map)
+
+    def read_raw(self) -> dict[int, list[tuple[bytes, bytes]]]:
+        """endpoint_id -> raw inner entries (each inner map opened by id, read, closed)."""
+        out: dict[int, list[tuple[bytes, bytes]]] = {}
+        for ep in self.endpoint_ids():
+            raw_id = self.map.lookup(U32.pack(ep))
+            if raw_id is None:
+                continue  # removed while we read
+            with Map.from_id(U32.unpack(raw_id)[0]) as inner:
+                out[ep] = inner.items()
+        return out
+
+    def read(self) -> FrozenMap[int, FrozenMap[PolicyKey, PolicyEntry]]:
+        return FrozenMap({ep: decode_policy_entries(items) for ep, items in self.read_raw().items()})
+
+    def swap(self, endpoint_id: int, entries: Mapping[PolicyKey, PolicyEntry]) -> None:
+        """Fill a NEW inner map completely, then point the endpoint at it in one update.
+
+        The datapath sees either the whole old policy or the whole new one, never a mix.
+        """
+        if len(entries) > S.POLICY_MAP_SIZE:
+            from meshctl.errors import CompileError
+
+            raise CompileError(f"endpoint {endpoint_id}: {len(entries)} policy entries exceed "
+                               f"the map capacity {S.POLICY_MAP_SIZE}")
+        with Map.create(name=f"mc_pol_{endpoint_id}"[:15], **INNER_POLICY_MAP) as inner:  # type: ignore[arg-type]
+            pairs = [encode_policy(k, v) for k, v in entries.items()]
+            inner.update_batch([k for k, _ in pairs], [v for _, v in pairs])
+            self.map.update(U32.pack(endpoint_id), U32.pack(inner.fd))
+
+    def remove(self, endpoint_ids: Iterable[int]) -> None:
+        for ep in endpoint_ids:
+            self.map.delete(U32.pack(ep))
+
+
+class ConfigMap(_Typed):
+    map_name = "config"
+
+    def read(self) -> DatapathConfig:
+        return decode_config(self.map.lookup(U32.pack(0)))
+
+    def write(self, cfg: DatapathConfig) -> None:
+        self.map.update(U32.pack(0), encode_config(cfg))
+
+
+class MetricsMap(_Typed):
+    """Per-CPU counters, summed over CPUs."""
+
+    map_name = "metrics"
+
+    @classmethod
+    def open(cls, cluster: str, node: str) -> MetricsMap | None:
+        """The node's pinned metrics map, None when the node has no datapath loaded."""
+        from meshctl.dataplane.node import node_pin_dir
+
+        path = node_pin_dir(cluster, node) / cls.map_name
+        return cls(Map.from_pin(path)) if path.exists() else None
+
+    def items(self) -> list[tuple[MetricKey, MetricTotal]]:
+        ncpus = num_possible_cpus()
+        return sorted(decode_metrics(k, v, ncpus) for k, v in self.map.items())
+
+    def read(self) -> dict[MetricKey, MetricTotal]:
+        return dict(self.items())
+
+
+class CtMap(_Typed):
+    map_name = "ct"
+
+    def read(self) -> list[CtEntry]:
+        return [decode_ct(k, v) for k, v in self.map.items()]
+
+    def flush(self) -> int:
+        """Forget every connection; returns how many were removed."""
+        keys = list(self.map.keys())
+        self.map.delete_batch(keys)
+        return len(keys)

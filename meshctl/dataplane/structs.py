@@ -1,0 +1,212 @@
+"""ctypes mirrors of every struct and enum in bpf/lib/common.h (the kernel ABI).
+
+One class per C struct, field by field, in the C order. Fields the C side declares `__be16` /
+`__be32` end in `_be` and hold network byte order (as in Cilium's pkg/maps). Every struct is
+padded explicitly in C; the `pad` fields here must stay zero because hash and LPM keys compare
+byte for byte. tests/privileged/test_structs_btf.py checks sizes and offsets against the BTF of
+the compiled object (Cilium's alignchecker).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+from ctypes import c_uint8, c_uint16, c_uint32, c_uint64
+
+MESHCTL_ABI_VERSION = 1
+
+
+class Verdict(enum.IntEnum):
+    """enum verdict."""
+
+    FORWARDED = 1
+    DROPPED = 2
+
+
+class FlowReason(enum.IntEnum):
+    """enum flow_reason: why a verdict was reached."""
+
+    ALLOWED = 0
+    NOT_ENFORCED = 1
+    DEFAULT_DENY = 2
+    EXPLICIT_DENY = 3
+    IPV6 = 4
+    MALFORMED = 5
+    NO_ENDPOINT = 6
+
+
+class EndpointFlags(enum.IntFlag):
+    """ENDPOINT_F_* of struct endpoint_value.flags."""
+
+    ENFORCE_INGRESS = 1 << 0
+    ENFORCE_EGRESS = 1 << 1
+
+
+class PolicyFlags(enum.IntFlag):
+    """POLICY_F_* of struct policy_value.flags."""
+
+    DENY = 1 << 0
+
+
+class CtFlags(enum.IntFlag):
+    """CT_F_* of struct ct_value.flags."""
+
+    SEEN_REPLY = 1 << 0
+    CLOSING = 1 << 1
+
+
+class ConfigFlags(enum.IntFlag):
+    """CONFIG_F_* of struct datapath_config.flags."""
+
+    IPV6_PASS = 1 << 0
+
+
+POLICY_PREFIX_STATIC = 40
+POLICY_PREFIX_PROTO = 48
+POLICY_PREFIX_FULL = 64
+
+IPCACHE_MAP_SIZE = 512000
+ENDPOINTS_MAP_SIZE = 65536
+POLICY_OUTER_MAP_SIZE = 65536
+POLICY_MAP_SIZE = 16384
+CT_MAP_SIZE = 262144
+EVENTS_RINGBUF_SIZE = 16 * 1024 * 1024
+METRICS_MAP_SIZE = 1024
+
+
+class IpcacheKey(ctypes.Structure):
+    """struct ipcache_key (LPM trie key)."""
+
+    _fields_ = [("prefixlen", c_uint32), ("addr_be", c_uint32)]
+
+
+class IpcacheValue(ctypes.Structure):
+    """struct ipcache_value."""
+
+    _fields_ = [("identity", c_uint32), ("flags", c_uint32)]
+
+
+class EndpointKey(ctypes.Structure):
+    """struct endpoint_key."""
+
+    _fields_ = [("addr_be", c_uint32)]
+
+
+class EndpointValue(ctypes.Structure):
+    """struct endpoint_value."""
+
+    _fields_ = [("endpoint_id", c_uint32), ("identity", c_uint32), ("flags", c_uint32)]
+
+
+class PolicyKey(ctypes.Structure):
+    """struct policy_key (LPM trie key of an endpoint's inner policy map)."""
+
+    _fields_ = [
+        ("prefixlen", c_uint32),
+        ("identity", c_uint32),
+        ("egress", c_uint8),
+        ("protocol", c_uint8),
+        ("dport_be", c_uint16),
+    ]
+
+
+class PolicyValue(ctypes.Structure):
+    """struct policy_value."""
+
+    _fields_ = [("cookie", c_uint32), ("flags", c_uint8), ("pad", c_uint8 * 3)]
+
+
+class CtKey(ctypes.Structure):
+    """struct ct_key."""
+
+    _fields_ = [
+        ("saddr_be", c_uint32),
+        ("daddr_be", c_uint32),
+        ("sport_be", c_uint16),
+        ("dport_be", c_uint16),
+        ("protocol", c_uint8),
+        ("direction", c_uint8),
+        ("pad", c_uint8 * 2),
+    ]
+
+
+class CtValue(ctypes.Structure):
+    """struct ct_value."""
+
+    _fields_ = [
+        ("expires_ns", c_uint64),
+        ("packets", c_uint64),
+        ("bytes", c_uint64),
+        ("cookie", c_uint32),
+        ("flags", c_uint32),
+    ]
+
+
+class FlowEvent(ctypes.Structure):
+    """struct flow_event (ringbuf record)."""
+
+    _fields_ = [
+        ("timestamp_ns", c_uint64),
+        ("saddr_be", c_uint32),
+        ("daddr_be", c_uint32),
+        ("sport_be", c_uint16),
+        ("dport_be", c_uint16),
+        ("protocol", c_uint8),
+        ("direction", c_uint8),
+        ("verdict", c_uint8),
+        ("reason", c_uint8),
+        ("src_identity", c_uint32),
+        ("dst_identity", c_uint32),
+        ("endpoint_id", c_uint32),
+        ("cookie", c_uint32),
+        ("tcp_flags", c_uint8),
+        ("pad", c_uint8 * 3),
+        ("length", c_uint32),
+    ]
+
+
+class MetricsKey(ctypes.Structure):
+    """struct metrics_key."""
+
+    _fields_ = [("verdict", c_uint8), ("reason", c_uint8), ("direction", c_uint8), ("pad", c_uint8)]
+
+
+class MetricsValue(ctypes.Structure):
+    """struct metrics_value (one per CPU in the per-CPU hash)."""
+
+    _fields_ = [("packets", c_uint64), ("bytes", c_uint64)]
+
+
+class DatapathConfig(ctypes.Structure):
+    """struct datapath_config."""
+
+    _fields_ = [
+        ("flags", c_uint32),
+        ("ct_timeout_tcp_s", c_uint32),
+        ("ct_timeout_non_tcp_s", c_uint32),
+        ("ct_timeout_syn_s", c_uint32),
+        ("ct_timeout_close_s", c_uint32),
+        ("pad", c_uint32),
+    ]
+
+
+# C struct name -> mirror: the alignment test walks this table.
+MIRRORS: dict[str, type[ctypes.Structure]] = {
+    "ipcache_key": IpcacheKey,
+    "ipcache_value": IpcacheValue,
+    "endpoint_key": EndpointKey,
+    "endpoint_value": EndpointValue,
+    "policy_key": PolicyKey,
+    "policy_value": PolicyValue,
+    "ct_key": CtKey,
+    "ct_value": CtValue,
+    "flow_event": FlowEvent,
+    "metrics_key": MetricsKey,
+    "metrics_value": MetricsValue,
+    "datapath_config": DatapathConfig,
+}
+
+# Python field name -> C field name where byte order shows in the Python name.
+def c_field_name(name: str) -> str:
+    """The C field behind a mirror field (`addr_be` -> `addr`)."""
+    return name[:-3] if name.endswith("_be") else name

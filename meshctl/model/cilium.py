@@ -1,0 +1,283 @@
+"""cilium.io/v2 CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy (pkg/policy/api).
+
+Field names follow Cilium's rule.go, ingress.go, egress.go, l4.go, cidr.go, fqdn.go. Omitted
+lists are None and written-empty lists are (): Cilium treats `ingress: []` as "does not apply",
+and plan/trace must be able to warn about it. L7 rules (`rules.http`, `rules.dns`) and
+`toFQDNs` are kept so plan/trace can say they are not enforced yet. Cilium fields meshctl does
+not implement are recognised and rejected by name instead of being silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, field_validator, model_validator
+
+from meshctl.model.base import Model, SourceRef, source_field
+from meshctl.model.cidr import CiliumCidr, check_excepts
+from meshctl.model.meta import ObjectMeta, default_namespace
+from meshctl.model.ports import CiliumPort, EndPort, check_range
+from meshctl.model.selector import EndpointSelector
+
+# pkg/policy/api/entity.go, the entities meshctl compiles.
+ENTITIES = (
+    "all", "world", "cluster", "host", "remote-node", "kube-apiserver",
+    "health", "init", "ingress", "unmanaged", "none",
+)  # fmt: skip
+DNS_ENTITY_HINT = (
+    "'dns' is not a Cilium entity. Allow DNS with toEndpoints selecting "
+    "{k8s:io.kubernetes.pod.namespace: kube-system, k8s-app: kube-dns} and toPorts 53/UDP (and 53/TCP)"
+)
+
+
+def _entity(value: Any) -> Any:
+    if value == "dns":
+        raise ValueError(DNS_ENTITY_HINT)
+    if value not in ENTITIES:
+        raise ValueError(f"{value!r} is not a Cilium entity; expected one of {', '.join(ENTITIES)}")
+    return value
+
+
+Entity = Annotated[str, BeforeValidator(_entity)]
+CiliumProtocol = Literal["TCP", "UDP", "SCTP", "ANY"]
+
+
+def _reject(value: Any) -> Any:
+    raise ValueError("this Cilium field is not supported by meshctl; remove it or rewrite the rule")
+
+
+# A Cilium field we recognise but do not implement: an error naming it, never a silent drop.
+Unsupported = Annotated[Any, AfterValidator(_reject)]
+
+
+def unsupported(alias: str) -> Any:
+    return Field(default=None, alias=alias, exclude=True, repr=False)
+
+
+class CIDRRule(Model):
+    """fromCIDRSet/toCIDRSet entry: a prefix minus `except` prefixes."""
+
+    cidr: CiliumCidr
+    except_: tuple[CiliumCidr, ...] | None = Field(default=None, alias="except")
+    cidr_group_ref: Unsupported = unsupported("cidrGroupRef")
+
+    @model_validator(mode="after")
+    def _inside(self) -> CIDRRule:
+        check_excepts(self.cidr, self.except_)
+        return self
+
+
+class PortProtocol(Model):
+    """port: number (0 = every port) or named port; protocol ANY by default, as in Cilium."""
+
+    port: CiliumPort = 0
+    end_port: EndPort = None
+    protocol: CiliumProtocol = "ANY"
+
+    @model_validator(mode="after")
+    def _range(self) -> PortProtocol:
+        check_range(self.port, self.end_port)
+        return self
+
+
+class PortRuleHTTP(Model):
+    """An HTTP request matcher (parsed, not enforced yet)."""
+
+    path: str | None = None
+    method: str | None = None
+    host: str | None = None
+    headers: tuple[str, ...] | None = None
+    header_matches: Unsupported = unsupported("headerMatches")
+
+
+class PortRuleDNS(Model):
+    """A DNS name matcher (parsed, not enforced yet): exactly one of matchName, matchPattern."""
+
+    match_name: str | None = None
+    match_pattern: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> PortRuleDNS:
+        if (self.match_name is None) == (self.match_pattern is None):
+            raise ValueError("set exactly one of matchName and matchPattern")
+        return self
+
+
+FQDNSelector = PortRuleDNS
+
+
+class L7Rules(Model):
+    http: tuple[PortRuleHTTP, ...] | None = None
+    dns: tuple[PortRuleDNS, ...] | None = None
+    kafka: Unsupported = unsupported("kafka")
+    l7proto: Unsupported = unsupported("l7proto")
+    l7: Unsupported = unsupported("l7")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> L7Rules:
+        if self.http and self.dns:
+            raise ValueError("rules may hold http or dns rules, not both")
+        return self
+
+
+class PortRule(Model):
+    ports: tuple[PortProtocol, ...] | None = None
+    rules: L7Rules | None = None
+    terminating_tls: Unsupported = unsupported("terminatingTLS")
+    originating_tls: Unsupported = unsupported("originatingTLS")
+    server_names: Unsupported = unsupported("serverNames")
+    listener: Unsupported = unsupported("listener")
+
+    @property
+    def has_l7(self) -> bool:
+        return self.rules is not None and bool(self.rules.http or self.rules.dns)
+
+
+class PortDenyRule(Model):
+    """toPorts of a deny rule: L4 only."""
+
+    ports: tuple[PortProtocol, ...] | None = None
+
+
+class _IngressPeers(Model):
+    from_endpoints: tuple[EndpointSelector, ...] | None = None
+    from_cidr: tuple[CiliumCidr, ...] | None = Field(default=None, alias="fromCIDR")
+    from_cidr_set: tuple[CIDRRule, ...] | None = Field(default=None, alias="fromCIDRSet")
+    from_entities: tuple[Entity, ...] | None = None
+    from_requires: Unsupported = unsupported("fromRequires")
+    from_groups: Unsupported = unsupported("fromGroups")
+    from_nodes: Unsupported = unsupported("fromNodes")
+    icmps: Unsupported = unsupported("icmps")
+
+
+class _EgressPeers(Model):
+    to_endpoints: tuple[EndpointSelector, ...] | None = None
+    to_cidr: tuple[CiliumCidr, ...] | None = Field(default=None, alias="toCIDR")
+    to_cidr_set: tuple[CIDRRule, ...] | None = Field(default=None, alias="toCIDRSet")
+    to_entities: tuple[Entity, ...] | None = None
+    to_requires: Unsupported = unsupported("toRequires")
+    to_services: Unsupported = unsupported("toServices")
+    to_groups: Unsupported = unsupported("toGroups")
+    to_nodes: Unsupported = unsupported("toNodes")
+    icmps: Unsupported = unsupported("icmps")
+
+
+class IngressRule(_IngressPeers):
+    to_ports: tuple[PortRule, ...] | None = None
+    authentication: Unsupported = unsupported("authentication")
+
+    @field_validator("to_ports")
+    @classmethod
+    def _no_dns(cls, to_ports: tuple[PortRule, ...] | None) -> tuple[PortRule, ...] | None:
+        for port_rule in to_ports or ():
+            if port_rule.rules is not None and port_rule.rules.dns:
+                raise ValueError("DNS rules are only allowed on egress (Cilium rejects them on ingress)")
+        return to_ports
+
+
+class IngressDenyRule(_IngressPeers):
+    to_ports: tuple[PortDenyRule, ...] | None = None
+
+
+class EgressRule(_EgressPeers):
+    to_ports: tuple[PortRule, ...] | None = None
+    to_fqdns: tuple[FQDNSelector, ...] | None = Field(default=None, alias="toFQDNs")
+    authentication: Unsupported = unsupported("authentication")
+
+
+class EgressDenyRule(_EgressPeers):
+    to_ports: tuple[PortDenyRule, ...] | None = None
+
+
+class DefaultDenyConfig(Model):
+    """Unset means: default deny in each direction the rule has a section for."""
+
+    ingress: StrictBool | None = None
+    egress: StrictBool | None = None
+
+
+class RuleLabel(Model):
+    """One entry of a rule's `labels` (Cilium LabelArray); also accepted as "source:key=value"."""
+
+    key: str
+    value: str = ""
+    source: str = ""
+
+
+def _rule_label(value: Any) -> Any:
+    if isinstance(value, str):
+        source, _, rest = value.rpartition(":") if ":" in value.split("=", 1)[0] else ("", "", value)
+        key, _, val = rest.partition("=")
+        return {"key": key, "value": val, "source": source}
+    return value
+
+
+class Rule(Model):
+    """One Cilium rule: selects endpoints and lists allow and deny sections."""
+
+    endpoint_selector: EndpointSelector | None = None
+    node_selector: EndpointSelector | None = None
+    ingress: tuple[IngressRule, ...] | None = None
+    ingress_deny: tuple[IngressDenyRule, ...] | None = None
+    egress: tuple[EgressRule, ...] | None = None
+    egress_deny: tuple[EgressDenyRule, ...] | None = None
+    enable_default_deny: DefaultDenyConfig | None = None
+    labels: tuple[Annotated[RuleLabel, BeforeValidator(_rule_label)], ...] | None = None
+    description: str | None = None
+    log: Unsupported = unsupported("log")
+
+    @field_validator("node_selector")
+    @classmethod
+    def _no_nodes(cls, value: EndpointSelector | None) -> EndpointSelector | None:
+        if value is not None:
+            raise ValueError(
+                "nodeSelector (host firewall policy) is not supported by meshctl; "
+                "select pods with endpointSelector"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _selected(self) -> Rule:
+        if self.endpoint_selector is None and self.node_selector is None:
+            raise ValueError("a rule needs an endpointSelector ({} selects every endpoint)")
+        return self
+
+
+class _CiliumPolicy(Model):
+    """spec or specs: one rule or a list of rules, both allowed together as in Cilium."""
+
+    api_version: Literal["cilium.io/v2"]
+    metadata: ObjectMeta
+    spec: Rule | None = None
+    specs: tuple[Rule, ...] | None = None
+    source: SourceRef = source_field()
+
+    @model_validator(mode="after")
+    def _has_rules(self) -> _CiliumPolicy:
+        if self.spec is None and not self.specs:
+            raise ValueError("a Cilium policy needs spec or specs")
+        return self
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """spec first, then specs, in file order."""
+        return ((self.spec,) if self.spec is not None else ()) + (self.specs or ())
+
+
+class CiliumNetworkPolicy(_CiliumPolicy):
+    kind: Literal["CiliumNetworkPolicy"]
+
+    _namespace = model_validator(mode="before")(default_namespace)
+
+
+class CiliumClusterwideNetworkPolicy(_CiliumPolicy):
+    kind: Literal["CiliumClusterwideNetworkPolicy"]
+
+    @field_validator("metadata")
+    @classmethod
+    def _no_namespace(cls, meta: ObjectMeta) -> ObjectMeta:
+        if meta.namespace is not None:
+            raise ValueError(
+                f"a CiliumClusterwideNetworkPolicy is cluster-wide: remove namespace {meta.namespace!r}"
+            )
+        return meta

@@ -1,0 +1,171 @@
+"""meshctl.toml: the cluster, its nodes and how meshctl rolls changes out.
+
+`ConfigFile` is the file's shape (camelCase keys, unknown keys are errors); `MeshConfig` is
+the resolved value everyone else reads (defaults filled, paths absolute, canary decided).
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from meshctl.model.base import Model, check_dns_label
+
+EnforcementMode = Literal["default", "always", "never"]
+NodeName = Annotated[str, AfterValidator(check_dns_label)]
+DEFAULT_UNDERLAY = IPv4Network("172.31.250.0/24")
+
+
+def _strict_network(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            IPv4Network(value)
+        except ValueError as err:
+            raise ValueError(f"{value!r} is not an IPv4 CIDR ({err})") from None
+    return value
+
+
+class ClusterSection(Model):
+    name: Annotated[str, AfterValidator(check_dns_label)]
+    policy_enforcement_mode: EnforcementMode = "default"
+
+
+class NodeSection(Model):
+    name: NodeName
+    pod_cidr: IPv4Network = Field(alias="podCIDR")
+
+    @field_validator("pod_cidr", mode="before")
+    @classmethod
+    def _cidr(cls, value: object) -> object:
+        return _strict_network(value)
+
+
+class DirSection(Model):
+    dir: str
+
+
+class RolloutSection(Model):
+    canary: tuple[NodeName, ...] | NodeName | None = None
+    batch_size: int = Field(default=1, ge=1)
+    verify_window: float = Field(default=2.0, ge=0)
+    drop_rate_threshold: float = Field(default=0.0, ge=0)
+    rollback: Literal["node", "all"] = "node"
+
+
+class DatapathSection(Model):
+    ipv6: Literal["drop", "pass"] = "drop"
+
+
+class LabSection(Model):
+    underlay_cidr: IPv4Network = Field(default=DEFAULT_UNDERLAY, alias="underlayCIDR")
+
+    @field_validator("underlay_cidr", mode="before")
+    @classmethod
+    def _cidr(cls, value: object) -> object:
+        return _strict_network(value)
+
+
+class ConfigFile(Model):
+    """The TOML document as written."""
+
+    cluster: ClusterSection
+    nodes: tuple[NodeSection, ...] = Field(min_length=1)
+    state: DirSection | None = None
+    plans: DirSection | None = None
+    rollout: RolloutSection = RolloutSection()
+    datapath: DatapathSection = DatapathSection()
+    lab: LabSection = LabSection()
+
+    @field_validator("nodes")
+    @classmethod
+    def _distinct(cls, nodes: tuple[NodeSection, ...]) -> tuple[NodeSection, ...]:
+        names: set[str] = set()
+        for i, node in enumerate(nodes):
+            if node.name in names:
+                raise ValueError(f"node {node.name!r} is declared twice (nodes[{i}])")
+            names.add(node.name)
+            for other in nodes[:i]:
+                if node.pod_cidr.overlaps(other.pod_cidr):
+                    raise ValueError(
+                        f"podCIDR {node.pod_cidr} of {node.name} overlaps {other.pod_cidr} of {other.name}"
+                    )
+        return nodes
+
+    @model_validator(mode="after")
+    def _references(self) -> ConfigFile:
+        known = [n.name for n in self.nodes]
+        for name in self.canary_names():
+            if name not in known:
+                raise ValueError(f"rollout.canary names unknown node {name!r}; nodes are {', '.join(known)}")
+        for node in self.nodes:
+            if node.pod_cidr.overlaps(self.lab.underlay_cidr):
+                raise ValueError(
+                    f"lab.underlayCIDR {self.lab.underlay_cidr} overlaps podCIDR {node.pod_cidr} "
+                    f"of {node.name}"
+                )
+        return self
+
+    def canary_names(self) -> tuple[str, ...]:
+        canary = self.rollout.canary
+        if canary is None:
+            return (self.nodes[0].name,)
+        return (canary,) if isinstance(canary, str) else canary
+
+
+class NodeConfig(Model):
+    name: str
+    pod_cidr: IPv4Network
+
+
+class Rollout(Model):
+    canary: tuple[str, ...]
+    batch_size: int = 1
+    verify_window_s: float = 2.0
+    drop_rate_threshold: float = 0.0  # drops per second beyond the predicted ones
+    rollback: Literal["node", "all"] = "node"
+
+
+class DatapathSettings(Model):
+    ipv6: Literal["drop", "pass"] = "drop"
+
+
+class LabSettings(Model):
+    underlay_cidr: IPv4Network = DEFAULT_UNDERLAY
+
+
+class MeshConfig(Model):
+    cluster: str
+    nodes: tuple[NodeConfig, ...]
+    policy_enforcement_mode: EnforcementMode = "default"
+    state_dir: Path
+    plans_dir: Path
+    rollout: Rollout
+    datapath: DatapathSettings = DatapathSettings()
+    lab: LabSettings = LabSettings()
+
+    def node(self, name: str) -> NodeConfig | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+    @classmethod
+    def from_file(cls, raw: ConfigFile, root: Path) -> MeshConfig:
+        """Resolve defaults and paths (relative to the desired repo root)."""
+        r = raw.rollout
+        return cls(
+            cluster=raw.cluster.name,
+            nodes=tuple(NodeConfig(name=n.name, pod_cidr=n.pod_cidr) for n in raw.nodes),
+            policy_enforcement_mode=raw.cluster.policy_enforcement_mode,
+            state_dir=(root / (raw.state.dir if raw.state else "state")).resolve(),
+            plans_dir=(root / (raw.plans.dir if raw.plans else "plans")).resolve(),
+            rollout=Rollout(
+                canary=raw.canary_names(), batch_size=r.batch_size, verify_window_s=r.verify_window,
+                drop_rate_threshold=r.drop_rate_threshold, rollback=r.rollback,
+            ),
+            datapath=DatapathSettings(ipv6=raw.datapath.ipv6),
+            lab=LabSettings(underlay_cidr=raw.lab.underlay_cidr),
+        )
+
+
+__all__ = ["ConfigFile", "DatapathSettings", "LabSettings", "MeshConfig", "NodeConfig", "Rollout"]

@@ -1,0 +1,38 @@
+"""Kubernetes object metadata as found in manifests (and in `kubectl get -o yaml` exports)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+from meshctl.model.base import Model, check_dns_label, check_dns_subdomain
+from meshctl.model.labels import LabelKey, LabelValue
+
+_IGNORED: Any = Field(default=None, exclude=True, repr=False)
+
+
+class ObjectMeta(Model):
+    """name, namespace, labels, annotations; server-set fields are accepted and ignored."""
+
+    name: Annotated[str, AfterValidator(check_dns_subdomain)]
+    namespace: Annotated[str, AfterValidator(check_dns_label)] | None = None
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    # Written by the API server; harmless in an exported manifest, meaningless here.
+    uid: Any = _IGNORED
+    resource_version: Any = _IGNORED
+    generation: Any = _IGNORED
+    creation_timestamp: Any = _IGNORED
+    managed_fields: Any = _IGNORED
+    finalizers: Any = _IGNORED
+    owner_references: Any = _IGNORED
+
+
+def default_namespace(cls: type, data: Any) -> Any:
+    """Namespaced kinds without metadata.namespace live in "default", as with kubectl."""
+    if isinstance(data, dict) and isinstance(data.get("metadata"), dict):
+        meta = data["metadata"]
+        if meta.get("namespace") is None:
+            data = {**data, "metadata": {**meta, "namespace": "default"}}
+    return data

@@ -1,0 +1,63 @@
+"""Read one node's kernel state (pinned maps, programs, links) into a RawNode; no parsing."""
+
+from __future__ import annotations
+
+from meshctl.dataplane.libbpf import Link, Map, Program
+from meshctl.dataplane.maps import PolicyMaps
+from meshctl.dataplane.netns import ifindex, in_netns, netns_exists
+from meshctl.dataplane.node import PROGRAMS, NodeDatapath
+from meshctl.observe.raw import Items, RawLink, RawNode
+
+
+def _items(dp: NodeDatapath, name: str) -> Items:
+    path = dp.map_pin(name)
+    if not path.exists():
+        return []
+    with Map.from_pin(path) as m:
+        return m.items()
+
+
+def read_links(dp: NodeDatapath) -> list[RawLink]:
+    pins = dp.link_pins()
+    if not pins:
+        return []
+    devices: dict[str, int | None] = {}
+    if dp.netns is None or netns_exists(dp.netns):
+        with in_netns(dp.netns):
+            devices = {pin.ifname: ifindex(pin.ifname) for pin in pins}
+    out = []
+    for pin in pins:
+        with Link.from_pin(pin.path) as link:
+            info = link.info()
+        out.append(RawLink(pin.ifname, pin.hook, pin.endpoint, info.prog_id, info.ifindex,
+                           info.attach_type, devices.get(pin.ifname)))
+    return out
+
+
+def read_node(dp: NodeDatapath) -> RawNode:
+    if not dp.exists():
+        return RawNode(dp.node)
+    prog_ids = {}
+    for hook in PROGRAMS:
+        if dp.prog_pin(hook).exists():
+            with Program.from_pin(dp.prog_pin(hook)) as prog:
+                prog_ids[hook] = prog.info().id
+    config = None
+    if dp.map_pin("config").exists():
+        with Map.from_pin(dp.map_pin("config")) as m:
+            config = m.lookup(b"\0\0\0\0")
+    policies = {}
+    if dp.map_pin(PolicyMaps.map_name).exists():
+        with PolicyMaps(Map.from_pin(dp.map_pin(PolicyMaps.map_name))) as pm:
+            policies = pm.read_raw()
+    return RawNode(
+        node=dp.node,
+        loaded=True,
+        build=dp.pinned_build(),
+        prog_ids=prog_ids,
+        config=config,
+        ipcache=_items(dp, "ipcache"),
+        endpoints=_items(dp, "endpoints"),
+        policies=policies,
+        links=read_links(dp),
+    )

@@ -1,0 +1,62 @@
+"""build_plan: observed + intended + catalog (+ desired, state) -> Plan. The one place plans are made."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from meshctl import __version__
+from meshctl.catalog import Catalog
+from meshctl.nodestate import NodeState
+from meshctl.plan.diff import diff_node
+from meshctl.plan.impact import PodTarget, VerdictFn, connectivity_impact, pods_from_desired
+from meshctl.plan.model import NodePlan, Plan, PlanWarning
+from meshctl.plan.warnings import capacity_warnings, dns_warnings, passthrough
+
+
+def build_plan(
+    observed: Mapping[str, NodeState],
+    intended: Mapping[str, NodeState],
+    catalog: Catalog,
+    *,
+    desired: Any = None,
+    state: Any = None,
+    compiled_warnings: Iterable[object] = (),
+    pods: Sequence[PodTarget] | None = None,
+    verdict_fn: VerdictFn | None = None,
+    impact: bool = True,
+    created_at: datetime | None = None,
+) -> Plan:
+    """A node missing on one side counts as empty there (a new node, or one to clean up).
+
+    `desired` (a DesiredState) gives the source commit/dirty flag and, unless `pods` is given,
+    the pods and ports the impact covers; `state` (a meshctl.state.State) gives lineage/serial.
+    """
+    nodes: list[NodePlan] = []
+    for name in sorted(set(observed) | set(intended)):
+        before = observed.get(name) or NodeState(name)
+        after = intended.get(name) or NodeState(name)
+        nodes.append(NodePlan(name, before.fingerprint(), after, diff_node(before, after, catalog)))
+
+    rows = []
+    if impact and any(n.changes for n in nodes):
+        targets = pods if pods is not None else (pods_from_desired(desired) if desired is not None else [])
+        rows = connectivity_impact(observed, intended, catalog, targets, verdict_fn)
+
+    warnings: list[PlanWarning] = [
+        *passthrough(compiled_warnings),
+        *dns_warnings(observed, intended, catalog),
+        *capacity_warnings(intended, catalog),
+    ]
+    return Plan(
+        created_at=(created_at or datetime.now(UTC)).isoformat(timespec="seconds"),
+        meshctl_version=__version__,
+        source_commit=getattr(desired, "commit", None),
+        source_dirty=bool(getattr(desired, "dirty", False)),
+        state_lineage=getattr(state, "lineage", None),
+        state_serial=int(getattr(state, "serial", 0)),
+        nodes=tuple(nodes),
+        impact=tuple(rows),
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,72 @@
+"""One planned change: an address for people, a key and values for machines, and a reason.
+
+As in Terraform's plans.Change, `reason` and `origins` only explain the plan to people; apply
+steers by `kind`, `key`, `before` and `after` alone (see patch.py).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from meshctl.plan.action import Action
+
+
+class ChangeKind(enum.Enum):
+    """The kind of object changed; the order here is the display order within a node."""
+
+    CONFIG = "config"
+    IPCACHE = "ipcache"
+    ENDPOINT = "endpoint"
+    POLICY_MAP = "policymap"  # an endpoint's inner policy map (exists or not)
+    POLICY = "policy"  # one entry of an endpoint's policy map
+    ATTACHMENT = "attachment"
+
+
+KIND_ORDER = {kind: i for i, kind in enumerate(ChangeKind)}
+
+# JSON-ready values: dicts of str/int/bool, or None for "absent".
+Value = dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object of one node going from `before` to `after` (None = absent)."""
+
+    node: str
+    kind: ChangeKind
+    key: Any  # JSON-ready machine key, unique per (node, kind) except degenerate attachments
+    address: str  # readable: "node-1 ipcache 10.101.2.7/32"
+    action: Action
+    before: Value
+    after: Value
+    reason: str = ""
+    origins: tuple[str, ...] = ()  # "CiliumNetworkPolicy demo/x ingress[0] (policies/x.yaml:12)"
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape of one `resource_changes` item of `terraform show -json`."""
+        return {
+            "address": self.address,
+            "node": self.node,
+            "type": self.kind.value,
+            "key": self.key,
+            "change": {"actions": self.action.json_actions, "before": self.before, "after": self.after},
+            "reason": self.reason,
+            "origins": list(self.origins),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Change:
+        change = d["change"]
+        return cls(
+            node=d["node"],
+            kind=ChangeKind(d["type"]),
+            key=d["key"],
+            address=d["address"],
+            action=Action.from_json_actions(change["actions"]),
+            before=change["before"],
+            after=change["after"],
+            reason=d.get("reason", ""),
+            origins=tuple(d.get("origins", ())),
+        )

@@ -1,0 +1,89 @@
+"""JSON keys and values of each change kind, and their inverses (diff writes, patch reads)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from meshctl.nodestate import (
+    Attachment,
+    DatapathConfig,
+    Direction,
+    EndpointEntry,
+    IpcacheEntry,
+    PolicyEntry,
+    PolicyKey,
+)
+
+
+def config_value(c: DatapathConfig) -> dict[str, Any]:
+    return dict(c.__dict__)
+
+
+def config_from(v: dict[str, Any]) -> DatapathConfig:
+    return DatapathConfig(**v)
+
+
+def ipcache_value(e: IpcacheEntry) -> dict[str, Any]:
+    return {"identity": e.identity, "flags": e.flags}
+
+
+def ipcache_from(v: dict[str, Any]) -> IpcacheEntry:
+    return IpcacheEntry(v["identity"], v["flags"])
+
+
+def endpoint_value(e: EndpointEntry) -> dict[str, Any]:
+    return {
+        "endpoint_id": e.endpoint_id,
+        "identity": e.identity,
+        "enforce_ingress": e.enforce_ingress,
+        "enforce_egress": e.enforce_egress,
+    }
+
+
+def endpoint_from(v: dict[str, Any]) -> EndpointEntry:
+    return EndpointEntry(v["endpoint_id"], v["identity"], v["enforce_ingress"], v["enforce_egress"])
+
+
+def policy_key(endpoint_id: int, k: PolicyKey) -> dict[str, Any]:
+    return {
+        "endpoint_id": endpoint_id,
+        "direction": k.direction.label,
+        "identity": k.identity,
+        "protocol": k.protocol,
+        "port": k.port,
+        "port_prefix": k.port_prefix,
+    }
+
+
+def policy_key_from(d: dict[str, Any]) -> tuple[int, PolicyKey]:
+    direction = Direction[d["direction"].upper()]
+    return d["endpoint_id"], PolicyKey(direction, d["identity"], d["protocol"], d["port"], d["port_prefix"])
+
+
+def policy_value(e: PolicyEntry) -> dict[str, Any]:
+    return {"cookie": e.cookie, "deny": e.deny}
+
+
+def policy_from(v: dict[str, Any]) -> PolicyEntry:
+    return PolicyEntry(v["cookie"], v["deny"])
+
+
+def attachment_key(a: Attachment) -> dict[str, Any]:
+    return {"endpoint": str(a.endpoint), "hook": a.hook}
+
+
+def attachment_value(a: Attachment) -> dict[str, Any]:
+    return {"build": a.build}
+
+
+def attachment_from(key: dict[str, Any], v: dict[str, Any]) -> Attachment:
+    return Attachment(IPv4Address(key["endpoint"]), key["hook"], v["build"])
+
+
+def prefix(key: str) -> IPv4Network:
+    return IPv4Network(key)
+
+
+def address(key: str) -> IPv4Address:
+    return IPv4Address(key)

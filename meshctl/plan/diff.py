@@ -1,0 +1,229 @@
+"""diff(observed, intended) of one node: a pure function of two NodeStates and a catalog.
+
+One change per config, ipcache entry, endpoint, policy map, policy entry and attachment. The
+result, applied to `before` with patch.apply_changes, gives `after` exactly (property-tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from meshctl.catalog import Catalog
+from meshctl.nodestate import Attachment, Direction, EndpointEntry, NodeState, PolicyEntry, PolicyKey
+from meshctl.plan import codec
+from meshctl.plan.action import Action
+from meshctl.plan.change import Change, ChangeKind, Value
+from meshctl.plan.names import Namer, ports_label
+
+
+def _action(before: object, after: object) -> Action:
+    if before is None:
+        return Action.CREATE
+    if after is None:
+        return Action.DELETE
+    return Action.UPDATE
+
+
+def _changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
+    if not before or not after:
+        return ""
+    return ", ".join(f"{k} {before[k]} -> {after[k]}" for k in after if before.get(k) != after[k])
+
+
+def _keyed(
+    before: Mapping[Any, Any], after: Mapping[Any, Any]
+) -> Iterable[tuple[Any, Any | None, Any | None]]:
+    for key in sorted(set(before) | set(after)):
+        b, a = before.get(key), after.get(key)
+        if b != a:
+            yield key, b, a
+
+
+class _NodeDiff:
+    def __init__(self, before: NodeState, after: NodeState, catalog: Catalog) -> None:
+        self.before, self.after, self.catalog = before, after, catalog
+        self.node = after.node
+        self.names = Namer(catalog, self.node, after, before)
+        self.changes: list[Change] = []
+
+    def add(
+        self,
+        kind: ChangeKind,
+        key: Any,
+        address: str,
+        before: Value,
+        after: Value,
+        reason: str,
+        origins: tuple[str, ...] = (),
+        action: Action | None = None,
+    ) -> None:
+        self.changes.append(
+            Change(
+                node=self.node,
+                kind=kind,
+                key=key,
+                address=f"{self.node} {address}",
+                action=action or _action(before, after),
+                before=before,
+                after=after,
+                reason=reason,
+                origins=origins,
+            )
+        )
+
+    def run(self) -> tuple[Change, ...]:
+        self.config()
+        self.ipcache()
+        self.endpoints()
+        self.policies()
+        self.attachments()
+        return tuple(self.changes)
+
+    def config(self) -> None:
+        if self.before.config != self.after.config:
+            b, a = codec.config_value(self.before.config), codec.config_value(self.after.config)
+            self.add(ChangeKind.CONFIG, None, "config", b, a, "datapath settings of meshctl.toml changed")
+
+    def ipcache(self) -> None:
+        for prefix, b, a in _keyed(self.before.ipcache, self.after.ipcache):
+            bv = codec.ipcache_value(b) if b else None
+            av = codec.ipcache_value(a) if a else None
+            if a is None:
+                reason = f"no longer an address of {self.names.peer(b.identity)}"
+            elif b is None:
+                reason = f"address of {self.names.peer(a.identity)}"
+            else:
+                reason = f"now {self.names.peer(a.identity)} (was {self.names.peer(b.identity)})"
+            self.add(ChangeKind.IPCACHE, str(prefix), f"ipcache {prefix}", bv, av, reason)
+
+    def endpoints(self) -> None:
+        for ip, b, a in _keyed(self.before.endpoints, self.after.endpoints):
+            bv = codec.endpoint_value(b) if b else None
+            av = codec.endpoint_value(a) if a else None
+            name = self.names.endpoint_at(ip)
+            action = None
+            if a is None:
+                reason = f"pod at {ip} is no longer on {self.node}"
+            elif b is None:
+                reason = f"pod {name} is on {self.node} at {ip}"
+            elif a.endpoint_id != b.endpoint_id:
+                action = Action.REPLACE
+                reason = f"endpoint id {b.endpoint_id} -> {a.endpoint_id} forces a new policy map"
+            else:
+                reason = self._endpoint_reason(name, b, a)
+            self.add(ChangeKind.ENDPOINT, str(ip), f"endpoint {name}", bv, av, reason, action=action)
+
+    def _endpoint_reason(self, pod: str, b: EndpointEntry, a: EndpointEntry) -> str:
+        why: list[str] = []
+        if a.identity != b.identity:
+            why.append(f"identity {self.names.peer(b.identity)} -> {self.names.peer(a.identity)}")
+        for direction, old, new in (
+            (Direction.INGRESS, b.enforce_ingress, a.enforce_ingress),
+            (Direction.EGRESS, b.enforce_egress, a.enforce_egress),
+        ):
+            if old == new:
+                continue
+            if new:
+                by = self.catalog.isolation.get(pod, {}).get(direction, ())
+                src = f" by {', '.join(by)}" if by else ""
+                why.append(f"{direction.label} default deny{src}")
+            else:
+                why.append(f"no rule selects it for {direction.label} any more: not enforced")
+        return "; ".join(why)
+
+    def policies(self) -> None:
+        for eid in sorted(set(self.before.policies) | set(self.after.policies)):
+            b_map = self.before.policies.get(eid)
+            a_map = self.after.policies.get(eid)
+            name = self.names.endpoint(eid)
+            # Natural order: the map is created before its entries and deleted after them.
+            if b_map is None and a_map is not None:
+                self.add(ChangeKind.POLICY_MAP, eid, f"policymap {name}", None, {"endpoint_id": eid},
+                         "endpoint gets its policy map")
+            for key, b, a in _keyed(b_map or {}, a_map or {}):
+                self.policy_entry(eid, name, key, b, a)
+            if a_map is None and b_map is not None:
+                self.add(ChangeKind.POLICY_MAP, eid, f"policymap {name}", {"endpoint_id": eid}, None,
+                         "endpoint is gone")
+
+    def policy_entry(
+        self, eid: int, name: str, key: PolicyKey, b: PolicyEntry | None, a: PolicyEntry | None
+    ) -> None:
+        shown = a if a is not None else b
+        assert shown is not None
+        verb = "deny" if shown.deny else "allow"
+        peer = self.names.peer(key.identity)
+        address = f"policy {name} {key.direction.label} {verb} {peer} {ports_label(key)}"
+        origins = tuple(dict.fromkeys(self._origin(e.cookie) for e in (a, b) if e is not None))
+        if a is None:
+            reason = "no rule produces this entry any more"
+        elif b is None:
+            reason = f"new {verb} entry"
+        else:
+            reason = _changed_fields(codec.policy_value(b), codec.policy_value(a))
+        self.add(
+            ChangeKind.POLICY,
+            codec.policy_key(eid, key),
+            address,
+            codec.policy_value(b) if b else None,
+            codec.policy_value(a) if a else None,
+            reason,
+            origins,
+        )
+
+    def _origin(self, cookie: int) -> str:
+        origin = self.catalog.cookies.get(cookie)
+        if origin is None:
+            return f"cookie {cookie:#x}"
+        where = f" ({origin.file}:{origin.line})" if origin.file else ""
+        return f"{origin}{where}"
+
+    def attachments(self) -> None:
+        def group(atts: frozenset[Attachment]) -> dict[tuple[Any, str], list[Attachment]]:
+            out: dict[tuple[Any, str], list[Attachment]] = {}
+            for att in sorted(atts):
+                out.setdefault((att.endpoint, att.hook), []).append(att)
+            return out
+
+        bg, ag = group(self.before.attachments), group(self.after.attachments)
+        for slot in sorted(set(bg) | set(ag)):
+            olds = [x for x in bg.get(slot, []) if x not in self.after.attachments]
+            news = [x for x in ag.get(slot, []) if x not in self.before.attachments]
+            name = f"attachment {self.names.endpoint_at(slot[0])} {slot[1]}"
+            if len(olds) == 1 and len(news) == 1:
+                old, new = olds[0], news[0]
+                self.add(
+                    ChangeKind.ATTACHMENT,
+                    codec.attachment_key(new),
+                    name,
+                    codec.attachment_value(old),
+                    codec.attachment_value(new),
+                    f"datapath build {_short(old.build)} -> {_short(new.build)}",
+                )
+                continue
+            for old in olds:
+                self.add(ChangeKind.ATTACHMENT, codec.attachment_key(old), name,
+                         codec.attachment_value(old), None, "no endpoint needs this program")
+            for new in news:
+                self.add(ChangeKind.ATTACHMENT, codec.attachment_key(new), name,
+                         None, codec.attachment_value(new), f"attach datapath build {_short(new.build)}")
+
+
+def _short(build: str) -> str:
+    return build.removeprefix("sha256:")[:12]
+
+
+def diff_node(before: NodeState, after: NodeState, catalog: Catalog | None = None) -> tuple[Change, ...]:
+    """Every change that turns `before` (observed) into `after` (intended), in display order."""
+    if before.node != after.node:
+        raise ValueError(f"diff of different nodes: {before.node} vs {after.node}")
+    return _NodeDiff(before, after, catalog or Catalog()).run()
+
+
+def change_counts(changes: Iterable[Change]) -> dict[Action, int]:
+    counts = dict.fromkeys(Action, 0)
+    for change in changes:
+        counts[change.action] += 1
+    return counts
+

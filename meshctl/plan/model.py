@@ -1,0 +1,194 @@
+"""A Plan: everything a person reviews and apply executes, as plain data.
+
+Renderers only render a Plan (they compute nothing); the plan file is Plan.to_json() plus its
+plan_id, the sha256 of the canonical body, so any edit is detected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from meshctl.nodestate import NodeState
+from meshctl.plan.action import Action
+from meshctl.plan.change import Change
+
+PLAN_FORMAT_VERSION = "1.0"  # major.minor: a newer minor reads fine, another major is refused
+
+
+@dataclass(frozen=True)
+class ImpactRow:
+    """One pod pair and port whose verdict differs between observed and intended."""
+
+    src: str  # "ns/pod" or "world"
+    dst: str
+    protocol: str  # tcp | udp | sctp
+    port: int
+    before: str  # FORWARDED | DROPPED
+    after: str
+    rules: tuple[str, ...] = ()  # what decides the new verdict (or the old one when none does)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "src": self.src, "dst": self.dst, "protocol": self.protocol, "port": self.port,
+            "before": self.before, "after": self.after, "rules": list(self.rules),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ImpactRow:
+        return cls(d["src"], d["dst"], d["protocol"], d["port"], d["before"], d["after"], tuple(d["rules"]))
+
+
+@dataclass(frozen=True)
+class PlanWarning:
+    """A diagnostic like Terraform's: severity, one-line summary, detail."""
+
+    summary: str
+    detail: str = ""
+    node: str | None = None
+    severity: Literal["warning", "info"] = "warning"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"severity": self.severity, "summary": self.summary, "detail": self.detail, "node": self.node}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PlanWarning:
+        return cls(d["summary"], d.get("detail", ""), d.get("node"), d.get("severity", "warning"))
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """One node: the observed fingerprint the plan was made from, its changes, its exact target."""
+
+    node: str
+    observed_fingerprint: str
+    intended: NodeState
+    changes: tuple[Change, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "observed_fingerprint": self.observed_fingerprint,
+            "intended_fingerprint": self.intended.fingerprint(),
+            "resource_changes": [c.to_json() for c in self.changes],
+            "intended": self.intended.canonical(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> NodePlan:
+        intended = NodeState.from_canonical(d["intended"])
+        if intended.fingerprint() != d["intended_fingerprint"]:
+            raise ValueError(f"node {d['node']}: intended state does not match its fingerprint")
+        return cls(
+            node=d["node"],
+            observed_fingerprint=d["observed_fingerprint"],
+            intended=intended,
+            changes=tuple(Change.from_json(c) for c in d["resource_changes"]),
+        )
+
+
+@dataclass(frozen=True)
+class Summary:
+    add: int
+    change: int
+    destroy: int
+
+    @classmethod
+    def of(cls, changes: Iterable[Change]) -> Summary:
+        add = change = destroy = 0
+        for c in changes:
+            add += c.action in (Action.CREATE, Action.REPLACE)
+            change += c.action is Action.UPDATE
+            destroy += c.action in (Action.DELETE, Action.REPLACE)
+        return cls(add, change, destroy)
+
+    @property
+    def line(self) -> str:
+        if not (self.add or self.change or self.destroy):
+            return "No changes. The datapath matches the desired state."
+        return f"Plan: {self.add} to add, {self.change} to change, {self.destroy} to destroy."
+
+
+@dataclass(frozen=True)
+class Plan:
+    created_at: str
+    meshctl_version: str
+    source_commit: str | None
+    source_dirty: bool
+    state_lineage: str | None
+    state_serial: int
+    nodes: tuple[NodePlan, ...]
+    impact: tuple[ImpactRow, ...] = ()
+    warnings: tuple[PlanWarning, ...] = ()
+    format_version: str = PLAN_FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown keys of a newer minor version
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        return tuple(c for n in self.nodes for c in n.changes)
+
+    @property
+    def summary(self) -> Summary:
+        return Summary.of(self.changes)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    def node(self, name: str) -> NodePlan:
+        for n in self.nodes:
+            if n.node == name:
+                return n
+        raise KeyError(name)
+
+    def body(self) -> dict[str, Any]:
+        """Everything but plan_id, JSON-ready."""
+        s = self.summary
+        return {
+            **self.extra,
+            "format_version": self.format_version,
+            "created_at": self.created_at,
+            "meshctl_version": self.meshctl_version,
+            "source": {"commit": self.source_commit, "dirty": self.source_dirty},
+            "state": {"lineage": self.state_lineage, "serial": self.state_serial},
+            "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
+            "impact": [r.to_json() for r in self.impact],
+            "warnings": [w.to_json() for w in self.warnings],
+            "nodes": [n.to_json() for n in self.nodes],
+        }
+
+    @property
+    def plan_id(self) -> str:
+        return compute_plan_id(self.body())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"plan_id": self.plan_id, **self.body()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Plan:
+        known = {"plan_id", "format_version", "created_at", "meshctl_version", "source", "state",
+                 "summary", "impact", "warnings", "nodes"}
+        return cls(
+            format_version=d["format_version"],
+            created_at=d["created_at"],
+            meshctl_version=d["meshctl_version"],
+            source_commit=d["source"]["commit"],
+            source_dirty=bool(d["source"]["dirty"]),
+            state_lineage=d["state"]["lineage"],
+            state_serial=int(d["state"]["serial"]),
+            nodes=tuple(NodePlan.from_json(n) for n in d["nodes"]),
+            impact=tuple(ImpactRow.from_json(r) for r in d["impact"]),
+            warnings=tuple(PlanWarning.from_json(w) for w in d["warnings"]),
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+
+
+def canonical_json(body: dict[str, Any]) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def compute_plan_id(body: dict[str, Any]) -> str:
+    return "sha256:" + hashlib.sha256(canonical_json(body).encode()).hexdigest()

@@ -1,0 +1,91 @@
+"""apply_changes: a NodeState plus planned changes gives the target NodeState.
+
+The apply engine uses it to compute what each node must look like after a (partial) set of
+changes; diff_node's property test checks apply_changes(a, diff(a, b)) == b. Strict by default:
+a change whose `before` does not match the state it is applied to is a conflict (PlanError),
+the same refusal Terraform makes when reality moved under a plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+from meshctl.errors import PlanError
+from meshctl.nodestate import Attachment, FrozenMap, NodeState
+from meshctl.plan import codec
+from meshctl.plan.change import Change, ChangeKind
+
+
+def _check(change: Change, current: Any, strict: bool) -> None:
+    if strict and current != change.before:
+        raise PlanError(
+            f"{change.address}: state does not match the plan (expected {change.before}, found {current})"
+        )
+
+
+def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool = True) -> NodeState:
+    """The state after `changes` (all for state.node); pure, `state` is left as it is."""
+    config = state.config
+    ipcache = dict(state.ipcache)
+    endpoints = dict(state.endpoints)
+    policies = {eid: dict(m) for eid, m in state.policies.items()}
+    attachments: set[Attachment] = set(state.attachments)
+    dropped_maps: set[int] = set()
+
+    for ch in changes:
+        if ch.node != state.node:
+            raise PlanError(f"{ch.address}: change for node {ch.node} applied to node {state.node}")
+        if ch.kind is ChangeKind.CONFIG:
+            _check(ch, codec.config_value(config), strict)
+            config = codec.config_from(ch.after) if ch.after is not None else type(config)()
+        elif ch.kind is ChangeKind.IPCACHE:
+            prefix = codec.prefix(ch.key)
+            cur = ipcache.get(prefix)
+            _check(ch, codec.ipcache_value(cur) if cur else None, strict)
+            _put(ipcache, prefix, codec.ipcache_from(ch.after) if ch.after is not None else None)
+        elif ch.kind is ChangeKind.ENDPOINT:
+            ip = codec.address(ch.key)
+            cur_ep = endpoints.get(ip)
+            _check(ch, codec.endpoint_value(cur_ep) if cur_ep else None, strict)
+            _put(endpoints, ip, codec.endpoint_from(ch.after) if ch.after is not None else None)
+        elif ch.kind is ChangeKind.POLICY_MAP:
+            eid = int(ch.key)
+            _check(ch, {"endpoint_id": eid} if eid in policies else None, strict)
+            if ch.after is None:
+                policies.pop(eid, None)
+                dropped_maps.add(eid)
+            else:
+                policies.setdefault(eid, {})
+        elif ch.kind is ChangeKind.POLICY:
+            eid, key = codec.policy_key_from(ch.key)
+            if ch.after is None and eid not in policies and eid in dropped_maps:
+                continue  # the whole map went away with its entries
+            entries = policies.setdefault(eid, {}) if ch.after is not None else policies.get(eid, {})
+            cur_pe = entries.get(key)
+            _check(ch, codec.policy_value(cur_pe) if cur_pe else None, strict)
+            _put(entries, key, codec.policy_from(ch.after) if ch.after is not None else None)
+        elif ch.kind is ChangeKind.ATTACHMENT:
+            if ch.before is not None:
+                old = codec.attachment_from(ch.key, ch.before)
+                if strict and old not in attachments:
+                    raise PlanError(f"{ch.address}: state does not match the plan (no {old})")
+                attachments.discard(old)
+            if ch.after is not None:
+                attachments.add(codec.attachment_from(ch.key, ch.after))
+    return replace(
+        state,
+        config=config,
+        ipcache=FrozenMap(ipcache),
+        endpoints=FrozenMap(endpoints),
+        policies=FrozenMap({eid: FrozenMap(m) for eid, m in policies.items()}),
+        attachments=frozenset(attachments),
+    )
+
+
+def _put(d: dict[Any, Any], key: Any, value: Any) -> None:
+    if value is None:
+        d.pop(key, None)
+    else:
+        d[key] = value

@@ -1,0 +1,105 @@
+"""Plan warnings: things a reviewer should know that are not changes.
+
+Map fill against the capacities of common.h, egress default deny introduced without DNS, and
+the compiler's own warnings (parts not enforced yet: L7, FQDN, ...), passed through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from meshctl.catalog import Catalog
+from meshctl.nodestate import PROTO_ANY, PROTO_UDP, Direction, NodeState, PolicyEntry, PolicyKey
+from meshctl.plan.capacity import FILL_WARNING_RATIO, IPCACHE_MAP_SIZE, POLICY_MAP_SIZE
+from meshctl.plan.model import PlanWarning
+from meshctl.plan.names import Namer
+
+DNS_PORT = 53
+
+
+def _pct(n: int, size: int) -> str:
+    return f"{n} of {size} entries ({100 * n / size:.1f}%)"
+
+
+def capacity_warnings(intended: Mapping[str, NodeState], catalog: Catalog) -> list[PlanWarning]:
+    out: list[PlanWarning] = []
+    largest: tuple[int, str, str] = (0, "", "")
+    for name in sorted(intended):
+        ns = intended[name]
+        namer = Namer(catalog, name, ns)
+        for eid, entries in ns.policies.items():
+            n = len(entries)
+            if n > largest[0]:
+                largest = (n, namer.endpoint(eid), name)
+            if n >= FILL_WARNING_RATIO * POLICY_MAP_SIZE:
+                out.append(PlanWarning(
+                    f"Policy map of {namer.endpoint(eid)} on {name} is nearly full",
+                    f"{_pct(n, POLICY_MAP_SIZE)}; broaden selectors or port ranges before it overflows",
+                    node=name,
+                ))
+        if len(ns.ipcache) >= FILL_WARNING_RATIO * IPCACHE_MAP_SIZE:
+            fill = _pct(len(ns.ipcache), IPCACHE_MAP_SIZE)
+            out.append(PlanWarning(f"ipcache on {name} is nearly full", fill, node=name))
+    if largest[0]:
+        n, ep, node = largest
+        biggest_ipcache = max((len(ns.ipcache) for ns in intended.values()), default=0)
+        out.append(PlanWarning(
+            "Map fill",
+            f"largest policy map: {ep} on {node}, {_pct(n, POLICY_MAP_SIZE)}; "
+            f"largest ipcache: {_pct(biggest_ipcache, IPCACHE_MAP_SIZE)}",
+            severity="info",
+        ))
+    return out
+
+
+def _allows_dns(entries: Mapping[PolicyKey, PolicyEntry]) -> bool:
+    """Some egress allow entry covers UDP/53 to some peer."""
+    for key, entry in entries.items():
+        if key.direction != Direction.EGRESS or entry.deny:
+            continue
+        if key.protocol == PROTO_ANY:
+            return True
+        if key.protocol == PROTO_UDP and key.port_range is not None:
+            lo, hi = key.port_range
+            if lo <= DNS_PORT <= hi:
+                return True
+    return False
+
+
+def dns_warnings(
+    observed: Mapping[str, NodeState], intended: Mapping[str, NodeState], catalog: Catalog
+) -> list[PlanWarning]:
+    """Egress default deny introduced on an endpoint whose policy allows no DNS (UDP/53)."""
+    out: list[PlanWarning] = []
+    for name in sorted(intended):
+        ns = intended[name]
+        before = observed.get(name, NodeState(name))
+        namer = Namer(catalog, name, ns, before)
+        for ip, ep in ns.endpoints.items():
+            old = before.endpoints.get(ip)
+            if not ep.enforce_egress or (old is not None and old.enforce_egress):
+                continue
+            if _allows_dns(ns.policies.get(ep.endpoint_id, {})):
+                continue
+            pod = namer.endpoint(ep.endpoint_id)
+            out.append(PlanWarning(
+                f"Egress default deny for {pod} without DNS",
+                f"{pod} becomes default-deny for egress and no rule allows UDP/53 to any peer: "
+                "name lookups will fail. Allow DNS with toEndpoints selecting "
+                "k8s:io.kubernetes.pod.namespace: kube-system, k8s-app: kube-dns and toPorts 53/UDP.",
+                node=name,
+            ))
+    return out
+
+
+def passthrough(compiled_warnings: Iterable[object]) -> list[PlanWarning]:
+    """The compiler's warnings, kept as they are (their text already names file and line)."""
+    out: list[PlanWarning] = []
+    for w in compiled_warnings:
+        if isinstance(w, PlanWarning):
+            out.append(w)
+        else:
+            text = str(w)
+            summary, _, detail = text.partition("\n")
+            out.append(PlanWarning(summary, detail))
+    return out

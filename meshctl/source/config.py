@@ -1,0 +1,62 @@
+"""Load meshctl.toml into a MeshConfig, with file:line:key in every error.
+
+`toml` reports a line for syntax errors; for schema errors we find the key's line by scanning
+the text for table headers (`[rollout]`, `[[nodes]]`) and `key = value` lines.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import toml
+from pydantic import ValidationError
+
+from meshctl.errors import ConfigError
+from meshctl.model.config import ConfigFile, MeshConfig
+from meshctl.source.validate import all_aliases, describe, real_path
+from meshctl.source.yamlines import FieldPath, format_path
+
+CONFIG_FILE = "meshctl.toml"
+
+_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]\s*(#.*)?$")
+_ARRAY = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]\s*(#.*)?$")
+_KEY = re.compile(r"""^\s*("?)([A-Za-z0-9_-]+)\1\s*=""")
+
+
+def toml_lines(text: str) -> dict[FieldPath, int]:
+    """(table, [index,] key) -> line for the simple TOML meshctl.toml uses."""
+    lines: dict[FieldPath, int] = {}
+    counts: dict[str, int] = {}
+    current: FieldPath = ()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if m := _ARRAY.match(raw):
+            name = m.group(1)
+            index = counts.get(name, 0)
+            counts[name] = index + 1
+            current = (*name.split("."), index)
+            lines.setdefault(current[:-1], number)
+            lines[current] = number
+        elif m := _TABLE.match(raw):
+            current = tuple(m.group(1).split("."))
+            lines[current] = number
+        elif m := _KEY.match(raw):
+            lines.setdefault((*current, m.group(2)), number)
+    return lines
+
+
+def parse_config(text: str, root: Path, file: str = CONFIG_FILE) -> MeshConfig:
+    """The MeshConfig of a meshctl.toml text; paths resolve against `root`."""
+    try:
+        data = toml.loads(text)
+    except toml.TomlDecodeError as err:
+        raise ConfigError(file, err.lineno, "", f"invalid TOML: {err.msg}") from None
+    try:
+        raw = ConfigFile.model_validate(data)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        path = real_path(data, first["loc"])
+        lines = toml_lines(text)
+        line = next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines), None)
+        raise ConfigError(file, line, format_path(path), describe(first, all_aliases())) from None
+    return MeshConfig.from_file(raw, root)

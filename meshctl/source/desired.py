@@ -1,0 +1,160 @@
+"""DesiredState: everything a desired-state repo declares, loaded and cross-checked.
+
+`load_desired(root)` reads a directory; `load_desired(root, ref)` reads the git repository at
+`root` at revision `ref` straight from the object store (no checkout), so a plan can be made for
+any commit. Documents are validated one by one (models), then against each other here: unique
+names, pods on declared nodes and namespaces, pod IPs inside their node's podCIDR, checks that
+name existing pods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import git
+
+from meshctl.errors import SourceError
+from meshctl.model.base import SourceRef
+from meshctl.model.check import ConnectivityCheck
+from meshctl.model.config import MeshConfig
+from meshctl.model.inventory import Namespace, Pod
+from meshctl.source.config import CONFIG_FILE, parse_config
+from meshctl.source.documents import Documents, Policy, add_document
+from meshctl.source.tree import YAML_SUFFIXES, DirTree, GitTree, SourceTree
+from meshctl.source.yamlines import load_documents
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    root: Path
+    commit: str | None
+    dirty: bool
+    config: MeshConfig
+    namespaces: tuple[Namespace, ...]
+    pods: tuple[Pod, ...]
+    policies: tuple[Policy, ...]
+    checks: tuple[ConnectivityCheck, ...]
+
+    def pod(self, key: str) -> Pod | None:
+        """The pod named "namespace/name", if declared."""
+        return next((p for p in self.pods if p.key == key), None)
+
+    def namespace(self, name: str) -> Namespace | None:
+        return next((n for n in self.namespaces if n.name == name), None)
+
+    def with_pod_ips(self, mapping: Mapping[str, IPv4Address]) -> DesiredState:
+        """Fill pod_ip of the "ns/pod" keys in `mapping` that have none (the lab assigns IPs)."""
+        pods = tuple(
+            p.model_copy(update={"pod_ip": IPv4Address(mapping[p.key])})
+            if p.pod_ip is None and p.key in mapping
+            else p
+            for p in self.pods
+        )
+        return dataclasses.replace(self, pods=pods)
+
+
+def load_desired(root: Path, ref: str | None = None) -> DesiredState:
+    """Load the desired state at `root` (a directory, or with `ref` a git revision of it)."""
+    root = Path(root).resolve()
+    if ref is None:
+        if not root.is_dir():
+            raise SourceError(str(root), None, "", "desired-state directory not found")
+        commit, dirty = _worktree_commit(root)
+        return _load(DirTree(root), root, commit, dirty)
+    repo, subdir = _open_repo(root)
+    try:
+        target = repo.commit(ref)
+    except (git.BadName, git.BadObject, ValueError) as err:
+        raise SourceError(str(root), None, "", f"unknown git revision {ref!r} ({err})") from None
+    return _load(GitTree(target, subdir), root, target.hexsha, False)
+
+
+def _open_repo(root: Path) -> tuple[git.Repo, str]:
+    try:
+        repo = git.Repo(root, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise SourceError(str(root), None, "", "not in a git repository (needed for a revision)") from None
+    top = Path(repo.working_tree_dir or root).resolve()
+    return repo, root.relative_to(top).as_posix() if root != top else ""
+
+
+def _worktree_commit(root: Path) -> tuple[str | None, bool]:
+    """HEAD and whether files under `root` differ from it, when `root` is in a git worktree."""
+    try:
+        repo, subdir = _open_repo(root)
+        commit = repo.head.commit.hexsha
+    except (SourceError, ValueError):
+        return None, False
+    dirty = repo.is_dirty(untracked_files=True, path=subdir or None)
+    return commit, dirty
+
+
+def _load(tree: SourceTree, root: Path, commit: str | None, dirty: bool) -> DesiredState:
+    text = tree.read(CONFIG_FILE)
+    if text is None:
+        raise SourceError(CONFIG_FILE, None, "", "missing: a desired-state repo has meshctl.toml at its root")
+    config = parse_config(text, root)
+    docs = Documents()
+    for rel in tree.files():
+        if rel.endswith(YAML_SUFFIXES):
+            for doc in load_documents(tree.read(rel) or "", rel):
+                add_document(doc, docs)
+    _cross_check(config, docs)
+    return DesiredState(
+        root=root, commit=commit, dirty=dirty, config=config,
+        namespaces=tuple(docs.namespaces), pods=tuple(docs.pods),
+        policies=tuple(docs.policies), checks=tuple(docs.checks),
+    )
+
+
+def _cross_check(config: MeshConfig, docs: Documents) -> None:
+    def err(source: SourceRef, path: str, message: str) -> SourceError:
+        doc = docs.yaml.get((source.file, source.line))
+        line = doc.line_of(tuple(path.split("."))) if doc else source.line
+        return SourceError(source.file, line, path, message)
+
+    seen: dict[tuple[str, str, str], SourceRef] = {}
+
+    def unique(kind: str, namespace: str, name: str, source: SourceRef) -> None:
+        key = (kind, namespace, name)
+        if key in seen:
+            what = f"{namespace}/{name}" if namespace else name
+            raise err(source, "metadata.name", f"duplicate {kind} {what} (first defined at {seen[key]})")
+        seen[key] = source
+
+    for ns in docs.namespaces:
+        unique("Namespace", "", ns.name, ns.source)
+    for policy in docs.policies:
+        unique(policy.kind, policy.metadata.namespace or "", policy.metadata.name, policy.source)
+    for check in docs.checks:
+        unique("ConnectivityCheck", "", check.name, check.source)
+
+    namespaces = {ns.name for ns in docs.namespaces}
+    addresses: dict[IPv4Address, Pod] = {}
+    for pod in docs.pods:
+        unique("Pod", pod.namespace, pod.name, pod.source)
+        if pod.namespace not in namespaces:
+            raise err(pod.source, "metadata.namespace",
+                       f"namespace {pod.namespace!r} is not declared: add a v1 Namespace document")
+        node = config.node(pod.node_name)
+        if node is None:
+            known = ", ".join(n.name for n in config.nodes)
+            raise err(pod.source, "spec.nodeName", f"unknown node {pod.node_name!r}; nodes are {known}")
+        if pod.pod_ip is not None:
+            if pod.pod_ip not in node.pod_cidr:
+                raise err(pod.source, "status.podIP",
+                           f"{pod.pod_ip} is outside podCIDR {node.pod_cidr} of node {node.name}")
+            if pod.pod_ip in addresses:
+                other = addresses[pod.pod_ip].key
+                raise err(pod.source, "status.podIP", f"{pod.pod_ip} is also the IP of {other}")
+            addresses[pod.pod_ip] = pod
+
+    pods = {pod.key for pod in docs.pods}
+    for check in docs.checks:
+        for field, ref in (("spec.from", check.from_), ("spec.to", check.to)):
+            if "/" in ref and ref not in pods:
+                raise err(check.source, field, f"no pod {ref} is declared")

@@ -1,0 +1,86 @@
+"""Dispatch YAML documents on apiVersion/kind to their models.
+
+Each supported kind maps to a function that validates the document and returns the value
+DesiredState holds, with its SourceRef. Unknown kinds are errors, not skipped: a typo in
+`kind` must not quietly remove a policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshctl.model.base import SourceRef
+from meshctl.model.check import ConnectivityCheck, ConnectivityCheckDocument
+from meshctl.model.cilium import CiliumClusterwideNetworkPolicy, CiliumNetworkPolicy
+from meshctl.model.inventory import Namespace, NamespaceDocument, Pod, PodDocument
+from meshctl.model.k8s import NetworkPolicy
+from meshctl.source.validate import validate_doc
+from meshctl.source.yamlines import YamlDoc
+
+Policy = NetworkPolicy | CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy
+
+
+@dataclass
+class Documents:
+    """Everything found in the desired tree, in file order, before cross-document checks."""
+
+    namespaces: list[Namespace] = field(default_factory=list)
+    pods: list[Pod] = field(default_factory=list)
+    policies: list[Policy] = field(default_factory=list)
+    checks: list[ConnectivityCheck] = field(default_factory=list)
+    # (file, line) of each document -> its YAML, so cross-document errors can name a field's line
+    yaml: dict[tuple[str, int], YamlDoc] = field(default_factory=dict)
+
+
+def _policy(model: type[Policy]) -> Callable[[YamlDoc, SourceRef, Documents], None]:
+    def load(doc: YamlDoc, source: SourceRef, out: Documents) -> None:
+        out.policies.append(validate_doc(model, doc).model_copy(update={"source": source}))
+
+    return load
+
+
+def _namespace(doc: YamlDoc, source: SourceRef, out: Documents) -> None:
+    out.namespaces.append(validate_doc(NamespaceDocument, doc).to_namespace(source))
+
+
+def _pod(doc: YamlDoc, source: SourceRef, out: Documents) -> None:
+    out.pods.append(validate_doc(PodDocument, doc).to_pod(source))
+
+
+def _check(doc: YamlDoc, source: SourceRef, out: Documents) -> None:
+    out.checks.append(validate_doc(ConnectivityCheckDocument, doc).to_check(source))
+
+
+KINDS: dict[str, tuple[str, Callable[[YamlDoc, SourceRef, Documents], None]]] = {
+    "Namespace": ("v1", _namespace),
+    "Pod": ("v1", _pod),
+    "NetworkPolicy": ("networking.k8s.io/v1", _policy(NetworkPolicy)),
+    "CiliumNetworkPolicy": ("cilium.io/v2", _policy(CiliumNetworkPolicy)),
+    "CiliumClusterwideNetworkPolicy": ("cilium.io/v2", _policy(CiliumClusterwideNetworkPolicy)),
+    "ConnectivityCheck": ("meshctl.io/v1alpha1", _check),
+}
+
+
+def add_document(doc: YamlDoc, out: Documents) -> None:
+    """Validate one document and append its value to `out` (SourceError on bad input)."""
+    data: Any = doc.data
+    if not isinstance(data, dict):
+        got = type(data).__name__
+        raise doc.error((), f"a document must be a mapping with apiVersion and kind (got {got})")
+    kind, api_version = data.get("kind"), data.get("apiVersion")
+    if kind is None:
+        raise doc.error(("kind",), "required field is missing")
+    if kind not in KINDS:
+        known = ", ".join(f"{v} {k}" for k, (v, _) in KINDS.items())
+        raise doc.error(("kind",), f"unknown kind {kind!r}; meshctl reads {known}")
+    want, load = KINDS[kind]
+    if api_version is None:
+        raise doc.error(("apiVersion",), f"required field is missing (expected {want})")
+    if api_version != want:
+        raise doc.error(("apiVersion",), f"{kind} has apiVersion {want}, not {api_version!r}")
+    if "source" in data:
+        raise doc.error(("source",), "unknown field")
+    out.yaml[(doc.file, doc.line)] = doc
+    load(doc, SourceRef(file=doc.file, line=doc.line), out)

@@ -1,0 +1,141 @@
+"""The apply journal (state/journal.jsonl): intent written down before a node is touched.
+
+Append-only JSON lines, each fsync'd: {plan_id, node, phase: begin|done|reverted, before, after}
+(canonical NodeStates). A crash leaves nodes whose last record is `begin`: open_entries() lists
+them with both states so `meshctl recover` can move each to one side. A torn last line (crash
+mid-write) is dropped: its record never became durable, so the step it announced either had
+not started (begin) or is re-checked by recover (done/reverted leave the node open). The file is
+cleared when an apply ends cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from meshctl.errors import StateError
+from meshctl.nodestate import NodeState
+from meshctl.state.atomic import fsync_dir
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = "journal.jsonl"
+Phase = Literal["begin", "done", "reverted"]
+PHASES = ("begin", "done", "reverted")
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    plan_id: str
+    node: str
+    phase: Phase
+    before: NodeState | None = None
+    after: NodeState | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "plan_id": self.plan_id,
+            "node": self.node,
+            "phase": self.phase,
+            "before": self.before.canonical() if self.before else None,
+            "after": self.after.canonical() if self.after else None,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> JournalRecord:
+        if d["phase"] not in PHASES:
+            raise ValueError(f"unknown phase {d['phase']!r}")
+        return cls(
+            plan_id=d["plan_id"],
+            node=d["node"],
+            phase=d["phase"],
+            before=NodeState.from_canonical(d["before"]) if d.get("before") else None,
+            after=NodeState.from_canonical(d["after"]) if d.get("after") else None,
+        )
+
+
+class Journal:
+    """The journal of one state directory; `plan_id` stamps the records this process appends."""
+
+    def __init__(self, state_dir: Path, plan_id: str = "") -> None:
+        self.path = state_dir / JOURNAL_FILE
+        self.plan_id = plan_id
+
+    # The apply engine's Journal protocol.
+    def begin(self, node: str, before: NodeState, after: NodeState) -> None:
+        self.append(JournalRecord(self.plan_id, node, "begin", before, after))
+
+    def done(self, node: str) -> None:
+        self.append(JournalRecord(self.plan_id, node, "done"))
+
+    def reverted(self, node: str) -> None:
+        self.append(JournalRecord(self.plan_id, node, "reverted"))
+
+    def append(self, record: JournalRecord) -> None:
+        """Durable when this returns (fsync of the file, and of the directory on creation)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        self._drop_torn_tail()
+        line = json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            fsync_dir(self.path.parent)
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a partial last line so the next record starts on a line of its own."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            log.warning("journal %s: dropping a torn last record (%d bytes)", self.path, len(data) - keep)
+            os.truncate(self.path, keep)
+
+    def records(self) -> list[JournalRecord]:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise StateError(f"{self.path}: cannot read the journal: {err.strerror}") from err
+        lines = data.split(b"\n")
+        out: list[JournalRecord] = []
+        for i, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                out.append(JournalRecord.from_json(json.loads(raw)))
+            except (ValueError, KeyError, TypeError) as err:
+                if i == len(lines) and not data.endswith(b"\n"):
+                    log.warning("journal %s: ignoring a torn last record", self.path)
+                    continue
+                raise StateError(f"{self.path}:{i}: corrupt journal record: {err}") from err
+        return out
+
+    def open_entries(self) -> dict[str, JournalRecord]:
+        """node -> its `begin` record, for nodes begun but neither done nor reverted."""
+        open_: dict[str, JournalRecord] = {}
+        for rec in self.records():
+            if rec.phase == "begin":
+                open_[rec.node] = rec
+            else:
+                open_.pop(rec.node, None)
+        return open_
+
+    def clear(self) -> None:
+        """End of a clean apply: nothing left to recover."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(self.path.parent)

@@ -1,0 +1,188 @@
+"""The CLI's one wiring of load -> pod IPs -> compile -> observe -> plan.
+
+Every command that needs "the desired state of this repo against the live lab" goes through
+here, so plan, apply, drift and recover agree on how the pieces fit: the lab registry gives the
+pod IPs and node netns, the state gives the identity/endpoint tables, the BPF object gives the
+build hash. Heavy imports (libbpf, pyroute2) happen inside functions so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from meshctl.errors import LabError, StateError
+from meshctl.nodestate import NodeState
+
+if TYPE_CHECKING:
+    from meshctl.compile import Compiled
+    from meshctl.model.config import MeshConfig
+    from meshctl.plan import Plan
+    from meshctl.source import DesiredState
+    from meshctl.state import State
+
+# Connectivity impact is pods x pods x ports verdict emulations: skip it beyond this many pods
+# (the plan says so) so plans of big clusters stay fast.
+IMPACT_MAX_PODS = 400
+
+INTERRUPTED = "an apply was interrupted: run `meshctl recover`"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A desired repo with its lab: everything plan/apply/drift need to know up front."""
+
+    root: Path
+    desired: DesiredState  # pod IPs filled from the lab
+    netns: dict[str, str]  # node -> netns of the lab node
+
+    @property
+    def config(self) -> MeshConfig:
+        return self.desired.config
+
+    @property
+    def cluster(self) -> str:
+        return self.desired.config.cluster
+
+    @property
+    def state_dir(self) -> Path:
+        return self.desired.config.state_dir
+
+    @property
+    def node_order(self) -> list[str]:
+        return [n.name for n in self.desired.config.nodes]
+
+    def pod_nodes(self) -> dict[str, str]:
+        return {f"{p.namespace}/{p.name}": p.node_name for p in self.desired.pods}
+
+    def pod_ips(self) -> dict[str, Any]:
+        return {f"{p.namespace}/{p.name}": p.pod_ip for p in self.desired.pods if p.pod_ip is not None}
+
+
+def open_workspace(root: Path, ref: str | None = None) -> Workspace:
+    """Load the desired repo and find its lab (which must be up)."""
+    from meshctl.lab import registry
+    from meshctl.source import load_desired
+
+    desired = load_desired(root, ref)
+    cluster = desired.config.cluster
+    reg = registry.load(cluster)
+    if reg is None:
+        raise LabError(f"no lab named {cluster!r} is up: run `meshctl lab up -C {root}`")
+    missing = [n.name for n in desired.config.nodes if n.name not in reg.nodes]
+    if missing:
+        raise LabError(
+            f"lab {cluster!r} has no node(s) {', '.join(missing)}: run `meshctl lab up -C {root}` again"
+        )
+    desired = desired.with_pod_ips({k: p.address for k, p in reg.pods.items()})
+    netns = {name: rec.netns for name, rec in reg.nodes.items()}
+    return Workspace(Path(root), desired, netns)
+
+
+def ensure_not_interrupted(state_dir: Path) -> None:
+    """Refuse to plan or apply over the records of an apply that did not finish."""
+    from meshctl.state import Journal
+
+    if Journal(state_dir).records():
+        raise StateError(INTERRUPTED)
+
+
+def current_build() -> str:
+    from meshctl.dataplane.node import build_hash, default_object_path
+
+    return build_hash(default_object_path())
+
+
+def compile_desired(ws: Workspace, state: State, build: str | None = None) -> Compiled:
+    """Compile with the state's tables so identities and endpoint ids stay stable."""
+    from meshctl.compile import EndpointTable, IdentityTable, compile_cluster
+
+    identities = IdentityTable.from_json(json.dumps(state.identities)) if state.identities else IdentityTable()
+    endpoints = EndpointTable.from_json(json.dumps(state.endpoint_ids)) if state.endpoint_ids else EndpointTable()
+    return compile_cluster(ws.desired, identities, endpoints, build or current_build())
+
+
+def tables_of(compiled: Compiled) -> tuple[dict[str, Any], dict[str, Any]]:
+    return json.loads(compiled.identities.to_json()), json.loads(compiled.endpoint_ids.to_json())
+
+
+def persist_tables(state_dir: Path, state: State, compiled: Compiled) -> State:
+    """Save newly allocated identities/endpoint ids (numbers are never reused; serial unchanged).
+
+    Allocation happens at plan time, like Cilium allocating an identity when an endpoint
+    appears: the saved plan's targets use these numbers, so they must outlive the plan. Caller
+    holds the state lock.
+    """
+    from meshctl.state import save_state
+
+    identities, endpoints = tables_of(compiled)
+    if identities == state.identities and endpoints == state.endpoint_ids:
+        return state
+    return save_state(state_dir, state.with_tables(identities, endpoints))
+
+
+def observe_nodes(cluster: str, netns: Mapping[str, str], nodes: Iterable[str]) -> dict[str, NodeState]:
+    from meshctl.observe import observe_node
+
+    return {n: observe_node(cluster, n, netns[n]) for n in nodes}
+
+
+def select_nodes(ws: Workspace, only: Sequence[str] = ()) -> list[str]:
+    """Config order; `only` (from --node) must name nodes of the config."""
+    nodes = ws.node_order
+    unknown = [n for n in only if n not in nodes]
+    if unknown:
+        raise LabError(f"--node {', '.join(unknown)}: not a node of {ws.cluster} ({', '.join(nodes)})")
+    return [n for n in nodes if not only or n in only]
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    plan: Plan
+    compiled: Compiled
+    observed: dict[str, NodeState]
+    state: State
+
+
+def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = False) -> PlanOutcome:
+    """Compile, observe and diff; saves newly allocated table entries into the state."""
+    from meshctl.plan import build_plan
+    from meshctl.state import StateLock, load_state
+
+    ensure_not_interrupted(ws.state_dir)
+    nodes = select_nodes(ws, only)
+    if lock_held:
+        state = load_state(ws.state_dir)
+        compiled = compile_desired(ws, state)
+        state = persist_tables(ws.state_dir, state, compiled)
+    else:
+        with StateLock(ws.state_dir, "plan"):
+            state = load_state(ws.state_dir)
+            compiled = compile_desired(ws, state)
+            state = persist_tables(ws.state_dir, state, compiled)
+    observed = observe_nodes(ws.cluster, ws.netns, nodes)
+    intended = {n: compiled.nodes.get(n) or NodeState(n) for n in nodes}
+    with_impact = len(ws.desired.pods) <= IMPACT_MAX_PODS
+    plan = build_plan(
+        observed, intended, compiled.catalog, desired=ws.desired, state=state,
+        compiled_warnings=compiled.warnings, impact=with_impact,
+    )
+    if not with_impact and plan.has_changes:
+        from meshctl.plan import PlanWarning
+
+        note = PlanWarning(
+            f"connectivity impact skipped: {len(ws.desired.pods)} pods (limit {IMPACT_MAX_PODS})",
+            severity="info",
+        )
+        plan = replace(plan, warnings=(*plan.warnings, note))
+    return PlanOutcome(plan, compiled, observed, state)
+
+
+def save_plan(ws: Workspace, plan: Plan, out: Path | None = None) -> Path:
+    from meshctl.plan import default_plan_path, write_plan
+
+    path = out or default_plan_path(ws.config.plans_dir, plan)
+    return write_plan(plan, path)

@@ -1,0 +1,93 @@
+"""Plan file: round trip, tamper detection, version check, unreadable files, stale plans."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from golden_scenario import STATE, intended, make_plan, observed
+
+from meshctl.errors import PlanError, PlanStaleError
+from meshctl.nodestate import DatapathConfig
+from meshctl.plan import Plan, apply_changes, check_fresh, default_plan_path, read_plan, write_plan
+
+
+@pytest.fixture(scope="module")
+def plan() -> Plan:
+    return make_plan()
+
+
+@pytest.fixture
+def saved(plan: Plan, tmp_path: Path) -> Path:
+    return write_plan(plan, default_plan_path(tmp_path, plan))
+
+
+def test_round_trip(plan: Plan, saved: Path) -> None:
+    back = read_plan(saved)
+    assert back == plan
+    assert back.plan_id == plan.plan_id
+    assert saved.name.startswith("plan-20250102T030405-")
+    doc = json.loads(saved.read_text())
+    assert doc["format_version"] == "1.0" and doc["source"]["commit"].startswith("4f2a9c1d")
+    assert doc["state"] == {"lineage": STATE.lineage, "serial": 3}
+    node = doc["nodes"][1]
+    assert node["node"] == "node-2" and node["observed_fingerprint"] == observed()["node-2"].fingerprint()
+    first = node["resource_changes"][0]
+    assert first["address"] == "node-2 config"
+    assert first["change"]["actions"] == ["update"]
+    assert first["change"]["before"]["ipv6_pass"] is False and first["change"]["after"]["ipv6_pass"] is True
+
+
+def test_plan_targets_are_exact(plan: Plan) -> None:
+    obs, want = observed(), intended()
+    for node in plan.nodes:
+        assert node.intended == want[node.node]
+        assert apply_changes(obs[node.node], node.changes) == want[node.node]
+
+
+def test_summary_counts_replace_as_add_and_destroy(plan: Plan) -> None:
+    assert plan.summary.line == "Plan: 7 to add, 5 to change, 3 to destroy."
+
+
+def test_tampered_plan_is_refused(saved: Path) -> None:
+    doc = json.loads(saved.read_text())
+    doc["nodes"][1]["intended"]["config"]["ipv6_pass"] = False
+    saved.write_text(json.dumps(doc))
+    with pytest.raises(PlanError, match="plan file was modified: plan_id does not match its content"):
+        read_plan(saved)
+
+
+def test_other_major_version_is_refused(saved: Path) -> None:
+    doc = json.loads(saved.read_text())
+    doc["format_version"] = "2.0"
+    saved.write_text(json.dumps(doc))
+    with pytest.raises(PlanError, match=r"format_version 2.0 is not supported"):
+        read_plan(saved)
+
+
+def test_unreadable_plan_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    with pytest.raises(PlanError, match=r"nope.json: cannot read the plan file"):
+        read_plan(missing)
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{oops")
+    with pytest.raises(PlanError, match=r"garbage.json: not a meshctl plan file"):
+        read_plan(garbage)
+
+
+def test_fresh_plan_passes_and_stale_ones_are_refused(plan: Plan) -> None:
+    fps = {name: ns.fingerprint() for name, ns in observed().items()}
+    check_fresh(plan, fps, STATE)
+    moved = replace(observed()["node-2"], config=DatapathConfig(ct_timeout_syn_s=5))
+    with pytest.raises(PlanStaleError) as err:
+        check_fresh(plan, {**fps, "node-2": moved.fingerprint()}, STATE)
+    assert str(err.value) == (
+        "Saved plan is stale: node-2 changed since the plan was made "
+        f"(fingerprint {fps['node-2']}, now {moved.fingerprint()})"
+    )
+    with pytest.raises(PlanStaleError, match=r"serial 3, now 4"):
+        check_fresh(plan, fps, replace(STATE, serial=4))
+    with pytest.raises(PlanStaleError, match="lineage"):
+        check_fresh(plan, fps, replace(STATE, lineage="other"))
