@@ -8,9 +8,10 @@ The plan uses it to show connectivity impact; trace and the tests use it to chec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+from typing import TypeVar
 
 from meshctl.nodestate import (
     PROTO_ANY,
@@ -23,6 +24,7 @@ from meshctl.nodestate import (
     ReservedIdentity,
 )
 
+T = TypeVar("T")
 REASONS = ("allowed", "not-enforced", "default-deny", "explicit-deny", "no-endpoint")
 
 
@@ -40,21 +42,53 @@ class ConnectionVerdict:
     allowed: bool
 
 
+class _Memo:
+    """Per-object derived indexes, keyed by id() and holding the object so the id stays unique."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[object, object]] = {}
+
+    def get(self, obj: object, build: Callable[[], T]) -> T:
+        hit = self._items.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]  # type: ignore[return-value]
+        value = build()
+        if len(self._items) > 256:
+            self._items.clear()
+        self._items[id(obj)] = (obj, value)
+        return value
+
+
+_POLICY_INDEX = _Memo()
+_IPCACHE_INDEX = _Memo()
+
+# (direction, identity, protocol) -> [(port, port_prefix, key, entry)] longest prefix first
+_PolicyIndex = dict[tuple[int, int, int], list[tuple[int, int, PolicyKey, PolicyEntry]]]
+
+
+def _index_policy(entries: Mapping[PolicyKey, PolicyEntry]) -> _PolicyIndex:
+    index: _PolicyIndex = {}
+    for key, entry in entries.items():
+        index.setdefault((int(key.direction), key.identity, key.protocol), []).append(
+            (key.port, key.port_prefix, key, entry)
+        )
+    for bucket in index.values():
+        bucket.sort(key=lambda t: -t[1])
+    return index
+
+
 def lpm_lookup(
     entries: Mapping[PolicyKey, PolicyEntry], direction: Direction, identity: int, protocol: int, port: int
 ) -> tuple[PolicyKey, PolicyEntry] | None:
     """The longest matching entry for one identity: port prefixes, then protocol, then any."""
-    d = Direction(direction)
+    index = _POLICY_INDEX.get(entries, lambda: _index_policy(entries))
     if protocol != PROTO_ANY:
-        for plen in range(16, -1, -1):
-            masked = port & ~((1 << (16 - plen)) - 1) & 0xFFFF
-            key = PolicyKey(d, identity, protocol, masked, plen)
-            hit = entries.get(key)
-            if hit is not None:
-                return key, hit
-    key = PolicyKey(d, identity, PROTO_ANY, 0, 0)
-    hit = entries.get(key)
-    return (key, hit) if hit is not None else None
+        for kport, plen, key, entry in index.get((int(direction), identity, protocol), ()):
+            if (port ^ kport) >> (16 - plen) == 0:
+                return key, entry
+    for _, _, key, entry in index.get((int(direction), identity, PROTO_ANY), ()):
+        return key, entry
+    return None
 
 
 def policy_verdict(
@@ -79,31 +113,20 @@ def policy_verdict(
     return Verdict(False, "default-deny")
 
 
+def _index_ipcache(ipcache: Mapping[IPv4Network, IpcacheEntry]) -> tuple[tuple[int, ...], dict[tuple[int, int], int]]:
+    table = {(int(n.network_address), n.prefixlen): e.identity for n, e in ipcache.items()}
+    return tuple(sorted({plen for _, plen in table}, reverse=True)), table
+
+
 def ipcache_lookup(ipcache: Mapping[IPv4Network, IpcacheEntry], addr: IPv4Address) -> int:
     """Longest-prefix identity of an address; a miss is world."""
+    lengths, table = _IPCACHE_INDEX.get(ipcache, lambda: _index_ipcache(ipcache))
     value = int(addr)
-    lengths = _prefix_lengths(ipcache)
     for plen in lengths:
-        net = IPv4Network((value & (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF, plen))
-        hit = ipcache.get(net)
+        hit = table.get(((value >> (32 - plen)) << (32 - plen) if plen else 0, plen))
         if hit is not None:
-            return hit.identity
+            return hit
     return ReservedIdentity.WORLD
-
-
-# id(ipcache) -> (the ipcache itself, kept alive so the id cannot be reused; its prefix lengths)
-_LENGTHS: dict[int, tuple[object, tuple[int, ...]]] = {}
-
-
-def _prefix_lengths(ipcache: Mapping[IPv4Network, IpcacheEntry]) -> tuple[int, ...]:
-    cached = _LENGTHS.get(id(ipcache))
-    if cached is not None and cached[0] is ipcache:
-        return cached[1]
-    lengths = tuple(sorted({n.prefixlen for n in ipcache}, reverse=True))
-    if len(_LENGTHS) > 64:
-        _LENGTHS.clear()
-    _LENGTHS[id(ipcache)] = (ipcache, lengths)
-    return lengths
 
 
 def find_endpoint(states: Mapping[str, NodeState], addr: IPv4Address) -> str | None:

@@ -100,8 +100,12 @@ def compile_desired(ws: Workspace, state: State, build: str | None = None) -> Co
     """Compile with the state's tables so identities and endpoint ids stay stable."""
     from meshctl.compile import EndpointTable, IdentityTable, compile_cluster
 
-    identities = IdentityTable.from_json(json.dumps(state.identities)) if state.identities else IdentityTable()
-    endpoints = EndpointTable.from_json(json.dumps(state.endpoint_ids)) if state.endpoint_ids else EndpointTable()
+    identities = IdentityTable()
+    endpoints = EndpointTable()
+    if state.identities:
+        identities = IdentityTable.from_json(json.dumps(state.identities))
+    if state.endpoint_ids:
+        endpoints = EndpointTable.from_json(json.dumps(state.endpoint_ids))
     return compile_cluster(ws.desired, identities, endpoints, build or current_build())
 
 

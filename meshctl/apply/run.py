@@ -84,7 +84,8 @@ def _apply_locked(
     )
     crash_point("commit")
     applied = {w.node: w.target for w in work if w.node in result.applied}
-    if applied:
+    if applied:  # nodes that needed nothing are at their target too: record their intent as well
+        applied.update({w.node: w.target for w in work if w.before == w.target})
         state = save_state(ws.state_dir, state.record_apply(plan.plan_id, applied))
     crash_point("committed")
     journal.clear()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,7 +15,7 @@ from meshctl.plan import read_plan
 from meshctl.report import render_json, render_markdown, render_text
 
 
-class Output(str, Enum):
+class Output(StrEnum):
     text = "text"
     json = "json"
     markdown = "markdown"
@@ -22,8 +23,8 @@ class Output(str, Enum):
 
 @app.command("show")
 def show(
-    plan_file: Path = typer.Argument(..., help="A plan file written by `meshctl plan --out`."),
-    output: Output = typer.Option(Output.text, "--output", "-o", help="text, json or markdown."),
+    plan_file: Annotated[Path, typer.Argument(help="A plan file written by `meshctl plan --out`.")],
+    output: Annotated[Output, typer.Option("--output", "-o", help="text, json or markdown.")] = Output.text,
 ) -> None:
     """Show a saved plan (the plan file is checked: version and plan_id)."""
     plan = read_plan(plan_file)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -15,11 +16,13 @@ state_app = typer.Typer(help="Inspect the state (serial, lineage, last apply) an
                         no_args_is_help=True)
 app.add_typer(state_app, name="state")
 
-STATE_DIR = typer.Option(Path("state"), "--state-dir", help="The state directory (meshctl.toml state_dir).")
+StateDir = Annotated[Path, typer.Option("--state-dir", help="The state directory (meshctl.toml state_dir).")]
 
 
 @state_app.command("show")
-def show(state_dir: Path = STATE_DIR, as_json: bool = typer.Option(False, "--json")) -> None:
+def show(
+    state_dir: StateDir = Path("state"), as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
     """Lineage, serial, last applied plan and per-node fingerprints; the lock if held."""
     state = load_state(state_dir)
     lock = read_lock(state_dir)
@@ -27,7 +30,9 @@ def show(state_dir: Path = STATE_DIR, as_json: bool = typer.Option(False, "--jso
         doc = {
             "lineage": state.lineage, "serial": state.serial, "last_plan_id": state.last_plan_id,
             "last_applied_at": state.last_applied_at,
-            "nodes": {n: {"fingerprint": r.fingerprint, "applied_at": r.applied_at} for n, r in state.nodes.items()},
+            "nodes": {
+                n: {"fingerprint": r.fingerprint, "applied_at": r.applied_at} for n, r in state.nodes.items()
+            },
             "lock": lock.__dict__ if lock else None,
         }
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
@@ -45,8 +50,8 @@ def show(state_dir: Path = STATE_DIR, as_json: bool = typer.Option(False, "--jso
 
 @state_app.command("unlock")
 def unlock_cmd(
-    lock_id: str = typer.Argument(..., help="The id printed in the lock error."),
-    state_dir: Path = STATE_DIR,
+    lock_id: Annotated[str, typer.Argument(help="The id printed in the lock error.")],
+    state_dir: StateDir = Path("state"),
 ) -> None:
     """Release a state lock whose holder is gone (check first that no apply is running)."""
     held = unlock(state_dir, lock_id)

@@ -50,17 +50,40 @@ class ResolvedPeers:
     identities: frozenset[int]
     cidrs: tuple[CidrRule, ...]
 
-    def on_node(self, node_cidrs: Mapping[IPv4Network, int]) -> tuple[int, ...]:
+    def on_node(self, node_cidrs: NodeCidrs) -> tuple[int, ...]:
         if self.wildcard:
             return (0,)
+        hit = node_cidrs.cache.get(self)
+        if hit is not None:
+            return hit
         ids = set(self.identities)
         if R.WORLD in ids:  # CIDR identities carry reserved:world too
-            ids.update(node_cidrs.values())
+            ids.update(node_cidrs.ids.values())
         for rule in self.cidrs:
             if rule.cidr.prefixlen == 0:
                 ids.add(R.WORLD)
-            ids.update(i for p, i in node_cidrs.items() if rule.contains_prefix(p))
-        return tuple(sorted(ids))
+            ids.update(node_cidrs.within(rule))
+        out = tuple(sorted(ids))
+        node_cidrs.cache[self] = out
+        return out
+
+
+class NodeCidrs:
+    """A node's CIDR identities, with integer prefix math and a per-peer-set cache."""
+
+    def __init__(self, ids: Mapping[IPv4Network, int]) -> None:
+        self.ids = dict(ids)
+        self._ints = [(int(p.network_address), p.prefixlen, i) for p, i in sorted(ids.items())]
+        self.cache: dict[ResolvedPeers, tuple[int, ...]] = {}
+
+    def within(self, rule: CidrRule) -> list[int]:
+        def inside(addr: int, plen: int, net: IPv4Network) -> bool:
+            return plen >= net.prefixlen and (addr ^ int(net.network_address)) >> (32 - net.prefixlen) == 0
+
+        return [
+            i for addr, plen, i in self._ints
+            if inside(addr, plen, rule.cidr) and not any(inside(addr, plen, e) for e in rule.excepts)
+        ]
 
 
 @dataclass
@@ -217,6 +240,7 @@ def compile_spec(
         node_cidrs = {p: i for p, i in cidr_identities(prefixes).items() if p not in ipcache_pods}
         for p, i in node_cidrs.items():
             cidr_catalog[i] = p
+        node_cidr_index = NodeCidrs(node_cidrs)
         ipcache = dict(ipcache_pods)
         ipcache.update((p, IpcacheEntry(i)) for p, i in node_cidrs.items())
         ipcache = dict(sorted(ipcache.items(), key=lambda kv: (int(kv[0].network_address), kv[0].prefixlen)))
@@ -233,7 +257,7 @@ def compile_spec(
             if ck not in cache:
                 ms, enf_in, enf_out = _endpoint_policy(
                     c, spec.mode, by_subject.get(ident, []), iso_by_subject.get(ident, []), pod,
-                    node_cidrs, cookies, warnings,
+                    node_cidr_index, cookies, warnings,
                 )
                 l7_seen.update(ms.ineffective_l7)
                 cache[ck] = (FrozenMap(ms.entries), enf_in, enf_out)
@@ -302,7 +326,7 @@ def _endpoint_policy(
     rules: Iterable[Rule],
     isolations: list[Isolation],
     pod: PodSpec,
-    node_cidrs: Mapping[IPv4Network, int],
+    node_cidrs: NodeCidrs,
     cookies: dict[RuleOrigin, int],
     warnings: list[CompileWarning],
 ) -> tuple[MapState, bool, bool]:

@@ -119,8 +119,8 @@ def _k8s_peer(doc: Document, peer: Mapping[str, Any], path: str) -> Peers:
         ns = parse_selector(ns_sel, _where(doc, path + ".namespaceSelector"))
         for req in ns.requirements:
             sel = sel.with_requirement(Requirement("k8s", NAMESPACE_LABELS_PREFIX + req.key, req.operator, req.values))
-        if ns.is_wildcard:
-            sel = sel.with_requirement(NS_EXISTS)
+        # pods only: a namespace selector never matches world or host, even through NotIn
+        sel = sel.with_requirement(NS_EXISTS)
     else:
         sel = sel.with_requirement(_ns_is(doc.namespace))
     return Peers(selectors=(sel,))

@@ -410,6 +410,9 @@ class Map:
             cur = nxt.raw
             yield cur
 
+    def __iter__(self) -> Iterator[bytes]:
+        return self.keys()
+
     def items(self) -> list[tuple[bytes, bytes]]:
         """Every (key, value): one batch dump where the map type supports it."""
         return self.lookup_batch()
@@ -424,9 +427,10 @@ class Map:
 
     # -- batches
     def lookup_batch(self, chunk: int = 4096) -> list[tuple[bytes, bytes]]:
-        """Dump the map with BPF_MAP_LOOKUP_BATCH; per entry for types without batch ops."""
-        if self.map_type in (BPF_MAP_TYPE_LPM_TRIE, *MAP_OF_MAPS_TYPES):
-            return self._per_entry_items()
+        """Dump the map with BPF_MAP_LOOKUP_BATCH; per entry where the kernel has no batch op
+        for the type (EINVAL/ENOTSUPP on the first call; LPM tries gained it in recent kernels)."""
+        if self.map_type in MAP_OF_MAPS_TYPES:
+            return self._per_entry_items()  # few entries; values are ids, keep it simple
         ks, vs = self.key_size, self.value_buf_size
         token_size = max(ks, 8)
         in_tok = create_string_buffer(token_size)

@@ -52,6 +52,11 @@ class UpResult:
 
 def up(topo: Topology, with_datapath: bool = True) -> UpResult:
     """Build (or complete, or update) the lab of `topo`."""
+    with registry.locked(topo.cluster):
+        return _up(topo, with_datapath)
+
+
+def _up(topo: Topology, with_datapath: bool) -> UpResult:
     prev = registry.load(topo.cluster)
     reg = plan_registry(topo, prev)
     # Stale things of the previous run: pods gone or moved, nodes gone.
@@ -125,6 +130,13 @@ def down(cluster: str, nodes: tuple[str, ...] = ()) -> DownResult:
     """
     if not names.valid_cluster(cluster):
         raise LabError(f"invalid cluster name {cluster!r}")
+    with registry.locked(cluster):
+        res = _down(cluster, nodes)
+    (registry.run_dir() / f".{cluster}.lock").unlink(missing_ok=True)
+    return res
+
+
+def _down(cluster: str, nodes: tuple[str, ...]) -> DownResult:
     reg = registry.load(cluster)
     known_nodes = set(nodes) | (set(reg.nodes) if reg else set())
     killed = []
@@ -136,11 +148,11 @@ def down(cluster: str, nodes: tuple[str, ...] = ()) -> DownResult:
     for pid in servers.find_all(cluster):
         servers.stop(cluster, pid)
         killed.append(pid)
+    pins = names.pin_dir(cluster).exists()
     if reg is not None:
         for node in reg.nodes.values():
             if reg.datapath and exists(node.netns):
                 datapath.remove_node(cluster, node.name, node.netns)
-    pins = names.pin_dir(cluster).exists()
     datapath.remove_cluster(cluster)
     gone = []
     wanted = set(reg.netns_names()) if reg else set()

@@ -7,9 +7,12 @@ clean up after a crash half-way through `lab up`. Addresses in it are kept acros
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -123,6 +126,19 @@ def save(reg: Registry) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+@contextmanager
+def locked(cluster: str) -> Iterator[None]:
+    """Serialise `lab up`/`lab down` of one cluster across processes (flock on a lock file)."""
+    path = run_dir() / f".{cluster}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def delete(cluster: str) -> None:

@@ -10,7 +10,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from meshctl.model.base import Model, check_dns_label
 
@@ -94,19 +94,20 @@ class ConfigFile(Model):
                     )
         return nodes
 
-    @model_validator(mode="after")
-    def _references(self) -> ConfigFile:
+    def reference_errors(self) -> list[tuple[tuple[str, ...], str]]:
+        """Problems between sections, as (key path, message): checked after the schema."""
         known = [n.name for n in self.nodes]
-        for name in self.canary_names():
-            if name not in known:
-                raise ValueError(f"rollout.canary names unknown node {name!r}; nodes are {', '.join(known)}")
-        for node in self.nodes:
-            if node.pod_cidr.overlaps(self.lab.underlay_cidr):
-                raise ValueError(
-                    f"lab.underlayCIDR {self.lab.underlay_cidr} overlaps podCIDR {node.pod_cidr} "
-                    f"of {node.name}"
-                )
-        return self
+        problems = [
+            (("rollout", "canary"), f"unknown node {name!r}; nodes are {', '.join(known)}")
+            for name in self.canary_names()
+            if name not in known
+        ]
+        problems += [
+            (("lab", "underlayCIDR"), f"{self.lab.underlay_cidr} overlaps podCIDR {n.pod_cidr} of {n.name}")
+            for n in self.nodes
+            if n.pod_cidr.overlaps(self.lab.underlay_cidr)
+        ]
+        return problems
 
     def canary_names(self) -> tuple[str, ...]:
         canary = self.rollout.canary

@@ -17,14 +17,14 @@ def _fmt(v: Any) -> str:
 
 
 def value_lines(change: Change) -> list[str]:
-    """`field = value` for creates/deletes, `field: old -> new` for updates and replaces."""
+    """`field = value` for creates/deletes, `field: old -> new` for updates; sorted like the file."""
     b, a = change.before or {}, change.after or {}
     if change.action is Action.CREATE:
-        return [f"{k} = {_fmt(v)}" for k, v in a.items()]
+        return [f"{k} = {_fmt(a[k])}" for k in sorted(a)]
     if change.action is Action.DELETE:
-        return [f"{k} = {_fmt(v)}" for k, v in b.items()]
+        return [f"{k} = {_fmt(b[k])}" for k in sorted(b)]
     out = []
-    for k in list(dict.fromkeys([*b, *a])):
+    for k in sorted({*b, *a}):
         if b.get(k) != a.get(k):
             out.append(f"{k}: {_fmt(b.get(k))} -> {_fmt(a.get(k))}")
     return out

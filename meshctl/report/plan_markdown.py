@@ -36,7 +36,7 @@ def _node_block(node_lines: list[str], title: str, budget: int) -> tuple[str, in
     opening = f"\n<details><summary>{title}</summary>\n\n```diff\n"
     closing = "```\n\n</details>\n"
     body: list[str] = []
-    size = len(opening) + len(closing)
+    size = len(opening) + len(closing) + 64  # room for the "more lines" line
     shown = 0
     for line in node_lines:
         if size + len(line) > budget:
@@ -112,7 +112,9 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
             if shown == 0 and lines:
                 cut = f"{len(changed) - k} nodes not shown"
                 break
-            add(block)
+            if not add(block):
+                cut = f"{len(changed) - k} nodes not shown"
+                break
             if shown < len(lines):
                 rest = len(changed) - k - 1
                 cut = f"{len(lines) - shown} lines of {node.node} and {rest} more nodes not shown"

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from meshctl.errors import ConfigError
 from meshctl.model.config import ConfigFile, MeshConfig
-from meshctl.source.validate import all_aliases, describe, real_path
+from meshctl.source.validate import all_aliases, describe, pick, real_path
 from meshctl.source.yamlines import FieldPath, format_path
 
 CONFIG_FILE = "meshctl.toml"
@@ -54,9 +54,15 @@ def parse_config(text: str, root: Path, file: str = CONFIG_FILE) -> MeshConfig:
     try:
         raw = ConfigFile.model_validate(data)
     except ValidationError as err:
-        first = err.errors(include_url=False)[0]
+        first = pick(err)
         path = real_path(data, first["loc"])
-        lines = toml_lines(text)
-        line = next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines), None)
-        raise ConfigError(file, line, format_path(path), describe(first, all_aliases())) from None
+        message = describe(first, all_aliases())
+        raise ConfigError(file, _line(text, path), format_path(path), message) from None
+    for key, message in raw.reference_errors():
+        raise ConfigError(file, _line(text, key), format_path(key), message)
     return MeshConfig.from_file(raw, root)
+
+
+def _line(text: str, path: FieldPath) -> int | None:
+    lines = toml_lines(text)
+    return next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines), None)

@@ -29,13 +29,19 @@ def validate_doc(model: type[M], doc: YamlDoc, data: Any = None) -> M:
 
 
 def to_source_error(err: ValidationError, doc: YamlDoc) -> SourceError:
-    first = err.errors(include_url=False)[0]
+    first = pick(err)
     path = real_path(doc.data, first["loc"])
     message = describe(first, all_aliases())
     more = err.error_count() - 1
     if more:
         message += f" (and {more} more error{'s' if more > 1 else ''})"
     return doc.error(path, message)
+
+
+def pick(err: ValidationError) -> Any:
+    """The error to show: an unknown field first (a typo also makes its real name "missing")."""
+    errors = err.errors(include_url=False)
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
 
 
 def real_path(data: Any, loc: Sequence[str | int]) -> FieldPath:

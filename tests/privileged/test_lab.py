@@ -12,7 +12,7 @@ import pytest
 from lab_helpers import lab, two_node_topology
 
 from meshctl.errors import LabError
-from meshctl.lab import cluster, names, probe, registry, servers
+from meshctl.lab import cluster, datapath, names, probe, registry, servers
 from meshctl.lab.netns import list_netns
 from meshctl.lab.topology import LabPod
 
@@ -123,13 +123,18 @@ def _lab_netns(cluster_name: str) -> list[str]:
     return [n for n in list_netns() if names.is_lab_netns(cluster_name, n, {"n1", "n2"})]
 
 
-def test_down_removes_everything() -> None:
+@pytest.mark.parametrize("with_datapath", [False, True])
+def test_down_removes_everything(with_datapath: bool) -> None:
+    if with_datapath and not datapath.available():
+        pytest.skip("meshctl.dataplane.node not available")
     name = "t-lab-down"
     topo = two_node_topology(name)
-    res = cluster.up(topo, with_datapath=False)
+    res = cluster.up(topo, with_datapath=with_datapath)
     try:
         pids = [p.server_pid for p in res.registry.pods.values()]
         assert len(_lab_netns(name)) == 6
+        if with_datapath:
+            assert res.datapath and (names.pin_dir(name) / "n1" / "links").is_dir()
         names.pin_dir(name).mkdir(parents=True, exist_ok=True)
     finally:
         out = cluster.down(name)

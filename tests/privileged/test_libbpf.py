@@ -204,7 +204,7 @@ def test_verifier_log_is_attached_to_the_load_error(objdir: Path) -> None:
     finally:
         bad.close()
     msg = str(exc.value)
-    assert "load BPF object" in msg and "broken.o" in msg
+    assert "load BPF object" in msg and "broken-0.o" in msg
     assert "invalid access to packet" in msg  # the verifier's own words
 
 

@@ -19,14 +19,23 @@ from meshctl.model import (
 
 def cnp(spec: dict[str, Any], **meta: Any) -> CiliumNetworkPolicy:
     return CiliumNetworkPolicy.model_validate(
-        {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
-         "metadata": {"name": "p", **meta}, "spec": spec}
+        {
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumNetworkPolicy",
+            "metadata": {"name": "p", **meta},
+            "spec": spec,
+        }
     )
 
 
 def knp(spec: dict[str, Any]) -> NetworkPolicy:
     return NetworkPolicy.model_validate(
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "p"}, "spec": spec}
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "p"},
+            "spec": spec,
+        }
     )
 
 
@@ -44,18 +53,37 @@ def test_cnp_full_rule() -> None:
         {
             "description": "all fields",
             "endpointSelector": {"matchLabels": {"app": "api", "k8s:io.kubernetes.pod.namespace": "demo"}},
-            "ingress": [{
-                "fromEndpoints": [{"matchExpressions": [{"key": "k8s:app", "operator": "NotIn", "values": ["x"]}]}],
-                "fromCIDR": ["10.0.0.1", "192.168.0.0/16"],
-                "fromCIDRSet": [{"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}],
-                "fromEntities": ["world", "cluster", "kube-apiserver"],
-                "toPorts": [{"ports": [{"port": 80}, {"port": "8000", "endPort": 8100, "protocol": "TCP"},
-                                        {"port": "http", "protocol": "TCP"}],
-                             "rules": {"http": [{"method": "GET", "path": "/v1/.*"}]}}],
-            }],
-            "egress": [{"toFQDNs": [{"matchName": "example.com"}],
-                        "toPorts": [{"ports": [{"port": "53", "protocol": "ANY"}],
-                                     "rules": {"dns": [{"matchPattern": "*.example.com"}]}}]}],
+            "ingress": [
+                {
+                    "fromEndpoints": [
+                        {"matchExpressions": [{"key": "k8s:app", "operator": "NotIn", "values": ["x"]}]}
+                    ],
+                    "fromCIDR": ["10.0.0.1", "192.168.0.0/16"],
+                    "fromCIDRSet": [{"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}],
+                    "fromEntities": ["world", "cluster", "kube-apiserver"],
+                    "toPorts": [
+                        {
+                            "ports": [
+                                {"port": 80},
+                                {"port": "8000", "endPort": 8100, "protocol": "TCP"},
+                                {"port": "http", "protocol": "TCP"},
+                            ],
+                            "rules": {"http": [{"method": "GET", "path": "/v1/.*"}]},
+                        }
+                    ],
+                }
+            ],
+            "egress": [
+                {
+                    "toFQDNs": [{"matchName": "example.com"}],
+                    "toPorts": [
+                        {
+                            "ports": [{"port": "53", "protocol": "ANY"}],
+                            "rules": {"dns": [{"matchPattern": "*.example.com"}]},
+                        }
+                    ],
+                }
+            ],
             "ingressDeny": [{"fromEntities": ["world"], "toPorts": [{"ports": [{"port": "22"}]}]}],
             "egressDeny": [{"toCIDR": ["1.1.1.1/32"]}],
             "enableDefaultDeny": {"ingress": False},
@@ -71,7 +99,10 @@ def test_cnp_full_rule() -> None:
     assert ing.from_cidr_set[0].except_ == (IPv4Network("10.1.0.0/16"),)  # type: ignore[index]
     ports = ing.to_ports[0].ports  # type: ignore[index]
     assert [(p.port, p.end_port, p.protocol) for p in ports] == [  # type: ignore[union-attr]
-        (80, None, "ANY"), (8000, 8100, "TCP"), ("http", None, "TCP")]
+        (80, None, "ANY"),
+        (8000, 8100, "TCP"),
+        ("http", None, "TCP"),
+    ]
     assert ing.to_ports[0].has_l7  # type: ignore[index]
     assert rule.egress[0].to_fqdns[0].match_name == "example.com"  # type: ignore[index]
     assert rule.egress[0].to_ports[0].rules.dns[0].match_pattern == "*.example.com"  # type: ignore[index,union-attr]
@@ -79,7 +110,9 @@ def test_cnp_full_rule() -> None:
     assert rule.enable_default_deny is not None and rule.enable_default_deny.ingress is False
     assert rule.enable_default_deny.egress is None
     assert [(lb.source, lb.key, lb.value) for lb in rule.labels] == [  # type: ignore[union-attr]
-        ("", "team", "shop"), ("k8s", "owner", "me")]
+        ("", "team", "shop"),
+        ("k8s", "owner", "me"),
+    ]
 
 
 def test_snake_case_names_and_yaml_aliases_round_trip() -> None:
@@ -92,11 +125,15 @@ def test_snake_case_names_and_yaml_aliases_round_trip() -> None:
 
 
 def test_specs_list_and_spec_together() -> None:
-    policy = CiliumNetworkPolicy.model_validate({
-        "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {"name": "p"},
-        "spec": {"endpointSelector": {"matchLabels": {"a": "1"}}},
-        "specs": [{"endpointSelector": {"matchLabels": {"b": "2"}}}],
-    })
+    policy = CiliumNetworkPolicy.model_validate(
+        {
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumNetworkPolicy",
+            "metadata": {"name": "p"},
+            "spec": {"endpointSelector": {"matchLabels": {"a": "1"}}},
+            "specs": [{"endpointSelector": {"matchLabels": {"b": "2"}}}],
+        }
+    )
     assert [r.endpoint_selector.match_labels for r in policy.rules] == [{"a": "1"}, {"b": "2"}]  # type: ignore[union-attr]
 
 
@@ -112,15 +149,33 @@ def test_namespace_defaults_to_default() -> None:
 
 
 def test_ccnp_has_no_namespace() -> None:
-    policy = CiliumClusterwideNetworkPolicy.model_validate({
-        "apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy", "metadata": {"name": "c"},
-        "spec": {"endpointSelector": {}, "ingress": [{"fromEntities": ["cluster"]}]},
-    })
+    policy = CiliumClusterwideNetworkPolicy.model_validate(
+        {
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumClusterwideNetworkPolicy",
+            "metadata": {"name": "c"},
+            "spec": {"endpointSelector": {}, "ingress": [{"fromEntities": ["cluster"]}]},
+        }
+    )
     assert policy.metadata.namespace is None
 
 
-@pytest.mark.parametrize("entity", ["all", "world", "cluster", "host", "remote-node", "kube-apiserver",
-                                    "health", "init", "ingress", "unmanaged", "none"])
+@pytest.mark.parametrize(
+    "entity",
+    [
+        "all",
+        "world",
+        "cluster",
+        "host",
+        "remote-node",
+        "kube-apiserver",
+        "health",
+        "init",
+        "ingress",
+        "unmanaged",
+        "none",
+    ],
+)
 def test_every_entity(entity: str) -> None:
     rule = cnp({"endpointSelector": {}, "egress": [{"toEntities": [entity]}]}).rules[0]
     assert rule.egress[0].to_entities == (entity,)  # type: ignore[index]
@@ -132,27 +187,48 @@ def test_rule_without_selector_is_rejected() -> None:
 
 
 def test_port_zero_means_every_port_and_endport_needs_number() -> None:
-    rule = cnp({"endpointSelector": {}, "ingress": [{"toPorts": [{"ports": [{"port": "0", "protocol": "UDP"}]}]}]})
+    rule = cnp(
+        {"endpointSelector": {}, "ingress": [{"toPorts": [{"ports": [{"port": "0", "protocol": "UDP"}]}]}]}
+    )
     assert rule.rules[0].ingress[0].to_ports[0].ports[0].port == 0  # type: ignore[index]
     with pytest.raises(ValidationError, match="named port"):
-        cnp({"endpointSelector": {}, "ingress": [{"toPorts": [{"ports": [{"port": "http", "endPort": 90}]}]}]})
+        cnp(
+            {"endpointSelector": {}, "ingress": [{"toPorts": [{"ports": [{"port": "http", "endPort": 90}]}]}]}
+        )
 
 
 def test_l7_rules_cannot_mix_http_and_dns() -> None:
     with pytest.raises(ValidationError, match="http or dns"):
-        cnp({"endpointSelector": {}, "egress": [{"toPorts": [{"rules": {"http": [{}], "dns": [{"matchName": "a"}]}}]}]})
+        cnp(
+            {
+                "endpointSelector": {},
+                "egress": [{"toPorts": [{"rules": {"http": [{}], "dns": [{"matchName": "a"}]}}]}],
+            }
+        )
 
 
 def test_k8s_network_policy_fields() -> None:
-    policy = knp({
-        "podSelector": {"matchLabels": {"app": "db"}},
-        "policyTypes": ["Ingress", "Egress"],
-        "ingress": [{"from": [{"podSelector": {}, "namespaceSelector": {"matchLabels": {"team": "a"}}},
-                              {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
-                     "ports": [{"port": 5432}, {"port": "postgres", "protocol": "TCP"},
-                               {"port": 6000, "endPort": 6010, "protocol": "SCTP"}, {"protocol": "UDP"}]}],
-        "egress": [{"to": [{"namespaceSelector": {}}]}],
-    })
+    policy = knp(
+        {
+            "podSelector": {"matchLabels": {"app": "db"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {}, "namespaceSelector": {"matchLabels": {"team": "a"}}},
+                        {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}},
+                    ],
+                    "ports": [
+                        {"port": 5432},
+                        {"port": "postgres", "protocol": "TCP"},
+                        {"port": 6000, "endPort": 6010, "protocol": "SCTP"},
+                        {"protocol": "UDP"},
+                    ],
+                }
+            ],
+            "egress": [{"to": [{"namespaceSelector": {}}]}],
+        }
+    )
     spec = policy.spec
     peer0, peer1 = spec.ingress[0].from_  # type: ignore[index,misc]
     assert peer0.pod_selector is not None and peer0.pod_selector.is_empty
@@ -160,7 +236,11 @@ def test_k8s_network_policy_fields() -> None:
     assert peer1.ip_block.except_ == (IPv4Network("10.1.0.0/16"),)  # type: ignore[union-attr]
     ports = spec.ingress[0].ports  # type: ignore[index]
     assert [(p.port, p.end_port, p.protocol) for p in ports] == [  # type: ignore[union-attr]
-        (5432, None, "TCP"), ("postgres", None, "TCP"), (6000, 6010, "SCTP"), (None, None, "UDP")]
+        (5432, None, "TCP"),
+        ("postgres", None, "TCP"),
+        (6000, 6010, "SCTP"),
+        (None, None, "UDP"),
+    ]
 
 
 def test_policy_types_defaulting() -> None:
@@ -180,13 +260,17 @@ def test_k8s_selector_rejects_cilium_source_prefix() -> None:
 
 
 def test_selector_matches_kubernetes_semantics() -> None:
-    sel = LabelSelector.model_validate({
-        "matchLabels": {"app": "db"},
-        "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
-                             {"key": "legacy", "operator": "DoesNotExist"},
-                             {"key": "env", "operator": "NotIn", "values": ["dev"]},
-                             {"key": "team", "operator": "Exists"}],
-    })
+    sel = LabelSelector.model_validate(
+        {
+            "matchLabels": {"app": "db"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                {"key": "legacy", "operator": "DoesNotExist"},
+                {"key": "env", "operator": "NotIn", "values": ["dev"]},
+                {"key": "team", "operator": "Exists"},
+            ],
+        }
+    )
     assert sel.matches({"app": "db", "tier": "a", "team": "x"})
     assert sel.matches({"app": "db", "tier": "b", "team": "x", "env": "prod"})
     assert not sel.matches({"app": "db", "tier": "c", "team": "x"})

@@ -1,0 +1,145 @@
+"""Drift: the live datapath against the last intent meshctl applied (from the state).
+
+Drift is measured against what meshctl last applied, not against the repo: a repo change that
+is not applied yet is a plan, not drift. The diff runs live -> intended, so its changes are
+exactly what `--heal` applies; the report words them from the node's side (an entry to create
+is one that went missing on the node).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from meshctl.catalog import Catalog
+from meshctl.nodestate import NodeState
+
+if TYPE_CHECKING:
+    from meshctl.plan import Change, Plan
+    from meshctl.state import State
+    from meshctl.workflow import Workspace
+
+
+@dataclass
+class DriftReport:
+    cluster: str
+    serial: int
+    nodes: dict[str, tuple[Change, ...]] = field(default_factory=dict)  # only nodes that drifted
+    clean: list[str] = field(default_factory=list)
+    never_applied: list[str] = field(default_factory=list)
+    # what heal needs (not part of the report)
+    observed: dict[str, NodeState] = field(default_factory=dict, repr=False)
+    intended: dict[str, NodeState] = field(default_factory=dict, repr=False)
+    catalog: Catalog = field(default_factory=Catalog, repr=False)
+    state: State | None = field(default=None, repr=False)
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.nodes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "state_serial": self.serial,
+            "drift": self.drifted,
+            "nodes": {n: [describe(c) | c.to_json() for c in cs] for n, cs in self.nodes.items()},
+            "clean": self.clean,
+            "never_applied": self.never_applied,
+        }
+
+
+def describe(change: Change) -> dict[str, str]:
+    """What happened on the node, in words (the change itself says what heal does)."""
+    from meshctl.plan import Action
+
+    what = {
+        Action.CREATE: "missing on the node (deleted outside meshctl)",
+        Action.DELETE: "present on the node but not in the applied intent (added outside meshctl)",
+        Action.UPDATE: "changed outside meshctl",
+        Action.REPLACE: "changed outside meshctl",
+    }.get(change.action, "differs")
+    return {"drift": what}
+
+
+def _catalog(ws: Workspace, state: State) -> Catalog:
+    """Names for the report: compile the repo if it compiles, else show raw numbers."""
+    from meshctl.errors import MeshctlError
+    from meshctl.workflow import compile_desired
+
+    try:
+        return compile_desired(ws, state).catalog
+    except MeshctlError:
+        return Catalog()
+
+
+def detect_drift(ws: Workspace) -> DriftReport:
+    """Compare every node of the config that meshctl applied with its last applied intent."""
+    from meshctl.plan import diff_node
+    from meshctl.state import load_state
+    from meshctl.workflow import ensure_not_interrupted, observe_nodes
+
+    ensure_not_interrupted(ws.state_dir)
+    state = load_state(ws.state_dir)
+    applied = [n for n in ws.node_order if n in state.nodes]
+    report = DriftReport(
+        ws.cluster, state.serial,
+        never_applied=[n for n in ws.node_order if n not in state.nodes],
+        observed=observe_nodes(ws.cluster, ws.netns, applied),
+        intended={n: state.nodes[n].intended for n in applied},
+        catalog=_catalog(ws, state),
+        state=state,
+    )
+    for node in applied:
+        changes = diff_node(report.observed[node], report.intended[node], report.catalog)
+        if changes:
+            report.nodes[node] = changes
+        else:
+            report.clean.append(node)
+    return report
+
+
+def heal_plan(report: DriftReport) -> Plan:
+    """The plan that puts drifted nodes back to their last applied intent."""
+    from meshctl.plan import build_plan
+
+    nodes = list(report.nodes)
+    return build_plan(
+        {n: report.observed[n] for n in nodes}, {n: report.intended[n] for n in nodes},
+        report.catalog, state=report.state, impact=False,
+    )
+
+
+def render_text(report: DriftReport) -> str:
+    lines = [f"Drift of cluster {report.cluster} against the last applied intent (serial {report.serial}):"]
+    for node, changes in report.nodes.items():
+        lines.append(f"\n  node {node}: {len(changes)} object(s) drifted")
+        for c in changes:
+            lines.append(f"    {c.action.symbol} {c.address}: {describe(c)['drift']}")
+            if c.reason:
+                lines.append(f"        {c.reason}")
+    for node in report.clean:
+        lines.append(f"  node {node}: no drift")
+    for node in report.never_applied:
+        lines.append(f"  node {node}: never applied by meshctl (nothing to compare)")
+    lines.append("")
+    if report.drifted:
+        total = sum(len(c) for c in report.nodes.values())
+        lines.append(
+            f"Drift: {total} object(s) on {len(report.nodes)} node(s). "
+            "`meshctl drift --heal` restores them."
+        )
+    else:
+        lines.append("No drift: the datapath matches the last applied intent.")
+    return "\n".join(lines)
+
+
+def render_markdown(report: DriftReport) -> str:
+    lines = [f"### meshctl drift: `{report.cluster}` (state serial {report.serial})", ""]
+    if not report.drifted:
+        lines.append("No drift: the datapath matches the last applied intent.")
+        return "\n".join(lines) + "\n"
+    lines += ["| node | object | what happened |", "|---|---|---|"]
+    for node, changes in report.nodes.items():
+        for c in changes:
+            lines.append(f"| {node} | `{c.address}` | {describe(c)['drift']} |")
+    return "\n".join(lines) + "\n"

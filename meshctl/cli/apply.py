@@ -1,0 +1,76 @@
+"""`meshctl apply [PLAN]`: roll a plan out node by node, verify, revert on failure."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meshctl.cli.main import app
+from meshctl.cli.plan import Output, RepoOpt, print_plan, stderr
+from meshctl.errors import ApplyError
+
+
+class RollbackScope(StrEnum):
+    node = "node"
+    all = "all"
+
+
+def progress_printer() -> object:
+    """An on_event callback: one timestamped line per engine step, on stderr (rich)."""
+    console = stderr()
+    start = time.monotonic()
+
+    def on_event(message: str) -> None:
+        style = "bold red" if "FAILED" in message else ("green" if message.endswith(": ok") else "")
+        console.print(f"[dim]{time.monotonic() - start:6.2f}s[/dim] {message}", style=style)
+
+    return on_event
+
+
+def report_outcome(outcome: object) -> None:
+    result = outcome.result  # type: ignore[attr-defined]
+    print(result.summary())
+    if not result.ok:
+        raise ApplyError(f"apply of {outcome.plan_id} failed and was reverted as configured")  # type: ignore[attr-defined]
+    print(f"State serial is now {outcome.serial}.")  # type: ignore[attr-defined]
+
+
+@app.command("apply")
+def apply(
+    plan_file: Annotated[Path | None, typer.Argument(help="A saved plan (default: plan now, ask).")] = None,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
+    rollback: Annotated[
+        RollbackScope | None, typer.Option("--rollback", help="On failure revert: node or all.")
+    ] = None,
+    repo: RepoOpt = Path("."),
+    output: Annotated[Output, typer.Option("--output", "-o", help="Plan display.")] = Output.text,
+) -> None:
+    """Apply a plan: canary first, then batches; each node is journalled, verified, reverted on failure."""
+    from meshctl.apply.run import apply_plan
+    from meshctl.plan import read_plan
+    from meshctl.state import StateLock
+    from meshctl.workflow import make_plan, open_workspace
+
+    scope = rollback.value if rollback else None
+    ws = open_workspace(repo)
+    if plan_file is not None:
+        plan = read_plan(plan_file)
+        outcome = apply_plan(ws, plan, rollback=scope, on_event=progress_printer())  # type: ignore[arg-type]
+        report_outcome(outcome)
+        return
+    with StateLock(ws.state_dir, "apply"):
+        plan = make_plan(ws, lock_held=True).plan
+        print_plan(plan, output)
+        if not plan.has_changes:
+            return
+        if not auto_approve and not typer.confirm("\nApply these changes?", default=False, err=True):
+            print("Apply cancelled.")
+            raise typer.Exit(1)
+        outcome = apply_plan(
+            ws, plan, rollback=scope, on_event=progress_printer(), lock_held=True  # type: ignore[arg-type]
+        )
+    report_outcome(outcome)

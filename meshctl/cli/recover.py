@@ -1,0 +1,20 @@
+"""`meshctl recover`: bring every node of an interrupted apply back to a consistent state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from meshctl.cli.apply import progress_printer
+from meshctl.cli.main import app
+from meshctl.cli.plan import RepoOpt
+
+
+@app.command("recover")
+def recover(repo: RepoOpt = Path(".")) -> None:
+    """Finish an apply that was killed: revert half-applied nodes to their journalled before-state."""
+    from meshctl.apply.recover import recover as run_recover
+    from meshctl.workflow import open_workspace
+
+    ws = open_workspace(repo)
+    result = run_recover(ws, on_event=progress_printer())  # type: ignore[arg-type]
+    print(result.summary())

@@ -1,0 +1,112 @@
+"""The Flow record: one datapath verdict with names attached, as stored and shown.
+
+A Flow is plain data (no ctypes): the enricher makes it from a raw ringbuf record, the store
+writes and reads it, renderers format it. Numbers stay next to names so filters can use both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+VERDICTS = {1: "FORWARDED", 2: "DROPPED"}
+DIRECTIONS = {0: "ingress", 1: "egress"}
+PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP"}
+PROTOCOL_NUMBERS = {v.lower(): k for k, v in PROTOCOLS.items()}
+# enum flow_reason in bpf/lib/common.h
+REASONS = {
+    0: "allowed",
+    1: "not enforced",
+    2: "default deny",
+    3: "explicit deny",
+    4: "IPv6 dropped",
+    5: "malformed packet",
+    6: "no endpoint",
+}
+REASON_DEFAULT_DENY = 2
+REASON_EXPLICIT_DENY = 3
+TCP_FLAG_NAMES = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x20, "URG"))
+
+
+def protocol_name(number: int) -> str:
+    return PROTOCOLS.get(number, str(number))
+
+
+def tcp_flags_text(flags: int) -> str:
+    """`SYN, ACK` style, in hubble's order."""
+    return ", ".join(name for bit, name in TCP_FLAG_NAMES if flags & bit)
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One verdict on one packet (a new connection or a drop), with its names."""
+
+    time_ns: int  # wall clock, ns since the epoch
+    node: str
+    verdict: int  # 1 FORWARDED, 2 DROPPED
+    reason: int  # enum flow_reason
+    direction: int  # 0 ingress, 1 egress (policy direction evaluated)
+    protocol: int
+    src_ip: str
+    dst_ip: str
+    src_port: int
+    dst_port: int
+    src_identity: int
+    dst_identity: int
+    tcp_flags: int = 0
+    length: int = 0
+    cookie: int = 0
+    src_pod: str = ""  # "namespace/pod", "" when not a pod
+    dst_pod: str = ""
+    src_labels: tuple[str, ...] = ()
+    dst_labels: tuple[str, ...] = ()
+    policy: str = ""  # the matched rule, e.g. "CiliumNetworkPolicy demo/x ingress[0]"
+    isolated_by: tuple[str, ...] = field(default=())  # default deny: the isolating policies
+
+    @property
+    def verdict_name(self) -> str:
+        return VERDICTS.get(self.verdict, str(self.verdict))
+
+    @property
+    def direction_name(self) -> str:
+        return DIRECTIONS.get(self.direction, str(self.direction))
+
+    @property
+    def protocol_name(self) -> str:
+        return protocol_name(self.protocol)
+
+    @property
+    def reason_name(self) -> str:
+        return REASONS.get(self.reason, f"reason {self.reason}")
+
+    @property
+    def subject(self) -> str:
+        """The local endpoint whose policy decided: the receiver on ingress, the sender on egress."""
+        pod = self.dst_pod if self.direction == 0 else self.src_pod
+        return pod or (self.dst_ip if self.direction == 0 else self.src_ip)
+
+    @property
+    def drop_reason(self) -> str:
+        """Why it was dropped, naming the rule or the isolating policies; "" when forwarded."""
+        if self.verdict != 2:
+            return ""
+        if self.reason == REASON_EXPLICIT_DENY:
+            return f"denied by {self.policy}" if self.policy else f"explicit deny (cookie {self.cookie:#x})"
+        if self.reason == REASON_DEFAULT_DENY:
+            who = f"{self.subject} {self.direction_name} isolated"
+            if self.isolated_by:
+                return f"default deny: {who} by {', '.join(self.isolated_by)}"
+            return f"default deny: {who}"
+        return self.reason_name
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: numbers and their names, hubble-like keys."""
+        d = asdict(self)
+        d["src_labels"] = list(self.src_labels)
+        d["dst_labels"] = list(self.dst_labels)
+        d["isolated_by"] = list(self.isolated_by)
+        d.update(
+            verdict=self.verdict_name, direction=self.direction_name, protocol=self.protocol_name,
+            reason=self.reason_name, drop_reason=self.drop_reason, tcp_flags=tcp_flags_text(self.tcp_flags),
+        )
+        return d
