@@ -68,6 +68,15 @@ class LabSection(Model):
         return _strict_network(value)
 
 
+class ObservabilitySection(Model):
+    """Flow store retention and the agents' metrics endpoints (meshctl agent)."""
+
+    flow_retention: str = Field(default="24h", pattern=r"^\d+(\.\d+)?(s|m|h|d)$")
+    flow_max_rows: int = Field(default=1_000_000, ge=1)
+    metrics_address: str = "127.0.0.1"
+    metrics_base_port: int = Field(default=9690, ge=0, le=65535)  # node i serves on base + i; 0 = off
+
+
 class ConfigFile(Model):
     """The TOML document as written."""
 
@@ -78,6 +87,7 @@ class ConfigFile(Model):
     rollout: RolloutSection = RolloutSection()
     datapath: DatapathSection = DatapathSection()
     lab: LabSection = LabSection()
+    observability: ObservabilitySection = ObservabilitySection()
 
     @field_validator("nodes")
     @classmethod
@@ -146,6 +156,7 @@ class MeshConfig(Model):
     rollout: Rollout
     datapath: DatapathSettings = DatapathSettings()
     lab: LabSettings = LabSettings()
+    observability: ObservabilitySection = ObservabilitySection()
 
     def node(self, name: str) -> NodeConfig | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -166,7 +177,8 @@ class MeshConfig(Model):
             ),
             datapath=DatapathSettings(ipv6=raw.datapath.ipv6),
             lab=LabSettings(underlay_cidr=raw.lab.underlay_cidr),
+            observability=raw.observability,
         )
 
 
-__all__ = ["ConfigFile", "DatapathSettings", "LabSettings", "MeshConfig", "NodeConfig", "Rollout"]
+__all__ = ["ConfigFile", "DatapathSettings", "LabSettings", "MeshConfig", "NodeConfig", "ObservabilitySection", "Rollout"]

@@ -71,7 +71,10 @@ def test_observe_reads_every_map_and_attachment(dp: NodeDatapath, net: NodeNet) 
     pod0, pod1 = net.pods
     cfg = DatapathConfig(ipv6_pass=True, ct_timeout_tcp_s=3600)
     ipcache = {IPv4Network(f"{pod0.pod_ip}/32"): IpcacheEntry(256), IPv4Network("0.0.0.0/0"): IpcacheEntry(2)}
-    endpoints = {pod0.pod_ip: EndpointEntry(1, 256, True, False), pod1.pod_ip: EndpointEntry(2, 257, False, False)}
+    endpoints = {
+        pod0.pod_ip: EndpointEntry(1, 256, True, False),
+        pod1.pod_ip: EndpointEntry(2, 257, False, False),
+    }
     policies = {1: {PolicyKey(Direction.INGRESS, 257, PROTO_TCP, 8080, 16): PolicyEntry(42)}, 2: {}}
     with ConfigMap.from_dir(dp.pin_dir) as m:
         m.write(cfg)
@@ -86,7 +89,7 @@ def test_observe_reads_every_map_and_attachment(dp: NodeDatapath, net: NodeNet) 
     expected = NodeState(
         "n1", cfg, FrozenMap(ipcache), FrozenMap(endpoints),
         FrozenMap({ep: FrozenMap(e) for ep, e in policies.items()}),
-        frozenset({Attachment(pod0.pod_ip, "from-pod", dp.build), Attachment(pod0.pod_ip, "to-pod", dp.build)}),
+        frozenset({Attachment(pod0.pod_ip, hook, dp.build) for hook in ("from-pod", "to-pod")}),
     )
     assert observe(dp) == expected
     assert observe(dp).fingerprint() == expected.fingerprint()

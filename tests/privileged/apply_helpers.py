@@ -1,0 +1,94 @@
+"""Helpers of the apply/plan/drift/recover lab tests: a three-tier copy with its own lab.
+
+Each test module copies examples/three-tier into a tmp dir under its own cluster name (t-ap-*),
+so state/ and plans/ live in the copy, and brings one lab up for the whole module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from meshctl.nodestate import NodeState
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "three-tier"
+MESHCTL = Path(sys.executable).with_name("meshctl")
+
+
+def three_tier_copy(dest: Path, cluster: str, verify_window: float = 0.05) -> Path:
+    """examples/three-tier at `dest`, renamed to `cluster`, with a short verify window."""
+    shutil.copytree(EXAMPLE, dest)
+    toml = dest / "meshctl.toml"
+    text = toml.read_text()
+    text = re.sub(r'(?m)^name = "three-tier"', f'name = "{cluster}"', text)
+    text = re.sub(r"(?m)^verifyWindow = .*$", f"verifyWindow = {verify_window}", text)
+    toml.write_text(text)
+    return dest
+
+
+def meshctl(
+    repo: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI (a subprocess) in `repo`."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [str(MESHCTL), *args], cwd=repo, capture_output=True, text=True, env=full_env, timeout=timeout
+    )
+
+
+@contextmanager
+def lab_of(repo: Path) -> Iterator[str]:
+    """The repo's lab, up for the block and always torn down after."""
+    from meshctl.lab import cluster
+    from meshctl.lab.repo import cluster_of, load_topology
+
+    name, nodes = cluster_of(repo)
+    try:
+        cluster.up(load_topology(repo), with_datapath=True)
+        yield name
+    finally:
+        cluster.down(name, nodes)
+
+
+def observe_all(repo: Path) -> dict[str, NodeState]:
+    from meshctl.workflow import observe_nodes, open_workspace
+
+    ws = open_workspace(repo)
+    return observe_nodes(ws.cluster, ws.netns, ws.node_order)
+
+
+def connect(cluster: str, src: str, dst: str, port: int) -> bool:
+    from meshctl.lab import probe, registry
+
+    return probe.connect(cluster, src, registry.pod(cluster, dst).address, port, "TCP", 0.5).ok
+
+
+def bpftool_json(*args: str) -> list[dict[str, object]]:
+    """bpftool -j output, entries sorted (hash and trie dumps have no stable order)."""
+    out = subprocess.run(["bpftool", "-j", *args], capture_output=True, text=True, check=True)
+    return sorted(json.loads(out.stdout), key=lambda e: json.dumps(e, sort_keys=True))
+
+
+def map_dumps(cluster: str, node: str) -> dict[str, object]:
+    """bpftool dumps of the node's maps; policy_maps resolved to the content of each inner map
+    (inner map ids change on every swap; their entries are what the datapath enforces)."""
+    pins = Path("/sys/fs/bpf/meshctl") / cluster / node
+    out: dict[str, object] = {}
+    for name in ("ipcache", "endpoints", "config"):
+        out[name] = bpftool_json("map", "dump", "pinned", str(pins / name))
+    inner = {}
+    for entry in bpftool_json("map", "dump", "pinned", str(pins / "policy_maps")):
+        key = json.dumps(entry["key"])
+        value: list[str] = entry["value"]  # type: ignore[assignment]
+        inner_id = int.from_bytes(bytes(int(b, 16) for b in value[:4]), "little")
+        inner[str(key)] = bpftool_json("map", "dump", "id", str(inner_id))
+    out["policy_maps"] = dict(sorted(inner.items()))
+    return out
