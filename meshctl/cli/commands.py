@@ -4,6 +4,7 @@
 # One import per command module, in help order. Keep this list sorted by command name.
 from meshctl.cli import apply  # noqa: F401
 from meshctl.cli import drift  # noqa: F401
+from meshctl.cli import agent  # noqa: F401
 from meshctl.cli import lab  # noqa: F401
 from meshctl.cli import plan  # noqa: F401
 from meshctl.cli import recover  # noqa: F401

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Self
 
 from meshctl.dataplane import structs as S
 from meshctl.dataplane.libbpf import BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, Map, num_possible_cpus
@@ -201,13 +202,13 @@ class _Typed:
         self.map = m
 
     @classmethod
-    def from_dir(cls, pin_dir: Path) -> _Typed:
+    def from_dir(cls, pin_dir: Path) -> Self:
         return cls(Map.from_pin(pin_dir / cls.map_name))
 
     def close(self) -> None:
         self.map.close()
 
-    def __enter__(self) -> _Typed:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -38,7 +38,8 @@ def parse_time(text: str, flag: str, now: float | None = None) -> int:
     try:
         dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise FilterError(f"{flag}: {text!r} is neither a duration (5m) nor a time (2024-12-09T10:23:45Z)") from None
+        raise FilterError(
+            f"{flag}: {text!r} is neither a duration (5m) nor a time (2024-12-09T10:23:45Z)") from None
     if dt.tzinfo is None:
         dt = dt.astimezone()
     return int(dt.timestamp() * 1e9)

@@ -26,7 +26,8 @@ def verdict_text(f: Flow) -> str:
     """`FORWARDED (TCP Flags: SYN)` or `DROPPED (default deny: ... isolated by ...)`."""
     if f.verdict == 2:
         return f"DROPPED ({f.drop_reason})"
-    detail = f"TCP Flags: {tcp_flags_text(f.tcp_flags)}" if f.protocol == 6 and f.tcp_flags else f.protocol_name
+    tcp = f.protocol == 6 and f.tcp_flags
+    detail = f"TCP Flags: {tcp_flags_text(f.tcp_flags)}" if tcp else f.protocol_name
     return f"FORWARDED ({detail})"
 
 
@@ -34,7 +35,8 @@ def compact(f: Flow) -> str:
     ports = f.protocol in (6, 17)
     src = endpoint(f.src_pod, f.src_ip, f.src_port, f.src_identity, ports)
     dst = endpoint(f.dst_pod, f.dst_ip, f.dst_port, f.dst_identity, ports)
-    line = f"{timestamp(f.time_ns)} {src} (ID:{f.src_identity}) -> {dst} (ID:{f.dst_identity}) {verdict_text(f)}"
+    line = (f"{timestamp(f.time_ns)} {src} (ID:{f.src_identity}) -> {dst} (ID:{f.dst_identity}) "
+            f"{verdict_text(f)}")
     if f.verdict == 1 and f.policy:
         line += f" by {f.policy}"
     return line
@@ -51,7 +53,8 @@ def as_dict(f: Flow) -> str:
             "tcp_flags", "src_identity", "dst_identity", "src_labels", "dst_labels")
     view = {
         "time": timestamp(f.time_ns), "node": f.node,
-        "src": f"{f.src_pod or '-'} {f.src_ip}:{f.src_port}", "dst": f"{f.dst_pod or '-'} {f.dst_ip}:{f.dst_port}",
+        "src": f"{f.src_pod or '-'} {f.src_ip}:{f.src_port}",
+        "dst": f"{f.dst_pod or '-'} {f.dst_ip}:{f.dst_port}",
         **{k: d[k] for k in keys if k in d},
     }
     width = max(len(k) for k in view)

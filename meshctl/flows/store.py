@@ -56,7 +56,8 @@ class FlowStore:
         try:
             if readonly:
                 if not self.path.exists():
-                    raise StoreError(f"no flow store at {self.path}: is `meshctl agent --node {self.node}` running?")
+                    raise StoreError(
+                        f"no flow store at {self.path}: is `meshctl agent --node {self.node}` running?")
                 self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0,
                                           check_same_thread=False)
             else:
@@ -96,7 +97,8 @@ class FlowStore:
             if max_rows is not None:
                 top = self.db.execute("SELECT max(rowid) FROM flows").fetchone()[0]
                 if top is not None:
-                    deleted += self.db.execute("DELETE FROM flows WHERE rowid <= ?", (top - max_rows,)).rowcount
+                    cur = self.db.execute("DELETE FROM flows WHERE rowid <= ?", (top - max_rows,))
+                    deleted += cur.rowcount
         return deleted
 
     def set_meta(self, key: str, value: str) -> None:
@@ -114,16 +116,17 @@ class FlowStore:
     def max_rowid(self) -> int:
         return int(self.db.execute("SELECT coalesce(max(rowid), 0) FROM flows").fetchone()[0])
 
-    def query(self, flt: FlowFilter = FlowFilter(), last: int | None = None,
+    def query(self, flt: FlowFilter | None = None, last: int | None = None,
               after_rowid: int | None = None) -> list[tuple[int, Flow]]:
         """(rowid, flow) in time order; `last` keeps the newest N; `after_rowid` for --follow."""
-        where, params = flt.where()
+        where, params = (flt or FlowFilter()).where()
         if after_rowid is not None:
             where += " AND rowid > ?"
             params = [*params, after_rowid]
         try:
             if last is not None:
-                sql = f"SELECT rowid, {COLUMNS} FROM flows WHERE {where} ORDER BY time_ns DESC, rowid DESC LIMIT ?"
+                sql = (f"SELECT rowid, {COLUMNS} FROM flows WHERE {where} "
+                       "ORDER BY time_ns DESC, rowid DESC LIMIT ?")
                 rows = self.db.execute(sql, [*params, last]).fetchall()
                 rows.reverse()
             else:
@@ -143,7 +146,8 @@ def open_stores(state_dir: Path, nodes: Iterable[str] = ()) -> list[FlowStore]:
     return [FlowStore(store_path(state_dir, n), n, readonly=True) for n in names]
 
 
-def query_all(stores: Sequence[FlowStore], flt: FlowFilter = FlowFilter(), last: int | None = None) -> list[Flow]:
+def query_all(stores: Sequence[FlowStore], flt: FlowFilter | None = None,
+              last: int | None = None) -> list[Flow]:
     """Merge nodes by time; `last` applies to the merged result."""
     flows = [f for s in stores for _, f in s.query(flt, last)]
     flows.sort(key=lambda f: f.time_ns)

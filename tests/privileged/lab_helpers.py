@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Network
 
 from meshctl.lab import cluster
 from meshctl.lab.topology import LabNode, LabPod, Topology, validate
+
+
+def unique(name: str) -> str:
+    """A cluster name private to this test process: several engineers run the suite at once."""
+    return f"{name}-{os.getpid() % 100000}"
 
 
 def two_node_topology(name: str, pods: tuple[LabPod, ...] | None = None) -> Topology:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from ipaddress import IPv4Address
 
 import pytest
-from lab_helpers import lab, two_node_topology
+from lab_helpers import lab, two_node_topology, unique
 
 from meshctl.errors import LabError
 from meshctl.lab import cluster, datapath, names, probe, registry, servers
@@ -18,7 +18,7 @@ from meshctl.lab.topology import LabPod
 
 pytestmark = pytest.mark.privileged
 
-NET = "t-lab-net"
+NET = unique("t-lab-net")
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def _lab_netns(cluster_name: str) -> list[str]:
 def test_down_removes_everything(with_datapath: bool) -> None:
     if with_datapath and not datapath.available():
         pytest.skip("meshctl.dataplane.node not available")
-    name = "t-lab-down"
+    name = unique("t-lab-down")
     topo = two_node_topology(name)
     res = cluster.up(topo, with_datapath=with_datapath)
     try:
@@ -158,8 +158,8 @@ def _zombie(pid: int) -> bool:
 
 
 def test_down_after_half_built_crash(monkeypatch: pytest.MonkeyPatch) -> None:
-    name = "t-lab-crash"
-    neighbour = "t-lab-crash-x"  # a different lab whose names share our prefix: must survive
+    name = unique("t-lab-crash")
+    neighbour = f"{name}-x"  # a different lab whose names share our prefix: must survive
     topo = two_node_topology(name)
     calls = {"n": 0}
     real_start = servers.start
@@ -197,7 +197,7 @@ def test_down_after_half_built_crash(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_reup_removes_pods_no_longer_declared() -> None:
-    name = "t-lab-shrink"
+    name = unique("t-lab-shrink")
     topo = two_node_topology(name)
     with lab(topo) as first:
         gone = first.registry.pods["demo/database"]

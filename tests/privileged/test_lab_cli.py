@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from lab_helpers import unique
 
 from meshctl.lab import cluster, names, registry
 from meshctl.lab.netns import list_netns
@@ -83,7 +84,7 @@ def meshctl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_up_status_exec_down_from_repo(tmp_path: Path) -> None:
-    name = "t-lab-cli"
+    name = unique("t-lab-cli")
     repo = make_repo(tmp_path, name)
     try:
         up = meshctl("lab", "up", "-C", str(repo), "--no-datapath")
@@ -117,7 +118,7 @@ def test_up_status_exec_down_from_repo(tmp_path: Path) -> None:
 ])
 def test_bad_topology_is_one_line_error_and_builds_nothing(
         tmp_path: Path, cidr2: str, db_node: str, message: str) -> None:
-    name = "t-lab-bad"
+    name = unique("t-lab-bad")
     repo = make_repo(tmp_path, name, cidr2=cidr2, db_node=db_node)
     try:
         out = meshctl("lab", "up", "-C", str(repo), "--no-datapath")
@@ -131,7 +132,7 @@ def test_bad_topology_is_one_line_error_and_builds_nothing(
 
 
 def test_duplicate_pod_is_rejected(tmp_path: Path) -> None:
-    name = "t-lab-dup"
+    name = unique("t-lab-dup")
     repo = make_repo(tmp_path, name)
     (repo / "inventory" / "more.yaml").write_text(textwrap.dedent("""\
         apiVersion: v1

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from ipaddress import IPv4Network
 
 import pytest
-from lab_helpers import lab, two_node_topology
+from lab_helpers import lab, two_node_topology, unique
 
 from meshctl.lab import cluster, datapath, probe, registry
 
@@ -35,7 +35,7 @@ from meshctl.nodestate import (  # noqa: E402
     ReservedIdentity,
 )
 
-NAME = "t-lab-pol"
+NAME = unique("t-lab-pol")
 IDS = {"demo/frontend": 1001, "demo/api": 1002, "demo/database": 1003}
 EPS = {"demo/frontend": 11, "demo/api": 12, "demo/database": 13}
 FAIL_TIMEOUT = 0.3

@@ -94,7 +94,9 @@ def fixed_states(net: NodeNet, build: str) -> dict[str, NodeState]:
         endpoints=FrozenMap({p0.pod_ip: EndpointEntry(1, 256, True, False),
                              p1.pod_ip: EndpointEntry(2, 257, False, False)}),
         policies=FrozenMap({1: FrozenMap(pol), 2: FrozenMap()}),
-        attachments=frozenset({Attachment(p.pod_ip, h, build) for p in (p0, p1) for h in ("from-pod", "to-pod")}),
+        attachments=frozenset(
+            {Attachment(p.pod_ip, h, build) for p in (p0, p1) for h in ("from-pod", "to-pod")}
+        ),
     )
     b = NodeState(
         "n1",
@@ -171,6 +173,7 @@ def test_reconcile_loads_a_node_that_was_never_loaded(tmp_path: Path, net: NodeN
 
 
 def test_attachment_without_a_route_is_a_clear_error(dp: NodeDatapath) -> None:
-    target = NodeState("n1", attachments=frozenset({Attachment(IPv4Address("10.99.0.1"), "from-pod", dp.build)}))
-    with pytest.raises(DataplaneError, match="no /32 route to 10.99.0.1"):
+    missing = Attachment(IPv4Address("10.99.0.1"), "from-pod", dp.build)
+    target = NodeState("n1", attachments=frozenset({missing}))
+    with pytest.raises(DataplaneError, match=r"no /32 route to 10\.99\.0\.1"):
         reconcile(dp, observe(dp), target)

@@ -1,0 +1,53 @@
+"""`meshctl agent --node NODE`: consume a node's flow events into the flow store, serve metrics."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+from meshctl.cli.main import app
+from meshctl.errors import MeshctlError
+
+NodeOpt = typer.Option(..., "--node", help="Node whose ringbuf to consume.")
+RepoOpt = typer.Option(Path("."), "-C", "--repo", help="Desired-state repo (names for flows).")
+ClusterOpt = typer.Option(None, "--cluster", help="Cluster (default: cluster.name of the repo).")
+StoreOpt = typer.Option(None, "--store", help="SQLite file (default: <state>/flows/<node>.db).")
+AddrOpt = typer.Option(None, "--metrics-address", help="Bind address for /metrics.")
+PortOpt = typer.Option(None, "--metrics-port", help="Port for /metrics (0 = off).")
+
+
+@app.command("agent")
+def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = ClusterOpt,
+          store: Path | None = StoreOpt, metrics_address: str | None = AddrOpt,
+          metrics_port: int | None = PortOpt) -> None:
+    """Run the flow agent of one node in the foreground (stop with SIGTERM or Ctrl-C)."""
+    from meshctl.flows.agent import Agent, AgentSettings
+    from meshctl.flows.context import change_token, repo_info, try_load_context
+    from meshctl.flows.enrich import EnrichContext
+    from meshctl.flows.filters import parse_duration
+    from meshctl.flows.store import store_path
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    has_repo = (repo / "meshctl.toml").exists()
+    if not has_repo:
+        if cluster is None or store is None:
+            raise MeshctlError(f"{repo}/meshctl.toml not found: pass -C REPO (or --cluster and --store)")
+        bare = AgentSettings(cluster=cluster, node=node, store=store,
+                             metrics_address=metrics_address or "127.0.0.1", metrics_port=metrics_port or 0)
+        runner = Agent(bare, lambda prev: prev or EnrichContext(node=node))
+    else:
+        info = repo_info(repo)
+        if node not in info.nodes:
+            raise MeshctlError(f"--node {node}: not a node of {info.cluster} ({', '.join(info.nodes)})")
+        settings = AgentSettings(
+            cluster=cluster or info.cluster, node=node, store=store or store_path(info.state_dir, node),
+            max_age_s=parse_duration(info.retention, "observability.flowRetention"), max_rows=info.max_rows,
+            metrics_address=metrics_address or info.metrics_address,
+            metrics_port=info.metrics_port(node) if metrics_port is None else metrics_port,
+        )
+        runner = Agent(settings, lambda prev: try_load_context(info, node, prev), lambda: change_token(info))
+    runner.install_signal_handlers()
+    runner.run()

@@ -1,0 +1,171 @@
+"""The per-node flow agent: ringbuf -> enrich -> SQLite store, plus Prometheus metrics.
+
+Runs in its own process (never inside a latency-sensitive one, FIELD-NOTES). The ring buffer
+callback only copies raw bytes; decoding, naming and the SQL insert happen per batch, one
+transaction per poll, which is what lets one Python process keep up with ~100k events/s.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_mod
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshctl.dataplane.libbpf import RINGBUF_SAMPLE_FN, Map, lib
+from meshctl.errors import DataplaneError
+from meshctl.flows.enrich import EnrichContext, Enricher
+from meshctl.flows.metrics import FlowCounters, datapath_drops, registry_for, serve
+from meshctl.flows.store import FlowStore
+
+log = logging.getLogger(__name__)
+
+
+class RawRing:
+    """A ring_buffer whose callback keeps raw record bytes (no per-record Python objects)."""
+
+    def __init__(self, ringbuf: Map) -> None:
+        self.chunks: list[bytes] = []
+        self._label = ringbuf.label
+        append, string_at = self.chunks.append, ctypes.string_at
+
+        def sample(_ctx: int | None, data: int | None, size: int) -> int:
+            append(string_at(data, size))  # type: ignore[arg-type]
+            return 0
+
+        self._cb = RINGBUF_SAMPLE_FN(sample)
+        ptr = lib.ring_buffer__new(ringbuf.fd, self._cb, None, None)
+        if not ptr:
+            raise DataplaneError("open ring buffer", self._label, ctypes.get_errno() or errno_mod.EINVAL)
+        self._rb: int | None = ptr
+
+    def poll(self, timeout_ms: int) -> bytes:
+        """Wait up to timeout_ms; return every record delivered, concatenated."""
+        assert self._rb is not None
+        ret = lib.ring_buffer__poll(self._rb, timeout_ms)
+        if ret < 0 and ret != -errno_mod.EINTR:
+            raise DataplaneError("poll ring buffer", self._label, -ret)
+        if not self.chunks:
+            return b""
+        out = b"".join(self.chunks)
+        self.chunks.clear()
+        return out
+
+    def close(self) -> None:
+        if self._rb is not None:
+            lib.ring_buffer__free(self._rb)
+            self._rb = None
+
+
+@dataclass
+class AgentSettings:
+    cluster: str
+    node: str
+    store: Path
+    max_age_s: float | None = 24 * 3600.0
+    max_rows: int | None = 1_000_000
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = 0  # 0 = no HTTP endpoint
+    poll_ms: int = 100
+    reload_every_s: float = 3.0
+    prune_every_s: float = 30.0
+    lost_every_s: float = 1.0
+
+
+class Agent:
+    """One node's agent; `run()` until `stop` is set (SIGTERM/SIGINT set it in `main`)."""
+
+    def __init__(self, settings: AgentSettings, context: Callable[[EnrichContext | None], EnrichContext],
+                 changed: Callable[[], object] | None = None) -> None:
+        from meshctl.dataplane.node import node_pin_dir
+
+        self.s = settings
+        self._context, self._changed = context, changed
+        self.counters = FlowCounters()
+        self.stop = threading.Event()
+        pins = node_pin_dir(settings.cluster, settings.node)
+        self._events_pin, self._metrics_pin = pins / "events", pins / "metrics"
+        self.metrics_server: object | None = None
+
+    def _datapath_drops(self) -> int:
+        from meshctl.dataplane.maps import MetricsMap
+
+        if not self._metrics_pin.exists():
+            return 0
+        with MetricsMap(Map.from_pin(self._metrics_pin)) as m:
+            return datapath_drops(m.items())
+
+    def _wait_for_pins(self) -> bool:
+        while not self._events_pin.exists():
+            if self.stop.wait(0.5):
+                return False
+        return True
+
+    def run(self) -> None:
+        s = self.s
+        if s.metrics_port:
+            registry = registry_for(s.node, self.counters)
+            self.metrics_server = serve(registry, s.metrics_address, s.metrics_port)
+            log.info("agent %s: metrics on http://%s:%d/metrics", s.node, s.metrics_address, s.metrics_port)
+        if not self._wait_for_pins():
+            return
+        ctx = self._context(None)
+        token = self._changed() if self._changed else None
+        enricher = Enricher(ctx)
+        store = FlowStore(s.store, s.node)
+        ring = RawRing(Map.from_pin(self._events_pin))
+        drops_base = self._datapath_drops()
+        store.set_meta("node", s.node)
+        now = time.monotonic()
+        next_reload, next_prune, next_lost = now + s.reload_every_s, now, now + s.lost_every_s
+        log.info("agent %s: storing flows in %s", s.node, s.store)
+        try:
+            while not self.stop.is_set():
+                raw = ring.poll(s.poll_ms)
+                if raw:
+                    rows = enricher.rows(raw)
+                    store.insert(rows)
+                    self.counters.add(rows)
+                    self.counters.stored += len(rows)
+                now = time.monotonic()
+                if now >= next_lost:
+                    rest = ring.poll(0)  # drain first: what is in the ring is not lost
+                    if rest:
+                        rows = enricher.rows(rest)
+                        store.insert(rows)
+                        self.counters.add(rows)
+                        self.counters.stored += len(rows)
+                    self.counters.update_lost(self._datapath_drops() - drops_base)
+                    next_lost = now + s.lost_every_s
+                if self._changed and now >= next_reload:
+                    new = self._changed()
+                    if new != token:
+                        token = new
+                        ctx = self._context(ctx)
+                        enricher = Enricher(ctx, enricher.offset_ns)
+                        self.counters.catalog_reloads += 1
+                        log.info("agent %s: names reloaded", s.node)
+                    next_reload = now + s.reload_every_s
+                if now >= next_prune:
+                    store.prune(s.max_age_s, s.max_rows)
+                    next_prune = now + s.prune_every_s
+            rest = ring.poll(0)
+            if rest:
+                rows = enricher.rows(rest)
+                store.insert(rows)
+                self.counters.add(rows)
+                self.counters.stored += len(rows)
+        finally:
+            ring.close()
+            store.close()
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()  # type: ignore[attr-defined]
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop.set())

@@ -1,0 +1,98 @@
+"""Where the agent's names come from: the desired repo compiled with the state's tables.
+
+The agent cannot compile per event: it builds an EnrichContext at start and again when the
+state file or the lab registry changes (an apply bumps the serial and rewrites state.json).
+It uses the same wiring as `meshctl plan` (meshctl.workflow) so identities and endpoint ids
+are the numbers apply wrote into the kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshctl.errors import MeshctlError
+from meshctl.flows.enrich import EnrichContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    """The few facts of a desired repo the agent and the observe commands need."""
+
+    root: Path
+    cluster: str
+    state_dir: Path
+    nodes: tuple[str, ...]
+    retention: str
+    max_rows: int
+    metrics_address: str
+    metrics_base_port: int
+
+    def metrics_port(self, node: str) -> int:
+        if not self.metrics_base_port:
+            return 0
+        return self.metrics_base_port + (self.nodes.index(node) if node in self.nodes else 0)
+
+
+def repo_info(root: Path) -> RepoInfo:
+    """meshctl.toml only (no YAML, no compile): cheap enough for every CLI call."""
+    from meshctl.errors import ConfigError
+    from meshctl.source.config import CONFIG_FILE, parse_config
+
+    path = Path(root) / CONFIG_FILE
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(str(path), None, "", f"cannot read ({err.strerror}); pass -C REPO") from None
+    cfg = parse_config(text, Path(root).resolve())
+    obs = cfg.observability
+    return RepoInfo(Path(root), cfg.cluster, cfg.state_dir, tuple(n.name for n in cfg.nodes),
+                    obs.flow_retention, obs.flow_max_rows, obs.metrics_address, obs.metrics_base_port)
+
+
+def change_token(info: RepoInfo) -> tuple[int, ...]:
+    """Changes when an apply rewrote the state or the lab was rebuilt: time to reload."""
+    from meshctl.lab.registry import registry_path
+
+    out = []
+    for p in (info.state_dir / "state.json", registry_path(info.cluster)):
+        try:
+            out.append(p.stat().st_mtime_ns)
+        except OSError:
+            out.append(0)
+    return tuple(out)
+
+
+def load_context(info: RepoInfo, node: str) -> EnrichContext:
+    """Compile the repo with the state's tables; pod IPs from the lab registry when it is up."""
+    from meshctl import workflow
+    from meshctl.lab import registry
+    from meshctl.source import load_desired
+    from meshctl.state import load_state
+
+    desired = load_desired(info.root)
+    ips = registry.pod_ips(info.cluster)
+    if ips:
+        desired = desired.with_pod_ips(ips)
+    ws = workflow.Workspace(info.root, desired, {})
+    state = load_state(info.state_dir)
+    try:
+        build = workflow.current_build()
+    except MeshctlError:
+        build = ""
+    compiled = workflow.compile_desired(ws, state, build)
+    pod_by_ip = {str(ip): key for key, ip in ws.pod_ips().items()}
+    return EnrichContext(node=node, catalog=compiled.catalog, pod_by_ip=pod_by_ip)
+
+
+def try_load_context(info: RepoInfo, node: str, previous: EnrichContext | None) -> EnrichContext:
+    """Like load_context, but a broken repo keeps the previous names (logged), never stops the agent."""
+    try:
+        return load_context(info, node)
+    except MeshctlError as err:
+        log.warning("agent %s: cannot build the catalog (%s); flows keep %s names", node, err,
+                    "the previous" if previous else "no")
+        return previous or EnrichContext(node=node)
