@@ -20,12 +20,14 @@
 #include "lib/policy.h"
 #include "lib/conntrack.h"
 #include "lib/flow.h"
+#include "lib/lb.h"
 
 /* Put into the object's BTF the structs no top-level map definition carries: flow_event (the
  * ringbuf record) and the inner policy map's key and value (see policy.h). */
 struct flow_event *unused_flow_event __attribute__((unused));
 struct policy_key unused_policy_key __attribute__((unused));
 struct policy_value unused_policy_value __attribute__((unused));
+struct lb_slot_key unused_lb_slot_key __attribute__((unused));
 
 static __always_inline int verdict_pass(struct verdict_info *vi, const struct pkt *p, __u64 now, int emit)
 {
@@ -68,6 +70,16 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	}
 	if (res == PARSE_MALFORMED)
 		return verdict_drop(&vi, &p, now, REASON_MALFORMED);
+
+	/* Services: translate to the backend before policy, so policy sees the backend's identity. */
+	if (dir == DIR_EGRESS) {
+		res = lb_xlate_pod(skb, &p, now);
+		if (res == LB_NO_BACKEND || res == LB_ERROR) {
+			vi.src_identity = ipcache_identity(p.saddr);
+			vi.dst_identity = ipcache_identity(p.daddr);
+			return verdict_drop(&vi, &p, now, res == LB_ERROR ? REASON_MALFORMED : REASON_NO_SERVICE_BACKEND);
+		}
+	}
 
 	ep = endpoint_lookup(dir == DIR_EGRESS ? p.saddr : p.daddr);
 	peer = ipcache_identity(dir == DIR_EGRESS ? p.daddr : p.saddr);
@@ -117,7 +129,45 @@ int from_pod(struct __sk_buff *skb)
 SEC("tc")
 int to_pod(struct __sk_buff *skb)
 {
-	return handle(skb, DIR_INGRESS);
+	struct pkt p = {};
+	int ret = handle(skb, DIR_INGRESS);
+
+	/* A reply of a service flow this node translated: the frontend becomes its source again. */
+	if (ret == TC_ACT_OK && parse_packet(skb, &p) == PARSE_IPV4 && lb_rev_xlate(skb, &p, 0) == LB_ERROR)
+		return TC_ACT_SHOT;
+	return ret;
+}
+
+/* from_netdev  tc ingress of the node's underlay interface: north-south service translation,
+ *              DSR arrivals, SNAT replies. No policy here: pods enforce theirs. */
+SEC("tc")
+int from_netdev(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+
+	if (parse_packet(skb, &p) != PARSE_IPV4)
+		return TC_ACT_OK;
+	switch (lb_netdev_ingress(skb, &p, bpf_ktime_get_ns())) {
+	case LB_REDIRECT:
+		return TC_ACT_REDIRECT;
+	case LB_NO_BACKEND:
+	case LB_ERROR:
+		return TC_ACT_SHOT;
+	default:
+		return TC_ACT_OK;
+	}
+}
+
+/* to_netdev  tc egress of the underlay interface: replies of local backends (DNAT and DSR flows)
+ *            leave with the frontend as their source. */
+SEC("tc")
+int to_netdev(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+
+	if (parse_packet(skb, &p) != PARSE_IPV4)
+		return TC_ACT_OK;
+	return lb_rev_xlate(skb, &p, 1) == LB_ERROR ? TC_ACT_SHOT : TC_ACT_OK;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -7,6 +7,8 @@ order; only `meshctl.dataplane` converts to and from the C structs of bpf/lib/co
 
 from __future__ import annotations
 
+import array
+import base64
 import enum
 import hashlib
 import json
@@ -198,6 +200,181 @@ class DatapathConfig:
     ct_timeout_close_s: int = 10
 
 
+@dataclass(frozen=True, order=True)
+class WireguardPeer:
+    """One WireGuard peer of a node (keyed by its public key in WireguardState.peers).
+
+    `routed` says the node sends the peer's allowed IPs through the tunnel (routes in the
+    encryption table); a peer that is configured but not routed only accepts encrypted traffic.
+    `name` (the peer's node) is for people only: observe cannot know it, so it never compares.
+    """
+
+    endpoint: str  # "172.31.250.2:51871"
+    allowed_ips: tuple[IPv4Network, ...] = ()
+    keepalive: int = 0  # seconds, 0 = off
+    routed: bool = False
+    name: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class WireguardState:
+    """A node's WireGuard side; only PUBLIC keys ever appear here (never the private key).
+
+    interface "" = no interface. public_key "" on an interface = generate a key on the node at
+    apply time (known after apply). strict = peer pod CIDRs whose plain traffic is dropped.
+    """
+
+    interface: str = ""
+    public_key: str = ""
+    listen_port: int = 0
+    fwmark: int = 0
+    peers: FrozenMap[str, WireguardPeer] = field(default_factory=FrozenMap)
+    sources: tuple[str, ...] = ()  # routing rule selectors into the tunnel table: "from 10.1.0.0/24"
+    strict: tuple[IPv4Network, ...] = ()
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "interface": self.interface,
+            "public_key": self.public_key,
+            "listen_port": self.listen_port,
+            "fwmark": self.fwmark,
+            "peers": [
+                [k, p.endpoint, [str(a) for a in p.allowed_ips], p.keepalive, p.routed]
+                for k, p in self.peers.items()
+            ],
+            "sources": list(self.sources),
+            "strict": [str(n) for n in self.strict],
+        }
+
+    @classmethod
+    def from_canonical(cls, d: Mapping[str, Any]) -> WireguardState:
+        return cls(
+            interface=d["interface"],
+            public_key=d["public_key"],
+            listen_port=int(d["listen_port"]),
+            fwmark=int(d["fwmark"]),
+            peers=FrozenMap(
+                {
+                    k: WireguardPeer(ep, tuple(IPv4Network(a) for a in ips), int(ka), bool(routed))
+                    for k, ep, ips, ka, routed in d["peers"]
+                }
+            ),
+            sources=tuple(d["sources"]),
+            strict=tuple(IPv4Network(n) for n in d["strict"]),
+        )
+
+
+NO_ENCRYPTION = WireguardState()
+
+
+@dataclass(frozen=True, order=True)
+class LbFrontend:
+    """struct lb_service_key: one service address (ClusterIP, NodePort, LoadBalancer/external IP)."""
+
+    address: IPv4Address
+    port: int
+    protocol: int  # PROTO_TCP / PROTO_UDP
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.port}/{PROTOCOL_NAMES.get(self.protocol, str(self.protocol)).upper()}"
+
+
+@dataclass(frozen=True, order=True)
+class LbBackendEntry:
+    """struct lb_backend: one backend address (keyed by its stable backend id)."""
+
+    address: IPv4Address
+    port: int
+    protocol: int
+    local: bool = False  # runs on this node
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.port}/{PROTOCOL_NAMES.get(self.protocol, str(self.protocol)).upper()}"
+
+
+@dataclass(frozen=True)
+class LbService:
+    """struct lb_service_value + its backend slots and Maglev table.
+
+    backends: backend ids in slot order (random selection); maglev: backend id of every Maglev
+    slot (empty = random). `name` ("demo/api") is for people only: observe cannot know it.
+    """
+
+    service_id: int
+    backends: tuple[int, ...] = ()
+    maglev: tuple[int, ...] = ()
+    affinity_timeout_s: int = 0  # 0 = no sessionAffinity
+    external: bool = False  # translated at the underlay interface too (NodePort, LoadBalancer)
+    dsr: bool = False  # north-south to remote backends by DSR (else SNAT)
+    name: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class LoadBalancerState:
+    """A node's load balancer (kube-proxy replacement). `settings` is recorded on the node so a
+    change of mode, algorithm, table size or seed shows as a replace."""
+
+    enabled: bool = False
+    interface: str = ""  # the node's underlay device: from_netdev/to_netdev attached there
+    snat_address: IPv4Address | None = None  # the node's underlay address
+    settings: str = ""  # "mode=snat algorithm=maglev tableSize=16381 hashSeed=..."
+    services: FrozenMap[LbFrontend, LbService] = field(default_factory=FrozenMap)
+    backends: FrozenMap[int, LbBackendEntry] = field(default_factory=FrozenMap)
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "interface": self.interface,
+            "snat_address": str(self.snat_address) if self.snat_address else "",
+            "settings": self.settings,
+            "services": [
+                [str(f.address), f.port, f.protocol, s.service_id, list(s.backends), _pack_ids(s.maglev),
+                 s.affinity_timeout_s, s.external, s.dsr]
+                for f, s in self.services.items()
+            ],
+            "backends": [[i, str(b.address), b.port, b.protocol, b.local] for i, b in self.backends.items()],
+        }
+
+    @classmethod
+    def from_canonical(cls, d: Mapping[str, Any]) -> LoadBalancerState:
+        return cls(
+            enabled=bool(d["enabled"]),
+            interface=d["interface"],
+            snat_address=IPv4Address(d["snat_address"]) if d["snat_address"] else None,
+            settings=d["settings"],
+            services=FrozenMap(
+                {
+                    LbFrontend(IPv4Address(a), int(port), int(proto)): LbService(
+                        int(sid), tuple(int(b) for b in bes), _unpack_ids(mag), int(aff), bool(ext), bool(dsr)
+                    )
+                    for a, port, proto, sid, bes, mag, aff, ext, dsr in d["services"]
+                }
+            ),
+            backends=FrozenMap(
+                {
+                    int(i): LbBackendEntry(IPv4Address(a), int(p), int(pr), bool(loc))
+                    for i, a, p, pr, loc in d["backends"]
+                }
+            ),
+        )
+
+
+NO_LOAD_BALANCER = LoadBalancerState()
+
+
+def _pack_ids(ids: tuple[int, ...]) -> str:
+    """A Maglev table (thousands of u32) as base64 of little-endian u32: compact canonical JSON."""
+    return base64.b64encode(array.array("I", ids).tobytes()).decode() if ids else ""
+
+
+def _unpack_ids(text: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    arr = array.array("I")
+    arr.frombytes(base64.b64decode(text))
+    return tuple(arr)
+
+
 @dataclass(frozen=True)
 class NodeState:
     """Everything meshctl manages on one node. Equal values mean nothing to do."""
@@ -209,6 +386,8 @@ class NodeState:
     # endpoint_id -> that endpoint's policy map
     policies: FrozenMap[int, FrozenMap[PolicyKey, PolicyEntry]] = field(default_factory=FrozenMap)
     attachments: frozenset[Attachment] = frozenset()
+    encryption: WireguardState = NO_ENCRYPTION
+    load_balancer: LoadBalancerState = NO_LOAD_BALANCER
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-ready dict with sorted keys and lists: the input of the fingerprint."""
@@ -231,6 +410,9 @@ class NodeState:
                 for ep, entries in self.policies.items()
             ],
             "attachments": sorted([str(a.endpoint), a.hook, a.build] for a in self.attachments),
+            **({"encryption": self.encryption.canonical()} if self.encryption != NO_ENCRYPTION else {}),
+            **({"load_balancer": self.load_balancer.canonical()} if self.load_balancer != NO_LOAD_BALANCER
+               else {}),
         }
 
     @classmethod
@@ -261,6 +443,12 @@ class NodeState:
             ),
             attachments=frozenset(
                 Attachment(IPv4Address(a), hook, build) for a, hook, build in d["attachments"]
+            ),
+            encryption=WireguardState.from_canonical(d["encryption"]) if "encryption" in d else NO_ENCRYPTION,
+            load_balancer=(
+                LoadBalancerState.from_canonical(d["load_balancer"])
+                if "load_balancer" in d
+                else NO_LOAD_BALANCER
             ),
         )
 

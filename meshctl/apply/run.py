@@ -50,7 +50,9 @@ def apply_plan(
 ) -> ApplyOutcome:
     """Apply `plan` (made from this workspace); raises PlanStaleError before touching anything."""
     from meshctl.state import StateLock
+    from meshctl.workflow import ensure_not_interrupted
 
+    ensure_not_interrupted(ws.state_dir)  # before the lock: a killed apply leaves both behind
     if lock_held:
         return _apply_locked(ws, plan, rollback, on_event, checks)
     with StateLock(ws.state_dir, "apply"):
@@ -62,6 +64,7 @@ def _apply_locked(
 ) -> ApplyOutcome:
     from meshctl.apply.checks import LabCheckRunner
     from meshctl.apply.driver import LabDriver
+    from meshctl.encryption.hook import known_after_apply
     from meshctl.plan import check_fresh
     from meshctl.state import Journal, load_state, save_state
     from meshctl.workflow import ensure_not_interrupted, observe_nodes
@@ -86,6 +89,7 @@ def _apply_locked(
     applied = {w.node: w.target for w in work if w.node in result.applied}
     if applied:  # nodes that needed nothing are at their target too: record their intent as well
         applied.update({w.node: w.target for w in work if w.before == w.target})
+        applied = known_after_apply(ws.cluster, applied)  # public keys generated on the nodes
         state = save_state(ws.state_dir, state.record_apply(plan.plan_id, applied))
     crash_point("committed")
     journal.clear()

@@ -53,10 +53,11 @@ def apply(
     from meshctl.apply.run import apply_plan
     from meshctl.plan import read_plan
     from meshctl.state import StateLock
-    from meshctl.workflow import make_plan, open_workspace
+    from meshctl.workflow import ensure_not_interrupted, make_plan, open_workspace
 
     scope = rollback.value if rollback else None
     ws = open_workspace(repo)
+    ensure_not_interrupted(ws.state_dir)  # before the lock: a killed apply leaves both behind
     if plan_file is not None:
         plan = read_plan(plan_file)
         outcome = apply_plan(ws, plan, rollback=scope, on_event=progress_printer())  # type: ignore[arg-type]

@@ -53,6 +53,10 @@ def up(repo: Path = RepoOpt,
     topo = load_topology(repo)
     res = cluster.up(topo, with_datapath=datapath)
     reg = res.registry
+    if res.datapath:  # one flow agent per node (meshctl/lab/agents.py, owned by flows)
+        from meshctl.lab import agents
+
+        agents.start(repo, reg.cluster, list(reg.nodes))
     _err().print(f"lab {reg.cluster}: {len(reg.nodes)} nodes, {len(reg.pods)} pods up"
                  f" (datapath {'attached' if res.datapath else 'not attached'})")
     _print_status(reg.cluster)
@@ -65,7 +69,12 @@ def down(repo: Path = RepoOpt, cluster: str | None = ClusterOpt) -> None:
 
     _root()
     name, nodes = _cluster(repo, cluster)
+    from meshctl.lab import agents
+
+    stopped = agents.stop(name)
     res = lab.down(name, nodes)
+    if stopped:
+        print(f"lab {name}: stopped {len(stopped)} flow agents")
     print(f"lab {name}: removed {len(res.netns)} network namespaces, stopped {len(res.pids)} servers"
           + (", removed BPF pins" if res.pins else ""))
 

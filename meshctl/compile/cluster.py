@@ -36,9 +36,16 @@ from meshctl.nodestate import (
 R = ReservedIdentity
 CLUSTER_ENTITY_RESERVED = (R.HOST, R.REMOTE_NODE, R.INIT, R.HEALTH, R.UNMANAGED, R.INGRESS, R.KUBE_APISERVER)
 ENTITY_IDS = {
-    "host": (R.HOST,), "remote-node": (R.REMOTE_NODE,), "health": (R.HEALTH,), "init": (R.INIT,),
-    "unmanaged": (R.UNMANAGED,), "kube-apiserver": (R.KUBE_APISERVER,), "ingress": (R.INGRESS,),
-    "world": (R.WORLD,), "world-ipv4": (R.WORLD,), "none": (),
+    "host": (R.HOST,),
+    "remote-node": (R.REMOTE_NODE,),
+    "health": (R.HEALTH,),
+    "init": (R.INIT,),
+    "unmanaged": (R.UNMANAGED,),
+    "kube-apiserver": (R.KUBE_APISERVER,),
+    "ingress": (R.INGRESS,),
+    "world": (R.WORLD,),
+    "world-ipv4": (R.WORLD,),
+    "none": (),
 }
 
 
@@ -81,7 +88,8 @@ class NodeCidrs:
             return plen >= net.prefixlen and (addr ^ int(net.network_address)) >> (32 - net.prefixlen) == 0
 
         return [
-            i for addr, plen, i in self._ints
+            i
+            for addr, plen, i in self._ints
             if inside(addr, plen, rule.cidr) and not any(inside(addr, plen, e) for e in rule.excepts)
         ]
 
@@ -98,6 +106,20 @@ class Compiled:
     isolations: tuple[Isolation, ...] = ()
     pod_identity: dict[str, int] = field(default_factory=dict)  # "ns/pod" -> identity
     origins: dict[int, RuleOrigin] = field(default_factory=dict)  # cookie -> origin
+
+
+class _Clock:
+    def __init__(self, sink: dict[str, float] | None) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self.sink, self.last = sink, self._now()
+
+    def __call__(self, phase: str) -> None:
+        if self.sink is not None:
+            now = self._now()
+            self.sink[phase] = now - self.last
+            self.last = now
 
 
 class _Compiler:
@@ -164,8 +186,11 @@ def _ports_for(
         return groups
     if rule.direction == Direction.INGRESS:
         own = {(n, PROTOCOLS.get(proto.upper(), -1)): port for n, port, proto in pod.ports if n}
-        resolved = tuple((p.protocol, own[(p.name, p.protocol)], own[(p.name, p.protocol)])
-                         for p in named if (p.name, p.protocol) in own)
+        resolved = tuple(
+            (p.protocol, own[(p.name, p.protocol)], own[(p.name, p.protocol)])
+            for p in named
+            if (p.name, p.protocol) in own
+        )
         if resolved:
             groups.append((peer_ids, resolved))
         return groups
@@ -180,12 +205,14 @@ def _ports_for(
             if not ports:
                 continue
             if len(ports) > 1:
-                warn.append(CompileWarning(
-                    "named-port",
-                    f"{rule.origin}: named port {p.name} means {sorted(ports)} on pods of one identity "
-                    f"({c.identities_labels(ident)}); like Cilium, the port is not allowed",
-                    None,
-                ))
+                warn.append(
+                    CompileWarning(
+                        "named-port",
+                        f"{rule.origin}: named port {p.name} means {sorted(ports)} on pods of one identity "
+                        f"({c.identities_labels(ident)}); like Cilium, the port is not allowed",
+                        None,
+                    )
+                )
                 continue
             port = next(iter(ports))
             ranges.append((p.protocol, port, port))
@@ -197,15 +224,23 @@ def _ports_for(
 
 
 def compile_spec(
-    spec: ClusterSpec, identities: IdentityTable, endpoint_ids: EndpointTable, build_hash: str
+    spec: ClusterSpec,
+    identities: IdentityTable,
+    endpoint_ids: EndpointTable,
+    build_hash: str,
+    timings: dict[str, float] | None = None,
 ) -> Compiled:
+    """Compile a ClusterSpec; `timings`, when given, receives seconds per phase (the bench)."""
+    clock = _Clock(timings)
     c = _Compiler(spec, identities)
+    clock("identities")
     translated = [translate(doc) for doc in spec.policies]
     rules = tuple(r for t in translated for r in t.rules)
     isolations = tuple(i for t in translated for i in t.isolations)
     warnings: list[CompileWarning] = [w for t in translated for w in t.warnings]
     cookies = assign_cookies([r.origin for r in rules] + [i.origin for i in isolations])
 
+    clock("translate")
     # subject identity -> direction -> rules / isolations
     by_subject: dict[int, list[Rule]] = {}
     for rule in rules:
@@ -216,11 +251,19 @@ def compile_spec(
         for ident in c.index.select(iso.subject):
             iso_by_subject.setdefault(ident, []).append(iso)
 
+    clock("selectors")
     ipcache_pods: dict[IPv4Network, IpcacheEntry] = {}
-    for pod in sorted(spec.pods, key=lambda p: (int(p.ip) if p.ip else -1)):
+    for pod in sorted(spec.pods, key=lambda p: int(p.ip) if p.ip else -1):
         if pod.ip is not None:
             ipcache_pods[IPv4Network(pod.ip)] = IpcacheEntry(c.pod_identity[pod.key])
 
+    # CIDR identities are derived from the prefix alone, so peers are resolved once against every
+    # prefix of the cluster; each node's ipcache carries only the prefixes its endpoints use.
+    all_prefixes = {p for r in rules for cr in r.peers.cidrs for p in (cr.cidr, *cr.excepts)}
+    all_prefixes.discard(IPv4Network("0.0.0.0/0"))
+    cluster_cidrs = {p: i for p, i in cidr_identities(all_prefixes).items() if p not in ipcache_pods}
+    node_cidr_index = NodeCidrs(cluster_cidrs)
+    cache: dict[tuple[int, tuple[Any, ...]], tuple[FrozenMap[PolicyKey, PolicyEntry], bool, bool]] = {}
     nodes: dict[str, NodeState] = {}
     catalog_eps: dict[str, FrozenMap[int, str]] = {}
     isolation_cat: dict[str, FrozenMap[Direction, tuple[str, ...]]] = {}
@@ -237,15 +280,13 @@ def compile_spec(
                     prefixes.add(cr.cidr)
                     prefixes.update(cr.excepts)
         prefixes.discard(IPv4Network("0.0.0.0/0"))
-        node_cidrs = {p: i for p, i in cidr_identities(prefixes).items() if p not in ipcache_pods}
+        node_cidrs = {p: cluster_cidrs[p] for p in prefixes if p in cluster_cidrs}
         for p, i in node_cidrs.items():
             cidr_catalog[i] = p
-        node_cidr_index = NodeCidrs(node_cidrs)
         ipcache = dict(ipcache_pods)
         ipcache.update((p, IpcacheEntry(i)) for p, i in node_cidrs.items())
         ipcache = dict(sorted(ipcache.items(), key=lambda kv: (int(kv[0].network_address), kv[0].prefixlen)))
 
-        cache: dict[tuple[int, tuple[Any, ...]], tuple[FrozenMap[PolicyKey, PolicyEntry], bool, bool]] = {}
         endpoints: dict[IPv4Address, EndpointEntry] = {}
         policies: dict[int, FrozenMap[PolicyKey, PolicyEntry]] = {}
         eps_cat: dict[int, str] = {}
@@ -256,8 +297,14 @@ def compile_spec(
             ck = (ident, tuple(sorted(pod.ports, key=str)))
             if ck not in cache:
                 ms, enf_in, enf_out = _endpoint_policy(
-                    c, spec.mode, by_subject.get(ident, []), iso_by_subject.get(ident, []), pod,
-                    node_cidr_index, cookies, warnings,
+                    c,
+                    spec.mode,
+                    by_subject.get(ident, []),
+                    iso_by_subject.get(ident, []),
+                    pod,
+                    node_cidr_index,
+                    cookies,
+                    warnings,
                 )
                 l7_seen.update(ms.ineffective_l7)
                 cache[ck] = (FrozenMap(ms.entries), enf_in, enf_out)
@@ -285,12 +332,15 @@ def compile_spec(
         )
         catalog_eps[node] = FrozenMap(eps_cat)
 
+    clock("nodes")
     for l7_origin, plain in sorted(l7_seen):
-        warnings.append(CompileWarning(
-            "l7-ineffective",
-            f"{l7_origin}: L7 rule is ineffective: {plain} already allows the same peer and port at L4",
-            None,
-        ))
+        warnings.append(
+            CompileWarning(
+                "l7-ineffective",
+                f"{l7_origin}: L7 rule is ineffective: {plain} already allows the same peer and port at L4",
+                None,
+            )
+        )
     pods_by_ident: dict[int, list[str]] = {}
     for key, ident in c.pod_identity.items():
         pods_by_ident.setdefault(ident, []).append(key)
@@ -306,6 +356,7 @@ def compile_spec(
         cookies=FrozenMap(origin_by_cookie),
         isolation=FrozenMap(isolation_cat),
     )
+    clock("catalog")
     return Compiled(
         nodes=nodes,
         catalog=catalog,

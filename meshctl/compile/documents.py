@@ -36,10 +36,7 @@ def _source_of(obj: Any) -> SourceRef | None:
 
 def as_document(obj: Any) -> Document:
     """A loader model or a dict -> Document."""
-    if isinstance(obj, dict):
-        body = obj
-    else:
-        body = obj.model_dump(by_alias=True, exclude_none=True, mode="python")
+    body = obj if isinstance(obj, dict) else obj.model_dump(by_alias=True, exclude_none=True, mode="python")
     kind = str(body.get("kind") or type(obj).__name__)
     meta = body.get("metadata") or {}
     namespace = "" if kind == "CiliumClusterwideNetworkPolicy" else str(meta.get("namespace") or "default")

@@ -59,7 +59,9 @@ class IdentityTable:
     def to_json(self) -> str:
         body = {
             "next_id": self.next_id,
-            "identities": [{"id": i, "labels": list(ls)} for ls, i in sorted(self.by_labels.items(), key=lambda x: x[1])],
+            "identities": [
+                {"id": i, "labels": list(ls)} for ls, i in sorted(self.by_labels.items(), key=lambda x: x[1])
+            ],
         }
         return json.dumps(body, indent=1, sort_keys=True)
 

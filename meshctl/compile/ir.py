@@ -48,8 +48,18 @@ class CidrRule:
 
 
 ENTITIES = (
-    "all", "world", "world-ipv4", "cluster", "host", "remote-node", "health", "init",
-    "unmanaged", "kube-apiserver", "ingress", "none",
+    "all",
+    "world",
+    "world-ipv4",
+    "cluster",
+    "host",
+    "remote-node",
+    "health",
+    "init",
+    "unmanaged",
+    "kube-apiserver",
+    "ingress",
+    "none",
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from meshctl.catalog import RuleOrigin
 from meshctl.compile.ports import range_to_prefixes
@@ -27,14 +28,46 @@ class Grant:
     l7: bool = False
 
 
-def _keys(grant: Grant) -> Iterable[PolicyKey]:
+Tup = tuple[int, int, int, int, int]  # (direction, identity, protocol, port, port_prefix)
+_prefixes = lru_cache(maxsize=65536)(range_to_prefixes)
+_KEYS: dict[Tup, PolicyKey] = {}
+_ENTRIES: dict[tuple[int, bool], PolicyEntry] = {}
+
+
+def _keys(grant: Grant) -> Iterable[Tup]:
+    d = int(grant.direction)
     for ident in grant.identities:
         if grant.ports is None:
-            yield PolicyKey(grant.direction, ident, PROTO_ANY, 0, 0)
+            yield (d, ident, PROTO_ANY, 0, 0)
             continue
         for proto, first, last in grant.ports:
-            for port, plen in range_to_prefixes(first, last):
-                yield PolicyKey(grant.direction, ident, proto, port, plen)
+            for port, plen in _prefixes(first, last):
+                yield (d, ident, proto, port, plen)
+
+
+def _covers(a: Tup, b: Tup) -> bool:
+    """Same direction and identity assumed: does key a match every packet of key b?"""
+    if a[2] == PROTO_ANY:
+        return True
+    if a[2] != b[2] or a[4] > b[4]:
+        return False
+    return (a[3] ^ b[3]) >> (16 - a[4]) == 0
+
+
+def _key(t: Tup) -> PolicyKey:
+    key = _KEYS.get(t)
+    if key is None:
+        if len(_KEYS) > 1_000_000:
+            _KEYS.clear()
+        key = _KEYS[t] = PolicyKey(Direction(t[0]), t[1], t[2], t[3], t[4])
+    return key
+
+
+def _entry(cookie: int, deny: bool) -> PolicyEntry:
+    entry = _ENTRIES.get((cookie, deny))
+    if entry is None:
+        entry = _ENTRIES[(cookie, deny)] = PolicyEntry(cookie, deny)
+    return entry
 
 
 @dataclass(frozen=True)
@@ -45,38 +78,48 @@ class MapState:
 
 
 def build_mapstate(grants: Iterable[Grant], cookies: dict[RuleOrigin, int]) -> MapState:
-    allow: dict[PolicyKey, RuleOrigin] = {}
-    deny: dict[PolicyKey, RuleOrigin] = {}
-    l7_keys: dict[PolicyKey, RuleOrigin] = {}
-    plain_allow: dict[PolicyKey, RuleOrigin] = {}
-    for grant in grants:
+    allow: dict[Tup, RuleOrigin] = {}
+    deny: dict[Tup, RuleOrigin] = {}
+    l7_keys: dict[Tup, RuleOrigin] = {}
+    plain_allow: dict[Tup, RuleOrigin] = {}
+    ordered = sorted(grants, key=lambda g: g.origin)  # first origin wins a shared key
+    track_l7 = any(g.l7 for g in ordered)
+    for grant in ordered:
         target = deny if grant.deny else allow
-        for key in _keys(grant):
-            cur = target.get(key)
-            if cur is None or grant.origin < cur:
-                target[key] = grant.origin
-            if not grant.deny:
-                side = l7_keys if grant.l7 else plain_allow
-                if key not in side or grant.origin < side[key]:
-                    side[key] = grant.origin
+        origin = grant.origin
+        if track_l7 and not grant.deny:
+            side = l7_keys if grant.l7 else plain_allow
+            for key in _keys(grant):
+                target.setdefault(key, origin)
+                side.setdefault(key, origin)
+        else:
+            for key in _keys(grant):
+                if key not in target:
+                    target[key] = origin
     # A deny covering an allow of the same identity would be shadowed by LPM: drop the allow.
-    by_ident: dict[tuple[Direction, int], list[PolicyKey]] = {}
+    by_ident: dict[tuple[int, int], list[Tup]] = {}
     for key in deny:
-        by_ident.setdefault((key.direction, key.identity), []).append(key)
-    for key in list(allow):
-        for dkey in by_ident.get((key.direction, key.identity), ()):
-            if dkey.covers(key):
-                del allow[key]
-                break
+        by_ident.setdefault((key[0], key[1]), []).append(key)
+    if by_ident:
+        for key in list(allow):
+            for dkey in by_ident.get((key[0], key[1]), ()):
+                if _covers(dkey, key):
+                    del allow[key]
+                    break
     ineffective: set[tuple[RuleOrigin, RuleOrigin]] = set()
     if l7_keys:
-        plain_by_ident: dict[tuple[Direction, int], list[PolicyKey]] = {}
+        plain_by_ident: dict[tuple[int, int], list[Tup]] = {}
         for key in plain_allow:
-            plain_by_ident.setdefault((key.direction, key.identity), []).append(key)
+            plain_by_ident.setdefault((key[0], key[1]), []).append(key)
         for key, l7_origin in l7_keys.items():
-            for pkey in plain_by_ident.get((key.direction, key.identity), ()):
-                if pkey.covers(key) and plain_allow[pkey] != l7_origin:
+            for pkey in plain_by_ident.get((key[0], key[1]), ()):
+                if _covers(pkey, key) and plain_allow[pkey] != l7_origin:
                     ineffective.add((l7_origin, plain_allow[pkey]))
-    origins = {**allow, **deny}
-    entries = {k: PolicyEntry(cookies[o], k in deny) for k, o in origins.items()}
+    merged = {**allow, **deny}
+    entries: dict[PolicyKey, PolicyEntry] = {}
+    origins: dict[PolicyKey, RuleOrigin] = {}
+    for t in sorted(merged):
+        k = _key(t)
+        entries[k] = _entry(cookies[merged[t]], t in deny)
+        origins[k] = merged[t]
     return MapState(entries, origins, tuple(sorted(ineffective)))

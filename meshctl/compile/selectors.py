@@ -84,7 +84,9 @@ def parse_selector(doc: Mapping[str, Any] | None, where: str = "") -> Selector:
     for expr in doc.get("matchExpressions") or ():
         op = str(expr.get("operator", ""))
         if op not in OPERATORS:
-            raise CompileError(f"{where}: matchExpressions operator {op!r} is not one of {', '.join(OPERATORS)}")
+            raise CompileError(
+                f"{where}: matchExpressions operator {op!r} is not one of {', '.join(OPERATORS)}"
+            )
         source, k = split_selector_key(str(expr.get("key", "")))
         values = tuple(sorted(str(v) for v in (expr.get("values") or ())))
         reqs.add(Requirement(source, k, op, values))
@@ -110,7 +112,9 @@ class SelectorIndex:
                 self._sk.setdefault((s, k), set()).add(ident)
 
     def _with_key(self, req: Requirement) -> set[int]:
-        return self._k.get(req.key, set()) if req.source == "any" else self._sk.get((req.source, req.key), set())
+        return (
+            self._k.get(req.key, set()) if req.source == "any" else self._sk.get((req.source, req.key), set())
+        )
 
     def _with_value(self, req: Requirement, value: str) -> set[int]:
         if req.source == "any":

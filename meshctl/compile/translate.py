@@ -49,7 +49,7 @@ def _cidr(doc: Document, text: Any, path: str) -> IPv4Network:
 
 
 def _replace_ns(sel: Selector, namespace: str) -> Selector:
-    kept = tuple(r for r in sel.requirements if not (r.key == NAMESPACE_LABEL))
+    kept = tuple(r for r in sel.requirements if r.key != NAMESPACE_LABEL)
     return Selector(kept).with_requirement(_ns_is(namespace))
 
 
@@ -92,8 +92,13 @@ class _Builder:
     def origin(self, section: str, index: int) -> RuleOrigin:
         src = self.doc.source
         return RuleOrigin(
-            self.doc.kind, self.doc.namespace, self.doc.name, section, index,
-            src.file if src else "", src.line if src else 0,
+            self.doc.kind,
+            self.doc.namespace,
+            self.doc.name,
+            section,
+            index,
+            src.file if src else "",
+            src.line if src else 0,
         )
 
     def warn(self, code: str, message: str) -> None:
@@ -104,6 +109,7 @@ class _Builder:
 
 
 # --- Kubernetes NetworkPolicy -------------------------------------------------------------
+
 
 def _k8s_peer(doc: Document, peer: Mapping[str, Any], path: str) -> Peers:
     pod_sel = peer.get("podSelector")
@@ -118,7 +124,9 @@ def _k8s_peer(doc: Document, peer: Mapping[str, Any], path: str) -> Peers:
     if ns_sel is not None:
         ns = parse_selector(ns_sel, _where(doc, path + ".namespaceSelector"))
         for req in ns.requirements:
-            sel = sel.with_requirement(Requirement("k8s", NAMESPACE_LABELS_PREFIX + req.key, req.operator, req.values))
+            sel = sel.with_requirement(
+                Requirement("k8s", NAMESPACE_LABELS_PREFIX + req.key, req.operator, req.values)
+            )
         # pods only: a namespace selector never matches world or host, even through NotIn
         sel = sel.with_requirement(NS_EXISTS)
     else:
@@ -126,7 +134,9 @@ def _k8s_peer(doc: Document, peer: Mapping[str, Any], path: str) -> Peers:
     return Peers(selectors=(sel,))
 
 
-def _k8s_ports(doc: Document, ports: Iterable[Mapping[str, Any]] | None, path: str) -> tuple[PortSpec, ...] | None:
+def _k8s_ports(
+    doc: Document, ports: Iterable[Mapping[str, Any]] | None, path: str
+) -> tuple[PortSpec, ...] | None:
     if not ports:
         return None
     out = []
@@ -141,7 +151,9 @@ def _k8s_ports(doc: Document, ports: Iterable[Mapping[str, Any]] | None, path: s
 def translate_k8s(doc: Document) -> Translated:
     b = _Builder(doc)
     spec = doc.body.get("spec") or {}
-    subject = _replace_ns(parse_selector(spec.get("podSelector"), _where(doc, "spec.podSelector")), doc.namespace)
+    subject = _replace_ns(
+        parse_selector(spec.get("podSelector"), _where(doc, "spec.podSelector")), doc.namespace
+    )
     types = spec.get("policyTypes")
     if not types:
         types = ["Ingress", *(["Egress"] if spec.get("egress") else [])]
@@ -171,10 +183,26 @@ def translate_k8s(doc: Document) -> Translated:
 # --- Cilium policies ----------------------------------------------------------------------
 
 _PEER_KEYS = {
-    Direction.INGRESS: ("fromEndpoints", "fromEntities", "fromCIDR", "fromCIDRSet", "fromRequires",
-                        "fromNodes", "fromGroups"),
-    Direction.EGRESS: ("toEndpoints", "toEntities", "toCIDR", "toCIDRSet", "toRequires", "toNodes",
-                       "toGroups", "toServices", "toFQDNs"),
+    Direction.INGRESS: (
+        "fromEndpoints",
+        "fromEntities",
+        "fromCIDR",
+        "fromCIDRSet",
+        "fromRequires",
+        "fromNodes",
+        "fromGroups",
+    ),
+    Direction.EGRESS: (
+        "toEndpoints",
+        "toEntities",
+        "toCIDR",
+        "toCIDRSet",
+        "toRequires",
+        "toNodes",
+        "toGroups",
+        "toServices",
+        "toFQDNs",
+    ),
 }
 
 
@@ -194,7 +222,9 @@ def _scoped(doc: Document, raw: Mapping[str, Any] | None, path: str) -> Selector
     return sel.with_requirement(_ns_is(doc.namespace))
 
 
-def _cilium_ports(b: _Builder, rule: Mapping[str, Any], path: str, deny: bool) -> tuple[tuple[PortSpec, ...] | None, str]:
+def _cilium_ports(
+    b: _Builder, rule: Mapping[str, Any], path: str, deny: bool
+) -> tuple[tuple[PortSpec, ...] | None, str]:
     to_ports = rule.get("toPorts")
     icmps = rule.get("icmps")
     if to_ports is None and icmps is None:
@@ -217,14 +247,19 @@ def _cilium_ports(b: _Builder, rule: Mapping[str, Any], path: str, deny: bool) -
         rules = tp.get("rules")
         if rules and any(rules.get(k) for k in rules):
             kinds = ",".join(sorted(k for k in rules if rules.get(k)))
-            ports_txt = ",".join(str(s) for s in specs[-len(ports) * 3:]) or "all ports"
+            ports_txt = ",".join(str(s) for s in specs[-len(ports) * 3 :]) or "all ports"
             l7.append(f"{kinds} on {ports_txt}")
-            b.warn("l7-not-enforced", f"{path}.toPorts[{i}].rules: L7 rules are not enforced yet: "
-                   f"{kinds} rules ignored, port is allowed at L4")
+            b.warn(
+                "l7-not-enforced",
+                f"{path}.toPorts[{i}].rules: L7 rules are not enforced yet: "
+                f"{kinds} rules ignored, port is allowed at L4",
+            )
     if icmps:
         specs.append(PortSpec(PROTO_ICMP))
-        b.warn("unsupported", f"{path}.icmps: ICMP types are not matched yet: all ICMP is "
-               f"{'denied' if deny else 'allowed'}")
+        b.warn(
+            "unsupported",
+            f"{path}.icmps: ICMP types are not matched yet: all ICMP is {'denied' if deny else 'allowed'}",
+        )
     return tuple(sorted(set(specs))), "; ".join(l7)
 
 
@@ -252,10 +287,15 @@ def _cilium_peers(b: _Builder, direction: Direction, rule: Mapping[str, Any], pa
         cidrs.append(CidrRule(_cidr(b.doc, cs["cidr"], f"{path}.{set_key}[{j}].cidr"), excepts))
     for key in _PEER_KEYS[direction][4:]:
         if rule.get(key):
-            what = "toFQDNs is not enforced yet: the rule selects no peer" if key == "toFQDNs" else (
-                f"{key} is not supported: ignored")
+            what = (
+                "toFQDNs is not enforced yet: the rule selects no peer"
+                if key == "toFQDNs"
+                else (f"{key} is not supported: ignored")
+            )
             b.warn("l7-not-enforced" if key == "toFQDNs" else "unsupported", f"{path}.{key}: {what}")
-    return Peers(False, tuple(sorted(set(selectors))), tuple(sorted(set(entities))), tuple(sorted(set(cidrs))))
+    return Peers(
+        False, tuple(sorted(set(selectors))), tuple(sorted(set(entities))), tuple(sorted(set(cidrs)))
+    )
 
 
 def _cilium_spec(b: _Builder, spec: Mapping[str, Any], prefix: str) -> None:
@@ -278,8 +318,10 @@ def _cilium_spec(b: _Builder, spec: Mapping[str, Any], prefix: str) -> None:
         for section, deny in ((allow_key, False), (deny_key, True)):
             rules = spec.get(section)
             if rules is not None and len(rules) == 0:
-                b.warn("empty-section", f"{prefix}{section}: `{section}: []` enforces nothing; "
-                       f"did you mean `{section}: [{{}}]`?")
+                b.warn(
+                    "empty-section",
+                    f"{prefix}{section}: `{section}: []` enforces nothing; did you mean `{section}: [{{}}]`?",
+                )
             for i, rule in enumerate(rules or ()):
                 enforced = True
                 first = first or (section, i)
@@ -288,11 +330,20 @@ def _cilium_spec(b: _Builder, spec: Mapping[str, Any], prefix: str) -> None:
                 ports, l7 = _cilium_ports(b, rule or {}, path, deny)
                 if peers is None:
                     peers = Peers(wildcard=True) if ports is not None else Peers()
-                b.rules.append(Rule(b.origin(prefix + section, i), subject, direction, deny, peers, ports, l7))
+                b.rules.append(
+                    Rule(b.origin(prefix + section, i), subject, direction, deny, peers, ports, l7)
+                )
         if enforced and first:
             dd = default_deny.get(direction.label)
-            b.isolations.append(Isolation(doc.title, subject, direction, dd is None or bool(dd),
-                                          b.origin(prefix + first[0], first[1])))
+            b.isolations.append(
+                Isolation(
+                    doc.title,
+                    subject,
+                    direction,
+                    dd is None or bool(dd),
+                    b.origin(prefix + first[0], first[1]),
+                )
+            )
 
 
 def translate_cilium(doc: Document) -> Translated:

@@ -17,6 +17,7 @@ from typing import Self
 
 from meshctl.dataplane import structs as S
 from meshctl.dataplane.libbpf import BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, Map, num_possible_cpus
+from meshctl.errors import CompileError
 from meshctl.nodestate import (
     DatapathConfig,
     Direction,
@@ -44,7 +45,7 @@ def be32(ip: IPv4Address) -> int:
 
 
 def from_be32(value: int) -> IPv4Address:
-    return IPv4Address(value.to_bytes(4, "little"))
+    return IPv4Address(int.from_bytes(value.to_bytes(4, "little"), "big"))
 
 
 def be16(port: int) -> int:
@@ -63,10 +64,15 @@ def encode_ipcache(prefix: IPv4Network, entry: IpcacheEntry) -> tuple[bytes, byt
     return bytes(key), bytes(S.IpcacheValue(identity=entry.identity, flags=entry.flags))
 
 
+IPCACHE_KEY = struct.Struct("<I4s")  # struct ipcache_key: prefixlen, addr (network order)
+IPCACHE_VALUE = struct.Struct("<II")
+
+
 def decode_ipcache(key: bytes, value: bytes) -> tuple[IPv4Network, IpcacheEntry]:
-    k, v = S.IpcacheKey.from_buffer_copy(key), S.IpcacheValue.from_buffer_copy(value)
-    net = IPv4Network((from_be32(k.addr_be), k.prefixlen), strict=False)
-    return net, IpcacheEntry(v.identity, v.flags)
+    # struct.unpack rather than ctypes: observe decodes up to IPCACHE_MAP_SIZE of these
+    prefixlen, addr = IPCACHE_KEY.unpack(key)
+    net = IPv4Network((int.from_bytes(addr, "big"), prefixlen), strict=False)
+    return net, IpcacheEntry(*IPCACHE_VALUE.unpack(value))
 
 
 # ---------------------------------------------------------------- endpoints
@@ -243,6 +249,8 @@ class EndpointsMap(_Typed):
         self.map.delete_batch([bytes(S.EndpointKey(addr_be=be32(a))) for a in addrs])
 
 
+SWAP_CHUNK = 256  # inner maps (fds) built before one outer batch update
+
 # Inner policy maps must match the template of policy_maps (bpf/lib/policy.h).
 INNER_POLICY_MAP = dict(
     map_type=BPF_MAP_TYPE_LPM_TRIE,
@@ -280,19 +288,35 @@ class PolicyMaps(_Typed):
 
         The datapath sees either the whole old policy or the whole new one, never a mix.
         """
-        if len(entries) > S.POLICY_MAP_SIZE:
-            from meshctl.errors import CompileError
+        self.swap_many({endpoint_id: entries})
 
-            raise CompileError(f"endpoint {endpoint_id}: {len(entries)} policy entries exceed "
-                               f"the map capacity {S.POLICY_MAP_SIZE}")
-        with Map.create(name=f"mc_pol_{endpoint_id}"[:15], **INNER_POLICY_MAP) as inner:  # type: ignore[arg-type]
-            pairs = [encode_policy(k, v) for k, v in entries.items()]
-            inner.update_batch([k for k, _ in pairs], [v for _, v in pairs])
-            self.map.update(U32.pack(endpoint_id), U32.pack(inner.fd))
+    def swap_many(self, policies: Mapping[int, Mapping[PolicyKey, PolicyEntry]]) -> None:
+        """swap() for many endpoints with one outer batch update per SWAP_CHUNK endpoints.
+
+        Every update of a map of maps waits for an RCU grace period (~10 ms here) so no program
+        still uses the old inner map when it returns; a batch update waits once.
+        """
+        for ep, entries in policies.items():
+            if len(entries) > S.POLICY_MAP_SIZE:
+                raise CompileError(f"endpoint {ep}: {len(entries)} policy entries exceed "
+                                   f"the map capacity {S.POLICY_MAP_SIZE}")
+        items = list(policies.items())
+        for start in range(0, len(items), SWAP_CHUNK):
+            inners: list[Map] = []
+            try:
+                for ep, entries in items[start:start + SWAP_CHUNK]:
+                    inner = Map.create(name=f"mc_pol_{ep}"[:15], **INNER_POLICY_MAP)  # type: ignore[arg-type]
+                    inners.append(inner)
+                    pairs = [encode_policy(k, v) for k, v in entries.items()]
+                    inner.update_batch([k for k, _ in pairs], [v for _, v in pairs])
+                chunk = items[start:start + SWAP_CHUNK]
+                self.map.update_batch([U32.pack(ep) for ep, _ in chunk], [U32.pack(m.fd) for m in inners])
+            finally:
+                for m in inners:
+                    m.close()  # the outer map holds its own reference
 
     def remove(self, endpoint_ids: Iterable[int]) -> None:
-        for ep in endpoint_ids:
-            self.map.delete(U32.pack(ep))
+        self.map.delete_batch([U32.pack(ep) for ep in endpoint_ids])
 
 
 class ConfigMap(_Typed):

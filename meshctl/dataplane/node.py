@@ -25,12 +25,17 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from meshctl.dataplane.libbpf import BPF_MAP_TYPE_ARRAY, BpfObject, Link, LinkInfo, Map, Program
-from meshctl.dataplane.netns import HOOKS, attach_tcx, ifindex, in_netns
+from meshctl.dataplane.netns import BPF_TCX_EGRESS, BPF_TCX_INGRESS, HOOKS, attach_tcx, ifindex, in_netns
 from meshctl.errors import DataplaneError
 
 PIN_ROOT = Path("/sys/fs/bpf/meshctl")
 MAP_NAMES = ("config", "endpoints", "ipcache", "policy_maps", "ct", "events", "metrics")
+# The load balancer's maps and programs: pinned when the object has them (older objects do not).
+LB_MAP_NAMES = ("lb_services", "lb_backends", "lb_slots", "lb_maglev", "lb_flows", "lb_affinity", "lb_config")
 PROGRAMS = {"from-pod": "from_pod", "to-pod": "to_pod"}  # hook -> program name in the object
+# The load balancer's programs on the node's underlay device (links/<ifname>/<hook>@netdev).
+NETDEV_PROGRAMS = {"from-netdev": "from_netdev", "to-netdev": "to_netdev"}
+NETDEV_HOOKS = {"from-netdev": BPF_TCX_INGRESS, "to-netdev": BPF_TCX_EGRESS}
 BUILD_MAP = "build"
 BUILD_VALUE_SIZE = 64
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -111,7 +116,7 @@ class NodeDatapath:
         return self.pin_dir / name
 
     def prog_pin(self, hook: str) -> Path:
-        return self.pin_dir / "progs" / PROGRAMS[hook]
+        return self.pin_dir / "progs" / {**PROGRAMS, **NETDEV_PROGRAMS}[hook]
 
     @property
     def links_dir(self) -> Path:
@@ -150,8 +155,10 @@ class NodeDatapath:
         self.pin_dir.mkdir(parents=True, exist_ok=True)
         reused: list[Map] = []
         with BpfObject.open(self.object_path) as obj:
+            have = set(obj.map_names())
+            names = MAP_NAMES + tuple(n for n in LB_MAP_NAMES if n in have)
             try:
-                for name in MAP_NAMES:
+                for name in names:
                     if self.map_pin(name).exists():
                         old = Map.from_pin(self.map_pin(name))
                         reused.append(old)
@@ -160,11 +167,15 @@ class NodeDatapath:
             finally:
                 for m in reused:
                     m.close()
-            for name in MAP_NAMES:
+            for name in names:
                 if not self.map_pin(name).exists():
                     obj.map(name).pin(self.map_pin(name))
             (self.pin_dir / "progs").mkdir(exist_ok=True)
-            for hook, prog_name in PROGRAMS.items():
+            progs = set(obj.program_names())
+            for hook, prog_name in {**PROGRAMS, **NETDEV_PROGRAMS}.items():
+                if prog_name not in progs:
+                    self.prog_pin(hook).unlink(missing_ok=True)
+                    continue
                 prog = obj.program(prog_name)
                 tmp = self.prog_pin(hook).with_name(prog_name + "_new")
                 tmp.unlink(missing_ok=True)
@@ -176,7 +187,8 @@ class NodeDatapath:
 
     def _upgrade_links(self, hook: str, prog: Program) -> None:
         new_id = prog.info().id
-        for pin in self.link_pins():
+        netdev = [LinkPin(p.parent.name, h, IPv4Address(0), p) for h, p in self.netdev_pins().items()]
+        for pin in self.link_pins() + netdev:
             if pin.hook != hook:
                 continue
             with Link.from_pin(pin.path) as link:
@@ -253,6 +265,54 @@ class NodeDatapath:
                 _detach_pin(pin.path)
                 if not any(pin.path.parent.iterdir()):
                     pin.path.parent.rmdir()
+
+    # -- the load balancer's underlay attachments
+    def netdev_pins(self) -> dict[str, Path]:
+        """hook -> pin of the from_netdev / to_netdev links (links/<ifname>/<hook>@netdev)."""
+        if not self.links_dir.is_dir():
+            return {}
+        return {p.name.partition("@")[0]: p for p in sorted(self.links_dir.glob("*/*@netdev"))
+                if p.name.partition("@")[0] in NETDEV_HOOKS}
+
+    def netdev_interface(self) -> str:
+        """The device both netdev programs are attached to and still running on, else ""."""
+        pins = self.netdev_pins()
+        if set(pins) != set(NETDEV_HOOKS) or len({p.parent.name for p in pins.values()}) != 1:
+            return ""
+        ifname = next(iter(pins.values())).parent.name
+        with in_netns(self.netns):
+            index = ifindex(ifname)
+        for hook, path in pins.items():
+            with Link.from_pin(path) as link, Program.from_pin(self.prog_pin(hook)) as prog:
+                info = link.info()
+                if info.ifindex != index or info.prog_id != prog.info().id:
+                    return ""
+        return ifname
+
+    def attach_netdev(self, ifname: str) -> None:
+        """from_netdev at tc ingress and to_netdev at tc egress of the underlay device `ifname`."""
+        if self.netdev_interface() == ifname:
+            return
+        self.detach_netdev()
+        if not self.is_loaded():
+            self.ensure_loaded()
+        ifdir = self.links_dir / ifname
+        ifdir.mkdir(parents=True, exist_ok=True)
+        with in_netns(self.netns):
+            index = ifindex(ifname)
+            if index is None:
+                raise DataplaneError("attach to", f"device {ifname} in netns {self.netns}", errno_mod.ENODEV)
+            for hook in NETDEV_PROGRAMS:
+                with Program.from_pin(self.prog_pin(hook)) as prog:
+                    label = f"{hook} program on {ifname}"
+                    with Link.create(prog.fd, index, NETDEV_HOOKS[hook], label=label) as link:
+                        link.pin(ifdir / f"{hook}@netdev")
+
+    def detach_netdev(self) -> None:
+        for path in self.netdev_pins().values():
+            _detach_pin(path)
+            if not any(path.parent.iterdir()):
+                path.parent.rmdir()
 
     def link_info(self, pin: LinkPin) -> LinkInfo:
         with Link.from_pin(pin.path) as link:

@@ -18,14 +18,20 @@ from __future__ import annotations
 
 import errno as errno_mod
 import logging
+from collections.abc import Mapping
+from typing import TypeVar
 
+from meshctl.dataplane import lb_maps
 from meshctl.dataplane.maps import ConfigMap, EndpointsMap, IpcacheMap, PolicyMaps
 from meshctl.dataplane.netns import host_routes
 from meshctl.dataplane.node import NodeDatapath
+from meshctl.encryption.reconcile import reconcile_wireguard
 from meshctl.errors import DataplaneError
 from meshctl.nodestate import NodeState
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def reconcile(datapath: NodeDatapath, current: NodeState, target: NodeState) -> None:
@@ -35,29 +41,47 @@ def reconcile(datapath: NodeDatapath, current: NodeState, target: NodeState) -> 
     with ConfigMap.from_dir(pins) as cfg:
         cfg.write(target.config)  # one syscall: always written, so a zeroed map converges too
 
-    with IpcacheMap.from_dir(pins) as ipcache:
-        ipcache.upsert({p: e for p, e in target.ipcache.items() if current.ipcache.get(p) != e})
+    if target.ipcache != current.ipcache:  # whole-map compare first: cheap for a no-op
+        with IpcacheMap.from_dir(pins) as ipcache:
+            ipcache.upsert(_changed(current.ipcache, target.ipcache))
 
-    with PolicyMaps.from_dir(pins) as policies:
-        for ep, entries in target.policies.items():
-            if current.policies.get(ep) != entries:
-                policies.swap(ep, entries)
+    if target.policies != current.policies:
+        with PolicyMaps.from_dir(pins) as policies:
+            policies.swap_many(_changed(current.policies, target.policies))
 
-    with EndpointsMap.from_dir(pins) as endpoints:
-        endpoints.upsert({a: e for a, e in target.endpoints.items() if current.endpoints.get(a) != e})
+    if target.endpoints != current.endpoints:
+        with EndpointsMap.from_dir(pins) as endpoints:
+            endpoints.upsert(_changed(current.endpoints, target.endpoints))
 
     _attach(datapath, current, target)
+    _load_balancer(datapath, current, target)
 
     # Break: only now remove what the target no longer has.
     target_endpoints = {a.endpoint for a in target.attachments}
     for ip in sorted({a.endpoint for a in current.attachments} - target_endpoints):
         datapath.detach_endpoint(ip)
-    with EndpointsMap.from_dir(pins) as endpoints:
-        endpoints.remove(a for a in current.endpoints if a not in target.endpoints)
-    with PolicyMaps.from_dir(pins) as policies:
-        policies.remove(ep for ep in current.policies if ep not in target.policies)
-    with IpcacheMap.from_dir(pins) as ipcache:
-        ipcache.remove(p for p in current.ipcache if p not in target.ipcache)
+    if gone := _gone(current.endpoints, target.endpoints):
+        with EndpointsMap.from_dir(pins) as endpoints:
+            endpoints.remove(gone)
+    if gone_eps := _gone(current.policies, target.policies):
+        with PolicyMaps.from_dir(pins) as policies:
+            policies.remove(gone_eps)
+    if gone_prefixes := _gone(current.ipcache, target.ipcache):
+        with IpcacheMap.from_dir(pins) as ipcache:
+            ipcache.remove(gone_prefixes)
+    reconcile_wireguard(datapath.cluster, datapath.node, datapath.netns, current.encryption,
+                        target.encryption)
+
+
+def _changed(current: Mapping[K, V], target: Mapping[K, V]) -> dict[K, V]:
+    """Entries of target that current lacks or holds with another value (plain dicts: fast)."""
+    cur = dict(current)
+    return {k: v for k, v in dict(target).items() if cur.get(k) != v}
+
+
+def _gone(current: Mapping[K, V], target: Mapping[K, V]) -> list[K]:
+    keep = set(target)
+    return [k for k in current if k not in keep]
 
 
 def _attach(datapath: NodeDatapath, current: NodeState, target: NodeState) -> None:
@@ -75,3 +99,18 @@ def _attach(datapath: NodeDatapath, current: NodeState, target: NodeState) -> No
                                  f"no /32 route to {ip} in netns {datapath.netns}: is the pod's veth up?")
         datapath.attach(ifname, ip)
         log.debug("attached %s on %s (%s)", ip, ifname, datapath.node)
+
+
+def _load_balancer(datapath: NodeDatapath, current: NodeState, target: NodeState) -> None:
+    """LB maps (make-before-break inside) and the netdev programs on the underlay device."""
+    cur, tgt = current.load_balancer, target.load_balancer
+    if cur == tgt:
+        return
+    if not datapath.map_pin("lb_services").exists():
+        raise DataplaneError("load balance on", f"node {datapath.node}", errno_mod.ENOENT,
+                             f"the object {datapath.object_path} has no load-balancer maps: rebuild it")
+    lb_maps.write(datapath.pin_dir, cur, tgt)
+    if tgt.interface:
+        datapath.attach_netdev(tgt.interface)
+    elif cur.interface:
+        datapath.detach_netdev()

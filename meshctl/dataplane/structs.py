@@ -190,6 +190,124 @@ class DatapathConfig(ctypes.Structure):
     ]
 
 
+# ---- Load balancer (bpf/lib/lb.h) ----
+REASON_NO_SERVICE_BACKEND = 7  # flow_reason value of a drop at a frontend with no backend
+
+
+class LbServiceFlags(enum.IntFlag):
+    """LB_SVC_F_* of struct lb_service_value.flags."""
+
+    MAGLEV = 1 << 0
+    AFFINITY = 1 << 1
+    EXTERNAL = 1 << 2
+    DSR = 1 << 3
+
+
+class LbBackendFlags(enum.IntFlag):
+    """LB_BE_F_* of struct lb_backend.flags."""
+
+    LOCAL = 1 << 0
+
+
+class LbFlowFlags(enum.IntFlag):
+    """LB_FLOW_F_* of struct lb_flow_value.flags."""
+
+    SNAT = 1 << 0
+    DSR = 1 << 1
+    NETDEV = 1 << 2
+
+
+LB_FLOW_SVC = 0
+LB_FLOW_REV = 1
+LB_CFG_F_ENABLED = 1 << 0
+DSR_IPV4_OPT_TYPE = 0x9A
+DSR_IPV4_OPT_LEN = 8
+LB_SERVICES_MAP_SIZE = 65536
+LB_BACKENDS_MAP_SIZE = 65536
+LB_SLOTS_MAP_SIZE = 262144
+LB_MAGLEV_OUTER_MAP_SIZE = 65536
+LB_MAGLEV_DEFAULT_SIZE = 16381
+LB_FLOWS_MAP_SIZE = 262144
+LB_AFFINITY_MAP_SIZE = 65536
+
+
+class LbServiceKey(ctypes.Structure):
+    """struct lb_service_key."""
+
+    _fields_ = [("addr_be", c_uint32), ("dport_be", c_uint16), ("protocol", c_uint8), ("pad", c_uint8)]
+
+
+class LbServiceValue(ctypes.Structure):
+    """struct lb_service_value."""
+
+    _fields_ = [
+        ("service_id", c_uint32),
+        ("backend_count", c_uint32),
+        ("maglev_size", c_uint32),
+        ("affinity_timeout_s", c_uint32),
+        ("flags", c_uint32),
+    ]
+
+
+class LbSlotKey(ctypes.Structure):
+    """struct lb_slot_key."""
+
+    _fields_ = [("service_id", c_uint32), ("slot", c_uint32)]
+
+
+class LbBackend(ctypes.Structure):
+    """struct lb_backend."""
+
+    _fields_ = [("addr_be", c_uint32), ("port_be", c_uint16), ("protocol", c_uint8), ("flags", c_uint8)]
+
+
+class LbFlowKey(ctypes.Structure):
+    """struct lb_flow_key."""
+
+    _fields_ = [
+        ("saddr_be", c_uint32),
+        ("daddr_be", c_uint32),
+        ("sport_be", c_uint16),
+        ("dport_be", c_uint16),
+        ("protocol", c_uint8),
+        ("kind", c_uint8),
+        ("pad", c_uint8 * 2),
+    ]
+
+
+class LbFlowValue(ctypes.Structure):
+    """struct lb_flow_value."""
+
+    _fields_ = [
+        ("backend_id", c_uint32),
+        ("service_id", c_uint32),
+        ("addr_be", c_uint32),
+        ("addr2_be", c_uint32),
+        ("port_be", c_uint16),
+        ("port2_be", c_uint16),
+        ("flags", c_uint32),
+        ("packets", c_uint64),
+    ]
+
+
+class LbAffinityKey(ctypes.Structure):
+    """struct lb_affinity_key."""
+
+    _fields_ = [("client_be", c_uint32), ("service_id", c_uint32)]
+
+
+class LbAffinityValue(ctypes.Structure):
+    """struct lb_affinity_value."""
+
+    _fields_ = [("last_ns", c_uint64), ("backend_id", c_uint32), ("pad", c_uint32)]
+
+
+class LbNodeConfig(ctypes.Structure):
+    """struct lb_node_config."""
+
+    _fields_ = [("snat_addr_be", c_uint32), ("flags", c_uint32)]
+
+
 # C struct name -> mirror: the alignment test walks this table.
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "ipcache_key": IpcacheKey,
@@ -204,6 +322,15 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "metrics_key": MetricsKey,
     "metrics_value": MetricsValue,
     "datapath_config": DatapathConfig,
+    "lb_service_key": LbServiceKey,
+    "lb_service_value": LbServiceValue,
+    "lb_slot_key": LbSlotKey,
+    "lb_backend": LbBackend,
+    "lb_flow_key": LbFlowKey,
+    "lb_flow_value": LbFlowValue,
+    "lb_affinity_key": LbAffinityKey,
+    "lb_affinity_value": LbAffinityValue,
+    "lb_node_config": LbNodeConfig,
 }
 
 # Python field name -> C field name where byte order shows in the Python name.

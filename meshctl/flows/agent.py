@@ -56,6 +56,16 @@ class RawRing:
         self.chunks.clear()
         return out
 
+    def consume(self) -> bytes:
+        """Every record already in the ring, without waiting (and without needing a wakeup)."""
+        assert self._rb is not None
+        ret = lib.ring_buffer__consume(self._rb)
+        if ret < 0 and ret != -errno_mod.EINTR:
+            raise DataplaneError("consume ring buffer", self._label, -ret)
+        out = b"".join(self.chunks)
+        self.chunks.clear()
+        return out
+
     def close(self) -> None:
         if self._rb is not None:
             lib.ring_buffer__free(self._rb)
@@ -110,8 +120,13 @@ class Agent:
         s = self.s
         if s.metrics_port:
             registry = registry_for(s.node, self.counters)
-            self.metrics_server = serve(registry, s.metrics_address, s.metrics_port)
-            log.info("agent %s: metrics on http://%s:%d/metrics", s.node, s.metrics_address, s.metrics_port)
+            try:
+                self.metrics_server = serve(registry, s.metrics_address, s.metrics_port)
+                log.info("agent %s: metrics on http://%s:%d/metrics", s.node, s.metrics_address,
+                         s.metrics_port)
+            except OSError as err:  # flows matter more than metrics: keep going
+                log.warning("agent %s: no metrics endpoint on %s:%d (%s)", s.node, s.metrics_address,
+                            s.metrics_port, err.strerror)
         if not self._wait_for_pins():
             return
         ctx = self._context(None)
@@ -128,19 +143,12 @@ class Agent:
             while not self.stop.is_set():
                 raw = ring.poll(s.poll_ms)
                 if raw:
-                    rows = enricher.rows(raw)
-                    store.insert(rows)
-                    self.counters.add(rows)
-                    self.counters.stored += len(rows)
+                    self._store(enricher, store, raw)
                 now = time.monotonic()
                 if now >= next_lost:
-                    rest = ring.poll(0)  # drain first: what is in the ring is not lost
-                    if rest:
-                        rows = enricher.rows(rest)
-                        store.insert(rows)
-                        self.counters.add(rows)
-                        self.counters.stored += len(rows)
-                    self.counters.update_lost(self._datapath_drops() - drops_base)
+                    counted = self._datapath_drops() - drops_base
+                    self._store(enricher, store, ring.consume())  # what is still in the ring is not lost
+                    self.counters.update_lost(counted)
                     next_lost = now + s.lost_every_s
                 if self._changed and now >= next_reload:
                     new = self._changed()
@@ -154,17 +162,19 @@ class Agent:
                 if now >= next_prune:
                     store.prune(s.max_age_s, s.max_rows)
                     next_prune = now + s.prune_every_s
-            rest = ring.poll(0)
-            if rest:
-                rows = enricher.rows(rest)
-                store.insert(rows)
-                self.counters.add(rows)
-                self.counters.stored += len(rows)
+            self._store(enricher, store, ring.consume())
         finally:
             ring.close()
             store.close()
             if self.metrics_server is not None:
                 self.metrics_server.shutdown()  # type: ignore[attr-defined]
+
+    def _store(self, enricher: Enricher, store: FlowStore, raw: bytes) -> None:
+        if raw:
+            rows = enricher.rows(raw)
+            store.insert(rows)
+            self.counters.add(rows)
+            self.counters.stored += len(rows)
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):

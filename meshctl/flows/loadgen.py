@@ -25,6 +25,8 @@ TC_ACT_SHOT = 2
 class TestNode:
     """A loaded, pinned datapath of cluster/node with one egress-isolated endpoint."""
 
+    __test__ = False  # not a pytest class
+
     cluster: str
     node: str
 

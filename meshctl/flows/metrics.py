@@ -6,7 +6,8 @@ to dict counters per batch and a custom collector turns them into metric familie
 Lost events: every drop the datapath counts in its `metrics` map also emits one ringbuf record
 (unless the ring is full: flow_emit gives up, the counter still counts). So
     lost = (datapath drop packets since the agent started) - (drop records received),
-measured right after the ring was drained, never decreasing. New-connection FORWARDED events
+with the counter read just before the ring is drained, confirmed by two readings in a row,
+never decreasing. New-connection FORWARDED events
 cannot be checked this way (the counters also count established packets, which emit nothing).
 """
 
@@ -34,6 +35,7 @@ class FlowCounters:
         self.received = 0
         self.received_drops = 0
         self.lost = 0
+        self._last_candidate = 0
         self.stored = 0
         self.catalog_reloads = 0
 
@@ -47,7 +49,12 @@ class FlowCounters:
         self.policy.update(("default deny: " + str(r[21]), 2) for r in rows if r[21] and not r[20])
 
     def update_lost(self, datapath_drops_since_start: int) -> None:
-        self.lost = max(self.lost, datapath_drops_since_start - self.received_drops)
+        """Counter read BEFORE the ring was drained: a drop counted but still being written to
+        the ring can show up once; a lost one shows up every time, so take the smaller of two
+        consecutive readings."""
+        candidate = max(0, datapath_drops_since_start - self.received_drops)
+        self.lost = max(self.lost, min(candidate, self._last_candidate))
+        self._last_candidate = candidate
 
 
 class _Collector(Collector):

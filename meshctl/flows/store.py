@@ -60,6 +60,11 @@ class FlowStore:
                         f"no flow store at {self.path}: is `meshctl agent --node {self.node}` running?")
                 self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0,
                                           check_same_thread=False)
+                if not self._has_table():  # the agent is creating it right now: empty for now
+                    self.db.close()
+                    self.db = sqlite3.connect(":memory:", check_same_thread=False)
+                    for stmt in SCHEMA:
+                        self.db.execute(stmt)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
@@ -70,6 +75,10 @@ class FlowStore:
                 self.db.commit()
         except sqlite3.Error as err:
             raise StoreError(f"flow store {self.path}: {err}") from err
+
+    def _has_table(self) -> bool:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'flows'"
+        return self.db.execute(sql).fetchone() is not None
 
     def close(self) -> None:
         self.db.close()

@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
+from meshctl.encryption.teardown import remove_cluster as remove_wireguard
 from meshctl.errors import LabError
 from meshctl.lab import datapath, names, network, registry, servers
 from meshctl.lab.netns import exists, list_netns
@@ -154,6 +155,7 @@ def _down(cluster: str, nodes: tuple[str, ...]) -> DownResult:
             if reg.datapath and exists(node.netns):
                 datapath.remove_node(cluster, node.name, node.netns)
     datapath.remove_cluster(cluster)
+    remove_wireguard(cluster, known_nodes)  # wireguard-go outlives a deleted netns: stop it first
     gone = []
     wanted = set(reg.netns_names()) if reg else set()
     for ns in list_netns():

@@ -40,6 +40,7 @@ from meshctl.model.selector import (
     LabelSelector,
     LabelSelectorRequirement,
 )
+from meshctl.model.service import Service, ServicePort
 
 Policy = NetworkPolicy | CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy
 
@@ -81,5 +82,7 @@ __all__ = [
     "PortRuleHTTP",
     "Rollout",
     "Rule",
+    "Service",
+    "ServicePort",
     "SourceRef",
 ]

@@ -10,13 +10,22 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, StrictBool, field_validator
 
 from meshctl.model.base import Model, check_dns_label
+from meshctl.model.lbconfig import (
+    DEFAULT_MAGLEV_SEED,
+    DEFAULT_MAGLEV_TABLE_SIZE,
+    LoadBalancerAlgorithm,
+    LoadBalancerMode,
+    check_maglev_seed,
+    check_maglev_table_size,
+)
 
 EnforcementMode = Literal["default", "always", "never"]
 NodeName = Annotated[str, AfterValidator(check_dns_label)]
 DEFAULT_UNDERLAY = IPv4Network("172.31.250.0/24")
+DEFAULT_SERVICE_CIDR = IPv4Network("10.96.0.0/16")
 
 
 def _strict_network(value: object) -> object:
@@ -31,6 +40,14 @@ def _strict_network(value: object) -> object:
 class ClusterSection(Model):
     name: Annotated[str, AfterValidator(check_dns_label)]
     policy_enforcement_mode: EnforcementMode = "default"
+    # Services (kube-proxy replacement): off by default, like Cilium's kubeProxyReplacement=false.
+    kube_proxy_replacement: StrictBool = False
+    service_cidr: IPv4Network = Field(default=DEFAULT_SERVICE_CIDR, alias="serviceCIDR")
+
+    @field_validator("service_cidr", mode="before")
+    @classmethod
+    def _cidr(cls, value: object) -> object:
+        return _strict_network(value)
 
 
 class NodeSection(Model):
@@ -77,6 +94,49 @@ class ObservabilitySection(Model):
     metrics_base_port: int = Field(default=9690, ge=0, le=65535)  # node i serves on base + i; 0 = off
 
 
+class InventorySection(Model):
+    """[inventory]: where pods and namespaces come from (the repo's YAML, the lab, a cluster)."""
+
+    source: Literal["repo", "lab", "kubernetes"] = "repo"
+    kubeconfig: str | None = None  # kubernetes: a kubeconfig file (default: $KUBECONFIG, in-cluster)
+    context: str | None = None  # kubernetes: a context of that kubeconfig
+
+
+class LoadBalancerSection(Model):
+    """[loadBalancer]: how services reach backends on other nodes, and how a backend is chosen."""
+
+    mode: LoadBalancerMode = "snat"
+    algorithm: LoadBalancerAlgorithm = "random"
+
+
+class MaglevSection(Model):
+    """[maglev]: the consistent-hashing table; the seed must be the same on every node."""
+
+    table_size: int = DEFAULT_MAGLEV_TABLE_SIZE
+    hash_seed: str = DEFAULT_MAGLEV_SEED
+
+    @field_validator("table_size")
+    @classmethod
+    def _prime(cls, value: int) -> int:
+        return check_maglev_table_size(value)
+
+    @field_validator("hash_seed")
+    @classmethod
+    def _seed(cls, value: str) -> str:
+        return check_maglev_seed(value)
+
+
+class EncryptionSection(Model):
+    """[encryption]: transparent encryption between nodes (Cilium's encryption.* settings)."""
+
+    enabled: bool = False
+    type: Literal["wireguard"] = "wireguard"
+    listen_port: int = Field(default=51871, ge=1, le=65535)
+    persistent_keepalive: int = Field(default=0, ge=0, le=65535)  # seconds, 0 = off
+    strict_mode: bool = False  # drop unencrypted pod traffic between nodes
+    node_encryption: bool = False  # node-to-node traffic through the tunnel too
+
+
 class ConfigFile(Model):
     """The TOML document as written."""
 
@@ -88,6 +148,10 @@ class ConfigFile(Model):
     datapath: DatapathSection = DatapathSection()
     lab: LabSection = LabSection()
     observability: ObservabilitySection = ObservabilitySection()
+    load_balancer: LoadBalancerSection = LoadBalancerSection()
+    maglev: MaglevSection = MaglevSection()
+    encryption: EncryptionSection = EncryptionSection()
+    inventory: InventorySection = InventorySection()
 
     @field_validator("nodes")
     @classmethod
@@ -111,6 +175,12 @@ class ConfigFile(Model):
             (("rollout", "canary"), f"unknown node {name!r}; nodes are {', '.join(known)}")
             for name in self.canary_names()
             if name not in known
+        ]
+        problems += [
+            (("cluster", "serviceCIDR"),
+             f"{self.cluster.service_cidr} overlaps podCIDR {n.pod_cidr} of {n.name}")
+            for n in self.nodes
+            if n.pod_cidr.overlaps(self.cluster.service_cidr)
         ]
         problems += [
             (("lab", "underlayCIDR"), f"{self.lab.underlay_cidr} overlaps podCIDR {n.pod_cidr} of {n.name}")
@@ -147,8 +217,19 @@ class LabSettings(Model):
     underlay_cidr: IPv4Network = DEFAULT_UNDERLAY
 
 
+class LoadBalancerSettings(Model):
+    """The resolved load-balancer settings compile and the lab read (desired.config.load_balancer)."""
+
+    kube_proxy_replacement: bool = False
+    mode: LoadBalancerMode = "snat"
+    algorithm: LoadBalancerAlgorithm = "random"
+    maglev_table_size: int = DEFAULT_MAGLEV_TABLE_SIZE
+    maglev_hash_seed: str = DEFAULT_MAGLEV_SEED
+
+
 class MeshConfig(Model):
     cluster: str
+    service_cidr: IPv4Network = DEFAULT_SERVICE_CIDR
     nodes: tuple[NodeConfig, ...]
     policy_enforcement_mode: EnforcementMode = "default"
     state_dir: Path
@@ -157,6 +238,9 @@ class MeshConfig(Model):
     datapath: DatapathSettings = DatapathSettings()
     lab: LabSettings = LabSettings()
     observability: ObservabilitySection = ObservabilitySection()
+    load_balancer: LoadBalancerSettings = LoadBalancerSettings()
+    encryption: EncryptionSection = EncryptionSection()
+    inventory: InventorySection = InventorySection()
 
     def node(self, name: str) -> NodeConfig | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -178,7 +262,18 @@ class MeshConfig(Model):
             datapath=DatapathSettings(ipv6=raw.datapath.ipv6),
             lab=LabSettings(underlay_cidr=raw.lab.underlay_cidr),
             observability=raw.observability,
+            encryption=raw.encryption,
+            inventory=raw.inventory,
+            service_cidr=raw.cluster.service_cidr,
+            load_balancer=LoadBalancerSettings(
+                kube_proxy_replacement=raw.cluster.kube_proxy_replacement,
+                mode=raw.load_balancer.mode, algorithm=raw.load_balancer.algorithm,
+                maglev_table_size=raw.maglev.table_size, maglev_hash_seed=raw.maglev.hash_seed,
+            ),
         )
 
 
-__all__ = ["ConfigFile", "DatapathSettings", "LabSettings", "MeshConfig", "NodeConfig", "ObservabilitySection", "Rollout"]
+__all__ = [
+    "ConfigFile", "DatapathSettings", "EncryptionSection", "InventorySection", "LabSettings", "LoadBalancerSettings",
+    "MeshConfig", "NodeConfig", "ObservabilitySection", "Rollout",
+]

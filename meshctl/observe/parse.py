@@ -8,6 +8,7 @@ pinned one reports build `unknown:prog-<id>` so the plan replaces it.
 
 from __future__ import annotations
 
+from meshctl.dataplane.lb_maps import decode_state
 from meshctl.dataplane.maps import decode_config, decode_endpoint, decode_ipcache, decode_policy_entries
 from meshctl.dataplane.netns import HOOKS
 from meshctl.nodestate import Attachment, FrozenMap, NodeState
@@ -37,4 +38,5 @@ def parse_node(raw: RawNode) -> NodeState:
         endpoints=FrozenMap(dict(decode_endpoint(k, v) for k, v in raw.endpoints)),
         policies=FrozenMap({ep: decode_policy_entries(items) for ep, items in raw.policies.items()}),
         attachments=frozenset(a for a in attachments if a is not None),
+        load_balancer=decode_state(raw.lb),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Any
 
 Items = list[tuple[bytes, bytes]]
 
@@ -34,3 +35,4 @@ class RawNode:
     endpoints: Items = field(default_factory=list)
     policies: dict[int, Items] = field(default_factory=dict)  # endpoint_id -> inner entries
     links: list[RawLink] = field(default_factory=list)
+    lb: Any = None  # meshctl.dataplane.lb_maps.RawLb, None when the object has no LB maps

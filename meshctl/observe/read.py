@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from meshctl.dataplane import lb_maps
 from meshctl.dataplane.libbpf import Link, Map, Program
 from meshctl.dataplane.maps import PolicyMaps
 from meshctl.dataplane.netns import ifindex, in_netns, netns_exists
@@ -60,4 +61,5 @@ def read_node(dp: NodeDatapath) -> RawNode:
         endpoints=_items(dp, "endpoints"),
         policies=policies,
         links=read_links(dp),
+        lb=lb_maps.read_raw(dp.pin_dir, dp.netdev_interface()),
     )

@@ -22,6 +22,8 @@ class ChangeKind(enum.Enum):
     POLICY_MAP = "policymap"  # an endpoint's inner policy map (exists or not)
     POLICY = "policy"  # one entry of an endpoint's policy map
     ATTACHMENT = "attachment"
+    WIREGUARD = "wireguard"  # a node's WireGuard interface, key, routing rules, strict mode
+    WIREGUARD_PEER = "wireguard-peer"  # one WireGuard peer (keyed by its public key)
 
 
 KIND_ORDER = {kind: i for i, kind in enumerate(ChangeKind)}

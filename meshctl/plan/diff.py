@@ -15,6 +15,7 @@ from meshctl.plan import codec
 from meshctl.plan.action import Action
 from meshctl.plan.change import Change, ChangeKind, Value
 from meshctl.plan.names import Namer, ports_label
+from meshctl.plan.wireguard import wireguard_changes
 
 
 def _action(before: object, after: object) -> Action:
@@ -78,6 +79,7 @@ class _NodeDiff:
         self.endpoints()
         self.policies()
         self.attachments()
+        self.changes.extend(wireguard_changes(self.before, self.after))
         return tuple(self.changes)
 
     def config(self) -> None:

@@ -16,6 +16,7 @@ from meshctl.errors import PlanError
 from meshctl.nodestate import Attachment, FrozenMap, NodeState
 from meshctl.plan import codec
 from meshctl.plan.change import Change, ChangeKind
+from meshctl.plan.wireguard import WireguardPatch
 
 
 def _check(change: Change, current: Any, strict: bool) -> None:
@@ -33,6 +34,7 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
     policies = {eid: dict(m) for eid, m in state.policies.items()}
     attachments: set[Attachment] = set(state.attachments)
     dropped_maps: set[int] = set()
+    wireguard = WireguardPatch(state.encryption)
 
     for ch in changes:
         if ch.node != state.node:
@@ -74,6 +76,8 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
                 attachments.discard(old)
             if ch.after is not None:
                 attachments.add(codec.attachment_from(ch.key, ch.after))
+        elif ch.kind in (ChangeKind.WIREGUARD, ChangeKind.WIREGUARD_PEER):
+            wireguard.apply(ch, strict)
     return replace(
         state,
         config=config,
@@ -81,6 +85,7 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
         endpoints=FrozenMap(endpoints),
         policies=FrozenMap({eid: FrozenMap(m) for eid, m in policies.items()}),
         attachments=frozenset(attachments),
+        encryption=wireguard.result(),
     )
 
 

@@ -10,7 +10,7 @@ name existing pods.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -22,10 +22,12 @@ from meshctl.model.base import SourceRef
 from meshctl.model.check import ConnectivityCheck
 from meshctl.model.config import MeshConfig
 from meshctl.model.inventory import Namespace, Pod
+from meshctl.model.service import Service
 from meshctl.source.config import CONFIG_FILE, parse_config
 from meshctl.source.documents import Documents, Policy, add_document
+from meshctl.source.services import resolve_services
 from meshctl.source.tree import YAML_SUFFIXES, DirTree, GitTree, SourceTree
-from meshctl.source.yamlines import load_documents
+from meshctl.source.yamlines import format_path, load_documents
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class DesiredState:
     pods: tuple[Pod, ...]
     policies: tuple[Policy, ...]
     checks: tuple[ConnectivityCheck, ...]
+    services: tuple[Service, ...] = ()  # clusterIP and nodePorts resolved (meshctl.source.services)
 
     def pod(self, key: str) -> Pod | None:
         """The pod named "namespace/name", if declared."""
@@ -104,11 +107,21 @@ def _load(tree: SourceTree, root: Path, commit: str | None, dirty: bool) -> Desi
             for doc in load_documents(tree.read(rel) or "", rel):
                 add_document(doc, docs)
     _cross_check(config, docs)
+    services = resolve_services(docs.services, config.service_cidr, _service_error(docs))
     return DesiredState(
         root=root, commit=commit, dirty=dirty, config=config,
         namespaces=tuple(docs.namespaces), pods=tuple(docs.pods),
-        policies=tuple(docs.policies), checks=tuple(docs.checks),
+        policies=tuple(docs.policies), checks=tuple(docs.checks), services=tuple(services),
     )
+
+
+def _service_error(docs: Documents) -> Callable[[Service, tuple[str | int, ...], str], SourceError]:
+    def error(svc: Service, path: tuple[str | int, ...], message: str) -> SourceError:
+        doc = docs.yaml.get((svc.source.file, svc.source.line))
+        line = doc.line_of(path) if doc else svc.source.line
+        return SourceError(svc.source.file, line, format_path(path), message)
+
+    return error
 
 
 def _cross_check(config: MeshConfig, docs: Documents) -> None:
@@ -132,6 +145,11 @@ def _cross_check(config: MeshConfig, docs: Documents) -> None:
         unique(policy.kind, policy.metadata.namespace or "", policy.metadata.name, policy.source)
     for check in docs.checks:
         unique("ConnectivityCheck", "", check.name, check.source)
+    for svc in docs.services:
+        unique("Service", svc.namespace, svc.name, svc.source)
+        if svc.namespace not in {ns.name for ns in docs.namespaces}:
+            raise err(svc.source, "metadata.namespace",
+                      f"namespace {svc.namespace!r} is not declared: add a v1 Namespace document")
 
     namespaces = {ns.name for ns in docs.namespaces}
     addresses: dict[IPv4Address, Pod] = {}

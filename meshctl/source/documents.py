@@ -16,6 +16,7 @@ from meshctl.model.check import ConnectivityCheck, ConnectivityCheckDocument
 from meshctl.model.cilium import CiliumClusterwideNetworkPolicy, CiliumNetworkPolicy
 from meshctl.model.inventory import Namespace, NamespaceDocument, Pod, PodDocument
 from meshctl.model.k8s import NetworkPolicy
+from meshctl.model.service import Service, ServiceDocument
 from meshctl.source.validate import validate_doc
 from meshctl.source.yamlines import YamlDoc
 
@@ -30,6 +31,7 @@ class Documents:
     pods: list[Pod] = field(default_factory=list)
     policies: list[Policy] = field(default_factory=list)
     checks: list[ConnectivityCheck] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
     # (file, line) of each document -> its YAML, so cross-document errors can name a field's line
     yaml: dict[tuple[str, int], YamlDoc] = field(default_factory=dict)
 
@@ -53,6 +55,10 @@ def _check(doc: YamlDoc, source: SourceRef, out: Documents) -> None:
     out.checks.append(validate_doc(ConnectivityCheckDocument, doc).to_check(source))
 
 
+def _service(doc: YamlDoc, source: SourceRef, out: Documents) -> None:
+    out.services.append(validate_doc(ServiceDocument, doc).to_service(source))
+
+
 KINDS: dict[str, tuple[str, Callable[[YamlDoc, SourceRef, Documents], None]]] = {
     "Namespace": ("v1", _namespace),
     "Pod": ("v1", _pod),
@@ -60,6 +66,7 @@ KINDS: dict[str, tuple[str, Callable[[YamlDoc, SourceRef, Documents], None]]] = 
     "CiliumNetworkPolicy": ("cilium.io/v2", _policy(CiliumNetworkPolicy)),
     "CiliumClusterwideNetworkPolicy": ("cilium.io/v2", _policy(CiliumClusterwideNetworkPolicy)),
     "ConnectivityCheck": ("meshctl.io/v1alpha1", _check),
+    "Service": ("v1", _service),
 }
 
 

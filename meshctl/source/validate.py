@@ -89,10 +89,10 @@ def describe(error: Any, aliases: frozenset[str]) -> str:
 @cache
 def all_aliases() -> frozenset[str]:
     """Every YAML key of every model: the vocabulary for did-you-mean hints."""
-    from meshctl.model import check, cilium, config, inventory, k8s, meta, selector
+    from meshctl.model import check, cilium, config, inventory, k8s, meta, selector, service
 
     names: set[str] = set()
-    for module in (check, cilium, config, inventory, k8s, meta, selector):
+    for module in (check, cilium, config, inventory, k8s, meta, selector, service):
         for obj in vars(module).values():
             if isinstance(obj, type) and issubclass(obj, BaseModel):
                 names.update(info.alias or name for name, info in obj.model_fields.items())

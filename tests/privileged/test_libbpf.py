@@ -26,7 +26,7 @@ from meshctl.dataplane.libbpf import (
     Program,
     num_possible_cpus,
 )
-from meshctl.dataplane.ringbuf import drain
+from meshctl.dataplane.ringbuf import RingBufferReader, drain
 from meshctl.errors import DataplaneError
 
 pytestmark = pytest.mark.privileged
@@ -220,3 +220,22 @@ def test_closed_fds_do_not_leak(obj: BpfObject) -> None:
         with Map.from_id(obj.map("ct").id) as m:
             assert m.key_size == ctypes.sizeof(S.CtKey)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_ringbuf_poll_and_callback_errors_propagate(obj: BpfObject) -> None:
+    events = obj.map("events")
+    drain(events)
+    obj.program("from_pod").test_run(b"\x00" * 70, repeat=2)
+    got: list[int] = []
+    with RingBufferReader(events, lambda ev: got.append(ev.length)) as reader:
+        assert reader.poll(200) == 2
+        assert reader.poll(0) == 0
+    assert got == [70, 70]
+
+    def boom(_: object) -> None:
+        raise RuntimeError("consumer failed")
+
+    obj.program("from_pod").test_run(b"\x00" * 70)
+    with RingBufferReader(events, boom) as reader, pytest.raises(RuntimeError, match="consumer failed"):
+        reader.consume()
+    drain(events)

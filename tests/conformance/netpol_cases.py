@@ -41,15 +41,24 @@ def case_spec(case: dict[str, Any]) -> ClusterSpec:
     ips = pod_addresses(case)
     pods = tuple(
         PodSpec(
-            p["namespace"], p["name"], dict(p.get("labels") or {}), NODE,
-            tuple((cp.get("name"), int(cp["containerPort"]), cp.get("protocol") or "TCP")
-                  for cp in p.get("ports") or () if cp.get("containerPort") is not None),
+            p["namespace"],
+            p["name"],
+            dict(p.get("labels") or {}),
+            NODE,
+            tuple(
+                (cp.get("name"), int(cp["containerPort"]), cp.get("protocol") or "TCP")
+                for cp in p.get("ports") or ()
+                if cp.get("containerPort") is not None
+            ),
             ips[f"{p['namespace']}/{p['name']}"],
         )
         for p in case["pods"]
     )
     return ClusterSpec(
-        cluster="conformance", nodes=(NODE,), namespaces=case["namespaces"], pods=pods,
+        cluster="conformance",
+        nodes=(NODE,),
+        namespaces=case["namespaces"],
+        pods=pods,
         policies=tuple(as_document(d) for d in case["policies"]),
     )
 

@@ -1,0 +1,145 @@
+"""Compile benchmark: 10,000 pods, 1,000 policies, 500 namespaces (deterministic synthetic input).
+
+Target: at most 2 s on the project machine. Prints the total and per-phase times.
+Run: .venv/bin/python bench/compile_bench.py [--pods N --policies N --namespaces N --nodes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from ipaddress import IPv4Address
+
+from meshctl.compile.cluster import compile_spec
+from meshctl.compile.documents import as_document
+from meshctl.compile.identities import EndpointTable, IdentityTable
+from meshctl.compile.spec import ClusterSpec, PodSpec
+
+APPS = ("web", "api", "db", "cache", "worker", "queue", "auth", "search")
+
+
+def synthetic(pods: int, policies: int, namespaces: int, nodes: int, seed: int = 7) -> ClusterSpec:
+    rng = random.Random(seed)
+    ns_names = [f"ns-{i:03d}" for i in range(namespaces)]
+    ns_labels = {
+        n: {"team": f"team-{i % 25}", "env": rng.choice(("prod", "staging", "dev"))}
+        for i, n in enumerate(ns_names)
+    }
+    node_names = tuple(f"node-{i + 1}" for i in range(nodes))
+    pod_specs = []
+    base = int(IPv4Address("10.128.0.0"))
+    for i in range(pods):
+        ns = ns_names[i % namespaces]
+        app = APPS[rng.randrange(len(APPS))]
+        labels = {
+            "app": app,
+            "tier": f"t{APPS.index(app) % 3}",
+            "pod-template-hash": f"{rng.randrange(1 << 30):x}",
+        }
+        pod_specs.append(
+            PodSpec(
+                ns,
+                f"{app}-{i}",
+                labels,
+                node_names[i % nodes],
+                (("http", 8080, "TCP"), ("metrics", 9090, "TCP")),
+                IPv4Address(base + i + 1),
+            )
+        )
+    docs = []
+    for i in range(policies):
+        ns = ns_names[i % namespaces]
+        kind = rng.choice(("NetworkPolicy", "CiliumNetworkPolicy"))
+        app, peer = rng.choice(APPS), rng.choice(APPS)
+        if kind == "NetworkPolicy":
+            spec = {
+                "podSelector": {"matchLabels": {"app": app}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {"podSelector": {"matchLabels": {"app": peer}}},
+                            {"namespaceSelector": {"matchLabels": {"team": f"team-{rng.randrange(25)}"}}},
+                        ],
+                        "ports": [{"port": "http"}, {"port": 8000, "endPort": 8100}],
+                    }
+                ],
+                "egress": [
+                    {
+                        "to": [
+                            {
+                                "ipBlock": {
+                                    "cidr": f"172.{rng.randrange(16, 32)}.0.0/16",
+                                    "except": [f"172.{rng.randrange(16, 32)}.1.0/24"],
+                                }
+                            }
+                        ],
+                        "ports": [{"port": 443}],
+                    },
+                    {
+                        "to": [
+                            {
+                                "namespaceSelector": {"matchLabels": {"team": f"team-{rng.randrange(25)}"}},
+                                "podSelector": {"matchLabels": {"app": peer}},
+                            }
+                        ]
+                    },
+                ],
+            }
+        else:
+            spec = {
+                "endpointSelector": {"matchLabels": {"app": app}},
+                "ingress": [
+                    {
+                        "fromEndpoints": [{"matchLabels": {"app": peer}}],
+                        "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}],
+                    }
+                ],
+                "egressDeny": [{"toEntities": ["world"], "toPorts": [{"ports": [{"port": "25"}]}]}],
+                "egress": [{"toEndpoints": [{}]}, {"toEntities": ["world"]}],
+            }
+        docs.append(
+            as_document(
+                {
+                    "apiVersion": "x",
+                    "kind": kind,
+                    "metadata": {"name": f"pol-{i}", "namespace": ns},
+                    "spec": spec,
+                }
+            )
+        )
+    return ClusterSpec("bench", node_names, ns_labels, tuple(pod_specs), tuple(docs))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--pods", type=int, default=10_000)
+    ap.add_argument("--policies", type=int, default=1_000)
+    ap.add_argument("--namespaces", type=int, default=500)
+    ap.add_argument("--nodes", type=int, default=3)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    spec = synthetic(args.pods, args.policies, args.namespaces, args.nodes)
+    t1 = time.perf_counter()
+    phases: dict[str, float] = {}
+    compiled = compile_spec(spec, IdentityTable(), EndpointTable(), "bench", timings=phases)
+    t2 = time.perf_counter()
+    entries = sum(len(m) for s in compiled.nodes.values() for m in s.policies.values())
+    print(
+        f"input: {args.pods} pods, {args.policies} policies, {args.namespaces} namespaces, "
+        f"{args.nodes} nodes "
+        f"(generated in {t1 - t0:.2f} s)"
+    )
+    print(
+        f"identities: {len(compiled.pod_identity and set(compiled.pod_identity.values()))}, "
+        f"policy entries: {entries}, ipcache entries per node: "
+        f"{max(len(s.ipcache) for s in compiled.nodes.values())}"
+    )
+    for name, secs in phases.items():
+        print(f"  {name:<12} {secs:.3f} s")
+    print(f"compile: {t2 - t1:.3f} s (budget 2.0 s) {'OK' if t2 - t1 <= 2.0 else 'OVER BUDGET'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Plan benchmark: 10,000 pods and 1,000 policies against a real 3-node lab.
+
+The desired side is synthetic (bench/compile_bench.py's generator, no YAML); the live side is
+a real lab of 3 node netns with the datapath loaded: node-1 already holds the compiled state
+(populated, a near-empty diff), node-2 and node-3 are empty (every entry is a create). Timed:
+compile + observe of the 3 nodes (pinned maps, real syscalls) + diff into a Plan + writing the
+plan file, as `meshctl plan` does. Budget: 3 s. Connectivity impact is skipped at this size
+(meshctl.workflow.IMPACT_MAX_PODS), as the CLI does.
+
+Run as root: .venv/bin/python bench/plan_bench.py [--pods N --policies N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from ipaddress import IPv4Network
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compile_bench import synthetic  # noqa: E402
+
+from meshctl.compile import EndpointTable, IdentityTable  # noqa: E402
+from meshctl.compile.cluster import compile_spec  # noqa: E402
+from meshctl.lab import cluster  # noqa: E402
+from meshctl.lab.topology import LabNode, Topology  # noqa: E402
+
+CLUSTER = "ap-plan-bench"
+BUDGET_S = 3.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--pods", type=int, default=10_000)
+    ap.add_argument("--policies", type=int, default=1_000)
+    ap.add_argument("--namespaces", type=int, default=500)
+    args = ap.parse_args()
+
+    from meshctl.apply.driver import LabDriver
+    from meshctl.dataplane.node import build_hash, default_object_path
+    from meshctl.plan import build_plan, write_plan
+    from meshctl.workflow import observe_nodes
+
+    nodes = ("node-1", "node-2", "node-3")
+    topo = Topology(
+        CLUSTER, IPv4Network("172.31.249.0/24"),
+        tuple(LabNode(n, IPv4Network(f"10.99.{i + 1}.0/24")) for i, n in enumerate(nodes)),
+    )
+    spec = synthetic(args.pods, args.policies, args.namespaces, len(nodes))
+    build = build_hash(default_object_path())
+    try:
+        up = cluster.up(topo, with_datapath=True)
+        netns = {n: r.netns for n, r in up.registry.nodes.items()}
+        driver = LabDriver(CLUSTER, netns)
+        first = compile_spec(spec, IdentityTable(), EndpointTable(), build)
+        seed = dataclasses.replace(first.nodes["node-1"], attachments=frozenset())  # no veths here
+        t = time.perf_counter()
+        driver.reconcile("node-1", driver.observe("node-1"), seed)
+        populate = time.perf_counter() - t
+        ids, eps = first.identities, first.endpoint_ids  # a second run keeps the numbers (state)
+
+        t0 = time.perf_counter()
+        compiled = compile_spec(spec, ids, eps, build)
+        t1 = time.perf_counter()
+        observed = observe_nodes(CLUSTER, netns, nodes)
+        t2 = time.perf_counter()
+        plan = build_plan(observed, compiled.nodes, compiled.catalog, impact=False)
+        t3 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_plan(plan, Path(tmp) / "plan.json")
+            size = path.stat().st_size
+        t4 = time.perf_counter()
+    finally:
+        cluster.down(CLUSTER, nodes)
+
+    entries = {n: len(s.ipcache) + sum(len(m) for m in s.policies.values()) for n, s in observed.items()}
+    print(f"input: {args.pods} pods, {args.policies} policies, 3 lab nodes "
+          f"(node-1 populated in {populate:.2f} s: {entries['node-1']} map entries; node-2/3 empty)")
+    per_node = {n.node: len(n.changes) for n in plan.nodes}
+    print(f"plan: {len(plan.changes)} changes {per_node}; plan file {size / 1e6:.1f} MB")
+    print(f"  compile  {t1 - t0:.3f} s")
+    print(f"  observe  {t2 - t1:.3f} s (3 nodes)")
+    print(f"  diff     {t3 - t2:.3f} s")
+    print(f"  write    {t4 - t3:.3f} s")
+    total = t4 - t0
+    print(f"plan total: {total:.3f} s (budget {BUDGET_S} s) {'OK' if total <= BUDGET_S else 'OVER BUDGET'}")
+
+
+if __name__ == "__main__":
+    main()

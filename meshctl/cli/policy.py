@@ -1,0 +1,76 @@
+"""`meshctl policy trace`: why a connection is forwarded or dropped."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meshctl.cli.main import app
+from meshctl.errors import MeshctlError
+
+policy_app = typer.Typer(help="Inspect what the compiled policy does.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+def load_for_trace(repo: Path | None, ref: str | None, directory: Path | None):
+    from meshctl.compile import EndpointTable, IdentityTable, compile_cluster
+    from meshctl.compile.trace import with_trace_ips
+    from meshctl.source import load_desired
+
+    if repo is not None and directory is not None:
+        raise MeshctlError("give either -C REPO or --dir DIR, not both")
+    root = directory or repo or Path(".")
+    desired = with_trace_ips(load_desired(root, ref if directory is None else None))
+    return compile_cluster(desired, IdentityTable(), EndpointTable(), "trace")
+
+
+@policy_app.command("trace")
+def trace_cmd(
+    src: Annotated[str | None, typer.Option("--from", help="NS/POD or IPv4 address")] = None,
+    dst: Annotated[str | None, typer.Option("--to", help="NS/POD or IPv4 address")] = None,
+    port: Annotated[str | None, typer.Option("--port", help="N or N/PROTO (tcp, udp, sctp)")] = None,
+    repo: Annotated[Path | None, typer.Option("-C", "--repo", help="desired-state repository")] = None,
+    ref: Annotated[str | None, typer.Option("--ref", help="git revision of the repository")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="desired-state directory")] = None,
+    batch: Annotated[
+        Path | None, typer.Option("--batch", help="JSONL queries {src,dst,port,protocol}")
+    ] = None,
+    output: Annotated[str, typer.Option("-o", "--output", help="text or json")] = "text",
+) -> None:
+    """Verdict at the source (egress) and destination (ingress), and the rules behind it."""
+    from meshctl.compile.trace import Tracer, parse_port
+
+    compiled = load_for_trace(repo, ref, directory)
+    tracer = Tracer(compiled)
+    if batch is not None:
+        try:
+            lines = batch.read_text().splitlines()
+        except OSError as err:
+            raise MeshctlError(f"cannot read {batch}: {err.strerror}") from err
+        out = sys.stdout
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                q = json.loads(line)
+                p, proto = parse_port(f"{q['port']}/{q.get('protocol', 'TCP')}")
+                src_q, dst_q = str(q["src"]), str(q["dst"])
+            except (ValueError, KeyError, TypeError) as err:
+                raise MeshctlError(f"{batch}:{n}: bad query: {err}") from err
+            t = tracer.trace(src_q, dst_q, p, proto)
+            out.write(json.dumps(t.as_dict(), sort_keys=True) + "\n")
+        return
+    if not (src and dst and port):
+        raise MeshctlError("policy trace needs --from, --to and --port (or --batch FILE)")
+    p, proto = parse_port(port)
+    t = tracer.trace(src, dst, p, proto)
+    if output == "json":
+        typer.echo(json.dumps(t.as_dict(), indent=2, sort_keys=True))
+    elif output == "text":
+        typer.echo(t.text())
+    else:
+        raise MeshctlError(f"unknown output {output!r}: text or json")

@@ -1,0 +1,51 @@
+"""`meshctl status`: nodes, programs and builds, map fill, agents, last apply, drift."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from meshctl.cli.main import app
+
+RepoOpt = typer.Option(Path("."), "-C", "--repo", help="Desired-state repo (with meshctl.toml).")
+OutOpt = typer.Option("text", "-o", "--output", help="text or json.")
+
+
+@app.command("status")
+def status(repo: Path = RepoOpt, output: str = OutOpt) -> None:
+    """Show the cluster's datapath status (exit 1 when a node has no datapath or fails to read)."""
+    from meshctl.flows.status import cluster_status
+
+    st = cluster_status(repo)
+    if output == "json":
+        print(json.dumps({**asdict(st), "ok": st.ok}, indent=2, sort_keys=True))
+        raise typer.Exit(0 if st.ok else 1)
+    short = (st.current_build or "unknown")[:12]
+    console = Console(width=160)
+    console.print(f"Cluster:        {st.cluster}")
+    console.print(f"Datapath build: {short} (bpf/build/datapath.o)")
+    agents_up = sum(1 for n in st.nodes if n.agent_pid)
+    console.print(f"Flow agents:    {agents_up}/{len(st.nodes)} up")
+    last = (f"plan {st.last_plan_id[:12]} serial {st.state_serial} at {st.last_applied_at}"
+            if st.last_plan_id else f"never (serial {st.state_serial})")
+    console.print(f"Last apply:     {last}")
+    drifted = [n.name for n in st.nodes if n.drift == "yes"]
+    console.print(f"Drift:          {'yes (' + ', '.join(drifted) + ')' if drifted else 'no'}")
+    console.print(f"Encryption:     {st.encryption}")
+    console.print(f"Load balancer:  {st.load_balancer}")
+    table = Table(title="Nodes")
+    for col in ("node", "programs", "build", "endpoints", "map fill", "agent", "drift", "error"):
+        table.add_column(col)
+    for n in st.nodes:
+        build = "-" if not n.loaded_build else (
+            n.loaded_build[:12] + ("" if n.loaded_build == st.current_build else " (outdated)"))
+        fill = ", ".join(f"{m.name} {m.entries}/{m.capacity} ({m.percent:.1f}%)" for m in n.maps)
+        table.add_row(n.name, f"{n.attachments} attached", build, str(n.endpoints), fill or "-",
+                      f"up (pid {n.agent_pid})" if n.agent_pid else "down", n.drift, n.error)
+    console.print(table)
+    raise typer.Exit(0 if st.ok else 1)

@@ -1,0 +1,226 @@
+"""The load balancer's pinned maps (bpf/lib/lb.h) <-> LoadBalancerState.
+
+encode_* / decode_* are pure; `read_raw` + `decode_state` are observe's read and parse halves;
+`write` drives the maps from the observed state to a target, make-before-break: backends first,
+then each service's slots / Maglev table (a new inner table swapped in by one pointer update),
+then the service entries; removals last (services, their slots and tables, then backends). So a
+packet never meets a slot naming a missing backend.
+
+The settings string (mode, algorithm, table size, seed) lives in a small pinned ARRAY map
+`lb_settings` made here, so observe reads back what the node was built with.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meshctl.dataplane import structs as S
+from meshctl.dataplane.libbpf import BPF_MAP_TYPE_ARRAY, Map
+from meshctl.dataplane.maps import be16, be32, from_be16, from_be32
+from meshctl.nodestate import FrozenMap, LbBackendEntry, LbFrontend, LbService, LoadBalancerState
+
+LB_MAP_NAMES = ("lb_services", "lb_backends", "lb_slots", "lb_maglev", "lb_flows", "lb_affinity", "lb_config")
+SETTINGS_MAP = "lb_settings"
+SETTINGS_SIZE = 256
+BPF_F_INNER_MAP = 1 << 12
+U32 = struct.Struct("<I")
+Items = list[tuple[bytes, bytes]]
+
+
+# ---------------------------------------------------------------- pure encoding
+
+
+def encode_frontend(f: LbFrontend) -> bytes:
+    return bytes(S.LbServiceKey(addr_be=be32(f.address), dport_be=be16(f.port), protocol=f.protocol))
+
+
+def decode_frontend(key: bytes) -> LbFrontend:
+    k = S.LbServiceKey.from_buffer_copy(key)
+    return LbFrontend(from_be32(k.addr_be), from_be16(k.dport_be), k.protocol)
+
+
+def service_flags(s: LbService) -> int:
+    flags = 0
+    if s.maglev:
+        flags |= S.LbServiceFlags.MAGLEV
+    if s.affinity_timeout_s:
+        flags |= S.LbServiceFlags.AFFINITY
+    if s.external:
+        flags |= S.LbServiceFlags.EXTERNAL
+    if s.dsr:
+        flags |= S.LbServiceFlags.DSR
+    return int(flags)
+
+
+def encode_service(s: LbService) -> bytes:
+    return bytes(S.LbServiceValue(service_id=s.service_id, backend_count=len(s.backends),
+                                  maglev_size=len(s.maglev), affinity_timeout_s=s.affinity_timeout_s,
+                                  flags=service_flags(s)))
+
+
+def encode_backend(b: LbBackendEntry) -> bytes:
+    return bytes(S.LbBackend(addr_be=be32(b.address), port_be=be16(b.port), protocol=b.protocol,
+                             flags=int(S.LbBackendFlags.LOCAL) if b.local else 0))
+
+
+def decode_backend(value: bytes) -> LbBackendEntry:
+    v = S.LbBackend.from_buffer_copy(value)
+    return LbBackendEntry(from_be32(v.addr_be), from_be16(v.port_be), v.protocol,
+                          bool(v.flags & S.LbBackendFlags.LOCAL))
+
+
+def encode_slot(service_id: int, slot: int) -> bytes:
+    return bytes(S.LbSlotKey(service_id=service_id, slot=slot))
+
+
+def encode_node_config(state: LoadBalancerState) -> bytes:
+    addr = be32(state.snat_address) if state.snat_address else 0
+    return bytes(S.LbNodeConfig(snat_addr_be=addr, flags=S.LB_CFG_F_ENABLED if state.enabled else 0))
+
+
+@dataclass
+class RawLb:
+    """What observe reads from the LB maps: bytes, no interpretation."""
+
+    interface: str = ""
+    config: bytes | None = None
+    settings: bytes | None = None
+    services: Items = field(default_factory=list)
+    backends: Items = field(default_factory=list)
+    slots: Items = field(default_factory=list)
+    maglev: dict[int, bytes] = field(default_factory=dict)  # service_id -> packed u32 table
+
+
+def decode_state(raw: RawLb | None) -> LoadBalancerState:
+    """Parse; a node without LB maps or never enabled parses as the empty LoadBalancerState."""
+    if raw is None:
+        return LoadBalancerState()
+    cfg = S.LbNodeConfig.from_buffer_copy(raw.config) if raw.config else S.LbNodeConfig()
+    settings = (raw.settings or b"").rstrip(b"\0").decode()
+    slots: dict[int, dict[int, int]] = {}
+    for k, v in raw.slots:
+        sk = S.LbSlotKey.from_buffer_copy(k)
+        slots.setdefault(sk.service_id, {})[sk.slot] = U32.unpack(v)[0]
+    services = {}
+    for k, v in raw.services:
+        sv = S.LbServiceValue.from_buffer_copy(v)
+        mine = slots.get(sv.service_id, {})
+        backends = tuple(mine[i] for i in range(1, sv.backend_count + 1) if i in mine)
+        table = raw.maglev.get(sv.service_id, b"") if sv.flags & S.LbServiceFlags.MAGLEV else b""
+        maglev = struct.unpack(f"<{len(table) // 4}I", table)[: sv.maglev_size] if table else ()
+        services[decode_frontend(k)] = LbService(
+            sv.service_id, backends, tuple(maglev),
+            sv.affinity_timeout_s if sv.flags & S.LbServiceFlags.AFFINITY else 0,
+            bool(sv.flags & S.LbServiceFlags.EXTERNAL), bool(sv.flags & S.LbServiceFlags.DSR))
+    state = LoadBalancerState(
+        enabled=bool(cfg.flags & S.LB_CFG_F_ENABLED),
+        interface=raw.interface,
+        snat_address=from_be32(cfg.snat_addr_be) if cfg.snat_addr_be else None,
+        settings=settings,
+        services=FrozenMap(services),
+        backends=FrozenMap({U32.unpack(k)[0]: decode_backend(v) for k, v in raw.backends}),
+    )
+    return LoadBalancerState() if state == LoadBalancerState(snat_address=state.snat_address) else state
+
+
+# ---------------------------------------------------------------- kernel
+
+
+def _items(pin_dir: Path, name: str) -> Items:
+    path = pin_dir / name
+    if not path.exists():
+        return []
+    with Map.from_pin(path) as m:
+        return m.items()
+
+
+def read_raw(pin_dir: Path, interface: str = "") -> RawLb | None:
+    """Read every LB map of a node's pin dir; None when the object has no LB maps."""
+    if not (pin_dir / "lb_services").exists():
+        return None
+    raw = RawLb(interface=interface)
+    with Map.from_pin(pin_dir / "lb_config") as m:
+        raw.config = m.lookup(U32.pack(0))
+    if (pin_dir / SETTINGS_MAP).exists():
+        with Map.from_pin(pin_dir / SETTINGS_MAP) as m:
+            raw.settings = m.lookup(U32.pack(0))
+    raw.services = _items(pin_dir, "lb_services")
+    raw.backends = _items(pin_dir, "lb_backends")
+    raw.slots = _items(pin_dir, "lb_slots")
+    with Map.from_pin(pin_dir / "lb_maglev") as outer:
+        for k, v in outer.items():
+            with Map.from_id(U32.unpack(v)[0]) as inner:
+                raw.maglev[U32.unpack(k)[0]] = b"".join(
+                    val for _, val in sorted(inner.lookup_batch(), key=lambda kv: U32.unpack(kv[0])[0]))
+    return raw
+
+
+def new_maglev_table(service_id: int, table: tuple[int, ...]) -> Map:
+    inner = Map.create(BPF_MAP_TYPE_ARRAY, 4, 4, len(table), BPF_F_INNER_MAP, f"mc_mag_{service_id}"[:15])
+    keys = [U32.pack(i) for i in range(len(table))]
+    inner.update_batch(keys, [U32.pack(b) for b in table])
+    return inner
+
+
+def _write_settings(pin_dir: Path, settings: str) -> None:
+    path = pin_dir / SETTINGS_MAP
+    if not path.exists():
+        with Map.create(BPF_MAP_TYPE_ARRAY, 4, SETTINGS_SIZE, 1, name="meshctl_lbset") as m:
+            m.pin(path)
+    with Map.from_pin(path) as m:
+        m.update(U32.pack(0), settings.encode()[:SETTINGS_SIZE].ljust(SETTINGS_SIZE, b"\0"))
+
+
+def write(pin_dir: Path, current: LoadBalancerState, target: LoadBalancerState) -> None:
+    """Drive the LB maps from `current` (observed) to `target`; idempotent, make-before-break."""
+    if target == current:
+        return
+    _write_settings(pin_dir, target.settings)
+    with Map.from_pin(pin_dir / "lb_backends") as backends:
+        add = {i: b for i, b in target.backends.items() if current.backends.get(i) != b}
+        if add:
+            backends.update_batch([U32.pack(i) for i in add], [encode_backend(b) for b in add.values()])
+    with (Map.from_pin(pin_dir / "lb_slots") as slots, Map.from_pin(pin_dir / "lb_maglev") as maglev,
+          Map.from_pin(pin_dir / "lb_services") as services):
+        for f, s in target.services.items():
+            old = current.services.get(f)
+            if old == s:
+                continue
+            keys = [encode_slot(s.service_id, i + 1) for i in range(len(s.backends))]
+            if keys:
+                slots.update_batch(keys, [U32.pack(b) for b in s.backends])
+            if s.maglev and (old is None or old.maglev != s.maglev or old.service_id != s.service_id):
+                with new_maglev_table(s.service_id, s.maglev) as inner:
+                    maglev.update(U32.pack(s.service_id), U32.pack(inner.fd))
+            services.update(encode_frontend(f), encode_service(s))
+            if old is not None:  # the old slots beyond the new count, or of another id
+                _drop_slots(slots, old, s)
+                if old.maglev and (not s.maglev or old.service_id != s.service_id):
+                    maglev.delete(U32.pack(old.service_id))
+        gone = [f for f in current.services if f not in target.services]
+        if gone:
+            services.delete_batch([encode_frontend(f) for f in gone])
+            for f in gone:
+                _drop_slots(slots, current.services[f], None)
+                if current.services[f].maglev:
+                    maglev.delete(U32.pack(current.services[f].service_id))
+    with Map.from_pin(pin_dir / "lb_config") as cfg:
+        cfg.update(U32.pack(0), encode_node_config(target))
+    with Map.from_pin(pin_dir / "lb_backends") as backends:
+        gone_b = [i for i in current.backends if i not in target.backends]
+        if gone_b:
+            backends.delete_batch([U32.pack(i) for i in gone_b])
+
+
+def _drop_slots(slots: Map, old: LbService, new: LbService | None) -> None:
+    keep = len(new.backends) if new is not None and new.service_id == old.service_id else 0
+    extra = [encode_slot(old.service_id, i + 1) for i in range(keep, len(old.backends))]
+    if extra:
+        slots.delete_batch(extra)
+
+
+def read_state(pin_dir: Path, interface: str = "") -> LoadBalancerState:
+    return decode_state(read_raw(pin_dir, interface))
+

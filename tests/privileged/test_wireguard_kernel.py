@@ -1,0 +1,143 @@
+"""The kernel side of WireGuard in a small lab of its own (two nodes, no BPF datapath):
+wireguard-go per node netns, keys, peers, tunnel routes, strict mode, observe round trip."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+from lab_helpers import lab, unique
+from wg_helpers import connection_loop, underlay_capture
+
+from meshctl.compile.encryption import EncryptionNode, EncryptionSettings, encryption_targets
+from meshctl.encryption import device, names
+from meshctl.encryption.reconcile import reconcile_wireguard
+from meshctl.lab import registry
+from meshctl.lab.probe import udp_exchange_in
+from meshctl.lab.topology import LabNode, LabPod, Topology, validate
+from meshctl.nodestate import NO_ENCRYPTION, WireguardState
+from meshctl.observe.wireguard import observe_wireguard
+
+pytestmark = pytest.mark.privileged
+
+ON = EncryptionSettings(enabled=True, strict_mode=True, persistent_keepalive=0)
+OFF = EncryptionSettings(enabled=False)
+
+
+@pytest.fixture(scope="module")
+def wlab() -> Iterator[registry.Registry]:
+    name = unique("t-wg-k")
+    topo = Topology(
+        cluster=name, underlay_cidr=IPv4Network("172.31.252.0/24"),
+        nodes=(LabNode("n1", IPv4Network("10.221.1.0/24")), LabNode("n2", IPv4Network("10.221.2.0/24"))),
+        pods=(LabPod("d/a", "n1", (80,), (53,)), LabPod("d/b", "n2", (80,), (53,))),
+    )
+    validate(topo)
+    with lab(topo, with_datapath=False):
+        reg = registry.load(name)
+        assert reg is not None
+        yield reg
+    for n in ("n1", "n2"):  # lab down stopped wireguard-go and removed the keys
+        assert not names.uapi_socket(names.interface(name, n)).exists()
+        assert not names.key_dir(name, n).exists()
+
+
+def _nodes(reg: registry.Registry) -> list[EncryptionNode]:
+    return [
+        EncryptionNode(n.name, IPv4Network(n.pod_cidr), IPv4Address(n.underlay_ip),
+                       names.interface(reg.cluster, n.name))
+        for n in reg.nodes.values()
+    ]
+
+
+def _observe(reg: registry.Registry) -> dict[str, WireguardState]:
+    return {n.name: observe_wireguard(reg.cluster, n.name, n.netns) for n in reg.nodes.values()}
+
+
+def _converge(reg: registry.Registry, settings: EncryptionSettings) -> int:
+    for rounds in range(6):
+        live = _observe(reg)
+        targets = encryption_targets(_nodes(reg), settings, live)
+        if all(t == live[n] or (t.interface and not t.public_key) and False for n, t in targets.items()):
+            return rounds
+        for n, rec in reg.nodes.items():
+            reconcile_wireguard(reg.cluster, n, rec.netns, live[n], targets[n])
+            after = observe_wireguard(reg.cluster, n, rec.netns)
+            want = targets[n]
+            if want.interface and not want.public_key:
+                assert after.public_key
+                want = WireguardState(want.interface, after.public_key, want.listen_port, want.fwmark,
+                                      want.peers, want.sources, want.strict)
+            assert after == want, f"observe after reconcile of {n} differs from its target"
+    raise AssertionError("no convergence")
+
+
+def _exchange(reg: registry.Registry, marker: bytes) -> bool:
+    a, b = reg.pods["d/a"], reg.pods["d/b"]
+    return udp_exchange_in(a.netns, b.ip, 53, marker, timeout=1.0).ok
+
+
+def test_plain_by_default_marker_visible(wlab: registry.Registry, tmp_path: Path) -> None:
+    assert _observe(wlab) == {"n1": NO_ENCRYPTION, "n2": NO_ENCRYPTION}
+    with underlay_capture(wlab.cluster, tmp_path) as cap:
+        assert _exchange(wlab, b"MARKER-PLAIN-7c1e")
+    assert cap.payload_has(b"MARKER-PLAIN-7c1e")
+
+
+def test_enable_encrypts_without_losing_a_connection(wlab: registry.Registry, tmp_path: Path) -> None:
+    a, b = wlab.pods["d/a"], wlab.pods["d/b"]
+    with connection_loop(a.netns, b.ip, 80) as loop:
+        assert _converge(wlab, ON) == 3
+    assert loop.ok > 0 and loop.failed == []
+    for n in ("n1", "n2"):
+        kdir = names.key_dir(wlab.cluster, n)
+        assert stat.S_IMODE(os.stat(kdir / "private.key").st_mode) == 0o600
+        live = observe_wireguard(wlab.cluster, n, wlab.nodes[n].netns)
+        assert live.public_key == (kdir / "public.key").read_text().strip()
+        assert all(p.routed for p in live.peers.values()) and len(live.peers) == 1
+    with underlay_capture(wlab.cluster, tmp_path) as cap:
+        assert _exchange(wlab, b"MARKER-SECRET-41f9")
+        assert subprocess.run(["true"]).returncode == 0
+    assert not cap.payload_has(b"MARKER-SECRET-41f9")
+    lines = cap.ip_lines()
+    assert lines, "the exchange crossed the underlay"
+    port = f".{names.DEFAULT_PORT}"
+    assert all(" UDP" in ln or "UDP," in ln for ln in lines), lines
+    assert all(port + " >" in ln or port + ":" in ln for ln in lines), lines
+
+
+def test_strict_mode_drops_plain_pod_packets(wlab: registry.Registry) -> None:
+    n1 = wlab.nodes["n1"]
+    ifname = names.interface(wlab.cluster, "n1")
+    # Take n1's tunnel route away by hand: its pod traffic to n2 would now leave in the clear.
+    subprocess.run(["ip", "-n", n1.netns, "route", "del", wlab.nodes["n2"].pod_cidr, "table",
+                    str(names.TABLE)], check=True)
+    live = observe_wireguard(wlab.cluster, "n1", n1.netns)
+    assert not any(p.routed for p in live.peers.values())  # drift is visible
+    assert not _exchange(wlab, b"MARKER-STRICT")
+    counters = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{n1.netns}", "--", "iptables", "-w", "-nvxL", names.STRICT_CHAIN],
+        capture_output=True, text=True, check=True).stdout
+    dropped = [int(line.split()[0]) for line in counters.splitlines() if "DROP" in line]
+    assert sum(dropped) >= 1, counters
+    assert _converge(wlab, ON) == 1  # one step heals it
+    assert _exchange(wlab, b"MARKER-HEALED")
+    assert device.exists(ifname)
+
+
+def test_disable_goes_plain_without_losing_a_connection(wlab: registry.Registry, tmp_path: Path) -> None:
+    a, b = wlab.pods["d/a"], wlab.pods["d/b"]
+    with connection_loop(a.netns, b.ip, 80) as loop:
+        assert _converge(wlab, OFF) == 2
+    assert loop.ok > 0 and loop.failed == []
+    assert _observe(wlab) == {"n1": NO_ENCRYPTION, "n2": NO_ENCRYPTION}
+    for n in ("n1", "n2"):
+        assert not device.exists(names.interface(wlab.cluster, n))
+    with underlay_capture(wlab.cluster, tmp_path) as cap:
+        assert _exchange(wlab, b"MARKER-PLAIN-AGAIN")
+    assert cap.payload_has(b"MARKER-PLAIN-AGAIN")

@@ -1,0 +1,86 @@
+"""examples/kubernetes validates against the Kubernetes schemas and keeps least privilege."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+MANIFESTS = sorted((REPO / "examples" / "kubernetes").glob("*.yaml"))
+K8S_VERSION = "1.30"
+
+
+def _docs() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in MANIFESTS:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                out.append((f"{path.name}:{doc['kind']}/{doc['metadata']['name']}", doc))
+    return out
+
+
+DOCS = _docs()
+
+
+def _kind(kind: str) -> dict[str, Any]:
+    return next(d for _, d in DOCS if d["kind"] == kind)
+
+
+def test_every_expected_kind_is_there() -> None:
+    kinds = {d["kind"] for _, d in DOCS}
+    assert {"DaemonSet", "CronJob", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"} <= kinds
+
+
+@pytest.mark.parametrize(("name", "doc"), DOCS, ids=[n for n, _ in DOCS])
+def test_manifest_validates_strictly(name: str, doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_validation_rejects_a_broken_daemonset() -> None:
+    broken = yaml.safe_load(yaml.safe_dump(_kind("DaemonSet")))
+    broken["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = "yes"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+    unknown = yaml.safe_load(yaml.safe_dump(_kind("DaemonSet")))
+    unknown["spec"]["template"]["spec"]["hostNetwrok"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(unknown, K8S_VERSION, strict=True)
+
+
+def test_rbac_is_read_only_inventory() -> None:
+    role = _kind("ClusterRole")
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    expected = {("", r, v) for r in ("namespaces", "pods", "services", "nodes") for v in ("get", "list", "watch")}
+    assert granted == expected
+    binding = _kind("ClusterRoleBinding")
+    sa = _kind("ServiceAccount")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}
+    ]
+
+
+def test_agent_daemonset_runs_meshctl_agent_on_the_host() -> None:
+    pod = _kind("DaemonSet")["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    (agent,) = pod["containers"]
+    assert agent["securityContext"]["privileged"] is True
+    assert agent["command"][:3] == ["meshctl", "agent", "--node"]
+    env = {e["name"]: e for e in agent["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert "$(NODE_NAME)" in agent["command"]
+    mounts = {m["mountPath"]: m["name"] for m in agent["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/sys/fs/bpf"]]["hostPath"]["path"] == "/sys/fs/bpf"
+
+
+def test_drift_cronjob_uses_detailed_exitcode() -> None:
+    job = _kind("CronJob")
+    (container,) = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:2] == ["meshctl", "drift"] and "--detailed-exitcode" in container["command"]
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
