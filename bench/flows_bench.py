@@ -96,9 +96,9 @@ def query_time(rows: int) -> None:
         fill = time.monotonic()
         for base in range(0, rows, batch):
             store.insert([
-                (t0 + (base + i) * 1000, 2 if i % 5 == 0 else 1, 2, i % 2, 6, "10.0.0.1", "10.0.0.2", 40000, 5432,
-                 300, 400, 2, 60, 0, pods[i % 50], pods[(i + 1) % 50], "ns", "ns", ",k8s:app=a,", ",k8s:app=b,",
-                 "", "")
+                (t0 + (base + i) * 1000, 2 if i % 5 == 0 else 1, 2, i % 2, 6, "10.0.0.1", "10.0.0.2",
+                 40000, 5432, 300, 400, 2, 60, 0, pods[i % 50], pods[(i + 1) % 50], "ns", "ns",
+                 ",k8s:app=a,", ",k8s:app=b,", "", "")
                 for i in range(min(batch, rows - base))
             ])
         fill_s = time.monotonic() - fill

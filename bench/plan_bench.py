@@ -1,8 +1,9 @@
 """Plan benchmark: 10,000 pods and 1,000 policies against a real 3-node lab.
 
 The desired side is synthetic (bench/compile_bench.py's generator, no YAML); the live side is
-a real lab of 3 node netns with the datapath loaded: node-1 already holds the compiled state
-(populated, a near-empty diff), node-2 and node-3 are empty (every entry is a create). Timed:
+a real lab of 3 node netns with the datapath loaded. The GitOps case: every node already holds
+the compiled state of the previous commit, and the new commit removes one policy (default);
+with --empty, node-2 and node-3 start empty (every entry is a create: the first apply). Timed:
 compile + observe of the 3 nodes (pinned maps, real syscalls) + diff into a Plan + writing the
 plan file, as `meshctl plan` does. Budget: 3 s. Connectivity impact is skipped at this size
 (meshctl.workflow.IMPACT_MAX_PODS), as the CLI does.
@@ -22,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compile_bench import synthetic  # noqa: E402
+from compile_bench import synthetic
 
-from meshctl.compile import EndpointTable, IdentityTable  # noqa: E402
-from meshctl.compile.cluster import compile_spec  # noqa: E402
-from meshctl.lab import cluster  # noqa: E402
-from meshctl.lab.topology import LabNode, Topology  # noqa: E402
+from meshctl.compile import EndpointTable, IdentityTable
+from meshctl.compile.cluster import compile_spec
+from meshctl.lab import cluster
+from meshctl.lab.topology import LabNode, Topology
 
 CLUSTER = "ap-plan-bench"
 BUDGET_S = 3.0
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=10_000)
     ap.add_argument("--policies", type=int, default=1_000)
     ap.add_argument("--namespaces", type=int, default=500)
+    ap.add_argument("--empty", action="store_true", help="node-2 and node-3 start empty")
     args = ap.parse_args()
 
     from meshctl.apply.driver import LabDriver
@@ -57,11 +59,14 @@ def main() -> None:
         netns = {n: r.netns for n, r in up.registry.nodes.items()}
         driver = LabDriver(CLUSTER, netns)
         first = compile_spec(spec, IdentityTable(), EndpointTable(), build)
-        seed = dataclasses.replace(first.nodes["node-1"], attachments=frozenset())  # no veths here
+        seeded = nodes[:1] if args.empty else nodes
         t = time.perf_counter()
-        driver.reconcile("node-1", driver.observe("node-1"), seed)
+        for node in seeded:
+            seed = dataclasses.replace(first.nodes[node], attachments=frozenset())  # no veths here
+            driver.reconcile(node, driver.observe(node), seed)
         populate = time.perf_counter() - t
         ids, eps = first.identities, first.endpoint_ids  # a second run keeps the numbers (state)
+        spec = dataclasses.replace(spec, policies=spec.policies[1:])  # the commit under review
 
         t0 = time.perf_counter()
         compiled = compile_spec(spec, ids, eps, build)
@@ -78,8 +83,8 @@ def main() -> None:
         cluster.down(CLUSTER, nodes)
 
     entries = {n: len(s.ipcache) + sum(len(m) for m in s.policies.values()) for n, s in observed.items()}
-    print(f"input: {args.pods} pods, {args.policies} policies, 3 lab nodes "
-          f"(node-1 populated in {populate:.2f} s: {entries['node-1']} map entries; node-2/3 empty)")
+    print(f"input: {args.pods} pods, {args.policies} policies (1 removed by the new commit), 3 lab nodes")
+    print(f"live: {', '.join(seeded)} populated in {populate:.2f} s ({entries} map entries)")
     per_node = {n.node: len(n.changes) for n in plan.nodes}
     print(f"plan: {len(plan.changes)} changes {per_node}; plan file {size / 1e6:.1f} MB")
     print(f"  compile  {t1 - t0:.3f} s")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from meshctl.dataplane import structs as S
@@ -224,3 +225,17 @@ def _drop_slots(slots: Map, old: LbService, new: LbService | None) -> None:
 def read_state(pin_dir: Path, interface: str = "") -> LoadBalancerState:
     return decode_state(read_raw(pin_dir, interface))
 
+
+
+def tuple_hash(saddr: IPv4Address, daddr: IPv4Address, sport: int, dport: int, protocol: int) -> int:
+    """lb_tuple_hash() of bpf/lib/lb.h: the Maglev slot of a flow is this mod the table size."""
+    m = 0xFFFFFFFF
+    h = 0x9E3779B9
+    h = ((h ^ int(saddr)) * 0x85EBCA6B) & m
+    h = ((h ^ ((int(daddr) + ((sport << 16) | dport)) & m)) * 0xC2B2AE35) & m
+    h ^= protocol
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & m
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & m
+    return h ^ (h >> 16)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 from meshctl.encryption.names import RULE_PREF, TABLE
 from meshctl.errors import DataplaneError
@@ -25,9 +26,21 @@ def _ip(netns: str | None, *args: str, check: bool = True) -> str:
     return proc.stdout
 
 
+def _json(netns: str | None, *args: str) -> list[dict[str, Any]]:
+    """`ip -j ...` records; [] when the table or netns has none (ip then prints a bare "[")."""
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["-j", *args]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return []
+    try:
+        return list(json.loads(proc.stdout or "[]"))
+    except json.JSONDecodeError:
+        return []
+
+
 def tunnel_routes(netns: str | None, ifname: str) -> set[IPv4Network]:
     """Destinations the table sends through `ifname`."""
-    out = json.loads(_ip(netns, "-j", "route", "show", "table", str(TABLE), check=False) or "[]")
+    out = _json(netns, "route", "show", "table", str(TABLE))
     return {
         IPv4Network(r["dst"]) for r in out if r.get("dev") == ifname and r.get("dst") not in (None, "default")
     }
@@ -44,7 +57,7 @@ def del_route(netns: str | None, dst: IPv4Network) -> None:
 
 def rules(netns: str | None) -> tuple[str, ...]:
     """Selectors of our rules (pref RULE_PREF into TABLE): "from 10.1.0.0/24", "not fwmark 0xe57"."""
-    out = json.loads(_ip(netns, "-j", "rule", "show", "pref", str(RULE_PREF), check=False) or "[]")
+    out = _json(netns, "rule", "show", "pref", str(RULE_PREF))
     found = []
     for r in out:
         if str(r.get("table")) != str(TABLE):

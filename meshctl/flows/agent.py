@@ -19,7 +19,7 @@ from pathlib import Path
 
 from meshctl.dataplane.libbpf import RINGBUF_SAMPLE_FN, Map, lib
 from meshctl.errors import DataplaneError
-from meshctl.flows.enrich import EnrichContext, Enricher
+from meshctl.flows.enrich import EnrichContext, Enricher, Row
 from meshctl.flows.metrics import FlowCounters, datapath_drops, registry_for, serve
 from meshctl.flows.store import FlowStore
 
@@ -142,9 +142,15 @@ class Agent:
         try:
             while not self.stop.is_set():
                 raw = ring.poll(s.poll_ms)
-                if raw:
-                    self._store(enricher, store, raw)
                 now = time.monotonic()
+                if raw:
+                    enricher.missed = False
+                    rows = enricher.rows(raw)
+                    if enricher.missed and self._changed and now >= next_reload - s.reload_every_s + 0.5:
+                        next_reload = now  # unknown names: look for a new catalog before storing
+                    else:
+                        self._insert(store, rows)
+                        raw = b""
                 if now >= next_lost:
                     counted = self._datapath_drops() - drops_base
                     self._store(enricher, store, ring.consume())  # what is still in the ring is not lost
@@ -159,6 +165,8 @@ class Agent:
                         self.counters.catalog_reloads += 1
                         log.info("agent %s: names reloaded", s.node)
                     next_reload = now + s.reload_every_s
+                if raw:  # held back for a reload check: store it now, with the newest names
+                    self._store(enricher, store, raw)
                 if now >= next_prune:
                     store.prune(s.max_age_s, s.max_rows)
                     next_prune = now + s.prune_every_s
@@ -171,10 +179,12 @@ class Agent:
 
     def _store(self, enricher: Enricher, store: FlowStore, raw: bytes) -> None:
         if raw:
-            rows = enricher.rows(raw)
-            store.insert(rows)
-            self.counters.add(rows)
-            self.counters.stored += len(rows)
+            self._insert(store, enricher.rows(raw))
+
+    def _insert(self, store: FlowStore, rows: list[Row]) -> None:
+        store.insert(rows)
+        self.counters.add(rows)
+        self.counters.stored += len(rows)
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -63,7 +63,25 @@ def change_token(info: RepoInfo) -> tuple[int, ...]:
             out.append(p.stat().st_mtime_ns)
         except OSError:
             out.append(0)
-    return tuple(out)
+    skip = {info.state_dir.resolve(), (info.root / "plans").resolve(), (info.root / ".git").resolve()}
+    newest, count = 0, 0
+    for p in _repo_files(info.root.resolve(), skip):
+        count += 1
+        newest = max(newest, p.stat().st_mtime_ns)
+    return (*out, newest, count)
+
+
+def _repo_files(root: Path, skip: set[Path]) -> list[Path]:
+    """The desired repo's YAML and TOML files (not state/, plans/, .git)."""
+    out: list[Path] = []
+    for entry in root.iterdir():
+        if entry in skip or entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            out.extend(_repo_files(entry, skip))
+        elif entry.suffix in (".yaml", ".yml", ".toml"):
+            out.append(entry)
+    return out
 
 
 def load_context(info: RepoInfo, node: str) -> EnrichContext:

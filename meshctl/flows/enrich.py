@@ -64,6 +64,9 @@ class Enricher:
         self._labels: dict[int, str] = {}
         self._attr: dict[tuple[int, int, int, int, int], tuple[str, str]] = {}
         self._endpoints = ctx.catalog.endpoints.get(ctx.node) or {}
+        # Set when a record named something the catalog does not know (a rule cookie, or a
+        # default-deny endpoint without isolating policies): the repo may have changed.
+        self.missed = False
 
     def _addr(self, raw: bytes) -> tuple[str, str, str]:
         """(ip, pod, namespace) of a network-order address."""
@@ -98,6 +101,8 @@ class Enricher:
                 per_dir = cat.isolation.get(pod) if pod else None
                 if per_dir:
                     isolated = ",".join(per_dir.get(Direction(direction), ()))
+                self.missed |= not isolated
+            self.missed |= bool(cookie) and origin is None
             hit = (policy, isolated)
             self._attr[key] = hit
         return hit

