@@ -154,6 +154,7 @@ class PlanOutcome:
 def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = False) -> PlanOutcome:
     """Compile, observe and diff; saves newly allocated table entries into the state."""
     from meshctl.encryption.hook import with_encryption
+    from meshctl.loadbalancer.hook import with_load_balancer
     from meshctl.plan import build_plan
     from meshctl.state import StateLock, load_state
 
@@ -171,6 +172,7 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
     observed = observe_nodes(ws.cluster, ws.netns, nodes)
     intended = {n: compiled.nodes.get(n) or NodeState(n) for n in nodes}
     intended = with_encryption(ws.config, intended, observed)  # next safe WireGuard step
+    intended = with_load_balancer(ws.desired, intended, observed)  # services (kube-proxy replacement)
     with_impact = len(ws.desired.pods) <= IMPACT_MAX_PODS
     plan = build_plan(
         observed, intended, compiled.catalog, desired=ws.desired, state=state,

@@ -5,6 +5,8 @@
 from meshctl.cli import apply  # noqa: F401
 from meshctl.cli import connectivity  # noqa: F401
 from meshctl.cli import drift  # noqa: F401
+from meshctl.cli import encryption  # noqa: F401
+from meshctl.cli import impact  # noqa: F401
 from meshctl.cli import identity  # noqa: F401
 from meshctl.cli import agent  # noqa: F401
 from meshctl.cli import lab  # noqa: F401

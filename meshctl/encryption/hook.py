@@ -14,7 +14,7 @@ from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
 from meshctl.compile.encryption import EncryptionNode, EncryptionSettings, encryption_targets
-from meshctl.encryption import keys
+from meshctl.encryption import keys, rotation
 from meshctl.encryption.names import interface, key_dir
 from meshctl.nodestate import NO_ENCRYPTION, NodeState, WireguardState
 
@@ -50,9 +50,12 @@ def with_encryption(
     config: MeshConfig,
     intended: Mapping[str, NodeState],
     observed: Mapping[str, NodeState],
-    rotate: frozenset[str] = frozenset(),
+    rotate: frozenset[str] | None = None,
 ) -> dict[str, NodeState]:
-    """`intended` with each node's next WireGuard step (unchanged when encryption never ran)."""
+    """`intended` with each node's next WireGuard step (unchanged when encryption never ran).
+
+    `rotate` defaults to the pending rotations recorded in the state dir (rotation.py).
+    """
     settings = settings_of(config)
     live = {n: s.encryption for n, s in observed.items()}
     if not settings.enabled and not any(s.encryption.interface or s.encryption.sources
@@ -62,6 +65,8 @@ def with_encryption(
     for n in nodes:  # a plan limited to some nodes still needs every node's keys and peers
         if n.name not in live:
             live[n.name] = _observe(config.cluster, n.name)
+    if rotate is None:
+        rotate = rotation.active(config.state_dir, live)
     targets = encryption_targets(nodes, settings, live, rotate)
     return {n: replace(s, encryption=targets.get(n, s.encryption)) for n, s in intended.items()}
 

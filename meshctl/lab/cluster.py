@@ -15,8 +15,8 @@ from meshctl.encryption.teardown import remove_cluster as remove_wireguard
 from meshctl.errors import LabError
 from meshctl.lab import datapath, names, network, registry, servers
 from meshctl.lab.netns import exists, list_netns
-from meshctl.lab.registry import NodeRecord, PodRecord, Registry
-from meshctl.lab.topology import Addresses, Topology, allocate
+from meshctl.lab.registry import ExternalRecord, NodeRecord, PodRecord, Registry
+from meshctl.lab.topology import Addresses, Topology, allocate, external_address
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,11 @@ def plan_registry(topo: Topology, prev: Registry | None) -> Registry:
             key=p.key, node=p.node, netns=names.pod_netns(topo.cluster, p.key), ip=str(addr.pods[p.key]),
             veth=names.pod_veth(p.key), tcp_ports=list(p.tcp_ports), udp_ports=list(p.udp_ports),
             server_pid=old.server_pid if old else None)
+    if topo.external and topo.nodes:
+        reg.external = ExternalRecord(
+            netns=names.external_netns(topo.cluster), underlay_ip=str(external_address(topo.underlay_cidr)),
+            underlay_port=names.EXTERNAL_PORT, via_node=topo.external_via or topo.nodes[0].name,
+            routes=[str(r) for r in topo.external_routes])
     return reg
 
 
@@ -69,7 +74,8 @@ def _up(topo: Topology, with_datapath: bool) -> UpResult:
     # Record the union first: a crash from here on leaves nothing unknown to `down`.
     union = Registry(cluster=reg.cluster, underlay_netns=reg.underlay_netns, underlay_cidr=reg.underlay_cidr,
                      nodes={**(prev.nodes if prev else {}), **reg.nodes},
-                     pods={**(prev.pods if prev else {}), **reg.pods}, datapath=reg.datapath)
+                     pods={**(prev.pods if prev else {}), **reg.pods}, datapath=reg.datapath,
+                     external=reg.external or (prev.external if prev else None))
     registry.save(union)
 
     for key, pod in stale_pods.items():
@@ -91,6 +97,11 @@ def _up(topo: Topology, with_datapath: bool) -> UpResult:
     nodes = list(reg.nodes.values())
     for node in nodes:
         network.ensure_node(topo.cluster, node, IPv4Network(reg.underlay_cidr), nodes)
+    if reg.external is not None:
+        network.ensure_external(topo.cluster, reg.external, IPv4Network(reg.underlay_cidr),
+                                reg.nodes[reg.external.via_node])
+    elif prev is not None and prev.external is not None:
+        network.remove_external(topo.cluster, prev.external)
     created = []
     for key, pod in reg.pods.items():
         if network.ensure_pod(reg.nodes[pod.node], pod):

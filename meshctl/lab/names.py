@@ -39,6 +39,14 @@ def underlay_netns(cluster: str) -> str:
     return f"{prefix(cluster)}u"
 
 
+def external_netns(cluster: str) -> str:
+    """The external client (outside the cluster, on the underlay), made with kubeProxyReplacement."""
+    return f"{prefix(cluster)}ext"
+
+
+EXTERNAL_PORT = "ulext"  # the external client's bridge port in the underlay netns
+
+
 def pod_netns(cluster: str, pod: str) -> str:
     """pod is "namespace/name"."""
     return f"{prefix(cluster)}p-{short_hash(pod)}"
@@ -64,7 +72,7 @@ def is_lab_netns(cluster: str, name: str, nodes: set[str]) -> bool:
     if not name.startswith(p):
         return False
     rest = name[len(p):]
-    return rest == "u" or bool(re.fullmatch(r"p-[0-9a-f]{8}", rest)) or rest in nodes
+    return rest in ("u", "ext") or bool(re.fullmatch(r"p-[0-9a-f]{8}", rest)) or rest in nodes
 
 
 def pin_dir(cluster: str) -> Path:

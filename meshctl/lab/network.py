@@ -12,7 +12,7 @@ from ipaddress import IPv4Network
 
 from meshctl.lab import names
 from meshctl.lab.netns import exists, ip, ip_batch, sysctl
-from meshctl.lab.registry import NodeRecord, PodRecord
+from meshctl.lab.registry import ExternalRecord, NodeRecord, PodRecord
 
 LAB_RTPROTO = "77"  # marks routes made by the lab
 
@@ -94,6 +94,38 @@ def _drop_stale_routes(netns: str, keep: set[str], keep_dev_routes: bool) -> Non
         elif "gateway" not in r and not keep_dev_routes:
             stale.append(f"route del {dst} dev {r.get('dev')}")
     ip_batch(netns, stale, force=True)
+
+
+def ensure_external(cluster: str, ext: ExternalRecord, underlay_cidr: IPv4Network, via: NodeRecord) -> None:
+    """The external client: eth0 on the underlay bridge, service addresses routed via node `via`.
+
+    It is outside the cluster: it reaches nodes' underlay addresses (NodePorts) directly and
+    LoadBalancer/external IPs through `via`, like a router in front of a cluster would send them.
+    """
+    uns = names.underlay_netns(cluster)
+    ensure_netns(ext.netns)
+    if names.POD_IFNAME not in links(ext.netns) or ext.underlay_port not in links(uns):
+        ip(ext.netns, "link", "del", names.POD_IFNAME, check=False)
+        ip(uns, "link", "del", ext.underlay_port, check=False)
+        ip(ext.netns, "link", "add", names.POD_IFNAME, "type", "veth",
+           "peer", "name", ext.underlay_port, "netns", uns)
+    ip(uns, "link", "set", ext.underlay_port, "master", names.BRIDGE, "up")
+    cmds = [
+        f"addr replace {ext.underlay_ip}/{underlay_cidr.prefixlen} dev {names.POD_IFNAME}",
+        f"link set {names.POD_IFNAME} up",
+    ]
+    cmds += [f"route replace {dst} via {via.underlay_ip} dev {names.POD_IFNAME} proto {LAB_RTPROTO}"
+             for dst in ext.routes]
+    ip_batch(ext.netns, cmds)
+    # `ip -j route` shows a /32 destination as a bare address.
+    keep = {str(n.network_address) if n.prefixlen == 32 else str(n) for n in map(IPv4Network, ext.routes)}
+    _drop_stale_routes(ext.netns, keep=keep, keep_dev_routes=True)
+
+
+def remove_external(cluster: str, ext: ExternalRecord) -> None:
+    delete_netns(ext.netns)
+    if exists(names.underlay_netns(cluster)):
+        ip(names.underlay_netns(cluster), "link", "del", ext.underlay_port, check=False)
 
 
 def ensure_pod(node: NodeRecord, pod: PodRecord) -> bool:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from meshctl.errors import LabError
 from meshctl.lab import registry
 from meshctl.lab.netns import entered
 
@@ -51,6 +52,24 @@ def connect(cluster: str, src: str, dst_ip: IPv4Address | str, port: int, protoc
     if protocol.upper() != "TCP":
         return ProbeResult(False, error=f"protocol {protocol} not supported by the lab probe")
     return tcp_connect_in(netns, str(dst_ip), port, timeout)
+
+
+def connect_external(cluster: str, dst_ip: IPv4Address | str, port: int, protocol: str = "TCP",
+                     timeout: float = 1.0) -> ProbeResult:
+    """Connect from the lab's external client (outside the cluster) to dst_ip:port.
+
+    The client exists when meshctl.toml has kubeProxyReplacement on; it reaches node underlay
+    addresses (NodePorts) directly and LoadBalancer/external IPs via a node.
+    """
+    ext = registry.require(cluster).external
+    if ext is None:
+        raise LabError(f"lab {cluster!r} has no external client: set kubeProxyReplacement = true "
+                       "under [cluster] in meshctl.toml and run `meshctl lab up` again")
+    if protocol.upper() == "UDP":
+        return udp_exchange_in(ext.netns, str(dst_ip), port, b"probe", timeout)
+    if protocol.upper() != "TCP":
+        return ProbeResult(False, error=f"protocol {protocol} not supported by the lab probe")
+    return tcp_connect_in(ext.netns, str(dst_ip), port, timeout)
 
 
 def tcp_connect_in(netns: str, dst_ip: str, port: int, timeout: float = 1.0) -> ProbeResult:

@@ -65,6 +65,17 @@ class PodRecord:
 
 
 @dataclass
+class ExternalRecord:
+    """The external client: a netns on the underlay bridge, routing service addresses via a node."""
+
+    netns: str
+    underlay_ip: str
+    underlay_port: str  # its bridge port in the underlay netns
+    via_node: str  # the node whose underlay address the routes use
+    routes: list[str] = field(default_factory=list)  # service addresses (CIDRs) routed via that node
+
+
+@dataclass
 class Registry:
     cluster: str
     underlay_netns: str
@@ -73,10 +84,11 @@ class Registry:
     pods: dict[str, PodRecord] = field(default_factory=dict)
     datapath: bool = False  # programs attached on pod veths
     format_version: int = FORMAT_VERSION
+    external: ExternalRecord | None = None  # only with kubeProxyReplacement
 
     def netns_names(self) -> list[str]:
-        return [p.netns for p in self.pods.values()] + [n.netns for n in self.nodes.values()] + [
-            self.underlay_netns]
+        return [p.netns for p in self.pods.values()] + [n.netns for n in self.nodes.values()] + (
+            [self.external.netns] if self.external else []) + [self.underlay_netns]
 
 
 def load(cluster: str) -> Registry | None:
@@ -96,6 +108,7 @@ def load(cluster: str) -> Registry | None:
         nodes={k: NodeRecord(**v) for k, v in raw["nodes"].items()},
         pods={k: PodRecord(**v) for k, v in raw["pods"].items()},
         datapath=raw.get("datapath", False),
+        external=ExternalRecord(**raw["external"]) if raw.get("external") else None,
     )
 
 

@@ -48,6 +48,11 @@ class Topology:
     nodes: tuple[LabNode, ...]
     pods: tuple[LabPod, ...] = ()
     root: Path | None = None  # the desired repo, to point errors at meshctl.toml lines
+    # The external client (kubeProxyReplacement): addresses it routes via `external_via`
+    # (default: the first node), i.e. the services' LoadBalancer IPs and externalIPs.
+    external: bool = False
+    external_routes: tuple[IPv4Network, ...] = ()
+    external_via: str | None = None
 
     def node(self, name: str) -> LabNode:
         for n in self.nodes:
@@ -77,10 +82,14 @@ def from_desired(desired: Any) -> Topology:
             udp_ports=tuple(udp), pod_ip=p.pod_ip,
             file=str(getattr(src, "file", "") or ""), line=getattr(src, "line", None),
         ))
+    lb = getattr(cfg, "load_balancer", None)
+    routes = {IPv4Network(f"{ip}/32") for svc in getattr(desired, "services", ())
+              for ip in svc.external_addresses}
     topo = Topology(
         cluster=cfg.cluster, underlay_cidr=cfg.lab.underlay_cidr,
         nodes=tuple(LabNode(n.name, n.pod_cidr) for n in cfg.nodes), pods=tuple(pods),
         root=getattr(desired, "root", None),
+        external=bool(lb and lb.kube_proxy_replacement), external_routes=tuple(sorted(routes)),
     )
     validate(topo)
     return topo
@@ -112,10 +121,10 @@ def validate(topo: Topology) -> None:
         if node.name in seen:
             raise _config_error(topo, f"nodes[{i}].name", node.name, f"duplicate node {node.name!r}")
         seen[node.name] = i
-        if not names.valid_cluster(node.name) or node.name == "u" or node.name.startswith("p-"):
+        if not names.valid_cluster(node.name) or node.name in ("u", "ext") or node.name.startswith("p-"):
             raise _config_error(topo, f"nodes[{i}].name", node.name,
                                 f"node name {node.name!r} must be lowercase letters, digits and '-'"
-                                " (not 'u' or 'p-...', the lab uses those)")
+                                " (not 'u', 'ext' or 'p-...', the lab uses those)")
         if node.pod_cidr.prefixlen > 30:
             raise _config_error(topo, f"nodes[{i}].podCIDR", str(node.pod_cidr),
                                 f"pod CIDR {node.pod_cidr} is too small for the lab (at most /30)")
@@ -128,6 +137,8 @@ def validate(topo: Topology) -> None:
                 raise _config_error(topo, f"nodes[{i}].podCIDR", str(node.pod_cidr),
                                     f"pod CIDR {node.pod_cidr} of node {node.name!r} overlaps "
                                     f"{other.pod_cidr} of node {other.name!r}")
+    if topo.external_via is not None and topo.external_via not in seen:
+        raise LabError(f"external client routes via unknown node {topo.external_via!r}")
     if topo.underlay_cidr.num_addresses - 2 < len(topo.nodes):
         raise _config_error(topo, "lab.underlayCIDR", str(topo.underlay_cidr),
                             f"underlay {topo.underlay_cidr} has room for fewer than {len(topo.nodes)} nodes")
@@ -201,7 +212,16 @@ def allocate(topo: Topology, previous: Addresses | None = None) -> Addresses:
                 raise LabError(f"underlay {topo.underlay_cidr} is full")
             underlay[node.name] = ip
             uused.add(ip)
+    if topo.external:
+        ip = external_address(topo.underlay_cidr)
+        if ip in uused:
+            raise LabError(f"underlay {topo.underlay_cidr} is full: no address for the external client")
     return Addresses(pods=pods, underlay=underlay)
+
+
+def external_address(underlay: IPv4Network) -> IPv4Address:
+    """The external client's underlay address: the last usable one, so node addresses never move."""
+    return underlay.broadcast_address - 1
 
 
 def _first_free(cidr: IPv4Network, used: Iterable[IPv4Address],

@@ -11,6 +11,7 @@ from meshctl.catalog import Catalog
 from meshctl.nodestate import NodeState
 from meshctl.plan.diff import diff_node
 from meshctl.plan.impact import PodTarget, VerdictFn, connectivity_impact, pods_from_desired
+from meshctl.plan.loadbalancer import lb_warnings
 from meshctl.plan.model import NodePlan, Plan, PlanWarning
 from meshctl.plan.warnings import capacity_warnings, dns_warnings, passthrough
 
@@ -48,6 +49,7 @@ def build_plan(
         *passthrough(compiled_warnings),
         *dns_warnings(observed, intended, catalog),
         *capacity_warnings(intended, catalog),
+        *lb_warnings(observed, intended),
     ]
     return Plan(
         created_at=(created_at or datetime.now(UTC)).isoformat(timespec="seconds"),

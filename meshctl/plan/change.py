@@ -24,6 +24,9 @@ class ChangeKind(enum.Enum):
     ATTACHMENT = "attachment"
     WIREGUARD = "wireguard"  # a node's WireGuard interface, key, routing rules, strict mode
     WIREGUARD_PEER = "wireguard-peer"  # one WireGuard peer (keyed by its public key)
+    LOAD_BALANCER = "loadbalancer"  # a node's LB settings (on/off, device, SNAT address, mode...)
+    LB_BACKEND = "lb-backend"  # one backend (keyed by its backend id)
+    LB_SERVICE = "lb-service"  # one frontend (keyed by "ip:port/PROTO")
 
 
 KIND_ORDER = {kind: i for i, kind in enumerate(ChangeKind)}

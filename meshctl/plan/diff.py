@@ -14,6 +14,7 @@ from meshctl.nodestate import Attachment, Direction, EndpointEntry, NodeState, P
 from meshctl.plan import codec
 from meshctl.plan.action import Action
 from meshctl.plan.change import Change, ChangeKind, Value
+from meshctl.plan.loadbalancer import lb_changes
 from meshctl.plan.names import Namer, ports_label
 from meshctl.plan.wireguard import wireguard_changes
 
@@ -80,6 +81,7 @@ class _NodeDiff:
         self.policies()
         self.attachments()
         self.changes.extend(wireguard_changes(self.before, self.after))
+        self.changes.extend(lb_changes(self.before, self.after))
         return tuple(self.changes)
 
     def config(self) -> None:

@@ -16,6 +16,7 @@ from meshctl.errors import PlanError
 from meshctl.nodestate import Attachment, FrozenMap, NodeState
 from meshctl.plan import codec
 from meshctl.plan.change import Change, ChangeKind
+from meshctl.plan.loadbalancer import LbPatch
 from meshctl.plan.wireguard import WireguardPatch
 
 
@@ -35,6 +36,7 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
     attachments: set[Attachment] = set(state.attachments)
     dropped_maps: set[int] = set()
     wireguard = WireguardPatch(state.encryption)
+    lb = LbPatch(state.load_balancer)
 
     for ch in changes:
         if ch.node != state.node:
@@ -78,6 +80,8 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
                 attachments.add(codec.attachment_from(ch.key, ch.after))
         elif ch.kind in (ChangeKind.WIREGUARD, ChangeKind.WIREGUARD_PEER):
             wireguard.apply(ch, strict)
+        elif ch.kind in (ChangeKind.LOAD_BALANCER, ChangeKind.LB_BACKEND, ChangeKind.LB_SERVICE):
+            lb.apply(ch, strict, _check)
     return replace(
         state,
         config=config,
@@ -86,6 +90,7 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
         policies=FrozenMap({eid: FrozenMap(m) for eid, m in policies.items()}),
         attachments=frozenset(attachments),
         encryption=wireguard.result(),
+        load_balancer=lb.result(),
     )
 
 

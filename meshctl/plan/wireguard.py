@@ -82,7 +82,9 @@ def peer_label(key: str, *peers: WireguardPeer | None) -> str:
     for p in peers:
         if p is not None and p.name:
             return p.name
-    return f"key {key[:8]}…"
+    endpoint = next((p.endpoint for p in peers if p is not None and p.endpoint), "")
+    host = endpoint.rsplit(":", 1)[0]
+    return f"{host} (key {key[:8]}…)" if host else f"key {key[:8]}…"
 
 
 def wireguard_changes(before: NodeState, after: NodeState) -> Iterator[Change]:
@@ -100,6 +102,8 @@ def wireguard_changes(before: NodeState, after: NodeState) -> Iterator[Change]:
         if pb == pa:
             continue
         name = peer_label(key, pa, pb)
+        if pb is not None and not pb.name:
+            pb = replace(pb, name=name if pa is not None else "")  # observe cannot know names
         action = Action.CREATE if pb is None else Action.DELETE if pa is None else Action.UPDATE
         yield Change(node, ChangeKind.WIREGUARD_PEER, key, f"{node} wireguard peer {name}", action,
                      peer_value(pb) if pb else None, peer_value(pa) if pa else None,

@@ -35,12 +35,13 @@ def three_tier_copy(dest: Path, cluster: str, verify_window: float = 0.05) -> Pa
 
 
 def meshctl(
-    repo: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    repo: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI (a subprocess) in `repo`."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [str(MESHCTL), *args], cwd=repo, capture_output=True, text=True, env=full_env, timeout=timeout
+        [str(MESHCTL), *args], cwd=repo, capture_output=True, text=True, env=full_env, timeout=timeout,
+        input=stdin,
     )
 
 

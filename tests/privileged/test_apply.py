@@ -126,3 +126,25 @@ def test_unlock_forces_a_stale_lock(repo: Path) -> None:
     res = meshctl(repo, "state", "unlock", info.id)  # default --state-dir state, cwd = repo
     assert res.returncode == 0, res.stderr
     assert meshctl(repo, "apply", "--auto-approve").returncode == 0
+
+
+def test_apply_without_plan_asks_first(repo: Path) -> None:
+    ensure_applied(repo)
+    policy = repo / "policies" / "frontend-to-api.yaml"
+    original = policy.read_text()
+    policy.write_text(original.replace('port: "3000"', 'port: "3001"', 1))
+    try:
+        serial = json.loads((repo / "state" / "state.json").read_text())["serial"]
+        res = meshctl(repo, "apply", stdin="n\n")
+        assert res.returncode == 1
+        assert "Apply these changes?" in res.stderr and "Apply cancelled." in res.stdout
+        assert "demo/api ingress allow demo/frontend tcp/3001" in res.stdout  # the plan was shown
+        assert json.loads((repo / "state" / "state.json").read_text())["serial"] == serial
+        assert connect(CLUSTER, "demo/frontend", "demo/api", 3000)
+        res = meshctl(repo, "apply", stdin="y\n")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert not connect(CLUSTER, "demo/frontend", "demo/api", 3000)  # api now only admits 3001
+    finally:
+        policy.write_text(original)
+    ensure_applied(repo)
+    assert connect(CLUSTER, "demo/frontend", "demo/api", 3000)

@@ -65,6 +65,7 @@ def test_war_story(repo: Path) -> None:
     assert first.returncode == 0, first.stdout + first.stderr
     ok = meshctl(repo, "connectivity", "test")
     assert ok.returncode == 0, ok.stdout + ok.stderr
+    print(ok.stdout)
     assert "[PASS] cache-to-postgres" in ok.stdout and "(cross node)" in ok.stdout
     assert "flow: " in ok.stdout and "FORWARDED" in ok.stdout
 
@@ -81,6 +82,7 @@ def test_war_story(repo: Path) -> None:
         lines = [ln for ln in observe(repo, "--to-pod", "production/postgres", "--verdict", "DROPPED",
                                       "--since", "1m") if "production/cache" in ln]
     assert lines, "no drop shown within a second"
+    print(f"\nobserve after {time.monotonic() - t0:.2f}s: {lines[-1]}")
     assert ("DROPPED (default deny: production/postgres ingress isolated by "
             "CiliumNetworkPolicy production/database-security)") in lines[-1]
     assert drops_metric(BASE_PORT) > before

@@ -66,9 +66,10 @@ class Lb:
     def config(self, state: LoadBalancerState) -> None:
         self.maps["lb_config"].update(U32.pack(0), encode_node_config(state))
 
-    def backend(self, bid: int, addr: str, port: int = BPORT, local: bool = False, proto: int = IPPROTO_TCP) -> None:
-        self.maps["lb_backends"].update(U32.pack(bid), encode_backend(LbBackendEntry(IPv4Address(addr), port, proto,
-                                                                                      local)))
+    def backend(self, bid: int, addr: str, port: int = BPORT, local: bool = False,
+                proto: int = IPPROTO_TCP) -> None:
+        entry = LbBackendEntry(IPv4Address(addr), port, proto, local)
+        self.maps["lb_backends"].update(U32.pack(bid), encode_backend(entry))
 
     def service(self, addr: str, port: int, svc: LbService, proto: int = IPPROTO_TCP) -> None:
         for i, b in enumerate(svc.backends, 1):
@@ -176,7 +177,8 @@ def test_reply_gets_the_frontend_back_as_source(lb: Lb) -> None:
 
 def test_established_flow_keeps_its_backend_when_another_is_removed(lb: Lb) -> None:
     lb.service(VIP, VPORT, three())
-    first = {sport: parse(lb.dp.from_pod.test_run(syn(A, VIP, sport)).data_out)["dst"] for sport in range(42000, 42030)}
+    first = {sport: parse(lb.dp.from_pod.test_run(syn(A, VIP, sport)).data_out)["dst"]
+             for sport in range(42000, 42030)}
     # Remove backend 3: its slot goes, the service keeps 2 slots; flows on 1 and 2 must not move.
     lb.maps["lb_slots"].delete(encode_slot(7, 3))
     lb.maps["lb_backends"].delete(U32.pack(3))
@@ -211,7 +213,8 @@ def test_frontend_without_backends_drops_with_reason(lb: Lb) -> None:
 
 def test_session_affinity_pins_a_client_to_one_backend(lb: Lb) -> None:
     lb.service(VIP, VPORT, three(affinity_timeout_s=600))
-    dsts = {parse(lb.dp.from_pod.test_run(syn(A, VIP, sport)).data_out)["dst"] for sport in range(45000, 45040)}
+    dsts = {parse(lb.dp.from_pod.test_run(syn(A, VIP, sport)).data_out)["dst"]
+            for sport in range(45000, 45040)}
     assert len(dsts) == 1
 
 
@@ -243,7 +246,8 @@ def test_maglev_choice_is_the_same_on_another_node(lb: Lb) -> None:
         for i, addr in BACKENDS.items():
             other.backend(i, addr)
         other.service(VIP, VPORT, three(maglev=table))
-        again = [parse(other.dp.from_pod.test_run(syn(A, VIP, s)).data_out)["dst"] for s in range(47000, 47020)]
+        again = [parse(other.dp.from_pod.test_run(syn(A, VIP, s)).data_out)["dst"]
+                 for s in range(47000, 47020)]
     finally:
         other.reset()
         other.dp.close()

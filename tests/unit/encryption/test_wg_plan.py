@@ -70,7 +70,7 @@ def test_a_hand_added_peer_shows_by_key() -> None:
         base.interface, base.public_key, 51871, 0xE57, FrozenMap({KEYS[2]: stranger})))
     (change,) = diff_node(observed, NodeState("node-1", encryption=base))
     assert change.action is Action.DELETE
-    assert change.address == "node-1 wireguard peer key CCCCcccc…"
+    assert change.address == "node-1 wireguard peer 192.0.2.1 (key CCCCcccc…)"
 
 
 def test_state_without_encryption_keeps_its_old_canonical_form() -> None:

@@ -86,8 +86,9 @@ def test_maglev_table_is_identical_on_every_node_and_spreads() -> None:
 
 def test_removing_a_backend_moves_only_its_maglev_slots() -> None:
     s = settings(algorithm="maglev", maglev_table_size=1021)
-    before = compile_load_balancer([service()], PODS, NODES, s)["node-1"].services[LbFrontend(VIP, 80, PROTO_TCP)]
-    after = compile_load_balancer([service()], PODS[1:], NODES, s)["node-1"].services[LbFrontend(VIP, 80, PROTO_TCP)]
+    fe = LbFrontend(VIP, 80, PROTO_TCP)
+    before = compile_load_balancer([service()], PODS, NODES, s)["node-1"].services[fe]
+    after = compile_load_balancer([service()], PODS[1:], NODES, s)["node-1"].services[fe]
     gone = set(before.backends) - set(after.backends)
     moved = sum(1 for a, b in zip(before.maglev, after.maglev, strict=True) if a != b and a not in gone)
     assert moved / len(before.maglev) < 0.1  # only the removed backend's ~1/3 of slots change owner

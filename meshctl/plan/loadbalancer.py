@@ -1,0 +1,192 @@
+"""Plan changes of a node's load balancer, their inverse for patch.apply_changes, and warnings.
+
+Three kinds: `<node> loadbalancer` (on/off, underlay device, SNAT address, the settings mode /
+algorithm / table size / seed), `<node> backend 10.101.2.7:3000/TCP` and `<node> service demo/api
+10.96.0.10:80/TCP`. Order is make-before-break: the settings, backends added or changed, then
+services, then backends removed, so no service slot ever names a missing backend. A change of
+the settings is a replace (-/+) and warns: established connections may move or break.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from ipaddress import IPv4Address
+from typing import Any
+
+from meshctl.nodestate import (
+    NO_LOAD_BALANCER,
+    FrozenMap,
+    LbBackendEntry,
+    LbFrontend,
+    LbService,
+    LoadBalancerState,
+    NodeState,
+    _pack_ids,
+    _unpack_ids,
+)
+from meshctl.plan.action import Action
+from meshctl.plan.change import Change, ChangeKind
+from meshctl.plan.model import PlanWarning
+
+PROTO_BY_NAME = {"TCP": 6, "UDP": 17, "SCTP": 132}
+
+
+def head_value(lb: LoadBalancerState) -> dict[str, Any] | None:
+    if replace(lb, services=FrozenMap(), backends=FrozenMap()) == NO_LOAD_BALANCER:
+        return None
+    return {"enabled": lb.enabled, "interface": lb.interface,
+            "snat_address": str(lb.snat_address) if lb.snat_address else "", "settings": lb.settings}
+
+
+def backend_value(b: LbBackendEntry) -> dict[str, Any]:
+    return {"address": str(b.address), "port": b.port, "protocol": b.protocol, "local": b.local}
+
+
+def backend_from(v: dict[str, Any]) -> LbBackendEntry:
+    return LbBackendEntry(IPv4Address(v["address"]), int(v["port"]), int(v["protocol"]), bool(v["local"]))
+
+
+def service_value(s: LbService) -> dict[str, Any]:
+    return {"service_id": s.service_id, "name": s.name, "backends": list(s.backends),
+            "maglev_size": len(s.maglev), "maglev": _pack_ids(s.maglev),
+            "affinity_timeout_s": s.affinity_timeout_s, "external": s.external, "dsr": s.dsr}
+
+
+def service_from(v: dict[str, Any]) -> LbService:
+    return LbService(int(v["service_id"]), tuple(int(b) for b in v["backends"]), _unpack_ids(v["maglev"]),
+                     int(v["affinity_timeout_s"]), bool(v["external"]), bool(v["dsr"]), v.get("name", ""))
+
+
+def frontend_from(key: str) -> LbFrontend:
+    addr, _, rest = key.partition(":")
+    port, _, proto = rest.partition("/")
+    return LbFrontend(IPv4Address(addr), int(port), PROTO_BY_NAME[proto])
+
+
+def _change(node: str, kind: ChangeKind, key: Any, address: str, before: Any, after: Any, reason: str,
+            action: Action | None = None) -> Change:
+    if action is None:
+        action = Action.CREATE if before is None else Action.DELETE if after is None else Action.UPDATE
+    return Change(node=node, kind=kind, key=key, address=f"{node} {address}", action=action, before=before,
+                  after=after, reason=reason)
+
+
+def _service_reason(b: LbService | None, a: LbService | None) -> str:
+    if a is None:
+        return "no service has this frontend any more"
+    if b is None:
+        return f"new frontend with {len(a.backends)} backend(s)"
+    why = []
+    if set(a.backends) != set(b.backends):
+        added, removed = len(set(a.backends) - set(b.backends)), len(set(b.backends) - set(a.backends))
+        why.append(f"backends +{added} -{removed}")
+    if a.maglev != b.maglev:
+        moved = sum(1 for x, y in zip(a.maglev, b.maglev, strict=False) if x != y)
+        why.append(f"Maglev table: {moved} of {len(a.maglev)} slots change owner" if b.maglev and a.maglev
+                   else "selection algorithm changed")
+    if a.affinity_timeout_s != b.affinity_timeout_s:
+        why.append(f"sessionAffinity timeout {b.affinity_timeout_s}s -> {a.affinity_timeout_s}s")
+    if (a.external, a.dsr) != (b.external, b.dsr):
+        why.append(f"external {b.external} -> {a.external}, dsr {b.dsr} -> {a.dsr}")
+    if a.service_id != b.service_id:
+        why.append(f"service id {b.service_id} -> {a.service_id}")
+    return "; ".join(why) or "updated"
+
+
+def lb_changes(before: NodeState, after: NodeState) -> Iterator[Change]:
+    node = after.node
+    b, a = before.load_balancer, after.load_balancer
+    if b == a:
+        return
+    hb, ha = head_value(b), head_value(a)
+    if hb != ha:
+        if hb and ha and hb["settings"] and ha["settings"] != hb["settings"]:
+            yield _change(node, ChangeKind.LOAD_BALANCER, "loadbalancer", "loadbalancer", hb, ha,
+                          f"settings {hb['settings']} -> {ha['settings']}: disturbs established connections",
+                          Action.REPLACE)
+        else:
+            if ha and ha["enabled"] and not (hb and hb["enabled"]):
+                why = "kube-proxy replacement on"
+            elif not ha or not ha["enabled"]:
+                why = "kube-proxy replacement off"
+            else:
+                why = "node address or device changed"
+            yield _change(node, ChangeKind.LOAD_BALANCER, "loadbalancer", "loadbalancer", hb, ha, why)
+    gone_backends = []
+    for i in sorted(set(b.backends) | set(a.backends)):
+        ob, nb = b.backends.get(i), a.backends.get(i)
+        if ob == nb:
+            continue
+        if nb is None:
+            gone_backends.append(i)
+            continue
+        yield _change(node, ChangeKind.LB_BACKEND, i, f"backend {nb}", backend_value(ob) if ob else None,
+                      backend_value(nb), "new backend" if ob is None else "backend changed")
+    for f in sorted(set(b.services) | set(a.services)):
+        os_, ns = b.services.get(f), a.services.get(f)
+        if os_ == ns:
+            continue
+        name = (ns or os_).name if (ns or os_) else ""  # type: ignore[union-attr]
+        label = f"service {name} {f}" if name else f"service {f}"
+        yield _change(node, ChangeKind.LB_SERVICE, str(f), label, service_value(os_) if os_ else None,
+                      service_value(ns) if ns else None, _service_reason(os_, ns))
+    for i in gone_backends:
+        ob = b.backends[i]
+        yield _change(node, ChangeKind.LB_BACKEND, i, f"backend {ob}", backend_value(ob), None,
+                      "no service selects it any more (removed after the services stop naming it)")
+
+
+class LbPatch:
+    """Accumulates load-balancer changes onto a LoadBalancerState (patch.apply_changes)."""
+
+    def __init__(self, state: LoadBalancerState) -> None:
+        self.head = replace(state, services=FrozenMap(), backends=FrozenMap())
+        self.services: dict[LbFrontend, LbService] = dict(state.services)
+        self.backends: dict[int, LbBackendEntry] = dict(state.backends)
+
+    def apply(self, ch: Change, strict: bool, check: Any) -> None:
+        if ch.kind is ChangeKind.LOAD_BALANCER:
+            check(ch, head_value(self.head), strict)
+            v = ch.after
+            self.head = NO_LOAD_BALANCER if v is None else LoadBalancerState(
+                enabled=bool(v["enabled"]), interface=v["interface"],
+                snat_address=IPv4Address(v["snat_address"]) if v["snat_address"] else None,
+                settings=v["settings"])
+        elif ch.kind is ChangeKind.LB_BACKEND:
+            i = int(ch.key)
+            cur = self.backends.get(i)
+            check(ch, backend_value(cur) if cur else None, strict)
+            _put(self.backends, i, backend_from(ch.after) if ch.after is not None else None)
+        elif ch.kind is ChangeKind.LB_SERVICE:
+            f = frontend_from(ch.key)
+            cur_s = self.services.get(f)
+            check(ch, service_value(cur_s) if cur_s else None, strict)
+            _put(self.services, f, service_from(ch.after) if ch.after is not None else None)
+
+    def result(self) -> LoadBalancerState:
+        return replace(self.head, services=FrozenMap(self.services), backends=FrozenMap(self.backends))
+
+
+def _put(d: dict[Any, Any], key: Any, value: Any) -> None:
+    if value is None:
+        d.pop(key, None)
+    else:
+        d[key] = value
+
+
+def lb_warnings(observed: Mapping[str, NodeState], intended: Mapping[str, NodeState]) -> list[PlanWarning]:
+    """A change of mode, algorithm, table size or seed on a node that already balances."""
+    out = []
+    for name, after in sorted(intended.items()):
+        before = observed.get(name)
+        if before is None:
+            continue
+        old, new = before.load_balancer.settings, after.load_balancer.settings
+        if old and new and old != new:
+            out.append(PlanWarning(
+                f"{name}: load-balancer settings change ({old} -> {new})",
+                "Backends are re-selected with the new mode/algorithm/table/seed: established connections "
+                "through services may move to another backend or break. Apply in a quiet window.",
+                node=name))
+    return out
