@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(clang llvm libbpf-dev bpftool make wireguard-tools wireguard-go iproute2 iptables
+packages=(clang llvm libbpf-dev bpftool make wireguard-tools wireguard-go iproute2 iptables nftables
           tcpdump python3 python3-venv python3-dev git ca-certificates util-linux)
 missing=()
 for p in "${packages[@]}"; do

@@ -114,6 +114,12 @@ def _print_status(name: str) -> None:
             state = "ok" if p.netns_ok and p.server_ok else (
                 "[red]netns missing[/red]" if not p.netns_ok else "[red]server down[/red]")
             table.add_row(f"  {r.key}", r.netns, r.ip, r.veth, ports, state)
+    if reg.external is not None:
+        ext = reg.external
+        table.add_row("[bold]external client[/bold]", ext.netns,
+                      f"{ext.underlay_ip} (via {ext.via_node}: {', '.join(ext.routes) or 'no routes'})",
+                      "eth0", "", "ok" if os.path.exists(f"/run/netns/{ext.netns}")
+                      else "[red]netns missing[/red]")
     Console(width=160).print(table)
 
 

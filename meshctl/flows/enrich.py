@@ -1,8 +1,9 @@
 """Raw ringbuf records -> stored rows: decode struct flow_event and attach names from the Catalog.
 
-Hot path of the agent (goal: 100k events/s in one Python process), so it works on tuples and
-caches every name lookup: an IP, an identity or a (cookie, endpoint, direction) triple is
-resolved once per catalog, not once per event.
+Hot path of the agent (goal: 100k+ events/s in one Python process), so it works on tuples and
+caches every name lookup: an (address, identity) pair or a (cookie, endpoint, direction, ...)
+key is resolved once per catalog, not once per event, into an interned id (meshctl.flows.dims).
+A stored row is integers only (STORED_FIELDS); readers join the names back (WIDE_FIELDS).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from meshctl.catalog import Catalog
+from meshctl.flows.dims import Dimensions
 from meshctl.flows.flow import REASON_DEFAULT_DENY, Flow
 from meshctl.nodestate import Direction
 
@@ -21,17 +23,21 @@ from meshctl.nodestate import Direction
 EVENT = struct.Struct("=Q4s4sHHBBBBIIIIB3xI")
 EVENT_SIZE = EVENT.size
 
-# Columns of a stored row, in order (the store's schema follows this list).
-ROW_FIELDS = (
+# Columns of a stored flow row, in order: peers and attribution are ids (meshctl.flows.dims).
+STORED_FIELDS = (
+    "time_ns", "verdict", "reason", "direction", "protocol", "src_port", "dst_port", "tcp_flags",
+    "length", "cookie", "src_peer", "dst_peer", "attribution",
+)
+# A row as readers see it (flows joined with their peers and attribution): `flow_of` input.
+WIDE_FIELDS = (
     "time_ns", "verdict", "reason", "direction", "protocol", "src_ip", "dst_ip", "src_port", "dst_port",
     "src_identity", "dst_identity", "tcp_flags", "length", "cookie", "src_pod", "dst_pod", "src_ns", "dst_ns",
     "src_labels", "dst_labels", "policy", "isolated_by",
 )
+ROW_FIELDS = WIDE_FIELDS  # the name older callers used for the wide layout
 Row = tuple[object, ...]
-
-
-def _swap16(v: int) -> int:
-    return ((v & 0xFF) << 8) | (v >> 8)
+# Positions in a stored row (metrics count on them).
+R_VERDICT, R_REASON, R_DIRECTION, R_PROTOCOL, R_ATTRIBUTION = 1, 2, 3, 4, 12
 
 
 def boot_offset_ns() -> int:
@@ -55,79 +61,94 @@ class EnrichContext:
 
 
 class Enricher:
-    """Turns raw records into rows for one node; caches are per context."""
+    """Turns raw records into stored rows for one node; caches are per context.
 
-    def __init__(self, ctx: EnrichContext, offset_ns: int | None = None) -> None:
+    Times are the store's primary key, so they must increase: a record whose time is not
+    after the previous one (two CPUs reserving out of order, a few hundred ns) is stored 1 ns
+    after it. `floor_ns` is the newest time already stored.
+    """
+
+    def __init__(self, ctx: EnrichContext, dims: Dimensions | None = None, offset_ns: int | None = None,
+                 floor_ns: int = 0) -> None:
         self.ctx = ctx
+        self.dims = dims if dims is not None else Dimensions()
         self.offset_ns = boot_offset_ns() if offset_ns is None else offset_ns
-        self._ip: dict[bytes, tuple[str, str, str]] = {}
-        self._labels: dict[int, str] = {}
-        self._attr: dict[tuple[int, int, int, int, int], tuple[str, str]] = {}
+        self.last_ns = floor_ns
+        self._peers: dict[tuple[bytes, int], int] = {}
+        self._attrs: dict[tuple[int, int, int, int, int], int] = {}
         self._endpoints = ctx.catalog.endpoints.get(ctx.node) or {}
         # Set when a record named something the catalog does not know (a rule cookie, or a
         # default-deny endpoint without isolating policies): the repo may have changed.
         self.missed = False
 
-    def _addr(self, raw: bytes) -> tuple[str, str, str]:
-        """(ip, pod, namespace) of a network-order address."""
-        hit = self._ip.get(raw)
-        if hit is None:
-            ip = socket.inet_ntoa(raw)
-            pod = self.ctx.pod_by_ip.get(ip, "")
-            hit = (ip, pod, pod.partition("/")[0] if pod else "")
-            self._ip[raw] = hit
-        return hit
+    def _peer(self, raw: bytes, identity: int) -> int:
+        ip = socket.inet_ntoa(raw)
+        pod = self.ctx.pod_by_ip.get(ip, "")
+        info = self.ctx.catalog.identities.get(identity)
+        pid = self.dims.peer(ip, identity, pod, labels_text(info.labels) if info else "")
+        self._peers[(raw, identity)] = pid
+        return pid
 
-    def _label(self, identity: int) -> str:
-        hit = self._labels.get(identity)
-        if hit is None:
-            info = self.ctx.catalog.identities.get(identity)
-            hit = labels_text(info.labels) if info else ""
-            self._labels[identity] = hit
-        return hit
-
-    def _attribution(self, cookie: int, endpoint_id: int, direction: int, reason: int,
-                     verdict: int) -> tuple[str, str]:
-        """(policy rule, isolating policies) for one verdict."""
-        key = (cookie, endpoint_id, direction, reason, verdict)
-        hit = self._attr.get(key)
-        if hit is None:
-            cat = self.ctx.catalog
-            origin = cat.cookies.get(cookie) if cookie else None
-            policy = str(origin) if origin else ""
-            isolated = ""
-            if verdict == 2 and reason == REASON_DEFAULT_DENY:
-                pod = self._endpoints.get(endpoint_id, "")
-                per_dir = cat.isolation.get(pod) if pod else None
-                if per_dir:
-                    isolated = ",".join(per_dir.get(Direction(direction), ()))
-                self.missed |= not isolated
-            self.missed |= bool(cookie) and origin is None
-            hit = (policy, isolated)
-            self._attr[key] = hit
-        return hit
-
-    def row(self, rec: tuple[object, ...]) -> Row:
-        """One decoded EVENT tuple -> one row in ROW_FIELDS order."""
-        (ts, saddr, daddr, sport, dport, proto, direction, verdict, reason,
-         sid, did, ep, cookie, flags, length) = rec
-        src_ip, src_pod, src_ns = self._addr(saddr)  # type: ignore[arg-type]
-        dst_ip, dst_pod, dst_ns = self._addr(daddr)  # type: ignore[arg-type]
-        policy, isolated = self._attribution(cookie, ep, direction, reason, verdict)  # type: ignore[arg-type]
-        return (
-            ts + self.offset_ns, verdict, reason, direction, proto, src_ip, dst_ip,  # type: ignore[operator]
-            _swap16(sport), _swap16(dport), sid, did, flags, length, cookie,  # type: ignore[arg-type]
-            src_pod, dst_pod, src_ns, dst_ns, self._label(sid), self._label(did),  # type: ignore[arg-type]
-            policy, isolated,
-        )
+    def _attribution(self, key: tuple[int, int, int, int, int]) -> int:
+        """(policy rule, isolating policies) of one verdict, interned."""
+        cookie, endpoint_id, direction, reason, verdict = key
+        cat = self.ctx.catalog
+        origin = cat.cookies.get(cookie) if cookie else None
+        isolated = ""
+        if verdict == 2 and reason == REASON_DEFAULT_DENY:
+            pod = self._endpoints.get(endpoint_id, "")
+            per_dir = cat.isolation.get(pod) if pod else None
+            if per_dir:
+                isolated = ",".join(per_dir.get(Direction(direction), ()))
+            self.missed |= not isolated
+        self.missed |= bool(cookie) and origin is None
+        aid = self.dims.attribution(str(origin) if origin else "", isolated)
+        self._attrs[key] = aid
+        return aid
 
     def rows(self, raw: bytes) -> list[Row]:
-        """A buffer of back-to-back records (a batch from the reader) -> rows."""
-        return [self.row(rec) for rec in EVENT.iter_unpack(raw)]
+        """A buffer of back-to-back records (a batch from the reader) -> stored rows."""
+        peers, attrs = self._peers, self._attrs
+        off, last = self.offset_ns, self.last_ns
+        out: list[Row] = []
+        append = out.append
+        for (ts, saddr, daddr, sport, dport, proto, direction, verdict, reason,
+             sid, did, ep, cookie, flags, length) in EVENT.iter_unpack(raw):
+            t = ts + off
+            if t <= last:
+                t = last + 1
+            last = t
+            s = peers.get((saddr, sid))
+            if s is None:
+                s = self._peer(saddr, sid)
+            d = peers.get((daddr, did))
+            if d is None:
+                d = self._peer(daddr, did)
+            akey = (cookie, ep, direction, reason, verdict)
+            a = attrs.get(akey)
+            if a is None:
+                a = self._attribution(akey)
+            append((t, verdict, reason, direction, proto, ((sport & 0xFF) << 8) | (sport >> 8),
+                    ((dport & 0xFF) << 8) | (dport >> 8), flags, length, cookie, s, d, a))
+        self.last_ns = last
+        return out
+
+    def wide(self, rows: Iterable[Row]) -> list[Row]:
+        """Stored rows -> WIDE_FIELDS rows from this enricher's dimensions (tests, no SQL)."""
+        peer_of = {pid: key for key, pid in self.dims.peers.items()}
+        out: list[Row] = []
+        for (t, verdict, reason, direction, proto, sport, dport, flags, length, cookie, s, d, a) in rows:
+            sip, sid, spod, slab = peer_of[s]  # type: ignore[index]
+            dip, did, dpod, dlab = peer_of[d]  # type: ignore[index]
+            policy, isolated = self.dims.attr_names[a]  # type: ignore[index]
+            out.append((t, verdict, reason, direction, proto, sip, dip, sport, dport, sid, did, flags, length,
+                        cookie, spod, dpod, spod.partition("/")[0], dpod.partition("/")[0], slab, dlab,
+                        policy, isolated))
+        return out
 
 
 def flow_of(row: Row, node: str) -> Flow:
-    """A stored row (ROW_FIELDS order) -> Flow."""
+    """A wide row (WIDE_FIELDS order, as the store reads it back) -> Flow."""
     (t, verdict, reason, direction, proto, sip, dip, sport, dport, sid, did, flags, length, cookie,
      spod, dpod, _sns, _dns, slab, dlab, policy, isolated) = row
     return Flow(

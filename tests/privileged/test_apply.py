@@ -132,18 +132,20 @@ def test_apply_without_plan_asks_first(repo: Path) -> None:
     ensure_applied(repo)
     policy = repo / "policies" / "frontend-to-api.yaml"
     original = policy.read_text()
-    policy.write_text(original.replace('port: "3000"', 'port: "3001"', 1))
+    extra = '            - {port: "3000", protocol: TCP}\n            - {port: "8080", protocol: TCP}'
+    policy.write_text(original.replace('            - {port: "3000", protocol: TCP}', extra, 1))
     try:
-        serial = json.loads((repo / "state" / "state.json").read_text())["serial"]
+        state = repo / "state" / "state.json"
+        serial = json.loads(state.read_text())["serial"]
         res = meshctl(repo, "apply", stdin="n\n")
         assert res.returncode == 1
         assert "Apply these changes?" in res.stderr and "Apply cancelled." in res.stdout
-        assert "demo/api ingress allow demo/frontend tcp/3001" in res.stdout  # the plan was shown
-        assert json.loads((repo / "state" / "state.json").read_text())["serial"] == serial
-        assert connect(CLUSTER, "demo/frontend", "demo/api", 3000)
+        assert "+ node-2 policy demo/api ingress allow demo/frontend tcp/8080" in res.stdout  # shown first
+        assert json.loads(state.read_text())["serial"] == serial
         res = meshctl(repo, "apply", stdin="y\n")
         assert res.returncode == 0, res.stdout + res.stderr
-        assert not connect(CLUSTER, "demo/frontend", "demo/api", 3000)  # api now only admits 3001
+        assert json.loads(state.read_text())["serial"] == serial + 1
+        assert meshctl(repo, "plan", "--detailed-exitcode").returncode == 0
     finally:
         policy.write_text(original)
     ensure_applied(repo)

@@ -1,0 +1,68 @@
+"""Dimension tables of the flow store: repeated strings interned once as small integer ids.
+
+A flow row would otherwise repeat the same pod names, label sets and policy names a million
+times; SQLite pays per bound value and per byte. The agent interns each distinct peer
+(ip, identity, pod, labels) and attribution (policy rule, isolating policies) once, and a
+flow row carries three integers instead of ten strings. Readers join them back.
+
+One writer per store (the node's agent), so ids are handed out from memory: max id + 1.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+PEERS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS peers (id INTEGER PRIMARY KEY, ip TEXT NOT NULL, "
+    "identity INTEGER NOT NULL, pod TEXT NOT NULL, ns TEXT NOT NULL, labels TEXT NOT NULL)"
+)
+ATTRIBUTIONS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS attributions (id INTEGER PRIMARY KEY, policy TEXT NOT NULL, "
+    "isolated_by TEXT NOT NULL)"
+)
+
+PeerKey = tuple[str, int, str, str]  # ip, identity, pod ("ns/name" or ""), labels text
+AttrKey = tuple[str, str]  # policy rule, isolating policies (comma-separated)
+
+
+class Dimensions:
+    """content -> id for peers and attributions; rows go to `db` (same transaction as the flows)."""
+
+    def __init__(self, db: sqlite3.Connection | None = None) -> None:
+        self.db = db
+        self.peers: dict[PeerKey, int] = {}
+        self.attrs: dict[AttrKey, int] = {}
+        self.attr_names: dict[int, AttrKey] = {}  # read by the metrics collector
+        if db is not None:
+            self.reload()
+
+    def reload(self) -> None:
+        """Read the tables back (at open, and after a failed transaction rolled new ids back)."""
+        assert self.db is not None
+        self.peers = {(str(ip), int(i), str(pod), str(lab)): int(pid) for pid, ip, i, pod, lab in
+                      self.db.execute("SELECT id, ip, identity, pod, labels FROM peers")}
+        rows = self.db.execute("SELECT id, policy, isolated_by FROM attributions").fetchall()
+        self.attrs = {(str(p), str(iso)): int(aid) for aid, p, iso in rows}
+        self.attr_names = {aid: key for key, aid in self.attrs.items()}
+
+    def peer(self, ip: str, identity: int, pod: str, labels: str) -> int:
+        key = (ip, identity, pod, labels)
+        pid = self.peers.get(key)
+        if pid is None:
+            pid = len(self.peers) + 1
+            if self.db is not None:
+                self.db.execute("INSERT INTO peers VALUES (?, ?, ?, ?, ?, ?)",
+                                (pid, ip, identity, pod, pod.partition("/")[0] if pod else "", labels))
+            self.peers[key] = pid
+        return pid
+
+    def attribution(self, policy: str, isolated_by: str) -> int:
+        key = (policy, isolated_by)
+        aid = self.attrs.get(key)
+        if aid is None:
+            aid = len(self.attrs) + 1
+            if self.db is not None:
+                self.db.execute("INSERT INTO attributions VALUES (?, ?, ?)", (aid, policy, isolated_by))
+            self.attrs[key] = aid
+            self.attr_names[aid] = key
+        return aid
