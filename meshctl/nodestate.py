@@ -95,7 +95,9 @@ PROTO_ICMP = 1
 PROTO_TCP = 6
 PROTO_UDP = 17
 PROTO_SCTP = 132
-PROTOCOL_NAMES = {PROTO_ANY: "any", PROTO_ICMP: "icmp", PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_SCTP: "sctp"}
+PROTOCOL_NAMES = {
+    PROTO_ANY: "any", PROTO_ICMP: "icmp", PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_SCTP: "sctp",
+}
 
 
 @dataclass(frozen=True, order=True)

@@ -388,7 +388,8 @@ def _endpoint_policy(
     for d in (Direction.INGRESS, Direction.EGRESS):
         isos = [i for i in isolations if i.direction == d]
         enforce[d] = mode == "always" or bool(isos)
-        if isos and not any(i.default_deny for i in isos):
+        # Cilium synthesizes the allow-all of default-allow rules only outside mode always
+        if mode != "always" and isos and not any(i.default_deny for i in isos):
             first = min(i.origin for i in isos)
             grants.append(Grant(first, d, False, (0,), None))
     for rule in rules:

@@ -131,8 +131,9 @@ class Agent:
             return
         ctx = self._context(None)
         token = self._changed() if self._changed else None
-        enricher = Enricher(ctx)
         store = FlowStore(s.store, s.node)
+        self.counters.attr_names = store.dims.attr_names
+        enricher = Enricher(ctx, store.dims, floor_ns=store.last_ns)
         ring = RawRing(Map.from_pin(self._events_pin))
         drops_base = self._datapath_drops()
         store.set_meta("node", s.node)
@@ -161,7 +162,7 @@ class Agent:
                     if new != token:
                         token = new
                         ctx = self._context(ctx)
-                        enricher = Enricher(ctx, enricher.offset_ns)
+                        enricher = Enricher(ctx, store.dims, enricher.offset_ns, store.last_ns)
                         self.counters.catalog_reloads += 1
                         log.info("agent %s: names reloaded", s.node)
                     next_reload = now + s.reload_every_s

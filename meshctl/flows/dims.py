@@ -43,7 +43,8 @@ class Dimensions:
                       self.db.execute("SELECT id, ip, identity, pod, labels FROM peers")}
         rows = self.db.execute("SELECT id, policy, isolated_by FROM attributions").fetchall()
         self.attrs = {(str(p), str(iso)): int(aid) for aid, p, iso in rows}
-        self.attr_names = {aid: key for key, aid in self.attrs.items()}
+        self.attr_names.clear()  # in place: the metrics collector holds this dict
+        self.attr_names.update({aid: key for key, aid in self.attrs.items()})
 
     def peer(self, ip: str, identity: int, pod: str, labels: str) -> int:
         key = (ip, identity, pod, labels)

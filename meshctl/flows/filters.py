@@ -1,7 +1,9 @@
-"""hubble-observe-like flow filters, compiled to one SQL WHERE clause.
+"""hubble-observe-like flow filters, compiled to one SQL WHERE clause over the flow store.
 
-Same flag repeated = OR, different flags = AND (as in `hubble observe`). --namespace, --pod,
---port and --identity-free forms match either end of the flow; --from-*/--to-* one end.
+Same flag repeated = OR, different flags = AND (as in `hubble observe`). --namespace, --pod
+and --port match either end of the flow; --from-*/--to-* one end. Names live in the store's
+small `peers` table (meshctl.flows.dims): a name filter becomes `f.src_peer IN (SELECT id FROM
+peers WHERE ...)`, evaluated once per query, not once per flow. Time is the primary key.
 """
 
 from __future__ import annotations
@@ -57,11 +59,18 @@ def _label_patterns(label: str) -> str:
     return f"%,{label},%" if ":" in key else f"%:{label},%"
 
 
-def _pod_clause(column: str, pod: str) -> tuple[str, list[object]]:
+def _pod_clause(pod: str) -> tuple[str, list[object]]:
     """`ns/pod` exact; `pod` (no namespace) matches that pod name in any namespace."""
+    pod = pod.strip()
     if "/" in pod:
-        return f"{column} = ?", [pod]
-    return f"{column} LIKE ?", [f"%/{pod}"]
+        return "pod = ?", [pod]
+    return "pod LIKE ?", [f"%/{pod}"]
+
+
+def _peers_in(column: str, conds: list[tuple[str, list[object]]]) -> tuple[str, list[object]]:
+    """`f.src_peer IN (SELECT id FROM peers WHERE c1 OR c2)`."""
+    sql = " OR ".join(c for c, _ in conds)
+    return f"f.{column} IN (SELECT id FROM peers WHERE {sql})", [p for _, ps in conds for p in ps]
 
 
 @dataclass(frozen=True)
@@ -88,37 +97,61 @@ class FlowFilter:
         for p in self.protocols:
             if p.lower() not in PROTOCOL_NUMBERS:
                 raise FilterError(f"--protocol: {p!r} is not tcp, udp or icmp")
-        for port in (*self.ports, *self.to_ports):
-            if not 0 <= port <= 65535:
-                raise FilterError(f"--port: {port} is not a port number (0-65535)")
+        for flag, ports in (("--port", self.ports), ("--to-port", self.to_ports)):
+            for port in ports:
+                if not 0 <= port <= 65535:
+                    raise FilterError(f"{flag}: {port} is not a port number (0-65535)")
+        for flag, ids in (("--from-identity", self.from_identities), ("--to-identity", self.to_identities)):
+            for i in ids:
+                if not 0 <= i < 1 << 32:
+                    raise FilterError(f"{flag}: {i} is not a numeric identity (0 to 2^32-1)")
+        for flag, pods in (("--pod", self.pods), ("--from-pod", self.from_pods), ("--to-pod", self.to_pods)):
+            for pod in pods:
+                if not pod.strip() or pod.strip().endswith("/") or pod.count("/") > 1:
+                    raise FilterError(f"{flag}: {pod!r} is not [namespace/]pod")
+        for flag, labels in (("--from-label", self.from_labels), ("--to-label", self.to_labels)):
+            for lab in labels:
+                if not lab.strip() or lab.strip().startswith("="):
+                    raise FilterError(f"{flag}: {lab!r} is not a label (key=value or k8s:key=value)")
+        for ns in self.namespaces:
+            if not ns.strip() or "/" in ns:
+                raise FilterError(f"--namespace: {ns!r} is not a namespace name")
+        if self.since_ns is not None and self.until_ns is not None and self.since_ns > self.until_ns:
+            raise FilterError("--since is after --until: no flow can match")
 
     def where(self) -> tuple[str, list[object]]:
-        """SQL condition (never empty: "1" when nothing filters) and its parameters."""
+        """SQL condition over `flows f` (never empty: "1" when nothing filters) and its parameters."""
         clauses: list[str] = []
         params: list[object] = []
 
+        def add(sql: str, ps: list[object]) -> None:
+            clauses.append(sql)
+            params.extend(ps)
+
+        def peer_filter(conds: list[tuple[str, list[object]]], ends: tuple[str, ...]) -> None:
+            if conds:
+                parts = [_peers_in(end, conds) for end in ends]
+                add("(" + " OR ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps])
+
         def any_of(parts: list[tuple[str, list[object]]]) -> None:
             if parts:
-                clauses.append("(" + " OR ".join(p for p, _ in parts) + ")")
-                for _, ps in parts:
-                    params.extend(ps)
+                add("(" + " OR ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps])
 
-        any_of([(f"{c} = ?", [ns]) for ns in self.namespaces for c in ("src_ns", "dst_ns")])
-        any_of([_pod_clause(c, p) for p in self.pods for c in ("src_pod", "dst_pod")])
-        any_of([_pod_clause("src_pod", p) for p in self.from_pods])
-        any_of([_pod_clause("dst_pod", p) for p in self.to_pods])
-        any_of([("src_labels LIKE ?", [_label_patterns(lab)]) for lab in self.from_labels])
-        any_of([("dst_labels LIKE ?", [_label_patterns(lab)]) for lab in self.to_labels])
-        any_of([("src_identity = ?", [i]) for i in self.from_identities])
-        any_of([("dst_identity = ?", [i]) for i in self.to_identities])
-        any_of([("verdict = ?", [1 if v.upper() == "FORWARDED" else 2]) for v in self.verdicts])
-        any_of([("protocol = ?", [PROTOCOL_NUMBERS[p.lower()]]) for p in self.protocols])
-        any_of([(f"{c} = ?", [p]) for p in self.ports for c in ("src_port", "dst_port")])
-        any_of([("dst_port = ?", [p]) for p in self.to_ports])
+        both = ("src_peer", "dst_peer")
+        peer_filter([("ns = ?", [ns]) for ns in self.namespaces], both)
+        peer_filter([_pod_clause(p) for p in self.pods], both)
+        peer_filter([_pod_clause(p) for p in self.from_pods], ("src_peer",))
+        peer_filter([_pod_clause(p) for p in self.to_pods], ("dst_peer",))
+        peer_filter([("labels LIKE ?", [_label_patterns(lab)]) for lab in self.from_labels], ("src_peer",))
+        peer_filter([("labels LIKE ?", [_label_patterns(lab)]) for lab in self.to_labels], ("dst_peer",))
+        peer_filter([("identity = ?", [i]) for i in self.from_identities], ("src_peer",))
+        peer_filter([("identity = ?", [i]) for i in self.to_identities], ("dst_peer",))
+        any_of([("f.verdict = ?", [1 if v.upper() == "FORWARDED" else 2]) for v in self.verdicts])
+        any_of([("f.protocol = ?", [PROTOCOL_NUMBERS[p.lower()]]) for p in self.protocols])
+        any_of([(f"f.{c} = ?", [p]) for p in self.ports for c in ("src_port", "dst_port")])
+        any_of([("f.dst_port = ?", [p]) for p in self.to_ports])
         if self.since_ns is not None:
-            clauses.append("time_ns >= ?")
-            params.append(self.since_ns)
+            add("f.time_ns >= ?", [self.since_ns])
         if self.until_ns is not None:
-            clauses.append("time_ns <= ?")
-            params.append(self.until_ns)
+            add("f.time_ns <= ?", [self.until_ns])
         return (" AND ".join(clauses) or "1"), params

@@ -14,24 +14,29 @@ cannot be checked this way (the counters also count established packets, which e
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from meshctl.flows.enrich import Row
+from meshctl.flows.enrich import R_ATTRIBUTION, R_DIRECTION, R_PROTOCOL, R_REASON, R_VERDICT, Row
 from meshctl.flows.flow import DIRECTIONS, REASONS, VERDICTS, protocol_name
+
+_FLOW_KEY = itemgetter(R_VERDICT, R_DIRECTION, R_PROTOCOL)
+_ATTR_KEY = itemgetter(R_ATTRIBUTION, R_VERDICT)
 
 
 class FlowCounters:
-    """Counts by label tuple; `add(rows)` is the only hot-path call."""
+    """Counts by label tuple; `add(rows)` is the only hot-path call (C-level passes per batch)."""
 
     def __init__(self) -> None:
         self.flows: Counter[tuple[int, int, int]] = Counter()  # verdict, direction, protocol
         self.drops: Counter[int] = Counter()  # reason
-        self.policy: Counter[tuple[str, int]] = Counter()  # policy rule, verdict
+        self.by_attribution: Counter[tuple[int, int]] = Counter()  # attribution id, verdict
+        self.attr_names: Mapping[int, tuple[str, str]] = {}  # the store's dims.attr_names
         self.received = 0
         self.received_drops = 0
         self.lost = 0
@@ -41,12 +46,23 @@ class FlowCounters:
 
     def add(self, rows: Sequence[Row]) -> None:
         self.received += len(rows)
-        self.flows.update((r[1], r[3], r[4]) for r in rows)  # type: ignore[misc]
-        drops = [r[2] for r in rows if r[1] == 2]
+        self.flows.update(map(_FLOW_KEY, rows))  # type: ignore[arg-type]
+        drops = [r[R_REASON] for r in rows if r[R_VERDICT] == 2]
         self.received_drops += len(drops)
         self.drops.update(drops)  # type: ignore[arg-type]
-        self.policy.update((str(r[20]) or "", r[1]) for r in rows if r[20] or r[21])  # type: ignore[misc]
-        self.policy.update(("default deny: " + str(r[21]), 2) for r in rows if r[21] and not r[20])
+        self.by_attribution.update(map(_ATTR_KEY, rows))  # type: ignore[arg-type]
+
+    @property
+    def policy(self) -> Counter[tuple[str, int]]:
+        """(policy rule or `default deny: <isolating policies>`, verdict) -> count."""
+        out: Counter[tuple[str, int]] = Counter()
+        for (aid, verdict), n in self.by_attribution.items():
+            policy, isolated = self.attr_names.get(aid, ("", ""))
+            if policy:
+                out[(policy, verdict)] += n
+            elif isolated:
+                out[("default deny: " + isolated, 2)] += n
+        return out
 
     def update_lost(self, datapath_drops_since_start: int) -> None:
         """Counter read BEFORE the ring was drained: a drop counted but still being written to
