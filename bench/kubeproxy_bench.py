@@ -148,8 +148,10 @@ class MeshctlLb:
         old_s, new_s = self.state.services[fe], new_full.services[fe]
         cur = replace(self.state, services=FrozenMap({fe: old_s}),
                       backends=FrozenMap({i: self.state.backends[i] for i in old_s.backends}))
+        # What the plan diff holds: a backend another service still uses is not removed.
+        kept = {i: new_full.backends[i] for i in old_s.backends if i in new_full.backends}
         tgt = replace(new_full, services=FrozenMap({fe: new_s}),
-                      backends=FrozenMap({i: new_full.backends[i] for i in new_s.backends}))
+                      backends=FrozenMap({**kept, **{i: new_full.backends[i] for i in new_s.backends}}))
         start = time.perf_counter()
         lb_maps.write(self.dp.pin_dir, cur, tgt)
         elapsed = time.perf_counter() - start

@@ -12,7 +12,7 @@ import base64
 import enum
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Generic, TypeVar
@@ -31,6 +31,20 @@ class FrozenMap(Mapping[K, V], Generic[K, V]):
         self._dict = data
         self._items = tuple(sorted(data.items(), key=lambda kv: _sort_key(kv[0])))
         self._hash: int | None = None
+
+    @classmethod
+    def from_sorted(cls, items: Iterable[tuple[K, V]]) -> FrozenMap[K, V]:
+        """Wrap items that are already in sorted key order with unique keys, without re-sorting.
+
+        For builders that produce huge maps in order (the compiler): sorting dataclass keys again
+        costs more than building them. The caller guarantees the order; the value is identical to
+        `FrozenMap(dict(items))`.
+        """
+        self = cls.__new__(cls)
+        self._items = tuple(items)
+        self._dict = dict(self._items)
+        self._hash = None
+        return self
 
     def __getitem__(self, key: K) -> V:
         return self._dict[key]

@@ -10,18 +10,20 @@ apply refuse until `meshctl recover` has put every begun node back to its before
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from meshctl.apply.crash import crash_point
 from meshctl.apply.engine import ApplyEngine, ApplyResult, NodeWork, RolloutSettings
-from meshctl.errors import PlanError
+from meshctl.errors import PlanError, PlanStaleError
+from meshctl.nodestate import NodeState
 
 if TYPE_CHECKING:
     from meshctl.plan import Plan
     from meshctl.workflow import Workspace
 
 Rollback = Literal["node", "all"]
+STALE_DETAIL_LINES = 20
 
 
 @dataclass(frozen=True)
@@ -62,24 +64,34 @@ def apply_plan(
 def _apply_locked(
     ws: Workspace, plan: Plan, rollback: Rollback | None, on_event: Callable[[str], None] | None, checks: bool
 ) -> ApplyOutcome:
-    from meshctl.apply.checks import LabCheckRunner
-    from meshctl.apply.driver import LabDriver
+    from meshctl.agentapi.driver import select_driver
     from meshctl.encryption.hook import known_after_apply
     from meshctl.plan import check_fresh
     from meshctl.state import Journal, load_state, save_state
-    from meshctl.workflow import ensure_not_interrupted, observe_nodes
+    from meshctl.workflow import ensure_not_interrupted
 
     ensure_not_interrupted(ws.state_dir)
     unknown = [n.node for n in plan.nodes if n.node not in ws.netns]
     if unknown:
         raise PlanError(f"the plan names node(s) {', '.join(unknown)} that the lab of {ws.cluster} lacks")
     state = load_state(ws.state_dir)
-    observed = observe_nodes(ws.cluster, ws.netns, [n.node for n in plan.nodes])
-    check_fresh(plan, {n: s.fingerprint() for n, s in observed.items()}, state)
+    driver, run_check = select_driver(ws, plan.plan_id)  # [apply] driver: lab (default) or agent
+    observed = {n.node: driver.observe(n.node) for n in plan.nodes}
+    try:
+        check_fresh(plan, {n: s.fingerprint() for n, s in observed.items()}, state)
+    except PlanStaleError as err:
+        details = stale_details(plan, observed)
+        if not details:
+            raise
+        shown = details[:STALE_DETAIL_LINES]
+        more = len(details) - len(shown)
+        text = "\n".join(["", "Changed on the nodes since the plan was made:", *shown])
+        text += f"\n  ... and {more} more" if more else ""
+        raise PlanStaleError(f"{err}{text}\nNothing was applied; make a new plan.") from err
     work = [NodeWork(n.node, observed[n.node], n.intended) for n in plan.nodes]
     journal = Journal(ws.state_dir, plan.plan_id)
     engine = ApplyEngine(
-        LabDriver(ws.cluster, ws.netns), journal, LabCheckRunner(ws.cluster, ws.pod_ips()),
+        driver, journal, run_check,
         settings_of(ws, rollback), on_event,
     )
     result = engine.run(
@@ -94,3 +106,30 @@ def _apply_locked(
     crash_point("committed")
     journal.clear()
     return ApplyOutcome(plan.plan_id, result, state.serial)
+
+
+def stale_details(plan: Plan, observed: dict[str, NodeState]) -> list[str]:
+    """What moved on each stale node: the plan-time state is rebuilt from the plan (its target
+    with every change undone) and diffed against the live one."""
+    from meshctl.plan import Action, apply_changes, diff_node
+
+    inverse_action = {Action.CREATE: Action.DELETE, Action.DELETE: Action.CREATE}
+    words = {Action.CREATE: "appeared", Action.DELETE: "went missing", Action.UPDATE: "changed"}
+    lines: list[str] = []
+    for node_plan in plan.nodes:
+        live = observed.get(node_plan.node)
+        if live is None or live.fingerprint() == node_plan.observed_fingerprint:
+            continue
+        undo = [
+            replace(c, action=inverse_action.get(c.action, c.action), before=c.after, after=c.before)
+            for c in reversed(node_plan.changes)
+        ]
+        try:
+            then = apply_changes(node_plan.intended, undo, strict=False)
+        except (PlanError, KeyError, ValueError):
+            continue
+        if then.fingerprint() != node_plan.observed_fingerprint:
+            continue
+        for c in diff_node(then, live):
+            lines.append(f"  {c.action.symbol} {c.address}: {words.get(c.action, 'changed')}")
+    return lines

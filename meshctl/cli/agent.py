@@ -17,12 +17,17 @@ ClusterOpt = typer.Option(None, "--cluster", help="Cluster (default: cluster.nam
 StoreOpt = typer.Option(None, "--store", help="SQLite file (default: <state>/flows/<node>.db).")
 AddrOpt = typer.Option(None, "--metrics-address", help="Bind address for /metrics.")
 PortOpt = typer.Option(None, "--metrics-port", help="Port for /metrics (0 = off).")
+ApiOpt = typer.Option(True, "--api/--no-api", help="Serve the node API (observe/apply/revert/verify) "
+                      "on a unix socket for remote applies.")
+ApiSocketOpt = typer.Option(None, "--api-socket", help="Socket path (default: "
+                            "$MESHCTL_AGENT_SOCKET_DIR or /run/meshctl, then agent-<cluster>-<node>.sock).")
 
 
 @app.command("agent")
 def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = ClusterOpt,
           store: Path | None = StoreOpt, metrics_address: str | None = AddrOpt,
-          metrics_port: int | None = PortOpt) -> None:
+          metrics_port: int | None = PortOpt, api: bool = ApiOpt,
+          api_socket: Path | None = ApiSocketOpt) -> None:
     """Run the flow agent of one node in the foreground (stop with SIGTERM or Ctrl-C)."""
     from meshctl.flows.agent import Agent, AgentSettings
     from meshctl.flows.context import change_token, repo_info, try_load_context
@@ -32,6 +37,7 @@ def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = Clust
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     has_repo = (repo / "meshctl.toml").exists()
+    journal_dir: Path | None = None  # the API's node journal: <state>/agents/<node> with a repo
     if not has_repo:
         if cluster is None or store is None:
             raise MeshctlError(f"{repo}/meshctl.toml not found: pass -C REPO (or --cluster and --store)")
@@ -49,5 +55,14 @@ def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = Clust
             metrics_port=info.metrics_port(node) if metrics_port is None else metrics_port,
         )
         runner = Agent(settings, lambda prev: try_load_context(info, node, prev), lambda: change_token(info))
+        journal_dir = info.state_dir / "agents" / node
     runner.install_signal_handlers()
+    api_thread = None
+    if api:
+        from meshctl.agentapi.run import start_api
+
+        api_thread = start_api(runner.s.cluster, node, api_socket, runner.stop, journal_dir)
     runner.run()
+    if api_thread is not None:
+        runner.stop.set()
+        api_thread.join(5)

@@ -6,6 +6,7 @@ endpoint's policy map is built once per (identity, container ports, node) and sh
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -73,6 +74,11 @@ class ResolvedPeers:
         out = tuple(sorted(ids))
         node_cidrs.cache[self] = out
         return out
+
+
+def _net_order(item: tuple[IPv4Network, Any]) -> tuple[int, int]:
+    """IPv4Network's own order (address, then prefix length), as plain integers."""
+    return int(item[0].network_address), item[0].prefixlen
 
 
 class NodeCidrs:
@@ -262,6 +268,8 @@ def compile_spec(
     all_prefixes = {p for r in rules for cr in r.peers.cidrs for p in (cr.cidr, *cr.excepts)}
     all_prefixes.discard(IPv4Network("0.0.0.0/0"))
     cluster_cidrs = {p: i for p, i in cidr_identities(all_prefixes).items() if p not in ipcache_pods}
+    pod_ipcache = sorted(ipcache_pods.items(), key=_net_order)
+    isolation_by_ident: dict[int, FrozenMap[Direction, tuple[str, ...]]] = {}
     node_cidr_index = NodeCidrs(cluster_cidrs)
     cache: dict[tuple[int, tuple[Any, ...]], tuple[FrozenMap[PolicyKey, PolicyEntry], bool, bool]] = {}
     nodes: dict[str, NodeState] = {}
@@ -283,9 +291,12 @@ def compile_spec(
         node_cidrs = {p: cluster_cidrs[p] for p in prefixes if p in cluster_cidrs}
         for p, i in node_cidrs.items():
             cidr_catalog[i] = p
-        ipcache = dict(ipcache_pods)
-        ipcache.update((p, IpcacheEntry(i)) for p, i in node_cidrs.items())
-        ipcache = dict(sorted(ipcache.items(), key=lambda kv: (int(kv[0].network_address), kv[0].prefixlen)))
+        # pods' /32s are already in address order: merge the node's few CIDR prefixes into them
+        ipcache = heapq.merge(
+            pod_ipcache,
+            sorted(((p, IpcacheEntry(i)) for p, i in node_cidrs.items()), key=_net_order),
+            key=_net_order,
+        )
 
         endpoints: dict[IPv4Address, EndpointEntry] = {}
         policies: dict[int, FrozenMap[PolicyKey, PolicyEntry]] = {}
@@ -307,26 +318,28 @@ def compile_spec(
                     warnings,
                 )
                 l7_seen.update(ms.ineffective_l7)
-                cache[ck] = (FrozenMap(ms.entries), enf_in, enf_out)
+                cache[ck] = (FrozenMap.from_sorted(ms.entries.items()), enf_in, enf_out)
             entries, enf_in, enf_out = cache[ck]
             endpoints[pod.ip] = EndpointEntry(ep_id, ident, enf_in, enf_out)  # type: ignore[index]
             policies[ep_id] = entries
             eps_cat[ep_id] = pod.key
             isos = iso_by_subject.get(ident, [])
             if isos and spec.mode == "default":
-                per_dir = {
-                    d: tuple(sorted({i.policy for i in isos if i.direction == d}))
-                    for d in (Direction.INGRESS, Direction.EGRESS)
-                }
-                isolation_cat[pod.key] = FrozenMap({d: v for d, v in per_dir.items() if v})
+                if ident not in isolation_by_ident:
+                    per_dir = {
+                        d: tuple(sorted({i.policy for i in isos if i.direction == d}))
+                        for d in (Direction.INGRESS, Direction.EGRESS)
+                    }
+                    isolation_by_ident[ident] = FrozenMap({d: v for d, v in per_dir.items() if v})
+                isolation_cat[pod.key] = isolation_by_ident[ident]
         attachments = frozenset(
             Attachment(ip, hook, build_hash) for ip in endpoints for hook in ("from-pod", "to-pod")
         )
         nodes[node] = NodeState(
             node=node,
             config=DatapathConfig(ipv6_pass=spec.ipv6_pass),
-            ipcache=FrozenMap(ipcache),
-            endpoints=FrozenMap(endpoints),
+            ipcache=FrozenMap.from_sorted(ipcache),
+            endpoints=FrozenMap.from_sorted(sorted(endpoints.items(), key=lambda kv: int(kv[0]))),
             policies=FrozenMap(policies),
             attachments=attachments,
         )

@@ -34,17 +34,6 @@ _KEYS: dict[Tup, PolicyKey] = {}
 _ENTRIES: dict[tuple[int, bool], PolicyEntry] = {}
 
 
-def _keys(grant: Grant) -> Iterable[Tup]:
-    d = int(grant.direction)
-    for ident in grant.identities:
-        if grant.ports is None:
-            yield (d, ident, PROTO_ANY, 0, 0)
-            continue
-        for proto, first, last in grant.ports:
-            for port, plen in _prefixes(first, last):
-                yield (d, ident, proto, port, plen)
-
-
 def _covers(a: Tup, b: Tup) -> bool:
     """Same direction and identity assumed: does key a match every packet of key b?"""
     if a[2] == PROTO_ANY:
@@ -77,6 +66,20 @@ class MapState:
     ineffective_l7: tuple[tuple[RuleOrigin, RuleOrigin], ...]  # (l7 rule, L4-only rule)
 
 
+@lru_cache(maxsize=65536)
+def _port_keys(ports: tuple[tuple[int, int, int], ...]) -> tuple[tuple[int, int, int], ...]:
+    """(protocol, first, last) ranges -> (protocol, port, port_prefix) LPM blocks, cached."""
+    return tuple((proto, port, plen) for proto, first, last in ports for port, plen in _prefixes(first, last))
+
+
+def _grant_keys(grant: Grant) -> list[Tup]:
+    d = int(grant.direction)
+    if grant.ports is None:
+        return [(d, ident, PROTO_ANY, 0, 0) for ident in grant.identities]
+    blocks = _port_keys(grant.ports)
+    return [(d, ident, proto, port, plen) for ident in grant.identities for proto, port, plen in blocks]
+
+
 def build_mapstate(grants: Iterable[Grant], cookies: dict[RuleOrigin, int]) -> MapState:
     allow: dict[Tup, RuleOrigin] = {}
     deny: dict[Tup, RuleOrigin] = {}
@@ -84,25 +87,26 @@ def build_mapstate(grants: Iterable[Grant], cookies: dict[RuleOrigin, int]) -> M
     plain_allow: dict[Tup, RuleOrigin] = {}
     ordered = sorted(grants, key=lambda g: g.origin)  # first origin wins a shared key
     track_l7 = any(g.l7 for g in ordered)
-    for grant in ordered:
-        target = deny if grant.deny else allow
-        origin = grant.origin
-        if track_l7 and not grant.deny:
-            side = l7_keys if grant.l7 else plain_allow
-            for key in _keys(grant):
+    if track_l7:
+        for grant in ordered:
+            target = deny if grant.deny else allow
+            origin = grant.origin
+            side = None if grant.deny else (l7_keys if grant.l7 else plain_allow)
+            for key in _grant_keys(grant):
                 target.setdefault(key, origin)
-                side.setdefault(key, origin)
-        else:
-            for key in _keys(grant):
-                if key not in target:
-                    target[key] = origin
+                if side is not None:
+                    side.setdefault(key, origin)
+    else:
+        # the fast path: later writes win, so walking the grants backwards keeps the first origin
+        for grant in reversed(ordered):
+            (deny if grant.deny else allow).update(dict.fromkeys(_grant_keys(grant), grant.origin))
     # A deny covering an allow of the same identity would be shadowed by LPM: drop the allow.
     by_ident: dict[tuple[int, int], list[Tup]] = {}
     for key in deny:
         by_ident.setdefault((key[0], key[1]), []).append(key)
     if by_ident:
-        for key in list(allow):
-            for dkey in by_ident.get((key[0], key[1]), ()):
+        for key in [k for k in allow if (k[0], k[1]) in by_ident]:
+            for dkey in by_ident[(key[0], key[1])]:
                 if _covers(dkey, key):
                     del allow[key]
                     break
@@ -116,10 +120,14 @@ def build_mapstate(grants: Iterable[Grant], cookies: dict[RuleOrigin, int]) -> M
                 if _covers(pkey, key) and plain_allow[pkey] != l7_origin:
                     ineffective.add((l7_origin, plain_allow[pkey]))
     merged = {**allow, **deny}
+    # Tuples sort exactly like PolicyKey (same fields, same order), so `entries` is built in
+    # key order and can be wrapped with FrozenMap.from_sorted.
     entries: dict[PolicyKey, PolicyEntry] = {}
     origins: dict[PolicyKey, RuleOrigin] = {}
+    keys, make_entry = _KEYS, _entry
     for t in sorted(merged):
-        k = _key(t)
-        entries[k] = _entry(cookies[merged[t]], t in deny)
-        origins[k] = merged[t]
+        k = keys.get(t) or _key(t)
+        origin = merged[t]
+        entries[k] = make_entry(cookies[origin], t in deny)
+        origins[k] = origin
     return MapState(entries, origins, tuple(sorted(ineffective)))

@@ -39,9 +39,12 @@ def _run_into(argv: list[str], stdin_path: Path | None, out_path: Path, mode: in
 
 
 def generate(directory: Path) -> str:
-    """A fresh key pair in `directory` (replacing any old one); returns the public key."""
+    """A fresh key pair in `directory`; the old pair is kept as *.prev so a revert can go back."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
+    for name in (PRIVATE, PUBLIC):
+        if (directory / name).exists():
+            os.replace(directory / name, directory / f"{name}.prev")
     _run_into(["wg", "genkey"], None, directory / PRIVATE, 0o600)
     _run_into(["wg", "pubkey"], directory / PRIVATE, directory / PUBLIC, 0o644)
     return read_public(directory)
@@ -52,6 +55,23 @@ def ensure(directory: Path) -> str:
     if (directory / PRIVATE).exists() and (directory / PUBLIC).exists():
         return read_public(directory)
     return generate(directory)
+
+
+def restore(directory: Path, public: str) -> bool:
+    """Make `public` the current key again if it is the previous pair (revert of a rotation)."""
+    try:
+        prev = (directory / f"{PUBLIC}.prev").read_text().strip()
+    except FileNotFoundError:
+        return False
+    if prev != public or not (directory / f"{PRIVATE}.prev").exists():
+        return False
+    for name in (PRIVATE, PUBLIC):
+        cur, old = directory / name, directory / f"{name}.prev"
+        tmp = directory / f"{name}.swap"
+        os.replace(cur, tmp)
+        os.replace(old, cur)
+        os.replace(tmp, old)
+    return True
 
 
 def read_public(directory: Path) -> str:

@@ -63,6 +63,8 @@ def _device(netns: str | None, target: WireguardState, current: WireguardState, 
         log.info("node key %s for %s", "rotated" if current.public_key else "ready", ifname)
     else:
         public = keys.ensure(kdir)
+        if public != target.public_key and keys.restore(kdir, target.public_key):
+            public = keys.read_public(kdir)  # a revert of a rotation: back to the previous pair
         if public != target.public_key:
             raise DataplaneError("set key of", ifname, 0,
                                  f"the node's key is {public}, the plan expects {target.public_key}")

@@ -63,7 +63,7 @@ def rules(netns: str | None) -> tuple[str, ...]:
         if str(r.get("table")) != str(TABLE):
             continue
         if "fwmark" in r:
-            found.append(f"{'not ' if r.get('not') else ''}fwmark {r['fwmark']}")
+            found.append(f"{'not ' if 'not' in r else ''}fwmark {r['fwmark']}")  # "not": null
         elif r.get("src") not in (None, "all"):
             found.append(f"from {r['src']}/{r.get('srclen', 32)}")
     return tuple(sorted(found))

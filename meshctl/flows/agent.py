@@ -1,14 +1,13 @@
 """The per-node flow agent: ringbuf -> enrich -> SQLite store, plus Prometheus metrics.
 
 Runs in its own process (never inside a latency-sensitive one, FIELD-NOTES). The ring buffer
-callback only copies raw bytes; decoding, naming and the SQL insert happen per batch, one
-transaction per poll, which is what lets one Python process keep up with ~100k events/s.
+is read through mmap (meshctl.flows.ring: no per-record callback); decoding, naming and the
+SQL insert happen per batch, one transaction per poll, which is what lets one Python process
+store well over 100k events/s.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno as errno_mod
 import logging
 import signal
 import threading
@@ -17,59 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshctl.dataplane.libbpf import RINGBUF_SAMPLE_FN, Map, lib
-from meshctl.errors import DataplaneError
+from meshctl.dataplane.libbpf import Map
 from meshctl.flows.enrich import EnrichContext, Enricher, Row
 from meshctl.flows.metrics import FlowCounters, datapath_drops, registry_for, serve
+from meshctl.flows.ring import MmapRing
 from meshctl.flows.store import FlowStore
 
 log = logging.getLogger(__name__)
-
-
-class RawRing:
-    """A ring_buffer whose callback keeps raw record bytes (no per-record Python objects)."""
-
-    def __init__(self, ringbuf: Map) -> None:
-        self.chunks: list[bytes] = []
-        self._label = ringbuf.label
-        append, string_at = self.chunks.append, ctypes.string_at
-
-        def sample(_ctx: int | None, data: int | None, size: int) -> int:
-            append(string_at(data, size))  # type: ignore[arg-type]
-            return 0
-
-        self._cb = RINGBUF_SAMPLE_FN(sample)
-        ptr = lib.ring_buffer__new(ringbuf.fd, self._cb, None, None)
-        if not ptr:
-            raise DataplaneError("open ring buffer", self._label, ctypes.get_errno() or errno_mod.EINVAL)
-        self._rb: int | None = ptr
-
-    def poll(self, timeout_ms: int) -> bytes:
-        """Wait up to timeout_ms; return every record delivered, concatenated."""
-        assert self._rb is not None
-        ret = lib.ring_buffer__poll(self._rb, timeout_ms)
-        if ret < 0 and ret != -errno_mod.EINTR:
-            raise DataplaneError("poll ring buffer", self._label, -ret)
-        if not self.chunks:
-            return b""
-        out = b"".join(self.chunks)
-        self.chunks.clear()
-        return out
-
-    def consume(self) -> bytes:
-        """Every record already in the ring, without waiting (and without needing a wakeup)."""
-        assert self._rb is not None
-        ret = lib.ring_buffer__consume(self._rb)
-        if ret < 0 and ret != -errno_mod.EINTR:
-            raise DataplaneError("consume ring buffer", self._label, -ret)
-        out = b"".join(self.chunks)
-        self.chunks.clear()
-        return out
-
-    def close(self) -> None:
-        if self._rb is not None:
-            lib.ring_buffer__free(self._rb)
-            self._rb = None
 
 
 @dataclass
@@ -134,7 +87,7 @@ class Agent:
         store = FlowStore(s.store, s.node)
         self.counters.attr_names = store.dims.attr_names
         enricher = Enricher(ctx, store.dims, floor_ns=store.last_ns)
-        ring = RawRing(Map.from_pin(self._events_pin))
+        ring = MmapRing(Map.from_pin(self._events_pin))
         drops_base = self._datapath_drops()
         store.set_meta("node", s.node)
         now = time.monotonic()
@@ -146,15 +99,20 @@ class Agent:
                 now = time.monotonic()
                 if raw:
                     enricher.missed = False
-                    rows = enricher.rows(raw)
+                    rows = enricher.rows(raw, framed=True)
                     if enricher.missed and self._changed and now >= next_reload - s.reload_every_s + 0.5:
                         next_reload = now  # unknown names: look for a new catalog before storing
+                        enricher.last_ns = store.last_ns  # these rows are made again below
                     else:
                         self._insert(store, rows)
                         raw = b""
                 if now >= next_lost:
                     counted = self._datapath_drops() - drops_base
-                    self._store(enricher, store, ring.consume())  # what is still in the ring is not lost
+                    rest = ring.consume()  # what is still in the ring is not lost
+                    if raw:
+                        raw += rest  # after the held-back records: time order
+                    else:
+                        self._store(enricher, store, rest)
                     self.counters.update_lost(counted)
                     next_lost = now + s.lost_every_s
                 if self._changed and now >= next_reload:
@@ -180,7 +138,7 @@ class Agent:
 
     def _store(self, enricher: Enricher, store: FlowStore, raw: bytes) -> None:
         if raw:
-            self._insert(store, enricher.rows(raw))
+            self._insert(store, enricher.rows(raw, framed=True))
 
     def _insert(self, store: FlowStore, rows: list[Row]) -> None:
         store.insert(rows)

@@ -22,6 +22,8 @@ from meshctl.nodestate import Direction
 # struct flow_event (bpf/lib/common.h): addresses and ports stay in network order.
 EVENT = struct.Struct("=Q4s4sHHBBBBIIIIB3xI")
 EVENT_SIZE = EVENT.size
+# The same record as it sits in the ring buffer: an 8-byte header first (meshctl.flows.ring).
+FRAMED_EVENT = struct.Struct("=8x" + EVENT.format[1:])
 
 # Columns of a stored flow row, in order: peers and attribution are ids (meshctl.flows.dims).
 STORED_FIELDS = (
@@ -106,14 +108,14 @@ class Enricher:
         self._attrs[key] = aid
         return aid
 
-    def rows(self, raw: bytes) -> list[Row]:
-        """A buffer of back-to-back records (a batch from the reader) -> stored rows."""
+    def rows(self, raw: bytes, framed: bool = False) -> list[Row]:
+        """Back-to-back records (bare, or framed with ring headers) -> stored rows."""
         peers, attrs = self._peers, self._attrs
         off, last = self.offset_ns, self.last_ns
         out: list[Row] = []
         append = out.append
         for (ts, saddr, daddr, sport, dport, proto, direction, verdict, reason,
-             sid, did, ep, cookie, flags, length) in EVENT.iter_unpack(raw):
+             sid, did, ep, cookie, flags, length) in (FRAMED_EVENT if framed else EVENT).iter_unpack(raw):
             t = ts + off
             if t <= last:
                 t = last + 1

@@ -184,9 +184,9 @@ class FlowStore:
 
     def _wide(self, r: Row) -> Row:
         (t, verdict, reason, direction, proto, sport, dport, flags, length, cookie, s, d, a) = r
-        peers, attrs = self._peers, self._attrs
-        if s not in peers or d not in peers or a not in attrs:
+        if s not in self._peers or d not in self._peers or a not in self._attrs:
             self._names()
+        peers, attrs = self._peers, self._attrs
         sip, sid, spod, sns, slab = peers.get(s, ("", 0, "", "", ""))  # type: ignore[call-overload]
         dip, did, dpod, dns, dlab = peers.get(d, ("", 0, "", "", ""))  # type: ignore[call-overload]
         policy, isolated = attrs.get(a, ("", ""))  # type: ignore[call-overload]

@@ -102,6 +102,13 @@ class InventorySection(Model):
     context: str | None = None  # kubernetes: a context of that kubeconfig
 
 
+class ApplySection(Model):
+    """[apply]: how apply reaches nodes: this host's kernel (lab) or each node's agent socket."""
+
+    driver: Literal["lab", "agent"] = "lab"
+    socket_dir: str | None = None  # agent: where the agents' sockets are (default /run/meshctl)
+
+
 class LoadBalancerSection(Model):
     """[loadBalancer]: how services reach backends on other nodes, and how a backend is chosen."""
 
@@ -152,6 +159,7 @@ class ConfigFile(Model):
     maglev: MaglevSection = MaglevSection()
     encryption: EncryptionSection = EncryptionSection()
     inventory: InventorySection = InventorySection()
+    apply: ApplySection = ApplySection()
 
     @field_validator("nodes")
     @classmethod
@@ -241,6 +249,7 @@ class MeshConfig(Model):
     load_balancer: LoadBalancerSettings = LoadBalancerSettings()
     encryption: EncryptionSection = EncryptionSection()
     inventory: InventorySection = InventorySection()
+    apply: ApplySection = ApplySection()
 
     def node(self, name: str) -> NodeConfig | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -264,6 +273,7 @@ class MeshConfig(Model):
             observability=raw.observability,
             encryption=raw.encryption,
             inventory=raw.inventory,
+            apply=raw.apply,
             service_cidr=raw.cluster.service_cidr,
             load_balancer=LoadBalancerSettings(
                 kube_proxy_replacement=raw.cluster.kube_proxy_replacement,
@@ -274,7 +284,7 @@ class MeshConfig(Model):
 
 
 __all__ = [
-    "ConfigFile", "DatapathSettings", "EncryptionSection", "InventorySection", "LabSettings",
+    "ApplySection", "ConfigFile", "DatapathSettings", "EncryptionSection", "InventorySection", "LabSettings",
     "LoadBalancerSettings",
     "MeshConfig", "NodeConfig", "ObservabilitySection", "Rollout",
 ]

@@ -23,6 +23,11 @@ EXAMPLE = REPO / "examples" / "three-tier"
 MESHCTL = Path(sys.executable).with_name("meshctl")
 
 
+def unique_cluster(base: str) -> str:
+    """`base` plus this process's pid: two people running the suite at once never share a lab."""
+    return f"{base}-{os.getpid()}"
+
+
 def three_tier_copy(dest: Path, cluster: str, verify_window: float = 0.05) -> Path:
     """examples/three-tier at `dest`, renamed to `cluster`, with a short verify window."""
     shutil.copytree(EXAMPLE, dest)

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apply_helpers import connect, lab_of, meshctl, observe_all, three_tier_copy
+from apply_helpers import connect, lab_of, meshctl, observe_all, three_tier_copy, unique_cluster
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
-CLUSTER = "t-ap-apply"
+CLUSTER = unique_cluster("t-ap-apply")
 
 
 @pytest.fixture(scope="module")

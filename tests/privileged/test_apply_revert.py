@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apply_helpers import connect, lab_of, map_dumps, meshctl, observe_all, three_tier_copy
+from apply_helpers import connect, lab_of, map_dumps, meshctl, observe_all, three_tier_copy, unique_cluster
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
-CLUSTER = "t-ap-rev"
+CLUSTER = unique_cluster("t-ap-rev")
 NODES = ("node-1", "node-2", "node-3")
 CHECK = """apiVersion: meshctl.io/v1alpha1
 kind: ConnectivityCheck

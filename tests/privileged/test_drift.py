@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apply_helpers import connect, lab_of, meshctl, three_tier_copy
+from apply_helpers import connect, lab_of, meshctl, three_tier_copy, unique_cluster
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
-CLUSTER = "t-ap-drift"
+CLUSTER = unique_cluster("t-ap-drift")
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apply_helpers import lab_of, meshctl, three_tier_copy
+from apply_helpers import lab_of, meshctl, three_tier_copy, unique_cluster
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
-CLUSTER = "t-ap-plan"
+CLUSTER = unique_cluster("t-ap-plan")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_markdown_and_node_filter(repo: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "node-2" in res.stdout and "node-3" not in res.stdout
     res = meshctl(repo, "plan", "--node", "node-9")
-    assert res.returncode == 1 and "--node node-9: not a node of t-ap-plan" in res.stderr
+    assert res.returncode == 1 and f"--node node-9: not a node of {CLUSTER}" in res.stderr
 
 
 def test_ref_plans_a_git_revision(repo: Path) -> None:
@@ -80,7 +80,8 @@ def test_bad_input_is_one_line_naming_file_and_line(repo: Path, tmp_path: Path) 
 
 
 def test_no_lab_is_a_clear_error(tmp_path: Path) -> None:
-    repo = three_tier_copy(tmp_path / "nolab", "t-ap-nolab")
+    name = unique_cluster("t-ap-nolab")
+    repo = three_tier_copy(tmp_path / "nolab", name)
     res = meshctl(repo, "plan")
     assert res.returncode == 1
-    assert "no lab named 't-ap-nolab' is up" in res.stderr
+    assert f"no lab named '{name}' is up" in res.stderr

@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apply_helpers import MESHCTL, lab_of, meshctl, observe_all, three_tier_copy
+from apply_helpers import MESHCTL, lab_of, meshctl, observe_all, three_tier_copy, unique_cluster
 
 from meshctl.nodestate import NodeState
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
-CLUSTER = "t-ap-rec"
+CLUSTER = unique_cluster("t-ap-rec")
 NODES = ("node-1", "node-2", "node-3")
 
 

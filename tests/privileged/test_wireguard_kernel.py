@@ -140,3 +140,44 @@ def test_disable_goes_plain_without_losing_a_connection(wlab: registry.Registry,
     with underlay_capture(wlab.cluster, tmp_path) as cap:
         assert _exchange(wlab, b"MARKER-PLAIN-AGAIN")
     assert cap.payload_has(b"MARKER-PLAIN-AGAIN")
+
+
+def test_node_encryption_tunnels_node_traffic_too(wlab: registry.Registry, tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    from meshctl.lab.netns import entered
+
+    settings = EncryptionSettings(enabled=True, node_encryption=True)
+    n1, n2 = wlab.nodes["n1"], wlab.nodes["n2"]
+    try:
+        assert _converge(wlab, settings) == 3
+        live = observe_wireguard(wlab.cluster, "n1", n1.netns)
+        assert live.sources == ("not fwmark 0xe57",)
+        with entered(n2.netns):
+            server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((n2.underlay_ip, 7301))
+        server.listen(4)
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(conn.recv(64))
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        with underlay_capture(wlab.cluster, tmp_path) as cap:
+            with entered(n1.netns):
+                client = socket.create_connection((n2.underlay_ip, 7301), timeout=2)
+            with client:
+                client.sendall(b"MARKER-NODE-9d2a")
+                assert client.recv(64) == b"MARKER-NODE-9d2a"
+            assert _exchange(wlab, b"MARKER-POD-9d2a")
+        thread.join(timeout=2)
+        server.close()
+        assert not cap.payload_has(b"MARKER-NODE-9d2a") and not cap.payload_has(b"MARKER-POD-9d2a")
+        assert cap.ip_lines() and all("UDP" in ln for ln in cap.ip_lines()), cap.ip_lines()
+    finally:
+        assert _converge(wlab, OFF) <= 2
+    assert _observe(wlab) == {"n1": NO_ENCRYPTION, "n2": NO_ENCRYPTION}

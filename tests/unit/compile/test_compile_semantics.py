@@ -213,3 +213,14 @@ def test_trace_cli_production_war_story(tmp_path: Path) -> None:
     assert after.exit_code == 0, after.output
     assert "DROPPED" in after.stdout.splitlines()[0]
     assert "database-security" in after.stdout and "default deny" in after.stdout
+
+
+def test_mode_always_ignores_enable_default_deny_false() -> None:
+    """Regression (found by the reference property test): Cilium synthesizes the allow-all of
+    default-allow rules only when policyEnforcementMode is not `always`."""
+    relaxed = _cnp(
+        "p",
+        {"endpointSelector": {}, "egress": [{}], "enableDefaultDeny": {"egress": False}},
+    )
+    assert _allowed(_spec(relaxed), A, WORLD, 53)
+    assert not _allowed(_spec(relaxed, mode="always"), A, WORLD, 53)

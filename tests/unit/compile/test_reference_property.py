@@ -225,7 +225,7 @@ def cilium_policy(draw: st.DrawFn, i: int, clusterwide: bool) -> dict[str, Any]:
             if draw(st.integers(0, 2)) == 0:
                 continue
             key = direction.label + ("Deny" if deny else "")
-            spec[key] = [draw(cilium_rule(direction, deny)) for _ in range(draw(st.integers(0, 2)))]
+            spec[key] = [draw(cilium_rule(direction, deny)) for _ in range(draw(st.sampled_from((0, 1, 1, 2))))]
     if draw(st.integers(0, 4)) == 0:
         spec["enableDefaultDeny"] = {
             "ingress": draw(st.booleans()),
@@ -244,7 +244,7 @@ def universes(draw: st.DrawFn) -> tuple[ClusterSpec, list[tuple[Any, Any, int, i
     ns_table = {n: draw(ns_labels()) for n in namespaces}
     pod_specs = draw(pods(namespaces))
     docs = []
-    for i in range(draw(st.integers(0, 4))):
+    for i in range(draw(st.integers(1, 5))):
         kind = draw(st.sampled_from(("np", "cnp", "ccnp")))
         if kind == "np":
             docs.append(draw(k8s_policy(i)))
@@ -254,7 +254,7 @@ def universes(draw: st.DrawFn) -> tuple[ClusterSpec, list[tuple[Any, Any, int, i
     spec = ClusterSpec("prop", NODES, ns_table, pod_specs, tuple(as_document(d) for d in docs), mode)
     ends = [p.key for p in pod_specs] + list(EXTERNAL)
     queries = []
-    for _ in range(draw(st.integers(1, 12))):
+    for _ in range(draw(st.integers(1, 20))):
         src, dst = draw(st.sampled_from(ends)), draw(st.sampled_from(ends))
         proto = draw(st.sampled_from((PROTO_TCP, PROTO_TCP, PROTO_UDP, PROTO_SCTP, PROTO_ICMP)))
         port = 0 if proto == PROTO_ICMP else draw(st.sampled_from(PORTS))

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from meshctl.catalog import Catalog, IdentityInfo, RuleOrigin
+from meshctl.flows.dims import Dimensions
 from meshctl.flows.enrich import EVENT, EVENT_SIZE, EnrichContext, Enricher, flow_of
 from meshctl.flows.filters import FilterError, FlowFilter, parse_duration, parse_time
+from meshctl.flows.flow import Flow
 from meshctl.flows.metrics import FlowCounters
 from meshctl.flows.render import as_json, compact, table
 from meshctl.flows.store import FlowStore, query_all
@@ -47,8 +49,13 @@ def record(src: str, dst: str, sport: int, dport: int, verdict: int, reason: int
                       socket.htons(dport), proto, direction, verdict, reason, sid, did, 7, cookie, flags, 60)
 
 
-def enricher() -> Enricher:
-    return Enricher(EnrichContext("node-1", catalog(), IPS), offset_ns=1_700_000_000 * 10**9)
+def enricher(dims: Dimensions | None = None) -> Enricher:
+    return Enricher(EnrichContext("node-1", catalog(), IPS), dims, offset_ns=1_700_000_000 * 10**9)
+
+
+def one_flow(e: Enricher, raw: bytes, node: str = "node-1") -> Flow:
+    (row,) = e.wide(e.rows(raw))
+    return flow_of(row, node)
 
 
 def test_event_layout_matches_struct_flow_event() -> None:
@@ -61,8 +68,7 @@ def test_event_layout_matches_struct_flow_event() -> None:
 
 def test_default_deny_drop_names_the_isolating_policy() -> None:
     raw = record("10.102.2.7", "10.102.1.5", 40000, 5432, verdict=2, reason=2, sid=300, did=400)
-    (row,) = enricher().rows(raw)
-    flow = flow_of(row, "node-1")
+    flow = one_flow(enricher(), raw)
     assert (flow.src_pod, flow.dst_pod, flow.src_port, flow.dst_port) == (
         "production/cache", "production/postgres", 40000, 5432)
     assert flow.time_ns == 1_700_000_000 * 10**9 + 1_000
@@ -75,15 +81,15 @@ def test_default_deny_drop_names_the_isolating_policy() -> None:
 
 def test_explicit_deny_names_the_rule_and_forwarded_names_the_allow() -> None:
     e = enricher()
-    deny = flow_of(e.rows(record("10.102.2.7", "10.102.1.5", 1, 5432, 2, 3, 300, 400, cookie=11))[0], "n")
+    deny = one_flow(e, record("10.102.2.7", "10.102.1.5", 1, 5432, 2, 3, 300, 400, cookie=11))
     assert deny.drop_reason == "denied by CiliumNetworkPolicy production/no-cache ingressDeny[0]"
-    ok = flow_of(e.rows(record("10.102.3.9", "10.102.1.5", 2, 5432, 1, 0, 500, 400, cookie=12))[0], "n")
+    ok = one_flow(e, record("10.102.3.9", "10.102.1.5", 2, 5432, 1, 0, 500, 400, cookie=12, ts=5))
     assert ok.verdict_name == "FORWARDED" and ok.drop_reason == ""
     assert "FORWARDED (TCP Flags: SYN)" in compact(ok) and "database-security" in compact(ok)
 
 
 def test_unknown_addresses_and_identities_stay_numeric() -> None:
-    flow = flow_of(enricher().rows(record("192.0.2.1", "10.102.1.5", 5, 80, 2, 2, 2, 400))[0], "n")
+    flow = one_flow(enricher(), record("192.0.2.1", "10.102.1.5", 5, 80, 2, 2, 2, 400))
     assert flow.src_pod == "" and flow.src_ip == "192.0.2.1" and flow.src_labels == ()
     assert compact(flow).split(" ", 3)[3].startswith("192.0.2.1:5 (ID:2)")
 
@@ -91,7 +97,7 @@ def test_unknown_addresses_and_identities_stay_numeric() -> None:
 @pytest.fixture
 def store(tmp_path: Path) -> FlowStore:
     s = FlowStore(tmp_path / "node-1.db", "node-1")
-    e = enricher()
+    e = enricher(s.dims)
     raw = b"".join([
         record("10.102.2.7", "10.102.1.5", 40000, 5432, 2, 2, 300, 400, ts=1),
         record("10.102.3.9", "10.102.1.5", 40001, 5432, 1, 0, 500, 400, cookie=12, ts=2),
@@ -174,6 +180,7 @@ def test_filter_errors_are_clear() -> None:
 def test_counters_and_lost_need_two_readings() -> None:
     c = FlowCounters()
     e = enricher()
+    c.attr_names = e.dims.attr_names
     c.add(e.rows(record("10.102.2.7", "10.102.1.5", 1, 5432, 2, 2, 300, 400)
                  + record("10.102.3.9", "10.102.1.5", 2, 5432, 1, 0, 500, 400, cookie=12)))
     assert c.received == 2 and c.received_drops == 1

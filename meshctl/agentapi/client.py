@@ -1,0 +1,102 @@
+"""Client of the agent API (meshctl.agentapi.server): one node's socket, JSON in and out."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from meshctl.agentapi.protocol import AgentApiError, StaleNodeError, WireCheck, counts_from_json
+from meshctl.apply.gates import MetricCounts
+from meshctl.nodestate import NodeState
+
+DEFAULT_TIMEOUT_S = 120.0  # an apply of a big node, or a verify window, can take a while
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.socket_path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class AgentClient:
+    """observe / apply / revert / verify / drops of the node whose agent listens on `path`."""
+
+    def __init__(self, node: str, path: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.node, self.path, self.timeout_s = node, Path(path), timeout_s
+
+    def _call(self, method: str, route: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        conn = _UnixConnection(self.path, self.timeout_s)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if data is not None else {}
+            conn.request(method, route, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except FileNotFoundError:
+            raise AgentApiError(self.node, f"no agent socket at {self.path} (is `meshctl agent --node "
+                                f"{self.node}` running with --api?)") from None
+        except OSError as err:
+            raise AgentApiError(self.node, f"{self.path}: {err.strerror or err}") from None
+        except http.client.HTTPException as err:
+            raise AgentApiError(self.node, f"{self.path}: bad answer ({type(err).__name__})") from None
+        finally:
+            conn.close()
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            raise AgentApiError(self.node, f"{route}: answer is not JSON (status {resp.status})",
+                                resp.status) from None
+        if resp.status == 409:
+            raise StaleNodeError(self.node, answer.get("error", "conflict"), 409)
+        if resp.status != 200:
+            message = answer.get("error", resp.reason)
+            raise AgentApiError(self.node, f"{method} {route}: {message}", resp.status)
+        return dict(answer)
+
+    def observe_raw(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/observe")
+
+    def observe(self) -> NodeState:
+        """The node's live NodeState; the fingerprint is checked against the agent's own."""
+        answer = self.observe_raw()
+        state = NodeState.from_canonical(answer["state"])
+        if state.fingerprint() != answer["fingerprint"]:
+            raise AgentApiError(self.node, "observed state does not match its fingerprint (version skew?)")
+        return state
+
+    def drops(self) -> MetricCounts:
+        return counts_from_json(self._call("GET", "/v1/drops")["counts"])
+
+    def apply(self, target: NodeState, expected_fingerprint: str, plan_id: str = "") -> dict[str, Any]:
+        """Move the node to `target`; StaleNodeError when it is no longer at `expected_fingerprint`."""
+        answer = self._call("POST", "/v1/apply", {
+            "target": target.canonical(), "expected_fingerprint": expected_fingerprint, "plan_id": plan_id,
+        })
+        if not answer.get("ok"):
+            reverted = " (the agent reverted it to its before-state)" if answer.get("reverted") else ""
+            raise AgentApiError(self.node, f"apply failed: {answer.get('failure')}{reverted}")
+        return answer
+
+    def revert(self, before: NodeState) -> dict[str, Any]:
+        return self._call("POST", "/v1/revert", {"before": before.canonical()})
+
+    def verify(self, checks: Iterable[WireCheck] = (), window_s: float = 0.0, threshold_per_s: float = 0.0,
+               predicted: int = 0) -> dict[str, Any]:
+        return self._call("POST", "/v1/verify", {
+            "checks": [c.to_json() for c in checks], "window_s": window_s,
+            "threshold_per_s": threshold_per_s, "predicted": predicted,
+        })

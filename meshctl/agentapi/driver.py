@@ -1,0 +1,78 @@
+"""The apply engine's NodeDriver over node agents (`[apply] driver = "agent"` in meshctl.toml).
+
+Each node is reached through its agent's unix socket (protocol.socket_path). Reconcile sends the
+target with the fingerprint of the before-state the engine holds, so a node that moved since it
+was observed refuses (409) instead of being overwritten; the engine then reverts as it does for
+any failed node. Checks run on the agent of the source pod's node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from meshctl.agentapi.client import AgentClient
+from meshctl.agentapi.protocol import AgentApiError, WireCheck, socket_path
+from meshctl.apply.gates import CheckLike, CheckOutcome, MetricCounts
+from meshctl.nodestate import NodeState
+
+if TYPE_CHECKING:
+    from meshctl.apply.engine import CheckRunner, NodeDriver
+    from meshctl.workflow import Workspace
+
+
+class AgentDriver:
+    """Every node of one cluster, through the agent listening on that node's socket."""
+
+    def __init__(self, cluster: str, nodes: Iterable[str], directory: str | Path | None = None,
+                 plan_id: str = "") -> None:
+        self.cluster, self.plan_id = cluster, plan_id
+        self.clients = {n: AgentClient(n, socket_path(cluster, n, directory)) for n in nodes}
+
+    def client(self, node: str) -> AgentClient:
+        try:
+            return self.clients[node]
+        except KeyError:
+            raise AgentApiError(node, f"not a node of {self.cluster}") from None
+
+    def observe(self, node: str) -> NodeState:
+        return self.client(node).observe()
+
+    def reconcile(self, node: str, current: NodeState, target: NodeState) -> None:
+        self.client(node).apply(target, current.fingerprint(), self.plan_id)
+
+    def drop_counts(self, node: str) -> MetricCounts:
+        return self.client(node).drops()
+
+
+class AgentCheckRunner:
+    """Callable(check) -> CheckOutcome: the connection is made by the source pod's node agent."""
+
+    def __init__(self, driver: AgentDriver, pod_nodes: Mapping[str, str], pod_ips: Mapping[str, IPv4Address]
+                 ) -> None:
+        self.driver, self.pod_nodes, self.pod_ips = driver, dict(pod_nodes), dict(pod_ips)
+
+    def __call__(self, check: CheckLike) -> CheckOutcome:
+        from meshctl.apply.checks import destination_ip
+
+        node = self.pod_nodes.get(check.from_)
+        if node is None:
+            return CheckOutcome(check, "denied", f"source pod {check.from_} is on no node")
+        wire = WireCheck.of(check, to=str(destination_ip(check, self.pod_ips)))
+        answer = self.driver.client(node).verify([wire])
+        (result,) = answer["checks"]
+        return CheckOutcome(check, str(result["observed"]), str(result.get("detail", "")))
+
+
+def select_driver(ws: Workspace, plan_id: str = "") -> tuple[NodeDriver, CheckRunner]:
+    """The driver and check runner `[apply] driver` names: "lab" (this host's kernel) or "agent"."""
+    from meshctl.apply.checks import LabCheckRunner
+    from meshctl.apply.driver import LabDriver
+
+    section: Any = getattr(ws.config, "apply", None)
+    if getattr(section, "driver", "lab") == "agent":
+        driver = AgentDriver(ws.cluster, ws.node_order, getattr(section, "socket_dir", None), plan_id)
+        return driver, AgentCheckRunner(driver, ws.pod_nodes(), ws.pod_ips())
+    return LabDriver(ws.cluster, ws.netns), LabCheckRunner(ws.cluster, ws.pod_ips())

@@ -1,0 +1,181 @@
+"""The agent's local API: HTTP/1.1 + JSON on a unix socket (mode 0600, so root on the node only).
+
+    GET  /v1/observe  -> {"state": canonical NodeState, "fingerprint", "interrupted"}
+    GET  /v1/drops    -> {"counts": [[verdict, reason, direction, packets], ...]}
+    POST /v1/apply    {"target", "expected_fingerprint", "plan_id"}   409 when the node moved
+    POST /v1/revert   {"before"}
+    POST /v1/verify   {"checks", "window_s", "threshold_per_s", "predicted"}
+
+A unix socket, not TCP: reaching it needs access to the node's filesystem (the DaemonSet's
+hostPath /run/meshctl), which is the same trust as loading eBPF there. The stdlib server is
+enough: one client (a rollout) at a time, small bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import socketserver
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+from meshctl.agentapi.protocol import AgentApiError
+from meshctl.agentapi.service import NodeService, Refused
+from meshctl.errors import MeshctlError
+
+log = logging.getLogger(__name__)
+MAX_BODY = 64 * 1024 * 1024  # a NodeState of a big node is a few MB of JSON
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("agent api: " + format, *args)
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise Refused(413, f"body of {length} bytes exceeds {MAX_BODY}")
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError as err:
+            raise Refused(400, f"body is not JSON: {err}") from None
+        if not isinstance(body, dict):
+            raise Refused(400, "body must be a JSON object")
+        return body
+
+    def _dispatch(self, method: str) -> None:
+        svc = self.server.service
+        routes: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
+            ("GET", "/v1/observe"): svc.observe,
+            ("GET", "/v1/drops"): svc.drops,
+            ("POST", "/v1/apply"): lambda: svc.apply(self._body()),
+            ("POST", "/v1/revert"): lambda: svc.revert(self._body()),
+            ("POST", "/v1/verify"): lambda: svc.verify(self._body()),
+        }
+        route = routes.get((method, self.path))
+        try:
+            if route is None:
+                raise Refused(404, f"no {method} {self.path} (see meshctl.agentapi.server)")
+            self._send(200, route())
+        except Refused as err:
+            self._send(err.status, {"error": str(err), **err.extra})
+        except MeshctlError as err:
+            log.warning("agent api %s %s: %s", method, self.path, err)
+            self._send(500, {"error": str(err)})
+        except Exception as err:  # a bug: say so, keep serving
+            log.exception("agent api %s %s failed", method, self.path)
+            self._send(500, {"error": f"internal error: {type(err).__name__}: {err}"})
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: Path, service: NodeService) -> None:
+        self.service = service
+        super().__init__(str(path), _Handler, bind_and_activate=False)
+
+
+def _in_use(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def bind(path: Path, service: NodeService) -> _Server:
+    """Listen on `path` with mode 0600 from the first instant (bound under a temp name, renamed)."""
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if path.exists():
+        if _in_use(path):
+            raise AgentApiError(service.node, f"{path} is in use: is another agent of this node running?")
+        path.unlink()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    server = _Server(path, service)
+    try:
+        server.socket.bind(str(tmp))
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, path)
+        server.server_address = str(path)
+        server.server_activate()
+    except BaseException:
+        server.server_close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return server
+
+
+def lab_service(cluster: str, node: str, netns: str | None, journal_dir: Path) -> NodeService:
+    """The service over this host: the lab driver (kernel), pods and checks from the lab registry."""
+    from meshctl.apply.checks import LabCheckRunner
+    from meshctl.apply.driver import LabDriver
+    from meshctl.lab import registry
+
+    def pods() -> dict[str, Any]:
+        reg = registry.load(cluster)
+        return {k: p for k, p in reg.pods.items() if p.node == node} if reg else {}
+
+    def runner() -> Any:
+        reg = registry.load(cluster)
+        ips = {k: p.address for k, p in reg.pods.items()} if reg else {}
+        return LabCheckRunner(cluster, ips)
+
+    driver = LabDriver(cluster, {node: netns})  # type: ignore[dict-item]  # None = the host netns
+    return NodeService(node, driver, journal_dir, pods, runner)
+
+
+def serve(
+    cluster: str,
+    node: str,
+    netns: str | None,
+    socket_path: Path,
+    stop_event: threading.Event,
+    *,
+    journal_dir: Path | None = None,
+    ready: threading.Event | None = None,
+    service: NodeService | None = None,
+) -> None:
+    """Serve the node's API until `stop_event` is set; removes the socket on the way out."""
+    journal_dir = journal_dir or socket_path.parent / f"journal-{cluster}-{node}"
+    service = service or lab_service(cluster, node, netns, journal_dir)
+    server = bind(socket_path, service)
+    ino = socket_path.stat().st_ino
+    waiter = threading.Thread(target=lambda: (stop_event.wait(), server.shutdown()), daemon=True,
+                              name=f"agent-api-stop-{node}")
+    waiter.start()
+    log.info("agent %s: API on unix:%s", node, socket_path)
+    if ready is not None:
+        ready.set()
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        try:
+            if socket_path.stat().st_ino == ino:  # never remove a successor's socket
+                socket_path.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,154 @@
+"""What the agent API does for its node, apart from HTTP: observe, apply, revert, verify.
+
+Apply runs the apply engine itself on a one-node rollout (journal the intent with the exact
+before-state, reconcile make-before-break, revert to the before-state if reconcile fails), so a
+node driven remotely goes through the very step a local apply uses. The node journal lives on the
+node: if the agent dies mid-apply, the records say what to restore. Verification (drop gate and
+checks from this node's pods) reuses meshctl.apply.gates and the lab's check runner.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from meshctl.agentapi.protocol import WireCheck, counts_to_json
+from meshctl.apply.engine import ApplyEngine, NodeDriver, NodeWork, RolloutSettings, restore_node
+from meshctl.apply.gates import CheckLike, CheckOutcome, drop_gate
+from meshctl.nodestate import NodeState
+
+CheckRunner = Callable[[CheckLike], CheckOutcome]
+MAX_VERIFY_WINDOW_S = 60.0
+
+
+class Refused(Exception):
+    """A request the agent answers with a 4xx status and a JSON body."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.extra = status, extra
+
+
+def _no_checks(check: CheckLike) -> CheckOutcome:  # pragma: no cover - apply passes no checks
+    raise AssertionError("apply runs no checks; verify does")
+
+
+class NodeService:
+    """One node's API operations over a NodeDriver; one mutation at a time."""
+
+    def __init__(
+        self,
+        node: str,
+        driver: NodeDriver,
+        journal_dir: Path,
+        node_pods: Callable[[], Mapping[str, Any]] = dict,
+        check_runner: Callable[[], CheckRunner] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.node, self.driver, self.journal_dir = node, driver, journal_dir
+        self.node_pods, self.check_runner, self.sleep = node_pods, check_runner, sleep
+        self.lock = threading.Lock()
+
+    def _journal(self, plan_id: str = "") -> Any:
+        from meshctl.state import Journal
+
+        return Journal(self.journal_dir, plan_id)
+
+    def observe(self) -> dict[str, Any]:
+        with self.lock:
+            state = self.driver.observe(self.node)
+        return {"node": self.node, "state": state.canonical(), "fingerprint": state.fingerprint(),
+                "interrupted": bool(self._journal().records())}
+
+    def drops(self) -> dict[str, Any]:
+        with self.lock:
+            return {"node": self.node, "counts": counts_to_json(self.driver.drop_counts(self.node))}
+
+    def _target(self, body: Mapping[str, Any], key: str) -> NodeState:
+        try:
+            state = NodeState.from_canonical(body[key])
+        except (KeyError, TypeError, ValueError) as err:
+            raise Refused(400, f"{key}: not a canonical NodeState ({type(err).__name__}: {err})") from None
+        if state.node != self.node:
+            raise Refused(400, f"{key}: a state of node {state.node!r}, this is {self.node!r}")
+        return state
+
+    def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Move the node to `target` iff it is still at `expected_fingerprint` (else 409)."""
+        target = self._target(body, "target")
+        expected = body.get("expected_fingerprint")
+        if not isinstance(expected, str):
+            raise Refused(400, "expected_fingerprint: required (the fingerprint the plan was made from)")
+        with self.lock:
+            journal = self._journal(str(body.get("plan_id", "")))
+            if journal.records():
+                raise Refused(409, "an apply on this node was interrupted: revert it to its "
+                              "before-state first", interrupted=True)
+            current = self.driver.observe(self.node)
+            live = current.fingerprint()
+            if live != expected:
+                raise Refused(409, f"node {self.node} changed since it was planned: live {live}, "
+                              f"expected {expected}", fingerprint=live)
+            settings = RolloutSettings(verify_window_s=0.0, drop_rate_threshold=math.inf)
+            engine = ApplyEngine(self.driver, journal, _no_checks, settings, sleep=lambda _s: None)
+            result = engine.run([NodeWork(self.node, current, target)], [self.node])
+            if result.ok or not result.revert_failures:
+                journal.clear()  # at target, or back at the before-state: nothing to recover
+            now = self.driver.observe(self.node)
+        return {"ok": result.ok, "changed": current != target, "failure": result.failure,
+                "reverted": self.node in result.reverted, "revert_failures": result.revert_failures,
+                "before_fingerprint": current.fingerprint(), "fingerprint": now.fingerprint()}
+
+    def revert(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Put the node back at `before` from wherever it is, and prove it (exact match)."""
+        before = self._target(body, "before")
+        with self.lock:
+            restore_node(self.driver, self.node, before)  # raises unless the live state equals `before`
+            journal = self._journal()
+            if journal.records():
+                journal.reverted(self.node)
+                journal.clear()
+        return {"ok": True, "fingerprint": before.fingerprint()}
+
+    def verify(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The drop gate over `window_s`, then each check as a real connection from a pod here."""
+        try:
+            checks = [WireCheck.from_json(c) for c in body.get("checks", [])]
+            window = float(body.get("window_s", 0.0))
+            threshold = float(body.get("threshold_per_s", 0.0))
+            predicted = int(body.get("predicted", 0))
+        except (TypeError, ValueError) as err:
+            raise Refused(400, str(err)) from None
+        if not 0 <= window <= MAX_VERIFY_WINDOW_S:
+            raise Refused(400, f"window_s must be within 0..{MAX_VERIFY_WINDOW_S:g}")
+        if checks:
+            pods = self.node_pods()
+            foreign = [c.from_ for c in checks if c.from_ not in pods]
+            if foreign:
+                raise Refused(400, f"checks must start at a pod of node {self.node}: {', '.join(foreign)} "
+                              f"(pods here: {', '.join(sorted(pods)) or 'none'})")
+        with self.lock:
+            first = self.driver.drop_counts(self.node)
+        self.sleep(window)
+        with self.lock:
+            second = self.driver.drop_counts(self.node)
+        gate = drop_gate(self.node, first, second, window, threshold, predicted)
+        outcomes = []
+        if checks:
+            if self.check_runner is None:
+                raise Refused(400, f"node {self.node} cannot run checks here (no pods known)")
+            run = self.check_runner()
+            outcomes = [run(c) for c in checks]
+        ok = gate.ok and all(o.ok for o in outcomes)
+        return {
+            "ok": ok,
+            "gate": {"node": gate.node, "drops": gate.drops, "predicted": gate.predicted,
+                     "window_s": gate.window_s, "threshold_per_s": gate.threshold_per_s, "ok": gate.ok,
+                     "describe": gate.describe()},
+            "checks": [{"check": WireCheck.of(o.check).to_json(), "observed": o.observed, "detail": o.detail,
+                        "ok": o.ok} for o in outcomes],
+        }

@@ -1,0 +1,57 @@
+"""Pure parts of recover (which side each journalled node ends on) and stale-plan details."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from meshctl.apply.drift import DriftReport, describe, render_markdown, render_text
+from meshctl.apply.recover import last_records
+from meshctl.apply.run import stale_details
+from meshctl.catalog import Catalog
+from meshctl.nodestate import FrozenMap, IpcacheEntry, NodeState
+from meshctl.plan import build_plan, diff_node
+from meshctl.state import Journal
+
+
+def state(node: str, *identities: int) -> NodeState:
+    return NodeState(
+        node, ipcache=FrozenMap({IPv4Network(f"10.0.{i}.0/24"): IpcacheEntry(i) for i in identities})
+    )
+
+
+def test_last_records_from_a_real_journal(tmp_path: Path) -> None:
+    j = Journal(tmp_path, "plan-1")
+    j.begin("n1", state("n1"), state("n1", 1))
+    j.done("n1")
+    j.begin("n2", state("n2"), state("n2", 2))  # killed here: n2 may be half-applied
+    j.begin("n3", state("n3"), state("n3", 3))
+    j.reverted("n3")
+    begins, last = last_records(j.records())
+    assert last == {"n1": "done", "n2": "begin", "n3": "reverted"}
+    assert begins["n2"].before == state("n2") and begins["n1"].after == state("n1", 1)
+    assert set(j.open_entries()) == {"n2"}
+
+
+def test_stale_details_name_what_moved() -> None:
+    before, target = state("n1", 1, 2), state("n1", 1, 3)
+    plan = build_plan({"n1": before}, {"n1": target}, Catalog(), impact=False)
+    live = replace(before, ipcache=FrozenMap({IPv4Network("10.0.1.0/24"): IpcacheEntry(1)}))
+    details = stale_details(plan, {"n1": live})
+    assert details == ["  - n1 ipcache 10.0.2.0/24: went missing"]
+    assert stale_details(plan, {"n1": before}) == []  # fresh node: nothing to say
+
+
+def test_drift_report_words() -> None:
+    intended, live = state("n1", 1, 2), state("n1", 1)
+    changes = diff_node(live, intended)
+    report = DriftReport("c", 3, nodes={"n1": changes}, clean=["n2"], never_applied=["n3"])
+    assert describe(changes[0]) == {"drift": "missing on the node (deleted outside meshctl)"}
+    text = render_text(report)
+    assert "+ n1 ipcache 10.0.2.0/24: missing on the node (deleted outside meshctl)" in text
+    assert "node n2: no drift" in text and "node n3: never applied" in text
+    assert "| n1 | `n1 ipcache 10.0.2.0/24` |" in render_markdown(report)
+    doc = report.to_json()
+    assert doc["drift"] is True and doc["nodes"]["n1"][0]["change"]["actions"] == ["create"]
+    assert "No drift" in render_text(DriftReport("c", 3, clean=["n1"]))
