@@ -171,7 +171,7 @@ def serve(
     if ready is not None:
         ready.set()
     try:
-        server.serve_forever(poll_interval=0.5)
+        server.serve_forever(poll_interval=0.1)
     finally:
         server.server_close()
         try:

@@ -21,6 +21,7 @@ from meshctl.flows.enrich import EnrichContext, Enricher, Row
 from meshctl.flows.metrics import FlowCounters, datapath_drops, registry_for, serve
 from meshctl.flows.ring import MmapRing
 from meshctl.flows.store import FlowStore
+from meshctl.flows.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -85,26 +86,28 @@ class Agent:
         ctx = self._context(None)
         token = self._changed() if self._changed else None
         store = FlowStore(s.store, s.node)
+        store.set_meta("node", s.node)
         self.counters.attr_names = store.dims.attr_names
         enricher = Enricher(ctx, store.dims, floor_ns=store.last_ns)
         ring = MmapRing(Map.from_pin(self._events_pin))
+        writer = StoreWriter(store, self._stored, s.max_age_s, s.max_rows, s.prune_every_s)
         drops_base = self._datapath_drops()
-        store.set_meta("node", s.node)
         now = time.monotonic()
-        next_reload, next_prune, next_lost = now + s.reload_every_s, now, now + s.lost_every_s
+        next_reload, next_lost = now + s.reload_every_s, now + s.lost_every_s
         log.info("agent %s: storing flows in %s", s.node, s.store)
         try:
             while not self.stop.is_set():
                 raw = ring.poll(s.poll_ms)
                 now = time.monotonic()
                 if raw:
+                    floor = enricher.last_ns
                     enricher.missed = False
                     rows = enricher.rows(raw, framed=True)
                     if enricher.missed and self._changed and now >= next_reload - s.reload_every_s + 0.5:
                         next_reload = now  # unknown names: look for a new catalog before storing
-                        enricher.last_ns = store.last_ns  # these rows are made again below
+                        enricher.last_ns = floor  # these rows are made again below
                     else:
-                        self._insert(store, rows)
+                        self._accept(writer, rows)
                         raw = b""
                 if now >= next_lost:
                     counted = self._datapath_drops() - drops_base
@@ -112,7 +115,7 @@ class Agent:
                     if raw:
                         raw += rest  # after the held-back records: time order
                     else:
-                        self._store(enricher, store, rest)
+                        self._accept(writer, enricher.rows(rest, framed=True))
                     self.counters.update_lost(counted)
                     next_lost = now + s.lost_every_s
                 if self._changed and now >= next_reload:
@@ -120,30 +123,29 @@ class Agent:
                     if new != token:
                         token = new
                         ctx = self._context(ctx)
-                        enricher = Enricher(ctx, store.dims, enricher.offset_ns, store.last_ns)
+                        enricher = Enricher(ctx, store.dims, enricher.offset_ns, enricher.last_ns)
                         self.counters.catalog_reloads += 1
                         log.info("agent %s: names reloaded", s.node)
                     next_reload = now + s.reload_every_s
                 if raw:  # held back for a reload check: store it now, with the newest names
-                    self._store(enricher, store, raw)
-                if now >= next_prune:
-                    store.prune(s.max_age_s, s.max_rows)
-                    next_prune = now + s.prune_every_s
-            self._store(enricher, store, ring.consume())
+                    self._accept(writer, enricher.rows(raw, framed=True))
+            self._accept(writer, enricher.rows(ring.consume(), framed=True))
         finally:
-            ring.close()
-            store.close()
-            if self.metrics_server is not None:
-                self.metrics_server.shutdown()  # type: ignore[attr-defined]
+            try:
+                writer.close()
+            finally:
+                ring.close()
+                store.close()
+                if self.metrics_server is not None:
+                    self.metrics_server.shutdown()  # type: ignore[attr-defined]
 
-    def _store(self, enricher: Enricher, store: FlowStore, raw: bytes) -> None:
-        if raw:
-            self._insert(store, enricher.rows(raw, framed=True))
+    def _accept(self, writer: StoreWriter, rows: list[Row]) -> None:
+        if rows:
+            self.counters.add(rows)
+            writer.put(rows)
 
-    def _insert(self, store: FlowStore, rows: list[Row]) -> None:
-        store.insert(rows)
-        self.counters.add(rows)
-        self.counters.stored += len(rows)
+    def _stored(self, n: int) -> None:
+        self.counters.stored += n
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -5,12 +5,15 @@ times; SQLite pays per bound value and per byte. The agent interns each distinct
 (ip, identity, pod, labels) and attribution (policy rule, isolating policies) once, and a
 flow row carries three integers instead of ten strings. Readers join them back.
 
-One writer per store (the node's agent), so ids are handed out from memory: max id + 1.
+One writer per store (the node's agent), so ids are handed out from memory: max id + 1. New
+rows wait in `pending` until the store writes them in the same transaction as the first flows
+that use them (the agent interns in its reader thread and inserts in its writer thread).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 PEERS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS peers (id INTEGER PRIMARY KEY, ip TEXT NOT NULL, "
@@ -30,6 +33,8 @@ class Dimensions:
 
     def __init__(self, db: sqlite3.Connection | None = None) -> None:
         self.db = db
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, tuple[object, ...]]] = []
         self.peers: dict[PeerKey, int] = {}
         self.attrs: dict[AttrKey, int] = {}
         self.attr_names: dict[int, AttrKey] = {}  # read by the metrics collector
@@ -51,9 +56,9 @@ class Dimensions:
         pid = self.peers.get(key)
         if pid is None:
             pid = len(self.peers) + 1
-            if self.db is not None:
-                self.db.execute("INSERT INTO peers VALUES (?, ?, ?, ?, ?, ?)",
-                                (pid, ip, identity, pod, pod.partition("/")[0] if pod else "", labels))
+            row = (pid, ip, identity, pod, pod.partition("/")[0] if pod else "", labels)
+            with self._lock:
+                self._pending.append(("INSERT INTO peers VALUES (?, ?, ?, ?, ?, ?)", row))
             self.peers[key] = pid
         return pid
 
@@ -62,8 +67,16 @@ class Dimensions:
         aid = self.attrs.get(key)
         if aid is None:
             aid = len(self.attrs) + 1
-            if self.db is not None:
-                self.db.execute("INSERT INTO attributions VALUES (?, ?, ?)", (aid, policy, isolated_by))
+            row = (aid, policy, isolated_by)
+            with self._lock:
+                self._pending.append(("INSERT INTO attributions VALUES (?, ?, ?)", row))
             self.attrs[key] = aid
             self.attr_names[aid] = key
         return aid
+
+    def flush(self, db: sqlite3.Connection) -> None:
+        """Write the rows interned since the last flush (inside the caller's transaction)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for sql, row in pending:
+            db.execute(sql, row)

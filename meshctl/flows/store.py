@@ -118,6 +118,7 @@ class FlowStore:
                 rows.append((t, verdict, reason, direction, proto, sport, dport, flags, length, cookie,
                              self.dims.peer(sip, sid, spod, slab), self.dims.peer(dip, did, dpod, dlab),
                              self.dims.attribution(policy, isolated)))
+            self.dims.flush(self.db)
             self.db.executemany(INSERT, rows)
         self.db.execute("DROP TABLE flows_v1")
         self.db.commit()
@@ -138,6 +139,7 @@ class FlowStore:
             return
         try:
             with self.db:
+                self.dims.flush(self.db)
                 self.db.executemany(INSERT, rows)
         except sqlite3.Error as err:
             self.dims.reload()  # the rollback took this batch's new ids with it

@@ -53,7 +53,8 @@ def _reachable(path: Path) -> bool:
 def start_agent(repo: Path, sockets: Path, node: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [str(MESHCTL), "agent", "--node", node, "-C", str(repo), "--metrics-port", "0"],
-        env={**os.environ, SOCKET_DIR_ENV: str(sockets)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, SOCKET_DIR_ENV: str(sockets)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     path = socket_path(CLUSTER, node, sockets)
     deadline = time.monotonic() + 20

@@ -34,7 +34,8 @@ def wlab() -> Iterator[registry.Registry]:
     name = unique("t-wg-k")
     topo = Topology(
         cluster=name, underlay_cidr=IPv4Network("172.31.252.0/24"),
-        nodes=(LabNode("n1", IPv4Network("10.221.1.0/24")), LabNode("n2", IPv4Network("10.221.2.0/24"))),
+        nodes=(LabNode("n1", IPv4Network("10.221.1.0/24")), LabNode("n2", IPv4Network("10.221.2.0/24")),
+               LabNode("n3", IPv4Network("10.221.3.0/24"))),
         pods=(LabPod("d/a", "n1", (80,), (53,)), LabPod("d/b", "n2", (80,), (53,))),
     )
     validate(topo)
@@ -42,30 +43,36 @@ def wlab() -> Iterator[registry.Registry]:
         reg = registry.load(name)
         assert reg is not None
         yield reg
-    for n in ("n1", "n2"):  # lab down stopped wireguard-go and removed the keys
+    for n in ("n1", "n2", "n3"):  # lab down stopped wireguard-go and removed the keys
         assert not names.uapi_socket(names.interface(name, n)).exists()
         assert not names.key_dir(name, n).exists()
 
 
-def _nodes(reg: registry.Registry) -> list[EncryptionNode]:
+ACTIVE = ("n1", "n2")  # the cluster's nodes; n3 joins and leaves in the last test
+
+
+def _nodes(reg: registry.Registry, active: tuple[str, ...]) -> list[EncryptionNode]:
     return [
         EncryptionNode(n.name, IPv4Network(n.pod_cidr), IPv4Address(n.underlay_ip),
                        names.interface(reg.cluster, n.name))
-        for n in reg.nodes.values()
+        for n in reg.nodes.values() if n.name in active
     ]
 
 
-def _observe(reg: registry.Registry) -> dict[str, WireguardState]:
-    return {n.name: observe_wireguard(reg.cluster, n.name, n.netns) for n in reg.nodes.values()}
+def _observe(reg: registry.Registry, active: tuple[str, ...] = ACTIVE) -> dict[str, WireguardState]:
+    return {n.name: observe_wireguard(reg.cluster, n.name, n.netns) for n in reg.nodes.values()
+            if n.name in active}
 
 
-def _converge(reg: registry.Registry, settings: EncryptionSettings) -> int:
+def _converge(reg: registry.Registry, settings: EncryptionSettings, active: tuple[str, ...] = ACTIVE) -> int:
     for rounds in range(6):
-        live = _observe(reg)
-        targets = encryption_targets(_nodes(reg), settings, live)
+        live = _observe(reg, active)
+        targets = encryption_targets(_nodes(reg, active), settings, live)
         if all(t == live[n] for n, t in targets.items()):
             return rounds
         for n, rec in reg.nodes.items():
+            if n not in active:
+                continue
             reconcile_wireguard(reg.cluster, n, rec.netns, live[n], targets[n])
             after = observe_wireguard(reg.cluster, n, rec.netns)
             want = targets[n]
@@ -181,3 +188,23 @@ def test_node_encryption_tunnels_node_traffic_too(wlab: registry.Registry, tmp_p
     finally:
         assert _converge(wlab, OFF) <= 2
     assert _observe(wlab) == {"n1": NO_ENCRYPTION, "n2": NO_ENCRYPTION}
+
+
+def test_peers_follow_a_node_joining_and_leaving(wlab: registry.Registry) -> None:
+    a, b = wlab.pods["d/a"], wlab.pods["d/b"]
+    key_of = {}
+    try:
+        with connection_loop(a.netns, b.ip, 80) as loop:
+            assert _converge(wlab, ON) == 3
+            assert _converge(wlab, ON, ("n1", "n2", "n3")) == 3  # n3 joins: key, peers, routes
+            live = _observe(wlab, ("n1", "n2", "n3"))
+            key_of = {n: w.public_key for n, w in live.items()}
+            for n, w in live.items():
+                assert {p.name for p in w.peers.values() if p.routed} == {"n1", "n2", "n3"} - {n}
+            assert _converge(wlab, ON) == 1  # n3 leaves: the others drop it as a peer
+        assert loop.ok > 0 and loop.failed == []
+        for n, w in _observe(wlab).items():
+            assert key_of["n3"] not in w.peers, n
+    finally:
+        _converge(wlab, OFF, ("n1", "n2", "n3"))
+    assert set(_observe(wlab, ("n1", "n2", "n3")).values()) == {NO_ENCRYPTION}

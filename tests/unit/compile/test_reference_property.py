@@ -225,7 +225,9 @@ def cilium_policy(draw: st.DrawFn, i: int, clusterwide: bool) -> dict[str, Any]:
             if draw(st.integers(0, 2)) == 0:
                 continue
             key = direction.label + ("Deny" if deny else "")
-            spec[key] = [draw(cilium_rule(direction, deny)) for _ in range(draw(st.sampled_from((0, 1, 1, 2))))]
+            spec[key] = [
+                draw(cilium_rule(direction, deny)) for _ in range(draw(st.sampled_from((0, 1, 1, 2))))
+            ]
     if draw(st.integers(0, 4)) == 0:
         spec["enableDefaultDeny"] = {
             "ingress": draw(st.booleans()),
