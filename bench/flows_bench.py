@@ -46,7 +46,7 @@ def throughput(rate: int, seconds: float, burst: int) -> tuple[float, float, int
     tmp = Path(tempfile.mkdtemp(prefix="mc-fl-bench-"))
     db = tmp / f"{NODE}.db"
     agent = subprocess.Popen([MESHCTL, "agent", "--node", NODE, "--cluster", CLUSTER, "--store", str(db),
-                              "--metrics-port", str(PORT)], stderr=subprocess.DEVNULL)
+                              "--metrics-port", str(PORT)], stderr=open(tmp / "agent.log", "w"))
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -69,12 +69,15 @@ def throughput(rate: int, seconds: float, burst: int) -> tuple[float, float, int
             if pause > 0:
                 time.sleep(pause)
         gen_s = time.monotonic() - start
-        wait_until = time.monotonic() + 30
         m = scrape(PORT)
-        while m.get("meshctl_flow_events_stored_total", 0) < generated and time.monotonic() < wait_until:
-            time.sleep(0.2)
-            m = scrape(PORT)
         done_s = time.monotonic() - start
+        last_change = time.monotonic()
+        stored = m.get("meshctl_flow_events_stored_total", 0)
+        while stored < generated and time.monotonic() - last_change < 1.5:  # stop when no progress
+            time.sleep(0.05)
+            now_stored = scrape(PORT).get("meshctl_flow_events_stored_total", 0)
+            if now_stored != stored:
+                stored, last_change, done_s = now_stored, time.monotonic(), time.monotonic() - start
         time.sleep(1.2)  # one lost-event check after the ring is drained
         m = scrape(PORT)
         stored = int(m.get("meshctl_flow_events_stored_total", 0))
@@ -85,6 +88,8 @@ def throughput(rate: int, seconds: float, burst: int) -> tuple[float, float, int
     finally:
         agent.terminate()
         agent.wait(10)
+        peak = [ln for ln in (tmp / "agent.log").read_text().splitlines() if "peak fill" in ln]
+        print("   ", peak[-1].split(": ", 1)[-1] if peak else "(no peak fill logged)")
         node.remove()
         for p in tmp.iterdir():
             p.unlink()

@@ -122,6 +122,7 @@ class ApplyEngine:
         checks: Iterable[CheckLike] = (),
         pod_nodes: Mapping[str, str] | None = None,
         predicted_drops: Mapping[str, int] | None = None,
+        frontend_nodes: Mapping[str, tuple[str, ...]] | None = None,
     ) -> ApplyResult:
         """Apply `work` in rollout order; verify; revert and stop on the first failure."""
         by_node = {w.node: w for w in work if w.before != w.target}
@@ -139,7 +140,8 @@ class ApplyEngine:
             if not failure:
                 final |= set(wave.nodes)
                 try:
-                    failure = self._verify_wave(wave, checks, pod_nodes, final, predicted_drops or {}, result)
+                    failure = self._verify_wave(wave, checks, pod_nodes, final, predicted_drops or {}, result,
+                                                frontend_nodes or {})
                 except MeshctlError as err:
                     failure = f"verification of {wave.label} failed: {err}"
             if failure:
@@ -182,6 +184,7 @@ class ApplyEngine:
         final: set[str],
         predicted: Mapping[str, int],
         result: ApplyResult,
+        frontend_nodes: Mapping[str, tuple[str, ...]] | None = None,  # service address -> backends' nodes
     ) -> str:
         s = self.settings
         before = {n: self.driver.drop_counts(n) for n in wave.nodes}
@@ -197,7 +200,7 @@ class ApplyEngine:
             if not gate.ok:
                 failures.append(gate.describe())
         crash_point(f"gated:{wave.index}")
-        for planned in checks_for_wave(checks, pod_nodes, final, wave.nodes):
+        for planned in checks_for_wave(checks, pod_nodes, final, wave.nodes, frontend_nodes):
             outcome = self.run_check(planned.check)
             result.checks.append(outcome)
             self.on_event(outcome.describe())

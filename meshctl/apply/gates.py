@@ -52,12 +52,19 @@ class PlannedCheck:
     nodes: tuple[str, ...]
 
 
-def check_nodes(check: CheckLike, pod_nodes: Mapping[str, str]) -> tuple[str, ...]:
-    """The nodes whose policy decides the check: source pod's node, destination pod's node."""
+def check_nodes(check: CheckLike, pod_nodes: Mapping[str, str],
+                frontend_nodes: Mapping[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
+    """The nodes whose policy decides the check: source pod's node, destination pod's node.
+
+    A destination that is a service address (ClusterIP, LoadBalancer IP) adds the nodes of the
+    service's backends (`frontend_nodes`, from meshctl.compile.services.frontend_nodes).
+    """
     nodes = [pod_nodes[check.from_]] if check.from_ in pod_nodes else []
     to = str(check.to)
     if not _is_ipv4(to) and to in pod_nodes:
         nodes.append(pod_nodes[to])
+    elif frontend_nodes and to in frontend_nodes:
+        nodes.extend(frontend_nodes[to])
     return tuple(dict.fromkeys(nodes))
 
 
@@ -74,6 +81,7 @@ def checks_for_wave(
     pod_nodes: Mapping[str, str],
     final_nodes: Iterable[str],
     wave_nodes: Iterable[str],
+    frontend_nodes: Mapping[str, tuple[str, ...]] | None = None,
 ) -> list[PlannedCheck]:
     """The checks that become meaningful once `wave_nodes` are applied (see module doc).
 
@@ -82,7 +90,7 @@ def checks_for_wave(
     final, wave = set(final_nodes), set(wave_nodes)
     picked = []
     for check in checks:
-        nodes = check_nodes(check, pod_nodes)
+        nodes = check_nodes(check, pod_nodes, frontend_nodes)
         if nodes and set(nodes) <= final and wave & set(nodes):
             picked.append(PlannedCheck(check, nodes))
     return picked

@@ -94,8 +94,11 @@ def _apply_locked(
         driver, journal, run_check,
         settings_of(ws, rollback), on_event,
     )
+    from meshctl.compile.services import frontend_nodes
+
     result = engine.run(
         work, ws.node_order, ws.desired.checks if checks else (), ws.pod_nodes(),
+        frontend_nodes=frontend_nodes(ws.desired.services, ws.desired.pods),
     )
     crash_point("commit")
     applied = {w.node: w.target for w in work if w.node in result.applied}

@@ -8,26 +8,34 @@ from typing import Annotated
 
 import typer
 
+from meshctl.catalog import Catalog
 from meshctl.cli.main import app
 from meshctl.errors import MeshctlError
 
 identity_app = typer.Typer(help="Show security identities (label sets and their pods).", no_args_is_help=True)
 app.add_typer(identity_app, name="identity")
 
+RepoOpt = Annotated[Path | None, typer.Option("-C", "--repo", help="desired-state repository")]
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help="text or json")]
 
-def _compiled(repo: Path):
+
+def _catalog(repo: Path | None) -> Catalog:
     from meshctl.cli.policy import load_for_trace
 
-    return load_for_trace(repo, None, None)
+    return load_for_trace(repo or Path("."), None, None).catalog
+
+
+def _check_output(output: str) -> None:
+    if output not in ("text", "json"):
+        raise MeshctlError(f"unknown output {output!r}: text or json")
 
 
 @identity_app.command("list")
-def list_cmd(
-    repo: Annotated[Path | None, typer.Option("-C", "--repo", help="desired-state repository")] = None,
-    output: Annotated[str, typer.Option("-o", "--output", help="text or json")] = "text",
-) -> None:
-    """Every cluster identity with its labels and pods (numbers as a fresh state would give)."""
-    cat = _compiled(repo or Path(".")).catalog
+def list_cmd(repo: RepoOpt = None, output: OutputOpt = "text") -> None:
+    """Every cluster identity with its labels and pods (numbers from the state's identity table;
+    label sets not allocated yet get the numbers the next plan would give them)."""
+    _check_output(output)
+    cat = _catalog(repo)
     rows = [info for ident, info in cat.identities.items() if ident >= 256]
     if output == "json":
         typer.echo(
@@ -45,12 +53,21 @@ def list_cmd(
 @identity_app.command("get")
 def get_cmd(
     ident: int = typer.Argument(..., metavar="ID"),
-    repo: Annotated[Path | None, typer.Option("-C", "--repo", help="desired-state repository")] = None,
+    repo: RepoOpt = None,
+    output: OutputOpt = "text",
 ) -> None:
     """One identity: its labels and the pods that carry it."""
-    info = _compiled(repo or Path(".")).catalog.identities.get(ident)
+    _check_output(output)
+    info = _catalog(repo).identities.get(ident)
     if info is None:
-        raise MeshctlError(f"no identity {ident}")
+        raise MeshctlError(
+            f"no identity {ident} in this desired state (reserved 1-8, cluster identities from 256; "
+            "`meshctl identity list` shows them)"
+        )
+    if output == "json":
+        body = {"id": info.identity, "labels": list(info.labels), "pods": list(info.pods)}
+        typer.echo(json.dumps(body, indent=2))
+        return
     typer.echo(f"identity {info.identity}")
     typer.echo("labels:")
     for label in info.labels:

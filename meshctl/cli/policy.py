@@ -17,15 +17,24 @@ app.add_typer(policy_app, name="policy")
 
 
 def load_for_trace(repo: Path | None, ref: str | None, directory: Path | None):
+    """Compile the desired repo with the state's identity numbers (fresh ones when no state)."""
     from meshctl.compile import EndpointTable, IdentityTable, compile_cluster
     from meshctl.compile.trace import with_trace_ips
     from meshctl.source import load_desired
+    from meshctl.state import load_state
 
     if repo is not None and directory is not None:
         raise MeshctlError("give either -C REPO or --dir DIR, not both")
     root = directory or repo or Path(".")
     desired = with_trace_ips(load_desired(root, ref if directory is None else None))
-    return compile_cluster(desired, IdentityTable(), EndpointTable(), "trace")
+    state = load_state(desired.config.state_dir)  # read only: no lock, nothing allocated is saved
+    identities = (
+        IdentityTable.from_json(json.dumps(state.identities)) if state.identities else IdentityTable()
+    )
+    endpoints = (
+        EndpointTable.from_json(json.dumps(state.endpoint_ids)) if state.endpoint_ids else EndpointTable()
+    )
+    return compile_cluster(desired, identities, endpoints, "trace")
 
 
 @policy_app.command("trace")

@@ -6,6 +6,7 @@ The translators read YAML-keyed dicts, so they work the same on the loader's pyd
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,19 +26,21 @@ class Document:
         return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
 
 
-def _source_of(obj: Any) -> SourceRef | None:
+def _source_of(obj: Any, lines: Mapping[Any, Mapping[tuple[str | int, ...], int]] | None) -> SourceRef | None:
     src = obj.get("source") if isinstance(obj, dict) else getattr(obj, "source", None)
     if src is None:
         return None
     if isinstance(src, dict):
-        return SourceRef(str(src.get("file", "")), int(src.get("line") or 0))
-    return SourceRef(str(getattr(src, "file", "")), int(getattr(src, "line", 0) or 0))
+        file, line = str(src.get("file", "")), int(src.get("line") or 0)
+    else:
+        file, line = str(getattr(src, "file", "")), int(getattr(src, "line", 0) or 0)
+    return SourceRef(file, line, (lines or {}).get((file, line), {}))
 
 
-def as_document(obj: Any) -> Document:
-    """A loader model or a dict -> Document."""
+def as_document(obj: Any, lines: Mapping[Any, Mapping[tuple[str | int, ...], int]] | None = None) -> Document:
+    """A loader model or a dict -> Document; `lines` = DesiredState.lines (per-rule lines)."""
     body = obj if isinstance(obj, dict) else obj.model_dump(by_alias=True, exclude_none=True, mode="python")
     kind = str(body.get("kind") or type(obj).__name__)
     meta = body.get("metadata") or {}
     namespace = "" if kind == "CiliumClusterwideNetworkPolicy" else str(meta.get("namespace") or "default")
-    return Document(kind, namespace, str(meta.get("name", "")), body, _source_of(obj))
+    return Document(kind, namespace, str(meta.get("name", "")), body, _source_of(obj, lines))

@@ -7,6 +7,7 @@ evaluator, trace) works on this IR only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 
@@ -17,10 +18,24 @@ from meshctl.nodestate import Direction
 
 @dataclass(frozen=True, order=True)
 class SourceRef:
-    """file:line of a document (mirrors the loader's SourceRef, which may not be importable)."""
+    """file:line of a document (mirrors the loader's SourceRef, which may not be importable).
+
+    `lines` (field path -> line, from the loader's YAML index) lets origins name the line of one
+    rule; it never takes part in comparisons.
+    """
 
     file: str
     line: int
+    lines: Mapping[tuple[str | int, ...], int] = field(default_factory=dict, compare=False, repr=False)
+
+    def line_of(self, path: tuple[str | int, ...]) -> int:
+        """The line of the deepest prefix of `path` the document has, else the document's line."""
+        while path:
+            hit = self.lines.get(path)
+            if hit:
+                return hit
+            path = path[:-1]
+        return self.line
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}" if self.line else self.file

@@ -95,6 +95,22 @@ def _selects(svc: Service, pod: Pod) -> bool:
     return all(pod.labels.get(k) == v for k, v in svc.selector.items())
 
 
+def frontend_nodes(services: Sequence[Service], pods: Sequence[Pod]) -> dict[str, tuple[str, ...]]:
+    """ClusterIP / external address -> the nodes of the pods behind it (sorted).
+
+    A connection to a service address is decided by its backends' nodes as well as the
+    client's, so apply runs a check to that address once all of them carry the new state.
+    """
+    out: dict[str, set[str]] = {}
+    for svc in services:
+        if svc.headless or svc.cluster_ip is None:
+            continue
+        nodes = {p.node_name for p in pods if _selects(svc, p) and p.node_name}
+        for addr in (svc.cluster_ip, *svc.external_addresses):
+            out.setdefault(str(addr), set()).update(nodes)
+    return {a: tuple(sorted(n)) for a, n in out.items()}
+
+
 def _target(port: ServicePort, pod: Pod) -> int | None:
     """The pod's port behind a service port: a number, or the containerPort of that name."""
     target = port.target

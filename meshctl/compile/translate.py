@@ -89,7 +89,8 @@ class _Builder:
         self.isolations: list[Isolation] = []
         self.warnings: list[CompileWarning] = []
 
-    def origin(self, section: str, index: int) -> RuleOrigin:
+    def origin(self, section: str, index: int, path: tuple[str | int, ...] = ()) -> RuleOrigin:
+        """The rule's origin; `path` (e.g. ("spec", "ingress", 1)) names the rule's own line."""
         src = self.doc.source
         return RuleOrigin(
             self.doc.kind,
@@ -98,7 +99,7 @@ class _Builder:
             section,
             index,
             src.file if src else "",
-            src.line if src else 0,
+            src.line_of(path) if src else 0,
         )
 
     def warn(self, code: str, message: str) -> None:
@@ -163,7 +164,9 @@ def translate_k8s(doc: Document) -> Translated:
     ):
         if section.capitalize() not in types:
             continue
-        b.isolations.append(Isolation(doc.title, subject, direction, True, b.origin(section, 0)))
+        b.isolations.append(
+            Isolation(doc.title, subject, direction, True, b.origin(section, 0, ("spec", section)))
+        )
         for i, rule in enumerate(spec.get(section) or ()):
             path = f"spec.{section}[{i}]"
             peer_docs = rule.get(peer_key) or ()
@@ -176,7 +179,9 @@ def translate_k8s(doc: Document) -> Translated:
                     cidrs=tuple(c for p in parts for c in p.cidrs),
                 )
             ports = _k8s_ports(doc, rule.get("ports"), f"{path}.ports")
-            b.rules.append(Rule(b.origin(section, i), subject, direction, False, peers, ports))
+            b.rules.append(
+                Rule(b.origin(section, i, ("spec", section, i)), subject, direction, False, peers, ports)
+            )
     return b.done()
 
 
@@ -298,7 +303,7 @@ def _cilium_peers(b: _Builder, direction: Direction, rule: Mapping[str, Any], pa
     )
 
 
-def _cilium_spec(b: _Builder, spec: Mapping[str, Any], prefix: str) -> None:
+def _cilium_spec(b: _Builder, spec: Mapping[str, Any], prefix: str, at: tuple[str | int, ...]) -> None:
     doc = b.doc
     if spec.get("endpointSelector") is None:
         if spec.get("nodeSelector") is not None:
@@ -331,7 +336,10 @@ def _cilium_spec(b: _Builder, spec: Mapping[str, Any], prefix: str) -> None:
                 if peers is None:
                     peers = Peers(wildcard=True) if ports is not None else Peers()
                 b.rules.append(
-                    Rule(b.origin(prefix + section, i), subject, direction, deny, peers, ports, l7)
+                    Rule(
+                        b.origin(prefix + section, i, (*at, section, i)),
+                        subject, direction, deny, peers, ports, l7,
+                    )
                 )
         if enforced and first:
             dd = default_deny.get(direction.label)
@@ -341,20 +349,20 @@ def _cilium_spec(b: _Builder, spec: Mapping[str, Any], prefix: str) -> None:
                     subject,
                     direction,
                     dd is None or bool(dd),
-                    b.origin(prefix + first[0], first[1]),
+                    b.origin(prefix + first[0], first[1], (*at, *first)),
                 )
             )
 
 
 def translate_cilium(doc: Document) -> Translated:
     b = _Builder(doc)
-    specs: list[tuple[Mapping[str, Any], str]] = []
+    specs: list[tuple[Mapping[str, Any], str, tuple[str | int, ...]]] = []
     if doc.body.get("spec"):
-        specs.append((doc.body["spec"], ""))
+        specs.append((doc.body["spec"], "", ("spec",)))
     for i, s in enumerate(doc.body.get("specs") or ()):
-        specs.append((s, f"specs[{i}]."))
-    for spec, prefix in specs:
-        _cilium_spec(b, spec, prefix)
+        specs.append((s, f"specs[{i}].", ("specs", i)))
+    for spec, prefix, at in specs:
+        _cilium_spec(b, spec, prefix, at)
     return b.done()
 
 

@@ -7,7 +7,10 @@ then the service entries; removals last (services, their slots and tables, then 
 packet never meets a slot naming a missing backend.
 
 The settings string (mode, algorithm, table size, seed) lives in a small pinned ARRAY map
-`lb_settings` made here, so observe reads back what the node was built with.
+`lb_settings` made here, so observe reads back what the node was built with. A change of the
+settings flushes the flow and affinity state (`lb_flows`, `lb_affinity`) once the new services
+are in place: an established flow otherwise keeps its backend and its SNAT/DSR choice, so the
+old mode or algorithm would live on in it. That is the disturbance the plan's replace warns of.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from meshctl.nodestate import FrozenMap, LbBackendEntry, LbFrontend, LbService, 
 
 LB_MAP_NAMES = ("lb_services", "lb_backends", "lb_slots", "lb_maglev", "lb_flows", "lb_affinity", "lb_config")
 SETTINGS_MAP = "lb_settings"
+FLOW_STATE_MAPS = ("lb_flows", "lb_affinity")  # what a settings change flushes
 SETTINGS_SIZE = 256
 BPF_F_INNER_MAP = 1 << 12
 U32 = struct.Struct("<I")
@@ -209,10 +213,24 @@ def write(pin_dir: Path, current: LoadBalancerState, target: LoadBalancerState) 
                     maglev.delete(U32.pack(current.services[f].service_id))
     with Map.from_pin(pin_dir / "lb_config") as cfg:
         cfg.update(U32.pack(0), encode_node_config(target))
+    if current.settings and current.settings != target.settings:
+        flush_flows(pin_dir)
     with Map.from_pin(pin_dir / "lb_backends") as backends:
         gone_b = [i for i in current.backends if i not in target.backends]
         if gone_b:
             backends.delete_batch([U32.pack(i) for i in gone_b])
+
+
+def flush_flows(pin_dir: Path) -> int:
+    """Forget every flow (forward and reverse) and affinity entry; how many entries went."""
+    gone = 0
+    for name in FLOW_STATE_MAPS:
+        path = pin_dir / name
+        if path.exists():
+            with Map.from_pin(path) as m:
+                gone += len(m.items())
+                m.clear()
+    return gone
 
 
 def _drop_slots(slots: Map, old: LbService, new: LbService | None) -> None:
@@ -224,7 +242,6 @@ def _drop_slots(slots: Map, old: LbService, new: LbService | None) -> None:
 
 def read_state(pin_dir: Path, interface: str = "") -> LoadBalancerState:
     return decode_state(read_raw(pin_dir, interface))
-
 
 
 def tuple_hash(saddr: IPv4Address, daddr: IPv4Address, sport: int, dport: int, protocol: int) -> int:

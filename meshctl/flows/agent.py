@@ -134,6 +134,8 @@ class Agent:
             try:
                 writer.close()
             finally:
+                log.info("agent %s: stopped; ring buffer peak fill %.1f%%", s.node,
+                         100.0 * ring.max_backlog / ring.size)
                 ring.close()
                 store.close()
                 if self.metrics_server is not None:

@@ -64,6 +64,8 @@ class MmapRing:
         self.label = ringbuf.label
         size = ringbuf.max_entries
         self._mask = size - 1
+        self.size = size
+        self.max_backlog = 0  # bytes: how close the ring came to full (and dropping)
         try:
             self._cons = mmap.mmap(ringbuf.fd, PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             self._data = mmap.mmap(ringbuf.fd, PAGE + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=PAGE)
@@ -78,6 +80,8 @@ class MmapRing:
         prod = _POS.unpack_from(self._data, 0)[0]
         if prod <= cons:
             return b""
+        if prod - cons > self.max_backlog:
+            self.max_backlog = prod - cons
         start = PAGE + (cons & self._mask)
         frames, used = committed_prefix(self._data[start:start + (prod - cons)])
         if used:

@@ -30,6 +30,18 @@ from meshctl.plan.change import Change, ChangeKind
 from meshctl.plan.model import PlanWarning
 
 PROTO_BY_NAME = {"TCP": 6, "UDP": 17, "SCTP": 132}
+FLUSH_REASON = ("apply flushes the node's load-balancer flow and affinity state (lb_flows, lb_affinity) "
+                "so every flow follows the new settings: established connections through services "
+                "move to another backend or break")
+
+
+def _settings_delta(old: str, new: str) -> str:
+    """Only the settings that differ: "mode=snat -> mode=dsr"."""
+    o, n = old.split(), new.split()
+    if len(o) != len(n):
+        return f"{old} -> {new}"
+    pairs = [(a, b) for a, b in zip(o, n, strict=True) if a != b]
+    return ", ".join(f"{a} -> {b}" for a, b in pairs) or f"{old} -> {new}"
 
 
 def head_value(lb: LoadBalancerState) -> dict[str, Any] | None:
@@ -103,7 +115,7 @@ def lb_changes(before: NodeState, after: NodeState) -> Iterator[Change]:
     if hb != ha:
         if hb and ha and hb["settings"] and ha["settings"] != hb["settings"]:
             yield _change(node, ChangeKind.LOAD_BALANCER, "loadbalancer", "loadbalancer", hb, ha,
-                          f"settings {hb['settings']} -> {ha['settings']}: disturbs established connections",
+                          f"settings {_settings_delta(hb['settings'], ha['settings'])}: {FLUSH_REASON}",
                           Action.REPLACE)
         else:
             if ha and ha["enabled"] and not (hb and hb["enabled"]):
@@ -129,7 +141,8 @@ def lb_changes(before: NodeState, after: NodeState) -> Iterator[Change]:
             continue
         name = (ns or os_).name if (ns or os_) else ""  # type: ignore[union-attr]
         label = f"service {name} {f}" if name else f"service {f}"
-        yield _change(node, ChangeKind.LB_SERVICE, str(f), label, service_value(os_) if os_ else None,
+        before_v = service_value(replace(os_, name=ns.name if ns else os_.name)) if os_ else None
+        yield _change(node, ChangeKind.LB_SERVICE, str(f), label, before_v,
                       service_value(ns) if ns else None, _service_reason(os_, ns))
     for i in gone_backends:
         ob = b.backends[i]
@@ -161,7 +174,8 @@ class LbPatch:
         elif ch.kind is ChangeKind.LB_SERVICE:
             f = frontend_from(ch.key)
             cur_s = self.services.get(f)
-            check(ch, service_value(cur_s) if cur_s else None, strict)
+            name = (ch.before or {}).get("name", "")  # for people only: never a mismatch
+            check(ch, service_value(replace(cur_s, name=name)) if cur_s else None, strict)
             _put(self.services, f, service_from(ch.after) if ch.after is not None else None)
 
     def result(self) -> LoadBalancerState:
@@ -186,7 +200,8 @@ def lb_warnings(observed: Mapping[str, NodeState], intended: Mapping[str, NodeSt
         if old and new and old != new:
             out.append(PlanWarning(
                 f"{name}: load-balancer settings change ({old} -> {new})",
-                "Backends are re-selected with the new mode/algorithm/table/seed: established connections "
-                "through services may move to another backend or break. Apply in a quiet window.",
+                "Backends are re-selected with the new mode/algorithm/table/seed: apply flushes the node's "
+                "load-balancer flow and affinity state, so established connections through services move "
+                "to another backend or break. Apply in a quiet window.",
                 node=name))
     return out

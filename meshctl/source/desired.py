@@ -41,6 +41,11 @@ class DesiredState:
     policies: tuple[Policy, ...]
     checks: tuple[ConnectivityCheck, ...]
     services: tuple[Service, ...] = ()  # clusterIP and nodePorts resolved (meshctl.source.services)
+    # (file, line) of each document -> its field path -> line index, so the compiler can name the
+    # line of one rule (spec.ingress[1]) rather than the document's first line
+    lines: Mapping[tuple[str, int], Mapping[tuple[str | int, ...], int]] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def pod(self, key: str) -> Pod | None:
         """The pod named "namespace/name", if declared."""
@@ -112,6 +117,7 @@ def _load(tree: SourceTree, root: Path, commit: str | None, dirty: bool) -> Desi
         root=root, commit=commit, dirty=dirty, config=config,
         namespaces=tuple(docs.namespaces), pods=tuple(docs.pods),
         policies=tuple(docs.policies), checks=tuple(docs.checks), services=tuple(services),
+        lines={key: doc.lines for key, doc in docs.yaml.items()},
     )
 
 

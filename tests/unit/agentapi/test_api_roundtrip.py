@@ -197,3 +197,18 @@ def test_wire_formats_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
         WireCheck.from_json({**check.to_json(), "expect": "maybe"})
     counts = {(2, 3, 1): 7, (1, 0, 0): 9}
     assert counts_from_json(counts_to_json(counts)) == counts
+
+
+def test_interrupted_node_journal_blocks_apply_until_revert(served: Served) -> None:
+    from meshctl.state import Journal
+
+    Journal(served.journal_dir, "plan-x").begin(NODE, NodeState(NODE), TARGET)  # an agent died here
+    served.node.state = TARGET
+    client = served.client
+    assert client.observe_raw()["interrupted"] is True
+    with pytest.raises(StaleNodeError, match="interrupted"):
+        client.apply(NodeState(NODE), TARGET.fingerprint())
+    client.revert(NodeState(NODE))
+    assert served.node.state == NodeState(NODE)
+    assert client.observe_raw()["interrupted"] is False
+    assert not (served.journal_dir / "journal.jsonl").exists()

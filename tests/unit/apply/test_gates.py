@@ -53,6 +53,19 @@ def test_unchanged_node_counts_as_final() -> None:
     assert checks_for_wave([ae], PODS, final_nodes={"n1", "n2", "n3"}, wave_nodes={"n2"}) == []
 
 
+def test_check_to_a_service_address_waits_for_its_backends_nodes() -> None:
+    """client (n1) -> ClusterIP whose backends run on n2 and n3: only after n1, n2, n3 are final."""
+    vip = Check("vip", "d/a", "10.96.0.10")
+    fronts = {"10.96.0.10": ("n2", "n3")}
+    assert check_nodes(vip, PODS, fronts) == ("n1", "n2", "n3")
+    assert checks_for_wave([vip], PODS, final_nodes={"n1"}, wave_nodes={"n1"}, frontend_nodes=fronts) == []
+    got = checks_for_wave([vip], PODS, final_nodes={"n1", "n2", "n3"}, wave_nodes={"n3"},
+                          frontend_nodes=fronts)
+    assert [p.check.name for p in got] == ["vip"]
+    # an address that is no service stays a check of the source node only
+    assert check_nodes(Check("x", "d/a", "192.0.2.1"), PODS, fronts) == ("n1",)
+
+
 def test_check_outcome_judges_expectation() -> None:
     c = Check("db", "d/a", "d/b", 5432, expect="denied")
     assert CheckOutcome(c, "denied").ok

@@ -224,3 +224,32 @@ def test_mode_always_ignores_enable_default_deny_false() -> None:
     )
     assert _allowed(_spec(relaxed), A, WORLD, 53)
     assert not _allowed(_spec(relaxed, mode="always"), A, WORLD, 53)
+
+
+@pytest.mark.parametrize("example", ["three-tier", "production"])
+def test_rule_origins_name_the_line_of_the_rule_itself(example: str) -> None:
+    from meshctl.compile import compile_cluster
+    from meshctl.compile.trace import with_trace_ips
+    from meshctl.source import load_desired
+
+    root = REPO / "examples" / example
+    compiled = compile_cluster(with_trace_ips(load_desired(root)), IdentityTable(), EndpointTable(), "h")
+    assert compiled.rules
+    for rule in compiled.rules:
+        o = rule.origin
+        text = (root / o.file).read_text().splitlines()[o.line - 1]
+        assert text.strip().startswith("- "), f"{o} -> {o.file}:{o.line}: {text!r}"
+
+
+def test_trace_names_the_rule_line() -> None:
+    from meshctl.cli.main import app
+
+    root = REPO / "examples" / "three-tier"
+    lines = (root / "policies" / "api-to-database.yaml").read_text().splitlines()
+    egress_line = next(i for i, t in enumerate(lines, 1) if "- toEndpoints:" in t)
+    r = CliRunner().invoke(
+        app, ["policy", "trace", "--dir", str(root), "--from", "demo/api", "--to", "demo/database",
+              "--port", "5432"],
+    )
+    assert r.exit_code == 0, r.output
+    assert f"egress[0] (policies/api-to-database.yaml:{egress_line})" in r.stdout

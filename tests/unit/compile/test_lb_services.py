@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from ipaddress import IPv4Address
 
-from meshctl.compile.services import LbNode, compile_load_balancer, stable_ids
+from meshctl.compile.services import LbNode, compile_load_balancer, frontend_nodes, stable_ids
 from meshctl.model.config import LoadBalancerSettings
 from meshctl.model.inventory import Pod
 from meshctl.model.service import Service, ServicePort
@@ -108,3 +108,10 @@ def test_affinity_and_canonical_round_trip() -> None:
     node = NodeState("node-1", load_balancer=st)
     assert NodeState.from_canonical(node.canonical()) == node
     assert NodeState.from_canonical(NodeState("x").canonical()).load_balancer == LoadBalancerState()
+
+
+def test_frontend_nodes_name_the_backends_nodes_of_each_service_address() -> None:
+    lb = service(type="LoadBalancer", load_balancer_ingress=(IPv4Address("192.0.2.50"),))
+    web = service(name="web", cluster_ip=IPv4Address("10.96.0.11"), selector={"app": "web"})
+    assert frontend_nodes([lb, web], PODS) == {
+        "10.96.0.10": ("node-1", "node-2"), "192.0.2.50": ("node-1", "node-2"), "10.96.0.11": ("node-1",)}

@@ -9,7 +9,7 @@ from meshctl.compile.services import LbNode, compile_load_balancer
 from meshctl.model.config import LoadBalancerSettings
 from meshctl.model.inventory import Pod
 from meshctl.model.service import Service, ServicePort
-from meshctl.nodestate import NodeState
+from meshctl.nodestate import FrozenMap, NodeState
 from meshctl.plan.action import Action
 from meshctl.plan.change import ChangeKind
 from meshctl.plan.diff import diff_node
@@ -57,8 +57,24 @@ def test_settings_change_is_a_replace_with_a_warning() -> None:
     changes = diff_node(before, after)
     head = [c for c in changes if c.kind is ChangeKind.LOAD_BALANCER]
     assert len(head) == 1 and head[0].action is Action.REPLACE
-    assert "disturbs established connections" in head[0].reason
+    assert head[0].reason.startswith("settings algorithm=random -> algorithm=maglev, tableSize=16381 -> "
+                                     "tableSize=251: apply flushes")
+    assert "lb_flows" in head[0].reason and "break" in head[0].reason
     [warning] = lb_warnings({"node-1": before}, {"node-1": after})
     assert "algorithm=maglev" in warning.summary and "break" in warning.detail
     assert lb_warnings({"node-1": before}, {"node-1": replace(before)}) == []
     assert apply_changes(before, changes) == after
+
+
+def test_observed_services_without_names_show_no_name_change() -> None:
+    """Observe cannot know a service's name: the plan must not show `name: "" -> "demo/api"`."""
+    before = state(("10.101.2.7",))
+    after = state(("10.101.2.7",), mode="dsr")
+    unnamed = {f: replace(s, name="") for f, s in before.load_balancer.services.items()}
+    observed = replace(before, load_balancer=replace(before.load_balancer, services=FrozenMap(unnamed)))
+    changes = [c for c in diff_node(observed, after) if c.kind is ChangeKind.LB_SERVICE]
+    assert changes == []  # a ClusterIP is never DSR: only the settings change on this node
+    after2 = state(("10.101.2.7", "10.101.2.8"))
+    [svc] = [c for c in diff_node(observed, after2) if c.kind is ChangeKind.LB_SERVICE]
+    assert svc.before["name"] == svc.after["name"] == "demo/api"
+    assert apply_changes(observed, diff_node(observed, after2)) == after2
