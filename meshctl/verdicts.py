@@ -16,6 +16,7 @@ from typing import TypeVar
 from meshctl.nodestate import (
     PROTO_ANY,
     Direction,
+    EndpointEntry,
     FrozenMap,
     IpcacheEntry,
     NodeState,
@@ -53,7 +54,7 @@ class _Memo:
         if hit is not None and hit[0] is obj:
             return hit[1]  # type: ignore[return-value]
         value = build()
-        if len(self._items) > 256:
+        if len(self._items) > 4096:
             self._items.clear()
         self._items[id(obj)] = (obj, value)
         return value
@@ -61,6 +62,7 @@ class _Memo:
 
 _POLICY_INDEX = _Memo()
 _IPCACHE_INDEX = _Memo()
+_ENDPOINT_INDEX = _Memo()
 
 # (direction, identity, protocol) -> [(port, port_prefix, key, entry)] longest prefix first
 _PolicyIndex = dict[tuple[int, int, int], list[tuple[int, int, PolicyKey, PolicyEntry]]]
@@ -99,13 +101,19 @@ def policy_verdict(
     protocol: int,
     port: int,
 ) -> Verdict:
-    ep = state.endpoints.get(_addr(endpoint_ip))
+    ep = _endpoint_index(state).get(int(_addr(endpoint_ip)))
     if ep is None:
         return Verdict(False, "no-endpoint")
+    return _endpoint_verdict(state, ep, direction, peer_identity, protocol, port)
+
+
+def _endpoint_verdict(
+    state: NodeState, ep: EndpointEntry, direction: Direction, peer_identity: int, protocol: int, port: int
+) -> Verdict:
     enforced = ep.enforce_ingress if direction == Direction.INGRESS else ep.enforce_egress
     if not enforced:
         return Verdict(True, "not-enforced")
-    entries = state.policies.get(ep.endpoint_id, FrozenMap())
+    entries = state.policies.get(ep.endpoint_id, _EMPTY)
     specific = lpm_lookup(entries, direction, peer_identity, protocol, port) if peer_identity else None
     wildcard = lpm_lookup(entries, direction, ReservedIdentity.ANY, protocol, port)
     for hit in (specific, wildcard):
@@ -115,6 +123,14 @@ def policy_verdict(
         if hit is not None:
             return Verdict(True, "allowed", hit[1].cookie)
     return Verdict(False, "default-deny")
+
+
+_EMPTY: FrozenMap[PolicyKey, PolicyEntry] = FrozenMap()
+
+
+def _endpoint_index(state: NodeState) -> dict[int, EndpointEntry]:
+    """A node's endpoints by integer address (IPv4Address hashing is slow in bulk)."""
+    return _ENDPOINT_INDEX.get(state.endpoints, lambda: {int(a): e for a, e in state.endpoints.items()})
 
 
 def _index_ipcache(
@@ -140,9 +156,18 @@ def _addr(value: IPv4Address | str | int) -> IPv4Address:
 
 
 def find_endpoint(states: Mapping[str, NodeState], addr: IPv4Address) -> str | None:
+    value = int(_addr(addr))
     for node, state in states.items():
-        if addr in state.endpoints:
+        if value in _endpoint_index(state):
             return node
+    return None
+
+
+def _local(states: Mapping[str, NodeState], value: int) -> tuple[NodeState, EndpointEntry] | None:
+    for state in states.values():
+        ep = _endpoint_index(state).get(value)
+        if ep is not None:
+            return state, ep
     return None
 
 
@@ -152,17 +177,15 @@ def connection_verdict(
     """Egress at the source's node, ingress at the destination's node (identities from ipcache)."""
     src_ip, dst_ip = _addr(src_ip), _addr(dst_ip)
     egress = ingress = None
-    src_node = find_endpoint(states, src_ip)
-    if src_node is not None:
-        st = states[src_node]
-        egress = policy_verdict(
-            st, src_ip, Direction.EGRESS, ipcache_lookup(st.ipcache, dst_ip), protocol, port
-        )
-    dst_node = find_endpoint(states, dst_ip)
-    if dst_node is not None:
-        st = states[dst_node]
-        ingress = policy_verdict(
-            st, dst_ip, Direction.INGRESS, ipcache_lookup(st.ipcache, src_ip), protocol, port
-        )
+    src = _local(states, int(src_ip))
+    if src is not None:
+        st, ep = src
+        peer = ipcache_lookup(st.ipcache, dst_ip)
+        egress = _endpoint_verdict(st, ep, Direction.EGRESS, peer, protocol, port)
+    dst = _local(states, int(dst_ip))
+    if dst is not None:
+        st, ep = dst
+        peer = ipcache_lookup(st.ipcache, src_ip)
+        ingress = _endpoint_verdict(st, ep, Direction.INGRESS, peer, protocol, port)
     allowed = (egress is None or egress.allowed) and (ingress is None or ingress.allowed)
     return ConnectionVerdict(egress, ingress, allowed)

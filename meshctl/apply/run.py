@@ -88,7 +88,7 @@ def _apply_locked(
         text = "\n".join(["", "Changed on the nodes since the plan was made:", *shown])
         text += f"\n  ... and {more} more" if more else ""
         raise PlanStaleError(f"{err}{text}\nNothing was applied; make a new plan.") from err
-    work = [NodeWork(n.node, observed[n.node], n.intended) for n in plan.nodes]
+    work = [NodeWork(n.node, observed[n.node], n.target_for(observed[n.node])) for n in plan.nodes]
     journal = Journal(ws.state_dir, plan.plan_id)
     engine = ApplyEngine(
         driver, journal, run_check,
@@ -113,7 +113,8 @@ def _apply_locked(
 
 def stale_details(plan: Plan, observed: dict[str, NodeState]) -> list[str]:
     """What moved on each stale node: the plan-time state is rebuilt from the plan (its target
-    with every change undone) and diffed against the live one."""
+    with every change undone) and diffed against the live one. Only a plan made in this process
+    knows its full target; a saved plan records changes only, so it gets the short message."""
     from meshctl.plan import Action, apply_changes, diff_node
 
     inverse_action = {Action.CREATE: Action.DELETE, Action.DELETE: Action.CREATE}
@@ -121,7 +122,7 @@ def stale_details(plan: Plan, observed: dict[str, NodeState]) -> list[str]:
     lines: list[str] = []
     for node_plan in plan.nodes:
         live = observed.get(node_plan.node)
-        if live is None or live.fingerprint() == node_plan.observed_fingerprint:
+        if live is None or node_plan.intended is None or live.fingerprint() == node_plan.observed_fingerprint:
             continue
         undo = [
             replace(c, action=inverse_action.get(c.action, c.action), before=c.after, after=c.before)

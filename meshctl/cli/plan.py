@@ -55,8 +55,10 @@ def plan(
 
     ws = open_workspace(repo, ref)
     outcome = make_plan(ws, node or ())
-    path = save_plan(ws, outcome.plan, out)
     print_plan(outcome.plan, output)
-    stderr().print(f"Saved the plan to {path}; apply it with `meshctl apply {path} -C {repo}`")
+    # Like Terraform: a plan with nothing to do is only written when asked for with --out.
+    if outcome.plan.has_changes or out is not None:
+        path = save_plan(ws, outcome.plan, out)
+        stderr().print(f"Saved the plan to {path}; apply it with `meshctl apply {path} -C {repo}`")
     if detailed_exitcode and outcome.plan.has_changes:
         raise typer.Exit(2)

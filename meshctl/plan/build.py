@@ -38,7 +38,7 @@ def build_plan(
     for name in sorted(set(observed) | set(intended)):
         before = observed.get(name) or NodeState(name)
         after = intended.get(name) or NodeState(name)
-        nodes.append(NodePlan(name, before.fingerprint(), after, diff_node(before, after, catalog)))
+        nodes.append(NodePlan.of(before, after, diff_node(before, after, catalog)))
 
     rows = []
     if impact and any(n.changes for n in nodes):

@@ -4,7 +4,9 @@ Three kinds: `<node> loadbalancer` (on/off, underlay device, SNAT address, the s
 algorithm / table size / seed), `<node> backend 10.101.2.7:3000/TCP` and `<node> service demo/api
 10.96.0.10:80/TCP`. Order is make-before-break: the settings, backends added or changed, then
 services, then backends removed, so no service slot ever names a missing backend. A change of
-the settings is a replace (-/+) and warns: established connections may move or break.
+the settings is a replace (-/+) and warns: apply flushes the node's flow and affinity state
+(dataplane.lb_maps.write), so every flow follows the new settings and established connections
+through services move or break.
 """
 
 from __future__ import annotations

@@ -12,11 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from meshctl.errors import PlanError
 from meshctl.nodestate import NodeState
 from meshctl.plan.action import Action
 from meshctl.plan.change import Change
 
-PLAN_FORMAT_VERSION = "1.0"  # major.minor: a newer minor reads fine, another major is refused
+PLAN_FORMAT_VERSION = "2.0"  # major.minor: a newer minor reads fine, another major is refused
+# 2.0: nodes record changes and fingerprints only (1.x embedded every full target state)
 
 
 @dataclass(frozen=True)
@@ -61,31 +63,63 @@ class PlanWarning:
 
 @dataclass(frozen=True)
 class NodePlan:
-    """One node: the observed fingerprint the plan was made from, its changes, its exact target."""
+    """One node: the fingerprints it was planned from and to, and its changes.
+
+    Like Terraform's plan file, the file records changes, not the whole target: the target is
+    `apply_changes(observed, changes)`, exact because apply refuses a stale plan (the live state
+    has `observed_fingerprint`) and checked against `intended_fingerprint`. A plan made in this
+    process also keeps the compiled target in memory (`intended`; never written, never compared).
+    """
 
     node: str
     observed_fingerprint: str
-    intended: NodeState
+    intended_fingerprint: str
     changes: tuple[Change, ...] = ()
+    intended: NodeState | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, observed: NodeState, intended: NodeState, changes: tuple[Change, ...]) -> NodePlan:
+        """A node plan with nothing to do shares one fingerprint (equal states)."""
+        before = observed.fingerprint()
+        after = before if not changes else intended.fingerprint()
+        return cls(intended.node, before, after, changes, intended)
+
+    def target_for(self, observed: NodeState) -> NodeState:
+        """The exact state this node must reach from `observed` (freshly observed, checked fresh).
+
+        Raises PlanError when `observed` is not the state the plan was made from or the changes do
+        not lead to the planned target (a damaged plan).
+        """
+        from meshctl.plan.patch import apply_changes
+
+        if observed.node != self.node:
+            raise PlanError(f"plan of node {self.node} used for node {observed.node}")
+        if self.intended is not None:
+            return self.intended
+        if not self.changes:
+            return observed
+        target = apply_changes(observed, self.changes)
+        if target.fingerprint() != self.intended_fingerprint:
+            raise PlanError(
+                f"node {self.node}: the plan's changes do not lead to its target "
+                f"(fingerprint {self.intended_fingerprint}); make a new plan"
+            )
+        return target
 
     def to_json(self) -> dict[str, Any]:
         return {
             "node": self.node,
             "observed_fingerprint": self.observed_fingerprint,
-            "intended_fingerprint": self.intended.fingerprint(),
+            "intended_fingerprint": self.intended_fingerprint,
             "resource_changes": [c.to_json() for c in self.changes],
-            "intended": self.intended.canonical(),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> NodePlan:
-        intended = NodeState.from_canonical(d["intended"])
-        if intended.fingerprint() != d["intended_fingerprint"]:
-            raise ValueError(f"node {d['node']}: intended state does not match its fingerprint")
         return cls(
             node=d["node"],
             observed_fingerprint=d["observed_fingerprint"],
-            intended=intended,
+            intended_fingerprint=d["intended_fingerprint"],
             changes=tuple(Change.from_json(c) for c in d["resource_changes"]),
         )
 

@@ -30,7 +30,7 @@ def test_round_trip(plan: Plan, saved: Path) -> None:
     assert back.plan_id == plan.plan_id
     assert saved.name.startswith("plan-20250102T030405-")
     doc = json.loads(saved.read_text())
-    assert doc["format_version"] == "1.0" and doc["source"]["commit"].startswith("4f2a9c1d")
+    assert doc["format_version"] == "2.0" and doc["source"]["commit"].startswith("4f2a9c1d")
     assert doc["state"] == {"lineage": STATE.lineage, "serial": 3}
     node = doc["nodes"][1]
     assert node["node"] == "node-2" and node["observed_fingerprint"] == observed()["node-2"].fingerprint()
@@ -47,13 +47,34 @@ def test_plan_targets_are_exact(plan: Plan) -> None:
         assert apply_changes(obs[node.node], node.changes) == want[node.node]
 
 
+def test_saved_plan_records_changes_and_rebuilds_exact_targets(plan: Plan, saved: Path) -> None:
+    doc = json.loads(saved.read_text())
+    assert all("intended" not in n for n in doc["nodes"])  # changes + fingerprints only
+    back, obs, want = read_plan(saved), observed(), intended()
+    for node in back.nodes:
+        assert node.intended is None
+        target = node.target_for(obs[node.node])
+        assert target == want[node.node]
+        assert target.fingerprint() == node.intended_fingerprint
+
+
+def test_saved_plan_refuses_a_target_it_does_not_reach(saved: Path) -> None:
+    back, obs = read_plan(saved), observed()
+    node = back.node("node-2")
+    forged = replace(node, intended_fingerprint="sha256:" + "0" * 64)
+    with pytest.raises(PlanError, match="do not lead to its target"):
+        forged.target_for(obs["node-2"])
+    with pytest.raises(PlanError, match="state does not match the plan"):
+        node.target_for(replace(obs["node-2"], config=DatapathConfig(ct_timeout_syn_s=5)))
+
+
 def test_summary_counts_replace_as_add_and_destroy(plan: Plan) -> None:
     assert plan.summary.line == "Plan: 7 to add, 5 to change, 3 to destroy."
 
 
 def test_tampered_plan_is_refused(saved: Path) -> None:
     doc = json.loads(saved.read_text())
-    doc["nodes"][1]["intended"]["config"]["ipv6_pass"] = False
+    doc["nodes"][1]["resource_changes"][0]["change"]["after"]["ipv6_pass"] = False
     saved.write_text(json.dumps(doc))
     with pytest.raises(PlanError, match="plan file was modified: plan_id does not match its content"):
         read_plan(saved)
@@ -61,9 +82,9 @@ def test_tampered_plan_is_refused(saved: Path) -> None:
 
 def test_other_major_version_is_refused(saved: Path) -> None:
     doc = json.loads(saved.read_text())
-    doc["format_version"] = "2.0"
+    doc["format_version"] = "3.0"
     saved.write_text(json.dumps(doc))
-    with pytest.raises(PlanError, match=r"format_version 2.0 is not supported"):
+    with pytest.raises(PlanError, match=r"format_version 3.0 is not supported"):
         read_plan(saved)
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from apply_helpers import MESHCTL, REPO, meshctl, unique_cluster
+from lb_helpers import ReplyTap
 
 from meshctl.lab import datapath, registry
 from meshctl.lab.netns import entered
@@ -216,43 +217,12 @@ def external(env: Env) -> dict[tuple[str, int], Counter[str]]:
     return out
 
 
-class Tap:
-    """A packet tap (AF_PACKET) on node-1's eth0. Taps see a received packet before tc ingress
-    (where the load balancer redirects it), so this counts every reply that reaches the LB node:
-    packets to the client, or from a remote backend's port 3000; and the client's own packets."""
-
-    PACKET_OUTGOING = 4
-
-    def __init__(self) -> None:
-        reg = registry.require(CLUSTER)
-        assert reg.external is not None
-        self.client = socket.inet_aton(reg.external.underlay_ip)
-        self.remote = {socket.inet_aton(reg.pods[p].ip) for p in ("demo/api-2", "demo/api-3")}
-        with entered(reg.nodes["node-1"].netns):
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-        self.sock.bind(("eth0", 0x0800))
-        self.sock.setblocking(False)
-
-    def read(self) -> tuple[int, int]:
-        """(reply packets seen arriving, packets from the client seen arriving)."""
-        replies = requests = 0
-        while True:
-            try:
-                pkt, addr = self.sock.recvfrom(65535)
-            except BlockingIOError:
-                return replies, requests
-            if addr[2] == self.PACKET_OUTGOING or len(pkt) < 24 or pkt[9] != socket.IPPROTO_TCP:
-                continue
-            src, dst = pkt[12:16], pkt[16:20]
-            sport = struct.unpack("!H", pkt[(pkt[0] & 0x0F) * 4:][:2])[0]
-            if dst == self.client or (src in self.remote and sport == 3000):
-                replies += 1
-            elif src == self.client:
-                requests += 1
-
-    def close(self) -> None:
-        self.sock.close()
+def tap() -> ReplyTap:
+    """Replies of external connections arriving on node-1's eth0 (the LB node's underlay)."""
+    reg = registry.require(CLUSTER)
+    assert reg.external is not None
+    return ReplyTap(reg.nodes["node-1"].netns, reg.external.underlay_ip,
+                    [reg.pods[p].ip for p in ("demo/api-2", "demo/api-3")], 3000)
 
 
 def flow_values(node: str) -> list[S.LbFlowValue]:
@@ -282,12 +252,9 @@ def test_clusterip_from_a_pod_spreads_over_the_backends_random(env: Env) -> None
 
 
 def test_nodeport_and_loadbalancer_from_the_external_client_snat(env: Env) -> None:
-    tap = Tap()
-    try:
+    with tap() as t:
         seen = external(env)
-        replies, requests = tap.read()
-    finally:
-        tap.close()
+        replies, requests = t.read()
     print(f"\nsnat: {seen}; arriving at node-1 eth0: {replies} reply packets, {requests} from the client")
     assert all(len(c) >= 2 for c in seen.values()), seen
     assert requests > 0 and replies > 0  # SNAT: remote backends answer through node-1
@@ -303,12 +270,9 @@ def test_dsr_is_a_replace_that_flushes_flows_and_keeps_services_working(env: Env
     # The flush: no SNAT flow of the snat phase is left on any node.
     for node in ("node-1", "node-2", "node-3"):
         assert not [v for v in flow_values(node) if v.flags & S.LbFlowFlags.SNAT], node
-    tap = Tap()
-    try:
+    with tap() as t:
         seen = external(env)  # the same client source ports as in the snat phase
-        replies, requests = tap.read()
-    finally:
-        tap.close()
+        replies, requests = t.read()
     print(f"\ndsr: {seen}; arriving at node-1 eth0: {replies} reply packets, {requests} from the client")
     assert all(len(c) >= 2 for c in seen.values()), seen
     assert requests > 0
@@ -366,7 +330,7 @@ def test_backend_removal_keeps_established_connections_and_moves_about_one_nth(e
         f.flush()
         holder, _, word = f.readline().decode().strip().partition(" ")
         assert holder in API and word == "before"
-        removed = next(p for p in ("demo/api-2", "demo/api-3", "demo/api-1") if p != holder)
+        removed = next(p for p in ("demo/api-2", "demo/api-3") if p != holder)  # checks name api-1
         before = udp_from(client_netns(), VIP, 5353, MAGLEV_PORTS)
         assert set(before.values()) == set(API)
 

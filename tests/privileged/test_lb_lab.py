@@ -7,13 +7,13 @@ lb_maps.write + the netdev attachment (what reconcile does), and is read back by
 
 from __future__ import annotations
 
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 from lab_helpers import lab, unique
+from lb_helpers import ReplyTap
 
 from meshctl.lab import cluster, datapath, probe
 from meshctl.lab.topology import LabNode, LabPod, Topology, validate
@@ -118,42 +118,18 @@ def test_observe_reads_back_exactly_what_was_written(env: Lab) -> None:
         assert observed == targets[node]
 
 
-def nft_reply_counter(env: Lab, node: str, client: str) -> tuple[str, str]:
-    """An nft netdev-ingress counter on the node's eth0 for packets addressed to the client."""
-    table = "mc_lb_dsr"
-    netns = env.res.registry.nodes[node].netns
-    script = (f"add table netdev {table}\n"
-              f"add chain netdev {table} in {{ type filter hook ingress device eth0 priority 0; }}\n"
-              f"add rule netdev {table} in ip daddr {client} counter\n"
-              f"add rule netdev {table} in ip saddr {client} counter\n")
-    subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "nft", "-f", "-"], input=script, text=True,
-                   check=True)
-    return netns, table
-
-
-def nft_counts(netns: str, table: str) -> tuple[int, int]:
-    """(packets to the client, packets from the client) seen at the node's eth0 ingress."""
-    out = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "nft", "list", "table", "netdev", table],
-                         capture_output=True, text=True, check=True).stdout
-    to_client, from_client = (int(part.split()[0]) for part in out.split("counter packets ")[1:3])
-    return to_client, from_client
-
-
 @pytest.mark.parametrize("mode", ["snat", "dsr"])
 def test_nodeport_and_loadbalancer_from_the_external_client(env: Lab, mode: str) -> None:
     env.configure(mode=mode)
     env.flush_flows()
     ext = env.res.registry.external
     assert ext is not None
-    netns, table = nft_reply_counter(env, "n1", ext.underlay_ip)
-    try:
+    remote = [env.res.registry.pods[p].ip for p in ("demo/api-2", "demo/api-3")]
+    with ReplyTap(env.res.registry.nodes["n1"].netns, ext.underlay_ip, remote, 3000) as tap:
         for addr, port in ((env.node_ip("n1"), 30080), (LB_IP, 80)):
             seen = Counter(who(probe.connect_external(NAME, str(addr), port)) for _ in range(12))
             assert set(seen) <= set(BACKENDS) and len(seen) >= 2, (mode, addr, seen)
-        remote_replies, requests = nft_counts(netns, table)
-    finally:
-        subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "nft", "delete", "table", "netdev", table],
-                       check=False)
+        remote_replies, requests = tap.read()
     with lb_maps.Map.from_pin(env.dps["n1"].pin_dir / "lb_flows") as flows:
         rev_n1 = [S.LbFlowValue.from_buffer_copy(v) for k, v in flows.items()
                   if S.LbFlowKey.from_buffer_copy(k).kind == S.LB_FLOW_REV]
@@ -163,6 +139,7 @@ def test_nodeport_and_loadbalancer_from_the_external_client(env: Lab, mode: str)
         assert remote_replies == 0
     else:
         assert any(v.flags & S.LbFlowFlags.SNAT and v.packets > 0 for v in rev_n1)
+        assert remote_replies > 0  # the tap does see replies when they come back through n1
     assert requests > 0  # the counter works: the client's packets do arrive on n1's eth0
 
 

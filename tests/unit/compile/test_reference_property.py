@@ -214,11 +214,25 @@ def cilium_rule(draw: st.DrawFn, direction: Direction, deny: bool) -> dict[str, 
             rule[pre + "CIDRSet"] = draw(st.lists(cidr_set(), min_size=1, max_size=2))
     if draw(st.booleans()):
         rule["toPorts"] = [{"ports": draw(st.lists(cilium_port(), min_size=1, max_size=2))}]
+        if not deny and draw(st.integers(0, 3)) == 0:  # L7 rides on the port: allowed at L4
+            rule["toPorts"][0]["rules"] = {"http": [{"method": "GET"}]}
     return rule
 
 
 @st.composite
 def cilium_policy(draw: st.DrawFn, i: int, clusterwide: bool) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": f"cnp{i}"}
+    if not clusterwide:
+        meta["namespace"] = draw(st.sampled_from(NAMESPACES))
+    kind = "CiliumClusterwideNetworkPolicy" if clusterwide else "CiliumNetworkPolicy"
+    if draw(st.integers(0, 3)) == 0:  # several rules in one document
+        specs = [draw(cilium_spec()) for _ in range(draw(st.integers(1, 2)))]
+        return {"kind": kind, "metadata": meta, "specs": specs}
+    return {"kind": kind, "metadata": meta, "spec": draw(cilium_spec())}
+
+
+@st.composite
+def cilium_spec(draw: st.DrawFn) -> dict[str, Any]:
     spec: dict[str, Any] = {"endpointSelector": draw(label_selector())}
     for direction in (Direction.INGRESS, Direction.EGRESS):
         for deny in (False, True):
@@ -233,11 +247,7 @@ def cilium_policy(draw: st.DrawFn, i: int, clusterwide: bool) -> dict[str, Any]:
             "ingress": draw(st.booleans()),
             "egress": draw(st.booleans()),
         }
-    meta: dict[str, Any] = {"name": f"cnp{i}"}
-    if not clusterwide:
-        meta["namespace"] = draw(st.sampled_from(NAMESPACES))
-    kind = "CiliumClusterwideNetworkPolicy" if clusterwide else "CiliumNetworkPolicy"
-    return {"kind": kind, "metadata": meta, "spec": spec}
+    return spec
 
 
 @st.composite

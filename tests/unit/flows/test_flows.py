@@ -194,3 +194,42 @@ def test_counters_and_lost_need_two_readings() -> None:
     c.update_lost(4)
     c.update_lost(4)  # really lost: seen twice
     assert c.lost == 3
+
+
+def test_old_wide_store_is_converted_without_losing_flows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from meshctl.flows.enrich import WIDE_FIELDS
+    from meshctl.flows.store import StoreError
+
+    path = tmp_path / "node-1.db"
+    db = sqlite3.connect(path)
+    db.execute(f"CREATE TABLE flows ({', '.join(WIDE_FIELDS)})")
+    old = enricher()
+    rows = old.wide(old.rows(record("10.102.2.7", "10.102.1.5", 40000, 5432, 2, 2, 300, 400, ts=7)
+                             + record("10.102.3.9", "10.102.1.5", 1, 5432, 1, 0, 500, 400, cookie=12, ts=7)))
+    db.executemany(f"INSERT INTO flows VALUES ({', '.join('?' * len(WIDE_FIELDS))})", rows)
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="old format"):
+        FlowStore(path, readonly=True)
+    FlowStore(path).close()  # the agent opens it read-write: converted
+    with FlowStore(path, readonly=True) as ro:
+        flows = [f for _, f in ro.query()]
+    assert [(f.src_pod, f.verdict_name) for f in flows] == [
+        ("production/cache", "DROPPED"), ("production/backend", "FORWARDED")]
+    assert flows[1].time_ns == flows[0].time_ns + 1  # same stamp: kept unique, order kept
+    assert "database-security" in flows[1].policy
+
+
+def test_times_stay_unique_and_increasing_across_batches(tmp_path: Path) -> None:
+    s = FlowStore(tmp_path / "n.db", "node-1")
+    e = enricher(s.dims)
+    same = record("10.102.2.7", "10.102.1.5", 1, 5432, 2, 2, 300, 400, ts=50)
+    s.insert(e.rows(same * 3))
+    s.close()
+    again = FlowStore(tmp_path / "n.db", "node-1")  # a restarted agent continues after the newest
+    e2 = Enricher(EnrichContext("node-1", catalog(), IPS), again.dims, e.offset_ns, again.last_ns)
+    again.insert(e2.rows(same))
+    times = [t for t, _ in again.query()]
+    assert times == sorted(set(times)) and len(times) == 4
