@@ -12,7 +12,7 @@ import base64
 import enum
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Generic, TypeVar
@@ -28,7 +28,7 @@ class FrozenMap(Mapping[K, V], Generic[K, V]):
 
     def __init__(self, items: Mapping[K, V] | None = None) -> None:
         data = dict(items or {})
-        self._dict = data
+        self._dict: dict[K, V] | None = data
         self._items = tuple(sorted(data.items(), key=lambda kv: _sort_key(kv[0])))
         self._hash: int | None = None
 
@@ -42,18 +42,29 @@ class FrozenMap(Mapping[K, V], Generic[K, V]):
         """
         self = cls.__new__(cls)
         self._items = tuple(items)
-        self._dict = dict(self._items)
+        self._dict = None  # built on first lookup: hashing dataclass keys costs more than the rest
         self._hash = None
         return self
 
+    def _mapping(self) -> dict[K, V]:
+        if self._dict is None:
+            self._dict = dict(self._items)
+        return self._dict
+
     def __getitem__(self, key: K) -> V:
-        return self._dict[key]
+        return self._mapping()[key]
 
     def __iter__(self) -> Iterator[K]:
         return (k for k, _ in self._items)
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def items(self) -> _FrozenItems[K, V]:
+        return _FrozenItems(self)
+
+    def values(self) -> _FrozenValues[V]:
+        return _FrozenValues(self)
 
     def __hash__(self) -> int:
         if self._hash is None:
@@ -64,11 +75,23 @@ class FrozenMap(Mapping[K, V], Generic[K, V]):
         if isinstance(other, FrozenMap):
             return self._items == other._items
         if isinstance(other, Mapping):
-            return self._dict == dict(other)
+            return self._mapping() == dict(other)
         return NotImplemented
 
     def __repr__(self) -> str:
-        return f"FrozenMap({self._dict!r})"
+        return f"FrozenMap({self._mapping()!r})"
+
+
+class _FrozenItems(ItemsView[K, V]):
+    """items() in stored order without a hash lookup per key (the ABC's view looks each one up)."""
+
+    def __iter__(self) -> Iterator[tuple[K, V]]:
+        return iter(self._mapping._items)  # type: ignore[attr-defined]
+
+
+class _FrozenValues(ValuesView[V]):
+    def __iter__(self) -> Iterator[V]:
+        return (v for _, v in self._mapping._items)  # type: ignore[attr-defined]
 
 
 def _sort_key(key: Any) -> Any:
@@ -194,6 +217,34 @@ class PolicyEntry:
 
     cookie: int
     deny: bool = False
+
+
+# Interned policy keys and values, shared by every producer of NodeStates in one process (observe
+# decodes into them; compile may too). Equal maps built from shared objects compare at C speed
+# (tuple comparison short-cuts on identity) instead of calling the dataclass __eq__ per entry.
+PolicyKeyTuple = tuple[int, int, int, int, int]  # (direction, identity, protocol, port, port_prefix)
+POLICY_KEYS: dict[PolicyKeyTuple, PolicyKey] = {}
+POLICY_ENTRIES: dict[tuple[int, bool], PolicyEntry] = {}
+_INTERN_LIMIT = 1_000_000
+
+
+def intern_policy_key(t: PolicyKeyTuple) -> PolicyKey:
+    """The shared PolicyKey of a valid field tuple (validated once, when first made)."""
+    key = POLICY_KEYS.get(t)
+    if key is None:
+        if len(POLICY_KEYS) >= _INTERN_LIMIT:
+            POLICY_KEYS.clear()
+        key = POLICY_KEYS[t] = PolicyKey(Direction(t[0]), t[1], t[2], t[3], t[4])
+    return key
+
+
+def intern_policy_entry(cookie: int, deny: bool) -> PolicyEntry:
+    entry = POLICY_ENTRIES.get((cookie, deny))
+    if entry is None:
+        if len(POLICY_ENTRIES) >= _INTERN_LIMIT:
+            POLICY_ENTRIES.clear()
+        entry = POLICY_ENTRIES[(cookie, deny)] = PolicyEntry(cookie, deny)
+    return entry
 
 
 @dataclass(frozen=True, order=True)

@@ -63,6 +63,7 @@ class _Memo:
 _POLICY_INDEX = _Memo()
 _IPCACHE_INDEX = _Memo()
 _ENDPOINT_INDEX = _Memo()
+_ATTACHMENT_INDEX = _Memo()
 
 # (direction, identity, protocol) -> [(port, port_prefix, key, entry)] longest prefix first
 _PolicyIndex = dict[tuple[int, int, int], list[tuple[int, int, PolicyKey, PolicyEntry]]]
@@ -163,6 +164,17 @@ def find_endpoint(states: Mapping[str, NodeState], addr: IPv4Address) -> str | N
     return None
 
 
+def _attached(states: Mapping[str, NodeState], value: int, hook: str) -> bool:
+    """A program is attached for this address but it has no endpoint entry: packets drop."""
+    for state in states.values():
+        hooks = _ATTACHMENT_INDEX.get(
+            state.attachments, lambda st=state: {(int(a.endpoint), a.hook) for a in st.attachments}
+        )
+        if (value, hook) in hooks:
+            return True
+    return False
+
+
 def _local(states: Mapping[str, NodeState], value: int) -> tuple[NodeState, EndpointEntry] | None:
     for state in states.values():
         ep = _endpoint_index(state).get(value)
@@ -182,10 +194,14 @@ def connection_verdict(
         st, ep = src
         peer = ipcache_lookup(st.ipcache, dst_ip)
         egress = _endpoint_verdict(st, ep, Direction.EGRESS, peer, protocol, port)
+    elif _attached(states, int(src_ip), "from-pod"):
+        egress = Verdict(False, "no-endpoint")  # the datapath fails closed
     dst = _local(states, int(dst_ip))
     if dst is not None:
         st, ep = dst
         peer = ipcache_lookup(st.ipcache, src_ip)
         ingress = _endpoint_verdict(st, ep, Direction.INGRESS, peer, protocol, port)
+    elif _attached(states, int(dst_ip), "to-pod"):
+        ingress = Verdict(False, "no-endpoint")
     allowed = (egress is None or egress.allowed) and (ingress is None or ingress.allowed)
     return ConnectionVerdict(egress, ingress, allowed)

@@ -431,31 +431,46 @@ class Map:
         for the type (EINVAL/ENOTSUPP on the first call; LPM tries gained it in recent kernels)."""
         if self.map_type in MAP_OF_MAPS_TYPES:
             return self._per_entry_items()  # few entries; values are ids, keep it simple
+        kb, vb = self.dump(chunk)
+        ks, vs = self.key_size, self.value_buf_size
+        return [(kb[i:i + ks], vb[j:j + vs]) for i, j in zip(range(0, len(kb), ks), range(0, len(vb), vs),
+                                                              strict=True)]
+
+    def dump(self, chunk: int = 4096) -> tuple[bytes, bytes]:
+        """Every key and every value, each concatenated in one bytes (kernel order, one entry
+        per key_size/value_buf_size bytes): the fast read for big maps, decoded in bulk."""
+        if self.map_type in MAP_OF_MAPS_TYPES:
+            items = self._per_entry_items()
+            return b"".join(k for k, _ in items), b"".join(v for _, v in items)
         ks, vs = self.key_size, self.value_buf_size
         token_size = max(ks, 8)
         in_tok = create_string_buffer(token_size)
         out_tok = create_string_buffer(token_size)
         opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
-        result: list[tuple[bytes, bytes]] = []
+        kparts: list[bytes] = []
+        vparts: list[bytes] = []
         first = True
         n = min(chunk, max(self.max_entries, 1))
+        keys = create_string_buffer(ks * n)
+        vals = create_string_buffer(vs * n)
         while True:
-            keys = create_string_buffer(ks * n)
-            vals = create_string_buffer(vs * n)
             count = c_uint32(n)
             ret = lib.bpf_map_lookup_batch(self.fd, None if first else in_tok, out_tok, keys, vals,
                                            byref(count), byref(opts))
             if ret == -errno_mod.ENOSPC and count.value == 0:
                 n *= 2  # one hash bucket holds more than n entries
+                keys, vals = create_string_buffer(ks * n), create_string_buffer(vs * n)
                 continue
             if ret < 0 and -ret in (errno_mod.EINVAL, errno_mod.EOPNOTSUPP, ENOTSUPP) and first:
-                return self._per_entry_items()
+                items = self._per_entry_items()
+                return b"".join(k for k, _ in items), b"".join(v for _, v in items)
             if ret < 0 and ret != -errno_mod.ENOENT:
                 _check(ret, "batch lookup in", self.label)
-            kr, vr = keys.raw, vals.raw
-            result.extend((kr[i * ks:(i + 1) * ks], vr[i * vs:(i + 1) * vs]) for i in range(count.value))
+            got = count.value
+            kparts.append(ctypes.string_at(keys, got * ks))
+            vparts.append(ctypes.string_at(vals, got * vs))
             if ret == -errno_mod.ENOENT:
-                return result
+                return (kparts[0], vparts[0]) if len(kparts) == 1 else (b"".join(kparts), b"".join(vparts))
             ctypes.memmove(in_tok, out_tok, token_size)
             first = False
 

@@ -26,6 +26,8 @@ from meshctl.nodestate import (
     IpcacheEntry,
     PolicyEntry,
     PolicyKey,
+    intern_policy_entry,
+    intern_policy_key,
 )
 
 # Defaults the datapath applies to a zero timeout (bpf/lib/config.h).
@@ -124,6 +126,68 @@ def decode_policy(key: bytes, value: bytes) -> tuple[PolicyKey, PolicyEntry]:
 
 def decode_policy_entries(items: Iterable[tuple[bytes, bytes]]) -> FrozenMap[PolicyKey, PolicyEntry]:
     return FrozenMap(dict(decode_policy(k, v) for k, v in items))
+
+
+POLICY_KEY_SIZE = 12  # sizeof(struct policy_key); checked against structs.py at import below
+POLICY_VALUE_SIZE = 8
+_POLICY_KEY_RAW = struct.Struct("<IIBB2s")
+_RAW_KEYS: dict[bytes, tuple[int, PolicyKey]] = {}  # raw key -> (sort rank, interned key)
+_RAW_VALUES: dict[bytes, PolicyEntry] = {}
+_TABLES: dict[tuple[bytes, bytes], FrozenMap[PolicyKey, PolicyEntry]] = {}
+_CACHE_LIMIT = 1_000_000
+
+
+def _raw_key(raw: bytes) -> tuple[int, PolicyKey]:
+    """Decode one never-seen raw key: its interned PolicyKey and an int that sorts like it."""
+    prefixlen, identity, egress, protocol, dport = _POLICY_KEY_RAW.unpack(raw)
+    if prefixlen <= S.POLICY_PREFIX_STATIC:
+        t = (egress, identity, 0, 0, 0)
+    else:
+        port_prefix = min(prefixlen, S.POLICY_PREFIX_FULL) - S.POLICY_PREFIX_PROTO
+        port = int.from_bytes(dport, "big") & ~((1 << (16 - port_prefix)) - 1) & 0xFFFF
+        t = (egress, identity, protocol, port, port_prefix)
+    rank = (((t[0] << 32 | t[1]) << 8 | t[2]) << 16 | t[3]) << 5 | t[4]  # field order of PolicyKey
+    if len(_RAW_KEYS) >= _CACHE_LIMIT:
+        _RAW_KEYS.clear()
+    out = _RAW_KEYS[raw] = (rank, intern_policy_key(t))
+    return out
+
+
+def _raw_value(raw: bytes) -> PolicyEntry:
+    cookie, flags = IPCACHE_VALUE.unpack(raw[:8])  # u32 cookie, u8 flags + pad: same layout
+    if len(_RAW_VALUES) >= _CACHE_LIMIT:
+        _RAW_VALUES.clear()
+    out = _RAW_VALUES[raw] = intern_policy_entry(cookie, bool(flags & S.PolicyFlags.DENY))
+    return out
+
+
+def _chunks(buf: bytes, size: int) -> list[bytes]:
+    return [buf[i:i + size] for i in range(0, len(buf), size)]
+
+
+def decode_policy_table(keys: bytes, values: bytes) -> FrozenMap[PolicyKey, PolicyEntry]:
+    """A whole inner policy map from one batch dump (keys and values concatenated).
+
+    Observe reads ~a million entries at scale, so this is the hot path: raw keys and values
+    are decoded once per process into interned objects, entries are sorted by an int rank
+    instead of by dataclass comparison, and a table with the same bytes (the same policy on
+    another endpoint or node) is decoded once.
+    """
+    cached = _TABLES.get((keys, values))
+    if cached is not None:
+        return cached
+    known_k, known_v = _RAW_KEYS, _RAW_VALUES
+    ks = [known_k.get(k) or _raw_key(k) for k in _chunks(keys, POLICY_KEY_SIZE)]
+    vs = [known_v.get(v) or _raw_value(v) for v in _chunks(values, POLICY_VALUE_SIZE)]
+    if len(ks) != len(vs):
+        raise ValueError(f"policy dump of {len(ks)} keys and {len(vs)} values")
+    ranks = [r for r, _ in ks]
+    order = sorted(range(len(ks)), key=ranks.__getitem__)
+    table: FrozenMap[PolicyKey, PolicyEntry] = FrozenMap.from_sorted([(ks[i][1], vs[i]) for i in order])
+    if len(_TABLES) >= 4096:
+        _TABLES.clear()
+    _TABLES[(keys, values)] = table
+    return table
 
 
 # ---------------------------------------------------------------- config
@@ -361,3 +425,6 @@ class CtMap(_Typed):
         keys = list(self.map.keys())
         self.map.delete_batch(keys)
         return len(keys)
+
+
+assert ctypes.sizeof(S.PolicyKey) == POLICY_KEY_SIZE and ctypes.sizeof(S.PolicyValue) == POLICY_VALUE_SIZE

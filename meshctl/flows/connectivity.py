@@ -100,12 +100,13 @@ class ConnectivityReport:
         return bool(self.results) and self.passed == len(self.results)
 
 
-def _flow_matches(probe: Probe, f: Flow) -> bool:
-    return (not probe.flow_dsts or f.dst_ip in probe.flow_dsts) and (
+def _flow_matches(probe: Probe, sport: int, f: Flow) -> bool:
+    """This very connection: its source port, and a destination the probe may end up at."""
+    return f.src_port == sport and (not probe.flow_dsts or f.dst_ip in probe.flow_dsts) and (
         not probe.flow_ports or f.dst_port in probe.flow_ports)
 
 
-def _confirm(state_dir: Path, runs: Sequence[tuple[Probe, bool, int]],
+def _confirm(state_dir: Path, runs: Sequence[tuple[Probe, bool, int, int]],
              wait_s: Sequence[float]) -> list[Flow | None]:
     """The flow of each connection (verdict as it turned out), waiting up to wait_s[i] for it."""
     from meshctl.flows.store import StoreError, open_stores
@@ -118,14 +119,14 @@ def _confirm(state_dir: Path, runs: Sequence[tuple[Probe, bool, int]],
         except StoreError:
             stores = []
         try:
-            for i, (probe, connected, since) in enumerate(runs):
+            for i, (probe, connected, since, sport) in enumerate(runs):
                 if found[i] is not None:
                     continue
                 flt = FlowFilter(from_pods=(probe.src,), protocols=(probe.protocol.lower(),),
                                  verdicts=("FORWARDED" if connected else "DROPPED",), since_ns=since,
                                  to_ports=probe.flow_ports)
                 for s in stores:
-                    hit = next((f for _, f in s.query(flt) if _flow_matches(probe, f)), None)
+                    hit = next((f for _, f in s.query(flt) if _flow_matches(probe, sport, f)), None)
                     if hit is not None:
                         found[i] = hit
                         break
@@ -138,7 +139,8 @@ def _confirm(state_dir: Path, runs: Sequence[tuple[Probe, bool, int]],
         time.sleep(0.1)
 
 
-def _repo_probes(desired: DesiredState, reg: Registry, names: tuple[str, ...]) -> list[Probe]:
+def _repo_probes(desired: DesiredState, reg: Registry, names: tuple[str, ...],
+                 services: Sequence[ServiceTarget]) -> list[Probe]:
     checks = [c for c in desired.checks if not names or c.name in names]
     unknown = set(names) - {c.name for c in desired.checks}
     if unknown:
@@ -156,6 +158,13 @@ def _repo_probes(desired: DesiredState, reg: Registry, names: tuple[str, ...]) -
             dst_ip, locality = dst.ip, "same node" if dst.node == src.node else "cross node"
         else:
             dst_ip, locality = c.to, "external"
+        frontend = (dst_ip, c.port, c.protocol)
+        svc = next((t for t in services if (t.cluster_ip, t.port, t.protocol) == frontend), None)
+        if svc is not None:  # a ClusterIP: the flow shows the backend the load balancer picked
+            out.append(Probe("check", c.name, c.from_, c.to, dst_ip, c.port, c.protocol, c.expect, "service",
+                             flow_dsts=(*sorted(ip for ip, _ in svc.backends), dst_ip),
+                             flow_ports=tuple(sorted({p for _, p in svc.backends} | {c.port})), source=where))
+            continue
         out.append(Probe("check", c.name, c.from_, c.to, dst_ip, c.port, c.protocol, c.expect, locality,
                          flow_dsts=(dst_ip,), flow_ports=(c.port,), source=where))
     return out
@@ -175,7 +184,8 @@ def _service_targets(desired: DesiredState) -> list[ServiceTarget]:
     return out
 
 
-def _generated(ws: Workspace, reg: Registry, report: ConnectivityReport) -> list[Probe]:
+def _generated(ws: Workspace, reg: Registry, services: list[ServiceTarget],
+               report: ConnectivityReport) -> list[Probe]:
     from meshctl import workflow
     from meshctl.state import load_state
 
@@ -184,10 +194,8 @@ def _generated(ws: Workspace, reg: Registry, report: ConnectivityReport) -> list
                           + tuple((n, "UDP") for n in p.udp_ports))
                  for p in reg.pods.values()]
     desired = ws.desired
-    services: list[ServiceTarget] = []
     if desired.services:
         if desired.config.load_balancer.kube_proxy_replacement:
-            services = _service_targets(desired)
             for s in services:
                 if not s.backends:
                     report.notes.append(f"service {s.key} port {s.port_name or s.port}: no backends, skipped")
@@ -203,7 +211,7 @@ def run_checks(repo: Path, names: tuple[str, ...] = (), confirm: bool = True, ti
     """Repo checks (all, or those named) and, unless names are given or generated is off, generated ones."""
     from meshctl import workflow
     from meshctl.flows.context import repo_info
-    from meshctl.lab import probe as lab_probe
+    from meshctl.flows.probe import attempt
     from meshctl.lab import registry
 
     info = repo_info(repo)
@@ -212,24 +220,25 @@ def run_checks(repo: Path, names: tuple[str, ...] = (), confirm: bool = True, ti
         raise LabError(f"no lab named {info.cluster!r} is up: run `meshctl lab up -C {repo}`")
     ws = workflow.open_workspace(repo)
     report = ConnectivityReport()
-    probes = _repo_probes(ws.desired, reg, names)
+    services = _service_targets(ws.desired) if ws.desired.config.load_balancer.kube_proxy_replacement else []
+    probes = _repo_probes(ws.desired, reg, names, services)
     if generated and not names:
-        probes += _generated(ws, reg, report)
+        probes += _generated(ws, reg, services, report)
 
-    def run(p: Probe) -> tuple[bool, int, str]:
+    def run(p: Probe) -> tuple[bool, int, int, str]:
         start = time.time_ns()
-        res = lab_probe.connect(info.cluster, p.src, p.dst_ip, p.port, p.protocol, timeout)
-        return res.ok, start, res.error or ""
+        res = attempt(reg.pods[p.src].netns, p.dst_ip, p.port, p.protocol, timeout)
+        return res.ok, start, res.sport, res.error
 
     with ThreadPoolExecutor(max_workers=MAX_PARALLEL) as pool:
         outcomes = list(pool.map(run, probes))
     flows: list[Flow | None] = [None] * len(probes)
     if confirm and probes:
         waits = [flow_wait_s if (p.expect == "mixed" or ok == (p.expect == "allowed")) else 0.5
-                 for p, (ok, _, _) in zip(probes, outcomes, strict=True)]
-        flows = _confirm(info.state_dir, [(p, ok, t) for p, (ok, t, _) in zip(probes, outcomes, strict=True)],
-                         waits)
-    for p, (ok, _, err), flow in zip(probes, outcomes, flows, strict=True):
+                 for p, (ok, _, _, _) in zip(probes, outcomes, strict=True)]
+        runs = [(p, ok, t, sport) for p, (ok, t, sport, _) in zip(probes, outcomes, strict=True)]
+        flows = _confirm(info.state_dir, runs, waits)
+    for p, (ok, _, _, err), flow in zip(probes, outcomes, flows, strict=True):
         detail = err
         if confirm and flow is None:
             verdict = "FORWARDED" if ok else "DROPPED"

@@ -50,9 +50,14 @@ def save_plan(repo: Path) -> tuple[Path, dict[str, NodeState]]:
     """A plan for the toggled repo, and each node's exact target."""
     from meshctl.workflow import make_plan, open_workspace, save_plan
 
-    toggle_dns_tcp(repo)
-    ws = open_workspace(repo)
-    plan = make_plan(ws).plan
+    # A recovered round may have kept either side, so the first toggle can match what the nodes
+    # already hold: then the second one is the change.
+    for _ in range(2):
+        toggle_dns_tcp(repo)
+        ws = open_workspace(repo)
+        plan = make_plan(ws).plan
+        if plan.has_changes:
+            break
     assert plan.has_changes
     return save_plan(ws, plan, repo / "plans" / "round.json"), {n.node: n.intended for n in plan.nodes}
 

@@ -153,3 +153,20 @@ def test_lookups_do_not_leak_between_maps() -> None:
     assert _verdict(a, PEER_ID, PROTO_TCP, 80) == (True, "allowed", 1)
     assert _verdict(b, PEER_ID, PROTO_TCP, 80) == (False, "explicit-deny", 2)
     assert _verdict(a, PEER_ID, PROTO_TCP, 80) == (True, "allowed", 1)
+
+
+def test_attached_address_without_endpoint_entry_fails_closed() -> None:
+    """The datapath drops traffic of a pod whose veth has programs but no endpoint entry yet."""
+    from meshctl.nodestate import Attachment
+
+    pod = IPv4Address("10.9.0.5")
+    attached = NodeState(node="n1", attachments=frozenset(
+        {Attachment(pod, "from-pod", "b"), Attachment(pod, "to-pod", "b")}
+    ))
+    outside = IPv4Address("192.0.2.1")
+    out = connection_verdict({"n1": attached}, pod, outside, PROTO_TCP, 80)
+    assert not out.allowed and out.egress is not None and out.egress.reason == "no-endpoint"
+    into = connection_verdict({"n1": attached}, outside, pod, PROTO_TCP, 80)
+    assert not into.allowed and into.ingress is not None and into.ingress.reason == "no-endpoint"
+    bare = connection_verdict({"n1": NodeState(node="n1")}, outside, pod, PROTO_TCP, 80)
+    assert bare.allowed and bare.ingress is None
