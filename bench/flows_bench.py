@@ -34,7 +34,7 @@ def scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
-        m = re.match(r"^(meshctl_flow_events_\w+)\{[^}]*\} ([0-9.e+]+)$", line)
+        m = re.match(r"^(meshctl_flow_\w+)\{[^}]*\} ([0-9.e+-]+)$", line)
         if m:
             out[m.group(1)] = float(m.group(2))
     return out

@@ -129,9 +129,13 @@ def persist_tables(state_dir: Path, state: State, compiled: Compiled) -> State:
 
 
 def observe_nodes(cluster: str, netns: Mapping[str, str], nodes: Iterable[str]) -> dict[str, NodeState]:
+    """Every node's live state. The cyclic GC is paused meanwhile: decoding a million map entries
+    makes only acyclic objects, and collections over the compiled state would cost seconds."""
+    from meshctl.gcpause import paused_gc
     from meshctl.observe import observe_node
 
-    return {n: observe_node(cluster, n, netns[n]) for n in nodes}
+    with paused_gc():
+        return {n: observe_node(cluster, n, netns[n]) for n in nodes}
 
 
 def select_nodes(ws: Workspace, only: Sequence[str] = ()) -> list[str]:

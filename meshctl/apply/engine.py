@@ -7,12 +7,16 @@ answers. Per node: journal the intent with the exact before-state, push the undo
 Per wave: the drop gate over the verify window, then the checks that the wave completes
 (gates.checks_for_wave). A failure reverts the wave (and with rollback "all" every wave done so
 far) to the journalled before-states, newest first, and stops.
+
+Progress: every step is a message to `on_event` (one line each when not on a terminal). A sink
+that also has `phase(node, phase, wave)` (meshctl.cli.progress) is told each node's phase -
+journal, reconcile, drop gate, checks, verified / failed / reverted - to show a live display.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -21,9 +25,13 @@ from meshctl.apply.gates import (
     CheckLike,
     CheckOutcome,
     DropGateResult,
+    DropKey,
     MetricCounts,
     checks_for_wave,
     drop_gate,
+    flow_drop_gate,
+    no_flows_note,
+    policy_drops,
 )
 from meshctl.apply.revert import RevertStack
 from meshctl.apply.rollout import Wave, rollout_waves
@@ -52,6 +60,9 @@ class Journal(Protocol):
 
 
 CheckRunner = Callable[[CheckLike], CheckOutcome]
+# (node, since_ns, until_ns, drops the counters saw) -> the node's policy drops by connection from
+# its flow store, or None when no agent stores that node's flows (meshctl.apply.flowdrops).
+FlowDropSource = Callable[[str, int, int, int], Mapping[DropKey, int] | None]
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,7 @@ class ApplyResult:
 
 
 Event = Callable[[str], None]
+PHASES = ("waiting", "journal", "reconcile", "drop gate", "checks", "verified")
 
 
 class ApplyEngine:
@@ -110,10 +122,18 @@ class ApplyEngine:
         settings: RolloutSettings,
         on_event: Event | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        flow_drops: FlowDropSource | None = None,
+        now_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.driver, self.journal, self.run_check, self.settings = driver, journal, run_check, settings
         self.on_event = on_event or (lambda _msg: None)
-        self.sleep = sleep
+        self._phase_sink: Callable[[str, str, str], None] | None = getattr(on_event, "phase", None)
+        self.sleep, self.flow_drops, self.now_ns = sleep, flow_drops, now_ns
+
+    def _phase(self, nodes: Iterable[str], phase: str, wave: str = "") -> None:
+        if self._phase_sink is not None:
+            for node in nodes:
+                self._phase_sink(node, phase, wave)
 
     def run(
         self,
@@ -123,8 +143,13 @@ class ApplyEngine:
         pod_nodes: Mapping[str, str] | None = None,
         predicted_drops: Mapping[str, int] | None = None,
         frontend_nodes: Mapping[str, tuple[str, ...]] | None = None,
+        predicted_keys: Collection[DropKey] = (),
     ) -> ApplyResult:
-        """Apply `work` in rollout order; verify; revert and stop on the first failure."""
+        """Apply `work` in rollout order; verify; revert and stop on the first failure.
+
+        `predicted_keys`: connections the plan means to cut (gates.predicted_drop_keys of its
+        impact); their drops do not count against the drop gate when the flow store is read.
+        """
         by_node = {w.node: w for w in work if w.before != w.target}
         s = self.settings
         waves = rollout_waves(node_order, s.canary, s.batch_size, changed=by_node)
@@ -134,6 +159,7 @@ class ApplyEngine:
         final = set(node_order) - set(by_node)  # nodes without changes are final from the start
         kept = RevertStack()  # waves done, reverted too only with rollback "all"
         for wave in waves:
+            self._phase(wave.nodes, "waiting", wave.label)
             self.on_event(f"applying {wave.label}")
             stack = RevertStack()
             failure = self._apply_wave(wave, by_node, stack)
@@ -141,12 +167,13 @@ class ApplyEngine:
                 final |= set(wave.nodes)
                 try:
                     failure = self._verify_wave(wave, checks, pod_nodes, final, predicted_drops or {}, result,
-                                                frontend_nodes or {})
+                                                frontend_nodes or {}, frozenset(predicted_keys))
                 except MeshctlError as err:
                     failure = f"verification of {wave.label} failed: {err}"
             if failure:
                 result.ok, result.failure = False, failure
                 self.on_event(f"FAILED: {failure}; reverting {', '.join(wave.nodes)}")
+                self._phase(wave.nodes, "failed")
                 self._revert(stack, result)
                 if s.rollback == "all":
                     self._revert(kept, result)
@@ -155,6 +182,7 @@ class ApplyEngine:
                 self.journal.done(node)
                 result.applied.append(node)
             crash_point(f"verified:{wave.index}")
+            self._phase(wave.nodes, "verified")
             self.on_event(f"{wave.label}: verified")
             if s.rollback == "all":
                 kept.extend(stack)
@@ -165,9 +193,11 @@ class ApplyEngine:
     def _apply_wave(self, wave: Wave, by_node: Mapping[str, NodeWork], stack: RevertStack) -> str:
         for node in wave.nodes:
             w = by_node[node]
+            self._phase([node], "journal")
             self.journal.begin(node, w.before, w.target)
             crash_point(f"begin:{node}")
             stack.push(node, lambda w=w: self._restore(w))
+            self._phase([node], "reconcile")
             try:
                 self.driver.reconcile(node, w.before, w.target)
             except Exception as err:  # half-applied: the undo below restores the before-state
@@ -185,21 +215,23 @@ class ApplyEngine:
         predicted: Mapping[str, int],
         result: ApplyResult,
         frontend_nodes: Mapping[str, tuple[str, ...]] | None = None,  # service address -> backends' nodes
+        predicted_keys: frozenset[DropKey] = frozenset(),
     ) -> str:
         s = self.settings
+        self._phase(wave.nodes, "drop gate")
         before = {n: self.driver.drop_counts(n) for n in wave.nodes}
+        since = self.now_ns()
         self.sleep(s.verify_window_s)
+        until = self.now_ns()
         failures = []
         for node in wave.nodes:
-            gate = drop_gate(
-                node, before[node], self.driver.drop_counts(node), s.verify_window_s,
-                s.drop_rate_threshold, predicted.get(node, 0),
-            )
+            gate = self._drop_gate(node, before[node], since, until, predicted.get(node, 0), predicted_keys)
             result.gates.append(gate)
             self.on_event(gate.describe())
             if not gate.ok:
                 failures.append(gate.describe())
         crash_point(f"gated:{wave.index}")
+        self._phase(wave.nodes, "checks")
         for planned in checks_for_wave(checks, pod_nodes, final, wave.nodes, frontend_nodes):
             outcome = self.run_check(planned.check)
             result.checks.append(outcome)
@@ -207,6 +239,18 @@ class ApplyEngine:
             if not outcome.ok:
                 failures.append(outcome.describe())
         return "; ".join(failures)
+
+    def _drop_gate(self, node: str, before: MetricCounts, since_ns: int, until_ns: int, predicted: int,
+                   predicted_keys: frozenset[DropKey]) -> DropGateResult:
+        """The flow store's drops by connection when the node's agent runs, else the counters."""
+        s = self.settings
+        after = self.driver.drop_counts(node)
+        counted = policy_drops(before, after)
+        flows = self.flow_drops(node, since_ns, until_ns, counted) if self.flow_drops else None
+        if flows is None:
+            return drop_gate(node, before, after, s.verify_window_s, s.drop_rate_threshold, predicted,
+                             note=no_flows_note(node))
+        return flow_drop_gate(node, flows, predicted_keys, s.verify_window_s, s.drop_rate_threshold)
 
     def _restore(self, w: NodeWork) -> None:
         """Reconcile a node back to its journalled before-state and prove it got there."""
@@ -221,6 +265,7 @@ class ApplyEngine:
         for node in nodes:
             if node not in failed:
                 result.reverted.append(node)
+                self._phase([node], "reverted")
                 self.on_event(f"node {node}: reverted to its before-state")
         result.applied = [n for n in result.applied if n not in nodes]
 

@@ -11,15 +11,23 @@ or the plan does not touch it). Every check that touches a changed node thus run
 in the wave that completes it; a check deferred by the canary runs in a later batch. A check to
 an address outside the cluster depends on the source node only.
 
-Drop gate. During the verify window we read the node's drop counters (MetricsMap) before and
-after; policy drops (verdict DROPPED with reason default-deny or explicit-deny) minus the drops
-the plan predicted (traffic the plan meant to cut) give the unexpected drops; their rate per
-second must stay at or below the configured threshold.
+Drop gate. "Policy drops on that node in the verify window must not exceed the threshold, not
+counting drops the plan predicted." Policy drops are verdict DROPPED with reason default-deny or
+explicit-deny. Predicted drops are the plan's connectivity impact pairs that go FORWARDED ->
+DROPPED (same source pod, destination pod, port and protocol): traffic the plan means to cut.
+Everything else dropped on the node in the window is unexpected - also traffic that was already
+denied before the apply: the plan does not explain it, and the threshold is the place to allow
+for such background noise. The unexpected rate per second must stay at or below the threshold.
+
+Two sources, best first: the node's flow store (its agent names every drop, so predicted ones
+can be told apart and subtracted: `flow_drop_gate`), else the datapath counters, which count
+drops but cannot say which connection they hit, so nothing is subtracted (`drop_gate`, and the
+gate's message says so).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
@@ -31,6 +39,11 @@ POLICY_DROP_REASONS = frozenset({REASON_DEFAULT_DENY, REASON_EXPLICIT_DENY})
 
 # (verdict, reason, direction) -> packets, summed over CPUs (struct metrics_key of common.h)
 MetricCounts = Mapping[tuple[int, int, int], int]
+# One connection as the impact names it: (source pod or "world", destination pod, port, protocol)
+# with the protocol in lower case ("tcp", "udp", "sctp").
+DropKey = tuple[str, str, int, str]
+WORLD = "world"
+UNEXPECTED_SHOWN = 3  # connections named in a failing gate's message
 
 
 class CheckLike(Protocol):
@@ -130,6 +143,31 @@ def policy_drops(before: MetricCounts, after: MetricCounts) -> int:
     return total
 
 
+class ImpactLike(Protocol):
+    """The fields of meshctl.plan ImpactRow that the predictions need."""
+
+    src: str
+    dst: str
+    protocol: str
+    port: int
+    before: str
+    after: str
+
+
+def predicted_drop_keys(impact: Iterable[ImpactLike]) -> frozenset[DropKey]:
+    """The connections the plan means to cut: impact pairs going FORWARDED -> DROPPED."""
+    return frozenset(
+        (r.src, r.dst, int(r.port), r.protocol.lower())
+        for r in impact
+        if r.before == "FORWARDED" and r.after == "DROPPED"
+    )
+
+
+def describe_key(key: DropKey) -> str:
+    src, dst, port, protocol = key
+    return f"{src} -> {dst}:{port}/{protocol}"
+
+
 @dataclass(frozen=True)
 class DropGateResult:
     node: str
@@ -137,6 +175,9 @@ class DropGateResult:
     predicted: int
     window_s: float
     threshold_per_s: float
+    source: str = "counters"  # "flows" (the node's flow store) | "counters" (datapath MetricsMap)
+    unexplained: tuple[tuple[DropKey, int], ...] = ()  # unexpected drops by connection, most first
+    note: str = ""
 
     @property
     def unexpected(self) -> int:
@@ -152,11 +193,16 @@ class DropGateResult:
 
     def describe(self) -> str:
         verdict = "ok" if self.ok else "FAILED"
-        return (
+        text = (
             f"drop gate {self.node}: {self.drops} policy drops in {self.window_s:g}s, "
             f"{self.predicted} predicted, {self.rate_per_s:.2f}/s unexpected "
             f"(threshold {self.threshold_per_s:g}/s): {verdict}"
         )
+        if self.unexplained and not self.ok:
+            shown = ", ".join(f"{describe_key(k)} x{n}" for k, n in self.unexplained[:UNEXPECTED_SHOWN])
+            more = len(self.unexplained) - UNEXPECTED_SHOWN
+            text += f"; unexpected: {shown}" + (f" and {more} more" if more > 0 else "")
+        return f"{text} ({self.note})" if self.note else text
 
 
 def drop_gate(
@@ -166,6 +212,34 @@ def drop_gate(
     window_s: float,
     threshold_per_s: float,
     predicted: int = 0,
+    note: str = "",
 ) -> DropGateResult:
     """Judge one node's verify window from two MetricsMap samples."""
-    return DropGateResult(node, policy_drops(before, after), predicted, window_s, threshold_per_s)
+    return DropGateResult(
+        node, policy_drops(before, after), predicted, window_s, threshold_per_s, note=note
+    )
+
+
+def no_flows_note(node: str) -> str:
+    return (f"no flow agent on {node}: datapath counters only, "
+            "the plan's predicted drops could not be subtracted")
+
+
+def flow_drop_gate(
+    node: str,
+    dropped: Mapping[DropKey, int],
+    predicted: Collection[DropKey],
+    window_s: float,
+    threshold_per_s: float,
+    note: str = "",
+) -> DropGateResult:
+    """Judge one node's verify window from its stored policy drops, by connection.
+
+    `dropped` counts the node's policy-drop flows in the window per connection; those whose
+    connection the plan predicted to drop are subtracted, the rest are named when the gate fails.
+    """
+    total = sum(dropped.values())
+    expected = sum(n for k, n in dropped.items() if k in predicted)
+    rest = sorted(((k, n) for k, n in dropped.items() if k not in predicted and n > 0),
+                  key=lambda kn: (-kn[1], kn[0]))
+    return DropGateResult(node, total, expected, window_s, threshold_per_s, "flows", tuple(rest), note)

@@ -90,15 +90,20 @@ def _apply_locked(
         raise PlanStaleError(f"{err}{text}\nNothing was applied; make a new plan.") from err
     work = [NodeWork(n.node, observed[n.node], n.target_for(observed[n.node])) for n in plan.nodes]
     journal = Journal(ws.state_dir, plan.plan_id)
+    from meshctl.apply.flowdrops import lab_drop_source
+    from meshctl.apply.gates import predicted_drop_keys
+
     engine = ApplyEngine(
         driver, journal, run_check,
         settings_of(ws, rollback), on_event,
+        flow_drops=lab_drop_source(ws.cluster, ws.state_dir, ws.pod_ips()),  # drop gate: flows first
     )
     from meshctl.compile.services import frontend_nodes
 
     result = engine.run(
         work, ws.node_order, ws.desired.checks if checks else (), ws.pod_nodes(),
         frontend_nodes=frontend_nodes(ws.desired.services, ws.desired.pods),
+        predicted_keys=predicted_drop_keys(plan.impact),
     )
     crash_point("commit")
     applied = {w.node: w.target for w in work if w.node in result.applied}

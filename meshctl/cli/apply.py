@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -21,14 +20,9 @@ class RollbackScope(StrEnum):
 
 def progress_printer() -> object:
     """An on_event callback: one timestamped line per engine step, on stderr (rich)."""
-    console = stderr()
-    start = time.monotonic()
+    from meshctl.cli.progress import LinePrinter
 
-    def on_event(message: str) -> None:
-        style = "bold red" if "FAILED" in message else ("green" if message.endswith(": ok") else "")
-        console.print(f"[dim]{time.monotonic() - start:6.2f}s[/dim] {message}", style=style)
-
-    return on_event
+    return LinePrinter(stderr())
 
 
 def report_outcome(outcome: object) -> None:
@@ -51,6 +45,7 @@ def apply(
 ) -> None:
     """Apply a plan: canary first, then batches; each node is journalled, verified, reverted on failure."""
     from meshctl.apply.run import apply_plan
+    from meshctl.cli.progress import apply_progress
     from meshctl.plan import read_plan
     from meshctl.state import StateLock
     from meshctl.workflow import ensure_not_interrupted, make_plan, open_workspace
@@ -60,7 +55,8 @@ def apply(
     ensure_not_interrupted(ws.state_dir)  # before the lock: a killed apply leaves both behind
     if plan_file is not None:
         plan = read_plan(plan_file)
-        outcome = apply_plan(ws, plan, rollback=scope, on_event=progress_printer())  # type: ignore[arg-type]
+        with apply_progress(stderr()) as sink:  # live on a terminal, timestamped lines otherwise
+            outcome = apply_plan(ws, plan, rollback=scope, on_event=sink)
         report_outcome(outcome)
         return
     with StateLock(ws.state_dir, "apply"):
@@ -71,7 +67,6 @@ def apply(
         if not auto_approve and not typer.confirm("\nApply these changes?", default=False, err=True):
             print("Apply cancelled.")
             raise typer.Exit(1)
-        outcome = apply_plan(
-            ws, plan, rollback=scope, on_event=progress_printer(), lock_held=True  # type: ignore[arg-type]
-        )
+        with apply_progress(stderr()) as sink:
+            outcome = apply_plan(ws, plan, rollback=scope, on_event=sink, lock_held=True)
     report_outcome(outcome)

@@ -37,14 +37,14 @@ def observe(
     repo: Path = RepoOpt, state_dir: Path | None = StateOpt, namespace: list[str] = NsOpt,
     pod: list[str] = PodOpt, from_pod: list[str] = FromPodOpt, to_pod: list[str] = ToPodOpt,
     from_label: list[str] = FromLabelOpt, to_label: list[str] = ToLabelOpt,
-    from_identity: list[int] = FromIdOpt, to_identity: list[int] = ToIdOpt, verdict: list[str] = VerdictOpt,
+    from_identity: list[str] = FromIdOpt, to_identity: list[str] = ToIdOpt, verdict: list[str] = VerdictOpt,
     protocol: list[str] = ProtoOpt,
-    port: list[int] = PortOpt, to_port: list[int] = ToPortOpt, node: list[str] = NodeOpt,
-    since: str | None = SinceOpt, until: str | None = UntilOpt, last: int | None = LastOpt,
+    port: list[str] = PortOpt, to_port: list[str] = ToPortOpt, node: list[str] = NodeOpt,
+    since: str | None = SinceOpt, until: str | None = UntilOpt, last: str | None = LastOpt,
     follow: bool = FollowOpt, output: str = OutOpt,
 ) -> None:
     """Show stored flows (newest last); with --follow, keep printing new ones."""
-    from meshctl.flows.filters import FlowFilter, parse_time
+    from meshctl.flows.filters import FlowFilter, parse_int, parse_time
     from meshctl.flows.render import FORMATS, render_one, table
     from meshctl.flows.store import follow as follow_flows
     from meshctl.flows.store import open_stores, query_all
@@ -55,19 +55,27 @@ def observe(
         from meshctl.flows.context import repo_info
 
         state_dir = repo_info(repo).state_dir
+
+    def ints(flag: str, values: list[str], high: int, what: str) -> tuple[int, ...]:
+        return tuple(parse_int(v, flag, 0, high, what) for v in values)
+
+    port_word, id_word = "a port number (0-65535)", "a numeric identity (0 to 2^32-1)"
     flt = FlowFilter(
         namespaces=tuple(namespace), pods=tuple(pod), from_pods=tuple(from_pod), to_pods=tuple(to_pod),
-        from_labels=tuple(from_label), to_labels=tuple(to_label), from_identities=tuple(from_identity),
-        to_identities=tuple(to_identity), verdicts=tuple(verdict), protocols=tuple(protocol),
-        ports=tuple(port), to_ports=tuple(to_port),
+        from_labels=tuple(from_label), to_labels=tuple(to_label),
+        from_identities=ints("--from-identity", from_identity, 2**32 - 1, id_word),
+        to_identities=ints("--to-identity", to_identity, 2**32 - 1, id_word), verdicts=tuple(verdict),
+        protocols=tuple(protocol), ports=ints("--port", port, 65535, port_word),
+        to_ports=ints("--to-port", to_port, 65535, port_word),
         since_ns=parse_time(since, "--since") if since else None,
         until_ns=parse_time(until, "--until") if until else None,
     )
-    if last is None and since is None and not follow:
-        last = 20
+    count = parse_int(last, "--last", 1, 2**31, "a count of flows (1 or more)") if last is not None else None
+    if count is None and since is None and not follow:
+        count = 20
     stores = open_stores(state_dir, node)
     try:
-        flows = [] if follow and last is None else query_all(stores, flt, last)
+        flows = [] if follow and count is None else query_all(stores, flt, count)
         if output == "table" and not follow:
             print(table(flows))
             return

@@ -19,8 +19,11 @@ OutOpt = typer.Option("text", "-o", "--output", help="text or json.")
 @app.command("status")
 def status(repo: Path = RepoOpt, output: str = OutOpt) -> None:
     """Show the cluster's datapath status (exit 1 when a node has no datapath or fails to read)."""
+    from meshctl.errors import MeshctlError
     from meshctl.flows.status import cluster_status
 
+    if output not in ("text", "json"):
+        raise MeshctlError(f"-o {output}: choose text or json")
     st = cluster_status(repo)
     if output == "json":
         print(json.dumps({**asdict(st), "ok": st.ok}, indent=2, sort_keys=True))
@@ -31,11 +34,16 @@ def status(repo: Path = RepoOpt, output: str = OutOpt) -> None:
     console.print(f"Datapath build: {short} (bpf/build/datapath.o)")
     agents_up = sum(1 for n in st.nodes if n.agent_pid)
     console.print(f"Flow agents:    {agents_up}/{len(st.nodes)} up")
-    last = (f"plan {st.last_plan_id[:12]} serial {st.state_serial} at {st.last_applied_at}"
+    plan = (st.last_plan_id or "").removeprefix("sha256:")[:12]
+    last = (f"plan {plan} serial {st.state_serial} at {st.last_applied_at}"
             if st.last_plan_id else f"never (serial {st.state_serial})")
     console.print(f"Last apply:     {last}")
-    drifted = [n.name for n in st.nodes if n.drift == "yes"]
-    console.print(f"Drift:          {'yes (' + ', '.join(drifted) + ')' if drifted else 'no'}")
+    drifted = [f"{n.name}: {n.drift_objects} object(s)" for n in st.nodes if n.drift == "yes"]
+    unknown = [n.name for n in st.nodes if n.drift.startswith("unknown")]
+    word = "yes (" + ", ".join(drifted) + "; `meshctl drift` shows them)" if drifted else "no"
+    if unknown and not drifted:
+        word = f"no ({', '.join(unknown)}: unknown)" if len(unknown) < len(st.nodes) else "unknown"
+    console.print(f"Drift:          {word}")
     console.print(f"Encryption:     {st.encryption}")
     console.print(f"Load balancer:  {st.load_balancer}")
     table = Table(title="Nodes")

@@ -17,7 +17,7 @@ from typing import Self
 
 from meshctl.dataplane import structs as S
 from meshctl.dataplane.libbpf import BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE, Map, num_possible_cpus
-from meshctl.errors import CompileError
+from meshctl.errors import CompileError, DataplaneError
 from meshctl.nodestate import (
     DatapathConfig,
     Direction,
@@ -75,6 +75,20 @@ def decode_ipcache(key: bytes, value: bytes) -> tuple[IPv4Network, IpcacheEntry]
     prefixlen, addr = IPCACHE_KEY.unpack(key)
     net = IPv4Network((int.from_bytes(addr, "big"), prefixlen), strict=False)
     return net, IpcacheEntry(*IPCACHE_VALUE.unpack(value))
+
+
+_IPCACHE_TABLES: dict[bytes, FrozenMap[IPv4Network, IpcacheEntry]] = {}
+
+
+def decode_ipcache_table(items: list[tuple[bytes, bytes]]) -> FrozenMap[IPv4Network, IpcacheEntry]:
+    """The whole ipcache; nodes usually hold the same one, so equal dumps are decoded once."""
+    raw = b"".join(k + v for k, v in items)
+    hit = _IPCACHE_TABLES.get(raw)
+    if hit is None:
+        if len(_IPCACHE_TABLES) >= 64:
+            _IPCACHE_TABLES.clear()
+        hit = _IPCACHE_TABLES[raw] = FrozenMap(dict(decode_ipcache(k, v) for k, v in items))
+    return hit
 
 
 # ---------------------------------------------------------------- endpoints
@@ -344,8 +358,27 @@ class PolicyMaps(_Typed):
                 out[ep] = inner.items()
         return out
 
+    def read_dumps(self) -> dict[int, tuple[bytes, bytes]]:
+        """endpoint_id -> (keys, values) dump of its inner map; an inner map shared by several
+        endpoints (same policy) is read once and its dump object shared."""
+        outer = dict(self.map.lookup_batch())  # map of maps: per entry, values are inner map ids
+        dumps: dict[int, tuple[bytes, bytes]] = {}
+        out: dict[int, tuple[bytes, bytes]] = {}
+        for raw_ep, raw_id in sorted(outer.items(), key=lambda kv: U32.unpack(kv[0])[0]):
+            inner_id = U32.unpack(raw_id)[0]
+            dump = dumps.get(inner_id)
+            if dump is None:
+                try:
+                    inner = Map.from_id(inner_id)
+                except DataplaneError:
+                    continue  # replaced while we read: the outer entry now names another map
+                with inner:
+                    dump = dumps[inner_id] = inner.dump()
+            out[U32.unpack(raw_ep)[0]] = dump
+        return out
+
     def read(self) -> FrozenMap[int, FrozenMap[PolicyKey, PolicyEntry]]:
-        return FrozenMap({ep: decode_policy_entries(items) for ep, items in self.read_raw().items()})
+        return FrozenMap({ep: decode_policy_table(*d) for ep, d in sorted(self.read_dumps().items())})
 
     def swap(self, endpoint_id: int, entries: Mapping[PolicyKey, PolicyEntry]) -> None:
         """Fill a NEW inner map completely, then point the endpoint at it in one update.
@@ -357,6 +390,10 @@ class PolicyMaps(_Typed):
     def swap_many(self, policies: Mapping[int, Mapping[PolicyKey, PolicyEntry]]) -> None:
         """swap() for many endpoints with one outer batch update per SWAP_CHUNK endpoints.
 
+        Endpoints with identical policy (the compiler shares one map per identity; equal
+        FrozenMaps compare equal) get ONE new inner map, pointed at from several outer slots:
+        the kernel allows an inner map in many slots of a HASH_OF_MAPS, inner maps are never
+        written after they are published, and each endpoint still switches in one update.
         Every update of a map of maps waits for an RCU grace period (~10 ms here) so no program
         still uses the old inner map when it returns; a batch update waits once.
         """
@@ -365,18 +402,27 @@ class PolicyMaps(_Typed):
                 raise CompileError(f"endpoint {ep}: {len(entries)} policy entries exceed "
                                    f"the map capacity {S.POLICY_MAP_SIZE}")
         items = list(policies.items())
+        made: dict[object, int] = {}  # content (or object id) -> id of the inner map holding it
         for start in range(0, len(items), SWAP_CHUNK):
-            inners: list[Map] = []
+            chunk = items[start:start + SWAP_CHUNK]
+            opened: dict[int, Map] = {}  # inner map id -> fd open for this chunk's outer update
             try:
-                for ep, entries in items[start:start + SWAP_CHUNK]:
-                    inner = Map.create(name=f"mc_pol_{ep}"[:15], **INNER_POLICY_MAP)  # type: ignore[arg-type]
-                    inners.append(inner)
-                    pairs = [encode_policy(k, v) for k, v in entries.items()]
-                    inner.update_batch([k for k, _ in pairs], [v for _, v in pairs])
-                chunk = items[start:start + SWAP_CHUNK]
-                self.map.update_batch([U32.pack(ep) for ep, _ in chunk], [U32.pack(m.fd) for m in inners])
+                fds = []
+                for ep, entries in chunk:
+                    content: object = entries if isinstance(entries, FrozenMap) else ("ep", ep)
+                    inner_id = made.get(content)
+                    if inner_id is None:
+                        inner = Map.create(name=f"mc_pol_{ep}"[:15], **INNER_POLICY_MAP)  # type: ignore[arg-type]
+                        opened[inner.id] = inner
+                        pairs = [encode_policy(k, v) for k, v in entries.items()]
+                        inner.update_batch([k for k, _ in pairs], [v for _, v in pairs])
+                        inner_id = made[content] = inner.id
+                    elif inner_id not in opened:
+                        opened[inner_id] = Map.from_id(inner_id)  # held by an earlier chunk's slot
+                    fds.append(opened[inner_id].fd)
+                self.map.update_batch([U32.pack(ep) for ep, _ in chunk], [U32.pack(fd) for fd in fds])
             finally:
-                for m in inners:
+                for m in opened.values():
                     m.close()  # the outer map holds its own reference
 
     def remove(self, endpoint_ids: Iterable[int]) -> None:

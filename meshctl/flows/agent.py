@@ -117,6 +117,7 @@ class Agent:
                     else:
                         self._accept(writer, enricher.rows(rest, framed=True))
                     self.counters.update_lost(counted)
+                    self.counters.ring_peak_fill = ring.max_backlog / ring.size
                     next_lost = now + s.lost_every_s
                 if self._changed and now >= next_reload:
                     new = self._changed()

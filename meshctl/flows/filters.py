@@ -32,6 +32,17 @@ def parse_duration(text: str, flag: str = "duration") -> float:
     return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
+def parse_int(text: str, flag: str, low: int, high: int, what: str) -> int:
+    """A number flag given as text, so a bad value is one FilterError line (not a usage box)."""
+    try:
+        value = int(text.strip(), 10)
+    except ValueError:
+        raise FilterError(f"{flag}: {text!r} is not {what}") from None
+    if not low <= value <= high:
+        raise FilterError(f"{flag}: {value} is not {what}")
+    return value
+
+
 def parse_time(text: str, flag: str, now: float | None = None) -> int:
     """A duration ago (`5m`) or an absolute ISO/RFC3339 time -> wall-clock ns."""
     now = time.time() if now is None else now

@@ -43,6 +43,7 @@ class FlowCounters:
         self._last_candidate = 0
         self.stored = 0
         self.catalog_reloads = 0
+        self.ring_peak_fill = 0.0  # highest ring buffer fill seen (0..1): near 1 means events at risk
 
     def add(self, rows: Sequence[Row]) -> None:
         self.received += len(rows)
@@ -105,6 +106,11 @@ class _Collector(Collector):
                                  labels=["node"])
         lost.add_metric([node], c.lost)
         yield lost
+        fill = GaugeMetricFamily("meshctl_flow_ring_peak_fill_ratio",
+                                 "Highest fill of the events ring buffer seen (1 = full: events lost)",
+                                 labels=["node"])
+        fill.add_metric([node], c.ring_peak_fill)
+        yield fill
 
 
 def registry_for(node: str, counters: FlowCounters) -> CollectorRegistry:

@@ -2,7 +2,8 @@
 
 Gathers facts only (nodes, programs and their build, map fill, agents, last apply, drift);
 the CLI renders them. Each node is read independently: a broken node says why and the others
-still report.
+still report. Drift is `meshctl drift`'s own computation (meshctl.apply.drift.detect_drift:
+live datapath against the last applied intent), so status and drift never disagree.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class NodeStatus:
     endpoints: int = 0
     maps: list[MapFill] = field(default_factory=list)
     agent_pid: int | None = None
-    drift: str = "unknown"  # yes | no | unknown (never applied) | error text
+    drift: str = "unknown"  # yes | no | unknown (never applied) | unknown (<why>)
+    drift_objects: int = 0  # how many objects differ from the last applied intent
     error: str = ""
 
 
@@ -68,7 +70,8 @@ def _map_fill(pin_dir: Path) -> list[MapFill]:
     return out
 
 
-def node_status(cluster: str, node: str, netns: str | None, record_fingerprint: str | None) -> NodeStatus:
+def node_status(cluster: str, node: str, netns: str | None) -> NodeStatus:
+    """Programs, build and map fill of one node (drift comes from `drift_by_node`)."""
     from meshctl.dataplane.node import NodeDatapath
 
     st = NodeStatus(node, netns)
@@ -81,16 +84,24 @@ def node_status(cluster: str, node: str, netns: str | None, record_fingerprint: 
         st.attachments = len(dp.link_pins())
         st.maps = _map_fill(dp.pin_dir)
         st.endpoints = next((m.entries for m in st.maps if m.name == "endpoints"), 0)
-        if record_fingerprint is None:
-            st.drift = "unknown (never applied)"
-        elif netns is not None:
-            from meshctl.observe import observe_node
-
-            live = observe_node(cluster, node, netns).fingerprint()
-            st.drift = "yes" if live != record_fingerprint else "no"
     except MeshctlError as err:
         st.error = str(err)
     return st
+
+
+def drift_by_node(repo: Path, nodes: list[str]) -> dict[str, tuple[str, int]]:
+    """node -> ("yes" | "no" | "unknown (...)", objects drifted), from detect_drift."""
+    from meshctl.apply.drift import detect_drift
+    from meshctl.workflow import open_workspace
+
+    try:
+        report = detect_drift(open_workspace(repo))
+    except MeshctlError as err:
+        return {n: (f"unknown ({err})", 0) for n in nodes}
+    out = {n: ("yes", len(changes)) for n, changes in report.nodes.items()}
+    out.update({n: ("no", 0) for n in report.clean})
+    out.update({n: ("unknown (never applied)", 0) for n in report.never_applied})
+    return out
 
 
 def cluster_status(repo: Path) -> ClusterStatus:
@@ -109,10 +120,27 @@ def cluster_status(repo: Path) -> ClusterStatus:
     state = load_state(info.state_dir)
     running = agents.running(info.cluster)
     nodes = []
+    drift = drift_by_node(repo, list(info.nodes)) if reg is not None else {}
     for name in info.nodes:
         netns = reg.nodes[name].netns if reg and name in reg.nodes else None
-        rec = state.nodes.get(name)
-        st = node_status(info.cluster, name, netns, rec.fingerprint if rec else None)
+        st = node_status(info.cluster, name, netns)
         st.agent_pid = running.get(name)
+        st.drift, st.drift_objects = drift.get(name, ("unknown (no lab)", 0))
         nodes.append(st)
-    return ClusterStatus(info.cluster, build, nodes, state.serial, state.last_plan_id, state.last_applied_at)
+    enc, lb = _settings(repo)
+    return ClusterStatus(info.cluster, build, nodes, state.serial, state.last_plan_id, state.last_applied_at,
+                         enc, lb)
+
+
+def _settings(repo: Path) -> tuple[str, str]:
+    """How meshctl.toml sets encryption and the load balancer, in words."""
+    from meshctl.source.config import CONFIG_FILE, parse_config
+
+    cfg = parse_config((Path(repo) / CONFIG_FILE).read_text(), Path(repo).resolve())
+    e, lb = cfg.encryption, cfg.load_balancer
+    enc = "disabled" if not e.enabled else (
+        f"{e.type} (port {e.listen_port}{', strict' if e.strict_mode else ''}"
+        f"{', node-to-node' if e.node_encryption else ''})")
+    lbs = "disabled" if not lb.kube_proxy_replacement else (
+        f"kube-proxy replacement ({lb.mode}, {lb.algorithm})")
+    return enc, lbs

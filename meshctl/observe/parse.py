@@ -9,10 +9,16 @@ pinned one reports build `unknown:prog-<id>` so the plan replaces it.
 from __future__ import annotations
 
 from meshctl.dataplane.lb_maps import decode_state
-from meshctl.dataplane.maps import decode_config, decode_endpoint, decode_ipcache, decode_policy_entries
+from meshctl.dataplane.maps import (
+    decode_config,
+    decode_endpoint,
+    decode_ipcache_table,
+    decode_policy_entries,
+    decode_policy_table,
+)
 from meshctl.dataplane.netns import HOOKS
-from meshctl.nodestate import Attachment, FrozenMap, NodeState
-from meshctl.observe.raw import RawLink, RawNode
+from meshctl.nodestate import Attachment, FrozenMap, NodeState, PolicyEntry, PolicyKey
+from meshctl.observe.raw import Dump, Items, RawLink, RawNode
 
 
 def parse_attachment(link: RawLink, raw: RawNode) -> Attachment | None:
@@ -27,6 +33,12 @@ def parse_attachment(link: RawLink, raw: RawNode) -> Attachment | None:
     return Attachment(link.endpoint, link.hook, build)
 
 
+def _policy(raw: Items | Dump) -> FrozenMap[PolicyKey, PolicyEntry]:
+    if isinstance(raw, tuple):
+        return decode_policy_table(*raw)
+    return decode_policy_entries(raw)
+
+
 def parse_node(raw: RawNode) -> NodeState:
     if not raw.loaded:
         return NodeState(raw.node)
@@ -34,9 +46,9 @@ def parse_node(raw: RawNode) -> NodeState:
     return NodeState(
         node=raw.node,
         config=decode_config(raw.config),
-        ipcache=FrozenMap(dict(decode_ipcache(k, v) for k, v in raw.ipcache)),
+        ipcache=decode_ipcache_table(raw.ipcache),
         endpoints=FrozenMap(dict(decode_endpoint(k, v) for k, v in raw.endpoints)),
-        policies=FrozenMap({ep: decode_policy_entries(items) for ep, items in raw.policies.items()}),
+        policies=FrozenMap.from_sorted((ep, _policy(d)) for ep, d in sorted(raw.policies.items())),
         attachments=frozenset(a for a in attachments if a is not None),
         load_balancer=decode_state(raw.lb),
     )

@@ -7,6 +7,7 @@ from ipaddress import IPv4Address
 from typing import Any
 
 Items = list[tuple[bytes, bytes]]
+Dump = tuple[bytes, bytes]  # every key concatenated, every value concatenated
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class RawNode:
     config: bytes | None = None
     ipcache: Items = field(default_factory=list)
     endpoints: Items = field(default_factory=list)
-    policies: dict[int, Items] = field(default_factory=dict)  # endpoint_id -> inner entries
+    # endpoint_id -> inner entries: pairs, or one (keys, values) batch dump (shared by endpoints
+    # whose outer entries name the same inner map)
+    policies: dict[int, Items | Dump] = field(default_factory=dict)
     links: list[RawLink] = field(default_factory=list)
     lb: Any = None  # meshctl.dataplane.lb_maps.RawLb, None when the object has no LB maps

@@ -7,7 +7,7 @@ from meshctl.dataplane.libbpf import Link, Map, Program
 from meshctl.dataplane.maps import PolicyMaps
 from meshctl.dataplane.netns import ifindex, in_netns, netns_exists
 from meshctl.dataplane.node import PROGRAMS, NodeDatapath
-from meshctl.observe.raw import Items, RawLink, RawNode
+from meshctl.observe.raw import Dump, Items, RawLink, RawNode
 
 
 def _items(dp: NodeDatapath, name: str) -> Items:
@@ -47,10 +47,10 @@ def read_node(dp: NodeDatapath) -> RawNode:
     if dp.map_pin("config").exists():
         with Map.from_pin(dp.map_pin("config")) as m:
             config = m.lookup(b"\0\0\0\0")
-    policies = {}
+    policies: dict[int, Items | Dump] = {}
     if dp.map_pin(PolicyMaps.map_name).exists():
         with PolicyMaps(Map.from_pin(dp.map_pin(PolicyMaps.map_name))) as pm:
-            policies = pm.read_raw()
+            policies = pm.read_dumps()
     return RawNode(
         node=dp.node,
         loaded=True,

@@ -8,6 +8,7 @@ from typing import Any
 
 from meshctl import __version__
 from meshctl.catalog import Catalog
+from meshctl.gcpause import paused_gc
 from meshctl.nodestate import NodeState
 from meshctl.plan.diff import diff_node
 from meshctl.plan.impact import PodTarget, VerdictFn, connectivity_impact, pods_from_desired
@@ -34,11 +35,29 @@ def build_plan(
     `desired` (a DesiredState) gives the source commit/dirty flag and, unless `pods` is given,
     the pods and ports the impact covers; `state` (a meshctl.state.State) gives lineage/serial.
     """
+    with paused_gc():  # diffing huge states makes only acyclic objects
+        return _build_plan(observed, intended, catalog, desired, state, compiled_warnings, pods, verdict_fn,
+                           impact, created_at)
+
+
+def _build_plan(
+    observed: Mapping[str, NodeState],
+    intended: Mapping[str, NodeState],
+    catalog: Catalog,
+    desired: Any,
+    state: Any,
+    compiled_warnings: Iterable[object],
+    pods: Sequence[PodTarget] | None,
+    verdict_fn: VerdictFn | None,
+    impact: bool,
+    created_at: datetime | None,
+) -> Plan:
     nodes: list[NodePlan] = []
+    memo: dict[tuple[int, int], bool] = {}  # policy map comparisons, shared by the nodes
     for name in sorted(set(observed) | set(intended)):
         before = observed.get(name) or NodeState(name)
         after = intended.get(name) or NodeState(name)
-        nodes.append(NodePlan.of(before, after, diff_node(before, after, catalog)))
+        nodes.append(NodePlan.of(before, after, diff_node(before, after, catalog, memo)))
 
     rows = []
     if impact and any(n.changes for n in nodes):

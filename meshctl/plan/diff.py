@@ -10,7 +10,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from meshctl.catalog import Catalog
-from meshctl.nodestate import Attachment, Direction, EndpointEntry, NodeState, PolicyEntry, PolicyKey
+from meshctl.nodestate import (
+    Attachment,
+    Direction,
+    EndpointEntry,
+    NodeState,
+    PolicyEntry,
+    PolicyKey,
+    policy_map_text,
+)
 from meshctl.plan import codec
 from meshctl.plan.action import Action
 from meshctl.plan.change import Change, ChangeKind, Value
@@ -36,15 +44,29 @@ def _changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any] |
 def _keyed(
     before: Mapping[Any, Any], after: Mapping[Any, Any]
 ) -> Iterable[tuple[Any, Any | None, Any | None]]:
-    for key in sorted(set(before) | set(after)):
-        b, a = before.get(key), after.get(key)
-        if b != a:
-            yield key, b, a
+    """(key, before, after) of every key whose value differs, in key order.
+
+    Equal maps (the usual case at scale: a commit touches few objects) cost one C-level
+    comparison; otherwise only the changed keys are sorted, not the whole map.
+    """
+    if before is after or before == after:
+        return
+    bd, ad = dict(before.items()), dict(after.items())
+    changed = [k for k, v in bd.items() if ad.get(k, _MISSING) != v]
+    changed.extend(k for k in ad if k not in bd)
+    for key in sorted(changed):
+        yield key, bd.get(key), ad.get(key)
+
+
+_MISSING = object()
 
 
 class _NodeDiff:
-    def __init__(self, before: NodeState, after: NodeState, catalog: Catalog) -> None:
+    def __init__(
+        self, before: NodeState, after: NodeState, catalog: Catalog, memo: dict[tuple[int, int], bool]
+    ) -> None:
         self.before, self.after, self.catalog = before, after, catalog
+        self.memo = memo
         self.node = after.node
         self.names = Namer(catalog, self.node, after, before)
         self.changes: list[Change] = []
@@ -73,6 +95,17 @@ class _NodeDiff:
                 origins=origins,
             )
         )
+
+    def same(self, b_map: Mapping[Any, Any], a_map: Mapping[Any, Any]) -> bool:
+        """Equal policy maps, compared once per pair of map objects (maps are shared by the
+        endpoints of one identity and across nodes, so few distinct pairs exist)."""
+        if b_map is a_map:
+            return True
+        pair = (id(b_map), id(a_map))  # both maps outlive the diff: ids stay unique
+        hit = self.memo.get(pair)
+        if hit is None:
+            hit = self.memo[pair] = policy_map_text(b_map) == policy_map_text(a_map)
+        return hit
 
     def run(self) -> tuple[Change, ...]:
         self.config()
@@ -137,9 +170,15 @@ class _NodeDiff:
         return "; ".join(why)
 
     def policies(self) -> None:
-        for eid in sorted(set(self.before.policies) | set(self.after.policies)):
-            b_map = self.before.policies.get(eid)
-            a_map = self.after.policies.get(eid)
+        if self.before.policies is self.after.policies:
+            return
+        bp, ap = dict(self.before.policies.items()), dict(self.after.policies.items())
+        same = self.same
+        for eid in sorted(bp.keys() | ap.keys()):
+            b_map = bp.get(eid)
+            a_map = ap.get(eid)
+            if b_map is not None and a_map is not None and same(b_map, a_map):
+                continue
             name = self.names.endpoint(eid)
             # Natural order: the map is created before its entries and deleted after them.
             if b_map is None and a_map is not None:
@@ -218,11 +257,19 @@ def _short(build: str) -> str:
     return build.removeprefix("sha256:")[:12]
 
 
-def diff_node(before: NodeState, after: NodeState, catalog: Catalog | None = None) -> tuple[Change, ...]:
-    """Every change that turns `before` (observed) into `after` (intended), in display order."""
+def diff_node(
+    before: NodeState,
+    after: NodeState,
+    catalog: Catalog | None = None,
+    memo: dict[tuple[int, int], bool] | None = None,
+) -> tuple[Change, ...]:
+    """Every change that turns `before` (observed) into `after` (intended), in display order.
+
+    `memo` remembers policy map comparisons across the nodes of one plan (the caller keeps
+    every compared map alive while it holds the memo)."""
     if before.node != after.node:
         raise ValueError(f"diff of different nodes: {before.node} vs {after.node}")
-    return _NodeDiff(before, after, catalog or Catalog()).run()
+    return _NodeDiff(before, after, catalog or Catalog(), {} if memo is None else memo).run()
 
 
 def change_counts(changes: Iterable[Change]) -> dict[Action, int]:

@@ -116,6 +116,7 @@ def test_drops_are_stored_within_a_second_and_counted(node: TestNode, agent: Age
     wait_for(lambda: metric(agent.port, "meshctl_flow_events_stored_total") >= 50)
     time.sleep(1.2)  # let the agent compare the datapath counters once more
     assert metric(agent.port, "meshctl_flow_events_lost") == 0
+    assert 0 < metric(agent.port, "meshctl_flow_ring_peak_fill_ratio") < 0.01  # 50 events of a 16 MiB ring
 
 
 def test_restart_loses_no_stored_flows(node: TestNode, agent: AgentProc) -> None:

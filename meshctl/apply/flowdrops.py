@@ -1,0 +1,90 @@
+"""The drop gate's flow source: a node's policy drops in a window, by connection, from its flow store.
+
+The node's agent (meshctl.flows.agent) names every dropped packet it reads from the ring buffer
+and stores it in <state>/flows/<node>.db; read-only queries run while it writes (WAL). The
+agent stores in batches (one ring poll, about 100 ms), so before counting we wait until it has
+flushed the window: its newest stored flow is past the window's end, or it holds at least as
+many policy drops as the datapath counters saw, or a short settle time has passed.
+
+Without a running agent for the node (or with a store we cannot read) the answer is None and the
+gate falls back to the datapath counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from meshctl.apply.gates import POLICY_DROP_REASONS, WORLD, DropKey
+from meshctl.errors import MeshctlError
+from meshctl.flows.filters import FlowFilter
+from meshctl.flows.flow import Flow, protocol_name
+
+log = logging.getLogger(__name__)
+
+SETTLE_S = 0.5  # the agent polls its ring every 100 ms: five polls at most
+POLL_S = 0.02
+
+
+def drop_key(flow: Flow, pod_by_ip: Mapping[str, str]) -> DropKey:
+    """The connection a dropped flow belongs to, named as the plan's impact names it."""
+    src = pod_by_ip.get(flow.src_ip) or flow.src_pod or WORLD
+    dst = pod_by_ip.get(flow.dst_ip) or flow.dst_pod or flow.dst_ip
+    return (src, dst, flow.dst_port, protocol_name(flow.protocol).lower())
+
+
+def count_policy_drops(flows: list[Flow], pod_by_ip: Mapping[str, str]) -> Counter[DropKey]:
+    return Counter(
+        drop_key(f, pod_by_ip) for f in flows if f.verdict == 2 and f.reason in POLICY_DROP_REASONS
+    )
+
+
+class StoreDropSource:
+    """Callable(node, since_ns, until_ns, counted) -> policy drops by connection, or None.
+
+    `counted` is what the datapath counters saw in (about) the same window: once the store holds
+    that many, it has flushed. `running` answers which nodes have a live agent (lab: the agents'
+    pid file); `pod_by_ip` names the lab's pods by address (the agent names them too, but its
+    names may lag a repo change).
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        running: Callable[[], Mapping[str, int]],
+        pod_by_ip: Mapping[str, str],
+        settle_s: float = SETTLE_S,
+    ) -> None:
+        self.state_dir, self.running, self.pod_by_ip = Path(state_dir), running, dict(pod_by_ip)
+        self.settle_s = settle_s
+
+    def __call__(self, node: str, since_ns: int, until_ns: int, counted: int) -> Counter[DropKey] | None:
+        from meshctl.flows.store import FlowStore, store_path
+
+        path = store_path(self.state_dir, node)
+        if node not in self.running() or not path.exists():
+            return None
+        flt = FlowFilter(verdicts=("DROPPED",), since_ns=since_ns, until_ns=until_ns)
+        deadline = time.monotonic() + self.settle_s
+        try:
+            with FlowStore(path, node, readonly=True) as store:
+                while True:
+                    drops = count_policy_drops([f for _, f in store.query(flt)], self.pod_by_ip)
+                    flushed = store.max_time() >= until_ns or sum(drops.values()) >= counted
+                    if flushed or time.monotonic() >= deadline:
+                        return drops
+                    time.sleep(POLL_S)
+        except MeshctlError as err:  # an unreadable store: the counters still judge
+            log.warning("drop gate %s: flow store unreadable (%s); using datapath counters", node, err)
+            return None
+
+
+def lab_drop_source(cluster: str, state_dir: Path, pod_ips: Mapping[str, object]) -> StoreDropSource:
+    """The flow source of a lab cluster: its agents are the ones `meshctl lab up` started."""
+    from meshctl.lab import agents
+
+    return StoreDropSource(state_dir, lambda: agents.running(cluster),
+                           {str(ip): pod for pod, ip in pod_ips.items()})

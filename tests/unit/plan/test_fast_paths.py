@@ -1,0 +1,38 @@
+"""The fast paths of plan making give exactly what the plain definitions give."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "golden"))
+from golden_scenario import intended, observed
+
+from meshctl.nodestate import FrozenMap, NodeState, policy_map_text
+from meshctl.plan import diff_node
+
+
+def test_fingerprint_is_sha256_of_the_canonical_json() -> None:
+    for states in (observed(), intended()):
+        for state in [*states.values(), NodeState("empty")]:
+            body = json.dumps(state.canonical(), sort_keys=True, separators=(",", ":"))
+            assert state.fingerprint() == "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
+def test_policy_map_text_tells_equal_maps_from_different_ones() -> None:
+    want = intended()["node-2"]
+    for entries in want.policies.values():
+        copy = FrozenMap(dict(entries))  # other objects, same content
+        assert policy_map_text(copy) == policy_map_text(entries)
+        assert json.loads(policy_map_text(entries)) == next(
+            rows for ep, rows in want.canonical()["policies"] if want.policies[ep] is entries
+        )
+
+
+def test_diff_with_a_shared_memo_equals_fresh_diffs() -> None:
+    obs, want = observed(), intended()
+    memo: dict[tuple[int, int], bool] = {}
+    for node in want:
+        assert diff_node(obs[node], want[node], None, memo) == diff_node(obs[node], want[node])
