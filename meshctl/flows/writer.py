@@ -20,6 +20,7 @@ from meshctl.flows.store import FlowStore
 
 log = logging.getLogger(__name__)
 MAX_QUEUED = 256  # batches; when SQLite falls this far behind, the reader waits (the ring buffers)
+MAX_TRANSACTION = 100_000  # rows per commit: steady progress and bounded memory under a backlog
 
 
 class StoreWriter:
@@ -48,9 +49,9 @@ class StoreWriter:
                     raise self.error from None
 
     def _take(self, first: list[Row]) -> tuple[list[Row], bool]:
-        """The first batch plus every batch already queued behind it; (rows, stop seen)."""
+        """The first batch plus batches already queued behind it, up to MAX_TRANSACTION rows."""
         rows = list(first)
-        while True:
+        while len(rows) < MAX_TRANSACTION:
             try:
                 more = self._queue.get_nowait()
             except queue.Empty:
@@ -58,6 +59,7 @@ class StoreWriter:
             if more is None:
                 return rows, True
             rows.extend(more)
+        return rows, False
 
     def _run(self) -> None:
         next_prune = time.monotonic()
