@@ -12,7 +12,7 @@ import base64
 import enum
 import hashlib
 import json
-from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Generic, TypeVar
@@ -24,13 +24,16 @@ V = TypeVar("V")
 class FrozenMap(Mapping[K, V], Generic[K, V]):
     """An immutable, hashable mapping; iteration is in sorted key order (deterministic)."""
 
-    __slots__ = ("_dict", "_hash", "_items")
+    # _text: this map's canonical JSON text, made once per object (see canonical_text): maps are
+    # shared by endpoints, nodes and states, so fingerprints and digests format each one once.
+    __slots__ = ("_dict", "_hash", "_items", "_text")
 
     def __init__(self, items: Mapping[K, V] | None = None) -> None:
         data = dict(items or {})
         self._dict: dict[K, V] | None = data
         self._items = tuple(sorted(data.items(), key=lambda kv: _sort_key(kv[0])))
         self._hash: int | None = None
+        self._text: str | None = None
 
     @classmethod
     def from_sorted(cls, items: Iterable[tuple[K, V]]) -> FrozenMap[K, V]:
@@ -44,6 +47,7 @@ class FrozenMap(Mapping[K, V], Generic[K, V]):
         self._items = tuple(items)
         self._dict = None  # built on first lookup: hashing dataclass keys costs more than the rest
         self._hash = None
+        self._text = None
         return self
 
     def _mapping(self) -> dict[K, V]:
@@ -71,8 +75,21 @@ class FrozenMap(Mapping[K, V], Generic[K, V]):
             self._hash = hash(self._items)
         return self._hash
 
+    def canonical_text(self, make: Callable[[FrozenMap[K, V]], str]) -> str:
+        """`make(self)`, computed on the first call and kept on the object (immutable content).
+
+        One map object has one kind of content (a policy map, an ipcache...), so one text."""
+        text = self._text
+        if text is None:
+            text = self._text = make(self)
+        return text
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, FrozenMap):
+            if self is other:
+                return True
+            if self._text is not None and other._text is not None:
+                return self._text == other._text  # equal canonical texts <=> equal content
             return self._items == other._items
         if isinstance(other, Mapping):
             return self._mapping() == dict(other)
@@ -523,52 +540,73 @@ class NodeState:
         """sha256 of the canonical state: plans record it to detect staleness.
 
         The same bytes as json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")),
-        made faster: "policies" sorts last among the keys, and the text of each policy map is
-        made once per map object (maps are shared between endpoints, nodes and states).
+        made faster: the body is joined from canonical_parts(), whose big parts (ipcache,
+        endpoints, each policy map) are formatted once per map object.
         """
-        head = json.dumps(self._canonical_head(), sort_keys=True, separators=(",", ":"))
-        pols = ",".join(f"[{ep},{policy_map_text(entries)}]" for ep, entries in self.policies.items())
-        body = f'{head[:-1]},"policies":[{pols}]}}'
+        parts = self.canonical_parts()
+        body = "{" + ",".join(f'"{k}":{parts[k]}' for k in sorted(parts)) + "}"
         return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
-    def _canonical_head(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "config": self.config.__dict__,
-            "ipcache": [[str(p), e.identity, e.flags] for p, e in self.ipcache.items()],
-            "endpoints": [
-                [str(a), e.endpoint_id, e.identity, e.enforce_ingress, e.enforce_egress]
-                for a, e in self.endpoints.items()
-            ],
-            "attachments": sorted([str(a.endpoint), a.hook, a.build] for a in self.attachments),
-            **({"encryption": self.encryption.canonical()} if self.encryption != NO_ENCRYPTION else {}),
-            **({"load_balancer": self.load_balancer.canonical()} if self.load_balancer != NO_LOAD_BALANCER
-               else {}),
+    def canonical_parts(self) -> dict[str, str]:
+        """Top-level key of canonical() -> its compact JSON text (what fingerprint and the plan's
+        per-component digests hash); absent keys (no encryption, no LB) are left out."""
+        dumps = _dumps
+        parts = {
+            "node": dumps(self.node),
+            "config": dumps(self.config.__dict__),
+            "ipcache": self.ipcache.canonical_text(_ipcache_text),
+            "endpoints": self.endpoints.canonical_text(_endpoints_text),
+            "policies": "[" + ",".join(
+                f"[{ep},{policy_map_text(entries)}]" for ep, entries in self.policies.items()
+            ) + "]",
+            "attachments": dumps(sorted([str(a.endpoint), a.hook, a.build] for a in self.attachments)),
         }
+        if self.encryption != NO_ENCRYPTION:
+            parts["encryption"] = dumps(self.encryption.canonical())
+        if self.load_balancer != NO_LOAD_BALANCER:
+            parts["load_balancer"] = dumps(self.load_balancer.canonical())
+        return parts
 
 
-_POLICY_TEXT: dict[int, tuple[Any, str]] = {}  # id(map) -> (map, text)
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _ipcache_text(ipcache: Mapping[IPv4Network, IpcacheEntry]) -> str:
+    # str() of an address never needs JSON escaping: an f-string gives json.dumps' bytes
+    return "[" + ",".join(f'["{p}",{e.identity},{e.flags}]' for p, e in ipcache.items()) + "]"
+
+
+def _endpoints_text(endpoints: Mapping[IPv4Address, EndpointEntry]) -> str:
+    b = ("false", "true")
+    return "[" + ",".join(
+        f'["{a}",{e.endpoint_id},{e.identity},{b[e.enforce_ingress]},{b[e.enforce_egress]}]'
+        for a, e in endpoints.items()
+    ) + "]"
+
+
 _ROW_HEAD: dict[int, tuple[Any, str]] = {}  # id(PolicyKey) -> (key, "[d,identity,proto,port,prefix,")
 _ROW_TAIL: dict[int, tuple[Any, str]] = {}  # id(PolicyEntry) -> (entry, "cookie,deny]")
 _MEMO_LIMIT = 1_000_000
 
 
 def policy_map_text(entries: Mapping[PolicyKey, PolicyEntry]) -> str:
-    """Canonical JSON of one policy map (its part of canonical()), memoized per object.
+    """Canonical JSON of one policy map (its part of canonical()), made once per FrozenMap.
 
-    Equal texts mean equal maps, so the diff compares maps by text (C speed) instead of calling
-    the dataclass __eq__ per entry. Keys and values are shared objects (interned), so each row
-    half is formatted once. Memo entries keep their object alive: an id is never reused while
-    memoized.
+    Equal texts mean equal maps. Keys and values are shared objects (interned), so each row
+    half is formatted once per process. Row memo entries keep their object alive: an id is
+    never reused while memoized.
     """
-    hit = _POLICY_TEXT.get(id(entries))
-    if hit is not None and hit[0] is entries:
-        return hit[1]
+    if isinstance(entries, FrozenMap):
+        return entries.canonical_text(_policy_text)
+    return _policy_text(entries)
+
+
+def _policy_text(entries: Mapping[PolicyKey, PolicyEntry]) -> str:
     heads, tails = _ROW_HEAD, _ROW_TAIL
-    if len(heads) >= _MEMO_LIMIT or len(tails) >= _MEMO_LIMIT or len(_POLICY_TEXT) >= 65536:
+    if len(heads) >= _MEMO_LIMIT or len(tails) >= _MEMO_LIMIT:
         heads.clear()
         tails.clear()
-        _POLICY_TEXT.clear()
     rows = []
     for k, v in entries.items():
         h = heads.get(id(k))
@@ -578,6 +616,4 @@ def policy_map_text(entries: Mapping[PolicyKey, PolicyEntry]) -> str:
         if t is None or t[0] is not v:
             t = tails[id(v)] = (v, f"{v.cookie},{'true' if v.deny else 'false'}]")
         rows.append(h[1] + t[1])
-    text = "[" + ",".join(rows) + "]"
-    _POLICY_TEXT[id(entries)] = (entries, text)
-    return text
+    return "[" + ",".join(rows) + "]"

@@ -18,6 +18,7 @@ from meshctl.errors import LabError, StateError
 from meshctl.nodestate import NodeState
 
 if TYPE_CHECKING:
+    from meshctl.access import ClusterAccess
     from meshctl.compile import Compiled
     from meshctl.model.config import MeshConfig
     from meshctl.plan import Plan
@@ -36,8 +37,21 @@ class Workspace:
     """A desired repo with its lab: everything plan/apply/drift need to know up front."""
 
     root: Path
-    desired: DesiredState  # pod IPs filled from the lab
-    netns: dict[str, str]  # node -> netns of the lab node
+    desired: DesiredState  # pod IPs filled from the lab (agent driver: from the inventory)
+    netns: dict[str, str]  # node -> netns of the lab node (empty with the agent driver)
+    access: ClusterAccess | None = None  # how nodes are reached; None: the lab of `netns`
+
+    def __post_init__(self) -> None:
+        if self.access is None:
+            from meshctl.access import LabAccess
+
+            object.__setattr__(self, "access", LabAccess(self.desired.config.cluster, self.netns))
+
+    @property
+    def nodes_access(self) -> ClusterAccess:
+        """The lab or the agents (meshctl.access); observe, drive and restore nodes through it."""
+        assert self.access is not None  # set in __post_init__
+        return self.access
 
     @property
     def config(self) -> MeshConfig:
@@ -63,11 +77,17 @@ class Workspace:
 
 
 def open_workspace(root: Path, ref: str | None = None) -> Workspace:
-    """Load the desired repo and find its lab (which must be up)."""
+    """Load the desired repo and find its lab (which must be up), or with `[apply] driver =
+    "agent"` its nodes' agents (no lab: pod IPs from the inventory, meshctl.access)."""
     from meshctl.lab import registry
     from meshctl.source import load_desired
 
     desired = load_desired(root, ref)
+    if desired.config.apply.driver == "agent":
+        from meshctl.access import open_agent_access
+
+        desired, access = open_agent_access(desired)
+        return Workspace(Path(root), desired, {}, access)
     cluster = desired.config.cluster
     reg = registry.load(cluster)
     if reg is None:
@@ -173,7 +193,7 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
             state = load_state(ws.state_dir)
             compiled = compile_desired(ws, state)
             state = persist_tables(ws.state_dir, state, compiled)
-    observed = observe_nodes(ws.cluster, ws.netns, nodes)
+    observed = ws.nodes_access.observe_many(nodes)  # lab: observe_nodes; agent: each node's socket
     intended = {n: compiled.nodes.get(n) or NodeState(n) for n in nodes}
     intended = with_encryption(ws.config, intended, observed)  # next safe WireGuard step
     intended = with_load_balancer(ws.desired, intended, observed)  # services (kube-proxy replacement)

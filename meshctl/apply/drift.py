@@ -76,7 +76,7 @@ def detect_drift(ws: Workspace) -> DriftReport:
     """Compare every node of the config that meshctl applied with its last applied intent."""
     from meshctl.plan import diff_node
     from meshctl.state import load_state
-    from meshctl.workflow import ensure_not_interrupted, observe_nodes
+    from meshctl.workflow import ensure_not_interrupted
 
     ensure_not_interrupted(ws.state_dir)
     state = load_state(ws.state_dir)
@@ -84,7 +84,7 @@ def detect_drift(ws: Workspace) -> DriftReport:
     report = DriftReport(
         ws.cluster, state.serial,
         never_applied=[n for n in ws.node_order if n not in state.nodes],
-        observed=observe_nodes(ws.cluster, ws.netns, applied),
+        observed=ws.nodes_access.observe_many(applied),  # the lab, or each node's agent
         intended={n: state.nodes[n].intended for n in applied},
         catalog=_catalog(ws, state),
         state=state,

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from meshctl.apply.engine import restore_node
 from meshctl.errors import RollbackError
 from meshctl.nodestate import NodeState
 
@@ -75,7 +74,6 @@ def _recover_lock(ws: Workspace, result: RecoverResult) -> Iterator[None]:
 
 
 def recover(ws: Workspace, on_event: Callable[[str], None] | None = None) -> RecoverResult:
-    from meshctl.apply.driver import LabDriver
     from meshctl.state import Journal, load_state, save_state
 
     say = on_event or (lambda _m: None)
@@ -87,7 +85,7 @@ def recover(ws: Workspace, on_event: Callable[[str], None] | None = None) -> Rec
             result.nothing = True
             return result
         begins, last = last_records(records)
-        driver = LabDriver(ws.cluster, ws.netns)
+        access = ws.nodes_access  # the lab's kernel, or the node's agent (revert endpoint)
         failures = []
         for node, phase in last.items():
             rec = begins.get(node)
@@ -96,7 +94,7 @@ def recover(ws: Workspace, on_event: Callable[[str], None] | None = None) -> Rec
             if phase == "begin":
                 say(f"node {node}: reverting to its before-state")
                 try:
-                    restore_node(driver, node, rec.before)
+                    access.restore(node, rec.before)
                 except Exception as err:
                     failures.append(f"node {node}: {err}")
                     continue

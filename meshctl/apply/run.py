@@ -67,20 +67,26 @@ def _apply_locked(
     from meshctl.agentapi.driver import select_driver
     from meshctl.encryption.hook import known_after_apply
     from meshctl.plan import check_fresh
+    from meshctl.plan.stale import endpoint_catalog, explain_stale
     from meshctl.state import Journal, load_state, save_state
     from meshctl.workflow import ensure_not_interrupted
 
     ensure_not_interrupted(ws.state_dir)
-    unknown = [n.node for n in plan.nodes if n.node not in ws.netns]
+    access = ws.nodes_access  # the lab, or the nodes' agents ([apply] driver = "agent")
+    unknown = [n.node for n in plan.nodes if n.node not in access.nodes]
     if unknown:
-        raise PlanError(f"the plan names node(s) {', '.join(unknown)} that the lab of {ws.cluster} lacks")
+        raise PlanError(f"the plan names node(s) {', '.join(unknown)} that {access.describe()} lacks")
     state = load_state(ws.state_dir)
     driver, run_check = select_driver(ws, plan.plan_id)  # [apply] driver: lab (default) or agent
     observed = {n.node: driver.observe(n.node) for n in plan.nodes}
     try:
         check_fresh(plan, {n: s.fingerprint() for n, s in observed.items()}, state)
     except PlanStaleError as err:
-        details = stale_details(plan, observed)
+        details = explain_stale(
+            plan, observed, {n: r.intended for n, r in state.nodes.items()},
+            endpoint_catalog(state.endpoint_ids),
+            replayed=lambda node_plan, live: stale_details(plan, {node_plan.node: live}),
+        )
         if not details:
             raise
         shown = details[:STALE_DETAIL_LINES]

@@ -32,7 +32,7 @@ def status(repo: Path = RepoOpt, output: str = OutOpt) -> None:
     console = Console(width=160)
     console.print(f"Cluster:        {st.cluster}")
     console.print(f"Datapath build: {short} (bpf/build/datapath.o)")
-    agents_up = sum(1 for n in st.nodes if n.agent_pid)
+    agents_up = sum(1 for n in st.nodes if n.agent_pid or n.agent.startswith("up"))
     console.print(f"Flow agents:    {agents_up}/{len(st.nodes)} up")
     plan = (st.last_plan_id or "").removeprefix("sha256:")[:12]
     last = (f"plan {plan} serial {st.state_serial} at {st.last_applied_at}"
@@ -54,6 +54,6 @@ def status(repo: Path = RepoOpt, output: str = OutOpt) -> None:
             n.loaded_build[:12] + ("" if n.loaded_build == st.current_build else " (outdated)"))
         fill = ", ".join(f"{m.name} {m.entries}/{m.capacity} ({m.percent:.1f}%)" for m in n.maps)
         table.add_row(n.name, f"{n.attachments} attached", build, str(n.endpoints), fill or "-",
-                      f"up (pid {n.agent_pid})" if n.agent_pid else "down", n.drift, n.error)
+                      n.agent or (f"up (pid {n.agent_pid})" if n.agent_pid else "down"), n.drift, n.error)
     console.print(table)
     raise typer.Exit(0 if st.ok else 1)

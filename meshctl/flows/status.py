@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from meshctl.errors import MeshctlError
+
+if TYPE_CHECKING:
+    from meshctl.access import AgentAccess
 
 FILL_MAPS = ("endpoints", "ipcache", "policy_maps", "ct", "metrics")
 
@@ -39,6 +43,7 @@ class NodeStatus:
     drift: str = "unknown"  # yes | no | unknown (never applied) | unknown (<why>)
     drift_objects: int = 0  # how many objects differ from the last applied intent
     error: str = ""
+    agent: str = ""  # agent driver: "up (unix:<socket>)" | "down"; lab: see agent_pid
 
 
 @dataclass
@@ -89,6 +94,35 @@ def node_status(cluster: str, node: str, netns: str | None) -> NodeStatus:
     return st
 
 
+def agent_node_status(access: AgentAccess, node: str) -> NodeStatus:
+    """One node as its agent reports it (`[apply] driver = "agent"`): no lab, no local maps.
+
+    The build is the one its attached programs carry; map fill counts the observed entries
+    against the datapath's map sizes (the maps the agent reads are those it manages)."""
+    from meshctl.dataplane import structs as S
+
+    st = NodeStatus(node, agent=f"up (unix:{access.socket(node)})")
+    try:
+        state = access.observe(node)
+    except MeshctlError as err:
+        st.agent, st.error = "down", str(err)
+        return st
+    builds = sorted({a.build for a in state.attachments})
+    st.loaded_build = builds[0] if len(builds) == 1 else None
+    if len(builds) > 1:
+        st.error = f"{len(builds)} different builds attached"
+    elif not builds:
+        st.error = "no programs attached (no pods on this node, or no datapath loaded)"
+    st.attachments = len(state.attachments)
+    st.endpoints = len(state.endpoints)
+    st.maps = [
+        MapFill("endpoints", len(state.endpoints), S.ENDPOINTS_MAP_SIZE),
+        MapFill("ipcache", len(state.ipcache), S.IPCACHE_MAP_SIZE),
+        MapFill("policy_maps", len(state.policies), S.POLICY_OUTER_MAP_SIZE),
+    ]
+    return st
+
+
 def drift_by_node(repo: Path, nodes: list[str]) -> dict[str, tuple[str, int]]:
     """node -> ("yes" | "no" | "unknown (...)", objects drifted), from detect_drift."""
     from meshctl.apply.drift import detect_drift
@@ -110,6 +144,9 @@ def cluster_status(repo: Path) -> ClusterStatus:
     from meshctl.state import load_state
 
     info = repo_info(repo)
+    access = _agent_access(repo)
+    if access is not None:  # a real cluster: every node through its agent, no lab
+        return _agent_cluster_status(repo, info, access)
     try:
         from meshctl.workflow import current_build
 
@@ -126,6 +163,37 @@ def cluster_status(repo: Path) -> ClusterStatus:
         st = node_status(info.cluster, name, netns)
         st.agent_pid = running.get(name)
         st.drift, st.drift_objects = drift.get(name, ("unknown (no lab)", 0))
+        nodes.append(st)
+    enc, lb = _settings(repo)
+    return ClusterStatus(info.cluster, build, nodes, state.serial, state.last_plan_id, state.last_applied_at,
+                         enc, lb)
+
+
+def _agent_access(repo: Path) -> AgentAccess | None:
+    """The nodes' agents when meshctl.toml says `[apply] driver = "agent"`, else None (the lab)."""
+    from meshctl.access import AgentAccess
+    from meshctl.source.config import CONFIG_FILE, parse_config
+
+    cfg = parse_config((Path(repo) / CONFIG_FILE).read_text(), Path(repo).resolve())
+    if cfg.apply.driver != "agent":
+        return None
+    return AgentAccess(cfg.cluster, [n.name for n in cfg.nodes], cfg.apply.socket_dir)
+
+
+def _agent_cluster_status(repo: Path, info: Any, access: AgentAccess) -> ClusterStatus:
+    from meshctl.state import load_state
+    from meshctl.workflow import current_build
+
+    try:
+        build: str | None = current_build()
+    except MeshctlError:
+        build = None
+    state = load_state(info.state_dir)
+    drift = drift_by_node(repo, list(info.nodes))
+    nodes = []
+    for name in info.nodes:
+        st = agent_node_status(access, name)
+        st.drift, st.drift_objects = drift.get(name, ("unknown", 0))
         nodes.append(st)
     enc, lb = _settings(repo)
     return ClusterStatus(info.cluster, build, nodes, state.serial, state.last_plan_id, state.last_applied_at,

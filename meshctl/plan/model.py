@@ -16,9 +16,11 @@ from meshctl.errors import PlanError
 from meshctl.nodestate import NodeState
 from meshctl.plan.action import Action
 from meshctl.plan.change import Change
+from meshctl.plan.digests import NodeDigests
 
-PLAN_FORMAT_VERSION = "2.0"  # major.minor: a newer minor reads fine, another major is refused
+PLAN_FORMAT_VERSION = "2.1"  # major.minor: a newer minor reads fine, another major is refused
 # 2.0: nodes record changes and fingerprints only (1.x embedded every full target state)
+# 2.1: nodes also record per-component digests of their observed state (what a stale plan names)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class NodePlan:
     `apply_changes(observed, changes)`, exact because apply refuses a stale plan (the live state
     has `observed_fingerprint`) and checked against `intended_fingerprint`. A plan made in this
     process also keeps the compiled target in memory (`intended`; never written, never compared).
+    `digests` (format 2.1; None in a 2.0 file) says per component what the observed state held.
     """
 
     node: str
@@ -76,13 +79,14 @@ class NodePlan:
     intended_fingerprint: str
     changes: tuple[Change, ...] = ()
     intended: NodeState | None = field(default=None, compare=False, repr=False)
+    digests: NodeDigests | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, observed: NodeState, intended: NodeState, changes: tuple[Change, ...]) -> NodePlan:
         """A node plan with nothing to do shares one fingerprint (equal states)."""
         before = observed.fingerprint()
         after = before if not changes else intended.fingerprint()
-        return cls(intended.node, before, after, changes, intended)
+        return cls(intended.node, before, after, changes, intended, NodeDigests.of(observed))
 
     def target_for(self, observed: NodeState) -> NodeState:
         """The exact state this node must reach from `observed` (freshly observed, checked fresh).
@@ -111,16 +115,19 @@ class NodePlan:
             "node": self.node,
             "observed_fingerprint": self.observed_fingerprint,
             "intended_fingerprint": self.intended_fingerprint,
+            **({"observed_digests": self.digests.to_json()} if self.digests is not None else {}),
             "resource_changes": [c.to_json() for c in self.changes],
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> NodePlan:
+        digests = d.get("observed_digests")
         return cls(
             node=d["node"],
             observed_fingerprint=d["observed_fingerprint"],
             intended_fingerprint=d["intended_fingerprint"],
             changes=tuple(Change.from_json(c) for c in d["resource_changes"]),
+            digests=NodeDigests.from_json(digests) if digests is not None else None,
         )
 
 

@@ -12,6 +12,8 @@ from golden_scenario import STATE, intended, make_plan, observed
 from meshctl.errors import PlanError, PlanStaleError
 from meshctl.nodestate import DatapathConfig
 from meshctl.plan import Plan, apply_changes, check_fresh, default_plan_path, read_plan, write_plan
+from meshctl.plan.model import compute_plan_id
+from meshctl.plan.stale import explain_stale
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def test_round_trip(plan: Plan, saved: Path) -> None:
     assert back.plan_id == plan.plan_id
     assert saved.name.startswith("plan-20250102T030405-")
     doc = json.loads(saved.read_text())
-    assert doc["format_version"] == "2.0" and doc["source"]["commit"].startswith("4f2a9c1d")
+    assert doc["format_version"] == "2.1" and doc["source"]["commit"].startswith("4f2a9c1d")
     assert doc["state"] == {"lineage": STATE.lineage, "serial": 3}
     node = doc["nodes"][1]
     assert node["node"] == "node-2" and node["observed_fingerprint"] == observed()["node-2"].fingerprint()
@@ -112,3 +114,31 @@ def test_fresh_plan_passes_and_stale_ones_are_refused(plan: Plan) -> None:
         check_fresh(plan, fps, replace(STATE, serial=4))
     with pytest.raises(PlanStaleError, match="lineage"):
         check_fresh(plan, fps, replace(STATE, lineage="other"))
+
+
+def test_saved_plan_records_compact_component_digests(saved: Path) -> None:
+    node = json.loads(saved.read_text())["nodes"][1]["observed_digests"]
+    assert node["ipcache"][0] == 4 and len(node["ipcache"][1]) == 16
+    assert node["policies"] == {node_sha(node): [0, [21, 22]]}  # one shared empty map, two endpoints
+    assert read_plan(saved).node("node-2").digests is not None
+
+
+def node_sha(digests: dict[str, object]) -> str:
+    (sha,) = digests["policies"]  # type: ignore[misc]
+    return str(sha)
+
+
+def test_format_2_0_files_are_still_read(saved: Path) -> None:
+    doc = json.loads(saved.read_text())
+    body = {k: v for k, v in doc.items() if k != "plan_id"}
+    body["format_version"] = "2.0"
+    for node in body["nodes"]:
+        del node["observed_digests"]
+    saved.write_text(json.dumps({"plan_id": compute_plan_id(body), **body}))
+    old = read_plan(saved)
+    assert old.format_version == "2.0" and all(n.digests is None for n in old.nodes)
+    assert old.node("node-2").target_for(observed()["node-2"]) == intended()["node-2"]
+    moved = replace(observed()["node-2"], config=DatapathConfig(ct_timeout_syn_s=5))
+    assert explain_stale(old, {"node-2": moved}, {}) == [
+        "  node-2: changed (the plan file records no per-component digests)"
+    ]

@@ -1,0 +1,178 @@
+"""Cluster access: how plan, apply, drift, recover and status reach the nodes and learn pod IPs.
+
+Two ways, chosen by `[apply] driver` in meshctl.toml:
+
+- lab (default): the embedded lab on this host; node netns and pod IPs come from its registry,
+  node states are read straight from the pinned maps (meshctl.workflow.observe_nodes).
+- agent: a real cluster, one `meshctl agent` per node (the DaemonSet). Nodes come from
+  meshctl.toml, pod IPs from the inventory (status.podIP of the repo's Pods, or the Kubernetes
+  API with `[inventory] source = "kubernetes"`), node states from each agent's socket. No lab
+  is needed; when a lab of the cluster happens to be up, it only fills pod IPs the inventory
+  lacks (so a lab repo without status.podIP keeps working with the agent driver).
+
+Heavy imports (libbpf, pyroute2, the kubernetes client) stay inside functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from meshctl.errors import LabError
+from meshctl.nodestate import NodeState
+
+if TYPE_CHECKING:
+    from meshctl.apply.engine import NodeDriver
+    from meshctl.source import DesiredState
+
+log = logging.getLogger(__name__)
+
+MAX_PARALLEL_AGENTS = 16  # agents are separate processes: observing them in parallel is real work
+
+
+class ClusterAccess(Protocol):
+    """What the workflow needs of "the live cluster", whatever carries it."""
+
+    kind: str  # "lab" | "agent"
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        """Nodes this access can reach."""
+        ...
+
+    def describe(self) -> str: ...
+
+    def observe(self, node: str) -> NodeState: ...
+
+    def observe_many(self, nodes: Iterable[str]) -> dict[str, NodeState]: ...
+
+    def driver(self, plan_id: str = "") -> NodeDriver: ...
+
+    def restore(self, node: str, before: NodeState) -> None:
+        """Put `node` back at `before` exactly (recover), or raise."""
+        ...
+
+
+class LabAccess:
+    """The lab on this host: node -> netns from the registry."""
+
+    kind = "lab"
+
+    def __init__(self, cluster: str, netns: Mapping[str, str]) -> None:
+        self.cluster, self.netns = cluster, dict(netns)
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        return frozenset(self.netns)
+
+    def describe(self) -> str:
+        return f"the lab of {self.cluster}"
+
+    def observe(self, node: str) -> NodeState:
+        from meshctl.observe import observe_node
+
+        return observe_node(self.cluster, node, self.netns[node])
+
+    def observe_many(self, nodes: Iterable[str]) -> dict[str, NodeState]:
+        from meshctl.workflow import observe_nodes
+
+        return observe_nodes(self.cluster, self.netns, nodes)
+
+    def driver(self, plan_id: str = "") -> NodeDriver:
+        from meshctl.apply.driver import LabDriver
+
+        return LabDriver(self.cluster, self.netns)
+
+    def restore(self, node: str, before: NodeState) -> None:
+        from meshctl.apply.engine import restore_node
+
+        restore_node(self.driver(), node, before)
+
+
+class AgentAccess:
+    """Every node of the config through its agent's unix socket (`[apply] socketDir`)."""
+
+    kind = "agent"
+
+    def __init__(self, cluster: str, nodes: Iterable[str], socket_dir: str | Path | None = None) -> None:
+        from meshctl.agentapi.protocol import socket_dir as resolve_dir
+
+        self.cluster, self.node_order = cluster, list(nodes)
+        self.socket_dir = resolve_dir(socket_dir)
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        return frozenset(self.node_order)
+
+    def describe(self) -> str:
+        return f"the agents of {self.cluster} (sockets in {self.socket_dir})"
+
+    def socket(self, node: str) -> Path:
+        from meshctl.agentapi.protocol import socket_path
+
+        return socket_path(self.cluster, node, self.socket_dir)
+
+    def driver(self, plan_id: str = "") -> NodeDriver:
+        from meshctl.agentapi.driver import AgentDriver
+
+        return AgentDriver(self.cluster, self.node_order, self.socket_dir, plan_id)
+
+    def observe(self, node: str) -> NodeState:
+        return self.driver().observe(node)
+
+    def observe_many(self, nodes: Iterable[str]) -> dict[str, NodeState]:
+        """Each node's state from its agent, in parallel; the first unreachable agent raises."""
+        order = list(nodes)
+        if len(order) <= 1:
+            return {n: self.observe(n) for n in order}
+        driver = self.driver()
+        with ThreadPoolExecutor(min(MAX_PARALLEL_AGENTS, len(order)), thread_name_prefix="observe") as pool:
+            states = list(pool.map(driver.observe, order))
+        return dict(zip(order, states, strict=True))
+
+    def restore(self, node: str, before: NodeState) -> None:
+        from meshctl.agentapi.driver import AgentDriver
+
+        driver = AgentDriver(self.cluster, self.node_order, self.socket_dir)
+        driver.client(node).revert(before)  # the agent proves the live state equals `before`
+
+
+def agent_inventory(desired: DesiredState) -> DesiredState:
+    """Pods and their IPs for the agent driver: the inventory first, a visible lab second.
+
+    `[inventory] source = "kubernetes"` replaces the repo's namespaces and pods with the
+    cluster's (podIP from the API); otherwise the repo's Pods keep their status.podIP. A lab of
+    the cluster that is up on this host fills only the IPs still missing. Pods left without an
+    address get no endpoint (as in Cilium before the CNI assigned one): say so on stderr.
+    """
+    from meshctl.impact.inventory import lab_pod_ips
+
+    config = desired.config
+    if config.inventory.source == "kubernetes":
+        from meshctl.source.kubernetes import inventory_from_config
+
+        inventory = inventory_from_config(config.inventory, desired.root, config.cluster)
+        desired = inventory.apply_to(desired)
+        for why in inventory.skipped:
+            log.info("kubernetes inventory: skipped %s", why)
+    lab = lab_pod_ips(config.cluster)
+    if config.inventory.source == "lab" and lab is None:
+        raise LabError(f"[inventory] source = \"lab\" but no lab named {config.cluster!r} is up")
+    if lab:
+        desired = desired.with_pod_ips(lab)
+    missing = sorted(p.key for p in desired.pods if p.pod_ip is None)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        log.warning("%d pod(s) without an IP get no endpoint: %s (set status.podIP in the inventory, "
+                    "or use [inventory] source = \"kubernetes\")", len(missing), shown)
+    return desired
+
+
+def open_agent_access(desired: DesiredState) -> tuple[DesiredState, AgentAccess]:
+    """The desired state with pod IPs from the inventory, and access to the nodes' agents."""
+    config = desired.config
+    access = AgentAccess(config.cluster, [n.name for n in config.nodes], config.apply.socket_dir)
+    return agent_inventory(desired), access
