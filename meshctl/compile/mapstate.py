@@ -13,7 +13,16 @@ from functools import lru_cache
 
 from meshctl.catalog import RuleOrigin
 from meshctl.compile.ports import range_to_prefixes
-from meshctl.nodestate import PROTO_ANY, Direction, FrozenMap, PolicyEntry, PolicyKey
+from meshctl.nodestate import (
+    POLICY_KEYS,
+    PROTO_ANY,
+    Direction,
+    FrozenMap,
+    PolicyEntry,
+    PolicyKey,
+    intern_policy_entry,
+    intern_policy_key,
+)
 
 
 @dataclass(frozen=True)
@@ -30,8 +39,12 @@ class Grant:
 
 Tup = tuple[int, int, int, int, int]  # (direction, identity, protocol, port, port_prefix)
 _prefixes = lru_cache(maxsize=65536)(range_to_prefixes)
-_KEYS: dict[Tup, PolicyKey] = {}
-_ENTRIES: dict[tuple[int, bool], PolicyEntry] = {}
+# Keys and values come from nodestate's process-wide intern tables, the ones observe decodes
+# into: a compiled map and the observed map of the same content then hold the same objects,
+# so the plan compares them at C speed (tuple comparison short-cuts on identity).
+_KEYS = POLICY_KEYS
+_key = intern_policy_key
+_entry = intern_policy_entry
 
 
 def _covers(a: Tup, b: Tup) -> bool:
@@ -41,22 +54,6 @@ def _covers(a: Tup, b: Tup) -> bool:
     if a[2] != b[2] or a[4] > b[4]:
         return False
     return (a[3] ^ b[3]) >> (16 - a[4]) == 0
-
-
-def _key(t: Tup) -> PolicyKey:
-    key = _KEYS.get(t)
-    if key is None:
-        if len(_KEYS) > 1_000_000:
-            _KEYS.clear()
-        key = _KEYS[t] = PolicyKey(Direction(t[0]), t[1], t[2], t[3], t[4])
-    return key
-
-
-def _entry(cookie: int, deny: bool) -> PolicyEntry:
-    entry = _ENTRIES.get((cookie, deny))
-    if entry is None:
-        entry = _ENTRIES[(cookie, deny)] = PolicyEntry(cookie, deny)
-    return entry
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from meshctl.nodestate import (
     Attachment,
     Direction,
     EndpointEntry,
+    FrozenMap,
     NodeState,
     PolicyEntry,
     PolicyKey,
@@ -98,13 +99,21 @@ class _NodeDiff:
 
     def same(self, b_map: Mapping[Any, Any], a_map: Mapping[Any, Any]) -> bool:
         """Equal policy maps, compared once per pair of map objects (maps are shared by the
-        endpoints of one identity and across nodes, so few distinct pairs exist)."""
+        endpoints of one identity and across nodes, so few distinct pairs exist).
+
+        Compiled and observed maps hold the same interned keys and values, so == runs at C
+        speed; an intended map equal to an observed one takes over the observed map's canonical
+        text (formatted for the observed fingerprint anyway), so the intended fingerprint
+        formats only the maps that change."""
         if b_map is a_map:
             return True
         pair = (id(b_map), id(a_map))  # both maps outlive the diff: ids stay unique
         hit = self.memo.get(pair)
         if hit is None:
-            hit = self.memo[pair] = policy_map_text(b_map) == policy_map_text(a_map)
+            hit = self.memo[pair] = b_map == a_map
+            if hit and isinstance(b_map, FrozenMap) and isinstance(a_map, FrozenMap):
+                policy_map_text(b_map)
+                a_map.adopt_text(b_map)
         return hit
 
     def run(self) -> tuple[Change, ...]:

@@ -81,24 +81,47 @@ class NodeDigests:
         return cls(FrozenMap(components), FrozenMap.from_sorted(policies.items()))
 
     def to_json(self) -> dict[str, Any]:
-        """{"config": [1, sha], ..., "policies": {sha: [entries, [endpoint ids]]}}."""
+        """{"config": [1, sha], ..., "policies": {sha: "entries:endpoint ids"}} ("12:21-23,40"):
+        one JSON string per distinct map keeps the pretty-printed plan file short."""
         groups: dict[str, tuple[int, list[int]]] = {}
         for ep, d in self.policies.items():
             groups.setdefault(d.sha, (d.entries, []))[1].append(ep)
         return {
             **{c: d.to_json() for c, d in self.components.items()},
-            "policies": {sha: [n, eps] for sha, (n, eps) in groups.items()},
+            "policies": {sha: f"{n}:{pack_ids(eps)}" for sha, (n, eps) in groups.items()},
         }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> NodeDigests:
-        policies = {
-            int(ep): Digest(int(n), str(sha)) for sha, (n, eps) in d["policies"].items() for ep in eps
-        }
+        policies = {}
+        for sha, group in d["policies"].items():
+            n, _, eps = str(group).partition(":")
+            policies.update(dict.fromkeys(unpack_ids(eps), Digest(int(n), str(sha))))
         return cls(
             FrozenMap({c: Digest.from_json(d[c]) for c in COMPONENTS}),
             FrozenMap(policies),
         )
+
+
+def pack_ids(ids: list[int]) -> str:
+    """Sorted endpoint ids as one short string, runs as ranges: [1, 2, 3, 7] -> "1-3,7"."""
+    out: list[str] = []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def unpack_ids(text: str) -> list[int]:
+    ids: list[int] = []
+    for part in filter(None, str(text).split(",")):
+        first, _, last = part.partition("-")
+        ids.extend(range(int(first), int(last or first) + 1))
+    return ids
 
 
 @dataclass(frozen=True)

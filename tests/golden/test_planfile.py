@@ -119,7 +119,7 @@ def test_fresh_plan_passes_and_stale_ones_are_refused(plan: Plan) -> None:
 def test_saved_plan_records_compact_component_digests(saved: Path) -> None:
     node = json.loads(saved.read_text())["nodes"][1]["observed_digests"]
     assert node["ipcache"][0] == 4 and len(node["ipcache"][1]) == 16
-    assert node["policies"] == {node_sha(node): [0, [21, 22]]}  # one shared empty map, two endpoints
+    assert node["policies"] == {node_sha(node): "0:21-22"}  # one shared empty map, two endpoints
     assert read_plan(saved).node("node-2").digests is not None
 
 

@@ -76,6 +76,10 @@ def test_stale_saved_plan_is_refused(repo: Path) -> None:
         res = meshctl(repo, "apply", str(out))
         assert res.returncode == 1
         assert "Saved plan is stale" in res.stderr and "node-2 changed" in res.stderr
+        # what changed: the node, the component (with counts) and the exact entry, from the file
+        assert "  node-2: ipcache changed (4 -> 3 entries)" in res.stderr, res.stderr
+        assert "+ node-2 ipcache 10.101.1.2/32: missing on the node" in res.stderr, res.stderr
+        assert "node-1:" not in res.stderr and "node-3:" not in res.stderr
         assert "Traceback" not in res.stderr
         after = observe_all(repo)
         assert after["node-1"] == before["node-1"] and after["node-3"] == before["node-3"]  # nothing applied

@@ -22,7 +22,7 @@ from meshctl.nodestate import (
     PolicyKey,
 )
 from meshctl.plan import read_plan, write_plan
-from meshctl.plan.digests import NodeDigests, moved
+from meshctl.plan.digests import NodeDigests, moved, pack_ids, unpack_ids
 from meshctl.plan.stale import endpoint_catalog, explain_stale
 
 OLD_DB = IPv4Network("10.101.2.99/32")
@@ -86,3 +86,9 @@ def test_digests_stay_small_at_10000_pods() -> None:
     state = NodeState("n", policies=FrozenMap({ep: maps[ep % 300] for ep in range(1, 10_001)}))
     size = len(json.dumps(NodeDigests.of(state).to_json(), separators=(",", ":")))
     assert size < 80_000, size
+
+
+def test_endpoint_ids_pack_as_ranges() -> None:
+    for ids in ([], [5], [1, 2, 3, 7], [1, 3, 5, 6], list(range(1, 1001))):
+        assert unpack_ids(pack_ids(ids)) == ids
+    assert pack_ids([1, 2, 3, 7, 9, 10]) == "1-3,7,9-10"
