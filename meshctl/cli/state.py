@@ -16,14 +16,32 @@ state_app = typer.Typer(help="Inspect the state (serial, lineage, last apply) an
                         no_args_is_help=True)
 app.add_typer(state_app, name="state")
 
-StateDir = Annotated[Path, typer.Option("--state-dir", help="The state directory (meshctl.toml state_dir).")]
+StateDir = Annotated[
+    Path | None, typer.Option("--state-dir", help="The state directory (default: the repo's [state] dir).")
+]
+RepoOpt = Annotated[Path, typer.Option("-C", "--repo", help="Desired-state repo (with meshctl.toml).")]
+
+
+def _state_dir(repo: Path, state_dir: Path | None) -> Path:
+    """--state-dir wins; else the state dir that the repo's meshctl.toml names."""
+    if state_dir is not None:
+        return state_dir
+    from meshctl.source.config import CONFIG_FILE, parse_config
+
+    config = repo / CONFIG_FILE
+    if not config.is_file():
+        return repo / "state"
+    return parse_config(config.read_text(), repo).state_dir
 
 
 @state_app.command("show")
 def show(
-    state_dir: StateDir = Path("state"), as_json: Annotated[bool, typer.Option("--json")] = False
+    repo: RepoOpt = Path("."),
+    state_dir: StateDir = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Lineage, serial, last applied plan and per-node fingerprints; the lock if held."""
+    state_dir = _state_dir(repo, state_dir)
     state = load_state(state_dir)
     lock = read_lock(state_dir)
     if as_json:
@@ -51,8 +69,10 @@ def show(
 @state_app.command("unlock")
 def unlock_cmd(
     lock_id: Annotated[str, typer.Argument(help="The id printed in the lock error.")],
-    state_dir: StateDir = Path("state"),
+    repo: RepoOpt = Path("."),
+    state_dir: StateDir = None,
 ) -> None:
     """Release a state lock whose holder is gone (check first that no apply is running)."""
+    state_dir = _state_dir(repo, state_dir)
     held = unlock(state_dir, lock_id)
     print(f"Released lock {held.id} ({held.operation} by {held.owner} pid {held.pid}).")

@@ -1,9 +1,13 @@
-"""Glue between the workflow and encryption: settings + lab addresses + live state -> targets.
+"""Glue between the workflow and encryption: settings + node addresses + live state -> targets.
 
 make_plan calls `with_encryption` after observing (one line): the next safe WireGuard step
 needs the live public keys and peer lists of every node (compile/encryption.py explains why).
 After apply, `known_after_apply` puts the public keys generated on the nodes into the intent
 that the state records, so drift compares against real keys.
+
+Node addresses come from meshctl.toml or the lab (meshctl.underlay). With `[apply] driver =
+"agent"` the WireGuard reconcile runs inside each node's agent (the same reconcile as the lab's,
+on the agent's own netns and key dir); this side only observes through the agents.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from meshctl.encryption.names import interface, key_dir
 from meshctl.nodestate import NO_ENCRYPTION, NodeState, WireguardState
 
 if TYPE_CHECKING:
+    from meshctl.access import ClusterAccess
     from meshctl.model.config import MeshConfig
 
 
@@ -31,19 +36,23 @@ def settings_of(config: MeshConfig) -> EncryptionSettings:
 
 
 def lab_nodes(config: MeshConfig) -> list[EncryptionNode]:
-    """The config's nodes with their lab underlay addresses (config order)."""
-    from meshctl.lab import registry
+    """The config's nodes with their underlay addresses (config order); raises for a node with
+    no address (meshctl.underlay: `address` under [[nodes]], else the lab)."""
+    return encryption_nodes(config, require=True)
 
-    reg = registry.load(config.cluster)
-    records = reg.nodes if reg is not None else {}
-    out = []
-    for n in config.nodes:
-        rec = records.get(n.name)
-        if rec is None:
-            continue
-        out.append(EncryptionNode(n.name, n.pod_cidr, IPv4Address(rec.underlay_ip),
-                                  interface(config.cluster, n.name)))
-    return out
+
+def encryption_nodes(config: MeshConfig, require: bool) -> list[EncryptionNode]:
+    """Every node of the config; `require=False` (disabling) lets a node without an address
+    through with 0.0.0.0, because the disable steps only unroute and remove what is live."""
+    from meshctl.underlay import require_addresses, underlay_addresses
+
+    if require:
+        addresses = require_addresses(config, "encryption (WireGuard peer endpoints)")
+    else:
+        addresses = underlay_addresses(config)
+    unknown = IPv4Address(0)
+    return [EncryptionNode(n.name, n.pod_cidr, addresses.get(n.name, unknown), interface(config.cluster, n.name))
+            for n in config.nodes]
 
 
 def with_encryption(
@@ -51,20 +60,25 @@ def with_encryption(
     intended: Mapping[str, NodeState],
     observed: Mapping[str, NodeState],
     rotate: frozenset[str] | None = None,
+    access: ClusterAccess | None = None,
 ) -> dict[str, NodeState]:
     """`intended` with each node's next WireGuard step (unchanged when encryption never ran).
 
-    `rotate` defaults to the pending rotations recorded in the state dir (rotation.py).
+    `rotate` defaults to the pending rotations recorded in the state dir (rotation.py). Nodes
+    outside `observed` are observed through `access` (the lab or the agents; None: the lab).
     """
     settings = settings_of(config)
     live = {n: s.encryption for n, s in observed.items()}
     if not settings.enabled and not any(s.encryption.interface or s.encryption.sources
                                         for s in observed.values()):
         return dict(intended)
-    nodes = lab_nodes(config)
-    for n in nodes:  # a plan limited to some nodes still needs every node's keys and peers
-        if n.name not in live:
-            live[n.name] = _observe(config.cluster, n.name)
+    nodes = encryption_nodes(config, require=settings.enabled)
+    others = [n.name for n in nodes if n.name not in live]
+    if others:  # a plan limited to some nodes still needs every node's keys and peers
+        if access is not None:
+            live.update({n: s.encryption for n, s in access.observe_many(others).items()})
+        else:
+            live.update({n: _observe(config.cluster, n) for n in others})
     if rotate is None:
         rotate = rotation.active(config.state_dir, live)
     targets = encryption_targets(nodes, settings, live, rotate)
@@ -80,13 +94,18 @@ def _observe(cluster: str, node: str) -> WireguardState:
     return observe_wireguard(cluster, node, rec.netns) if rec is not None else NO_ENCRYPTION
 
 
-def known_after_apply(cluster: str, applied: Mapping[str, NodeState]) -> dict[str, NodeState]:
-    """Fill public keys that were "known after apply" from the nodes' public.key files."""
+def known_after_apply(cluster: str, applied: Mapping[str, NodeState],
+                      access: ClusterAccess | None = None) -> dict[str, NodeState]:
+    """Fill public keys that were "known after apply": the lab's nodes share this host's
+    public.key files; an agent's node keeps its files to itself, so ask its agent (observe)."""
     out = {}
     for node, state in applied.items():
         enc = state.encryption
         if enc.interface and not enc.public_key:
-            public = keys.read_public(key_dir(cluster, node))
+            if access is not None and access.kind == "agent":
+                public = access.observe(node).encryption.public_key
+            else:
+                public = keys.read_public(key_dir(cluster, node))
             state = replace(state, encryption=replace(enc, public_key=public))
         out[node] = state
     return out

@@ -6,7 +6,7 @@ the resolved value everyone else reads (defaults filled, paths absolute, canary 
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -50,14 +50,37 @@ class ClusterSection(Model):
         return _strict_network(value)
 
 
+def _strict_address(value: object) -> object:
+    """A node address is written as a string ("192.0.2.10"): no integers, no CIDRs."""
+    if value is None or isinstance(value, IPv4Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not an IPv4 address (write it as a string, e.g. \"192.0.2.10\")")
+    try:
+        addr = IPv4Address(value)
+    except ValueError as err:
+        raise ValueError(f"{value!r} is not an IPv4 address ({err})") from None
+    if addr.is_unspecified or addr.is_multicast or addr == IPv4Address("255.255.255.255"):
+        raise ValueError(f"{value} cannot be a node's address (unspecified, multicast or broadcast)")
+    return addr
+
+
 class NodeSection(Model):
     name: NodeName
     pod_cidr: IPv4Network = Field(alias="podCIDR")
+    # The node's underlay (Kubernetes InternalIP): WireGuard endpoints, NodePort frontends, SNAT.
+    # Optional: the lab knows its nodes' addresses; a real cluster's nodes need it here.
+    address: IPv4Address | None = None
 
     @field_validator("pod_cidr", mode="before")
     @classmethod
     def _cidr(cls, value: object) -> object:
         return _strict_network(value)
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _address(cls, value: object) -> object:
+        return _strict_address(value)
 
 
 class DirSection(Model):
@@ -176,10 +199,10 @@ class ConfigFile(Model):
                     )
         return nodes
 
-    def reference_errors(self) -> list[tuple[tuple[str, ...], str]]:
+    def reference_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Problems between sections, as (key path, message): checked after the schema."""
         known = [n.name for n in self.nodes]
-        problems = [
+        problems: list[tuple[tuple[str | int, ...], str]] = [
             (("rollout", "canary"), f"unknown node {name!r}; nodes are {', '.join(known)}")
             for name in self.canary_names()
             if name not in known
@@ -195,6 +218,27 @@ class ConfigFile(Model):
             for n in self.nodes
             if n.pod_cidr.overlaps(self.lab.underlay_cidr)
         ]
+        return problems + self._address_errors()
+
+    def _address_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """A node address must be unique and outside every podCIDR and the serviceCIDR."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        seen: dict[IPv4Address, str] = {}
+        for i, node in enumerate(self.nodes):
+            addr = node.address
+            if addr is None:
+                continue
+            where: tuple[str | int, ...] = ("nodes", i, "address")
+            inside = [n for n in self.nodes if addr in n.pod_cidr]
+            if inside:
+                problems.append((where, f"{addr} of {node.name} is inside podCIDR {inside[0].pod_cidr} "
+                                        f"of {inside[0].name}: use the node's underlay (InternalIP) address"))
+            elif addr in self.cluster.service_cidr:
+                cidr = self.cluster.service_cidr
+                problems.append((where, f"{addr} of {node.name} is inside serviceCIDR {cidr}"))
+            elif addr in seen:
+                problems.append((where, f"{addr} of {node.name} is already the address of {seen[addr]}"))
+            seen.setdefault(addr, node.name)
         return problems
 
     def canary_names(self) -> tuple[str, ...]:
@@ -207,6 +251,7 @@ class ConfigFile(Model):
 class NodeConfig(Model):
     name: str
     pod_cidr: IPv4Network
+    address: IPv4Address | None = None  # underlay; None: ask the lab (meshctl.underlay)
 
 
 class Rollout(Model):
@@ -260,7 +305,7 @@ class MeshConfig(Model):
         r = raw.rollout
         return cls(
             cluster=raw.cluster.name,
-            nodes=tuple(NodeConfig(name=n.name, pod_cidr=n.pod_cidr) for n in raw.nodes),
+            nodes=tuple(NodeConfig(name=n.name, pod_cidr=n.pod_cidr, address=n.address) for n in raw.nodes),
             policy_enforcement_mode=raw.cluster.policy_enforcement_mode,
             state_dir=(root / (raw.state.dir if raw.state else "state")).resolve(),
             plans_dir=(root / (raw.plans.dir if raw.plans else "plans")).resolve(),
