@@ -195,7 +195,7 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
             state = persist_tables(ws.state_dir, state, compiled)
     observed = ws.nodes_access.observe_many(nodes)  # lab: observe_nodes; agent: each node's socket
     intended = {n: compiled.nodes.get(n) or NodeState(n) for n in nodes}
-    intended = with_encryption(ws.config, intended, observed)  # next safe WireGuard step
+    intended = with_encryption(ws.config, intended, observed, access=ws.nodes_access)  # next WireGuard step
     intended = with_load_balancer(ws.desired, intended, observed)  # services (kube-proxy replacement)
     with_impact = len(ws.desired.pods) <= IMPACT_MAX_PODS
     plan = build_plan(

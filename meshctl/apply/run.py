@@ -115,7 +115,7 @@ def _apply_locked(
     applied = {w.node: w.target for w in work if w.node in result.applied}
     if applied:  # nodes that needed nothing are at their target too: record their intent as well
         applied.update({w.node: w.target for w in work if w.before == w.target})
-        applied = known_after_apply(ws.cluster, applied)  # public keys generated on the nodes
+        applied = known_after_apply(ws.cluster, applied, access)  # public keys generated on the nodes
         state = save_state(ws.state_dir, state.record_apply(plan.plan_id, applied))
     crash_point("committed")
     journal.clear()

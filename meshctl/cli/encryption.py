@@ -1,4 +1,8 @@
-"""`meshctl encryption status|rollout|rotate`: transparent encryption (WireGuard) of the lab."""
+"""`meshctl encryption status|rollout|rotate`: transparent encryption (WireGuard) between nodes.
+
+Nodes are read through the workspace's access (meshctl.access): the lab, or each node's agent
+with `[apply] driver = "agent"`; the WireGuard reconcile itself always runs on the node.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +21,13 @@ app.add_typer(sub, name="encryption")
 @sub.command("status")
 def status(repo: RepoOpt = Path(".")) -> None:
     """Each node's WireGuard device, public key and peers (routed = traffic goes through it)."""
-    from meshctl.workflow import observe_nodes, open_workspace
+    from meshctl.workflow import open_workspace
 
     ws = open_workspace(repo)
     cfg = ws.config.encryption
     print(f"encryption: {'enabled' if cfg.enabled else 'disabled'} ({cfg.type}, port {cfg.listen_port}, "
           f"strictMode {str(cfg.strict_mode).lower()}, nodeEncryption {str(cfg.node_encryption).lower()})")
-    for node, state in observe_nodes(ws.cluster, ws.netns, ws.node_order).items():
+    for node, state in ws.nodes_access.observe_many(ws.node_order).items():
         w = state.encryption
         if not w.interface:
             print(f"  {node}: no WireGuard device")
@@ -62,11 +66,11 @@ def rotate(
     """Request a key rotation of NODE; `meshctl encryption rollout` (or apply, repeated) does it."""
     from meshctl.encryption import rotation
     from meshctl.errors import MeshctlError
-    from meshctl.workflow import observe_nodes, open_workspace, select_nodes
+    from meshctl.workflow import open_workspace, select_nodes
 
     ws = open_workspace(repo)
     select_nodes(ws, [node])
-    live = observe_nodes(ws.cluster, ws.netns, [node])[node].encryption
+    live = ws.nodes_access.observe(node).encryption
     if not live.interface or not live.public_key:
         raise MeshctlError(f"node {node} has no WireGuard key to rotate (is encryption enabled and applied?)")
     rotation.request(ws.state_dir, node, live.public_key)

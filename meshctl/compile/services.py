@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Protocol
 
+from meshctl.compile.backends import selects, target_port
 from meshctl.compile.maglev import maglev_table
 from meshctl.model.inventory import Pod
 from meshctl.model.service import Service, ServicePort
@@ -90,9 +91,8 @@ def stable_ids(keys: Iterable[str]) -> dict[str, int]:
 
 
 def _selects(svc: Service, pod: Pod) -> bool:
-    if svc.selector is None or pod.namespace != svc.namespace or pod.pod_ip is None:
-        return False
-    return all(pod.labels.get(k) == v for k, v in svc.selector.items())
+    """A backend needs an address too (a pod not scheduled yet is no endpoint)."""
+    return pod.pod_ip is not None and selects(svc, pod)
 
 
 def frontend_nodes(services: Sequence[Service], pods: Sequence[Pod]) -> dict[str, tuple[str, ...]]:
@@ -110,16 +110,6 @@ def frontend_nodes(services: Sequence[Service], pods: Sequence[Pod]) -> dict[str
             out.setdefault(str(addr), set()).update(nodes)
     return {a: tuple(sorted(n)) for a, n in out.items()}
 
-
-def _target(port: ServicePort, pod: Pod) -> int | None:
-    """The pod's port behind a service port: a number, or the containerPort of that name."""
-    target = port.target
-    if isinstance(target, int):
-        return target
-    for cp in pod.ports:
-        if cp.name == target and cp.protocol == port.protocol:
-            return cp.container_port
-    return None  # as in Kubernetes: the pod is not an endpoint of this port
 
 
 def _frontends(services: Sequence[Service], nodes: Sequence[LbNode]) -> list[_Frontend]:
@@ -154,7 +144,7 @@ def compile_load_balancer(
         for pod in pods:
             if not _selects(fe.service, pod):
                 continue
-            target = _target(fe.port, pod)
+            target = target_port(fe.port, pod)
             if target is None:
                 continue
             assert pod.pod_ip is not None

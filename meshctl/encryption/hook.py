@@ -51,8 +51,10 @@ def encryption_nodes(config: MeshConfig, require: bool) -> list[EncryptionNode]:
     else:
         addresses = underlay_addresses(config)
     unknown = IPv4Address(0)
-    return [EncryptionNode(n.name, n.pod_cidr, addresses.get(n.name, unknown), interface(config.cluster, n.name))
-            for n in config.nodes]
+    return [
+        EncryptionNode(n.name, n.pod_cidr, addresses.get(n.name, unknown), interface(config.cluster, n.name))
+        for n in config.nodes
+    ]
 
 
 def with_encryption(
@@ -65,7 +67,7 @@ def with_encryption(
     """`intended` with each node's next WireGuard step (unchanged when encryption never ran).
 
     `rotate` defaults to the pending rotations recorded in the state dir (rotation.py). Nodes
-    outside `observed` are observed through `access` (the lab or the agents; None: the lab).
+    outside `observed` are observed through the agents when `access` is theirs, else the lab.
     """
     settings = settings_of(config)
     live = {n: s.encryption for n, s in observed.items()}
@@ -75,7 +77,7 @@ def with_encryption(
     nodes = encryption_nodes(config, require=settings.enabled)
     others = [n.name for n in nodes if n.name not in live]
     if others:  # a plan limited to some nodes still needs every node's keys and peers
-        if access is not None:
+        if access is not None and access.kind == "agent":  # the lab: cheaper, WireGuard only
             live.update({n: s.encryption for n, s in access.observe_many(others).items()})
         else:
             live.update({n: _observe(config.cluster, n) for n in others})

@@ -32,9 +32,7 @@ def verify_step(ws: Workspace, intended: dict[str, NodeState]) -> None:
     """Every node's live WireGuard side is the step's target (a "" key: any generated key)."""
     from dataclasses import replace
 
-    from meshctl.workflow import observe_nodes
-
-    live = observe_nodes(ws.cluster, ws.netns, list(intended))
+    live = ws.nodes_access.observe_many(list(intended))  # the lab, or each node's agent
     for node, want in intended.items():
         got = live[node].encryption
         target = want.encryption

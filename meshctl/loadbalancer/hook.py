@@ -1,14 +1,15 @@
 """Glue between the workflow and the load balancer (one line in make_plan, like encryption).
 
-Compile is pure and knows no node addresses; the lab's registry does (each node's underlay
-address and device). NodePort frontends and the SNAT source are the node's underlay address.
+Compile is pure and knows no node addresses: meshctl.toml (`address` under [[nodes]]) or the
+lab's registry does (meshctl.underlay). NodePort frontends and the SNAT source are the node's
+underlay address; a node with none is an error once kubeProxyReplacement is on. The underlay
+device is "eth0" (the lab's; a real node's underlay device is assumed to be eth0 as well).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from ipaddress import IPv4Address
 from typing import Any
 
 from meshctl.compile.services import LbNode, compile_load_balancer
@@ -18,12 +19,11 @@ UNDERLAY_DEVICE = "eth0"  # the node's underlay device in the lab
 
 
 def lab_nodes(config: Any) -> list[LbNode]:
-    from meshctl.lab import registry
+    """Every node with its underlay address (config, else lab); raises for a node without one."""
+    from meshctl.underlay import require_addresses
 
-    reg = registry.load(config.cluster)
-    records = reg.nodes if reg is not None else {}
-    return [LbNode(n.name, IPv4Address(records[n.name].underlay_ip), UNDERLAY_DEVICE)
-            for n in config.nodes if n.name in records]
+    addresses = require_addresses(config, "kubeProxyReplacement (NodePort frontends and SNAT)")
+    return [LbNode(n.name, addresses[n.name], UNDERLAY_DEVICE) for n in config.nodes]
 
 
 def with_load_balancer(desired: Any, intended: Mapping[str, NodeState],
@@ -32,5 +32,6 @@ def with_load_balancer(desired: Any, intended: Mapping[str, NodeState],
     settings = desired.config.load_balancer
     if not settings.kube_proxy_replacement and not any(s.load_balancer.enabled for s in observed.values()):
         return dict(intended)
-    targets = compile_load_balancer(desired.services, desired.pods, lab_nodes(desired.config), settings)
+    nodes = lab_nodes(desired.config) if settings.kube_proxy_replacement else []  # off: nothing to place
+    targets = compile_load_balancer(desired.services, desired.pods, nodes, settings)
     return {n: replace(s, load_balancer=targets[n]) if n in targets else s for n, s in intended.items()}
