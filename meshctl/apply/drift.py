@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshctl.catalog import Catalog
 from meshctl.nodestate import NodeState
+from meshctl.plan.change import describe_drift as describe
 
 if TYPE_CHECKING:
     from meshctl.plan import Change, Plan
@@ -46,19 +47,6 @@ class DriftReport:
             "clean": self.clean,
             "never_applied": self.never_applied,
         }
-
-
-def describe(change: Change) -> dict[str, str]:
-    """What happened on the node, in words (the change itself says what heal does)."""
-    from meshctl.plan import Action
-
-    what = {
-        Action.CREATE: "missing on the node (deleted outside meshctl)",
-        Action.DELETE: "present on the node but not in the applied intent (added outside meshctl)",
-        Action.UPDATE: "changed outside meshctl",
-        Action.REPLACE: "changed outside meshctl",
-    }.get(change.action, "differs")
-    return {"drift": what}
 
 
 def _catalog(ws: Workspace, state: State) -> Catalog:

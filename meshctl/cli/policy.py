@@ -26,7 +26,10 @@ def load_for_trace(repo: Path | None, ref: str | None, directory: Path | None):
     if repo is not None and directory is not None:
         raise MeshctlError("give either -C REPO or --dir DIR, not both")
     root = directory or repo or Path(".")
-    desired = with_trace_ips(load_desired(root, ref if directory is None else None))
+    from meshctl.lab.registry import pod_ips
+
+    desired = load_desired(root, ref if directory is None else None)
+    desired = with_trace_ips(desired, pod_ips(desired.config.cluster))
     state = load_state(desired.config.state_dir)  # read only: no lock, nothing allocated is saved
     identities = (
         IdentityTable.from_json(json.dumps(state.identities)) if state.identities else IdentityTable()

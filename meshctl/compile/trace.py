@@ -6,6 +6,7 @@ says is what the datapath does with the compiled entries.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -43,16 +44,10 @@ def placeholder_ips(desired: Any) -> dict[str, IPv4Address]:
     return out
 
 
-def with_trace_ips(desired: Any) -> Any:
-    """The lab's pod IPs when a lab of this cluster is up, else placeholder addresses."""
-    try:
-        from meshctl.lab.registry import pod_ips  # type: ignore[attr-defined]
-
-        live = pod_ips(desired.config.cluster)
-        if live:
-            desired = desired.with_pod_ips(live)
-    except Exception:
-        pass
+def with_trace_ips(desired: Any, live: Mapping[str, Any] | None = None) -> Any:
+    """Pod addresses for tracing: `live` ones (e.g. a running lab's) first, then placeholders."""
+    if live:
+        desired = desired.with_pod_ips(dict(live))
     return desired.with_pod_ips(placeholder_ips(desired))
 
 

@@ -75,3 +75,15 @@ class Change:
             reason=d.get("reason", ""),
             origins=tuple(d.get("origins", ())),
         )
+
+
+def describe_drift(change: Change) -> dict[str, str]:
+    """What happened on the node, in words, for a change from the applied intent to the live
+    state (the change itself says what healing does)."""
+    what = {
+        Action.CREATE: "missing on the node (deleted outside meshctl)",
+        Action.DELETE: "present on the node but not in the applied intent (added outside meshctl)",
+        Action.UPDATE: "changed outside meshctl",
+        Action.REPLACE: "changed outside meshctl",
+    }.get(change.action, "differs")
+    return {"drift": what}

@@ -9,7 +9,7 @@ from typing import Any
 from meshctl.catalog import Catalog
 from meshctl.errors import PlanStaleError
 from meshctl.nodestate import NodeState
-from meshctl.plan.change import Change, ChangeKind
+from meshctl.plan.change import Change, ChangeKind, describe_drift
 from meshctl.plan.digests import Moved, NodeDigests, moved
 from meshctl.plan.model import NodePlan, Plan
 from meshctl.plan.names import Namer
@@ -84,7 +84,6 @@ def explain_stale(
     where the state holds the node's last applied intent, the exact entries that differ from it
     (the drift diff, limited to the moved components). Without an intent, `replayed` may say
     what moved (a plan made in this process can rebuild its starting state)."""
-    from meshctl.apply.drift import describe
     from meshctl.plan.diff import diff_node
 
     catalog = catalog or Catalog()
@@ -111,7 +110,7 @@ def explain_stale(
         ]
         if drift:
             lines.append("    differs from the last applied intent:")
-            lines.extend(f"      {c.action.symbol} {c.address}: {describe(c)['drift']}" for c in drift)
+            lines.extend(f"      {c.action.symbol} {c.address}: {describe_drift(c)['drift']}" for c in drift)
     return lines
 
 

@@ -6,6 +6,7 @@ account). Policies always come from the repo; only the inventory is the cluster'
 paginated (limit + continue) so big clusters never arrive in one response. Pods without an IP
 yet are kept (pod_ip None: compile gives them no endpoint until they have one); pods not yet
 scheduled, finished pods and hostNetwork pods (which are the node, not endpoints) are skipped.
+Nodes give the underlay address (status.addresses InternalIP) of [[nodes]] that lack one.
 
 Tested against a real HTTP server speaking the list API (tests/unit/kubernetes), not a cluster.
 """
@@ -72,8 +73,18 @@ class KubeInventory:
     skipped: tuple[str, ...] = ()  # "ns/pod: why", for the log
 
     def apply_to(self, desired: DesiredState) -> DesiredState:
-        """The desired state with the cluster's namespaces and pods instead of the repo's."""
-        return dataclasses.replace(desired, namespaces=self.namespaces, pods=self.pods)
+        """The desired state with the cluster's namespaces and pods instead of the repo's, and
+        each [[nodes]] without an `address` given its Node's InternalIP (meshctl.toml wins)."""
+        internal = {n.name: n.internal_ip for n in self.nodes if n.internal_ip is not None}
+        config = desired.config
+        if any(n.address is None and n.name in internal for n in config.nodes):
+            nodes = tuple(
+                n.model_copy(update={"address": internal[n.name]})
+                if n.address is None and n.name in internal else n
+                for n in config.nodes
+            )
+            config = config.model_copy(update={"nodes": nodes})
+        return dataclasses.replace(desired, config=config, namespaces=self.namespaces, pods=self.pods)
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
