@@ -8,7 +8,9 @@ Two ways, chosen by `[apply] driver` in meshctl.toml:
   meshctl.toml, pod IPs from the inventory (status.podIP of the repo's Pods, or the Kubernetes
   API with `[inventory] source = "kubernetes"`), node states from each agent's socket. No lab
   is needed; when a lab of the cluster happens to be up, it only fills pod IPs the inventory
-  lacks (so a lab repo without status.podIP keeps working with the agent driver).
+  lacks (so a lab repo without status.podIP keeps working with the agent driver). Node underlay
+  addresses (WireGuard endpoints, NodePort, SNAT) come from `address` under [[nodes]] or the
+  Nodes' InternalIP (meshctl.underlay); the WireGuard reconcile runs in each node's agent.
 
 Heavy imports (libbpf, pyroute2, the kubernetes client) stay inside functions.
 """
