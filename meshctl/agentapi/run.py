@@ -13,11 +13,12 @@ log = logging.getLogger(__name__)
 
 def node_netns(cluster: str, node: str) -> str | None:
     """The lab netns of `node` when this host runs that cluster's lab, else None (the host's own)."""
+    from meshctl.errors import LabError
     from meshctl.lab import registry
 
     try:
         reg = registry.load(cluster)
-    except Exception:  # an unreadable registry means "not a lab node"
+    except LabError:  # an unreadable registry means "not a lab node"
         return None
     rec = reg.nodes.get(node) if reg else None
     return rec.netns if rec else None

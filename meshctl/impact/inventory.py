@@ -19,11 +19,12 @@ SYNTHETIC_FIRST_HOST = 10  # skip the low addresses the lab gives gateways
 
 def lab_pod_ips(cluster: str) -> Mapping[str, IPv4Address] | None:
     """The lab's pod addresses when a lab of this cluster is up, else None."""
+    from meshctl.errors import LabError
     from meshctl.lab import registry
 
     try:
         reg = registry.load(cluster)
-    except Exception:  # an unreadable registry only means "no lab to ask"
+    except LabError:  # an unreadable registry only means "no lab to ask"
         return None
     if reg is None:
         return None
