@@ -112,6 +112,21 @@ def decode_endpoint(key: bytes, value: bytes) -> tuple[IPv4Address, EndpointEntr
     )
 
 
+ENDPOINT_VALUE = struct.Struct("<III")  # struct endpoint_value: endpoint_id, identity, flags
+
+
+def decode_endpoint_table(items: list[tuple[bytes, bytes]]) -> FrozenMap[IPv4Address, EndpointEntry]:
+    """The whole endpoints map: `FrozenMap(dict(decode_endpoint(k, v) for ...))`, made with
+    struct and sorted by address as an int (IPv4Address's own order) instead of by __lt__."""
+    ing, eg = int(S.EndpointFlags.ENFORCE_INGRESS), int(S.EndpointFlags.ENFORCE_EGRESS)
+    rows = {}
+    for key, value in items:
+        endpoint_id, identity, flags = ENDPOINT_VALUE.unpack(value)
+        entry = EndpointEntry(endpoint_id, identity, bool(flags & ing), bool(flags & eg))
+        rows[int.from_bytes(key, "big")] = entry  # the key's bytes are the address, network order
+    return FrozenMap.from_sorted([(IPv4Address(addr), rows[addr]) for addr in sorted(rows)])
+
+
 # ---------------------------------------------------------------- policy
 
 
@@ -145,14 +160,15 @@ def decode_policy_entries(items: Iterable[tuple[bytes, bytes]]) -> FrozenMap[Pol
 POLICY_KEY_SIZE = 12  # sizeof(struct policy_key); checked against structs.py at import below
 POLICY_VALUE_SIZE = 8
 _POLICY_KEY_RAW = struct.Struct("<IIBB2s")
-_RAW_KEYS: dict[bytes, tuple[int, PolicyKey]] = {}  # raw key -> (sort rank, interned key)
-_RAW_VALUES: dict[bytes, PolicyEntry] = {}
+_RAW_KEYS: dict[bytes, tuple[int, PolicyKey, str]] = {}  # raw key -> (sort rank, interned key, row head)
+_RAW_VALUES: dict[bytes, tuple[PolicyEntry, str]] = {}  # raw value -> (interned entry, row tail)
 _TABLES: dict[tuple[bytes, bytes], FrozenMap[PolicyKey, PolicyEntry]] = {}
 _CACHE_LIMIT = 1_000_000
 
 
-def _raw_key(raw: bytes) -> tuple[int, PolicyKey]:
-    """Decode one never-seen raw key: its interned PolicyKey and an int that sorts like it."""
+def _raw_key(raw: bytes) -> tuple[int, PolicyKey, str]:
+    """Decode one never-seen raw key: its interned PolicyKey, an int that sorts like it and the
+    head of its canonical row (nodestate.policy_map_text's format)."""
     prefixlen, identity, egress, protocol, dport = _POLICY_KEY_RAW.unpack(raw)
     if prefixlen <= S.POLICY_PREFIX_STATIC:
         t = (egress, identity, 0, 0, 0)
@@ -163,15 +179,18 @@ def _raw_key(raw: bytes) -> tuple[int, PolicyKey]:
     rank = (((t[0] << 32 | t[1]) << 8 | t[2]) << 16 | t[3]) << 5 | t[4]  # field order of PolicyKey
     if len(_RAW_KEYS) >= _CACHE_LIMIT:
         _RAW_KEYS.clear()
-    out = _RAW_KEYS[raw] = (rank, intern_policy_key(t))
+    key = intern_policy_key(t)
+    head = f"[{int(key.direction)},{key.identity},{key.protocol},{key.port},{key.port_prefix},"
+    out = _RAW_KEYS[raw] = (rank, key, head)
     return out
 
 
-def _raw_value(raw: bytes) -> PolicyEntry:
+def _raw_value(raw: bytes) -> tuple[PolicyEntry, str]:
     cookie, flags = IPCACHE_VALUE.unpack(raw[:8])  # u32 cookie, u8 flags + pad: same layout
     if len(_RAW_VALUES) >= _CACHE_LIMIT:
         _RAW_VALUES.clear()
-    out = _RAW_VALUES[raw] = intern_policy_entry(cookie, bool(flags & S.PolicyFlags.DENY))
+    entry = intern_policy_entry(cookie, bool(flags & S.PolicyFlags.DENY))
+    out = _RAW_VALUES[raw] = (entry, f"{entry.cookie},{'true' if entry.deny else 'false'}]")
     return out
 
 
@@ -183,9 +202,10 @@ def decode_policy_table(keys: bytes, values: bytes) -> FrozenMap[PolicyKey, Poli
     """A whole inner policy map from one batch dump (keys and values concatenated).
 
     Observe reads ~a million entries at scale, so this is the hot path: raw keys and values
-    are decoded once per process into interned objects, entries are sorted by an int rank
-    instead of by dataclass comparison, and a table with the same bytes (the same policy on
-    another endpoint or node) is decoded once.
+    are decoded once per process into interned objects (with their halves of the canonical
+    row), entries are sorted by an int rank instead of by dataclass comparison, the map's
+    canonical text (which the plan's fingerprints always need) is joined in the same pass, and
+    a table with the same bytes (the same policy on another endpoint or node) is decoded once.
     """
     cached = _TABLES.get((keys, values))
     if cached is not None:
@@ -195,9 +215,11 @@ def decode_policy_table(keys: bytes, values: bytes) -> FrozenMap[PolicyKey, Poli
     vs = [known_v.get(v) or _raw_value(v) for v in _chunks(values, POLICY_VALUE_SIZE)]
     if len(ks) != len(vs):
         raise ValueError(f"policy dump of {len(ks)} keys and {len(vs)} values")
-    ranks = [r for r, _ in ks]
+    ranks = [k[0] for k in ks]
     order = sorted(range(len(ks)), key=ranks.__getitem__)
-    table: FrozenMap[PolicyKey, PolicyEntry] = FrozenMap.from_sorted([(ks[i][1], vs[i]) for i in order])
+    table: FrozenMap[PolicyKey, PolicyEntry] = FrozenMap.from_sorted([(ks[i][1], vs[i][0]) for i in order])
+    text = "[" + ",".join([ks[i][2] + vs[i][1] for i in order]) + "]"
+    table.canonical_text(lambda _m: text)
     if len(_TABLES) >= 4096:
         _TABLES.clear()
     _TABLES[(keys, values)] = table

@@ -11,7 +11,7 @@ from __future__ import annotations
 from meshctl.dataplane.lb_maps import decode_state
 from meshctl.dataplane.maps import (
     decode_config,
-    decode_endpoint,
+    decode_endpoint_table,
     decode_ipcache_table,
     decode_policy_entries,
     decode_policy_table,
@@ -47,7 +47,7 @@ def parse_node(raw: RawNode) -> NodeState:
         node=raw.node,
         config=decode_config(raw.config),
         ipcache=decode_ipcache_table(raw.ipcache),
-        endpoints=FrozenMap(dict(decode_endpoint(k, v) for k, v in raw.endpoints)),
+        endpoints=decode_endpoint_table(raw.endpoints),
         policies=FrozenMap.from_sorted((ep, _policy(d)) for ep, d in sorted(raw.policies.items())),
         attachments=frozenset(a for a in attachments if a is not None),
         load_balancer=decode_state(raw.lb),

@@ -30,7 +30,7 @@ def unique_cluster(base: str) -> str:
 
 def three_tier_copy(dest: Path, cluster: str, verify_window: float = 0.05) -> Path:
     """examples/three-tier at `dest`, renamed to `cluster`, with a short verify window."""
-    shutil.copytree(EXAMPLE, dest)
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("state", "plans"))
     toml = dest / "meshctl.toml"
     text = toml.read_text()
     text = re.sub(r'(?m)^name = "three-tier"', f'name = "{cluster}"', text)

@@ -41,7 +41,7 @@ def drops_metric(port: int) -> float:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     dest = tmp_path_factory.mktemp("war") / "production"
-    shutil.copytree(REPO / "examples" / "production", dest)
+    shutil.copytree(REPO / "examples" / "production", dest, ignore=shutil.ignore_patterns("state", "plans"))
     toml = dest / "meshctl.toml"
     text = re.sub(r'(?m)^name = "production"', f'name = "{CLUSTER}"', toml.read_text())
     text = re.sub(r"(?m)^verifyWindow = .*$", "verifyWindow = 0.05", text)

@@ -31,7 +31,7 @@ def meshctl(repo: Path, *args: str, timeout: float = 120) -> subprocess.Complete
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     dest = tmp_path_factory.mktemp("conn") / "services"
-    shutil.copytree(REPO / "examples" / "services", dest)
+    shutil.copytree(REPO / "examples" / "services", dest, ignore=shutil.ignore_patterns("state", "plans"))
     toml = dest / "meshctl.toml"
     text = re.sub(r'(?m)^name = "services"', f'name = "{CLUSTER}"', toml.read_text())
     text = re.sub(r"(?m)^verifyWindow = .*$", "verifyWindow = 0.05", text)

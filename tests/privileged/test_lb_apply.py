@@ -126,7 +126,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     repo = tmp_path_factory.mktemp("lb2") / "services"
-    shutil.copytree(EXAMPLE, repo)
+    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("state", "plans"))
     toml = repo / "meshctl.toml"
     text = re.sub(r'(?m)^name = "services"', f'name = "{CLUSTER}"', toml.read_text())
     toml.write_text(re.sub(r"(?m)^verifyWindow = .*$", "verifyWindow = 0.05", text))

@@ -116,7 +116,7 @@ def test_disabling_needs_no_address() -> None:
 def _services_repo(tmp_path: Path, addresses: dict[str, str]) -> Path:
     """examples/services with the given [[nodes]] addresses and pod IPs written in."""
     repo = tmp_path / "services"
-    shutil.copytree(EXAMPLES / "services", repo)
+    shutil.copytree(EXAMPLES / "services", repo, ignore=shutil.ignore_patterns("state", "plans"))
     toml = repo / "meshctl.toml"
     text = toml.read_text().replace('name = "services"', f'name = "{CLUSTER}"')
     for node, addr in addresses.items():

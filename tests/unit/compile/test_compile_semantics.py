@@ -192,7 +192,7 @@ def test_trace_cli_production_war_story(tmp_path: Path) -> None:
     from meshctl.cli.main import app
 
     root = tmp_path / "production"
-    shutil.copytree(REPO / "examples" / "production", root)
+    shutil.copytree(REPO / "examples" / "production", root, ignore=shutil.ignore_patterns("state", "plans"))
     args = [
         "policy",
         "trace",

@@ -23,7 +23,7 @@ NS = "k8s:io.kubernetes.pod.namespace"
 @pytest.fixture()
 def repo(tmp_path: Path) -> Path:
     root = tmp_path / "three-tier"
-    shutil.copytree(REPO / "examples" / "three-tier", root, ignore=shutil.ignore_patterns("state"))
+    shutil.copytree(REPO / "examples" / "three-tier", root, ignore=shutil.ignore_patterns("state", "plans"))
     return root
 
 

@@ -275,7 +275,8 @@ def test_production_example_and_its_change(tmp_path: Path) -> None:
     # Copying the change into the repo loads it as one more policy.
     import shutil
 
-    shutil.copytree(EXAMPLES / "production", tmp_path / "prod")
+    shutil.copytree(EXAMPLES / "production", tmp_path / "prod",
+                    ignore=shutil.ignore_patterns("state", "plans"))
     shutil.copy(EXAMPLES / "production-changes/database-security.yaml", tmp_path / "prod/policies/")
     changed = load_desired(tmp_path / "prod")
     new = next(p for p in changed.policies if p.metadata.name == "database-security")
