@@ -38,6 +38,8 @@ class _Outcome:
     forwarded: bool
     cookies: tuple[int, ...]
     default_deny: tuple[Direction, ...]  # directions whose default deny drops the connection
+    # deciding sides with neither a rule nor default deny: "not-enforced" / "no-endpoint"
+    plain: tuple[tuple[Direction, str], ...] = ()
 
 
 def pods_from_desired(desired: Any) -> list[PodTarget]:
@@ -57,7 +59,14 @@ def _normalize(result: ConnectionVerdict) -> _Outcome:
     deciding = [(d, v) for d, v in sides if v is not None and v.allowed == result.allowed]
     cookies = tuple(dict.fromkeys(v.cookie for _, v in deciding if v.cookie))
     default_deny = tuple(d for d, v in deciding if v.reason == "default-deny")
-    return _Outcome(result.allowed, cookies, default_deny)
+    plain = tuple((d, v.reason) for d, v in deciding if v.reason in _PLAIN_REASONS)
+    return _Outcome(result.allowed, cookies, default_deny, plain)
+
+
+_PLAIN_REASONS = {
+    "not-enforced": "{pod} {direction} not enforced (no policy isolates it)",
+    "no-endpoint": "{pod} has no endpoint entry yet (the datapath drops its traffic until apply)",
+}
 
 
 def _label(o: _Outcome) -> str:
@@ -75,6 +84,9 @@ def _rules(o: _Outcome, src: str, dst: str, catalog: Catalog) -> tuple[str, ...]
         isolating = catalog.isolation.get(pod, {}).get(direction, ())
         by = f" by {', '.join(isolating)}" if isolating else ""
         out.append(f"default deny: {pod} {direction.label} isolated{by}")
+    for direction, reason in o.plain:
+        pod = dst if direction == Direction.INGRESS else src
+        out.append(_PLAIN_REASONS[reason].format(pod=pod, direction=direction.label))
     return tuple(out)
 
 
