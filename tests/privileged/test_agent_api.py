@@ -7,21 +7,19 @@ subprocess (stopped by pid) whose socket lives in a private /tmp dir.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from apply_helpers import MESHCTL, connect, lab_of, map_dumps, meshctl, three_tier_copy
+from agent_helpers import start_agent, stop_agent
+from apply_helpers import connect, lab_of, map_dumps, meshctl, three_tier_copy
 
 from meshctl.agentapi.client import AgentClient
-from meshctl.agentapi.protocol import SOCKET_DIR_ENV, AgentApiError, StaleNodeError, WireCheck, socket_path
+from meshctl.agentapi.protocol import AgentApiError, StaleNodeError, WireCheck, socket_path
 from meshctl.nodestate import NodeState
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
@@ -41,38 +39,10 @@ class Lab:
         return AgentClient(node, socket_path(CLUSTER, node, self.sockets), timeout_s=30)
 
 
-def _reachable(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
-def start_agent(repo: Path, sockets: Path, node: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [str(MESHCTL), "agent", "--node", node, "-C", str(repo), "--metrics-port", "0"],
-        env={**os.environ, SOCKET_DIR_ENV: str(sockets)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    path = socket_path(CLUSTER, node, sockets)
-    deadline = time.monotonic() + 20
-    while not _reachable(path):
-        assert proc.poll() is None, f"agent of {node} exited ({proc.returncode})"
-        assert time.monotonic() < deadline, f"agent of {node} did not open {path}"
-        time.sleep(0.05)
-    return proc
 
 
-def stop_agent(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, 15)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, 9)
-            proc.wait(5)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +57,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             ws = open_workspace(repo)
             initial = observe_nodes(CLUSTER, ws.netns, NODES)
             for node in NODES:
-                procs.append(start_agent(repo, sockets, node))
+                procs.append(start_agent(repo, CLUSTER, node, sockets))
             yield Lab(repo, sockets, dict(ws.netns), initial)
             for proc in procs:
                 stop_agent(proc)

@@ -10,12 +10,9 @@ dir): whatever it learns about the nodes, it learns from the agents.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -23,10 +20,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from apply_helpers import MESHCTL, connect, lab_of, meshctl, three_tier_copy, unique_cluster
+from agent_helpers import start_agent, stop_agent
+from apply_helpers import connect, lab_of, meshctl, three_tier_copy, unique_cluster
 
 from meshctl.agentapi.client import AgentClient
-from meshctl.agentapi.protocol import SOCKET_DIR_ENV, socket_path
+from meshctl.agentapi.protocol import socket_path
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -50,38 +48,10 @@ class Cluster:
         return AgentClient(node, socket_path(CLUSTER, node, self.sockets), timeout_s=30)
 
 
-def _reachable(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
-def _start_agent(repo: Path, sockets: Path, node: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [str(MESHCTL), "agent", "--node", node, "-C", str(repo), "--metrics-port", "0"],
-        env={**os.environ, SOCKET_DIR_ENV: str(sockets)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    path = socket_path(CLUSTER, node, sockets)
-    deadline = time.monotonic() + 20
-    while not _reachable(path):
-        assert proc.poll() is None, f"agent of {node} exited ({proc.returncode})"
-        assert time.monotonic() < deadline, f"agent of {node} did not open {path}"
-        time.sleep(0.05)
-    return proc
 
 
-def _stop_agent(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, 15)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, 9)
-            proc.wait(5)
 
 
 def _cluster_repo(dest: Path, pod_ips: dict[str, IPv4Address], sockets: Path) -> Path:
@@ -112,14 +82,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         with lab_of(lab_repo):
             pod_ips = registry.pod_ips(CLUSTER)
             for node in NODES:
-                agents[node] = _start_agent(lab_repo, sockets, node)
+                agents[node] = start_agent(lab_repo, CLUSTER, node, sockets)
             repo = _cluster_repo(base / "cluster-repo", pod_ips, sockets)
             yield Cluster(lab_repo, repo, sockets, {"MESHCTL_LAB_DIR": str(hidden)}, pod_ips, agents)
             for proc in agents.values():
-                _stop_agent(proc)
+                stop_agent(proc)
     finally:
         for proc in agents.values():
-            _stop_agent(proc)
+            stop_agent(proc)
         shutil.rmtree(sockets, ignore_errors=True)
 
 
@@ -226,7 +196,7 @@ def test_status_shows_the_nodes_via_their_agents(cluster: Cluster) -> None:
     text = cluster.cli("status")
     assert text.returncode == 0 and "Flow agents:    3/3 up" in text.stdout
 
-    _stop_agent(cluster.agents["node-3"])  # last test of the module: the fixture stops the rest
+    stop_agent(cluster.agents["node-3"])  # last test of the module: the fixture stops the rest
     res = cluster.cli("status", "-o", "json")
     assert res.returncode == 1
     node3 = next(n for n in json.loads(res.stdout)["nodes"] if n["name"] == "node-3")

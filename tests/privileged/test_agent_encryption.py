@@ -9,23 +9,21 @@ can only come from `address` under [[nodes]], and every WireGuard reconcile runs
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from apply_helpers import MESHCTL, connect, lab_of, meshctl, three_tier_copy, unique_cluster
+from agent_helpers import start_agent, stop_agent
+from apply_helpers import connect, lab_of, meshctl, three_tier_copy, unique_cluster
 
 from meshctl.agentapi.client import AgentClient
-from meshctl.agentapi.protocol import SOCKET_DIR_ENV, socket_path
+from meshctl.agentapi.protocol import socket_path
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -56,34 +54,8 @@ class Cluster:
         toml.write_text(text + f"\n[encryption]\nenabled = {str(encryption).lower()}\nstrictMode = true\n")
 
 
-def _start_agent(repo: Path, sockets: Path, node: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [str(MESHCTL), "agent", "--node", node, "-C", str(repo), "--metrics-port", "0"],
-        env={**os.environ, SOCKET_DIR_ENV: str(sockets)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    path = socket_path(CLUSTER, node, sockets)
-    deadline = time.monotonic() + 20
-    while True:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            try:
-                s.connect(str(path))
-                return proc
-            except OSError:
-                pass
-        assert proc.poll() is None, f"agent of {node} exited ({proc.returncode})"
-        assert time.monotonic() < deadline, f"agent of {node} did not open {path}"
-        time.sleep(0.05)
 
 
-def _stop_agent(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, 15)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, 9)
-            proc.wait(5)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +72,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         with lab_of(lab_repo):
             pod_ips = registry.pod_ips(CLUSTER)
             underlay = {n: rec.underlay_ip for n, rec in registry.lab_nodes(CLUSTER).items()}
-            agents += [_start_agent(lab_repo, sockets, node) for node in NODES]
+            agents += [start_agent(lab_repo, CLUSTER, node, sockets) for node in NODES]
             repo = three_tier_copy(base / "cluster-repo", CLUSTER)
             pods_file = repo / "inventory" / "pods.yaml"
             docs = [d for d in yaml.safe_load_all(pods_file.read_text()) if d]
@@ -112,10 +84,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             toml.write_text(toml.read_text() + f'\n[apply]\ndriver = "agent"\nsocketDir = "{sockets}"\n')
             yield Cluster(repo, sockets, {"MESHCTL_LAB_DIR": str(hidden)}, underlay)
             for proc in agents:  # before the lab goes: agents hold the nodes' maps open
-                _stop_agent(proc)
+                stop_agent(proc)
     finally:
         for proc in agents:
-            _stop_agent(proc)
+            stop_agent(proc)
         shutil.rmtree(sockets, ignore_errors=True)
 
 

@@ -10,7 +10,6 @@ and name cache -> postgres:5432 FORWARDED -> DROPPED with the policy.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import git
 import pytest
+from agent_helpers import stop_agent
 from apply_helpers import MESHCTL, connect, meshctl
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
@@ -51,14 +51,6 @@ def war_story(root: Path) -> Path:
     return repo_dir
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, 15)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, 9)
-            proc.wait(5)
 
 
 def cache_to_postgres_flows(repo: Path) -> list[object]:
@@ -97,7 +89,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield repo
     finally:
         for a in agents:
-            stop(a)
+            stop_agent(a)
         meshctl(repo, "lab", "down", "-C", str(repo), timeout=120)
 
 

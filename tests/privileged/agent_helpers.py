@@ -1,0 +1,50 @@
+"""Start and stop real `meshctl agent` processes for tests (by pid, never by name)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from apply_helpers import MESHCTL
+
+from meshctl.agentapi.protocol import SOCKET_DIR_ENV, socket_path
+
+
+def _reachable(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def start_agent(repo: Path, cluster: str, node: str, sockets: Path) -> subprocess.Popen[bytes]:
+    """An agent for `node` serving its API under `sockets`; returns once the socket answers."""
+    proc = subprocess.Popen(
+        [str(MESHCTL), "agent", "--node", node, "-C", str(repo), "--metrics-port", "0"],
+        env={**os.environ, SOCKET_DIR_ENV: str(sockets)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    path = socket_path(cluster, node, sockets)
+    deadline = time.monotonic() + 20
+    while not _reachable(path):
+        assert proc.poll() is None, f"agent of {node} exited ({proc.returncode})"
+        assert time.monotonic() < deadline, f"agent of {node} did not open {path}"
+        time.sleep(0.05)
+    return proc
+
+
+def stop_agent(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
