@@ -296,8 +296,8 @@ def _run_in(ns: str, argv: Sequence[str], stdin: str) -> float:
     return elapsed
 
 
-def _delete_netns() -> None:
-    for ns in (CLIENT_NS, BACKEND_NS, NODE_NS):
+def _delete_netns(names: Sequence[str] = (CLIENT_NS, BACKEND_NS, NODE_NS)) -> None:
+    for ns in names:
         if Path(f"/run/netns/{ns}").exists():
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
 
@@ -365,29 +365,39 @@ class Baseline:
     def connect_latency(self, count: int = 200, which: str = "last") -> dict[str, float]:
         """Median and p90 (microseconds) of `count` connect + first-line exchanges to a ClusterIP."""
         svc = self.measured[0 if which == "first" else 1]
-        samples = []
-        with entered(CLIENT_NS):
-            for _ in range(count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                try:
-                    sock.settimeout(2.0)
-                    start = time.perf_counter()
-                    sock.connect((svc.vip, svc.port))
-                    _read_line(sock)
-                    samples.append((time.perf_counter() - start) * 1e6)
-                finally:
-                    sock.close()
-        samples.sort()
-        return {"median_us": statistics.median(samples), "p90_us": samples[int(0.9 * (len(samples) - 1))]}
+        return _connect_latency(CLIENT_NS, svc, count)
 
     def close(self) -> None:
         if self.server_pid is not None:
-            with suppress(ProcessLookupError):
-                os.kill(self.server_pid, signal.SIGTERM)
-            with suppress(ChildProcessError):
-                os.waitpid(self.server_pid, 0)
+            _stop_server(self.server_pid)
             self.server_pid = None
         _delete_netns()
+
+
+def _connect_latency(client_ns: str, svc: ServiceSpec, count: int) -> dict[str, float]:
+    """Median and p90 (microseconds) of `count` connects from `client_ns`: kube-proxy's and meshctl's rows."""
+    samples = []
+    with entered(client_ns):
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(2.0)
+                start = time.perf_counter()
+                sock.connect((svc.vip, svc.port))
+                _read_line(sock)
+                samples.append((time.perf_counter() - start) * 1e6)
+            finally:
+                sock.close()
+    samples.sort()
+    return {"median_us": statistics.median(samples), "p90_us": samples[int(0.9 * (len(samples) - 1))]}
+
+
+def _stop_server(pid: int) -> None:
+    """Stop and reap a backend server started by _start_server."""
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    with suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def _read_line(sock: socket.socket) -> str:
@@ -400,34 +410,36 @@ def _read_line(sock: socket.socket) -> str:
     return data.decode().strip()
 
 
-def _topology(backends: int) -> list[str]:
-    """Client, node and backend netns; returns the backend addresses."""
-    _delete_netns()
-    for ns in (NODE_NS, CLIENT_NS, BACKEND_NS):
+def _topology(backends: int, node_ns: str = NODE_NS, client_ns: str = CLIENT_NS,
+              backend_ns: str = BACKEND_NS) -> list[str]:
+    """Client, node and backend netns (the bench passes its own names); returns the backend addresses."""
+    _delete_netns((client_ns, backend_ns, node_ns))
+    for ns in (node_ns, client_ns, backend_ns):
         _ip(None, "netns", "add", ns)
         _ip(ns, "link", "set", "lo", "up")
-    _ip(NODE_NS, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", CLIENT_NS)
-    _ip(NODE_NS, "link", "add", "b0", "type", "veth", "peer", "name", "eth0", "netns", BACKEND_NS)
-    _ip(NODE_NS, "addr", "add", f"{CLIENT_GW}/24", "dev", "c0")
-    _ip(NODE_NS, "addr", "add", f"{BACKEND_GW}/24", "dev", "b0")
+    _ip(node_ns, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", client_ns)
+    _ip(node_ns, "link", "add", "b0", "type", "veth", "peer", "name", "eth0", "netns", backend_ns)
+    _ip(node_ns, "addr", "add", f"{CLIENT_GW}/24", "dev", "c0")
+    _ip(node_ns, "addr", "add", f"{BACKEND_GW}/24", "dev", "b0")
     for dev in ("c0", "b0"):
-        _ip(NODE_NS, "link", "set", dev, "up")
-    _ip(CLIENT_NS, "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
-    _ip(CLIENT_NS, "link", "set", "eth0", "up")
-    _ip(CLIENT_NS, "route", "add", "default", "via", CLIENT_GW)
+        _ip(node_ns, "link", "set", dev, "up")
+    _ip(client_ns, "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
+    _ip(client_ns, "link", "set", "eth0", "up")
+    _ip(client_ns, "route", "add", "default", "via", CLIENT_GW)
     real = [f"10.244.2.{2 + i}" for i in range(backends)]
     for ip in real:
-        _ip(BACKEND_NS, "addr", "add", f"{ip}/24", "dev", "eth0")
-    _ip(BACKEND_NS, "link", "set", "eth0", "up")
-    _ip(BACKEND_NS, "route", "add", "default", "via", BACKEND_GW)
-    with entered(NODE_NS):
+        _ip(backend_ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+    _ip(backend_ns, "link", "set", "eth0", "up")
+    _ip(backend_ns, "route", "add", "default", "via", BACKEND_GW)
+    with entered(node_ns):
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
     return real
 
 
-def _start_server() -> int:
+def _start_server(backend_ns: str = BACKEND_NS) -> int:
+    """The backend server (answers 8080 and 8081 with its port) in `backend_ns`; its pid."""
     proc = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{BACKEND_NS}", "--", sys.executable, "-c", _SERVER,
+        ["nsenter", f"--net=/run/netns/{backend_ns}", "--", sys.executable, "-c", _SERVER,
          *map(str, PORTS)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
-from contextlib import suppress
 from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -40,7 +37,6 @@ from meshctl.compile.services import stable_ids
 from meshctl.dataplane import lb_maps
 from meshctl.dataplane.maps import EndpointsMap
 from meshctl.dataplane.node import NodeDatapath
-from meshctl.lab.netns import entered
 from meshctl.nodestate import (
     PROTO_TCP,
     EndpointEntry,
@@ -55,50 +51,15 @@ NODE_NS, CLIENT_NS, BACKEND_NS = "mc-bench-lb", "mc-bench-lbc", "mc-bench-lbb"
 CLUSTER, NODE = "bench-lb", "n1"
 
 
-def _ip(ns: str | None, *args: str) -> None:
-    subprocess.run(["ip"] + (["-n", ns] if ns else []) + list(args), check=True, capture_output=True)
-
-
 def _delete() -> None:
-    for ns in (CLIENT_NS, BACKEND_NS, NODE_NS):
-        if Path(f"/run/netns/{ns}").exists():
-            subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+    kp._delete_netns((CLIENT_NS, BACKEND_NS, NODE_NS))
 
 
 def _topology(backends: int) -> list[str]:
-    _delete()
-    for ns in (NODE_NS, CLIENT_NS, BACKEND_NS):
-        _ip(None, "netns", "add", ns)
-        _ip(ns, "link", "set", "lo", "up")
-    _ip(NODE_NS, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", CLIENT_NS)
-    _ip(NODE_NS, "link", "add", "b0", "type", "veth", "peer", "name", "eth0", "netns", BACKEND_NS)
-    _ip(NODE_NS, "addr", "add", f"{kp.CLIENT_GW}/24", "dev", "c0")
-    _ip(NODE_NS, "addr", "add", f"{kp.BACKEND_GW}/24", "dev", "b0")
-    for dev in ("c0", "b0"):
-        _ip(NODE_NS, "link", "set", dev, "up")
-    _ip(NODE_NS, "route", "add", f"{kp.CLIENT_IP}/32", "dev", "c0")
-    _ip(CLIENT_NS, "addr", "add", f"{kp.CLIENT_IP}/24", "dev", "eth0")
-    _ip(CLIENT_NS, "link", "set", "eth0", "up")
-    _ip(CLIENT_NS, "route", "add", "default", "via", kp.CLIENT_GW)
-    real = [f"10.244.2.{2 + i}" for i in range(backends)]
-    for ip in real:
-        _ip(BACKEND_NS, "addr", "add", f"{ip}/24", "dev", "eth0")
-    _ip(BACKEND_NS, "link", "set", "eth0", "up")
-    _ip(BACKEND_NS, "route", "add", "default", "via", kp.BACKEND_GW)
-    with entered(NODE_NS):
-        Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+    """The baseline's topology under our netns names, plus the node's route to the client endpoint."""
+    real = kp._topology(backends, NODE_NS, CLIENT_NS, BACKEND_NS)
+    kp._ip(NODE_NS, "route", "add", f"{kp.CLIENT_IP}/32", "dev", "c0")
     return real
-
-
-def _start_server() -> int:
-    proc = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{BACKEND_NS}", "--", sys.executable, "-c", kp._SERVER,
-         *map(str, kp.PORTS)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "ready":
-        proc.kill()
-        raise RuntimeError("bench backend server did not start")
-    return proc.pid
 
 
 def lb_state(services: list[kp.ServiceSpec]) -> LoadBalancerState:
@@ -126,7 +87,7 @@ class MeshctlLb:
         self.server_pid: int | None = None
         real = _topology(backends)
         self.services = kp.make_services(n, backends, (0, n - 1), real)
-        self.server_pid = _start_server()
+        self.server_pid = kp._start_server(BACKEND_NS)
         self.dp = NodeDatapath(CLUSTER, NODE, NODE_NS)
         self.dp.remove()
         self.dp.ensure_loaded()
@@ -159,28 +120,11 @@ class MeshctlLb:
         return elapsed
 
     def connect_latency(self, count: int, which: str) -> dict[str, float]:
-        svc = self.services[0 if which == "first" else -1]
-        samples = []
-        with entered(CLIENT_NS):
-            for _ in range(count):
-                sock = kp.socket.socket(kp.socket.AF_INET, kp.socket.SOCK_STREAM)
-                try:
-                    sock.settimeout(2.0)
-                    start = time.perf_counter()
-                    sock.connect((svc.vip, svc.port))
-                    kp._read_line(sock)
-                    samples.append((time.perf_counter() - start) * 1e6)
-                finally:
-                    sock.close()
-        samples.sort()
-        return {"median_us": statistics.median(samples), "p90_us": samples[int(0.9 * (len(samples) - 1))]}
+        return kp._connect_latency(CLIENT_NS, self.services[0 if which == "first" else -1], count)
 
     def close(self) -> None:
         if self.server_pid is not None:
-            with suppress(ProcessLookupError):
-                os.kill(self.server_pid, signal.SIGTERM)
-            with suppress(ChildProcessError):
-                os.waitpid(self.server_pid, 0)
+            kp._stop_server(self.server_pid)
             self.server_pid = None
         self.dp.remove()
         _delete()

@@ -20,6 +20,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -218,14 +219,7 @@ class NodeDatapath:
     def attach(self, ifname: str, endpoint_ip: IPv4Address | str) -> None:
         """from_pod at tc ingress and to_pod at tc egress of the node-side veth `ifname`."""
         ip = IPv4Address(endpoint_ip)
-        if not self.is_loaded():
-            self.ensure_loaded()
-        ifdir = self.links_dir / ifname
-        ifdir.mkdir(parents=True, exist_ok=True)
-        with in_netns(self.netns):
-            index = ifindex(ifname)
-            if index is None:
-                raise DataplaneError("attach to", f"device {ifname} in netns {self.netns}", errno_mod.ENODEV)
+        with self._on_device(ifname) as (ifdir, index):
             for hook in PROGRAMS:
                 want = ifdir / f"{hook}@{_ip_token(ip)}"
                 with Program.from_pin(self.prog_pin(hook)) as prog:
@@ -237,6 +231,22 @@ class NodeDatapath:
                     if not want.exists():
                         with attach_tcx(prog.fd, ifname, hook) as link:
                             link.pin(want)
+
+    @contextlib.contextmanager
+    def _on_device(self, ifname: str) -> Iterator[tuple[Path, int]]:
+        """Inside the node's netns with the programs loaded: the link pin folder and ifindex of a device.
+
+        attach and attach_netdev share this so both fail the same way on a missing device.
+        """
+        if not self.is_loaded():
+            self.ensure_loaded()
+        ifdir = self.links_dir / ifname
+        ifdir.mkdir(parents=True, exist_ok=True)
+        with in_netns(self.netns):
+            index = ifindex(ifname)
+            if index is None:
+                raise DataplaneError("attach to", f"device {ifname} in netns {self.netns}", errno_mod.ENODEV)
+            yield ifdir, index
 
     def _link_ok(self, path: Path, index: int, prog: Program, prog_id: int) -> bool:
         """An existing link still on this device; switched to the current program if needed."""
@@ -294,14 +304,7 @@ class NodeDatapath:
         if self.netdev_interface() == ifname:
             return
         self.detach_netdev()
-        if not self.is_loaded():
-            self.ensure_loaded()
-        ifdir = self.links_dir / ifname
-        ifdir.mkdir(parents=True, exist_ok=True)
-        with in_netns(self.netns):
-            index = ifindex(ifname)
-            if index is None:
-                raise DataplaneError("attach to", f"device {ifname} in netns {self.netns}", errno_mod.ENODEV)
+        with self._on_device(ifname) as (ifdir, index):
             for hook in NETDEV_PROGRAMS:
                 with Program.from_pin(self.prog_pin(hook)) as prog:
                     label = f"{hook} program on {ifname}"

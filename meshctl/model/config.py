@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, StrictBool, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, field_validator
 
 from meshctl.model.base import Model, check_dns_label
 from meshctl.model.lbconfig import (
@@ -37,17 +37,16 @@ def _strict_network(value: object) -> object:
     return value
 
 
+# A CIDR key of the file: written as a string and parsed strictly (one rule for every section).
+StrictNetwork = Annotated[IPv4Network, BeforeValidator(_strict_network)]
+
+
 class ClusterSection(Model):
     name: Annotated[str, AfterValidator(check_dns_label)]
     policy_enforcement_mode: EnforcementMode = "default"
     # Services (kube-proxy replacement): off by default, like Cilium's kubeProxyReplacement=false.
     kube_proxy_replacement: StrictBool = False
-    service_cidr: IPv4Network = Field(default=DEFAULT_SERVICE_CIDR, alias="serviceCIDR")
-
-    @field_validator("service_cidr", mode="before")
-    @classmethod
-    def _cidr(cls, value: object) -> object:
-        return _strict_network(value)
+    service_cidr: StrictNetwork = Field(default=DEFAULT_SERVICE_CIDR, alias="serviceCIDR")
 
 
 def _strict_address(value: object) -> object:
@@ -65,22 +64,15 @@ def _strict_address(value: object) -> object:
     return addr
 
 
+NodeAddress = Annotated[IPv4Address | None, BeforeValidator(_strict_address)]
+
+
 class NodeSection(Model):
     name: NodeName
-    pod_cidr: IPv4Network = Field(alias="podCIDR")
+    pod_cidr: StrictNetwork = Field(alias="podCIDR")
     # The node's underlay (Kubernetes InternalIP): WireGuard endpoints, NodePort frontends, SNAT.
     # Optional: the lab knows its nodes' addresses; a real cluster's nodes need it here.
-    address: IPv4Address | None = None
-
-    @field_validator("pod_cidr", mode="before")
-    @classmethod
-    def _cidr(cls, value: object) -> object:
-        return _strict_network(value)
-
-    @field_validator("address", mode="before")
-    @classmethod
-    def _address(cls, value: object) -> object:
-        return _strict_address(value)
+    address: NodeAddress = None
 
 
 class DirSection(Model):
@@ -100,12 +92,7 @@ class DatapathSection(Model):
 
 
 class LabSection(Model):
-    underlay_cidr: IPv4Network = Field(default=DEFAULT_UNDERLAY, alias="underlayCIDR")
-
-    @field_validator("underlay_cidr", mode="before")
-    @classmethod
-    def _cidr(cls, value: object) -> object:
-        return _strict_network(value)
+    underlay_cidr: StrictNetwork = Field(default=DEFAULT_UNDERLAY, alias="underlayCIDR")
 
 
 class ObservabilitySection(Model):

@@ -9,7 +9,8 @@ from pydantic import AfterValidator, Field
 from meshctl.model.base import Model, check_dns_label, check_dns_subdomain
 from meshctl.model.labels import LabelKey, LabelValue
 
-_IGNORED: Any = Field(default=None, exclude=True, repr=False)
+# A field Kubernetes accepts that means nothing here: parsed, never dumped or shown.
+IGNORED: Any = Field(default=None, exclude=True, repr=False)
 
 
 class ObjectMeta(Model):
@@ -20,13 +21,13 @@ class ObjectMeta(Model):
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     # Written by the API server; harmless in an exported manifest, meaningless here.
-    uid: Any = _IGNORED
-    resource_version: Any = _IGNORED
-    generation: Any = _IGNORED
-    creation_timestamp: Any = _IGNORED
-    managed_fields: Any = _IGNORED
-    finalizers: Any = _IGNORED
-    owner_references: Any = _IGNORED
+    uid: Any = IGNORED
+    resource_version: Any = IGNORED
+    generation: Any = IGNORED
+    creation_timestamp: Any = IGNORED
+    managed_fields: Any = IGNORED
+    finalizers: Any = IGNORED
+    owner_references: Any = IGNORED
 
 
 def default_namespace(cls: type, data: Any) -> Any:

@@ -23,8 +23,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, field_validator, mo
 
 from meshctl.model.base import Model, SourceRef, check_dns_label, source_field
 from meshctl.model.labels import LabelKey, LabelValue
-from meshctl.model.meta import ObjectMeta, default_namespace
-from meshctl.model.ports import check_port_name, check_port_number
+from meshctl.model.meta import IGNORED, ObjectMeta, default_namespace
+from meshctl.model.ports import check_port_name, check_port_number, parse_k8s_port
 
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 ServiceProtocol = Literal["TCP", "UDP", "SCTP"]
@@ -33,7 +33,6 @@ TrafficPolicy = Literal["Cluster", "Local"]
 NODE_PORT_RANGE = (30000, 32767)  # the API server's default --service-node-port-range
 DEFAULT_AFFINITY_TIMEOUT = 10800  # v1.DefaultClientIPServiceAffinitySeconds
 MAX_AFFINITY_TIMEOUT = 86400
-_IGNORED: Any = Field(default=None, exclude=True, repr=False)
 
 
 def _ipv4(value: Any) -> Any:
@@ -55,19 +54,6 @@ def _cluster_ip(value: Any) -> Any:
     return _ipv4(value)
 
 
-def _target_port(value: Any) -> Any:
-    """targetPort: a number, or the name of a containerPort of the backend pods."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a port")
-    if isinstance(value, int):
-        return check_port_number(value)
-    if isinstance(value, str):
-        if value.isdigit():
-            raise ValueError(f"{value!r} is quoted, so Kubernetes reads it as a port name: write {value}")
-        return check_port_name(value)
-    raise ValueError(f"{value!r} is not a port number or name")
-
-
 def _node_port(value: int) -> int:
     low, high = NODE_PORT_RANGE
     if not low <= value <= high:
@@ -77,7 +63,8 @@ def _node_port(value: int) -> int:
 
 IPv4 = Annotated[IPv4Address, BeforeValidator(_ipv4)]
 ClusterIP = Annotated[IPv4Address | Literal["None"] | None, BeforeValidator(_cluster_ip)]
-TargetPort = Annotated[int | str, BeforeValidator(_target_port)]
+# targetPort: a number or the name of a backend pod's containerPort, read like NetworkPolicyPort.port.
+TargetPort = Annotated[int | str, BeforeValidator(parse_k8s_port)]
 PortName = Annotated[str, AfterValidator(check_port_name)]
 
 
@@ -96,7 +83,7 @@ class ServicePort(Model):
     port: Annotated[int, AfterValidator(check_port_number)]
     target_port: TargetPort | None = None
     node_port: Annotated[int, AfterValidator(_node_port)] | None = None
-    app_protocol: Any = _IGNORED
+    app_protocol: Any = IGNORED
 
     @field_validator("name")
     @classmethod
@@ -137,13 +124,13 @@ class ServiceSpec(Model):
     external_ips: tuple[IPv4, ...] = Field(default=(), alias="externalIPs")
     load_balancer_ip: IPv4 | None = Field(default=None, alias="loadBalancerIP")
     # Accepted, no effect here (see the module docstring).
-    ip_families: Any = _IGNORED
-    ip_family_policy: Any = _IGNORED
-    allocate_load_balancer_node_ports: Any = _IGNORED
-    load_balancer_class: Any = _IGNORED
-    publish_not_ready_addresses: Any = _IGNORED
-    health_check_node_port: Any = _IGNORED
-    traffic_distribution: Any = _IGNORED
+    ip_families: Any = IGNORED
+    ip_family_policy: Any = IGNORED
+    allocate_load_balancer_node_ports: Any = IGNORED
+    load_balancer_class: Any = IGNORED
+    publish_not_ready_addresses: Any = IGNORED
+    health_check_node_port: Any = IGNORED
+    traffic_distribution: Any = IGNORED
     internal_traffic_policy: Literal["Cluster"] | None = Field(default=None, exclude=True, repr=False)
     # Rejected with a reason.
     external_name: Annotated[Any, AfterValidator(_unsupported(
@@ -201,9 +188,9 @@ class ServiceSpec(Model):
 
 class LoadBalancerIngress(Model):
     ip: IPv4 | None = None
-    hostname: Any = _IGNORED
-    ip_mode: Any = _IGNORED
-    ports: Any = _IGNORED
+    hostname: Any = IGNORED
+    ip_mode: Any = IGNORED
+    ports: Any = IGNORED
 
 
 class LoadBalancerStatus(Model):
@@ -212,7 +199,7 @@ class LoadBalancerStatus(Model):
 
 class ServiceStatus(Model):
     load_balancer: LoadBalancerStatus | None = None
-    conditions: Any = _IGNORED
+    conditions: Any = IGNORED
 
 
 class Service(Model):
