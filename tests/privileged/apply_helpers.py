@@ -28,15 +28,35 @@ def unique_cluster(base: str) -> str:
     return f"{base}-{os.getpid()}"
 
 
-def three_tier_copy(dest: Path, cluster: str, verify_window: float = 0.05) -> Path:
-    """examples/three-tier at `dest`, renamed to `cluster`, with a short verify window."""
-    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("state", "plans"))
+def example_copy(
+    name: str, dest: Path, cluster: str, verify_window: float = 0.05, metrics_base_port: int | None = None
+) -> Path:
+    """examples/`name` at `dest`, renamed to `cluster`, with a short verify window."""
+    shutil.copytree(REPO / "examples" / name, dest, ignore=shutil.ignore_patterns("state", "plans"))
     toml = dest / "meshctl.toml"
     text = toml.read_text()
-    text = re.sub(r'(?m)^name = "three-tier"', f'name = "{cluster}"', text)
+    text, renamed = re.subn(r'(?m)^(\[cluster\]\nname = )".*"', rf'\1"{cluster}"', text)
+    assert renamed == 1, f"{name}/meshctl.toml: expected `name` right under [cluster]"
     text = re.sub(r"(?m)^verifyWindow = .*$", f"verifyWindow = {verify_window}", text)
+    if metrics_base_port is not None:
+        text += f"\n[observability]\nmetricsBasePort = {metrics_base_port}\n"
     toml.write_text(text)
     return dest
+
+
+def three_tier_copy(dest: Path, cluster: str, verify_window: float = 0.05) -> Path:
+    return example_copy("three-tier", dest, cluster, verify_window)
+
+
+@contextmanager
+def cli_lab(repo: Path) -> Iterator[Path]:
+    """`meshctl lab up` (with its flow agents) for the block, `lab down` always after."""
+    try:
+        up = meshctl(repo, "lab", "up", timeout=120)
+        assert up.returncode == 0, up.stderr
+        yield repo
+    finally:
+        meshctl(repo, "lab", "down", timeout=120)
 
 
 def meshctl(

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apply_helpers import cli_lab, example_copy
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -41,17 +42,8 @@ def drops_metric(port: int) -> float:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     dest = tmp_path_factory.mktemp("war") / "production"
-    shutil.copytree(REPO / "examples" / "production", dest, ignore=shutil.ignore_patterns("state", "plans"))
-    toml = dest / "meshctl.toml"
-    text = re.sub(r'(?m)^name = "production"', f'name = "{CLUSTER}"', toml.read_text())
-    text = re.sub(r"(?m)^verifyWindow = .*$", "verifyWindow = 0.05", text)
-    toml.write_text(text + f"\n[observability]\nmetricsBasePort = {BASE_PORT}\n")
-    try:
-        up = meshctl(dest, "lab", "up")
-        assert up.returncode == 0, up.stderr
+    with cli_lab(example_copy("production", dest, CLUSTER, metrics_base_port=BASE_PORT)):
         yield dest
-    finally:
-        meshctl(dest, "lab", "down")
 
 
 def observe(repo: Path, *args: str) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from apply_helpers import cli_lab, example_copy
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -38,17 +38,8 @@ def status(repo: Path) -> tuple[int, dict]:  # type: ignore[type-arg]
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     dest = tmp_path_factory.mktemp("status") / "production"
-    shutil.copytree(REPO / "examples" / "production", dest, ignore=shutil.ignore_patterns("state", "plans"))
-    toml = dest / "meshctl.toml"
-    text = re.sub(r'(?m)^name = "production"', f'name = "{CLUSTER}"', toml.read_text())
-    text = re.sub(r"(?m)^verifyWindow = .*$", "verifyWindow = 0.05", text)
-    toml.write_text(text + "\n[observability]\nmetricsBasePort = 19870\n")
-    try:
-        up = meshctl(dest, "lab", "up")
-        assert up.returncode == 0, up.stderr
+    with cli_lab(example_copy("production", dest, CLUSTER, metrics_base_port=19870)):
         yield dest
-    finally:
-        meshctl(dest, "lab", "down")
 
 
 def test_status_before_and_after_the_first_apply(repo: Path) -> None:
