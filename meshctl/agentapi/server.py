@@ -97,7 +97,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         super().__init__(str(path), _Handler, bind_and_activate=False)
 
 
-def _in_use(path: Path) -> bool:
+def answers(path: Path) -> bool:
+    """True when something accepts connections on the unix socket `path`."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         try:
             s.connect(str(path))
@@ -110,7 +111,7 @@ def bind(path: Path, service: NodeService) -> _Server:
     """Listen on `path` with mode 0600 from the first instant (bound under a temp name, renamed)."""
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     if path.exists():
-        if _in_use(path):
+        if answers(path):
             raise AgentApiError(service.node, f"{path} is in use: is another agent of this node running?")
         path.unlink()
     tmp = path.with_name(f".{path.name}.{os.getpid()}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -12,15 +11,7 @@ from pathlib import Path
 from apply_helpers import MESHCTL
 
 from meshctl.agentapi.protocol import SOCKET_DIR_ENV, socket_path
-
-
-def _reachable(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(str(path))
-        except OSError:
-            return False
-    return True
+from meshctl.agentapi.server import answers
 
 
 def start_agent(repo: Path, cluster: str, node: str, sockets: Path) -> subprocess.Popen[bytes]:
@@ -32,7 +23,7 @@ def start_agent(repo: Path, cluster: str, node: str, sockets: Path) -> subproces
     )
     path = socket_path(cluster, node, sockets)
     deadline = time.monotonic() + 20
-    while not _reachable(path):
+    while not answers(path):
         assert proc.poll() is None, f"agent of {node} exited ({proc.returncode})"
         assert time.monotonic() < deadline, f"agent of {node} did not open {path}"
         time.sleep(0.05)
