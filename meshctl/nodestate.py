@@ -542,14 +542,16 @@ class NodeState:
             ),
         )
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, parts: Mapping[str, str] | None = None) -> str:
         """sha256 of the canonical state: plans record it to detect staleness.
 
         The same bytes as json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")),
         made faster: the body is joined from canonical_parts(), whose big parts (ipcache,
-        endpoints, each policy map) are formatted once per map object.
+        endpoints, each policy map) are formatted once per map object. `parts`: this state's
+        canonical_parts() when the caller already has them (the plan's digests use them too).
         """
-        parts = self.canonical_parts()
+        if parts is None:
+            parts = self.canonical_parts()
         body = "{" + ",".join(f'"{k}":{parts[k]}' for k in sorted(parts)) + "}"
         return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 

@@ -22,3 +22,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session", autouse=True)
+def map_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """meshctl.observe.mapcache writes into a per-session directory (inherited by subprocesses),
+    never into the user's ~/.cache."""
+    os.environ.setdefault("MESHCTL_CACHE_DIR", str(tmp_path_factory.mktemp("meshctl-cache")))

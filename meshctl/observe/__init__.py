@@ -11,6 +11,7 @@ from dataclasses import replace
 from meshctl.dataplane.node import NodeDatapath
 from meshctl.errors import DataplaneError, ObserveError
 from meshctl.nodestate import NodeState
+from meshctl.observe import mapcache
 from meshctl.observe.parse import parse_node
 from meshctl.observe.read import read_node
 from meshctl.observe.wireguard import observe_wireguard
@@ -19,7 +20,9 @@ from meshctl.observe.wireguard import observe_wireguard
 def observe_node(cluster: str, node: str, netns: str | None) -> NodeState:
     """The node's live datapath state; a node never loaded observes as NodeState(node)."""
     try:
-        state = parse_node(read_node(NodeDatapath(cluster, node, netns)))
+        cache = mapcache.load()
+        state = parse_node(read_node(NodeDatapath(cluster, node, netns)), cache)
+        cache.save()
         return replace(state, encryption=observe_wireguard(cluster, node, netns))
     except DataplaneError as err:
         raise ObserveError(node, str(err)) from err

@@ -10,15 +10,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from meshctl.catalog import Catalog
+from meshctl.lazypolicy import maps_equal
 from meshctl.nodestate import (
     Attachment,
     Direction,
     EndpointEntry,
-    FrozenMap,
     NodeState,
     PolicyEntry,
     PolicyKey,
-    policy_map_text,
 )
 from meshctl.plan import codec
 from meshctl.plan.action import Action
@@ -104,16 +103,15 @@ class _NodeDiff:
         Compiled and observed maps hold the same interned keys and values, so == runs at C
         speed; an intended map equal to an observed one takes over the observed map's canonical
         text (formatted for the observed fingerprint anyway), so the intended fingerprint
-        formats only the maps that change."""
+        formats only the maps that change. An observed map still undecoded (meshctl.lazypolicy:
+        the map cache knew its bytes) is compared by canonical-text digest and takes the text of
+        the intended map it equals instead."""
         if b_map is a_map:
             return True
         pair = (id(b_map), id(a_map))  # both maps outlive the diff: ids stay unique
         hit = self.memo.get(pair)
         if hit is None:
-            hit = self.memo[pair] = b_map == a_map
-            if hit and isinstance(b_map, FrozenMap) and isinstance(a_map, FrozenMap):
-                policy_map_text(b_map)
-                a_map.adopt_text(b_map)
+            hit = self.memo[pair] = maps_equal(b_map, a_map)  # observed lazy maps: by digest
         return hit
 
     def run(self) -> tuple[Change, ...]:

@@ -60,8 +60,10 @@ class NodeDigests:
     policies: FrozenMap[int, Digest]
 
     @classmethod
-    def of(cls, state: NodeState) -> NodeDigests:
-        parts = state.canonical_parts()
+    def of(cls, state: NodeState, parts: Mapping[str, str] | None = None) -> NodeDigests:
+        """`parts`: state.canonical_parts() when the caller has them already."""
+        if parts is None:
+            parts = state.canonical_parts()
         counts = {
             "config": 1,
             "ipcache": len(state.ipcache),

@@ -84,9 +84,10 @@ class NodePlan:
     @classmethod
     def of(cls, observed: NodeState, intended: NodeState, changes: tuple[Change, ...]) -> NodePlan:
         """A node plan with nothing to do shares one fingerprint (equal states)."""
-        before = observed.fingerprint()
+        parts = observed.canonical_parts()  # for the fingerprint and the digests: made once
+        before = observed.fingerprint(parts)
         after = before if not changes else intended.fingerprint()
-        return cls(intended.node, before, after, changes, intended, NodeDigests.of(observed))
+        return cls(intended.node, before, after, changes, intended, NodeDigests.of(observed, parts))
 
     def target_for(self, observed: NodeState) -> NodeState:
         """The exact state this node must reach from `observed` (freshly observed, checked fresh).

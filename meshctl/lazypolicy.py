@@ -1,0 +1,96 @@
+"""Observed policy maps whose content is known by digest and decoded only when read.
+
+Steady GitOps case: every node already holds exactly the compiled maps, so decoding ~900
+distinct inner maps into entries is wasted work. Observe reads the raw dump, hashes it, and
+when meshctl.observe.mapcache knows that raw digest it hands back a LazyPolicyMap that knows
+the sha256 of its canonical text. The plan compares it with the compiled map by that digest
+and, when equal, takes the compiled map's text (so fingerprints are byte-identical); any
+other read decodes the raw bytes first. A changed map has other raw bytes: no digest, full
+decode. Light module (no libbpf): meshctl.plan imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from meshctl.nodestate import FrozenMap, PolicyEntry, PolicyKey, policy_map_text
+
+_ITEMS = FrozenMap.__dict__["_items"]  # the base class's slot, filled on first read
+
+Decoder = Callable[[bytes, bytes], FrozenMap[PolicyKey, PolicyEntry]]
+
+
+def text_sha(text: str) -> str:
+    """The digest the map cache records for a canonical policy map text."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class LazyPolicyMap(FrozenMap[PolicyKey, PolicyEntry]):
+    """A FrozenMap over one raw (keys, values) dump; `text_sha` is its canonical text's sha256."""
+
+    __slots__ = ("_count", "_decode", "_raw", "text_sha")
+
+    def __init__(self, keys: bytes, values: bytes, count: int, sha: str, decode: Decoder) -> None:
+        self._raw: tuple[bytes, bytes] | None = (keys, values)
+        self._count = count
+        self._decode = decode
+        self.text_sha = sha
+        self._dict = None
+        self._hash = None
+        self._text = None
+
+    @property
+    def pending(self) -> bool:
+        """True while the entries have not been decoded."""
+        return self._raw is not None
+
+    @property  # type: ignore[override]
+    def _items(self) -> tuple[tuple[PolicyKey, PolicyEntry], ...]:
+        if self._raw is None:
+            return _ITEMS.__get__(self, FrozenMap)  # type: ignore[no-any-return]
+        table = self._decode(*self._raw)
+        if self._text is None:
+            self._text = table._text
+        _ITEMS.__set__(self, table._items)
+        self._raw = None
+        return _ITEMS.__get__(self, FrozenMap)  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return self._count
+
+    def canonical_text(self, make: Callable[[FrozenMap[PolicyKey, PolicyEntry]], str]) -> str:
+        if self._text is None:
+            self._items  # noqa: B018 - decoding sets the text
+        return super().canonical_text(make)
+
+
+_SHAS: dict[int, tuple[Any, str]] = {}  # id(compiled map) -> (map, text sha): the map is kept alive
+_SHA_LIMIT = 65536
+
+
+def _sha_of(entries: FrozenMap[PolicyKey, PolicyEntry]) -> str:
+    hit = _SHAS.get(id(entries))
+    if hit is None or hit[0] is not entries:
+        if len(_SHAS) >= _SHA_LIMIT:
+            _SHAS.clear()
+        hit = _SHAS[id(entries)] = (entries, text_sha(policy_map_text(entries)))
+    return hit[1]
+
+
+def maps_equal(observed: Mapping[Any, Any], intended: Mapping[Any, Any]) -> bool:
+    """observed == intended for policy maps; an equal pair ends up sharing one canonical text.
+
+    A pending lazy map is compared by digest (no decode); otherwise by value, and the intended
+    map takes the observed map's text (formatted for the observed fingerprint anyway)."""
+    if isinstance(observed, LazyPolicyMap) and observed.pending and isinstance(intended, FrozenMap):
+        if len(observed) != len(intended) or _sha_of(intended) != observed.text_sha:
+            return False
+        observed.adopt_text(intended)
+        return True
+    equal = observed == intended
+    if equal and isinstance(observed, FrozenMap) and isinstance(intended, FrozenMap):
+        policy_map_text(observed)
+        intended.adopt_text(observed)
+    return equal
