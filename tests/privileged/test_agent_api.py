@@ -39,12 +39,6 @@ class Lab:
         return AgentClient(node, socket_path(CLUSTER, node, self.sockets), timeout_s=30)
 
 
-
-
-
-
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     from meshctl.workflow import observe_nodes, open_workspace

@@ -48,12 +48,6 @@ class Cluster:
         return AgentClient(node, socket_path(CLUSTER, node, self.sockets), timeout_s=30)
 
 
-
-
-
-
-
-
 def _cluster_repo(dest: Path, pod_ips: dict[str, IPv4Address], sockets: Path) -> Path:
     """A copy of three-tier that knows its pods' IPs (status.podIP) and drives nodes via agents."""
     repo = three_tier_copy(dest, CLUSTER)

@@ -54,10 +54,6 @@ class Cluster:
         toml.write_text(text + f"\n[encryption]\nenabled = {str(encryption).lower()}\nstrictMode = true\n")
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     from meshctl.lab import registry

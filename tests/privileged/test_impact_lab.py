@@ -51,8 +51,6 @@ def war_story(root: Path) -> Path:
     return repo_dir
 
 
-
-
 def cache_to_postgres_flows(repo: Path) -> list[object]:
     from meshctl.impact.recorded import recorded_flows
 
