@@ -150,7 +150,7 @@ def agent_inventory(desired: DesiredState) -> DesiredState:
     the cluster that is up on this host fills only the IPs still missing. Pods left without an
     address get no endpoint (as in Cilium before the CNI assigned one): say so on stderr.
     """
-    from meshctl.impact.inventory import lab_pod_ips
+    from meshctl.lab.registry import pod_ips
 
     config = desired.config
     if config.inventory.source == "kubernetes":
@@ -160,8 +160,8 @@ def agent_inventory(desired: DesiredState) -> DesiredState:
         desired = inventory.apply_to(desired)
         for why in inventory.skipped:
             log.info("kubernetes inventory: skipped %s", why)
-    lab = lab_pod_ips(config.cluster)
-    if config.inventory.source == "lab" and lab is None:
+    lab = pod_ips(config.cluster)
+    if config.inventory.source == "lab" and not lab:
         raise LabError(f"[inventory] source = \"lab\" but no lab named {config.cluster!r} is up")
     if lab:
         desired = desired.with_pod_ips(lab)

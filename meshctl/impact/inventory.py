@@ -10,25 +10,12 @@ node's podCIDR, in sorted pod order (used only inside the emulation, never appli
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from ipaddress import IPv4Address
 from typing import Any
 
+from meshctl.lab.registry import pod_ips
+
 SYNTHETIC_FIRST_HOST = 10  # skip the low addresses the lab gives gateways
-
-
-def lab_pod_ips(cluster: str) -> Mapping[str, IPv4Address] | None:
-    """The lab's pod addresses when a lab of this cluster is up, else None."""
-    from meshctl.errors import LabError
-    from meshctl.lab import registry
-
-    try:
-        reg = registry.load(cluster)
-    except LabError:  # an unreadable registry only means "no lab to ask"
-        return None
-    if reg is None:
-        return None
-    return {k: p.address for k, p in reg.pods.items()}
 
 
 def synthesize_ips(desired: Any) -> dict[str, IPv4Address]:
@@ -64,7 +51,7 @@ def resolve_inventory(head: Any, use_lab: bool = True) -> tuple[Any, str]:
         where = f"cluster inventory ({len(inv.pods)} pods from the Kubernetes API)"
     else:
         where = "head revision's inventory"
-    lab = lab_pod_ips(head.config.cluster) if use_lab else None
+    lab = pod_ips(head.config.cluster) if use_lab else None
     if lab:
         head = head.with_pod_ips(lab)
         where += f"; addresses from the running lab {head.config.cluster!r}"

@@ -6,9 +6,11 @@ import os
 import signal
 import subprocess
 import time
+from ipaddress import IPv4Address
 from pathlib import Path
 
-from apply_helpers import MESHCTL
+import yaml
+from apply_helpers import MESHCTL, three_tier_copy
 
 from meshctl.agentapi.protocol import SOCKET_DIR_ENV, socket_path
 from meshctl.agentapi.server import answers
@@ -39,3 +41,17 @@ def stop_agent(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def agent_driven_repo(dest: Path, cluster: str, pod_ips: dict[str, IPv4Address], sockets: Path) -> Path:
+    """A copy of three-tier that knows its pods' IPs (status.podIP) and drives nodes via agents."""
+    repo = three_tier_copy(dest, cluster)
+    pods_file = repo / "inventory" / "pods.yaml"
+    docs = [d for d in yaml.safe_load_all(pods_file.read_text()) if d]
+    for doc in docs:
+        key = f"{doc['metadata']['namespace']}/{doc['metadata']['name']}"
+        doc.setdefault("status", {})["podIP"] = str(pod_ips[key])
+    pods_file.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    toml = repo / "meshctl.toml"
+    toml.write_text(toml.read_text() + f'\n[apply]\ndriver = "agent"\nsocketDir = "{sockets}"\n')
+    return repo

@@ -19,8 +19,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-import yaml
-from agent_helpers import start_agent, stop_agent
+from agent_helpers import agent_driven_repo, start_agent, stop_agent
 from apply_helpers import connect, lab_of, meshctl, three_tier_copy, unique_cluster
 
 from meshctl.agentapi.client import AgentClient
@@ -48,20 +47,6 @@ class Cluster:
         return AgentClient(node, socket_path(CLUSTER, node, self.sockets), timeout_s=30)
 
 
-def _cluster_repo(dest: Path, pod_ips: dict[str, IPv4Address], sockets: Path) -> Path:
-    """A copy of three-tier that knows its pods' IPs (status.podIP) and drives nodes via agents."""
-    repo = three_tier_copy(dest, CLUSTER)
-    pods_file = repo / "inventory" / "pods.yaml"
-    docs = [d for d in yaml.safe_load_all(pods_file.read_text()) if d]
-    for doc in docs:
-        key = f"{doc['metadata']['namespace']}/{doc['metadata']['name']}"
-        doc.setdefault("status", {})["podIP"] = str(pod_ips[key])
-    pods_file.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-    toml = repo / "meshctl.toml"
-    toml.write_text(toml.read_text() + f'\n[apply]\ndriver = "agent"\nsocketDir = "{sockets}"\n')
-    return repo
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     from meshctl.lab import registry
@@ -77,7 +62,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             pod_ips = registry.pod_ips(CLUSTER)
             for node in NODES:
                 agents[node] = start_agent(lab_repo, CLUSTER, node, sockets)
-            repo = _cluster_repo(base / "cluster-repo", pod_ips, sockets)
+            repo = agent_driven_repo(base / "cluster-repo", CLUSTER, pod_ips, sockets)
             yield Cluster(lab_repo, repo, sockets, {"MESHCTL_LAB_DIR": str(hidden)}, pod_ips, agents)
             for proc in agents.values():
                 stop_agent(proc)

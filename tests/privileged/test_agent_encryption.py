@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
-from agent_helpers import start_agent, stop_agent
+from agent_helpers import agent_driven_repo, start_agent, stop_agent
 from apply_helpers import connect, lab_of, meshctl, three_tier_copy, unique_cluster
 
 from meshctl.agentapi.client import AgentClient
@@ -69,15 +68,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             pod_ips = registry.pod_ips(CLUSTER)
             underlay = {n: rec.underlay_ip for n, rec in registry.lab_nodes(CLUSTER).items()}
             agents += [start_agent(lab_repo, CLUSTER, node, sockets) for node in NODES]
-            repo = three_tier_copy(base / "cluster-repo", CLUSTER)
-            pods_file = repo / "inventory" / "pods.yaml"
-            docs = [d for d in yaml.safe_load_all(pods_file.read_text()) if d]
-            for doc in docs:
-                key = f"{doc['metadata']['namespace']}/{doc['metadata']['name']}"
-                doc.setdefault("status", {})["podIP"] = str(pod_ips[key])
-            pods_file.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-            toml = repo / "meshctl.toml"
-            toml.write_text(toml.read_text() + f'\n[apply]\ndriver = "agent"\nsocketDir = "{sockets}"\n')
+            repo = agent_driven_repo(base / "cluster-repo", CLUSTER, pod_ips, sockets)
             yield Cluster(repo, sockets, {"MESHCTL_LAB_DIR": str(hidden)}, underlay)
             for proc in agents:  # before the lab goes: agents hold the nodes' maps open
                 stop_agent(proc)
