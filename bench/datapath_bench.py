@@ -3,10 +3,13 @@
 Run as root: `.venv/bin/python bench/datapath_bench.py [--repeat N] [--entries N]`.
 Scenarios (from_pod, endpoint A enforcing egress):
   drop         a default-deny drop (policy lookups miss; one ringbuf event per packet)
-  established  a conntrack hit (no policy lookup, no event)
+  established  a conntrack hit judged at the current policy revision (no policy lookup, no event)
   new          a new allowed connection: policy hit + CT create + event. BPF_PROG_TEST_RUN
                repeats one frame, so each run is one packet (repeat=1) and the CT entry is
                deleted in between; `established/1` is the same single-run mode for comparison.
+  rejudge/1    a conntrack hit after a policy change (the revision was bumped before each run):
+               the forward packet is judged by policy again (the first packet of each tracked
+               connection after an apply pays this once).
 The kernel times the loop itself (bpf_test_run), so syscall cost is excluded. Compare ratios
 within one run, not absolutes (FIELD-NOTES: noisy machine).
 """
@@ -64,11 +67,14 @@ def per_packet_repeat(dp: Datapath, frame: bytes, expect: int, repeat: int) -> f
     return float(res.duration_ns)
 
 
-def per_packet_single(dp: Datapath, frame: bytes, expect: int, runs: int, delete_ct: bytes | None) -> float:
+def per_packet_single(dp: Datapath, frame: bytes, expect: int, runs: int, delete_ct: bytes | None,
+                      bump: bool = False) -> float:
     samples = []
     for i in range(runs):
         if delete_ct is not None:
             dp.maps["ct"].delete(delete_ct)
+        if bump:
+            dp.bump_policy_revision()
         res = dp.from_pod.test_run(frame, repeat=1)
         if res.retval != expect:
             raise SystemExit(f"unexpected verdict {res.retval} (wanted {expect})")
@@ -91,6 +97,10 @@ def measure(dp: Datapath, entries: int, repeat: int, runs: int) -> dict[str, flo
     out["established"] = per_packet_repeat(dp, ack, TC_ACT_OK, repeat)
     out["established/1"] = per_packet_single(dp, ack, TC_ACT_OK, runs, None)
     out["new/1"] = per_packet_single(dp, syn, TC_ACT_OK, runs, ct_key)
+    if dp.from_pod.test_run(syn).retval != TC_ACT_OK:
+        raise SystemExit("the allowed SYN was dropped")
+    if hasattr(dp, "bump_policy_revision"):  # objects before the policy revision have no rejudge
+        out["rejudge/1"] = per_packet_single(dp, ack, TC_ACT_OK, runs, None, bump=True)
     return out
 
 

@@ -6,7 +6,10 @@
  *   to_pod    tc egress: packets to the pod; E = endpoint(daddr), INGRESS policy,
  *             peer = ipcache(saddr).
  *
- * Order: parse -> endpoint -> conntrack (hit passes) -> enforcement -> policy -> verdict.
+ * Order: parse -> policy revision -> endpoint -> conntrack -> enforcement -> policy -> verdict.
+ * Conntrack: a reply passes; a forward packet passes when its connection was judged at the
+ * current policy revision, else it is judged again like a new one (and dropped, with a flow
+ * event naming the policy, when the policy no longer allows it).
  * This file only glues the headers of lib/ together. */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -47,14 +50,28 @@ static __always_inline int verdict_drop(struct verdict_info *vi, const struct pk
 	return TC_ACT_SHOT;
 }
 
+/* Let a judged packet through: a new connection is tracked and reported, a tracked one refreshed
+ * with the revision it was judged at. */
+static __always_inline int admit(struct verdict_info *vi, const struct pkt *p, __u8 dir,
+				 const struct datapath_config *cfg, __u64 now, struct ct_value *fwd, __u32 rev)
+{
+	if (fwd) {
+		ct_pass_fwd(fwd, p, cfg, now, rev, vi->cookie);
+		return verdict_pass(vi, p, now, 0);
+	}
+	ct_create(p, dir, cfg, now, rev, vi->cookie);
+	return verdict_pass(vi, p, now, 1);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct datapath_config cfg;
 	struct verdict_info vi = { .direction = dir };
 	struct pkt p = {};
 	struct endpoint_value *ep;
+	struct ct_value *fwd = 0;
 	__u64 now = bpf_ktime_get_ns();
-	__u32 peer, cookie = 0;
+	__u32 peer, rev, cookie = 0;
 	int res;
 
 	res = parse_packet(skb, &p);
@@ -70,6 +87,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	}
 	if (res == PARSE_MALFORMED)
 		return verdict_drop(&vi, &p, now, REASON_MALFORMED);
+	rev = policy_revision();   /* before every lookup a verdict depends on */
 
 	/* Services: translate to the backend before policy, so policy sees the backend's identity. */
 	if (dir == DIR_EGRESS) {
@@ -94,24 +112,31 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	vi.src_identity = dir == DIR_EGRESS ? ep->identity : peer;
 	vi.dst_identity = dir == DIR_EGRESS ? peer : ep->identity;
 
-	if (ct_lookup(&p, dir, &cfg, now, &cookie) != CT_NEW) {
+	switch (ct_lookup(&p, dir, &cfg, now, &fwd, &cookie)) {
+	case CT_REPLY:
 		vi.cookie = cookie;
 		vi.reason = cookie ? REASON_ALLOWED : REASON_NOT_ENFORCED;
 		return verdict_pass(&vi, &p, now, 0);
+	case CT_ESTABLISHED:
+		if (fwd->policy_rev == rev) {
+			ct_touch(fwd, &p, &cfg, now, 0);
+			vi.cookie = fwd->cookie;
+			vi.reason = vi.cookie ? REASON_ALLOWED : REASON_NOT_ENFORCED;
+			return verdict_pass(&vi, &p, now, 0);
+		}
+		break;   /* the policy changed since this connection was judged: judge it again */
 	}
 
 	if (!endpoint_enforces(ep, dir)) {
 		vi.reason = REASON_NOT_ENFORCED;
-		ct_create(&p, dir, &cfg, now, 0);
-		return verdict_pass(&vi, &p, now, 1);
+		return admit(&vi, &p, dir, &cfg, now, fwd, rev);
 	}
 
 	switch (policy_lookup(ep->endpoint_id, peer, dir, p.protocol, p.policy_dport, &cookie)) {
 	case POLICY_ALLOW:
 		vi.cookie = cookie;
 		vi.reason = REASON_ALLOWED;
-		ct_create(&p, dir, &cfg, now, cookie);
-		return verdict_pass(&vi, &p, now, 1);
+		return admit(&vi, &p, dir, &cfg, now, fwd, rev);
 	case POLICY_DENY:
 		vi.cookie = cookie;
 		return verdict_drop(&vi, &p, now, REASON_EXPLICIT_DENY);

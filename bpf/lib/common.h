@@ -124,6 +124,8 @@ struct ct_value {
 	__u64 bytes;
 	__u32 cookie;                /* policy entry that admitted it (0 when not enforced) */
 	__u32 flags;                 /* CT_F_* */
+	__u32 policy_rev;            /* policy_rev value when the forward direction was last judged */
+	__u32 pad;
 };
 
 /* Flow events on the ringbuf: one per new connection verdict and per drop. */
@@ -170,6 +172,10 @@ struct datapath_config {
 	__u32 ct_timeout_close_s;    /* TCP after FIN/RST; default 10 */
 	__u32 pad;
 };
+
+/* Policy revision: ARRAY with one __u32 (key 0), runtime state, not intent. Reconcile bumps it
+ * after it has written ipcache, policies and endpoints; a forward packet of a tracked connection
+ * whose ct_value.policy_rev differs is judged by policy again (see datapath.c). */
 
 /* Map capacities. */
 #define IPCACHE_MAP_SIZE 512000

@@ -3,8 +3,12 @@
  * endpoint first saw the connection.
  *
  * For endpoint E handling a packet in direction dir, {fwd tuple, dir} is an established
- * connection E opened (or accepted) and {reversed tuple, !dir} is a reply to one. Only a miss
- * goes to policy. An entry past expires_ns is a miss and gets re-evaluated. */
+ * connection E opened (or accepted) and {reversed tuple, !dir} is a reply to one. Replies pass
+ * without policy. A forward packet goes to policy on a miss, and on a hit whose policy_rev is not
+ * the current policy revision (policy.h): as in Cilium, a policy that stops allowing a connection
+ * stops it at once. A denied forward packet leaves its entry untouched (not deleted, not
+ * refreshed; cilium/cilium#9187), so a re-allow lets the connection continue. An entry past
+ * expires_ns is a miss and gets re-evaluated. */
 #ifndef MESHCTL_CONNTRACK_H
 #define MESHCTL_CONNTRACK_H
 
@@ -89,9 +93,10 @@ static __always_inline void ct_touch(struct ct_value *v, const struct pkt *p,
 	__sync_fetch_and_add(&v->bytes, p->len);
 }
 
-/* Look the packet up; on a live hit refresh the entry and return its cookie. */
+/* Look the packet up. CT_ESTABLISHED: *fwd is the live forward entry, untouched (the caller
+ * refreshes it once the packet passes). CT_REPLY: the entry is refreshed, *cookie set. */
 static __always_inline int ct_lookup(const struct pkt *p, __u8 dir, const struct datapath_config *cfg,
-				     __u64 now, __u32 *cookie)
+				     __u64 now, struct ct_value **fwd, __u32 *cookie)
 {
 	struct ct_key key;
 	struct ct_value *v;
@@ -99,8 +104,7 @@ static __always_inline int ct_lookup(const struct pkt *p, __u8 dir, const struct
 	ct_key_fwd(&key, p, dir);
 	v = bpf_map_lookup_elem(&ct, &key);
 	if (v && v->expires_ns > now) {
-		ct_touch(v, p, cfg, now, 0);
-		*cookie = v->cookie;
+		*fwd = v;
 		return CT_ESTABLISHED;
 	}
 	ct_key_rev(&key, p, dir);
@@ -113,9 +117,20 @@ static __always_inline int ct_lookup(const struct pkt *p, __u8 dir, const struct
 	return CT_NEW;
 }
 
+/* A forward packet of a tracked connection passed, judged at revision rev with this cookie. */
+static __always_inline void ct_pass_fwd(struct ct_value *v, const struct pkt *p, const struct datapath_config *cfg,
+					__u64 now, __u32 rev, __u32 cookie)
+{
+	ct_touch(v, p, cfg, now, 0);
+	if (v->policy_rev != rev || v->cookie != cookie) {
+		v->cookie = cookie;
+		v->policy_rev = rev;
+	}
+}
+
 /* Record a connection the verdict let through (replaces an expired entry of the same key). */
 static __always_inline void ct_create(const struct pkt *p, __u8 dir, const struct datapath_config *cfg,
-				      __u64 now, __u32 cookie)
+				      __u64 now, __u32 rev, __u32 cookie)
 {
 	struct ct_key key;
 	struct ct_value v = {};
@@ -126,6 +141,7 @@ static __always_inline void ct_create(const struct pkt *p, __u8 dir, const struc
 	v.packets = 1;
 	v.bytes = p->len;
 	v.cookie = cookie;
+	v.policy_rev = rev;
 	bpf_map_update_elem(&ct, &key, &v, BPF_ANY);
 }
 

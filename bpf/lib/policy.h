@@ -32,6 +32,24 @@ struct {
 	__array(values, struct policy_inner);
 } policy_maps SEC(".maps");
 
+/* The policy revision (common.h): one __u32 that reconcile bumps once a change is fully written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} policy_rev SEC(".maps");
+
+/* Read before any policy lookup: a verdict recorded with this revision is never newer than the
+ * maps it was computed from, so a bump after the write always forces one more judgement. */
+static __always_inline __u32 policy_revision(void)
+{
+	__u32 zero = 0;
+	__u32 *rev = bpf_map_lookup_elem(&policy_rev, &zero);
+
+	return rev ? *rev : 0;
+}
+
 enum policy_verdict {
 	POLICY_NO_MATCH = 0,
 	POLICY_ALLOW = 1,

@@ -186,6 +186,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_map__name": ([p], c_char_p),
         "bpf_map__fd": ([p], i),
         "bpf_map__reuse_fd": ([p, i], i),
+        "bpf_map__key_size": ([p], u32),
+        "bpf_map__value_size": ([p], u32),
         "bpf_program__name": ([p], c_char_p),
         "bpf_program__fd": ([p], i),
         "bpf_map_create": ([u32, c_char_p, u32, u32, u32, p], i),
@@ -703,6 +705,11 @@ class BpfObject:
             if not cur:
                 return names
             names.append(lib.bpf_program__name(cur).decode())
+
+    def map_sizes(self, name: str) -> tuple[int, int]:
+        """(key size, value size) the object declares for a map (before load)."""
+        ptr = self._map_ptr(name)
+        return int(lib.bpf_map__key_size(ptr)), int(lib.bpf_map__value_size(ptr))
 
     def reuse_map(self, name: str, fd: int) -> None:
         """Make the object use an existing (pinned) map instead of creating its own."""

@@ -3,13 +3,16 @@
 Pin layout under /sys/fs/bpf/meshctl/<cluster>/<node>/ (bpffs names may not contain '.'):
 
     config endpoints ipcache policy_maps ct events metrics   the object's maps
+    policy_rev                ARRAY[1] __u32: the policy revision (meshctl.dataplane.policy_rev)
     build                     ARRAY[1] of 64 bytes: hex sha256 of the loaded object
     progs/from_pod progs/to_pod
     links/<ifname>/<hook>@<endpoint ip, dots as dashes>      pinned tcx links
 
 Pinned maps are reused on every reload (bpf_map__reuse_fd), so entries survive an upgrade of the
-object; pinned links are switched to the new programs in place (BPF_LINK_UPDATE). The endpoint
-IP is recorded in the link pin name, so observe can report an attachment without netlink.
+object, unless the new object changed the map's key or value layout: that map starts empty (a
+verifier would refuse the new program on the old layout). Pinned links are switched to the new
+programs in place (BPF_LINK_UPDATE). The endpoint IP is recorded in the link pin name, so
+observe can report an attachment without netlink.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from meshctl.errors import DataplaneError
 
 PIN_ROOT = Path("/sys/fs/bpf/meshctl")
 MAP_NAMES = ("config", "endpoints", "ipcache", "policy_maps", "ct", "events", "metrics")
+# The policy revision (meshctl.dataplane.policy_rev): pinned when the object has it.
+REVISION_MAP_NAMES = ("policy_rev",)
 # The load balancer's maps and programs: pinned when the object has them (older objects do not).
 LB_MAP_NAMES = ("lb_services", "lb_backends", "lb_slots", "lb_maglev", "lb_flows", "lb_affinity", "lb_config")
 PROGRAMS = {"from-pod": "from_pod", "to-pod": "to_pod"}  # hook -> program name in the object
@@ -157,12 +162,15 @@ class NodeDatapath:
         reused: list[Map] = []
         with BpfObject.open(self.object_path) as obj:
             have = set(obj.map_names())
-            names = MAP_NAMES + tuple(n for n in LB_MAP_NAMES if n in have)
+            names = MAP_NAMES + tuple(n for n in LB_MAP_NAMES + REVISION_MAP_NAMES if n in have)
             try:
                 for name in names:
                     if self.map_pin(name).exists():
                         old = Map.from_pin(self.map_pin(name))
                         reused.append(old)
+                        if obj.map_sizes(name) != (old.key_size, old.value_size):
+                            self.map_pin(name).unlink()  # another layout: replaced by the new map
+                            continue
                         obj.reuse_map(name, old.fd)
                 obj.load()
             finally:

@@ -25,6 +25,7 @@ from meshctl.dataplane import lb_maps
 from meshctl.dataplane.maps import ConfigMap, EndpointsMap, IpcacheMap, PolicyMaps
 from meshctl.dataplane.netns import host_routes
 from meshctl.dataplane.node import NodeDatapath
+from meshctl.dataplane.policy_rev import bump_revision
 from meshctl.encryption.reconcile import reconcile_wireguard
 from meshctl.errors import DataplaneError
 from meshctl.nodestate import NodeState
@@ -71,6 +72,7 @@ def reconcile(datapath: NodeDatapath, current: NodeState, target: NodeState) -> 
             ipcache.remove(gone_prefixes)
     reconcile_wireguard(datapath.cluster, datapath.node, datapath.netns, current.encryption,
                         target.encryption)
+    bump_revision(pins)  # last: tracked connections are judged again, against the whole target
 
 
 def _changed(current: Mapping[K, V], target: Mapping[K, V]) -> dict[K, V]:

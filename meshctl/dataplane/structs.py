@@ -139,6 +139,8 @@ class CtValue(ctypes.Structure):
         ("bytes", c_uint64),
         ("cookie", c_uint32),
         ("flags", c_uint32),
+        ("policy_rev", c_uint32),
+        ("pad", c_uint32),
     ]
 
 

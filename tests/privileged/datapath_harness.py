@@ -100,8 +100,8 @@ class Datapath:
         self.obj.load()
         self.from_pod = self.obj.program("from_pod")
         self.to_pod = self.obj.program("to_pod")
-        self.maps = {n: self.obj.map(n) for n in
-                     ("ipcache", "endpoints", "policy_maps", "ct", "events", "metrics", "config")}
+        self.maps = {n: self.obj.map(n) for n in ("ipcache", "endpoints", "policy_maps", "ct", "events",
+                                                  "metrics", "config", "policy_rev")}
         self._inner: dict[int, Map] = {}
 
     def close(self) -> None:
@@ -116,6 +116,7 @@ class Datapath:
         for name in ("ipcache", "endpoints", "policy_maps", "ct", "metrics"):
             self.maps[name].clear()
         self.set_config(DatapathConfig())
+        self.set_policy_revision(0)
         for inner in self._inner.values():
             inner.close()
         self._inner.clear()
@@ -123,6 +124,17 @@ class Datapath:
 
     def set_config(self, cfg: DatapathConfig) -> None:
         self.maps["config"].update(bytes(ctypes.c_uint32(0)), bytes(cfg))
+
+    def policy_revision(self) -> int:
+        raw = self.maps["policy_rev"].lookup(bytes(ctypes.c_uint32(0)))
+        return 0 if raw is None else int.from_bytes(raw, sys.byteorder)
+
+    def set_policy_revision(self, rev: int) -> None:
+        self.maps["policy_rev"].update(bytes(ctypes.c_uint32(0)), bytes(ctypes.c_uint32(rev)))
+
+    def bump_policy_revision(self) -> None:
+        """What reconcile does once a change is written: tracked connections get judged again."""
+        self.set_policy_revision(self.policy_revision() + 1)
 
     def set_ipcache(self, prefix: str, identity: int) -> None:
         net = IPv4Network(prefix)

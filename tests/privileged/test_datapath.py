@@ -251,7 +251,7 @@ def test_same_node_pods_track_both_sides(dp: Datapath) -> None:
     assert [e.cookie for e in dp.events()] == [31, 32, 0]
 
 
-def test_tcp_established_after_syn_skips_policy(dp: Datapath) -> None:
+def test_tcp_established_skips_policy_within_a_revision(dp: Datapath) -> None:
     enforce(dp, A, ingress=True, egress=True)
     dp.set_policy(A_EP, [Rule(EGR, B_ID, IPPROTO_TCP, 80, 16, cookie=41)])
     key = dp.ct_key(A, B, 40000, 80, IPPROTO_TCP, EGR)
@@ -264,7 +264,7 @@ def test_tcp_established_after_syn_skips_policy(dp: Datapath) -> None:
     ct = dp.ct_get(key)
     assert ct is not None and ct.flags & CtFlags.SEEN_REPLY
     assert ct.expires_ns > t0 + 21000 * SEC  # established timeout
-    dp.set_policy(A_EP, [])  # policy gone: the tracked connection carries on
+    dp.set_policy(A_EP, [])  # written but not committed (no revision bump): it carries on
     assert run_from(dp, frames.tcp_frame(A, B, 40000, 80, TCP_ACK)) == TC_ACT_OK
     assert run_from(dp, frames.tcp_frame(A, B, 40002, 80, TCP_SYN)) == TC_ACT_SHOT
     assert [e.reason for e in dp.events()] == [FlowReason.ALLOWED, FlowReason.DEFAULT_DENY]
@@ -396,3 +396,101 @@ def test_larger_inner_map_is_accepted(dp: Datapath) -> None:
     inner = dp.new_policy_map([Rule(ING, A_ID, IPPROTO_TCP, 80, 16, cookie=93)], max_entries=65536)
     dp.install_policy(B_EP, inner)
     assert run_to(dp, frames.tcp_frame(A, B, 40000, 80)) == TC_ACT_OK
+
+
+# ---------------------------------------------------------------- policy on established connections
+
+
+def _established(dp: Datapath, sport: int = 40000) -> tuple[bytes, bytes, bytes]:
+    """A -> B:80 opened and answered through both pods' programs; returns (key at A, data, reply)."""
+    syn = frames.tcp_frame(A, B, sport, 80, TCP_SYN)
+    synack = frames.tcp_frame(B, A, 80, sport, TCP_SYN | TCP_ACK)
+    assert run_from(dp, syn) == TC_ACT_OK and run_to(dp, syn) == TC_ACT_OK
+    assert run_from(dp, synack) == TC_ACT_OK and run_to(dp, synack) == TC_ACT_OK
+    dp.events()
+    return (dp.ct_key(A, B, sport, 80, IPPROTO_TCP, EGR), frames.tcp_frame(A, B, sport, 80, TCP_ACK),
+            frames.tcp_frame(B, A, 80, sport, TCP_ACK))
+
+
+def test_removed_allow_drops_the_next_forward_packet_and_keeps_the_entry(dp: Datapath) -> None:
+    enforce(dp, A, ingress=True, egress=True)
+    dp.set_policy(A_EP, [Rule(EGR, B_ID, IPPROTO_TCP, 80, 16, cookie=61)])
+    key, data, reply = _established(dp)
+    dp.set_policy(A_EP, [])
+    dp.bump_policy_revision()  # what reconcile does once the change is written
+    before = dp.ct_get(key)
+    assert run_from(dp, data) == TC_ACT_SHOT
+    [ev] = dp.events()
+    assert (ev.verdict, ev.reason, ev.direction, ev.cookie) == (
+        Verdict.DROPPED, FlowReason.DEFAULT_DENY, EGR, 0)
+    assert (ev.src_identity, ev.dst_identity, ev.endpoint_id) == (A_ID, B_ID, A_EP)
+    after = dp.ct_get(key)
+    assert after is not None and before is not None
+    # Kept as it was (cilium/cilium#9187): not deleted, not refreshed, not counted.
+    assert (after.packets, after.expires_ns, after.policy_rev, after.cookie) == (
+        before.packets, before.expires_ns, 0, 61)
+    assert run_from(dp, data) == TC_ACT_SHOT  # judged again on every packet while denied
+    assert len(dp.events()) == 1
+    # A's ingress enforces and allows nothing, yet replies of the tracked connection still pass.
+    assert run_to(dp, reply) == TC_ACT_OK
+    assert dp.events() == []
+
+
+def test_reallow_lets_the_kept_connection_continue(dp: Datapath) -> None:
+    enforce(dp, A, egress=True)
+    allow = [Rule(EGR, B_ID, IPPROTO_TCP, 80, 16, cookie=62)]
+    dp.set_policy(A_EP, allow)
+    key, data, _ = _established(dp)
+    dp.set_policy(A_EP, [])
+    dp.bump_policy_revision()
+    assert run_from(dp, data) == TC_ACT_SHOT
+    dp.set_policy(A_EP, [Rule(EGR, B_ID, IPPROTO_TCP, 0, 0, cookie=63)])  # another rule allows it
+    dp.bump_policy_revision()
+    packets = dp.ct_get(key).packets  # type: ignore[union-attr]
+    assert run_from(dp, data) == TC_ACT_OK
+    ct = dp.ct_get(key)
+    assert ct is not None and ct.packets == packets + 1
+    assert (ct.policy_rev, ct.cookie) == (2, 63)  # judged at revision 2 by the new rule
+    assert run_from(dp, data) == TC_ACT_OK
+    # Judged once per revision: passing packets after the first are not flow events.
+    assert [(e.verdict, e.reason) for e in dp.events()] == [(Verdict.DROPPED, FlowReason.DEFAULT_DENY)]
+
+
+def test_added_deny_drops_an_established_connection_at_ingress(dp: Datapath) -> None:
+    enforce(dp, B, ingress=True)
+    allow = Rule(ING, A_ID, IPPROTO_TCP, 80, 16, cookie=64)
+    dp.set_policy(B_EP, [allow])
+    _, data, reply = _established(dp)
+    dp.set_policy(B_EP, [allow, Rule(ING, A_ID, IPPROTO_TCP, 80, 16, cookie=65, deny=True)])
+    assert run_to(dp, data) == TC_ACT_OK  # written, revision not bumped yet: not judged again
+    dp.bump_policy_revision()
+    assert run_to(dp, data) == TC_ACT_SHOT
+    [ev] = dp.events()
+    assert (ev.reason, ev.cookie, ev.direction, ev.endpoint_id) == (FlowReason.EXPLICIT_DENY, 65, ING, B_EP)
+    assert run_from(dp, reply) == TC_ACT_OK  # B's replies are not forward packets
+
+
+def test_newly_enforced_endpoint_judges_its_untracked_connections(dp: Datapath) -> None:
+    key, data, _ = _established(dp)  # admitted while A enforced nothing
+    assert dp.ct_get(key).cookie == 0  # type: ignore[union-attr]
+    enforce(dp, A, egress=True)
+    dp.bump_policy_revision()
+    assert run_from(dp, data) == TC_ACT_SHOT
+    assert [e.reason for e in dp.events()] == [FlowReason.DEFAULT_DENY]
+    enforce(dp, A, egress=False)
+    dp.bump_policy_revision()
+    assert run_from(dp, data) == TC_ACT_OK
+
+
+def test_still_allowed_connection_passes_a_bump(dp: Datapath) -> None:
+    enforce(dp, A, egress=True)
+    dp.set_policy(A_EP, [Rule(EGR, B_ID, IPPROTO_TCP, 80, 16, cookie=66)])
+    key, data, _ = _established(dp)
+    dp.set_policy(A_EP, [Rule(EGR, B_ID, IPPROTO_TCP, 80, 16, cookie=66),
+                         Rule(EGR, B_ID, IPPROTO_TCP, 443, 16, cookie=67)])
+    dp.bump_policy_revision()
+    assert run_from(dp, data) == TC_ACT_OK
+    ct = dp.ct_get(key)
+    assert ct is not None and (ct.policy_rev, ct.cookie) == (1, 66)
+    assert dp.events() == []
+
