@@ -70,7 +70,67 @@ def test_dnat_connect_and_endpoint_change(kp: ModuleType, mode: str) -> None:
     assert not Path(f"/run/netns/{kp.NODE_NS}").exists()
 
 
+def test_nft_change_leaves_one_endpoint_chain_per_endpoint(kp: ModuleType) -> None:
+    """The timed transaction rewrites the service; the stale endpoint chain goes in a later one."""
+    if "nftables" not in kp.available_modes():
+        pytest.skip("nftables is not installed")
+    with kp.built(20, 1, "nftables") as base:
+        base.time_endpoint_change()
+        assert base.last_gen_s > 0
+        listed = subprocess.run(["nsenter", f"--net=/run/netns/{kp.NODE_NS}", "--", "nft", "list", "table",
+                                 "ip", "kube-proxy"], capture_output=True, text=True, check=True).stdout
+        assert listed.count("chain endpoint-") == 20
+        assert base.connect_once(base.services[-1].vip) == "8081"
+
+
+@pytest.fixture(scope="module")
+def bench(kp: ModuleType) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("kubeproxy_bench", BENCH.parent / "kubeproxy_bench.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["kubeproxy_bench"] = mod  # its dataclasses resolve annotations through it
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_meshctl_end_to_end_change_reaches_the_datapath(bench: ModuleType) -> None:
+    """compile + observe + diff + write of one moved endpoint, with Maglev: 2-3 plan changes,
+    the kernel then sends the last service to the new port and the first one stays on 8080."""
+    lb = bench.MeshctlLb(30, 1, 251)
+    try:
+        first, last = lb.specs[0].vip, lb.specs[-1].vip
+        assert bench.connect_once(last) == "8080"
+        for port in ("8081", "8080"):
+            phases = lb.end_to_end()
+            assert set(bench.PHASES) <= set(phases) and all(phases[p] > 0 for p in bench.PHASES)
+            assert 1 <= phases["changes"] <= 3
+            assert bench.connect_once(last) == port
+            assert bench.connect_once(first) == "8080"
+        fe = lb.last
+        assert len(lb.state.services[fe].maglev) == 251
+        assert lb.in_process(count=2) > 0
+        assert bench.connect_once(last) == "8080"
+    finally:
+        lb.close()
+    assert not Path(f"/run/netns/{bench.NODE_NS}").exists()
+
+
+def test_meshctl_direct_fill_matches_the_compiler(bench: ModuleType) -> None:
+    """The state a skipped size is filled with equals what compile makes (names and local aside)."""
+    specs = bench.kp.make_services(10, 2, (0, 9), ["10.244.2.2", "10.244.2.3"])
+    settings = bench.LoadBalancerSettings(kube_proxy_replacement=True, algorithm="maglev",
+                                          maglev_table_size=251)
+    services, pods = bench.desired_state(specs, ["10.244.2.2", "10.244.2.3"])
+    node = bench.LbNode(bench.NODE, bench.IPv4Address(bench.kp.BACKEND_GW), interface="")
+    compiled = bench.compile_load_balancer(services, pods, [node], settings)[bench.NODE]
+    direct = bench.DirectState(settings).state(specs)
+    assert direct.services == compiled.services
+    assert {i: (b.address, b.port) for i, b in direct.backends.items()} == \
+        {i: (b.address, b.port) for i, b in compiled.backends.items()}
+
+
 @pytest.fixture(autouse=True)
 def _no_leftovers(kp: ModuleType) -> Iterator[None]:
     yield
     kp._delete_netns()
+    kp._delete_netns(("mc-bench-lbc", "mc-bench-lbb", "mc-bench-lb"))
