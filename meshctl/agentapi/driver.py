@@ -75,4 +75,5 @@ def select_driver(ws: Workspace, plan_id: str = "") -> tuple[NodeDriver, CheckRu
     if getattr(section, "driver", "lab") == "agent":
         driver = AgentDriver(ws.cluster, ws.node_order, getattr(section, "socket_dir", None), plan_id)
         return driver, AgentCheckRunner(driver, ws.pod_nodes(), ws.pod_ips())
-    return LabDriver(ws.cluster, ws.netns), LabCheckRunner(ws.cluster, ws.pod_ips())
+    runner = LabCheckRunner(ws.cluster, ws.pod_ips(), state_dir=ws.state_dir, pod_nodes=ws.pod_nodes())
+    return LabDriver(ws.cluster, ws.netns), runner

@@ -4,13 +4,18 @@ The engine knows no kernel and no file format. It drives three narrow interfaces
 NodeDriver (observe, reconcile, drop counters), a Journal (intent records for crash recovery)
 and a check runner (real connections) - so the orchestration is a plain function of their
 answers. Per node: journal the intent with the exact before-state, push the undo, reconcile.
-Per wave: the drop gate over the verify window, then the checks that the wave completes
-(gates.checks_for_wave). A failure reverts the wave (and with rollback "all" every wave done so
-far) to the journalled before-states, newest first, and stops.
+Per wave, inside the verify window: active probes (meshctl.apply.probes: the checks the wave
+completes, a sample of the plan's impact, emulated pairs for a node that has no other), then the
+drop gate over the whole window, which counts every drop reason except the plan's predicted cuts
+and the probes' own denied connections. A failure reverts the wave (and with rollback "all"
+every wave done so far) to the journalled before-states, newest first, and stops. A node is
+reported "verified" only when at least one probe ran on it; otherwise it is "not verified", and
+the reason says why (no endpoints: nothing to probe).
 
 Progress: every step is a message to `on_event` (one line each when not on a terminal). A sink
 that also has `phase(node, phase, wave)` (meshctl.cli.progress) is told each node's phase -
-journal, reconcile, drop gate, checks, verified / failed / reverted - to show a live display.
+journal, reconcile, checks, drop gate, verified / not verified / failed / reverted - to show a
+live display.
 """
 
 from __future__ import annotations
@@ -24,15 +29,16 @@ from meshctl.apply.crash import crash_point
 from meshctl.apply.gates import (
     CheckLike,
     CheckOutcome,
+    DropCounts,
     DropGateResult,
     DropKey,
     MetricCounts,
-    checks_for_wave,
+    all_drops,
     drop_gate,
     flow_drop_gate,
     no_flows_note,
-    policy_drops,
 )
+from meshctl.apply.probes import ImpactLike, PodLike, Probe, WaveProbes, plan_wave_probes
 from meshctl.apply.revert import RevertStack
 from meshctl.apply.rollout import Wave, rollout_waves
 from meshctl.errors import MeshctlError
@@ -59,10 +65,10 @@ class Journal(Protocol):
     def reverted(self, node: str) -> None: ...
 
 
-CheckRunner = Callable[[CheckLike], CheckOutcome]
-# (node, since_ns, until_ns, drops the counters saw) -> the node's policy drops by connection from
-# its flow store, or None when no agent stores that node's flows (meshctl.apply.flowdrops).
-FlowDropSource = Callable[[str, int, int, int], Mapping[DropKey, int] | None]
+CheckRunner = Callable[[Probe], CheckOutcome]
+# (node, since_ns, until_ns, drops the counters saw) -> the node's drops by connection and reason
+# from its flow store, or None when no agent stores that node's flows (meshctl.apply.flowdrops).
+FlowDropSource = Callable[[str, int, int, int], DropCounts | None]
 
 
 @dataclass(frozen=True)
@@ -93,12 +99,22 @@ class ApplyResult:
     reverted: list[str] = field(default_factory=list)  # back at their before-state
     revert_failures: list[str] = field(default_factory=list)
     failure: str = ""
-    checks: list[CheckOutcome] = field(default_factory=list)
+    checks: list[CheckOutcome] = field(default_factory=list)  # every probe run, checks included
     gates: list[DropGateResult] = field(default_factory=list)
+    verified: dict[str, int] = field(default_factory=dict)  # node -> probes that ran on it
+    unverified: dict[str, str] = field(default_factory=dict)  # applied node -> why no probe ran
 
     def summary(self) -> str:
         if self.ok:
-            return f"Apply complete: {len(self.applied)} node(s) updated."
+            text = f"Apply complete: {len(self.applied)} node(s) updated"
+            kept = [n for n in self.applied if n in self.verified]
+            if kept:
+                text += f", {len(kept)} verified by {len(self.checks)} probe(s)"
+            lines = [text + "."]
+            unverified = [f"{n} ({why})" for n, why in self.unverified.items() if n in self.applied]
+            if unverified:
+                lines.append(f"Not verified (applied, no probe ran): {', '.join(unverified)}.")
+            return "\n".join(lines)
         lines = [f"Apply failed: {self.failure}"]
         if self.reverted:
             lines.append(f"Reverted to the exact before-state: {', '.join(self.reverted)}.")
@@ -110,7 +126,8 @@ class ApplyResult:
 
 
 Event = Callable[[str], None]
-PHASES = ("waiting", "journal", "reconcile", "drop gate", "checks", "verified")
+PHASES = ("waiting", "journal", "reconcile", "checks", "drop gate", "verified")
+UNVERIFIED = "not verified"  # a final phase like "verified": applied, but no probe ran on the node
 
 
 class ApplyEngine:
@@ -144,18 +161,23 @@ class ApplyEngine:
         predicted_drops: Mapping[str, int] | None = None,
         frontend_nodes: Mapping[str, tuple[str, ...]] | None = None,
         predicted_keys: Collection[DropKey] = (),
+        pods: Sequence[PodLike] = (),
+        impact: Iterable[ImpactLike] = (),
     ) -> ApplyResult:
         """Apply `work` in rollout order; verify; revert and stop on the first failure.
 
         `predicted_keys`: connections the plan means to cut (gates.predicted_drop_keys of its
         impact); their drops do not count against the drop gate when the flow store is read.
+        `pods` (name, address, declared ports) and `impact` (the plan's rows) feed the probes.
         """
         by_node = {w.node: w for w in work if w.before != w.target}
         s = self.settings
         waves = rollout_waves(node_order, s.canary, s.batch_size, changed=by_node)
         result = ApplyResult(waves=waves)
-        checks = list(checks)
-        pod_nodes = pod_nodes or {}
+        ctx = _VerifyContext(
+            {w.node: w for w in work}, list(checks), pod_nodes or {}, predicted_drops or {},
+            frontend_nodes or {}, frozenset(predicted_keys), list(pods), list(impact),
+        )
         final = set(node_order) - set(by_node)  # nodes without changes are final from the start
         kept = RevertStack()  # waves done, reverted too only with rollback "all"
         for wave in waves:
@@ -163,11 +185,11 @@ class ApplyEngine:
             self.on_event(f"applying {wave.label}")
             stack = RevertStack()
             failure = self._apply_wave(wave, by_node, stack)
+            probes = WaveProbes()
             if not failure:
                 final |= set(wave.nodes)
                 try:
-                    failure = self._verify_wave(wave, checks, pod_nodes, final, predicted_drops or {}, result,
-                                                frontend_nodes or {}, frozenset(predicted_keys))
+                    failure, probes = self._verify_wave(wave, ctx, final, result)
                 except MeshctlError as err:
                     failure = f"verification of {wave.label} failed: {err}"
             if failure:
@@ -182,13 +204,30 @@ class ApplyEngine:
                 self.journal.done(node)
                 result.applied.append(node)
             crash_point(f"verified:{wave.index}")
-            self._phase(wave.nodes, "verified")
-            self.on_event(f"{wave.label}: verified")
+            self._report_verified(wave, probes, result)
             if s.rollback == "all":
                 kept.extend(stack)
             else:
                 stack.clear()
         return result
+
+    def _report_verified(self, wave: Wave, probes: WaveProbes, result: ApplyResult) -> None:
+        """"verified" only for a node on which at least one probe ran; the others say why not."""
+        for node in wave.nodes:
+            count = probes.count(node)
+            if count:
+                result.verified[node] = count
+                self._phase([node], "verified")
+            else:
+                why = probes.unprobed.get(node, "no probe ran")
+                result.unverified[node] = why
+                self._phase([node], UNVERIFIED)
+                self.on_event(f"node {node}: applied, not verified: {why}")
+        done = [n for n in wave.nodes if n in result.verified]
+        if len(done) == len(wave.nodes):
+            self.on_event(f"{wave.label}: verified")
+        else:
+            self.on_event(f"{wave.label}: applied, {len(done)} of {len(wave.nodes)} node(s) verified")
 
     def _apply_wave(self, wave: Wave, by_node: Mapping[str, NodeWork], stack: RevertStack) -> str:
         for node in wave.nodes:
@@ -207,45 +246,53 @@ class ApplyEngine:
         return ""
 
     def _verify_wave(
-        self,
-        wave: Wave,
-        checks: list[CheckLike],
-        pod_nodes: Mapping[str, str],
-        final: set[str],
-        predicted: Mapping[str, int],
-        result: ApplyResult,
-        frontend_nodes: Mapping[str, tuple[str, ...]] | None = None,  # service address -> backends' nodes
-        predicted_keys: frozenset[DropKey] = frozenset(),
-    ) -> str:
+        self, wave: Wave, ctx: _VerifyContext, final: set[str], result: ApplyResult
+    ) -> tuple[str, WaveProbes]:
+        """Probes inside the verify window, then the drop gate over the whole window."""
         s = self.settings
-        self._phase(wave.nodes, "drop gate")
+        states = {n: (w.target if n in final else w.before) for n, w in ctx.work.items()}
+        probes = plan_wave_probes(wave.nodes, final, states, ctx.pods, ctx.pod_nodes, ctx.checks, ctx.impact,
+                                  ctx.frontend_nodes, first_wave=wave.index == 0)
+        self._phase(wave.nodes, "checks")
         before = {n: self.driver.drop_counts(n) for n in wave.nodes}
-        since = self.now_ns()
-        self.sleep(s.verify_window_s)
-        until = self.now_ns()
+        since, started = self.now_ns(), time.monotonic()
         failures = []
+        outcomes = []
+        for probe in probes.probes:
+            try:
+                outcome = self.run_check(probe)
+            except MeshctlError as err:  # a probe that cannot run is a check error, not a crash
+                outcome = CheckOutcome(probe, "error", str(err))
+            outcomes.append(outcome)
+            result.checks.append(outcome)
+            self.on_event(outcome.describe())
+            if not outcome.ok:
+                failures.append(outcome.describe())
+        remaining = s.verify_window_s - (time.monotonic() - started)
+        if remaining > 0:
+            self.sleep(remaining)
+        until = self.now_ns()
+        crash_point(f"probed:{wave.index}")
+        self._phase(wave.nodes, "drop gate")
+        denied = [o for o in outcomes if o.ok and o.observed == "denied"]  # the probes' own drops
+        explained = ctx.predicted_keys | {_key(o.check) for o in denied}
         for node in wave.nodes:
-            gate = self._drop_gate(node, before[node], since, until, predicted.get(node, 0), predicted_keys)
+            own = sum(d.packets for o in denied for d in o.drops if d.node == node and d.policy)
+            predicted = ctx.predicted.get(node, 0) + own
+            gate = self._drop_gate(node, before[node], since, until, predicted, explained)
             result.gates.append(gate)
             self.on_event(gate.describe())
             if not gate.ok:
                 failures.append(gate.describe())
         crash_point(f"gated:{wave.index}")
-        self._phase(wave.nodes, "checks")
-        for planned in checks_for_wave(checks, pod_nodes, final, wave.nodes, frontend_nodes):
-            outcome = self.run_check(planned.check)
-            result.checks.append(outcome)
-            self.on_event(outcome.describe())
-            if not outcome.ok:
-                failures.append(outcome.describe())
-        return "; ".join(failures)
+        return "; ".join(failures), probes
 
     def _drop_gate(self, node: str, before: MetricCounts, since_ns: int, until_ns: int, predicted: int,
                    predicted_keys: frozenset[DropKey]) -> DropGateResult:
         """The flow store's drops by connection when the node's agent runs, else the counters."""
         s = self.settings
         after = self.driver.drop_counts(node)
-        counted = policy_drops(before, after)
+        counted = all_drops(before, after)
         flows = self.flow_drops(node, since_ns, until_ns, counted) if self.flow_drops else None
         if flows is None:
             return drop_gate(node, before, after, s.verify_window_s, s.drop_rate_threshold, predicted,
@@ -268,6 +315,24 @@ class ApplyEngine:
                 self._phase([node], "reverted")
                 self.on_event(f"node {node}: reverted to its before-state")
         result.applied = [n for n in result.applied if n not in nodes]
+
+
+@dataclass(frozen=True)
+class _VerifyContext:
+    """What verification needs besides the wave: the whole rollout's inputs."""
+
+    work: Mapping[str, NodeWork]
+    checks: list[CheckLike]
+    pod_nodes: Mapping[str, str]
+    predicted: Mapping[str, int]
+    frontend_nodes: Mapping[str, tuple[str, ...]]
+    predicted_keys: frozenset[DropKey]
+    pods: list[PodLike]
+    impact: list[ImpactLike]
+
+
+def _key(check: CheckLike) -> DropKey:
+    return (check.from_, str(check.to), int(check.port), str(check.protocol).lower())
 
 
 def restore_node(driver: NodeDriver, node: str, before: NodeState) -> None:

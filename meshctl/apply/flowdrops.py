@@ -1,10 +1,11 @@
-"""The drop gate's flow source: a node's policy drops in a window, by connection, from its flow store.
+"""The drop gate's flow source: a node's drops in a window, by connection and reason, from its flow store.
 
 The node's agent (meshctl.flows.agent) names every dropped packet it reads from the ring buffer
 and stores it in <state>/flows/<node>.db; read-only queries run while it writes (WAL). The
 agent stores in batches (one ring poll, about 100 ms), so before counting we wait until it has
 flushed the window: its newest stored flow is past the window's end, or it holds at least as
-many policy drops as the datapath counters saw, or a short settle time has passed.
+many drops as the datapath counters saw, or a short settle time has passed. Every reason is
+kept (no-endpoint drops of a broken node must reach the gate), each with its connection.
 
 Without a running agent for the node (or with a store we cannot read) the answer is None and the
 gate falls back to the datapath counters.
@@ -18,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from meshctl.apply.gates import POLICY_DROP_REASONS, WORLD, DropKey
+from meshctl.apply.gates import VERDICT_DROPPED, WORLD, DropKey
 from meshctl.errors import MeshctlError
 from meshctl.flows.filters import FlowFilter
 from meshctl.flows.flow import Flow, protocol_name
@@ -36,14 +37,13 @@ def drop_key(flow: Flow, pod_by_ip: Mapping[str, str]) -> DropKey:
     return (src, dst, flow.dst_port, protocol_name(flow.protocol).lower())
 
 
-def count_policy_drops(flows: list[Flow], pod_by_ip: Mapping[str, str]) -> Counter[DropKey]:
-    return Counter(
-        drop_key(f, pod_by_ip) for f in flows if f.verdict == 2 and f.reason in POLICY_DROP_REASONS
-    )
+def count_drops(flows: list[Flow], pod_by_ip: Mapping[str, str]) -> Counter[tuple[DropKey, int]]:
+    """Dropped flows by (connection, reason), every reason."""
+    return Counter((drop_key(f, pod_by_ip), f.reason) for f in flows if f.verdict == VERDICT_DROPPED)
 
 
 class StoreDropSource:
-    """Callable(node, since_ns, until_ns, counted) -> policy drops by connection, or None.
+    """Callable(node, since_ns, until_ns, counted) -> drops by (connection, reason), or None.
 
     `counted` is what the datapath counters saw in (about) the same window: once the store holds
     that many, it has flushed. `running` answers which nodes have a live agent (lab: the agents'
@@ -61,7 +61,8 @@ class StoreDropSource:
         self.state_dir, self.running, self.pod_by_ip = Path(state_dir), running, dict(pod_by_ip)
         self.settle_s = settle_s
 
-    def __call__(self, node: str, since_ns: int, until_ns: int, counted: int) -> Counter[DropKey] | None:
+    def __call__(self, node: str, since_ns: int, until_ns: int,
+                 counted: int) -> Counter[tuple[DropKey, int]] | None:
         from meshctl.flows.store import FlowStore, store_path
 
         path = store_path(self.state_dir, node)
@@ -72,7 +73,7 @@ class StoreDropSource:
         try:
             with FlowStore(path, node, readonly=True) as store:
                 while True:
-                    drops = count_policy_drops([f for _, f in store.query(flt)], self.pod_by_ip)
+                    drops = count_drops([f for _, f in store.query(flt)], self.pod_by_ip)
                     flushed = store.max_time() >= until_ns or sum(drops.values()) >= counted
                     if flushed or time.monotonic() >= deadline:
                         return drops

@@ -11,10 +11,12 @@ or the plan does not touch it). Every check that touches a changed node thus run
 in the wave that completes it; a check deferred by the canary runs in a later batch. A check to
 an address outside the cluster depends on the source node only.
 
-Drop gate. "Policy drops on that node in the verify window must not exceed the threshold, not
-counting drops the plan predicted." Policy drops are verdict DROPPED with reason default-deny or
-explicit-deny. Predicted drops are the plan's connectivity impact pairs that go FORWARDED ->
-DROPPED (same source pod, destination pod, port and protocol): traffic the plan means to cut.
+Drop gate. "Drops on that node in the verify window must not exceed the threshold, not counting
+drops the plan predicted." Every drop reason counts: a node whose endpoint entries vanished
+drops everything with no-endpoint, and that must fail it as surely as a policy drop would.
+Predicted drops are policy drops (default or explicit deny) of the plan's connectivity impact
+pairs that go FORWARDED -> DROPPED (same source pod, destination pod, port and protocol): traffic
+the plan means to cut; the verify probes that expect "denied" add their own connections.
 Everything else dropped on the node in the window is unexpected - also traffic that was already
 denied before the apply: the plan does not explain it, and the threshold is the place to allow
 for such background noise. The unexpected rate per second must stay at or below the threshold.
@@ -35,13 +37,19 @@ from typing import Protocol
 VERDICT_DROPPED = 2
 REASON_DEFAULT_DENY = 2
 REASON_EXPLICIT_DENY = 3
+REASON_NO_ENDPOINT = 6
 POLICY_DROP_REASONS = frozenset({REASON_DEFAULT_DENY, REASON_EXPLICIT_DENY})
+# enum flow_reason of bpf/lib/common.h, the drop reasons (REASON_NO_SERVICE_BACKEND is 7)
+DROP_REASON_NAMES = {2: "default deny", 3: "explicit deny", 4: "IPv6 dropped", 5: "malformed packet",
+                     6: "no endpoint", 7: "no service backend"}
 
 # (verdict, reason, direction) -> packets, summed over CPUs (struct metrics_key of common.h)
 MetricCounts = Mapping[tuple[int, int, int], int]
 # One connection as the impact names it: (source pod or "world", destination pod, port, protocol)
 # with the protocol in lower case ("tcp", "udp", "sctp").
 DropKey = tuple[str, str, int, str]
+# A connection's drops with the datapath's reason: ((src, dst, port, protocol), reason) -> packets
+DropCounts = Mapping[tuple[DropKey, int], int]
 WORLD = "world"
 UNEXPECTED_SHOWN = 3  # connections named in a failing gate's message
 
@@ -109,38 +117,108 @@ def checks_for_wave(
     return picked
 
 
+def reason_name(reason: int) -> str:
+    return DROP_REASON_NAMES.get(reason, f"reason {reason}")
+
+
+@dataclass(frozen=True)
+class WitnessedDrop:
+    """A drop the datapath recorded for a probe's connection on one node.
+
+    source "flows": the node's flow store named this very connection (addresses, ports,
+    protocol); "counters": the node's drop counters rose while the probe ran (not per connection).
+    """
+
+    node: str
+    reason: int
+    packets: int = 1
+    source: str = "flows"
+
+    @property
+    def policy(self) -> bool:
+        return self.reason in POLICY_DROP_REASONS
+
+
+@dataclass(frozen=True)
+class ProbeAttempt:
+    """One connection as made: its exact 5-tuple and time window, and whether it completed."""
+
+    src_ip: str
+    dst_ip: str
+    src_port: int
+    dst_port: int
+    protocol: str  # "TCP" | "UDP"
+    since_ns: int
+    until_ns: int
+    connected: bool
+    error: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {"src_ip": self.src_ip, "dst_ip": self.dst_ip, "src_port": self.src_port,
+                "dst_port": self.dst_port, "protocol": self.protocol, "since_ns": self.since_ns,
+                "until_ns": self.until_ns, "connected": self.connected, "error": self.error}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, object]) -> ProbeAttempt:
+        return cls(str(d["src_ip"]), str(d["dst_ip"]), int(str(d["src_port"])), int(str(d["dst_port"])),
+                   str(d["protocol"]), int(str(d["since_ns"])), int(str(d["until_ns"])), bool(d["connected"]),
+                   str(d.get("error", "")))
+
+
 @dataclass(frozen=True)
 class CheckOutcome:
-    """A check run for real: what it expected and what the connection did."""
+    """A check or probe run for real: what it expected and what happened.
+
+    observed "allowed": the connection completed; "denied": it failed AND the datapath recorded
+    a policy drop of it; "error": it failed for any other reason (refused, no route, a drop with
+    another reason such as no-endpoint, a missing pod) - an error never satisfies an expectation.
+    """
 
     check: CheckLike
-    observed: str  # "allowed" | "denied"
+    observed: str  # "allowed" | "denied" | "error"
     detail: str = ""
+    drops: tuple[WitnessedDrop, ...] = ()
+    attempt: ProbeAttempt | None = None
 
     @property
     def ok(self) -> bool:
         return self.observed == self.check.expect
 
+    @property
+    def label(self) -> str:
+        return str(getattr(self.check, "origin", "check") or "check")
+
     def describe(self) -> str:
         c = self.check
-        verdict = "ok" if self.ok else "FAILED"
-        text = (
-            f"check {c.name}: {c.from_} -> {c.to}:{c.port}/{c.protocol} expected {c.expect}, "
-            f"observed {self.observed}: {verdict}"
-        )
-        return f"{text} ({self.detail})" if self.detail and not self.ok else text
+        head = f"{self.label} {c.name}: {c.from_} -> {c.to}:{c.port}/{c.protocol} expected {c.expect}"
+        if self.observed == "error":
+            return f"{head}: ERROR ({self.detail or 'no detail'})"
+        text = f"{head}, observed {self.observed}: {'ok' if self.ok else 'FAILED'}"
+        shown = self.detail and (not self.ok or self.observed == "denied")  # say which drop confirmed it
+        return f"{text} ({self.detail})" if shown else text
+
+
+def drops_by_reason(before: MetricCounts, after: MetricCounts) -> dict[int, int]:
+    """Drops of every reason counted between two samples; a counter that went down restarted from 0."""
+    out: dict[int, int] = {}
+    for key, now in after.items():
+        verdict, reason, _direction = key
+        if verdict != VERDICT_DROPPED:
+            continue
+        then = before.get(key, 0)
+        delta = now - then if now >= then else now
+        if delta:
+            out[reason] = out.get(reason, 0) + delta
+    return out
+
+
+def all_drops(before: MetricCounts, after: MetricCounts) -> int:
+    return sum(drops_by_reason(before, after).values())
 
 
 def policy_drops(before: MetricCounts, after: MetricCounts) -> int:
-    """Policy drops counted between two samples; a counter that went down restarted from 0."""
-    total = 0
-    for key, now in after.items():
-        verdict, reason, _direction = key
-        if verdict != VERDICT_DROPPED or reason not in POLICY_DROP_REASONS:
-            continue
-        then = before.get(key, 0)
-        total += now - then if now >= then else now
-    return total
+    """Policy drops (default or explicit deny) counted between two samples."""
+    return sum(n for r, n in drops_by_reason(before, after).items() if r in POLICY_DROP_REASONS)
 
 
 class ImpactLike(Protocol):
@@ -171,13 +249,15 @@ def describe_key(key: DropKey) -> str:
 @dataclass(frozen=True)
 class DropGateResult:
     node: str
-    drops: int
-    predicted: int
+    drops: int  # every reason
+    predicted: int  # of those, explained: the plan's cuts and the probes' own denied connections
     window_s: float
     threshold_per_s: float
     source: str = "counters"  # "flows" (the node's flow store) | "counters" (datapath MetricsMap)
-    unexplained: tuple[tuple[DropKey, int], ...] = ()  # unexpected drops by connection, most first
+    # unexpected drops by connection and reason, most first
+    unexplained: tuple[tuple[tuple[DropKey, int], int], ...] = ()
     note: str = ""
+    by_reason: tuple[tuple[int, int], ...] = ()  # (reason, packets) of every drop, most first
 
     @property
     def unexpected(self) -> int:
@@ -193,16 +273,28 @@ class DropGateResult:
 
     def describe(self) -> str:
         verdict = "ok" if self.ok else "FAILED"
+        reasons = ""
+        if self.by_reason and any(r not in POLICY_DROP_REASONS for r, _ in self.by_reason):
+            reasons = " (" + ", ".join(f"{n} {reason_name(r)}" for r, n in self.by_reason) + ")"
         text = (
-            f"drop gate {self.node}: {self.drops} policy drops in {self.window_s:g}s, "
+            f"drop gate {self.node}: {self.drops} drops in {self.window_s:g}s{reasons}, "
             f"{self.predicted} predicted, {self.rate_per_s:.2f}/s unexpected "
             f"(threshold {self.threshold_per_s:g}/s): {verdict}"
         )
         if self.unexplained and not self.ok:
-            shown = ", ".join(f"{describe_key(k)} x{n}" for k, n in self.unexplained[:UNEXPECTED_SHOWN])
+            shown = ", ".join(f"{describe_key(k)} x{n}" + _reason_suffix(r)
+                              for (k, r), n in self.unexplained[:UNEXPECTED_SHOWN])
             more = len(self.unexplained) - UNEXPECTED_SHOWN
             text += f"; unexpected: {shown}" + (f" and {more} more" if more > 0 else "")
         return f"{text} ({self.note})" if self.note else text
+
+
+def _reason_suffix(reason: int) -> str:
+    return "" if reason in POLICY_DROP_REASONS else f" ({reason_name(reason)})"
+
+
+def _most_first(counts: Mapping[int, int]) -> tuple[tuple[int, int], ...]:
+    return tuple(sorted(((r, n) for r, n in counts.items() if n > 0), key=lambda rn: (-rn[1], rn[0])))
 
 
 def drop_gate(
@@ -214,10 +306,15 @@ def drop_gate(
     predicted: int = 0,
     note: str = "",
 ) -> DropGateResult:
-    """Judge one node's verify window from two MetricsMap samples."""
-    return DropGateResult(
-        node, policy_drops(before, after), predicted, window_s, threshold_per_s, note=note
-    )
+    """Judge one node's verify window from two MetricsMap samples: every drop reason counts.
+
+    `predicted` is a number here (the counters cannot say which connection a drop hit): the
+    policy drops the probes themselves witnessed, never more than the policy drops counted.
+    """
+    reasons = drops_by_reason(before, after)
+    policy = sum(n for r, n in reasons.items() if r in POLICY_DROP_REASONS)
+    return DropGateResult(node, sum(reasons.values()), min(predicted, policy), window_s, threshold_per_s,
+                          note=note, by_reason=_most_first(reasons))
 
 
 def no_flows_note(node: str) -> str:
@@ -227,19 +324,26 @@ def no_flows_note(node: str) -> str:
 
 def flow_drop_gate(
     node: str,
-    dropped: Mapping[DropKey, int],
+    dropped: DropCounts,
     predicted: Collection[DropKey],
     window_s: float,
     threshold_per_s: float,
     note: str = "",
 ) -> DropGateResult:
-    """Judge one node's verify window from its stored policy drops, by connection.
+    """Judge one node's verify window from its stored drops, by connection and reason.
 
-    `dropped` counts the node's policy-drop flows in the window per connection; those whose
-    connection the plan predicted to drop are subtracted, the rest are named when the gate fails.
+    A drop is explained when its connection is predicted (`predicted`: the plan's cuts and the
+    probes' denied connections) AND the datapath dropped it by policy; a predicted connection
+    dropped for another reason (no endpoint, ...) is not what the plan meant. The rest are named
+    when the gate fails.
     """
     total = sum(dropped.values())
-    expected = sum(n for k, n in dropped.items() if k in predicted)
-    rest = sorted(((k, n) for k, n in dropped.items() if k not in predicted and n > 0),
+    expected = sum(n for (k, r), n in dropped.items() if k in predicted and r in POLICY_DROP_REASONS)
+    rest = sorted(((kr, n) for kr, n in dropped.items()
+                   if n > 0 and not (kr[0] in predicted and kr[1] in POLICY_DROP_REASONS)),
                   key=lambda kn: (-kn[1], kn[0]))
-    return DropGateResult(node, total, expected, window_s, threshold_per_s, "flows", tuple(rest), note)
+    reasons: dict[int, int] = {}
+    for (_k, r), n in dropped.items():
+        reasons[r] = reasons.get(r, 0) + n
+    return DropGateResult(node, total, expected, window_s, threshold_per_s, "flows", tuple(rest), note,
+                          _most_first(reasons))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Literal
 
 from meshctl.apply.crash import crash_point
@@ -20,6 +21,7 @@ from meshctl.nodestate import NodeState
 
 if TYPE_CHECKING:
     from meshctl.plan import Plan
+    from meshctl.plan.impact import PodTarget
     from meshctl.workflow import Workspace
 
 Rollback = Literal["node", "all"]
@@ -110,6 +112,7 @@ def _apply_locked(
         work, ws.node_order, ws.desired.checks if checks else (), ws.pod_nodes(),
         frontend_nodes=frontend_nodes(ws.desired.services, ws.desired.pods),
         predicted_keys=predicted_drop_keys(plan.impact),
+        pods=probe_pods(ws) if checks else (), impact=plan.impact if checks else (),
     )
     crash_point("commit")
     applied = {w.node: w.target for w in work if w.node in result.applied}
@@ -120,6 +123,20 @@ def _apply_locked(
     crash_point("committed")
     journal.clear()
     return ApplyOutcome(plan.plan_id, result, state.serial)
+
+
+def probe_pods(ws: Workspace) -> list[PodTarget]:
+    """The pods verify probes may connect between: live address and declared container ports."""
+    from meshctl.plan.impact import PodTarget
+
+    ips = ws.pod_ips()
+    out = []
+    for pod in ws.desired.pods:
+        key = f"{pod.namespace}/{pod.name}"
+        if ips.get(key) is not None:
+            ports = tuple((p.protocol.upper(), int(p.container_port)) for p in pod.ports)
+            out.append(PodTarget(key, IPv4Address(str(ips[key])), ports))
+    return out
 
 
 def stale_details(plan: Plan, observed: dict[str, NodeState]) -> list[str]:

@@ -18,8 +18,8 @@ from rich.text import Text
 
 from meshctl.apply.engine import PHASES
 
-DONE = {"verified": "green", "failed": "bold red", "reverted": "yellow"}
-MARKS = {"verified": "✓", "failed": "✗", "reverted": "↺"}
+DONE = {"verified": "green", "not verified": "yellow", "failed": "bold red", "reverted": "yellow"}
+MARKS = {"verified": "✓", "not verified": "?", "failed": "✗", "reverted": "↺"}
 
 
 class MarkColumn(SpinnerColumn):

@@ -11,6 +11,7 @@ from meshctl.apply.gates import (
     check_nodes,
     checks_for_wave,
     drop_gate,
+    drops_by_reason,
     policy_drops,
 )
 
@@ -78,6 +79,15 @@ def test_policy_drops_counts_only_policy_reasons() -> None:
     before = {(2, 2, 0): 10, (2, 3, 1): 1, (2, 4, 0): 100, (1, 0, 0): 50}
     after = {(2, 2, 0): 15, (2, 3, 1): 3, (2, 4, 0): 900, (1, 0, 0): 5000, (2, 2, 1): 4}
     assert policy_drops(before, after) == 5 + 2 + 4
+    assert drops_by_reason(before, after) == {2: 9, 3: 2, 4: 800}  # forwarded packets never count
+
+
+def test_counter_gate_counts_every_reason_and_subtracts_only_policy_drops() -> None:
+    """A node whose endpoints vanished drops with no-endpoint: that fails the gate even in the
+    counters' mode, and the probes' own policy drops cannot explain it away."""
+    gate = drop_gate("n1", {}, {(2, 6, 1): 30, (2, 2, 0): 2}, 1.0, 0.0, predicted=50)
+    assert (gate.drops, gate.predicted, gate.unexpected) == (32, 2, 30) and not gate.ok
+    assert "32 drops in 1s (30 no endpoint, 2 default deny)" in gate.describe()
 
 
 def test_counter_reset_counts_from_zero() -> None:

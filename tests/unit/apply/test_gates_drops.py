@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from meshctl.apply.engine import ApplyEngine, NodeWork, RolloutSettings
-from meshctl.apply.flowdrops import StoreDropSource, count_policy_drops, drop_key
+from meshctl.apply.flowdrops import StoreDropSource, count_drops, drop_key
 from meshctl.apply.gates import (
     DropKey,
     flow_drop_gate,
@@ -35,6 +35,7 @@ class Row:
 
 CUT: DropKey = ("demo/frontend", "demo/api", 3000, "tcp")
 OLD: DropKey = ("demo/frontend", "demo/database", 5432, "tcp")
+DENY, NO_ENDPOINT = 2, 6  # enum flow_reason
 
 
 def test_predicted_keys_are_the_pairs_that_go_forwarded_to_dropped() -> None:
@@ -48,17 +49,17 @@ def test_predicted_keys_are_the_pairs_that_go_forwarded_to_dropped() -> None:
 
 
 def test_predicted_drops_are_subtracted_the_rest_are_named() -> None:
-    gate = flow_drop_gate("n1", {CUT: 40, OLD: 3}, {CUT}, window_s=1.0, threshold_per_s=0.0)
+    gate = flow_drop_gate("n1", {(CUT, DENY): 40, (OLD, DENY): 3}, {CUT}, window_s=1.0, threshold_per_s=0.0)
     assert (gate.drops, gate.predicted, gate.unexpected) == (43, 40, 3)
     assert gate.source == "flows"
     assert not gate.ok
     text = gate.describe()
-    assert "43 policy drops" in text and "40 predicted" in text and "FAILED" in text
+    assert "43 drops" in text and "40 predicted" in text and "FAILED" in text
     assert "unexpected: demo/frontend -> demo/database:5432/tcp x3" in text
 
 
 def test_only_predicted_drops_pass_a_zero_threshold() -> None:
-    gate = flow_drop_gate("n1", {CUT: 250}, {CUT}, window_s=2.0, threshold_per_s=0.0)
+    gate = flow_drop_gate("n1", {(CUT, DENY): 250}, {CUT}, window_s=2.0, threshold_per_s=0.0)
     assert gate.ok and gate.unexpected == 0 and gate.rate_per_s == 0.0
     assert "unexpected:" not in gate.describe()
 
@@ -70,11 +71,21 @@ def test_only_predicted_drops_pass_a_zero_threshold() -> None:
 )
 def test_threshold_applies_to_the_unexpected_rate(dropped: dict[DropKey, int], window: float,
                                                   threshold: float, ok: bool) -> None:
-    assert flow_drop_gate("n1", dropped, {CUT}, window, threshold).ok is ok
+    by_reason = {(k, DENY): n for k, n in dropped.items()}
+    assert flow_drop_gate("n1", by_reason, {CUT}, window, threshold).ok is ok
+
+
+def test_a_predicted_connection_dropped_without_an_endpoint_is_unexpected() -> None:
+    """The plan predicts a policy cut; the same connection dropped for lack of an endpoint is a break."""
+    gate = flow_drop_gate("n1", {(CUT, DENY): 5, (CUT, NO_ENDPOINT): 7, (OLD, NO_ENDPOINT): 1}, {CUT}, 1.0, 0.0)
+    assert (gate.drops, gate.predicted, gate.unexpected) == (13, 5, 8) and not gate.ok
+    text = gate.describe()
+    assert "13 drops in 1s (8 no endpoint, 5 default deny)" in text
+    assert "unexpected: demo/frontend -> demo/api:3000/tcp x7 (no endpoint)" in text
 
 
 def test_failing_gate_names_the_biggest_offenders_first_and_counts_the_rest() -> None:
-    dropped = {("a", "b", p, "tcp"): p for p in (1, 2, 3, 4, 5)}
+    dropped = {(("a", "b", p, "tcp"), DENY): p for p in (1, 2, 3, 4, 5)}
     text = flow_drop_gate("n1", dropped, set(), 1.0, 0.0).describe()
     assert text.index("b:5/tcp x5") < text.index("b:4/tcp x4") < text.index("b:3/tcp x3")
     assert "b:2/tcp" not in text and "and 2 more" in text
@@ -101,14 +112,15 @@ def test_drop_key_names_ends_by_address_then_by_the_agents_names_then_world() ->
     assert drop_key(world, PODS_BY_IP) == ("world", "demo/api", 53, "udp")
 
 
-def test_only_policy_drops_are_counted() -> None:
+def test_every_drop_reason_is_counted_with_its_reason() -> None:
     flows = [
         flow("10.1.0.2", "10.1.0.3", 3000),  # default deny
         flow("10.1.0.2", "10.1.0.3", 3000, reason=3),  # explicit deny
-        flow("10.1.0.2", "10.1.0.3", 3000, verdict=1, reason=0),  # forwarded
-        flow("10.1.0.2", "10.1.0.3", 3000, reason=5),  # malformed: not policy
+        flow("10.1.0.2", "10.1.0.3", 3000, verdict=1, reason=0),  # forwarded: not a drop
+        flow("10.1.0.2", "10.1.0.3", 3000, reason=5),  # malformed
+        flow("10.1.0.2", "10.1.0.3", 3000, reason=6),  # no endpoint
     ]
-    assert count_policy_drops(flows, PODS_BY_IP) == Counter({CUT: 2})
+    assert count_drops(flows, PODS_BY_IP) == Counter({(CUT, 2): 1, (CUT, 3): 1, (CUT, 5): 1, (CUT, 6): 1})
 
 
 # -- the flow store source, over a real SQLite store written the way the agent writes it
@@ -137,7 +149,7 @@ def test_store_source_counts_the_window_of_a_running_agent(tmp_path: Path) -> No
     source = StoreDropSource(tmp_path, lambda: {"n1": 1}, PODS_BY_IP, settle_s=5.0)
     started = time.monotonic()
     got = source("n1", 150, 500, counted=2)
-    assert got == Counter({CUT: 1, ("demo/frontend", "10.1.0.4", 5432, "tcp"): 1})
+    assert got == Counter({(CUT, 2): 1, (("demo/frontend", "10.1.0.4", 5432, "tcp"), 3): 1})
     assert time.monotonic() - started < 1.0  # flushed: no settle wait
 
 
@@ -145,7 +157,7 @@ def test_store_source_waits_a_settle_time_for_an_agent_that_has_not_flushed(tmp_
     write_flows(tmp_path, "n1", [(200, 2, 2, "10.1.0.2", "10.1.0.3", 3000)])
     source = StoreDropSource(tmp_path, lambda: {"n1": 1}, PODS_BY_IP, settle_s=0.2)
     started = time.monotonic()
-    assert source("n1", 150, 500, counted=3) == Counter({CUT: 1})  # counters saw 3: wait, then judge
+    assert source("n1", 150, 500, counted=3) == Counter({(CUT, 2): 1})  # counters saw 3: wait, then judge
     assert time.monotonic() - started >= 0.2
 
 
@@ -188,9 +200,9 @@ class Journal:
 def run_engine(driver: Driver, flows: dict[str, dict[DropKey, int]] | None, predicted: set[DropKey]):
     asked: list[tuple[str, int, int, int]] = []
 
-    def source(node: str, since: int, until: int, counted: int) -> dict[DropKey, int] | None:
+    def source(node: str, since: int, until: int, counted: int) -> dict[tuple[DropKey, int], int] | None:
         asked.append((node, since, until, counted))
-        return None if flows is None else flows.get(node, {})
+        return None if flows is None else {(k, DENY): n for k, n in flows.get(node, {}).items()}
 
     clock = iter(range(1000, 10**6, 1000))
     engine = ApplyEngine(driver, Journal(), lambda c: None, RolloutSettings(verify_window_s=1.0),  # type: ignore[arg-type,return-value]

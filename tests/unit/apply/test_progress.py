@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import dataclass
 from ipaddress import IPv4Network
 
 from rich.console import Console
@@ -54,20 +55,34 @@ class Recorder:
         self.phases.append((node, phase, wave))
 
 
-def run(sink: object, dropping: str = "") -> object:
+@dataclass(frozen=True)
+class Check:
+    name: str
+    from_: str
+    to: str = "192.0.2.1"
+    port: int = 80
+    protocol: str = "TCP"
+    expect: str = "allowed"
+
+
+PODS = {f"d/{n}": n for n in NODES}
+
+
+def run(sink: object, dropping: str = "", probed: tuple[str, ...] = NODES) -> object:
+    """Every node in `probed` gets one check from its pod: only those can be verified."""
     target = FrozenMap({IPv4Network("10.0.1.0/24"): IpcacheEntry(256)})
     work = [NodeWork(n, NodeState(n), NodeState(n, ipcache=target)) for n in NODES]
     settings = RolloutSettings(canary=("n1",), batch_size=2, verify_window_s=0.1)
     engine = ApplyEngine(Driver(dropping), Journal(), lambda c: CheckOutcome(c, c.expect), settings,
                          on_event=sink, sleep=lambda _s: None)  # type: ignore[arg-type]
-    return engine.run(work, list(NODES))
+    return engine.run(work, list(NODES), [Check(f"out-{n}", f"d/{n}") for n in probed], PODS)
 
 
 def test_engine_reports_every_phase_of_every_node_in_order() -> None:
     rec = Recorder()
     assert run(rec).ok  # type: ignore[attr-defined]
     n1 = [p for node, p, _ in rec.phases if node == "n1"]
-    assert n1 == ["waiting", "journal", "reconcile", "drop gate", "checks", "verified"]
+    assert n1 == ["waiting", "journal", "reconcile", "checks", "drop gate", "verified"]
     waves = {node: wave for node, p, wave in rec.phases if p == "waiting"}
     assert waves["n1"].startswith("canary") and waves["n2"] == waves["n3"] != waves["n1"]
     assert rec.messages  # the lines are still sent
@@ -79,6 +94,21 @@ def test_failed_wave_is_marked_failed_then_reverted() -> None:
     n2 = [p for node, p, _ in rec.phases if node == "n2"]
     assert n2[-2:] == ["failed", "reverted"]
     assert [p for node, p, _ in rec.phases if node == "n1"][-1] == "verified"
+
+
+def test_a_node_on_which_no_probe_ran_is_not_called_verified() -> None:
+    rec = Recorder()
+    result = run(rec, probed=("n1",))
+    assert result.ok  # type: ignore[attr-defined]
+    final = {node: p for node, p, _ in rec.phases}
+    assert final == {"n1": "verified", "n2": "not verified", "n3": "not verified"}
+    assert "node n2: applied, not verified: no endpoints: nothing to probe" in rec.messages
+    assert not any(m.endswith(": verified") and "n2" in m for m in rec.messages)
+    assert result.summary().splitlines() == [  # type: ignore[attr-defined]
+        "Apply complete: 3 node(s) updated, 1 verified by 1 probe(s).",
+        "Not verified (applied, no probe ran): n2 (no endpoints: nothing to probe), "
+        "n3 (no endpoints: nothing to probe).",
+    ]
 
 
 def test_a_plain_callable_still_gets_lines_only() -> None:
