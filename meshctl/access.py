@@ -28,6 +28,7 @@ from meshctl.nodestate import NodeState
 
 if TYPE_CHECKING:
     from meshctl.apply.engine import NodeDriver
+    from meshctl.connections import TrackedConnection
     from meshctl.source import DesiredState
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,10 @@ class ClusterAccess(Protocol):
     def observe(self, node: str) -> NodeState: ...
 
     def observe_many(self, nodes: Iterable[str]) -> dict[str, NodeState]: ...
+
+    def connections(self, nodes: Iterable[str]) -> dict[str, tuple[TrackedConnection, ...]]:
+        """Each node's live established connections (its conntrack table; runtime, not intent)."""
+        ...
 
     def driver(self, plan_id: str = "") -> NodeDriver: ...
 
@@ -82,6 +87,11 @@ class LabAccess:
         from meshctl.workflow import observe_nodes
 
         return observe_nodes(self.cluster, self.netns, nodes)
+
+    def connections(self, nodes: Iterable[str]) -> dict[str, tuple[TrackedConnection, ...]]:
+        from meshctl.observe.conntrack import observe_connections
+
+        return {n: observe_connections(self.cluster, n, self.netns[n]) for n in nodes}
 
     def driver(self, plan_id: str = "") -> NodeDriver:
         from meshctl.apply.driver import LabDriver
@@ -134,6 +144,17 @@ class AgentAccess:
         with ThreadPoolExecutor(min(MAX_PARALLEL_AGENTS, len(order)), thread_name_prefix="observe") as pool:
             states = list(pool.map(driver.observe, order))
         return dict(zip(order, states, strict=True))
+
+    def connections(self, nodes: Iterable[str]) -> dict[str, tuple[TrackedConnection, ...]]:
+        """Each node's connections from its agent (GET /v1/conntrack), in parallel."""
+        from meshctl.agentapi.client import AgentClient
+
+        order = list(nodes)
+        clients = [AgentClient(n, self.socket(n)) for n in order]
+        with ThreadPoolExecutor(max(1, min(MAX_PARALLEL_AGENTS, len(order))),
+                                thread_name_prefix="conntrack") as pool:
+            tables = list(pool.map(lambda c: c.connections(), clients))
+        return dict(zip(order, tables, strict=True))
 
     def restore(self, node: str, before: NodeState) -> None:
         from meshctl.agentapi.driver import AgentDriver

@@ -201,6 +201,7 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
     plan = build_plan(
         observed, intended, compiled.catalog, desired=ws.desired, state=state,
         compiled_warnings=compiled.warnings, impact=with_impact,
+        connections=ws.nodes_access.connections,  # read only on nodes whose changes can cut
     )
     if not with_impact and plan.has_changes:
         from meshctl.plan import PlanWarning

@@ -11,6 +11,7 @@ from typing import Any
 
 from meshctl.agentapi.protocol import AgentApiError, StaleNodeError, WireCheck, counts_from_json
 from meshctl.apply.gates import MetricCounts
+from meshctl.connections import TrackedConnection
 from meshctl.nodestate import NodeState
 
 DEFAULT_TIMEOUT_S = 120.0  # an apply of a big node, or a verify window, can take a while
@@ -77,6 +78,19 @@ class AgentClient:
         if state.fingerprint() != answer["fingerprint"]:
             raise AgentApiError(self.node, "observed state does not match its fingerprint (version skew?)")
         return state
+
+    def connections(self) -> tuple[TrackedConnection, ...]:
+        """The node's live established connections; an agent without the route answers none."""
+        try:
+            rows = self._call("GET", "/v1/conntrack")["connections"]
+        except AgentApiError as err:
+            if err.status == 404:  # an older agent: the plan then says nothing about them
+                return ()
+            raise
+        try:
+            return tuple(TrackedConnection.from_json(r) for r in rows)
+        except (TypeError, ValueError) as err:
+            raise AgentApiError(self.node, f"/v1/conntrack: bad row ({err})") from None
 
     def drops(self) -> MetricCounts:
         return counts_from_json(self._call("GET", "/v1/drops")["counts"])

@@ -2,6 +2,7 @@
 
     GET  /v1/observe  -> {"state": canonical NodeState, "fingerprint", "interrupted"}
     GET  /v1/drops    -> {"counts": [[verdict, reason, direction, packets], ...]}
+    GET  /v1/conntrack -> {"connections": [[saddr, daddr, sport, dport, protocol, direction], ...]}
     POST /v1/apply    {"target", "expected_fingerprint", "plan_id"}   409 when the node moved
     POST /v1/revert   {"before"}
     POST /v1/verify   {"checks", "window_s", "threshold_per_s", "predicted"}
@@ -64,6 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
         routes: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
             ("GET", "/v1/observe"): svc.observe,
             ("GET", "/v1/drops"): svc.drops,
+            ("GET", "/v1/conntrack"): svc.connections,
             ("POST", "/v1/apply"): lambda: svc.apply(self._body()),
             ("POST", "/v1/revert"): lambda: svc.revert(self._body()),
             ("POST", "/v1/verify"): lambda: svc.verify(self._body()),
@@ -145,8 +147,13 @@ def lab_service(cluster: str, node: str, netns: str | None, journal_dir: Path) -
         ips = {k: p.address for k, p in reg.pods.items()} if reg else {}
         return LabCheckRunner(cluster, ips)
 
+    def conntrack() -> tuple[Any, ...]:
+        from meshctl.observe.conntrack import observe_connections
+
+        return observe_connections(cluster, node, netns)
+
     driver = LabDriver(cluster, {node: netns})  # type: ignore[dict-item]  # None = the host netns
-    return NodeService(node, driver, journal_dir, pods, runner)
+    return NodeService(node, driver, journal_dir, pods, runner, conntrack=conntrack)
 
 
 def serve(

@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from meshctl.agentapi.protocol import WireCheck, counts_to_json
 from meshctl.apply.engine import ApplyEngine, NodeDriver, NodeWork, RolloutSettings, restore_node
 from meshctl.apply.gates import CheckLike, CheckOutcome, drop_gate
+from meshctl.connections import TrackedConnection
 from meshctl.nodestate import NodeState
 
 CheckRunner = Callable[[CheckLike], CheckOutcome]
@@ -48,9 +49,11 @@ class NodeService:
         node_pods: Callable[[], Mapping[str, Any]] = dict,
         check_runner: Callable[[], CheckRunner] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        conntrack: Callable[[], Sequence[TrackedConnection]] = tuple,
     ) -> None:
         self.node, self.driver, self.journal_dir = node, driver, journal_dir
         self.node_pods, self.check_runner, self.sleep = node_pods, check_runner, sleep
+        self.conntrack = conntrack
         self.lock = threading.Lock()
 
     def _journal(self, plan_id: str = "") -> Any:
@@ -63,6 +66,10 @@ class NodeService:
             state = self.driver.observe(self.node)
         return {"node": self.node, "state": state.canonical(), "fingerprint": state.fingerprint(),
                 "interrupted": bool(self._journal().records())}
+
+    def connections(self) -> dict[str, Any]:
+        """The node's live established connections (for the plan's "cuts N established")."""
+        return {"node": self.node, "connections": [c.to_json() for c in self.conntrack()]}
 
     def drops(self) -> dict[str, Any]:
         with self.lock:

@@ -5,7 +5,7 @@ from meshctl.plan.build import build_plan
 from meshctl.plan.change import Change, ChangeKind
 from meshctl.plan.diff import diff_node
 from meshctl.plan.impact import PodTarget
-from meshctl.plan.model import ImpactRow, NodePlan, Plan, PlanWarning, Summary
+from meshctl.plan.model import CutRow, ImpactRow, NodePlan, Plan, PlanWarning, Summary
 from meshctl.plan.patch import apply_changes
 from meshctl.plan.planfile import default_plan_path, read_plan, write_plan
 from meshctl.plan.stale import check_fresh
@@ -14,6 +14,7 @@ __all__ = [
     "Action",
     "Change",
     "ChangeKind",
+    "CutRow",
     "ImpactRow",
     "NodePlan",
     "Plan",

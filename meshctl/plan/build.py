@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from meshctl import __version__
 from meshctl.catalog import Catalog
+from meshctl.connections import TrackedConnection
 from meshctl.gcpause import paused_gc
 from meshctl.nodestate import NodeState
+from meshctl.plan.cuts import established_cuts, nodes_to_read
 from meshctl.plan.diff import diff_node
 from meshctl.plan.impact import PodTarget, VerdictFn, connectivity_impact, pods_from_desired
 from meshctl.plan.loadbalancer import lb_warnings
-from meshctl.plan.model import NodePlan, Plan, PlanWarning
+from meshctl.plan.model import CutRow, NodePlan, Plan, PlanWarning
 from meshctl.plan.warnings import capacity_warnings, dns_warnings, passthrough
+
+LiveConnections = Mapping[str, Sequence[TrackedConnection]]
+# node -> live established connections, or a reader called with the nodes worth reading
+Connections = LiveConnections | Callable[[Sequence[str]], LiveConnections]
 
 
 def build_plan(
@@ -29,15 +36,41 @@ def build_plan(
     verdict_fn: VerdictFn | None = None,
     impact: bool = True,
     created_at: datetime | None = None,
+    connections: Connections | None = None,
 ) -> Plan:
     """A node missing on one side counts as empty there (a new node, or one to clean up).
 
     `desired` (a DesiredState) gives the source commit/dirty flag and, unless `pods` is given,
     the pods and ports the impact covers; `state` (a meshctl.state.State) gives lineage/serial.
+    `connections` gives the live established connections per node, or reads them: called once
+    with the nodes whose changes can cut connections (only those tables are read). Without it
+    the plan says nothing about established connections.
     """
     with paused_gc():  # diffing huge states makes only acyclic objects
-        return _build_plan(observed, intended, catalog, desired, state, compiled_warnings, pods, verdict_fn,
+        plan = _build_plan(observed, intended, catalog, desired, state, compiled_warnings, pods, verdict_fn,
                            impact, created_at)
+    if connections is None or not plan.has_changes:
+        return plan
+    return replace(plan, cuts=_cuts(plan, observed, intended, catalog, desired, pods, connections))
+
+
+def _cuts(
+    plan: Plan,
+    observed: Mapping[str, NodeState],
+    intended: Mapping[str, NodeState],
+    catalog: Catalog,
+    desired: Any,
+    pods: Sequence[PodTarget] | None,
+    connections: Connections,
+) -> tuple[CutRow, ...]:
+    changes = {n.node: n.changes for n in plan.nodes}
+    nodes = nodes_to_read(changes)
+    if not nodes:
+        return ()
+    live = connections(nodes) if callable(connections) else connections
+    targets = pods if pods is not None else (pods_from_desired(desired) if desired is not None else [])
+    names = {p.ip: p.name for p in targets}
+    return tuple(established_cuts(observed, intended, changes, live, catalog, names))
 
 
 def _build_plan(

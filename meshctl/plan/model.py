@@ -18,9 +18,10 @@ from meshctl.plan.action import Action
 from meshctl.plan.change import Change
 from meshctl.plan.digests import NodeDigests
 
-PLAN_FORMAT_VERSION = "2.1"  # major.minor: a newer minor reads fine, another major is refused
+PLAN_FORMAT_VERSION = "2.2"  # major.minor: a newer minor reads fine, another major is refused
 # 2.0: nodes record changes and fingerprints only (1.x embedded every full target state)
 # 2.1: nodes also record per-component digests of their observed state (what a stale plan names)
+# 2.2: "cuts": the established connections the plan cuts (from the live conntrack tables)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,35 @@ class ImpactRow:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ImpactRow:
         return cls(d["src"], d["dst"], d["protocol"], d["port"], d["before"], d["after"], tuple(d["rules"]))
+
+
+@dataclass(frozen=True)
+class CutRow:
+    """Established connections the plan cuts, of one (source, destination, protocol, port).
+
+    Counted from the live conntrack tables when the plan was made (meshctl.plan.cuts);
+    `changes` are the addresses of the changes that cut them."""
+
+    src: str  # "ns/pod", an identity name, or "world"
+    dst: str
+    protocol: str  # tcp | udp | sctp | icmp
+    port: int
+    count: int
+    changes: tuple[str, ...] = ()
+
+    @property
+    def line(self) -> str:
+        """`cuts 14 established connections production/cache -> production/postgres:5432/tcp`."""
+        noun = "connection" if self.count == 1 else "connections"
+        return f"cuts {self.count} established {noun} {self.src} -> {self.dst}:{self.port}/{self.protocol}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"src": self.src, "dst": self.dst, "protocol": self.protocol, "port": self.port,
+                "count": self.count, "changes": list(self.changes)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CutRow:
+        return cls(d["src"], d["dst"], d["protocol"], int(d["port"]), int(d["count"]), tuple(d["changes"]))
 
 
 @dataclass(frozen=True)
@@ -165,6 +195,7 @@ class Plan:
     nodes: tuple[NodePlan, ...]
     impact: tuple[ImpactRow, ...] = ()
     warnings: tuple[PlanWarning, ...] = ()
+    cuts: tuple[CutRow, ...] = ()  # established connections the changes cut (format 2.2)
     format_version: str = PLAN_FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys of a newer minor version
 
@@ -179,6 +210,14 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         return bool(self.changes)
+
+    @property
+    def cut_connections(self) -> int:
+        return sum(r.count for r in self.cuts)
+
+    def cuts_of(self, change: Change) -> tuple[CutRow, ...]:
+        """The cut rows this change is responsible for (or shares)."""
+        return tuple(r for r in self.cuts if change.address in r.changes)
 
     def node(self, name: str) -> NodePlan:
         for n in self.nodes:
@@ -198,6 +237,7 @@ class Plan:
             "state": {"lineage": self.state_lineage, "serial": self.state_serial},
             "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
             "impact": [r.to_json() for r in self.impact],
+            **({"cuts": [r.to_json() for r in self.cuts]} if _version(self.format_version) >= (2, 2) else {}),
             "warnings": [w.to_json() for w in self.warnings],
             "nodes": [n.to_json() for n in self.nodes],
         }
@@ -212,7 +252,7 @@ class Plan:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Plan:
         known = {"plan_id", "format_version", "created_at", "meshctl_version", "source", "state",
-                 "summary", "impact", "warnings", "nodes"}
+                 "summary", "impact", "cuts", "warnings", "nodes"}
         return cls(
             format_version=d["format_version"],
             created_at=d["created_at"],
@@ -224,8 +264,14 @@ class Plan:
             nodes=tuple(NodePlan.from_json(n) for n in d["nodes"]),
             impact=tuple(ImpactRow.from_json(r) for r in d["impact"]),
             warnings=tuple(PlanWarning.from_json(w) for w in d["warnings"]),
+            cuts=tuple(CutRow.from_json(r) for r in d.get("cuts", ())),  # absent before 2.2
             extra={k: v for k, v in d.items() if k not in known},
         )
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """"2.1" -> (2, 1); unparsable parts count as 0 (the reader refuses other majors anyway)."""
+    return tuple(int(p) if p.isdigit() else 0 for p in text.split("."))
 
 
 def canonical_json(body: dict[str, Any]) -> str:

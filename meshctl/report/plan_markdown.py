@@ -61,6 +61,7 @@ def _diff_lines(plan: Plan, index: int) -> list[str]:
         if c.reason:
             lines.append(f"{pad}     # {c.reason}\n")
         lines.extend(f"{pad}     # rule: {o}\n" for o in c.origins)
+        lines.extend(f"!{pad[1:]}     {cut.line}\n" for cut in plan.cuts_of(c))
     return lines
 
 
@@ -90,6 +91,14 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
                    f"{arrow} {r.after} | {_cell('; '.join(r.rules))} |\n")
             if not add(row):
                 cut = f"{len(plan.impact) - i} impact rows and everything after them not shown"
+                break
+
+    if plan.cuts and cut is None:
+        add(f"\n**Established connections (live conntrack): the apply cuts {plan.cut_connections}**\n\n")
+        for i, row in enumerate(plan.cuts):
+            by = f" (by {_cell(', '.join(f'`{a}`' for a in row.changes))})" if row.changes else ""
+            if not add(f"- ⛔ {_cell(row.line)}{by}\n"):
+                cut = f"{len(plan.cuts) - i} cut rows and everything after them not shown"
                 break
 
     if plan.warnings and cut is None:

@@ -33,7 +33,7 @@ def render_text(plan: Plan) -> Text:
     out = Text()
     out.append(_header(plan) + "\n\n", style="bold")
 
-    if plan.impact:
+    if plan.impact or plan.cuts:
         out.append("Connectivity impact:\n", style="bold")
         for r in plan.impact:
             style = "green" if r.after == "FORWARDED" else "red"
@@ -42,6 +42,13 @@ def render_text(plan: Plan) -> Text:
             out.append("\n")
             for rule in r.rules:
                 out.append(f"      by {rule}\n", style="dim")
+        if plan.cuts:
+            n = plan.cut_connections
+            out.append(f"  Established connections (live conntrack): the apply cuts {n}\n", style="bold")
+            for cut in plan.cuts:
+                out.append(f"  {cut.line}\n", style="red")
+                for address in cut.changes:
+                    out.append(f"      by {address}\n", style="dim")
         out.append("\n")
 
     if plan.warnings:
@@ -70,6 +77,8 @@ def render_text(plan: Plan) -> Text:
                 out.append(f"        # {c.reason}\n", style="dim")
             for origin in c.origins:
                 out.append(f"        # rule: {origin}\n", style="dim")
+            for cut in plan.cuts_of(c):
+                out.append(f"        ! {cut.line}\n", style="red")
         out.append("\n")
 
     out.append(plan.summary.line + "\n", style="bold")

@@ -7,6 +7,7 @@ from ipaddress import IPv4Address as A
 from ipaddress import IPv4Network as N
 
 from meshctl.catalog import Catalog, IdentityInfo, RuleOrigin
+from meshctl.connections import TrackedConnection
 from meshctl.nodestate import (
     PROTO_ANY,
     PROTO_TCP,
@@ -131,6 +132,28 @@ PODS = [
     PodTarget("demo/database", DB, (("TCP", 5432),)),
 ]
 
+WORLD_CLIENT = A("198.51.100.7")
+
+
+def _conn(src: A, dst: A, sport: int, dport: int, direction: Direction) -> TrackedConnection:
+    return TrackedConnection(int(src), int(dst), sport, dport, PROTO_TCP, direction)
+
+
+# Live established connections: frontend -> database and world -> database are cut (new default
+# deny, new deny entry); frontend -> api stays allowed (the new allow entry).
+CONNECTIONS = {
+    "node-1": [
+        _conn(FRONTEND, DB, 41000, 5432, Direction.EGRESS),
+        _conn(FRONTEND, API, 41001, 3000, Direction.EGRESS),
+    ],
+    "node-2": [
+        _conn(FRONTEND, DB, 41000, 5432, Direction.INGRESS),
+        _conn(FRONTEND, API, 41001, 3000, Direction.INGRESS),
+        _conn(WORLD_CLIENT, DB, 50000, 5432, Direction.INGRESS),
+        _conn(WORLD_CLIENT, DB, 50001, 5432, Direction.INGRESS),
+    ],
+}
+
 STATE = State(lineage="0b7e4c1e-0000-4000-8000-000000000001", serial=3)
 COMPILED_WARNINGS = ("policies/api.yaml:24: spec.ingress[1].toPorts[0].rules: L7 rules are not enforced yet",)
 
@@ -144,4 +167,5 @@ def make_plan() -> Plan:
     return build_plan(
         observed(), intended(), catalog(),
         desired=_Desired(), state=STATE, compiled_warnings=COMPILED_WARNINGS, pods=PODS, created_at=CREATED,
+        connections=CONNECTIONS,
     )

@@ -32,7 +32,7 @@ def test_round_trip(plan: Plan, saved: Path) -> None:
     assert back.plan_id == plan.plan_id
     assert saved.name.startswith("plan-20250102T030405-")
     doc = json.loads(saved.read_text())
-    assert doc["format_version"] == "2.1" and doc["source"]["commit"].startswith("4f2a9c1d")
+    assert doc["format_version"] == "2.2" and doc["source"]["commit"].startswith("4f2a9c1d")
     assert doc["state"] == {"lineage": STATE.lineage, "serial": 3}
     node = doc["nodes"][1]
     assert node["node"] == "node-2" and node["observed_fingerprint"] == observed()["node-2"].fingerprint()
@@ -132,6 +132,7 @@ def test_format_2_0_files_are_still_read(saved: Path) -> None:
     doc = json.loads(saved.read_text())
     body = {k: v for k, v in doc.items() if k != "plan_id"}
     body["format_version"] = "2.0"
+    del body["cuts"]  # 2.2
     for node in body["nodes"]:
         del node["observed_digests"]
     saved.write_text(json.dumps({"plan_id": compute_plan_id(body), **body}))
@@ -142,3 +143,27 @@ def test_format_2_0_files_are_still_read(saved: Path) -> None:
     assert explain_stale(old, {"node-2": moved}, {}) == [
         "  node-2: changed (the plan file records no per-component digests)"
     ]
+
+
+def test_cuts_round_trip_and_name_their_changes(plan: Plan, saved: Path) -> None:
+    doc = json.loads(saved.read_text())
+    assert doc["cuts"][0] == {
+        "src": "world", "dst": "demo/database", "protocol": "tcp", "port": 5432, "count": 2,
+        "changes": ["node-2 policy demo/database ingress deny reserved:world any"],
+    }
+    back = read_plan(saved)
+    assert back.cuts == plan.cuts and back.cut_connections == 3
+    addresses = {c.address for c in back.changes}
+    assert all(a in addresses for row in back.cuts for a in row.changes)
+
+
+def test_format_2_1_files_without_cuts_are_still_read(saved: Path) -> None:
+    doc = json.loads(saved.read_text())
+    body = {k: v for k, v in doc.items() if k != "plan_id"}
+    body["format_version"] = "2.1"
+    del body["cuts"]
+    saved.write_text(json.dumps({"plan_id": compute_plan_id(body), **body}))
+    old = read_plan(saved)
+    assert old.format_version == "2.1" and old.cuts == ()
+    assert old.plan_id == compute_plan_id(body)  # round-trips: no "cuts" key is added
+

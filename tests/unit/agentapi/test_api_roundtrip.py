@@ -29,10 +29,12 @@ from meshctl.agentapi.server import serve
 from meshctl.agentapi.service import NodeService
 from meshctl.apply.engine import ApplyEngine, NodeWork, RolloutSettings
 from meshctl.apply.gates import CheckLike, CheckOutcome
-from meshctl.nodestate import FrozenMap, IpcacheEntry, NodeState
+from meshctl.connections import TrackedConnection
+from meshctl.nodestate import PROTO_TCP, Direction, FrozenMap, IpcacheEntry, NodeState
 
 NODE = "n1"
 TARGET = NodeState(NODE, ipcache=FrozenMap({IPv4Network("10.1.0.5/32"): IpcacheEntry(300)}))
+CONNS = (TrackedConnection(0x0A010005, 0x0A010006, 40000, 5432, PROTO_TCP, Direction.EGRESS),)
 
 
 class MemoryNode:
@@ -81,7 +83,8 @@ def served() -> Iterator[Served]:
         return run
 
     pods = lambda: {"demo/a": object()}  # noqa: E731
-    svc = NodeService(NODE, node, base / "journal", pods, runner, sleep=lambda _s: None)
+    svc = NodeService(NODE, node, base / "journal", pods, runner, sleep=lambda _s: None,
+                      conntrack=lambda: CONNS)
     path, stop, ready = base / "agent.sock", threading.Event(), threading.Event()
     thread = threading.Thread(target=serve, args=("t-go2-unit", NODE, None, path, stop),
                               kwargs={"service": svc, "ready": ready}, daemon=True)
@@ -212,3 +215,8 @@ def test_interrupted_node_journal_blocks_apply_until_revert(served: Served) -> N
     assert served.node.state == NodeState(NODE)
     assert client.observe_raw()["interrupted"] is False
     assert not (served.journal_dir / "journal.jsonl").exists()
+
+
+def test_conntrack_rows_reach_the_plan_as_connections(served: Served) -> None:
+    assert served.client.connections() == CONNS
+
