@@ -275,11 +275,17 @@ class ApplyEngine:
         crash_point(f"probed:{wave.index}")
         self._phase(wave.nodes, "drop gate")
         denied = [o for o in outcomes if o.ok and o.observed == "denied"]  # the probes' own drops
-        explained = ctx.predicted_keys | {_key(o.check) for o in denied}
         for node in wave.nodes:
-            own = sum(d.packets for o in denied for d in o.drops if d.node == node and d.policy)
-            predicted = ctx.predicted.get(node, 0) + own
-            gate = self._drop_gate(node, before[node], since, until, predicted, explained)
+            # counters cannot tell a probe's drop from a concurrent one: one packet per denied probe
+            counted = sum(any(d.node == node and d.policy for d in o.drops) for o in denied)
+            own: dict[DropKey, int] = {}
+            for o in denied:
+                packets = sum(d.packets for d in o.drops
+                              if d.node == node and d.policy and d.source == "flows")
+                if packets:
+                    own[_key(o.check)] = own.get(_key(o.check), 0) + packets
+            predicted = ctx.predicted.get(node, 0) + counted
+            gate = self._drop_gate(node, before[node], since, until, predicted, ctx.predicted_keys, own)
             result.gates.append(gate)
             self.on_event(gate.describe())
             if not gate.ok:
@@ -288,7 +294,7 @@ class ApplyEngine:
         return "; ".join(failures), probes
 
     def _drop_gate(self, node: str, before: MetricCounts, since_ns: int, until_ns: int, predicted: int,
-                   predicted_keys: frozenset[DropKey]) -> DropGateResult:
+                   predicted_keys: frozenset[DropKey], own: Mapping[DropKey, int]) -> DropGateResult:
         """The flow store's drops by connection when the node's agent runs, else the counters."""
         s = self.settings
         after = self.driver.drop_counts(node)
@@ -297,7 +303,7 @@ class ApplyEngine:
         if flows is None:
             return drop_gate(node, before, after, s.verify_window_s, s.drop_rate_threshold, predicted,
                              note=no_flows_note(node))
-        return flow_drop_gate(node, flows, predicted_keys, s.verify_window_s, s.drop_rate_threshold)
+        return flow_drop_gate(node, flows, predicted_keys, s.verify_window_s, s.drop_rate_threshold, own=own)
 
     def _restore(self, w: NodeWork) -> None:
         """Reconcile a node back to its journalled before-state and prove it got there."""

@@ -16,7 +16,8 @@ drops the plan predicted." Every drop reason counts: a node whose endpoint entri
 drops everything with no-endpoint, and that must fail it as surely as a policy drop would.
 Predicted drops are policy drops (default or explicit deny) of the plan's connectivity impact
 pairs that go FORWARDED -> DROPPED (same source pod, destination pod, port and protocol): traffic
-the plan means to cut; the verify probes that expect "denied" add their own connections.
+the plan means to cut; the drops that the verify probes expecting "denied" caused themselves are
+explained too (exactly those packets when the flow store names them).
 Everything else dropped on the node in the window is unexpected - also traffic that was already
 denied before the apply: the plan does not explain it, and the threshold is the place to allow
 for such background noise. The unexpected rate per second must stay at or below the threshold.
@@ -329,19 +330,28 @@ def flow_drop_gate(
     window_s: float,
     threshold_per_s: float,
     note: str = "",
+    own: Mapping[DropKey, int] | None = None,
 ) -> DropGateResult:
     """Judge one node's verify window from its stored drops, by connection and reason.
 
-    A drop is explained when its connection is predicted (`predicted`: the plan's cuts and the
-    probes' denied connections) AND the datapath dropped it by policy; a predicted connection
-    dropped for another reason (no endpoint, ...) is not what the plan meant. The rest are named
-    when the gate fails.
+    A drop is explained when its connection is one the plan predicts to cut (`predicted`) AND
+    the datapath dropped it by policy; a predicted connection dropped for another reason (no
+    endpoint, ...) is not what the plan meant. `own`: the policy drops the verify probes
+    themselves caused and witnessed, by connection - exactly those packets are explained, not
+    other traffic of the same connection. The rest are named when the gate fails.
     """
+    own = own or {}
     total = sum(dropped.values())
-    expected = sum(n for (k, r), n in dropped.items() if k in predicted and r in POLICY_DROP_REASONS)
-    rest = sorted(((kr, n) for kr, n in dropped.items()
-                   if n > 0 and not (kr[0] in predicted and kr[1] in POLICY_DROP_REASONS)),
-                  key=lambda kn: (-kn[1], kn[0]))
+    expected = 0
+    rest: list[tuple[tuple[DropKey, int], int]] = []
+    for (k, r), n in dropped.items():
+        explained = 0
+        if r in POLICY_DROP_REASONS:
+            explained = n if k in predicted else min(n, own.get(k, 0))
+        expected += explained
+        if n - explained > 0:
+            rest.append(((k, r), n - explained))
+    rest.sort(key=lambda kn: (-kn[1], kn[0]))
     reasons: dict[int, int] = {}
     for (_k, r), n in dropped.items():
         reasons[r] = reasons.get(r, 0) + n
