@@ -61,6 +61,11 @@ class CutRow:
     count: int
     changes: tuple[str, ...] = ()
 
+    # A cut is a connection going FORWARDED -> DROPPED: the apply's drop gate can take cut rows
+    # where it takes impact rows (meshctl.apply.gates.ImpactLike).
+    before = "FORWARDED"
+    after = "DROPPED"
+
     @property
     def line(self) -> str:
         """`cuts 14 established connections production/cache -> production/postgres:5432/tcp`."""
