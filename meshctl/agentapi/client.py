@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from meshctl.agentapi.protocol import AgentApiError, StaleNodeError, WireCheck, counts_from_json
-from meshctl.apply.gates import MetricCounts
+from meshctl.apply.gates import MetricCounts, ProbeAttempt, WitnessedDrop
 from meshctl.connections import TrackedConnection
 from meshctl.nodestate import NodeState
 
@@ -107,6 +107,12 @@ class AgentClient:
 
     def revert(self, before: NodeState) -> dict[str, Any]:
         return self._call("POST", "/v1/revert", {"before": before.canonical()})
+
+    def drops_of(self, attempts: list[ProbeAttempt]) -> list[list[WitnessedDrop]]:
+        """This node's recorded drops of each connection (made by any node's agent)."""
+        answer = self._call("POST", "/v1/flowdrops", {"attempts": [a.to_json() for a in attempts]})
+        return [[WitnessedDrop(self.node, int(r), int(n), str(src)) for r, n, src in drops]
+                for drops in answer["drops"]]
 
     def verify(self, checks: Iterable[WireCheck] = (), window_s: float = 0.0, threshold_per_s: float = 0.0,
                predicted: int = 0) -> dict[str, Any]:

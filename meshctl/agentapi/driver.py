@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshctl.agentapi.client import AgentClient
 from meshctl.agentapi.protocol import AgentApiError, WireCheck, socket_path
-from meshctl.apply.gates import CheckLike, CheckOutcome, MetricCounts
+from meshctl.apply.gates import CheckLike, CheckOutcome, MetricCounts, ProbeAttempt
 from meshctl.nodestate import NodeState
 
 if TYPE_CHECKING:
@@ -48,7 +48,12 @@ class AgentDriver:
 
 
 class AgentCheckRunner:
-    """Callable(check) -> CheckOutcome: the connection is made by the source pod's node agent."""
+    """Callable(probe) -> CheckOutcome: the connection is made by the source pod's node agent.
+
+    The source agent answers with the connection's 5-tuple and window; a connection that failed
+    is then judged with the drops the agent of every node it crossed recorded for it
+    (meshctl.apply.probes.judge): "denied" needs a policy drop on one of them.
+    """
 
     def __init__(self, driver: AgentDriver, pod_nodes: Mapping[str, str], pod_ips: Mapping[str, IPv4Address]
                  ) -> None:
@@ -56,14 +61,28 @@ class AgentCheckRunner:
 
     def __call__(self, check: CheckLike) -> CheckOutcome:
         from meshctl.apply.checks import destination_ip
+        from meshctl.apply.gates import check_nodes
+        from meshctl.apply.probes import judge, missing
+        from meshctl.errors import ApplyError
 
         node = self.pod_nodes.get(check.from_)
         if node is None:
-            return CheckOutcome(check, "denied", f"source pod {check.from_} is on no node")
-        wire = WireCheck.of(check, to=str(destination_ip(check, self.pod_ips)))
-        answer = self.driver.client(node).verify([wire])
+            return missing(check, f"source pod {check.from_} is on no node")
+        try:
+            to = str(destination_ip(check, self.pod_ips))
+        except ApplyError as err:
+            return missing(check, str(err))
+        answer = self.driver.client(node).verify([WireCheck.of(check, to=to)])
         (result,) = answer["checks"]
-        return CheckOutcome(check, str(result["observed"]), str(result.get("detail", "")))
+        if "attempt" not in result:  # an agent that judged alone
+            return CheckOutcome(check, str(result["observed"]), str(result.get("detail", "")))
+        attempt = ProbeAttempt.from_json(result["attempt"])
+        if attempt.connected:
+            return judge(check, True, "", ())
+        nodes = tuple(getattr(check, "nodes", ()) or check_nodes(check, self.pod_nodes) or (node,))
+        drops = [d for n in nodes for d in self.driver.client(n).drops_of([attempt])[0]]
+        outcome = judge(check, False, attempt.error, drops)
+        return CheckOutcome(check, outcome.observed, outcome.detail, outcome.drops, attempt)
 
 
 def select_driver(ws: Workspace, plan_id: str = "") -> tuple[NodeDriver, CheckRunner]:

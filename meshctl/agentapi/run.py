@@ -25,8 +25,10 @@ def node_netns(cluster: str, node: str) -> str | None:
 
 
 def start_api(cluster: str, node: str, path: Path | None, stop: threading.Event,
-              journal_dir: Path | None = None) -> threading.Thread:
-    """Serve until `stop`; a failure to serve is logged, never fatal for the flow agent."""
+              journal_dir: Path | None = None, store: Path | None = None) -> threading.Thread:
+    """Serve until `stop`; a failure to serve is logged, never fatal for the flow agent.
+
+    `store`: the agent's flow store, where verify looks up the drops of its probes."""
     from meshctl.agentapi.server import serve
 
     sock = path or socket_path(cluster, node)
@@ -34,7 +36,7 @@ def start_api(cluster: str, node: str, path: Path | None, stop: threading.Event,
 
     def main() -> None:
         try:
-            serve(cluster, node, netns, sock, stop, journal_dir=journal_dir)
+            serve(cluster, node, netns, sock, stop, journal_dir=journal_dir, store=store)
         except Exception as err:
             log.error("agent %s: no API on %s: %s", node, sock, err)
 

@@ -6,6 +6,7 @@
     POST /v1/apply    {"target", "expected_fingerprint", "plan_id"}   409 when the node moved
     POST /v1/revert   {"before"}
     POST /v1/verify   {"checks", "window_s", "threshold_per_s", "predicted"}
+    POST /v1/flowdrops {"attempts": [connection 5-tuple and window, ...]} -> this node's drops of each
 
 A unix socket, not TCP: reaching it needs access to the node's filesystem (the DaemonSet's
 hostPath /run/meshctl), which is the same trust as loading eBPF there. The stdlib server is
@@ -69,6 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", "/v1/apply"): lambda: svc.apply(self._body()),
             ("POST", "/v1/revert"): lambda: svc.revert(self._body()),
             ("POST", "/v1/verify"): lambda: svc.verify(self._body()),
+            ("POST", "/v1/flowdrops"): lambda: svc.drops_of(self._body()),
         }
         route = routes.get((method, self.path))
         try:
@@ -132,11 +134,20 @@ def bind(path: Path, service: NodeService) -> _Server:
     return server
 
 
-def lab_service(cluster: str, node: str, netns: str | None, journal_dir: Path) -> NodeService:
-    """The service over this host: the lab driver (kernel), pods and checks from the lab registry."""
+def lab_service(cluster: str, node: str, netns: str | None, journal_dir: Path,
+                store: Path | None = None) -> NodeService:
+    """The service over this host: the lab driver (kernel), pods and checks from the lab registry.
+
+    The node sees only itself: its checks' drops come from its own flow `store` (else its
+    counters), and the drops of connections other agents made are looked up in that store.
+    """
     from meshctl.apply.checks import LabCheckRunner
     from meshctl.apply.driver import LabDriver
+    from meshctl.apply.gates import ProbeAttempt, WitnessedDrop
+    from meshctl.apply.witness import lab_witness
     from meshctl.lab import registry
+
+    witness = lab_witness(cluster, None, visible={node}, own_store=store)
 
     def pods() -> dict[str, Any]:
         reg = registry.load(cluster)
@@ -145,7 +156,11 @@ def lab_service(cluster: str, node: str, netns: str | None, journal_dir: Path) -
     def runner() -> Any:
         reg = registry.load(cluster)
         ips = {k: p.address for k, p in reg.pods.items()} if reg else {}
-        return LabCheckRunner(cluster, ips)
+        nodes = {k: p.node for k, p in reg.pods.items()} if reg else {}
+        return LabCheckRunner(cluster, ips, pod_nodes=nodes, witness=witness)
+
+    def drops(attempt: ProbeAttempt) -> list[WitnessedDrop]:
+        return witness.drops([node], attempt, {})
 
     def conntrack() -> tuple[Any, ...]:
         from meshctl.observe.conntrack import observe_connections
@@ -153,7 +168,8 @@ def lab_service(cluster: str, node: str, netns: str | None, journal_dir: Path) -
         return observe_connections(cluster, node, netns)
 
     driver = LabDriver(cluster, {node: netns})  # type: ignore[dict-item]  # None = the host netns
-    return NodeService(node, driver, journal_dir, pods, runner, conntrack=conntrack)
+    return NodeService(node, driver, journal_dir, pods, runner, flow_drops=drops if store else None,
+                       conntrack=conntrack)
 
 
 def serve(
@@ -166,10 +182,11 @@ def serve(
     journal_dir: Path | None = None,
     ready: threading.Event | None = None,
     service: NodeService | None = None,
+    store: Path | None = None,
 ) -> None:
     """Serve the node's API until `stop_event` is set; removes the socket on the way out."""
     journal_dir = journal_dir or socket_path.parent / f"journal-{cluster}-{node}"
-    service = service or lab_service(cluster, node, netns, journal_dir)
+    service = service or lab_service(cluster, node, netns, journal_dir, store)
     server = bind(socket_path, service)
     ino = socket_path.stat().st_ino
     waiter = threading.Thread(target=lambda: (stop_event.wait(), server.shutdown()), daemon=True,

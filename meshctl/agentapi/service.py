@@ -4,7 +4,9 @@ Apply runs the apply engine itself on a one-node rollout (journal the intent wit
 before-state, reconcile make-before-break, revert to the before-state if reconcile fails), so a
 node driven remotely goes through the very step a local apply uses. The node journal lives on the
 node: if the agent dies mid-apply, the records say what to restore. Verification (drop gate and
-checks from this node's pods) reuses meshctl.apply.gates and the lab's check runner.
+checks from this node's pods) reuses meshctl.apply.gates and the lab's check runner; each check
+answers with its connection's exact 5-tuple and window, so the caller can ask the agents of the
+other nodes the connection crossed whether their datapath dropped it (`flow_drops`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from typing import Any
 
 from meshctl.agentapi.protocol import WireCheck, counts_to_json
 from meshctl.apply.engine import ApplyEngine, NodeDriver, NodeWork, RolloutSettings, restore_node
-from meshctl.apply.gates import CheckLike, CheckOutcome, drop_gate
+from meshctl.apply.gates import CheckLike, CheckOutcome, ProbeAttempt, WitnessedDrop, drop_gate
 from meshctl.connections import TrackedConnection
 from meshctl.nodestate import NodeState
 
 CheckRunner = Callable[[CheckLike], CheckOutcome]
+FlowDrops = Callable[[ProbeAttempt], list[WitnessedDrop]]  # this node's recorded drops of a connection
 MAX_VERIFY_WINDOW_S = 60.0
+MAX_ATTEMPTS = 256
 
 
 class Refused(Exception):
@@ -156,6 +160,28 @@ class NodeService:
             "gate": {"node": gate.node, "drops": gate.drops, "predicted": gate.predicted,
                      "window_s": gate.window_s, "threshold_per_s": gate.threshold_per_s, "ok": gate.ok,
                      "describe": gate.describe()},
-            "checks": [{"check": WireCheck.of(o.check).to_json(), "observed": o.observed, "detail": o.detail,
-                        "ok": o.ok} for o in outcomes],
+            "checks": [_outcome_json(o) for o in outcomes],
         }
+
+    def drops_of(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """This node's recorded drops of each connection in `attempts` (ProbeAttempt JSON)."""
+        try:
+            attempts = [ProbeAttempt.from_json(a) for a in body.get("attempts", [])]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise Refused(400, f"attempts: {err}") from None
+        if len(attempts) > MAX_ATTEMPTS:
+            raise Refused(400, f"at most {MAX_ATTEMPTS} attempts per call")
+        if self.flow_drops is None:
+            return {"node": self.node, "source": "none", "drops": [[] for _ in attempts]}
+        found = [self.flow_drops(a) for a in attempts]
+        return {"node": self.node, "source": "flows",
+                "drops": [[[d.reason, d.packets, d.source] for d in drops] for drops in found]}
+
+
+def _outcome_json(o: CheckOutcome) -> dict[str, Any]:
+    out: dict[str, Any] = {"check": WireCheck.of(o.check).to_json(), "observed": o.observed,
+                           "detail": o.detail, "ok": o.ok,
+                           "drops": [[d.node, d.reason, d.packets, d.source] for d in o.drops]}
+    if o.attempt is not None:
+        out["attempt"] = o.attempt.to_json()
+    return out

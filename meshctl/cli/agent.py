@@ -61,7 +61,7 @@ def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = Clust
     if api:
         from meshctl.agentapi.run import start_api
 
-        api_thread = start_api(runner.s.cluster, node, api_socket, runner.stop, journal_dir)
+        api_thread = start_api(runner.s.cluster, node, api_socket, runner.stop, journal_dir, runner.s.store)
     runner.run()
     if api_thread is not None:
         runner.stop.set()

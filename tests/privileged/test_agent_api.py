@@ -166,7 +166,7 @@ def test_full_apply_with_agent_driver(lab: Lab) -> None:
     toml.write_text(toml.read_text() + f'\n[apply]\ndriver = "agent"\nsocketDir = "{lab.sockets}"\n')
     res = meshctl(lab.repo, "apply", "--auto-approve", timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "Apply complete: 3 node(s) updated." in res.stdout
+    assert "Apply complete: 3 node(s) updated, 3 verified by " in res.stdout
     assert "check frontend-to-database-denied" in res.stderr
     assert connect(CLUSTER, "demo/frontend", "demo/api", 3000)
     assert connect(CLUSTER, "demo/api", "demo/database", 5432)

@@ -110,7 +110,7 @@ def test_plan_lists_the_adds_and_changes_nothing(cluster: Cluster) -> None:
 def test_apply_through_the_agents_changes_real_connections(cluster: Cluster) -> None:
     res = cluster.cli("apply", "--auto-approve")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "Apply complete: 3 node(s) updated." in res.stdout
+    assert "Apply complete: 3 node(s) updated, 3 verified by " in res.stdout
     assert "check frontend-to-database-denied" in res.stderr  # checks ran via the agents' verify
     assert connect(CLUSTER, "demo/frontend", "demo/api", 3000)
     assert connect(CLUSTER, "demo/api", "demo/database", 5432)
@@ -138,7 +138,7 @@ def test_hand_change_is_drift_and_heal_goes_through_the_agents(cluster: Cluster)
     assert "node node-2: no drift" in res.stdout
     res = cluster.cli("drift", "--heal")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "Apply complete: 1 node(s) updated." in res.stdout
+    assert "Apply complete: 1 node(s) updated, 1 verified by " in res.stdout
     assert connect(CLUSTER, "demo/frontend", "demo/api", 3000)
     assert cluster.cli("drift", "--detailed-exitcode").returncode == 0
 

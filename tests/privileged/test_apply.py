@@ -41,7 +41,7 @@ def test_plan_apply_enforces_then_no_changes(repo: Path) -> None:
 
     res = meshctl(repo, "apply", "--auto-approve")
     assert res.returncode == 0, res.stderr
-    assert "Apply complete: 3 node(s) updated." in res.stdout
+    assert "Apply complete: 3 node(s) updated, 3 verified by " in res.stdout
     assert "canary 0: node-1" in res.stderr  # progress on stderr, canary first
     assert "check frontend-to-database-denied" in res.stderr
 

@@ -51,7 +51,7 @@ def test_bpftool_delete_is_drift_and_heal_fixes_it(repo: Path) -> None:
 
     res = meshctl(repo, "drift", "--heal")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "Apply complete: 1 node(s) updated." in res.stdout
+    assert "Apply complete: 1 node(s) updated, 1 verified by " in res.stdout
     assert connect(CLUSTER, "demo/frontend", "demo/api", 3000)
     assert meshctl(repo, "drift", "--detailed-exitcode").returncode == 0
 
