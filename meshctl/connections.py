@@ -9,18 +9,18 @@ observe reads them from the kernel (meshctl.observe.conntrack), agents send them
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, NamedTuple
 
 from meshctl.nodestate import PROTO_ICMP, Direction
 
 ICMP_ECHO_REQUEST = 8  # the datapath's policy port of an ICMP echo flow is the request's type
 
 
-@dataclass(frozen=True, slots=True)
-class TrackedConnection:
-    """One live, established conntrack entry: the forward 5-tuple and the judging side."""
+class TrackedConnection(NamedTuple):
+    """One live, established conntrack entry: the forward 5-tuple and the judging side.
+
+    A named tuple, not a dataclass: a node may hold 262,144 of them and they are made in bulk."""
 
     saddr: int  # IPv4 as int (host order): big tables stay cheap
     daddr: int
@@ -46,7 +46,7 @@ class TrackedConnection:
     @property
     def five_tuple(self) -> tuple[int, int, int, int, int]:
         """The connection, whichever node's entry it comes from."""
-        return (self.saddr, self.daddr, self.sport, self.dport, self.protocol)
+        return self[:5]  # type: ignore[return-value]
 
     def to_json(self) -> list[int]:
         return [self.saddr, self.daddr, self.sport, self.dport, self.protocol, int(self.direction)]

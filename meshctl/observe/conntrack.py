@@ -1,8 +1,8 @@
 """A node's live connections from its pinned conntrack map: `read` (kernel) and `parse` (pure).
 
 Runtime state, not intent: the result never enters NodeState, its fingerprint or the diff. The
-map is read in one batch dump (about 1 us per entry) and parsed with struct.iter_unpack, so a
-full 262,144-entry table stays well under a second.
+map is read in one batch dump (about 1 us per entry) and parsed with struct.iter_unpack into
+named tuples (about 1 us per entry more).
 
 Sentinels: a node with no datapath (or no `ct` pin) reads as None and parses as no connections.
 An entry counts as established when it is live (expires_ns after the read's clock) and, for
@@ -64,18 +64,17 @@ def parse_conntrack(raw: RawConntrack | None) -> tuple[TrackedConnection, ...]:
     count = len(raw.keys) // raw.key_size
     if count * raw.value_size != len(raw.values):
         return ()
-    out: list[TrackedConnection] = []
-    vsize, now = raw.value_size, raw.now_ns
-    unpack_value = VALUE_PREFIX.unpack_from
-    for i, (saddr, daddr, sport, dport, proto, direction) in enumerate(KEY.iter_unpack(raw.keys)):
-        expires, _packets, _bytes, _cookie, flags = unpack_value(raw.values, i * vsize)
-        if expires <= now or direction > Direction.EGRESS:
-            continue
-        if proto == PROTO_TCP and (flags & CT_F_CLOSING or not flags & CT_F_SEEN_REPLY):
-            continue
-        out.append(TrackedConnection(saddr, daddr, sport, dport, proto, Direction(direction)))
-    out.sort(key=lambda c: (c.five_tuple, c.direction))
-    return tuple(out)
+    now = raw.now_ns
+    value = struct.Struct(f"{VALUE_PREFIX.format}{raw.value_size - VALUE_PREFIX.size}x")
+    dirs = (Direction.INGRESS, Direction.EGRESS)
+    make = TrackedConnection._make
+    tcp_state = CT_F_CLOSING | CT_F_SEEN_REPLY  # established TCP: a reply seen, no FIN/RST
+    return tuple(
+        make((*key[:5], dirs[key[5]]))
+        for key, (expires, _packets, _bytes, _cookie, flags) in zip(
+            KEY.iter_unpack(raw.keys), value.iter_unpack(raw.values), strict=True)
+        if expires > now and key[5] <= 1 and (key[4] != PROTO_TCP or flags & tcp_state == CT_F_SEEN_REPLY)
+    )
 
 
 def observe_connections(cluster: str, node: str, netns: str | None) -> tuple[TrackedConnection, ...]:

@@ -46,12 +46,12 @@ def build_plan(
     with the nodes whose changes can cut connections (only those tables are read). Without it
     the plan says nothing about established connections.
     """
-    with paused_gc():  # diffing huge states makes only acyclic objects
+    with paused_gc():  # diffing huge states (and parsing big conntrack tables) makes only acyclic objects
         plan = _build_plan(observed, intended, catalog, desired, state, compiled_warnings, pods, verdict_fn,
                            impact, created_at)
-    if connections is None or not plan.has_changes:
+        if connections is not None and plan.has_changes:
+            plan = replace(plan, cuts=_cuts(plan, observed, intended, catalog, desired, pods, connections))
         return plan
-    return replace(plan, cuts=_cuts(plan, observed, intended, catalog, desired, pods, connections))
 
 
 def _cuts(

@@ -21,8 +21,8 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from meshctl.catalog import Catalog
-from meshctl.connections import TrackedConnection
-from meshctl.nodestate import PROTOCOL_NAMES, Direction, NodeState, ReservedIdentity
+from meshctl.connections import ICMP_ECHO_REQUEST, TrackedConnection
+from meshctl.nodestate import PROTO_ICMP, PROTOCOL_NAMES, Direction, NodeState, ReservedIdentity
 from meshctl.plan import codec
 from meshctl.plan.change import Change, ChangeKind
 from meshctl.plan.model import CutRow
@@ -33,6 +33,7 @@ from meshctl.verdicts import ipcache_lookup, lpm_lookup, policy_verdict
 VERDICT_KINDS = frozenset({ChangeKind.IPCACHE, ChangeKind.ENDPOINT, ChangeKind.POLICY_MAP, ChangeKind.POLICY})
 
 WORLD_NAME = "world"
+_UNJUDGED: list[str] = []  # sentinel of the per-side memo (None means "not cut")
 
 
 def nodes_to_read(changes: Mapping[str, Sequence[Change]]) -> list[str]:
@@ -71,12 +72,16 @@ def established_cuts(
             continue
         before = observed.get(node) or NodeState(node)
         after = intended.get(node) or NodeState(node)
-        judged: dict[_Side, list[str] | None] = {}
-        for conn in conns:
-            side = _Side(conn.direction, conn.local, conn.peer, conn.protocol, conn.policy_port)
-            if side not in judged:
-                judged[side] = _judge(side, before, after, changes[node])
-            by = judged[side]
+        judged: dict[tuple[int, int, int, int, int], list[str] | None] = {}
+        for conn in conns:  # many connections share a side (only the client port differs)
+            saddr, daddr, _sport, dport, proto, direction = conn
+            egress = direction == Direction.EGRESS
+            port = ICMP_ECHO_REQUEST if proto == PROTO_ICMP else dport
+            key = (direction, saddr if egress else daddr, daddr if egress else saddr, proto, port)
+            by = judged.get(key, _UNJUDGED)
+            if by is _UNJUDGED:
+                side = _Side(conn.direction, IPv4Address(key[1]), IPv4Address(key[2]), proto, port)
+                by = judged[key] = _judge(side, before, after, changes[node])
             if by is None:
                 continue
             hit = cut.setdefault(conn.five_tuple, (conn, []))
