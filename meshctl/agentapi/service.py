@@ -54,10 +54,11 @@ class NodeService:
         check_runner: Callable[[], CheckRunner] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         conntrack: Callable[[], Sequence[TrackedConnection]] = tuple,
+        flow_drops: FlowDrops | None = None,
     ) -> None:
         self.node, self.driver, self.journal_dir = node, driver, journal_dir
         self.node_pods, self.check_runner, self.sleep = node_pods, check_runner, sleep
-        self.conntrack = conntrack
+        self.conntrack, self.flow_drops = conntrack, flow_drops
         self.lock = threading.Lock()
 
     def _journal(self, plan_id: str = "") -> Any:
