@@ -24,7 +24,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -150,9 +150,19 @@ def policy_sets(draw: st.DrawFn) -> tuple[Document, ...]:
     return tuple(as_document(d) for d in docs)
 
 
+@st.composite
+def relabelled(draw: st.DrawFn, pod: PodSpec) -> PodSpec:
+    """The same pod (name, node, address) with new labels now and then."""
+    if draw(st.booleans()):
+        return pod
+    app = draw(st.one_of(st.none(), st.sampled_from(gen.APPS)))
+    return replace(pod, labels={"app": app} if app else {})
+
+
 @dataclass(frozen=True)
 class Universe:
-    """An inventory with one or more policy sets (revisions) over it, and a packet seed."""
+    """One or more revisions of a cluster (policy sets, pod labels) over the same pods, and
+    the seed of its packets."""
 
     revisions: tuple[ClusterSpec, ...]
     seed: int
@@ -174,6 +184,8 @@ def universes(draw: st.DrawFn, revisions: int = 1) -> Universe:
             policies: tuple[Document, ...] = (as_document(LOCKDOWN),)
         else:
             policies = draw(policy_sets())
+        if r and draw(st.integers(0, 2)) == 0:
+            pods = tuple(draw(relabelled(p)) for p in pods)  # identities change under live connections
         specs.append(ClusterSpec("diff", gen.NODES, ns_table, pods, policies, mode))
     return Universe(tuple(specs), draw(st.integers(0, 2**32 - 1)))
 
@@ -496,7 +508,8 @@ class Report:
                          for i, s in enumerate(self.universe.revisions))
         shown = "\n".join(self.lines[:12])
         more = f"\n... and {len(self.lines) - 12} more" if len(self.lines) > 12 else ""
-        pytest.fail(f"{len(self.lines)} differences between kernel and emulator (mode={spec.mode}):\n"
+        pytest.fail(f"{len(self.lines)} differences between kernel and emulator (mode={spec.mode}, "
+                    f"packet seed {self.universe.seed}):\n"
                     f"{shown}{more}\npods:\n{pods}\npolicies:\n{revs}", pytrace=False)
 
 
@@ -675,9 +688,10 @@ def check_conntrack(kernel: Kernel, ct: Conntrack, report: Report, node: str, ph
 
 def test_policy_changes_recheck_forward_packets_and_keep_replies(
         kernel: Kernel, capsys: pytest.CaptureFixture[str]) -> None:
-    """Connections opened under one policy set, then the policy changes (a second random set,
-    often a lockdown) and back: forward packets get the emulator's verdict under the policy in
-    force, replies of connections a hook admitted pass, and the ct map keeps every entry."""
+    """Connections opened under one revision, then the policy changes (a second random set,
+    often a lockdown, sometimes with pods relabelled) and back: forward packets get the
+    emulator's verdict under the revision in force, replies of connections a hook admitted pass,
+    and the ct map keeps every entry with the cookie and revision of its last admission."""
     start_runs, started = kernel.runs, time.perf_counter()
 
     @settings(max_examples=CONNECTION_EXAMPLES, deadline=None,
@@ -692,6 +706,8 @@ def test_policy_changes_recheck_forward_packets_and_keep_replies(
             if node_of(universe, src) is None and node_of(universe, dst) is None:
                 dst = maker.rng.choice(maker.pod_ips)
             connections.append(maker.packet(src, dst, connection=True))
+        for node in gen.NODES:  # and connections the first policy set has entries for
+            connections += [pkt for _, pkt in maker.aimed(states[0][node], AIMED_PER_NODE // 2)]
         report = Report(universe)
         for node in gen.NODES:
 
