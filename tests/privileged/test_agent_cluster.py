@@ -111,7 +111,9 @@ def test_apply_through_the_agents_changes_real_connections(cluster: Cluster) -> 
     res = cluster.cli("apply", "--auto-approve")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Apply complete: 3 node(s) updated, 3 verified by " in res.stdout
-    assert "check frontend-to-database-denied" in res.stderr  # checks ran via the agents' verify
+    # checks ran via the agents' verify, and "denied" was the drop node-1's agent stored for it
+    assert ("check frontend-to-database-denied: demo/frontend -> demo/database:5432/TCP expected denied, "
+            "observed denied: ok (timed out; default deny drop on node-1 (flow store))") in res.stderr
     assert connect(CLUSTER, "demo/frontend", "demo/api", 3000)
     assert connect(CLUSTER, "demo/api", "demo/database", 5432)
     assert not connect(CLUSTER, "demo/frontend", "demo/database", 5432)
@@ -120,6 +122,24 @@ def test_apply_through_the_agents_changes_real_connections(cluster: Cluster) -> 
     res = cluster.cli("drift", "--detailed-exitcode")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "No drift" in res.stdout
+
+
+def test_agent_probes_are_judged_with_the_drops_every_crossed_agent_recorded(cluster: Cluster) -> None:
+    """The source node's agent connects; the agents of both ends are asked for their drops of it."""
+    from meshctl.agentapi.driver import AgentCheckRunner, AgentDriver
+    from meshctl.apply.probes import Probe
+
+    driver = AgentDriver(CLUSTER, NODES, cluster.sockets)
+    pod_nodes = {"demo/frontend": "node-1", "demo/api": "node-2", "demo/database": "node-3"}
+    run = AgentCheckRunner(driver, pod_nodes, cluster.pod_ips)
+    to_db = Probe("p", "demo/frontend", "demo/database", 5432, "TCP", "denied", "probe", ("node-1", "node-3"))
+    denied = run(to_db)
+    assert denied.ok and denied.attempt is not None and not denied.attempt.connected, denied.describe()
+    assert [(d.node, d.reason, d.source) for d in denied.drops] == [("node-1", 2, "flows")]
+    wrong = run(Probe("p", "demo/frontend", "demo/api", 3000, "TCP", "denied", "probe", ("node-1", "node-2")))
+    assert not wrong.ok and wrong.observed == "allowed"
+    ghost = run(Probe("p", "demo/frontend", "demo/ghost", 80, "TCP", "denied"))
+    assert ghost.observed == "error" and "demo/ghost does not exist" in ghost.describe()
 
 
 def _delete_ipcache(node: str, ip: IPv4Address) -> None:
