@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import fcntl
 import json
+import shutil
 import socket
 import struct
+import tempfile
 import termios
 import threading
 import time
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from agent_helpers import start_agent, stop_agent
 from apply_helpers import lab_of, meshctl, three_tier_copy, unique_cluster
+
+from meshctl.nodestate import PROTO_TCP, Direction
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -252,3 +258,35 @@ def test_adding_a_deny_is_planned_as_a_cut_and_stops_the_stream(repo: Path, stre
 def test_a_plan_that_cuts_nothing_says_nothing(repo: Path, stream: Stream) -> None:
     text, doc, md = plan_outputs(repo)
     assert doc["cuts"] == [] and "established connection" not in text + md
+
+
+def test_the_agent_driver_reads_conntrack_through_the_agents(repo: Path, stream: Stream) -> None:
+    """With `[apply] driver = "agent"` the plan gets each node's connections from its agent."""
+    from meshctl.agentapi.client import AgentClient
+    from meshctl.agentapi.protocol import socket_path
+    from meshctl.lab import registry
+
+    sockets = Path(tempfile.mkdtemp(prefix="mc-cut-", dir="/tmp"))  # short: sun_path is 108 bytes
+    toml = repo / "meshctl.toml"
+    lab_toml = toml.read_text()
+    procs = []
+    try:
+        procs = [start_agent(repo, CLUSTER, node, sockets) for node in ("node-1", "node-2", "node-3")]
+        toml.write_text(lab_toml + f'\n[apply]\ndriver = "agent"\nsocketDir = "{sockets}"\n')
+        frontend = int(registry.pod(CLUSTER, "demo/frontend").address)
+        api = int(registry.pod(CLUSTER, "demo/api").address)
+        live = AgentClient("node-2", socket_path(CLUSTER, "node-2", sockets)).connections()
+        mine = [c for c in live if (c.saddr, c.daddr, c.dport) == (frontend, api, PORT)]
+        assert [(c.protocol, c.direction, c.local) for c in mine] == [
+            (PROTO_TCP, Direction.INGRESS, IPv4Address(api))]
+        (repo / "policies" / "stream-ingress.yaml").unlink()
+        try:
+            assert_planned_cut(repo, "node-2 policy demo/api ingress allow demo/frontend tcp/7000")
+        finally:
+            (repo / "policies" / "stream-ingress.yaml").write_text(STREAM_INGRESS)
+    finally:
+        toml.write_text(lab_toml)
+        for proc in procs:
+            stop_agent(proc)
+        shutil.rmtree(sockets, ignore_errors=True)
+
