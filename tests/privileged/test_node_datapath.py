@@ -179,3 +179,27 @@ def test_the_real_datapath_object_loads_and_pins() -> None:
         assert d.pinned_build() == build_hash(obj)
     finally:
         d.remove()
+
+
+def test_a_map_whose_layout_changed_is_recreated_and_the_others_kept(dp: NodeDatapath) -> None:
+    """An object with a new struct ct_value (32 -> 40 bytes: the policy revision) loads over pins
+    of the old layout: ct starts empty, every other map keeps its entries."""
+    import ctypes
+
+    from meshctl.dataplane.libbpf import BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH
+    from meshctl.dataplane.structs import CT_MAP_SIZE, CtKey, CtValue, EndpointKey, EndpointValue
+
+    dp.pin_dir.mkdir(parents=True)
+    key_size = ctypes.sizeof(CtKey)
+    with Map.create(BPF_MAP_TYPE_LRU_HASH, key_size, 32, CT_MAP_SIZE, name="ct") as old_ct:
+        old_ct.update(b"\1" * key_size, b"\2" * 32)
+        old_ct.pin(dp.map_pin("ct"))
+    ep_key, ep_value = bytes(EndpointKey(addr_be=7)), bytes(EndpointValue(endpoint_id=3, identity=300))
+    with Map.create(BPF_MAP_TYPE_HASH, len(ep_key), len(ep_value), 65536, name="endpoints") as eps:
+        eps.update(ep_key, ep_value)
+        eps.pin(dp.map_pin("endpoints"))
+    assert dp.ensure_loaded() is True  # reused as is, ct would keep 32-byte values the program overruns
+    with Map.from_pin(dp.map_pin("ct")) as ct:
+        assert ct.value_size == ctypes.sizeof(CtValue) and list(ct.keys()) == []
+    with Map.from_pin(dp.map_pin("endpoints")) as eps:
+        assert eps.lookup(ep_key) == ep_value
