@@ -6,13 +6,14 @@ import http.client
 import json
 import socket
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from meshctl.agentapi.protocol import AgentApiError, StaleNodeError, WireCheck, counts_from_json
 from meshctl.apply.gates import MetricCounts, ProbeAttempt, WitnessedDrop
 from meshctl.connections import TrackedConnection
-from meshctl.nodestate import NodeState
+from meshctl.nodestate import ForeignProgram, NodeState
 
 DEFAULT_TIMEOUT_S = 120.0  # an apply of a big node, or a verify window, can take a while
 
@@ -77,7 +78,8 @@ class AgentClient:
         state = NodeState.from_canonical(answer["state"])
         if state.fingerprint() != answer["fingerprint"]:
             raise AgentApiError(self.node, "observed state does not match its fingerprint (version skew?)")
-        return state
+        programs = tuple(ForeignProgram(**p) for p in answer.get("foreign_programs", ()))
+        return replace(state, foreign_programs=programs) if programs else state
 
     def connections(self) -> tuple[TrackedConnection, ...]:
         """The node's live established connections; an agent without the route answers none."""
@@ -113,6 +115,13 @@ class AgentClient:
         answer = self._call("POST", "/v1/flowdrops", {"attempts": [a.to_json() for a in attempts]})
         return [[WitnessedDrop(self.node, int(r), int(n), str(src)) for r, n, src in drops]
                 for drops in answer["drops"]]
+
+    def window_drops(self, since_ns: int, until_ns: int, counted: int = 0) -> list[list[Any]] | None:
+        """Every drop the node's agent stored in the window (flowdrops.wire_rows), None without a store."""
+        answer = self._call("POST", "/v1/flowdrops", {"since_ns": since_ns, "until_ns": until_ns,
+                                                      "counted": counted})
+        rows = answer.get("rows")
+        return None if rows is None else [list(r) for r in rows]
 
     def verify(self, checks: Iterable[WireCheck] = (), window_s: float = 0.0, threshold_per_s: float = 0.0,
                predicted: int = 0) -> dict[str, Any]:

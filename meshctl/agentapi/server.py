@@ -7,6 +7,7 @@
     POST /v1/revert   {"before"}
     POST /v1/verify   {"checks", "window_s", "threshold_per_s", "predicted"}
     POST /v1/flowdrops {"attempts": [connection 5-tuple and window, ...]} -> this node's drops of each
+                      {"since_ns", "until_ns", "counted"} -> every drop of the window, by connection
 
 A unix socket, not TCP: reaching it needs access to the node's filesystem (the DaemonSet's
 hostPath /run/meshctl), which is the same trust as loading eBPF there. The stdlib server is
@@ -162,6 +163,12 @@ def lab_service(cluster: str, node: str, netns: str | None, journal_dir: Path,
     def drops(attempt: ProbeAttempt) -> list[WitnessedDrop]:
         return witness.drops([node], attempt, {})
 
+    def window(since_ns: int, until_ns: int, counted: int) -> list[list[Any]]:
+        from meshctl.apply.flowdrops import window_drops, wire_rows
+
+        assert store is not None
+        return wire_rows(window_drops(store, node, since_ns, until_ns, counted))
+
     def conntrack() -> tuple[Any, ...]:
         from meshctl.observe.conntrack import observe_connections
 
@@ -169,7 +176,7 @@ def lab_service(cluster: str, node: str, netns: str | None, journal_dir: Path,
 
     driver = LabDriver(cluster, {node: netns})  # type: ignore[dict-item]  # None = the host netns
     return NodeService(node, driver, journal_dir, pods, runner, flow_drops=drops if store else None,
-                       conntrack=conntrack)
+                       conntrack=conntrack, window_drops=window if store else None)
 
 
 def serve(

@@ -55,10 +55,11 @@ class NodeService:
         sleep: Callable[[float], None] = time.sleep,
         conntrack: Callable[[], Sequence[TrackedConnection]] = tuple,
         flow_drops: FlowDrops | None = None,
+        window_drops: Callable[[int, int, int], list[list[Any]]] | None = None,
     ) -> None:
         self.node, self.driver, self.journal_dir = node, driver, journal_dir
         self.node_pods, self.check_runner, self.sleep = node_pods, check_runner, sleep
-        self.conntrack, self.flow_drops = conntrack, flow_drops
+        self.conntrack, self.flow_drops, self.window_drops = conntrack, flow_drops, window_drops
         self.lock = threading.Lock()
 
     def _journal(self, plan_id: str = "") -> Any:
@@ -70,7 +71,8 @@ class NodeService:
         with self.lock:
             state = self.driver.observe(self.node)
         return {"node": self.node, "state": state.canonical(), "fingerprint": state.fingerprint(),
-                "interrupted": bool(self._journal().records())}
+                "interrupted": bool(self._journal().records()),
+                "foreign_programs": [p.__dict__ for p in state.foreign_programs]}
 
     def connections(self) -> dict[str, Any]:
         """The node's live established connections (for the plan's "cuts N established")."""
@@ -165,7 +167,10 @@ class NodeService:
         }
 
     def drops_of(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """This node's recorded drops of each connection in `attempts` (ProbeAttempt JSON)."""
+        """This node's recorded drops of each connection in `attempts` (ProbeAttempt JSON), or
+        with `since_ns`/`until_ns` every drop of that window (the drop gate's source)."""
+        if "since_ns" in body:
+            return self._window(body)
         try:
             attempts = [ProbeAttempt.from_json(a) for a in body.get("attempts", [])]
         except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -177,6 +182,16 @@ class NodeService:
         found = [self.flow_drops(a) for a in attempts]
         return {"node": self.node, "source": "flows",
                 "drops": [[[d.reason, d.packets, d.source] for d in drops] for drops in found]}
+
+
+    def _window(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            since, until, counted = int(body["since_ns"]), int(body["until_ns"]), int(body.get("counted", 0))
+        except (KeyError, TypeError, ValueError) as err:
+            raise Refused(400, f"since_ns/until_ns: {err}") from None
+        if self.window_drops is None:
+            return {"node": self.node, "source": "none", "rows": None}
+        return {"node": self.node, "source": "flows", "rows": self.window_drops(since, until, counted)}
 
 
 def _outcome_json(o: CheckOutcome) -> dict[str, Any]:

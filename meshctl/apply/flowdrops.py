@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from meshctl.apply.gates import VERDICT_DROPPED, WORLD, DropKey
 from meshctl.errors import MeshctlError
@@ -32,14 +33,38 @@ POLL_S = 0.02
 
 def drop_key(flow: Flow, pod_by_ip: Mapping[str, str]) -> DropKey:
     """The connection a dropped flow belongs to, named as the plan's impact names it."""
-    src = pod_by_ip.get(flow.src_ip) or flow.src_pod or WORLD
-    dst = pod_by_ip.get(flow.dst_ip) or flow.dst_pod or flow.dst_ip
-    return (src, dst, flow.dst_port, protocol_name(flow.protocol).lower())
+    f = flow
+    return key_of(f.src_ip, f.dst_ip, f.src_pod, f.dst_pod, f.dst_port, f.protocol, pod_by_ip)
+
+
+def key_of(src_ip: str, dst_ip: str, src_pod: str, dst_pod: str, dst_port: int, protocol: int,
+           pod_by_ip: Mapping[str, str]) -> DropKey:
+    """Ends by address first (the repo's names), then by the agent's names, else world / the address."""
+    src = pod_by_ip.get(src_ip) or src_pod or WORLD
+    dst = pod_by_ip.get(dst_ip) or dst_pod or dst_ip
+    return (src, dst, dst_port, protocol_name(protocol).lower())
 
 
 def count_drops(flows: list[Flow], pod_by_ip: Mapping[str, str]) -> Counter[tuple[DropKey, int]]:
     """Dropped flows by (connection, reason), every reason."""
     return Counter((drop_key(f, pod_by_ip), f.reason) for f in flows if f.verdict == VERDICT_DROPPED)
+
+
+def window_drops(path: Path, node: str, since_ns: int, until_ns: int, counted: int,
+                 settle_s: float = SETTLE_S) -> list[Flow]:
+    """The dropped flows a node's store holds for a window, once its agent has flushed it (see
+    module doc). Raises StoreError (a MeshctlError) for an unreadable store."""
+    from meshctl.flows.store import FlowStore
+
+    flt = FlowFilter(verdicts=("DROPPED",), since_ns=since_ns, until_ns=until_ns)
+    deadline = time.monotonic() + settle_s
+    with FlowStore(path, node, readonly=True) as store:
+        while True:
+            flows = [f for _, f in store.query(flt)]
+            flushed = store.max_time() >= until_ns or len(flows) >= counted
+            if flushed or time.monotonic() >= deadline:
+                return flows
+            time.sleep(POLL_S)
 
 
 class StoreDropSource:
@@ -63,24 +88,47 @@ class StoreDropSource:
 
     def __call__(self, node: str, since_ns: int, until_ns: int,
                  counted: int) -> Counter[tuple[DropKey, int]] | None:
-        from meshctl.flows.store import FlowStore, store_path
+        from meshctl.flows.store import store_path
 
         path = store_path(self.state_dir, node)
         if node not in self.running() or not path.exists():
             return None
-        flt = FlowFilter(verdicts=("DROPPED",), since_ns=since_ns, until_ns=until_ns)
-        deadline = time.monotonic() + self.settle_s
         try:
-            with FlowStore(path, node, readonly=True) as store:
-                while True:
-                    drops = count_drops([f for _, f in store.query(flt)], self.pod_by_ip)
-                    flushed = store.max_time() >= until_ns or sum(drops.values()) >= counted
-                    if flushed or time.monotonic() >= deadline:
-                        return drops
-                    time.sleep(POLL_S)
+            return count_drops(window_drops(path, node, since_ns, until_ns, counted, self.settle_s),
+                               self.pod_by_ip)
         except MeshctlError as err:  # an unreadable store: the counters still judge
             log.warning("drop gate %s: flow store unreadable (%s); using datapath counters", node, err)
             return None
+
+
+class AgentDropSource:
+    """The same answer from each node's agent over its API (POST /v1/flowdrops with a window):
+    the gate of an agent-driven apply judges by connection, as in the lab. None when the agent
+    has no flow store or cannot answer (the counters then judge)."""
+
+    def __init__(self, clients: Callable[[str], Any], pod_by_ip: Mapping[str, str]) -> None:
+        self.clients, self.pod_by_ip = clients, dict(pod_by_ip)
+
+    def __call__(self, node: str, since_ns: int, until_ns: int,
+                 counted: int) -> Counter[tuple[DropKey, int]] | None:
+        try:
+            rows = self.clients(node).window_drops(since_ns, until_ns, counted)
+        except MeshctlError as err:
+            log.warning("drop gate %s: the agent gave no flows (%s); using datapath counters", node, err)
+            return None
+        if rows is None:
+            return None
+        out: Counter[tuple[DropKey, int]] = Counter()
+        for src_ip, dst_ip, src_pod, dst_pod, dport, proto, reason, n in rows:
+            out[(key_of(src_ip, dst_ip, src_pod, dst_pod, dport, proto, self.pod_by_ip), reason)] += n
+        return out
+
+
+def wire_rows(flows: list[Flow]) -> list[list[Any]]:
+    """Dropped flows aggregated for the wire: [src_ip, dst_ip, src_pod, dst_pod, dport, proto, reason, n]."""
+    counts = Counter((f.src_ip, f.dst_ip, f.src_pod, f.dst_pod, f.dst_port, f.protocol, f.reason)
+                     for f in flows if f.verdict == VERDICT_DROPPED)
+    return [[*k, n] for k, n in sorted(counts.items())]
 
 
 def lab_drop_source(cluster: str, state_dir: Path, pod_ips: Mapping[str, object]) -> StoreDropSource:

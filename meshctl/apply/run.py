@@ -15,7 +15,7 @@ from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Literal
 
 from meshctl.apply.crash import crash_point
-from meshctl.apply.engine import ApplyEngine, ApplyResult, NodeWork, RolloutSettings
+from meshctl.apply.engine import ApplyEngine, ApplyResult, FlowDropSource, NodeWork, RolloutSettings
 from meshctl.errors import PlanError, PlanStaleError
 from meshctl.nodestate import NodeState
 
@@ -98,13 +98,12 @@ def _apply_locked(
         raise PlanStaleError(f"{err}{text}\nNothing was applied; make a new plan.") from err
     work = [NodeWork(n.node, observed[n.node], n.target_for(observed[n.node])) for n in plan.nodes]
     journal = Journal(ws.state_dir, plan.plan_id)
-    from meshctl.apply.flowdrops import lab_drop_source
     from meshctl.apply.gates import predicted_drop_keys
 
     engine = ApplyEngine(
         driver, journal, run_check,
         settings_of(ws, rollback), on_event,
-        flow_drops=lab_drop_source(ws.cluster, ws.state_dir, ws.pod_ips()),  # drop gate: flows first
+        flow_drops=drop_source(ws, driver),  # drop gate: flows first
     )
     from meshctl.compile.services import frontend_nodes
 
@@ -123,6 +122,17 @@ def _apply_locked(
     crash_point("committed")
     journal.clear()
     return ApplyOutcome(plan.plan_id, result, state.serial)
+
+
+def drop_source(ws: Workspace, driver: object) -> FlowDropSource:
+    """The drop gate's flows: each node's agent over its API when the agents drive the nodes,
+    else the stores of the lab's agents."""
+    from meshctl.agentapi.driver import AgentDriver
+    from meshctl.apply.flowdrops import AgentDropSource, lab_drop_source
+
+    if isinstance(driver, AgentDriver):
+        return AgentDropSource(driver.client, {str(ip): pod for pod, ip in ws.pod_ips().items()})
+    return lab_drop_source(ws.cluster, ws.state_dir, ws.pod_ips())
 
 
 def probe_pods(ws: Workspace) -> list[PodTarget]:

@@ -77,7 +77,8 @@ def test_threshold_applies_to_the_unexpected_rate(dropped: dict[DropKey, int], w
 
 def test_a_predicted_connection_dropped_without_an_endpoint_is_unexpected() -> None:
     """The plan predicts a policy cut; the same connection dropped for lack of an endpoint is a break."""
-    gate = flow_drop_gate("n1", {(CUT, DENY): 5, (CUT, NO_ENDPOINT): 7, (OLD, NO_ENDPOINT): 1}, {CUT}, 1.0, 0.0)
+    dropped = {(CUT, DENY): 5, (CUT, NO_ENDPOINT): 7, (OLD, NO_ENDPOINT): 1}
+    gate = flow_drop_gate("n1", dropped, {CUT}, 1.0, 0.0)
     assert (gate.drops, gate.predicted, gate.unexpected) == (13, 5, 8) and not gate.ok
     text = gate.describe()
     assert "13 drops in 1s (8 no endpoint, 5 default deny)" in text
@@ -236,3 +237,24 @@ def test_engine_without_flows_judges_counters_and_says_so() -> None:
     gate = result.gates[0]
     assert (gate.source, gate.drops, gate.predicted) == ("counters", 20, 0)
     assert "could not be subtracted" in gate.describe()
+
+
+class FakeAgent:
+    def __init__(self, rows: list[list[object]] | None) -> None:
+        self.rows, self.asked = rows, []  # type: ignore[var-annotated]
+
+    def window_drops(self, since: int, until: int, counted: int) -> list[list[object]] | None:
+        self.asked.append((since, until, counted))
+        return self.rows
+
+
+def test_agent_source_names_the_agents_rows_like_the_store_source() -> None:
+    from meshctl.apply.flowdrops import AgentDropSource, wire_rows
+
+    flows = [flow("10.1.0.2", "10.1.0.3", 3000), flow("10.1.0.2", "10.1.0.3", 3000),
+             flow("10.9.9.9", "10.1.0.4", 5432, reason=6, dst_pod="demo/database", src_pod="demo/frontend"),
+             flow("10.1.0.2", "10.1.0.3", 3000, verdict=1, reason=0)]
+    agent = FakeAgent(wire_rows(flows))
+    got = AgentDropSource(lambda node: agent, PODS_BY_IP)("n1", 10, 20, 3)
+    assert got == Counter({(CUT, 2): 2, (OLD, 6): 1}) and agent.asked == [(10, 20, 3)]
+    assert AgentDropSource(lambda node: FakeAgent(None), PODS_BY_IP)("n1", 10, 20, 3) is None  # no store
