@@ -461,7 +461,7 @@ def observed(retval: int, event: FlowEvent | None) -> Outcome:
     assert retval in (TC_ACT_OK, TC_ACT_SHOT), f"unexpected tc return code {retval}"
     if event is None:
         return Outcome(Verdict(retval == TC_ACT_OK, "no-event"))
-    reason = REASON_NAMES.get(FlowReason(event.reason), FlowReason(event.reason).name.lower())
+    reason = REASON_NAMES.get(event.reason, f"reason {event.reason}")
     return Outcome(Verdict(retval == TC_ACT_OK, reason, event.cookie), event.src_identity,
                    event.dst_identity, event.endpoint_id)
 
@@ -504,8 +504,11 @@ class Report:
         spec = self.universe.revisions[0]
         pods = "\n".join(f"  {p.key} {p.ip} node={p.node} labels={dict(p.labels)} ports={p.ports}"
                          for p in spec.pods)
-        revs = "\n".join(f"  revision {i}:\n" + "\n".join(f"    {d.body!r}" for d in s.policies)
-                         for i, s in enumerate(self.universe.revisions))
+        revs = "\n".join(
+            f"  revision {i}:\n" + "\n".join(f"    {d.body!r}" for d in s.policies)
+            + "".join(f"\n    relabelled {p.key}: {dict(p.labels)}"
+                      for p, before in zip(s.pods, spec.pods, strict=True) if p.labels != before.labels)
+            for i, s in enumerate(self.universe.revisions))
         shown = "\n".join(self.lines[:12])
         more = f"\n... and {len(self.lines) - 12} more" if len(self.lines) > 12 else ""
         pytest.fail(f"{len(self.lines)} differences between kernel and emulator (mode={spec.mode}, "
@@ -513,21 +516,21 @@ class Report:
                     f"{shown}{more}\npods:\n{pods}\npolicies:\n{revs}", pytrace=False)
 
 
-def check_new(kernel: Kernel, report: Report, node: str, state: NodeState, hook: str, pkt: Packet) -> bool:
+def check_new(kernel: Kernel, report: Report, node: str, state: NodeState, hook: str, pkt: Packet) -> None:
     """Run a packet the datapath has not seen the connection of; compare everything with the
-    emulator. Returns whether the kernel let it pass."""
+    emulator."""
     retval, events = kernel.run(hook, pkt)
     want = emulated(state, hook, pkt)
     kernel.seen[want.verdict.reason] += 1
     if len(events) != 1:
-        report.add(node, hook, pkt, f"{len(events)} flow events, want 1 (emulator: {want})")
-        return retval == TC_ACT_OK
+        report.add(node, hook, pkt, f"kernel {verdict_word(retval)} with {len(events)} flow events, "
+                                    f"want 1 (emulator: {want})")
+        return
     got = observed(retval, events[0])
     if not event_matches(events[0], hook, pkt):
         report.add(node, hook, pkt, "the flow event names another packet")
     if got != want:
         report.add(node, hook, pkt, f"kernel {got}, emulator {want}")
-    return got.verdict.allowed
 
 
 # ---------------------------------------------------------------- fixtures
