@@ -217,6 +217,7 @@ class Packet:
     icmp_type: int = 0
     tcp_flags: int = frames.TCP_SYN
     fragment: bool = False
+    ip_options: bool = False  # a 24-byte IPv4 header: the ports sit 4 bytes further
 
     @property
     def has_ports(self) -> bool:
@@ -245,6 +246,10 @@ class Packet:
         return self.dport if self.protocol in (PROTO_TCP, PROTO_UDP, PROTO_SCTP) else 0
 
     def frame(self) -> bytes:
+        frame = self._frame()
+        return with_ip_options(frame) if self.ip_options else frame
+
+    def _frame(self) -> bytes:
         src, dst = str(self.src), str(self.dst)
         if self.fragment:
             ip = frames.ipv4_packet(src, dst, self.protocol, b"\x00" * 16, frag=0x0040)
@@ -286,7 +291,17 @@ class Packet:
                 what += f" flags {self.tcp_flags:#x}"
         else:
             what = f"proto {self.protocol}"
-        return f"{self.src} -> {self.dst} {what}" + (" (non-first fragment)" if self.fragment else "")
+        return (f"{self.src} -> {self.dst} {what}" + (" (non-first fragment)" if self.fragment else "")
+                + (" (IP options)" if self.ip_options else ""))
+
+
+def with_ip_options(frame: bytes) -> bytes:
+    """The frame with four bytes of IPv4 options (NOP, NOP, NOP, end) after the fixed header."""
+    eth, ip, rest = frame[:14], frame[14:34], frame[34:]
+    total = struct.unpack("!H", ip[2:4])[0] + 4
+    hdr = bytes([0x46, ip[1]]) + struct.pack("!H", total) + ip[4:10] + b"\0\0" + ip[12:] + b"\x01\x01\x01\x00"
+    hdr = hdr[:10] + struct.pack("!H", frames.checksum(hdr)) + hdr[12:]
+    return eth + hdr + rest
 
 
 class PacketMaker:
@@ -328,10 +343,11 @@ class PacketMaker:
         if kind == "tcp":  # a connection opens with a SYN (a FIN or RST would shorten its lifetime)
             flags = frames.TCP_SYN if connection else rng.choice(
                 (frames.TCP_SYN,) * 4 + (frames.TCP_ACK, frames.TCP_FIN | frames.TCP_ACK, frames.TCP_RST))
-            return Packet(src, dst, PROTO_TCP, self.fresh_port(), self.dport(), tcp_flags=flags)
+            return Packet(src, dst, PROTO_TCP, self.fresh_port(), self.dport(), tcp_flags=flags,
+                          ip_options=rng.random() < 0.1)
         if kind in ("udp", "sctp"):
             protocol = PROTO_UDP if kind == "udp" else PROTO_SCTP
-            return Packet(src, dst, protocol, self.fresh_port(), self.dport())
+            return Packet(src, dst, protocol, self.fresh_port(), self.dport(), ip_options=rng.random() < 0.1)
         if kind == "echo":
             return Packet(src, dst, PROTO_ICMP, self.fresh_port(), icmp_type=frames.ICMP_ECHO)
         if kind == "icmp":
