@@ -6,7 +6,9 @@ Here hypothesis draws random inventories and policies (NetworkPolicy, CiliumNetw
 CiliumClusterwideNetworkPolicy with deny sections, ports, ranges, named ports, CIDRs with
 exceptions, entities, ICMP), the compiler turns them into each node's NodeState, the production
 encoders (meshctl.dataplane.maps) write that state into the real bpf/build/datapath.o, and
-thousands of random packets go through from_pod and to_pod with BPF_PROG_TEST_RUN. The kernel's
+thousands of random packets (TCP, UDP, SCTP, ICMP, non-first fragments, GRE, some with IPv4
+options; random or aimed at the policy entries) go through from_pod and to_pod with
+BPF_PROG_TEST_RUN. The kernel's
 verdict, reason, cookie, identities and endpoint for every packet must equal the emulator's:
 any difference is a bug in one of them.
 
