@@ -16,7 +16,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from meshctl.apply.gates import CheckLike, CheckOutcome, ProbeAttempt, check_nodes
-from meshctl.apply.probes import judge, missing
+from meshctl.apply.probes import PROBED_PROTOCOLS, judge, missing
 from meshctl.apply.witness import LabWitness, lab_witness
 from meshctl.errors import ApplyError, LabError
 
@@ -72,6 +72,8 @@ class LabCheckRunner:
             dst = destination_ip(check, self.pod_ips)
         except ApplyError as err:
             return missing(check, str(err))
+        if str(check.protocol).upper() not in PROBED_PROTOCOLS:
+            return missing(check, f"protocol {check.protocol} cannot be probed from a pod (TCP and UDP only)")
         nodes = tuple(getattr(check, "nodes", ()) or check_nodes(check, self.pod_nodes) or (src.node,))
         snapshot = self.witness.snapshot(nodes)
         att = connect_attempt(src.netns, str(src.ip), str(dst), int(check.port), str(check.protocol),
