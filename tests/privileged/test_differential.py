@@ -8,9 +8,8 @@ exceptions, entities, ICMP), the compiler turns them into each node's NodeState,
 encoders (meshctl.dataplane.maps) write that state into the real bpf/build/datapath.o, and
 thousands of random packets (TCP, UDP, SCTP, ICMP, non-first fragments, GRE, some with IPv4
 options; random or aimed at the policy entries) go through from_pod and to_pod with
-BPF_PROG_TEST_RUN. The kernel's
-verdict, reason, cookie, identities and endpoint for every packet must equal the emulator's:
-any difference is a bug in one of them.
+BPF_PROG_TEST_RUN. The kernel's verdict, reason, cookie, identities and endpoint for every packet
+must equal the emulator's: any difference is a bug in one of them.
 
 The connection test follows Cilium across policy changes: every packet that is not a reply is
 checked against the current policy, replies of tracked connections pass, and a deny leaves the
