@@ -7,9 +7,11 @@ has endpoints therefore gets probes while its window is open:
   must now pass and SAMPLE_EACH that must now drop, among those the node enforces and whose
   nodes are all final (the same rule as checks: a pair spanning a node not yet applied tests a
   mix the desired state never describes);
-- for a node that still has none, a few pairs whose verdict the current mix of states decides
-  (final nodes at their target, the others at their before-state), computed with the datapath
-  emulator meshctl.verdicts: FALLBACK_EACH expected allowed and FALLBACK_EACH expected denied.
+- for a node that still lacks a probe expecting "allowed" or one expecting "denied", up to
+  FALLBACK_EACH pairs of that kind whose verdict the current mix of states decides (final nodes at
+  their target, the others at their before-state), computed with the datapath emulator
+  meshctl.verdicts: a datapath that allows everything fails a denied probe, one that drops
+  everything fails an allowed one.
 
 Expectations come from the same emulator: a pair is probed as "denied" only when a policy (default
 or explicit deny) decides it, never when it would drop for lack of an endpoint.
@@ -179,12 +181,12 @@ def plan_wave_probes(
             for probe in _spread(must[want], SAMPLE_EACH):
                 add(probe)
     for node in wave_nodes:
-        if out.count(node):
-            continue
         if not states.get(node, NodeState(node)).endpoints:
-            out.unprobed[node] = "no endpoints: nothing to probe"
+            if not out.count(node):
+                out.unprobed[node] = "no endpoints: nothing to probe"
             continue
-        for probe in _fallback(node, final_set, pods, pod_nodes, judged):
+        lacking = {"allowed", "denied"} - {p.expect for p in out.probes if node in p.nodes}
+        for probe in _fallback(node, final_set, pods, pod_nodes, judged, lacking):
             add(probe)
         if not out.count(node):
             out.unprobed[node] = "no pod pair with a declared port to probe"
@@ -208,18 +210,21 @@ def _candidates(node: str, final: set[str], pods: Sequence[PodLike],
 
 
 def _fallback(node: str, final: set[str], pods: Sequence[PodLike], pod_nodes: Mapping[str, str],
-              judged: Callable[[str, str, str, int], str | None]) -> list[Probe]:
-    found: dict[str, list[Probe]] = {"allowed": [], "denied": []}
+              judged: Callable[[str, str, str, int], str | None], kinds: Iterable[str]) -> list[Probe]:
+    """Emulated pairs of each kind in `kinds` the node has no probe of yet."""
+    found: dict[str, list[Probe]] = {kind: [] for kind in kinds}
+    if not found:
+        return []
     for budget, (src, dst, proto, port, nodes) in enumerate(_candidates(node, final, pods, pod_nodes)):
         if budget >= FALLBACK_BUDGET or all(len(v) >= FALLBACK_EACH for v in found.values()):
             break
         want = judged(src, dst, proto, port)
-        if want is None or len(found[want]) >= FALLBACK_EACH:
+        if want not in found or len(found[want]) >= FALLBACK_EACH:
             continue
         if any(p.to == dst and p.port == port for p in found[want]):
             continue  # one pair per destination port: spread over the node's pods
         found[want].append(Probe(f"emulated {want}", src, dst, port, proto, want, "probe", nodes))
-    return found["allowed"] + found["denied"]
+    return [p for kind in ("allowed", "denied") for p in found.get(kind, [])]
 
 
 def judge(check: CheckLike, connected: bool, error: str, drops: Sequence[WitnessedDrop]) -> CheckOutcome:

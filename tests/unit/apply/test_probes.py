@@ -74,8 +74,11 @@ def test_impact_pairs_the_node_enforces_are_probed_with_the_emulators_expectatio
     ]
     # once n2 is final too, the cross-node pair is probed (c -> b is default deny at b)
     later = plan_wave_probes(["n2"], {"n1", "n2"}, {"n1": n1(), "n2": n2()}, PODS, POD_NODES, impact=rows)
-    got_later = [(p.from_, p.to, p.expect, p.nodes) for p in later.probes]
+    got_later = [(p.from_, p.to, p.expect, p.nodes) for p in later.probes if p.origin == "impact"]
     assert got_later == [("d/c", "d/b", "denied", ("n2", "n1"))]
+    # n2 had no probe expecting "allowed": emulated ones fill in (nothing isolates a or c)
+    emulated = [(p.from_, p.to, p.expect) for p in later.probes if p.origin == "probe"]
+    assert emulated == [("d/c", "d/a", "allowed"), ("d/a", "d/c", "allowed")]
 
 
 def test_a_stale_impact_row_the_live_mix_contradicts_is_not_probed() -> None:
