@@ -110,7 +110,7 @@ def _apply_locked(
     result = engine.run(
         work, ws.node_order, ws.desired.checks if checks else (), ws.pod_nodes(),
         frontend_nodes=frontend_nodes(ws.desired.services, ws.desired.pods),
-        predicted_keys=predicted_drop_keys(plan.impact),
+        predicted_keys=predicted_drop_keys((*plan.impact, *plan.cuts)),  # new and established connections
         pods=probe_pods(ws) if checks else (), impact=plan.impact if checks else (),
     )
     crash_point("commit")
