@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from itertools import chain
 from typing import Protocol
 
 from meshctl.apply.gates import (
@@ -199,14 +200,14 @@ def _candidates(node: str, final: set[str], pods: Sequence[PodLike],
     local = [p for p in pods if pod_nodes.get(p.name) == node]
     others = sorted((p for p in pods if p.name in pod_nodes and pod_nodes[p.name] != node),
                     key=lambda p: (pod_nodes[p.name] not in final, p.name))
-    for group in ([(s, d) for s in local for d in local], [(s, d) for s in local for d in others]
-                  + [(s, d) for d in local for s in others]):
-        for src, dst in group:
-            if src.name == dst.name:
-                continue
-            nodes = tuple(dict.fromkeys((pod_nodes[src.name], pod_nodes[dst.name])))
-            for proto, port in dst.ports:
-                yield src.name, dst.name, proto.upper(), int(port), nodes
+    pairs = chain(((s, d) for s in local for d in local), ((s, d) for s in local for d in others),
+                  ((s, d) for d in local for s in others))  # lazily: a big cluster stops early
+    for src, dst in pairs:
+        if src.name == dst.name:
+            continue
+        nodes = tuple(dict.fromkeys((pod_nodes[src.name], pod_nodes[dst.name])))
+        for proto, port in dst.ports:
+            yield src.name, dst.name, proto.upper(), int(port), nodes
 
 
 def _fallback(node: str, final: set[str], pods: Sequence[PodLike], pod_nodes: Mapping[str, str],
