@@ -7,7 +7,8 @@ has endpoints therefore gets probes while its window is open:
   must now pass and SAMPLE_EACH that must now drop, among those the node enforces and whose
   nodes are all final (the same rule as checks: a pair spanning a node not yet applied tests a
   mix the desired state never describes);
-- for a node that still lacks a probe expecting "allowed" or one expecting "denied", up to
+- for a node that still lacks a probe expecting "allowed", or one expecting "denied" that its own
+  datapath drops (not the peer's), up to
   FALLBACK_EACH pairs of that kind whose verdict the current mix of states decides (final nodes at
   their target, the others at their before-state), computed with the datapath emulator
   meshctl.verdicts: a datapath that allows everything fails a denied probe, one that drops
@@ -157,11 +158,23 @@ def plan_wave_probes(
                 add(Probe(c.name, c.from_, str(c.to), int(c.port), str(c.protocol), str(c.expect), "check",
                           tuple(wave_nodes)))
 
-    def judged(src: str, dst: str, proto: str, port: int) -> str | None:
+    def verdict(src: str, dst: str, proto: str, port: int) -> ConnectionVerdict | None:
         s, d = by_name.get(src), by_name.get(dst)
         if s is None or d is None or proto.upper() not in PROBED_PROTOCOLS:
             return None
-        return expected(fn(states, s.ip, d.ip, PROBED_PROTOCOLS[proto.upper()], port))
+        return fn(states, s.ip, d.ip, PROBED_PROTOCOLS[proto.upper()], port)
+
+    def judged(src: str, dst: str, proto: str, port: int) -> str | None:
+        v = verdict(src, dst, proto, port)
+        return None if v is None else expected(v)
+
+    def tests_on(probe: Probe) -> tuple[str, ...]:
+        """The nodes whose own verdict a probe tests: for "denied", only the side that drops."""
+        v = verdict(probe.from_, probe.to, probe.protocol, probe.port) if probe.expect == "denied" else None
+        if v is None:
+            return probe.nodes
+        sides = [(v.egress, probe.from_), (v.ingress, probe.to)]
+        return tuple(pod_nodes[pod] for side, pod in sides if side is not None and not side.allowed)
 
     rows = [r for r in impact if r.src != WORLD and r.src in pod_nodes and r.dst in pod_nodes]
     for node in wave_nodes:
@@ -186,8 +199,15 @@ def plan_wave_probes(
             if not out.count(node):
                 out.unprobed[node] = "no endpoints: nothing to probe"
             continue
-        lacking = {"allowed", "denied"} - {p.expect for p in out.probes if node in p.nodes}
-        for probe in _fallback(node, final_set, pods, pod_nodes, judged, lacking):
+        lacking = {"allowed", "denied"} - {p.expect for p in out.probes if node in tests_on(p)}
+        def on_node(src: str, dst: str, proto: str, port: int, node: str = node) -> str | None:
+            """The expectation of a pair as a test of this node: "denied" only if it drops here."""
+            want = judged(src, dst, proto, port)
+            if want == "denied" and node not in tests_on(Probe("", src, dst, port, proto, want)):
+                return None
+            return want
+
+        for probe in _fallback(node, final_set, pods, pod_nodes, on_node, lacking):
             add(probe)
         if not out.count(node):
             out.unprobed[node] = "no pod pair with a declared port to probe"

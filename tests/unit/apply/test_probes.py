@@ -76,7 +76,8 @@ def test_impact_pairs_the_node_enforces_are_probed_with_the_emulators_expectatio
     later = plan_wave_probes(["n2"], {"n1", "n2"}, {"n1": n1(), "n2": n2()}, PODS, POD_NODES, impact=rows)
     got_later = [(p.from_, p.to, p.expect, p.nodes) for p in later.probes if p.origin == "impact"]
     assert got_later == [("d/c", "d/b", "denied", ("n2", "n1"))]
-    # n2 had no probe expecting "allowed": emulated ones fill in (nothing isolates a or c)
+    # n2 had no probe expecting "allowed": emulated ones fill in (nothing isolates a or c); c -> b
+    # drops at b on n1, and nothing can drop on n2, so no denied probe tests n2 itself
     emulated = [(p.from_, p.to, p.expect) for p in later.probes if p.origin == "probe"]
     assert emulated == [("d/c", "d/a", "allowed"), ("d/a", "d/c", "allowed")]
 
@@ -249,3 +250,12 @@ def test_engine_fails_and_reverts_a_node_whose_probe_errs() -> None:
     result = run(runner)
     assert not result.ok and result.reverted == ["n1"]  # type: ignore[attr-defined]
     assert "ERROR" in result.failure and "no endpoint" in result.failure  # type: ignore[attr-defined]
+
+
+def test_a_denied_probe_tests_the_node_that_drops_it() -> None:
+    """c -> b drops at b (n1); n2 isolates c too, so n2 gets a denied pair that drops on n2 itself."""
+    isolated = NodeState("n2", ipcache=IPCACHE, endpoints=FrozenMap({C: EndpointEntry(3, ID_C, True, False)}))
+    rows = [Row("d/c", "d/b", "tcp", 80, "FORWARDED", "DROPPED")]
+    got = plan_wave_probes(["n2"], {"n1", "n2"}, {"n1": n1(), "n2": isolated}, PODS, POD_NODES, impact=rows)
+    emulated = [(p.from_, p.to, p.expect) for p in got.probes if p.origin == "probe"]
+    assert ("d/a", "d/c", "denied") in emulated and ("d/c", "d/b", "denied") not in emulated
