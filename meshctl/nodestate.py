@@ -452,6 +452,46 @@ class LoadBalancerState:
 NO_LOAD_BALANCER = LoadBalancerState()
 
 
+@dataclass(frozen=True, order=True)
+class ForeignEntry:
+    """A map entry in a form the compiler never writes, kept byte for byte.
+
+    Observe decodes exactly what the kernel holds: an entry whose bytes do not re-encode from
+    its decoded value (an LPM key with bits beyond its prefix, a prefix length the compiler
+    never uses, unknown flag bits, a non-zero pad, a slot or table no service uses) would
+    otherwise be normalised into a compiled twin and hide. It is kept here instead, so the
+    plan destroys it, drift reports it and the fingerprint covers it. Compile never produces one.
+
+    map: the pinned map's name ("policy" for an endpoint's inner policy map); owner: the
+    endpoint id of that inner map, else 0; key and value: the raw bytes in hex (a Maglev table
+    is recorded by length and sha256).
+    """
+
+    map: str
+    owner: int
+    key: str
+    value: str
+
+    def canonical(self) -> list[Any]:
+        return [self.map, self.owner, self.key, self.value]
+
+
+@dataclass(frozen=True, order=True)
+class ForeignProgram:
+    """A tc or tcx program on an interface meshctl manages that meshctl did not attach.
+
+    It can pass traffic that meshctl's policy would drop (a tcx program before meshctl's that
+    returns TC_ACT_OK ends the chain), so plan, drift and status report it. It is not intent:
+    meshctl never removes it unless told to, and it is left out of comparisons and fingerprints.
+    """
+
+    interface: str
+    hook: str  # "tcx-ingress" | "tcx-egress" | "tc-ingress" | "tc-egress"
+    prog_id: int
+    name: str
+    position: str  # "before" or "after" meshctl's program on that hook ("" when meshctl has none)
+
+
 def _pack_ids(ids: tuple[int, ...]) -> str:
     """A Maglev table (thousands of u32) as base64 of little-endian u32: compact canonical JSON."""
     return base64.b64encode(array.array("I", ids).tobytes()).decode() if ids else ""
@@ -478,6 +518,9 @@ class NodeState:
     attachments: frozenset[Attachment] = frozenset()
     encryption: WireguardState = NO_ENCRYPTION
     load_balancer: LoadBalancerState = NO_LOAD_BALANCER
+    foreign: frozenset[ForeignEntry] = frozenset()  # observed only: entries compile never makes
+    # observed only, never compared: programs of others on meshctl's interfaces
+    foreign_programs: tuple[ForeignProgram, ...] = field(default=(), compare=False)
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-ready dict with sorted keys and lists: the input of the fingerprint."""
@@ -503,6 +546,7 @@ class NodeState:
             **({"encryption": self.encryption.canonical()} if self.encryption != NO_ENCRYPTION else {}),
             **({"load_balancer": self.load_balancer.canonical()} if self.load_balancer != NO_LOAD_BALANCER
                else {}),
+            **({"foreign": _foreign_rows(self.foreign)} if self.foreign else {}),
         }
 
     @classmethod
@@ -540,6 +584,7 @@ class NodeState:
                 if "load_balancer" in d
                 else NO_LOAD_BALANCER
             ),
+            foreign=frozenset(ForeignEntry(m, int(o), k, v) for m, o, k, v in d.get("foreign", ())),
         )
 
     def fingerprint(self, parts: Mapping[str, str] | None = None) -> str:
@@ -573,7 +618,13 @@ class NodeState:
             parts["encryption"] = dumps(self.encryption.canonical())
         if self.load_balancer != NO_LOAD_BALANCER:
             parts["load_balancer"] = dumps(self.load_balancer.canonical())
+        if self.foreign:
+            parts["foreign"] = dumps(_foreign_rows(self.foreign))
         return parts
+
+
+def _foreign_rows(foreign: frozenset[ForeignEntry]) -> list[list[Any]]:
+    return [e.canonical() for e in sorted(foreign)]
 
 
 def _dumps(value: Any) -> str:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from meshctl.catalog import Catalog
-from meshctl.nodestate import NodeState
+from meshctl.nodestate import ForeignProgram, NodeState
 from meshctl.plan.change import describe_drift as describe
+from meshctl.plan.warnings import program_warning
 
 if TYPE_CHECKING:
     from meshctl.plan import Change, Plan
@@ -28,6 +29,8 @@ class DriftReport:
     nodes: dict[str, tuple[Change, ...]] = field(default_factory=dict)  # only nodes that drifted
     clean: list[str] = field(default_factory=list)
     never_applied: list[str] = field(default_factory=list)
+    # programs of others on meshctl's interfaces: drift too, but heal leaves them (not meshctl's)
+    programs: dict[str, tuple[ForeignProgram, ...]] = field(default_factory=dict)
     # what heal needs (not part of the report)
     observed: dict[str, NodeState] = field(default_factory=dict, repr=False)
     intended: dict[str, NodeState] = field(default_factory=dict, repr=False)
@@ -36,7 +39,7 @@ class DriftReport:
 
     @property
     def drifted(self) -> bool:
-        return bool(self.nodes)
+        return bool(self.nodes or self.programs)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +49,7 @@ class DriftReport:
             "nodes": {n: [describe(c) | c.to_json() for c in cs] for n, cs in self.nodes.items()},
             "clean": self.clean,
             "never_applied": self.never_applied,
+            "foreign_programs": {n: [p.__dict__ for p in ps] for n, ps in self.programs.items()},
         }
 
 
@@ -81,8 +85,10 @@ def detect_drift(ws: Workspace) -> DriftReport:
         changes = diff_node(report.observed[node], report.intended[node], report.catalog)
         if changes:
             report.nodes[node] = changes
-        else:
+        elif not report.observed[node].foreign_programs:
             report.clean.append(node)
+        if report.observed[node].foreign_programs:
+            report.programs[node] = report.observed[node].foreign_programs
     return report
 
 
@@ -105,6 +111,11 @@ def render_text(report: DriftReport) -> str:
             lines.append(f"    {c.action.symbol} {c.address}: {describe(c)['drift']}")
             if c.reason:
                 lines.append(f"        {c.reason}")
+    for node, programs in report.programs.items():
+        lines.append(f"\n  node {node}: {len(programs)} program(s) meshctl did not attach")
+        for p in programs:
+            w = program_warning(node, p)
+            lines.append(f"    ! {w.summary}: {w.detail}")
     for node in report.clean:
         lines.append(f"  node {node}: no drift")
     for node in report.never_applied:
@@ -112,10 +123,15 @@ def render_text(report: DriftReport) -> str:
     lines.append("")
     if report.drifted:
         total = sum(len(c) for c in report.nodes.values())
-        lines.append(
-            f"Drift: {total} object(s) on {len(report.nodes)} node(s). "
-            "`meshctl drift --heal` restores them."
-        )
+        if report.nodes:
+            lines.append(
+                f"Drift: {total} object(s) on {len(report.nodes)} node(s). "
+                "`meshctl drift --heal` restores them."
+            )
+        if report.programs:
+            count = sum(len(p) for p in report.programs.values())
+            lines.append(f"Foreign programs: {count} on {len(report.programs)} node(s); --heal leaves them "
+                         "(meshctl does not remove programs it did not attach).")
     else:
         lines.append("No drift: the datapath matches the last applied intent.")
     return "\n".join(lines)
@@ -130,4 +146,8 @@ def render_markdown(report: DriftReport) -> str:
     for node, changes in report.nodes.items():
         for c in changes:
             lines.append(f"| {node} | `{c.address}` | {describe(c)['drift']} |")
+    for node, programs in report.programs.items():
+        for p in programs:
+            lines.append(f"| {node} | `{p.hook} {p.interface} program {p.prog_id}` | "
+                         f"{program_warning(node, p).detail} |")
     return "\n".join(lines) + "\n"

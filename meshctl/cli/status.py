@@ -38,7 +38,9 @@ def status(repo: Path = RepoOpt, output: str = OutOpt) -> None:
     last = (f"plan {plan} serial {st.state_serial} at {st.last_applied_at}"
             if st.last_plan_id else f"never (serial {st.state_serial})")
     console.print(f"Last apply:     {last}")
-    drifted = [f"{n.name}: {n.drift_objects} object(s)" for n in st.nodes if n.drift == "yes"]
+    drifted = [f"{n.name}: {n.drift_objects} object(s)" + (
+        f", {len(n.foreign_programs)} foreign program(s)" if n.foreign_programs else "")
+        for n in st.nodes if n.drift == "yes"]
     unknown = [n.name for n in st.nodes if n.drift.startswith("unknown")]
     word = "yes (" + ", ".join(drifted) + "; `meshctl drift` shows them)" if drifted else "no"
     if unknown and not drifted:
@@ -56,4 +58,7 @@ def status(repo: Path = RepoOpt, output: str = OutOpt) -> None:
         table.add_row(n.name, f"{n.attachments} attached", build, str(n.endpoints), fill or "-",
                       n.agent or (f"up (pid {n.agent_pid})" if n.agent_pid else "down"), n.drift, n.error)
     console.print(table)
+    for n in st.nodes:
+        for text in n.foreign_programs:
+            console.print(f"! {n.name}: {text}")
     raise typer.Exit(0 if st.ok else 1)

@@ -15,6 +15,7 @@ old mode or algorithm would live on in it. That is the disturbance the plan's re
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -22,8 +23,15 @@ from pathlib import Path
 
 from meshctl.dataplane import structs as S
 from meshctl.dataplane.libbpf import BPF_MAP_TYPE_ARRAY, Map
-from meshctl.dataplane.maps import be16, be32, from_be16, from_be32
-from meshctl.nodestate import FrozenMap, LbBackendEntry, LbFrontend, LbService, LoadBalancerState
+from meshctl.dataplane.maps import be16, be32, foreign_entry, from_be16, from_be32
+from meshctl.nodestate import (
+    ForeignEntry,
+    FrozenMap,
+    LbBackendEntry,
+    LbFrontend,
+    LbService,
+    LoadBalancerState,
+)
 
 LB_MAP_NAMES = ("lb_services", "lb_backends", "lb_slots", "lb_maglev", "lb_flows", "lb_affinity", "lb_config")
 SETTINGS_MAP = "lb_settings"
@@ -99,35 +107,84 @@ class RawLb:
 
 
 def decode_state(raw: RawLb | None) -> LoadBalancerState:
-    """Parse; a node without LB maps or never enabled parses as the empty LoadBalancerState."""
+    """The typed state alone (decode_lb without its foreign entries)."""
+    return decode_lb(raw)[0]
+
+
+def decode_lb(raw: RawLb | None) -> tuple[LoadBalancerState, list[ForeignEntry]]:
+    """Parse, losslessly: the typed state, plus every entry that does not re-encode from it as
+    a ForeignEntry (a service value that disagrees with its slots or table, unknown flag bits,
+    a non-zero pad, a slot or Maglev table no service uses, node settings of a disabled load
+    balancer). A node without LB maps or never enabled parses as the empty LoadBalancerState."""
     if raw is None:
-        return LoadBalancerState()
+        return LoadBalancerState(), []
+    foreign: list[ForeignEntry] = []
     cfg = S.LbNodeConfig.from_buffer_copy(raw.config) if raw.config else S.LbNodeConfig()
-    settings = (raw.settings or b"").rstrip(b"\0").decode()
+    settings_raw = raw.settings or b""
+    settings = settings_raw.rstrip(b"\0").decode(errors="replace")
+    if raw.settings is not None and settings_bytes(settings) != raw.settings:
+        foreign.append(foreign_entry(SETTINGS_MAP, U32.pack(0), raw.settings))
     slots: dict[int, dict[int, int]] = {}
+    slot_raw: dict[tuple[int, int], tuple[bytes, bytes]] = {}
     for k, v in raw.slots:
         sk = S.LbSlotKey.from_buffer_copy(k)
         slots.setdefault(sk.service_id, {})[sk.slot] = U32.unpack(v)[0]
+        slot_raw[(sk.service_id, sk.slot)] = (k, v)
     services = {}
+    used_slots: set[tuple[int, int]] = set()
+    used_tables: set[int] = set()
     for k, v in raw.services:
         sv = S.LbServiceValue.from_buffer_copy(v)
         mine = slots.get(sv.service_id, {})
-        backends = tuple(mine[i] for i in range(1, sv.backend_count + 1) if i in mine)
+        count = min(sv.backend_count, len(mine))  # a count past the slots held is foreign (below)
+        backends = tuple(mine[i] for i in range(1, count + 1) if i in mine)
         table = raw.maglev.get(sv.service_id, b"") if sv.flags & S.LbServiceFlags.MAGLEV else b""
         maglev = struct.unpack(f"<{len(table) // 4}I", table)[: sv.maglev_size] if table else ()
-        services[decode_frontend(k)] = LbService(
+        front = decode_frontend(k)
+        service = LbService(
             sv.service_id, backends, tuple(maglev),
             sv.affinity_timeout_s if sv.flags & S.LbServiceFlags.AFFINITY else 0,
             bool(sv.flags & S.LbServiceFlags.EXTERNAL), bool(sv.flags & S.LbServiceFlags.DSR))
+        exact = (encode_frontend(front) == k and encode_service(service) == v
+                 and len(table) == 4 * len(service.maglev))
+        if not exact:
+            foreign.append(foreign_entry("lb_services", k, v))
+            continue
+        services[front] = service
+        used_slots.update((sv.service_id, i) for i in range(1, len(backends) + 1))
+        if service.maglev:
+            used_tables.add(sv.service_id)
+    foreign.extend(foreign_entry("lb_slots", *slot_raw[s]) for s in sorted(slot_raw.keys() - used_slots))
+    for sid in sorted(raw.maglev.keys() - used_tables):
+        table = raw.maglev[sid]
+        foreign.append(ForeignEntry("lb_maglev", 0, U32.pack(sid).hex(),
+                                    f"{len(table) // 4} slots sha256:{hashlib.sha256(table).hexdigest()}"))
+    backends_map = {}
+    for k, v in raw.backends:
+        backend = decode_backend(v)
+        if len(k) != 4 or encode_backend(backend) != v:
+            foreign.append(foreign_entry("lb_backends", k, v))
+            continue
+        backends_map[U32.unpack(k)[0]] = backend
     state = LoadBalancerState(
         enabled=bool(cfg.flags & S.LB_CFG_F_ENABLED),
         interface=raw.interface,
         snat_address=from_be32(cfg.snat_addr_be) if cfg.snat_addr_be else None,
         settings=settings,
         services=FrozenMap(services),
-        backends=FrozenMap({U32.unpack(k)[0]: decode_backend(v) for k, v in raw.backends}),
+        backends=FrozenMap(backends_map),
     )
-    return LoadBalancerState() if state == LoadBalancerState(snat_address=state.snat_address) else state
+    if state == LoadBalancerState(snat_address=state.snat_address, settings=state.settings):
+        state = LoadBalancerState()  # never enabled: what apply writes for a node without an LB
+    if raw.config is not None and encode_node_config(state) != raw.config:
+        foreign.append(foreign_entry("lb_config", U32.pack(0), raw.config))
+    if state.settings == "" and settings and not any(f.map == SETTINGS_MAP for f in foreign):
+        foreign.append(foreign_entry(SETTINGS_MAP, U32.pack(0), settings_raw))
+    return state, foreign
+
+
+def settings_bytes(settings: str) -> bytes:
+    return settings.encode()[:SETTINGS_SIZE].ljust(SETTINGS_SIZE, b"\0")
 
 
 # ---------------------------------------------------------------- kernel
@@ -175,7 +232,7 @@ def _write_settings(pin_dir: Path, settings: str) -> None:
         with Map.create(BPF_MAP_TYPE_ARRAY, 4, SETTINGS_SIZE, 1, name="meshctl_lbset") as m:
             m.pin(path)
     with Map.from_pin(path) as m:
-        m.update(U32.pack(0), settings.encode()[:SETTINGS_SIZE].ljust(SETTINGS_SIZE, b"\0"))
+        m.update(U32.pack(0), settings_bytes(settings))
 
 
 def write(pin_dir: Path, current: LoadBalancerState, target: LoadBalancerState) -> None:
@@ -187,6 +244,10 @@ def write(pin_dir: Path, current: LoadBalancerState, target: LoadBalancerState) 
         add = {i: b for i, b in target.backends.items() if current.backends.get(i) != b}
         if add:
             backends.update_batch([U32.pack(i) for i in add], [encode_backend(b) for b in add.values()])
+    # slots and Maglev tables the target uses: a removed or renumbered frontend must not take
+    # them along when another frontend (or a hand-moved entry) shares its service id
+    keep_slots = {(s.service_id, i + 1) for s in target.services.values() for i in range(len(s.backends))}
+    keep_tables = {s.service_id for s in target.services.values() if s.maglev}
     with (Map.from_pin(pin_dir / "lb_slots") as slots, Map.from_pin(pin_dir / "lb_maglev") as maglev,
           Map.from_pin(pin_dir / "lb_services") as services):
         for f, s in target.services.items():
@@ -200,17 +261,15 @@ def write(pin_dir: Path, current: LoadBalancerState, target: LoadBalancerState) 
                 with new_maglev_table(s.service_id, s.maglev) as inner:
                     maglev.update(U32.pack(s.service_id), U32.pack(inner.fd))
             services.update(encode_frontend(f), encode_service(s))
-            if old is not None:  # the old slots beyond the new count, or of another id
-                _drop_slots(slots, old, s)
-                if old.maglev and (not s.maglev or old.service_id != s.service_id):
-                    maglev.delete(U32.pack(old.service_id))
         gone = [f for f in current.services if f not in target.services]
         if gone:
             services.delete_batch([encode_frontend(f) for f in gone])
-            for f in gone:
-                _drop_slots(slots, current.services[f], None)
-                if current.services[f].maglev:
-                    maglev.delete(U32.pack(current.services[f].service_id))
+        olds = [o for f, o in current.services.items() if o != target.services.get(f)]
+        extra = sorted({(o.service_id, i + 1) for o in olds for i in range(len(o.backends))} - keep_slots)
+        if extra:
+            slots.delete_batch([encode_slot(sid, i) for sid, i in extra])
+        for sid in sorted({o.service_id for o in olds if o.maglev} - keep_tables):
+            maglev.delete(U32.pack(sid))
     with Map.from_pin(pin_dir / "lb_config") as cfg:
         cfg.update(U32.pack(0), encode_node_config(target))
     if current.settings and current.settings != target.settings:
@@ -231,13 +290,6 @@ def flush_flows(pin_dir: Path) -> int:
                 gone += len(m.items())
                 m.clear()
     return gone
-
-
-def _drop_slots(slots: Map, old: LbService, new: LbService | None) -> None:
-    keep = len(new.backends) if new is not None and new.service_id == old.service_id else 0
-    extra = [encode_slot(old.service_id, i + 1) for i in range(keep, len(old.backends))]
-    if extra:
-        slots.delete_batch(extra)
 
 
 def read_state(pin_dir: Path, interface: str = "") -> LoadBalancerState:

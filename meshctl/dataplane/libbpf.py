@@ -208,6 +208,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_link_detach": ([i], i),
         "bpf_link_update": ([i, i, p], i),
         "bpf_prog_test_run_opts": ([i, p], i),
+        "bpf_prog_query": ([i, u32, u32, POINTER(u32), p, POINTER(u32)], i),
         "ring_buffer__new": ([i, RINGBUF_SAMPLE_FN, p, p], p),
         "ring_buffer__poll": ([p, i], i),
         "ring_buffer__consume": ([p], i),
@@ -547,6 +548,30 @@ def prog_info(fd: int, what: str = "program") -> ProgInfo:
         _check(lib.bpf_obj_get_info_by_fd(fd, byref(info2), byref(size)), "get map ids of", what)
         ids = tuple(arr[: min(n, info2.nr_map_ids)])
     return ProgInfo(info.id, bytes(info.tag).hex(), info.name.decode(), info.type, ids)
+
+
+def query_tcx(ifindex: int, attach_type: int, what: str = "device") -> list[int]:
+    """Ids of the programs attached at a tcx hook of a device of the current netns, in the
+    order they run (BPF_PROG_QUERY: its target_fd field is the ifindex for tcx)."""
+    ids = (c_uint32 * 64)()
+    count = c_uint32(64)
+    attach_flags = c_uint32(0)
+    ret = lib.bpf_prog_query(ifindex, attach_type, 0, byref(attach_flags), ids, byref(count))
+    if ret == -errno_mod.ENOENT or ret == -errno_mod.ENODEV:
+        return []
+    _check(ret, "query programs of", what)
+    return list(ids[: count.value])
+
+
+def prog_info_by_id(prog_id: int) -> ProgInfo | None:
+    """ProgInfo of a program id, None when it is gone."""
+    fd = lib.bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        return None
+    try:
+        return prog_info(fd, f"program id {prog_id}")
+    finally:
+        _close_fd(fd)
 
 
 class Program:

@@ -3,6 +3,11 @@
 `encode_*` / `decode_*` are pure (bytes in, values out) so observe can parse raw dumps without
 the kernel; the `*Map` classes wrap a pinned map and use them. Every struct is built from zero
 (ctypes zero-fills), so pad bytes are always zero and keys compare byte for byte.
+
+Decoding is lossless: the `*_table` decoders return the typed entries AND, as ForeignEntry
+values, every entry whose bytes do not re-encode from its decoded value (a form the compiler
+never writes). Nothing is normalised into a compiled twin: what the kernel holds is what the
+plan sees.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from meshctl.nodestate import (
     DatapathConfig,
     Direction,
     EndpointEntry,
+    ForeignEntry,
     FrozenMap,
     IpcacheEntry,
     PolicyEntry,
@@ -30,13 +36,7 @@ from meshctl.nodestate import (
     intern_policy_key,
 )
 
-# Defaults the datapath applies to a zero timeout (bpf/lib/config.h).
-CT_DEFAULTS = {
-    "ct_timeout_tcp_s": 21600,
-    "ct_timeout_non_tcp_s": 60,
-    "ct_timeout_syn_s": 60,
-    "ct_timeout_close_s": 10,
-}
+CT_TIMEOUTS = ("ct_timeout_tcp_s", "ct_timeout_non_tcp_s", "ct_timeout_syn_s", "ct_timeout_close_s")
 
 U32 = struct.Struct("<I")
 
@@ -77,17 +77,33 @@ def decode_ipcache(key: bytes, value: bytes) -> tuple[IPv4Network, IpcacheEntry]
     return net, IpcacheEntry(*IPCACHE_VALUE.unpack(value))
 
 
-_IPCACHE_TABLES: dict[bytes, FrozenMap[IPv4Network, IpcacheEntry]] = {}
+Foreign = list[ForeignEntry]
+_IPCACHE_TABLES: dict[bytes, tuple[FrozenMap[IPv4Network, IpcacheEntry], Foreign]] = {}
 
 
-def decode_ipcache_table(items: list[tuple[bytes, bytes]]) -> FrozenMap[IPv4Network, IpcacheEntry]:
-    """The whole ipcache; nodes usually hold the same one, so equal dumps are decoded once."""
+def foreign_entry(map_name: str, key: bytes, value: bytes, owner: int = 0) -> ForeignEntry:
+    return ForeignEntry(map_name, owner, key.hex(), value.hex())
+
+
+def ipcache_key_canonical(key: bytes) -> bool:
+    """A prefix length the trie accepts and no address bit beyond it (what encode writes)."""
+    prefixlen, addr = IPCACHE_KEY.unpack(key)
+    return prefixlen <= 32 and int.from_bytes(addr, "big") & ((1 << (32 - prefixlen)) - 1) == 0
+
+
+def decode_ipcache_table(
+    items: list[tuple[bytes, bytes]],
+) -> tuple[FrozenMap[IPv4Network, IpcacheEntry], Foreign]:
+    """The whole ipcache and its foreign entries (keys with host bits set); nodes usually hold
+    the same one, so equal dumps are decoded once."""
     raw = b"".join(k + v for k, v in items)
     hit = _IPCACHE_TABLES.get(raw)
     if hit is None:
         if len(_IPCACHE_TABLES) >= 64:
             _IPCACHE_TABLES.clear()
-        hit = _IPCACHE_TABLES[raw] = FrozenMap(dict(decode_ipcache(k, v) for k, v in items))
+        typed = [(k, v) for k, v in items if ipcache_key_canonical(k)]
+        foreign = [foreign_entry("ipcache", k, v) for k, v in items if not ipcache_key_canonical(k)]
+        hit = _IPCACHE_TABLES[raw] = (FrozenMap(dict(decode_ipcache(k, v) for k, v in typed)), foreign)
     return hit
 
 
@@ -115,16 +131,23 @@ def decode_endpoint(key: bytes, value: bytes) -> tuple[IPv4Address, EndpointEntr
 ENDPOINT_VALUE = struct.Struct("<III")  # struct endpoint_value: endpoint_id, identity, flags
 
 
-def decode_endpoint_table(items: list[tuple[bytes, bytes]]) -> FrozenMap[IPv4Address, EndpointEntry]:
+def decode_endpoint_table(
+    items: list[tuple[bytes, bytes]],
+) -> tuple[FrozenMap[IPv4Address, EndpointEntry], Foreign]:
     """The whole endpoints map: `FrozenMap(dict(decode_endpoint(k, v) for ...))`, made with
-    struct and sorted by address as an int (IPv4Address's own order) instead of by __lt__."""
+    struct and sorted by address as an int (IPv4Address's own order) instead of by __lt__;
+    entries with flag bits the datapath does not define are foreign."""
     ing, eg = int(S.EndpointFlags.ENFORCE_INGRESS), int(S.EndpointFlags.ENFORCE_EGRESS)
     rows = {}
+    foreign = []
     for key, value in items:
         endpoint_id, identity, flags = ENDPOINT_VALUE.unpack(value)
+        if flags & ~(ing | eg):
+            foreign.append(foreign_entry("endpoints", key, value))
+            continue
         entry = EndpointEntry(endpoint_id, identity, bool(flags & ing), bool(flags & eg))
         rows[int.from_bytes(key, "big")] = entry  # the key's bytes are the address, network order
-    return FrozenMap.from_sorted([(IPv4Address(addr), rows[addr]) for addr in sorted(rows)])
+    return FrozenMap.from_sorted([(IPv4Address(addr), rows[addr]) for addr in sorted(rows)]), foreign
 
 
 # ---------------------------------------------------------------- policy
@@ -143,52 +166,70 @@ def encode_policy(key: PolicyKey, entry: PolicyEntry) -> tuple[bytes, bytes]:
 
 
 def decode_policy(key: bytes, value: bytes) -> tuple[PolicyKey, PolicyEntry]:
-    k, v = S.PolicyKey.from_buffer_copy(key), S.PolicyValue.from_buffer_copy(value)
-    if k.prefixlen <= S.POLICY_PREFIX_STATIC:
-        pk = PolicyKey(Direction(k.egress), k.identity)
-    else:
-        port_prefix = min(k.prefixlen, S.POLICY_PREFIX_FULL) - S.POLICY_PREFIX_PROTO
-        port = from_be16(k.dport_be) & ~((1 << (16 - port_prefix)) - 1) & 0xFFFF
-        pk = PolicyKey(Direction(k.egress), k.identity, k.protocol, port, port_prefix)
-    return pk, PolicyEntry(v.cookie, bool(v.flags & S.PolicyFlags.DENY))
-
-
-def decode_policy_entries(items: Iterable[tuple[bytes, bytes]]) -> FrozenMap[PolicyKey, PolicyEntry]:
-    return FrozenMap(dict(decode_policy(k, v) for k, v in items))
+    """One entry in the form encode_policy writes; ValueError for any other form (see
+    decode_policy_dump, which keeps such entries as foreign)."""
+    t = policy_key_fields(key)
+    v = S.PolicyValue.from_buffer_copy(value)
+    if t is None or v.flags & ~int(S.PolicyFlags.DENY) or bytes(v.pad) != b"\0\0\0":
+        raise ValueError(f"policy entry {key.hex()}={value.hex()} is not in a form meshctl writes")
+    return PolicyKey(Direction(t[0]), *t[1:]), PolicyEntry(v.cookie, bool(v.flags & S.PolicyFlags.DENY))
 
 
 POLICY_KEY_SIZE = 12  # sizeof(struct policy_key); checked against structs.py at import below
 POLICY_VALUE_SIZE = 8
 _POLICY_KEY_RAW = struct.Struct("<IIBB2s")
-_RAW_KEYS: dict[bytes, tuple[int, PolicyKey, str]] = {}  # raw key -> (sort rank, interned key, row head)
-_RAW_VALUES: dict[bytes, tuple[PolicyEntry, str]] = {}  # raw value -> (interned entry, row tail)
-_TABLES: dict[tuple[bytes, bytes], FrozenMap[PolicyKey, PolicyEntry]] = {}
+# raw key -> (sort rank, interned key, row head), or _FOREIGN_KEY for a key compile never writes
+_RAW_KEYS: dict[bytes, tuple[int, PolicyKey | None, str]] = {}
+_RAW_VALUES: dict[bytes, tuple[PolicyEntry | None, str]] = {}  # raw value -> (interned entry, row tail)
+PolicyTable = tuple[FrozenMap[PolicyKey, PolicyEntry], tuple[tuple[bytes, bytes], ...]]
+_TABLES: dict[tuple[bytes, bytes], PolicyTable] = {}
 _CACHE_LIMIT = 1_000_000
+_FOREIGN_KEY: tuple[int, PolicyKey | None, str] = (-1, None, "")
+_FOREIGN_VALUE: tuple[PolicyEntry | None, str] = (None, "")
 
 
-def _raw_key(raw: bytes) -> tuple[int, PolicyKey, str]:
-    """Decode one never-seen raw key: its interned PolicyKey, an int that sorts like it and the
-    head of its canonical row (nodestate.policy_map_text's format)."""
+def policy_key_fields(raw: bytes) -> tuple[int, int, int, int, int] | None:
+    """(direction, identity, protocol, port, port_prefix) of a raw key in the exact form
+    encode_policy writes, else None: prefix 40 with protocol and port zero (any protocol),
+    or 48..64 with a protocol and no port bit beyond the prefix; direction 0 or 1."""
     prefixlen, identity, egress, protocol, dport = _POLICY_KEY_RAW.unpack(raw)
-    if prefixlen <= S.POLICY_PREFIX_STATIC:
-        t = (egress, identity, 0, 0, 0)
-    else:
-        port_prefix = min(prefixlen, S.POLICY_PREFIX_FULL) - S.POLICY_PREFIX_PROTO
-        port = int.from_bytes(dport, "big") & ~((1 << (16 - port_prefix)) - 1) & 0xFFFF
-        t = (egress, identity, protocol, port, port_prefix)
-    rank = (((t[0] << 32 | t[1]) << 8 | t[2]) << 16 | t[3]) << 5 | t[4]  # field order of PolicyKey
+    port = int.from_bytes(dport, "big")
+    if egress > 1:
+        return None
+    if prefixlen == S.POLICY_PREFIX_STATIC and protocol == 0 and port == 0:
+        return (egress, identity, 0, 0, 0)
+    if S.POLICY_PREFIX_PROTO <= prefixlen <= S.POLICY_PREFIX_FULL and protocol:
+        port_prefix = prefixlen - S.POLICY_PREFIX_PROTO
+        if port & ((1 << (16 - port_prefix)) - 1) == 0:
+            return (egress, identity, protocol, port, port_prefix)
+    return None
+
+
+def _raw_key(raw: bytes) -> tuple[int, PolicyKey | None, str]:
+    """Decode one never-seen raw key: its interned PolicyKey, an int that sorts like it and the
+    head of its canonical row (nodestate.policy_map_text's format); _FOREIGN_KEY when the
+    compiler never writes a key of that form."""
+    t = policy_key_fields(raw)
     if len(_RAW_KEYS) >= _CACHE_LIMIT:
         _RAW_KEYS.clear()
+    if t is None:
+        _RAW_KEYS[raw] = _FOREIGN_KEY
+        return _FOREIGN_KEY
+    rank = (((t[0] << 32 | t[1]) << 8 | t[2]) << 16 | t[3]) << 5 | t[4]  # field order of PolicyKey
     key = intern_policy_key(t)
     head = f"[{int(key.direction)},{key.identity},{key.protocol},{key.port},{key.port_prefix},"
     out = _RAW_KEYS[raw] = (rank, key, head)
     return out
 
 
-def _raw_value(raw: bytes) -> tuple[PolicyEntry, str]:
+def _raw_value(raw: bytes) -> tuple[PolicyEntry | None, str]:
+    """As _raw_key for a value: _FOREIGN_VALUE for unknown flag bits or a non-zero pad."""
     cookie, flags = IPCACHE_VALUE.unpack(raw[:8])  # u32 cookie, u8 flags + pad: same layout
     if len(_RAW_VALUES) >= _CACHE_LIMIT:
         _RAW_VALUES.clear()
+    if flags & ~int(S.PolicyFlags.DENY):
+        _RAW_VALUES[raw] = _FOREIGN_VALUE
+        return _FOREIGN_VALUE
     entry = intern_policy_entry(cookie, bool(flags & S.PolicyFlags.DENY))
     out = _RAW_VALUES[raw] = (entry, f"{entry.cookie},{'true' if entry.deny else 'false'}]")
     return out
@@ -199,7 +240,14 @@ def _chunks(buf: bytes, size: int) -> list[bytes]:
 
 
 def decode_policy_table(keys: bytes, values: bytes) -> FrozenMap[PolicyKey, PolicyEntry]:
-    """A whole inner policy map from one batch dump (keys and values concatenated).
+    """The typed entries of one dump (decode_policy_dump without its foreign entries): for
+    dumps known to hold none (meshctl.lazypolicy)."""
+    return decode_policy_dump(keys, values)[0]
+
+
+def decode_policy_dump(keys: bytes, values: bytes) -> PolicyTable:
+    """A whole inner policy map from one batch dump (keys and values concatenated): its typed
+    entries, and the raw (key, value) pairs of the entries compile never writes.
 
     Observe reads ~a million entries at scale, so this is the hot path: raw keys and values
     are decoded once per process into interned objects (with their halves of the canonical
@@ -211,19 +259,29 @@ def decode_policy_table(keys: bytes, values: bytes) -> FrozenMap[PolicyKey, Poli
     if cached is not None:
         return cached
     known_k, known_v = _RAW_KEYS, _RAW_VALUES
-    ks = [known_k.get(k) or _raw_key(k) for k in _chunks(keys, POLICY_KEY_SIZE)]
-    vs = [known_v.get(v) or _raw_value(v) for v in _chunks(values, POLICY_VALUE_SIZE)]
+    raw_ks, raw_vs = _chunks(keys, POLICY_KEY_SIZE), _chunks(values, POLICY_VALUE_SIZE)
+    ks = [known_k.get(k) or _raw_key(k) for k in raw_ks]
+    vs = [known_v.get(v) or _raw_value(v) for v in raw_vs]
     if len(ks) != len(vs):
         raise ValueError(f"policy dump of {len(ks)} keys and {len(vs)} values")
+    foreign: tuple[tuple[bytes, bytes], ...] = ()
+    if any(k[1] is None for k in ks) or any(v[0] is None for v in vs):
+        bad = [i for i in range(len(ks)) if ks[i][1] is None or vs[i][0] is None]
+        foreign = tuple((raw_ks[i], raw_vs[i]) for i in bad)
+        drop = set(bad)
+        ks = [k for i, k in enumerate(ks) if i not in drop]
+        vs = [v for i, v in enumerate(vs) if i not in drop]
     ranks = [k[0] for k in ks]
     order = sorted(range(len(ks)), key=ranks.__getitem__)
-    table: FrozenMap[PolicyKey, PolicyEntry] = FrozenMap.from_sorted([(ks[i][1], vs[i][0]) for i in order])
+    table: FrozenMap[PolicyKey, PolicyEntry] = FrozenMap.from_sorted(
+        [(ks[i][1], vs[i][0]) for i in order]  # type: ignore[misc]  # None only in foreign rows
+    )
     text = "[" + ",".join([ks[i][2] + vs[i][1] for i in order]) + "]"
     table.canonical_text(lambda _m: text)
     if len(_TABLES) >= 4096:
         _TABLES.clear()
-    _TABLES[(keys, values)] = table
-    return table
+    out = _TABLES[(keys, values)] = (table, foreign)
+    return out
 
 
 # ---------------------------------------------------------------- config
@@ -242,10 +300,23 @@ def encode_config(cfg: DatapathConfig) -> bytes:
 
 
 def decode_config(value: bytes | None) -> DatapathConfig:
-    """The config the datapath acts on: a zero timeout means the datapath's default."""
-    c = S.DatapathConfig.from_buffer_copy(value) if value else S.DatapathConfig()
-    timeouts = {name: getattr(c, name) or default for name, default in CT_DEFAULTS.items()}
+    """The config exactly as stored (a zero timeout stays zero: the datapath then uses its
+    default, but the bytes differ from what apply writes). None (no config map) decodes as the
+    defaults."""
+    if value is None:
+        return DatapathConfig()
+    c = S.DatapathConfig.from_buffer_copy(value)
+    timeouts = {name: getattr(c, name) for name in CT_TIMEOUTS}
     return DatapathConfig(ipv6_pass=bool(c.flags & S.ConfigFlags.IPV6_PASS), **timeouts)
+
+
+def decode_config_entry(value: bytes | None) -> tuple[DatapathConfig, Foreign]:
+    """decode_config, plus the entry as foreign when its bytes hold more than that (unknown
+    flag bits, a non-zero pad)."""
+    cfg = decode_config(value)
+    if value is None or encode_config(cfg) == value:
+        return cfg, []
+    return cfg, [foreign_entry("config", U32.pack(0), value)]
 
 
 # ---------------------------------------------------------------- metrics and conntrack

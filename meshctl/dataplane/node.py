@@ -29,8 +29,10 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from meshctl.dataplane.libbpf import BPF_MAP_TYPE_ARRAY, BpfObject, Link, LinkInfo, Map, Program
+from meshctl.dataplane.maps import encode_config
 from meshctl.dataplane.netns import BPF_TCX_EGRESS, BPF_TCX_INGRESS, HOOKS, attach_tcx, ifindex, in_netns
 from meshctl.errors import DataplaneError
+from meshctl.nodestate import DatapathConfig
 
 PIN_ROOT = Path("/sys/fs/bpf/meshctl")
 MAP_NAMES = ("config", "endpoints", "ipcache", "policy_maps", "ct", "events", "metrics")
@@ -179,6 +181,8 @@ class NodeDatapath:
             for name in names:
                 if not self.map_pin(name).exists():
                     obj.map(name).pin(self.map_pin(name))
+                    if name == "config":  # a new datapath holds the defaults, as apply writes them
+                        obj.map(name).update(b"\0\0\0\0", encode_config(DatapathConfig()))
             (self.pin_dir / "progs").mkdir(exist_ok=True)
             progs = set(obj.program_names())
             for hook, prog_name in {**PROGRAMS, **NETDEV_PROGRAMS}.items():

@@ -3,7 +3,8 @@
 Order: load the object (if this build is not loaded yet), config, ipcache adds/updates, each
 changed endpoint's policy swapped in whole (new inner map, then one pointer update), endpoint
 adds/updates, attachments added; then deletions last: attachments, endpoints, policy outer
-entries, ipcache prefixes. So a packet never meets an endpoint whose policy or peers are missing.
+entries, ipcache prefixes, and entries in forms compile never writes (NodeState.foreign). So a
+packet never meets an endpoint whose policy or peers are missing.
 
 Every step is idempotent (upserts; deleting what is gone is fine), so running reconcile again
 from any half-done point converges on the target: the apply engine uses it for apply, revert
@@ -18,17 +19,29 @@ from __future__ import annotations
 
 import errno as errno_mod
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TypeVar
 
 from meshctl.dataplane import lb_maps
-from meshctl.dataplane.maps import ConfigMap, EndpointsMap, IpcacheMap, PolicyMaps
+from meshctl.dataplane.foreign import lpm_slot
+from meshctl.dataplane.libbpf import Map
+from meshctl.dataplane.maps import (
+    U32,
+    ConfigMap,
+    EndpointsMap,
+    IpcacheMap,
+    PolicyMaps,
+    encode_config,
+    encode_endpoint,
+    encode_ipcache,
+)
 from meshctl.dataplane.netns import host_routes
 from meshctl.dataplane.node import NodeDatapath
 from meshctl.dataplane.policy_rev import bump_revision
 from meshctl.encryption.reconcile import reconcile_wireguard
 from meshctl.errors import DataplaneError
-from meshctl.nodestate import NodeState
+from meshctl.nodestate import ForeignEntry, NodeState
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -46,9 +59,13 @@ def reconcile(datapath: NodeDatapath, current: NodeState, target: NodeState) -> 
         with IpcacheMap.from_dir(pins) as ipcache:
             ipcache.upsert(_changed(current.ipcache, target.ipcache))
 
-    if target.policies != current.policies:
+    # an inner map holding foreign entries is replaced whole (inner maps are never edited)
+    tainted = {e.owner for e in current.foreign if e.map == "policy"} & set(target.policies)
+    if target.policies != current.policies or tainted:
+        swap = _changed(current.policies, target.policies)
+        swap.update({eid: target.policies[eid] for eid in tainted})
         with PolicyMaps.from_dir(pins) as policies:
-            policies.swap_many(_changed(current.policies, target.policies))
+            policies.swap_many(swap)
 
     if target.endpoints != current.endpoints:
         with EndpointsMap.from_dir(pins) as endpoints:
@@ -70,9 +87,56 @@ def reconcile(datapath: NodeDatapath, current: NodeState, target: NodeState) -> 
     if gone_prefixes := _gone(current.ipcache, target.ipcache):
         with IpcacheMap.from_dir(pins) as ipcache:
             ipcache.remove(gone_prefixes)
+    if current.foreign:
+        _remove_foreign(pins, current.foreign, target)
     reconcile_wireguard(datapath.cluster, datapath.node, datapath.netns, current.encryption,
                         target.encryption)
     bump_revision(pins)  # last: tracked connections are judged again, against the whole target
+
+
+ARRAYS = frozenset({"config", "lb_config", "lb_settings"})  # single-entry arrays: rewritten, never deleted
+
+
+def _written_slots(target: NodeState) -> dict[str, set[bytes]]:
+    """map name -> the slots (hash keys; LPM keys as the trie matches them) the target's
+    entries occupy: reconcile has just written them all."""
+    lb = target.load_balancer
+    slots: dict[str, set[bytes]] = {
+        "ipcache": {lpm_slot(encode_ipcache(p, e)[0]) for p, e in target.ipcache.items()},
+        "endpoints": {encode_endpoint(a, e)[0] for a, e in target.endpoints.items()},
+        "lb_services": {lb_maps.encode_frontend(f) for f in lb.services},
+        "lb_backends": {U32.pack(i) for i in lb.backends},
+        "lb_slots": {lb_maps.encode_slot(s.service_id, i + 1) for s in lb.services.values()
+                     for i in range(len(s.backends))},
+        "lb_maglev": {U32.pack(s.service_id) for s in lb.services.values() if s.maglev},
+    }
+    return slots
+
+
+def _remove_foreign(pins: Path, entries: Iterable[ForeignEntry], target: NodeState) -> None:
+    """Remove the foreign entries the target's writes did not overwrite (an overwritten one
+    shares its slot with a target entry: deleting it would delete that entry). Inner policy
+    maps with foreign entries were replaced whole above."""
+    written = _written_slots(target)
+    for entry in sorted(entries):
+        path = pins / entry.map
+        if entry.map == "policy" or not path.exists():
+            continue
+        key = bytes.fromhex(entry.key)
+        with Map.from_pin(path) as m:
+            if entry.map in ARRAYS:
+                m.update(key, _array_bytes(entry.map, target))
+            elif (lpm_slot(key) if entry.map == "ipcache" else key) not in written.get(entry.map, set()):
+                m.delete(key)
+
+
+def _array_bytes(name: str, target: NodeState) -> bytes:
+    """What reconcile writes into a single-entry array map for `target`."""
+    if name == "config":
+        return encode_config(target.config)
+    if name == "lb_config":
+        return lb_maps.encode_node_config(target.load_balancer)
+    return lb_maps.settings_bytes(target.load_balancer.settings)
 
 
 def _changed(current: Mapping[K, V], target: Mapping[K, V]) -> dict[K, V]:

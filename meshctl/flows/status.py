@@ -42,6 +42,7 @@ class NodeStatus:
     agent_pid: int | None = None
     drift: str = "unknown"  # yes | no | unknown (never applied) | unknown (<why>)
     drift_objects: int = 0  # how many objects differ from the last applied intent
+    foreign_programs: list[str] = field(default_factory=list)  # programs of others on its interfaces
     error: str = ""
     agent: str = ""  # agent driver: "up (unix:<socket>)" | "down"; lab: see agent_pid
 
@@ -123,18 +124,22 @@ def agent_node_status(access: AgentAccess, node: str) -> NodeStatus:
     return st
 
 
-def drift_by_node(repo: Path, nodes: list[str]) -> dict[str, tuple[str, int]]:
-    """node -> ("yes" | "no" | "unknown (...)", objects drifted), from detect_drift."""
+def drift_by_node(repo: Path, nodes: list[str]) -> dict[str, tuple[str, int, list[str]]]:
+    """node -> ("yes" | "no" | "unknown (...)", objects drifted, foreign programs), from
+    detect_drift."""
     from meshctl.apply.drift import detect_drift
+    from meshctl.plan.warnings import program_warning
     from meshctl.workflow import open_workspace
 
     try:
         report = detect_drift(open_workspace(repo))
     except MeshctlError as err:
-        return {n: (f"unknown ({err})", 0) for n in nodes}
-    out = {n: ("yes", len(changes)) for n, changes in report.nodes.items()}
-    out.update({n: ("no", 0) for n in report.clean})
-    out.update({n: ("unknown (never applied)", 0) for n in report.never_applied})
+        return {n: (f"unknown ({err})", 0, []) for n in nodes}
+    programs = {n: [program_warning(n, p).detail for p in ps] for n, ps in report.programs.items()}
+    out = {n: ("yes", len(changes), programs.get(n, [])) for n, changes in report.nodes.items()}
+    out.update({n: ("yes", 0, ps) for n, ps in programs.items() if n not in out})
+    out.update({n: ("no", 0, []) for n in report.clean})
+    out.update({n: ("unknown (never applied)", 0, []) for n in report.never_applied})
     return out
 
 
@@ -162,7 +167,7 @@ def cluster_status(repo: Path) -> ClusterStatus:
         netns = reg.nodes[name].netns if reg and name in reg.nodes else None
         st = node_status(info.cluster, name, netns)
         st.agent_pid = running.get(name)
-        st.drift, st.drift_objects = drift.get(name, ("unknown (no lab)", 0))
+        st.drift, st.drift_objects, st.foreign_programs = drift.get(name, ("unknown (no lab)", 0, []))
         nodes.append(st)
     enc, lb = _settings(repo)
     return ClusterStatus(info.cluster, build, nodes, state.serial, state.last_plan_id, state.last_applied_at,
@@ -193,7 +198,7 @@ def _agent_cluster_status(repo: Path, info: Any, access: AgentAccess) -> Cluster
     nodes = []
     for name in info.nodes:
         st = agent_node_status(access, name)
-        st.drift, st.drift_objects = drift.get(name, ("unknown", 0))
+        st.drift, st.drift_objects, st.foreign_programs = drift.get(name, ("unknown", 0, []))
         nodes.append(st)
     enc, lb = _settings(repo)
     return ClusterStatus(info.cluster, build, nodes, state.serial, state.last_plan_id, state.last_applied_at,

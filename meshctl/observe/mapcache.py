@@ -15,7 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
-FORMAT = "meshctl-policy-maps/1"  # bump when the decoder or the canonical text changes
+FORMAT = "meshctl-policy-maps/2"  # bump when the decoder or the canonical text changes
+# /2: lossless decoding; /1 entries may map a dump holding hand-made keys to a compiled text
 MAX_ENTRIES = 50_000
 FILE = "policy-maps.json"
 

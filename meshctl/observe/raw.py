@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
+from meshctl.observe.programs import RawHook
+
 Items = list[tuple[bytes, bytes]]
 Dump = tuple[bytes, bytes]  # every key concatenated, every value concatenated
 
@@ -39,3 +41,5 @@ class RawNode:
     policies: dict[int, Items | Dump] = field(default_factory=dict)
     links: list[RawLink] = field(default_factory=list)
     lb: Any = None  # meshctl.dataplane.lb_maps.RawLb, None when the object has no LB maps
+    hooks: list[RawHook] = field(default_factory=list)  # every program on meshctl's interfaces
+    our_programs: frozenset[int] = frozenset()  # ids of the programs meshctl attached there

@@ -6,7 +6,8 @@ from meshctl.dataplane import lb_maps
 from meshctl.dataplane.libbpf import Link, Map, Program
 from meshctl.dataplane.maps import PolicyMaps
 from meshctl.dataplane.netns import ifindex, in_netns, netns_exists
-from meshctl.dataplane.node import PROGRAMS, NodeDatapath
+from meshctl.dataplane.node import NETDEV_PROGRAMS, PROGRAMS, NodeDatapath
+from meshctl.observe.programs import read_hooks
 from meshctl.observe.raw import Dump, Items, RawLink, RawNode
 
 
@@ -39,7 +40,7 @@ def read_node(dp: NodeDatapath) -> RawNode:
     if not dp.exists():
         return RawNode(dp.node)
     prog_ids = {}
-    for hook in PROGRAMS:
+    for hook in (*PROGRAMS, *NETDEV_PROGRAMS):
         if dp.prog_pin(hook).exists():
             with Program.from_pin(dp.prog_pin(hook)) as prog:
                 prog_ids[hook] = prog.info().id
@@ -51,6 +52,8 @@ def read_node(dp: NodeDatapath) -> RawNode:
     if dp.map_pin(PolicyMaps.map_name).exists():
         with PolicyMaps(Map.from_pin(dp.map_pin(PolicyMaps.map_name))) as pm:
             policies = pm.read_dumps()
+    links = read_links(dp)
+    netdev = dp.netdev_interface()
     return RawNode(
         node=dp.node,
         loaded=True,
@@ -60,6 +63,16 @@ def read_node(dp: NodeDatapath) -> RawNode:
         ipcache=_items(dp, "ipcache"),
         endpoints=_items(dp, "endpoints"),
         policies=policies,
-        links=read_links(dp),
-        lb=lb_maps.read_raw(dp.pin_dir, dp.netdev_interface()),
+        links=links,
+        lb=lb_maps.read_raw(dp.pin_dir, netdev),
+        hooks=read_hooks(dp.netns, [link.ifname for link in links] + ([netdev] if netdev else [])),
+        our_programs=frozenset({*prog_ids.values(), *(link.prog_id for link in links), *_netdev_progs(dp)}),
     )
+
+
+def _netdev_progs(dp: NodeDatapath) -> list[int]:
+    out = []
+    for path in dp.netdev_pins().values():
+        with Link.from_pin(path) as link:
+            out.append(link.info().prog_id)
+    return out

@@ -17,7 +17,7 @@ from meshctl.plan.diff import diff_node
 from meshctl.plan.impact import PodTarget, VerdictFn, connectivity_impact, pods_from_desired
 from meshctl.plan.loadbalancer import lb_warnings
 from meshctl.plan.model import CutRow, NodePlan, Plan, PlanWarning
-from meshctl.plan.warnings import capacity_warnings, dns_warnings, passthrough
+from meshctl.plan.warnings import capacity_warnings, dns_warnings, foreign_warnings, passthrough
 
 LiveConnections = Mapping[str, Sequence[TrackedConnection]]
 # node -> live established connections, or a reader called with the nodes worth reading
@@ -102,6 +102,7 @@ def _build_plan(
         *dns_warnings(observed, intended, catalog),
         *capacity_warnings(intended, catalog),
         *lb_warnings(observed, intended),
+        *foreign_warnings(observed, catalog),
     ]
     return Plan(
         created_at=(created_at or datetime.now(UTC)).isoformat(timespec="seconds"),

@@ -27,6 +27,7 @@ class ChangeKind(enum.Enum):
     LOAD_BALANCER = "loadbalancer"  # a node's LB settings (on/off, device, SNAT address, mode...)
     LB_BACKEND = "lb-backend"  # one backend (keyed by its backend id)
     LB_SERVICE = "lb-service"  # one frontend (keyed by "ip:port/PROTO")
+    FOREIGN = "foreign"  # a map entry in a form compile never writes (observed only: destroyed)
 
 
 KIND_ORDER = {kind: i for i, kind in enumerate(ChangeKind)}

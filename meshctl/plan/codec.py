@@ -10,6 +10,7 @@ from meshctl.nodestate import (
     DatapathConfig,
     Direction,
     EndpointEntry,
+    ForeignEntry,
     IpcacheEntry,
     PolicyEntry,
     PolicyKey,
@@ -87,3 +88,15 @@ def prefix(key: str) -> IPv4Network:
 
 def address(key: str) -> IPv4Address:
     return IPv4Address(key)
+
+
+def foreign_key(e: ForeignEntry) -> dict[str, Any]:
+    return {"map": e.map, "owner": e.owner, "key": e.key}
+
+
+def foreign_value(e: ForeignEntry) -> dict[str, Any]:
+    return {"value": e.value}
+
+
+def foreign_from(key: dict[str, Any], v: dict[str, Any]) -> ForeignEntry:
+    return ForeignEntry(key["map"], int(key["owner"]), key["key"], v["value"])

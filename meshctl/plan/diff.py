@@ -1,6 +1,7 @@
 """diff(observed, intended) of one node: a pure function of two NodeStates and a catalog.
 
-One change per config, ipcache entry, endpoint, policy map, policy entry and attachment. The
+One change per config, ipcache entry, endpoint, policy map, policy entry, attachment and entry in
+a form compile never writes (observed only: it is destroyed). The
 result, applied to `before` with patch.apply_changes, gives `after` exactly (property-tested).
 """
 
@@ -10,11 +11,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from meshctl.catalog import Catalog
+from meshctl.dataplane.foreign import explain
 from meshctl.lazypolicy import maps_equal
 from meshctl.nodestate import (
     Attachment,
     Direction,
     EndpointEntry,
+    ForeignEntry,
     NodeState,
     PolicyEntry,
     PolicyKey,
@@ -122,6 +125,7 @@ class _NodeDiff:
         self.attachments()
         self.changes.extend(wireguard_changes(self.before, self.after))
         self.changes.extend(lb_changes(self.before, self.after))
+        self.foreign()
         return tuple(self.changes)
 
     def config(self) -> None:
@@ -258,6 +262,28 @@ class _NodeDiff:
             for new in news:
                 self.add(ChangeKind.ATTACHMENT, codec.attachment_key(new), name,
                          None, codec.attachment_value(new), f"attach datapath build {_short(new.build)}")
+
+
+    def foreign(self) -> None:
+        """Entries in forms compile never writes: observed only, so destroyed (a compiled state
+        holding one would be created, for the patch's symmetry)."""
+        if self.before.foreign == self.after.foreign:
+            return
+        for entry, b, a in foreign_changes(self.before.foreign, self.after.foreign):
+            self.add(ChangeKind.FOREIGN, codec.foreign_key(entry), self.foreign_address(entry),
+                     codec.foreign_value(entry) if b else None, codec.foreign_value(entry) if a else None,
+                     explain(entry, self.names.peer))
+
+    def foreign_address(self, entry: ForeignEntry) -> str:
+        where = f"policymap {self.names.endpoint(entry.owner)}" if entry.map == "policy" else entry.map
+        return f"hand-made {where} entry {entry.key}"
+
+
+def foreign_changes(
+    before: frozenset[ForeignEntry], after: frozenset[ForeignEntry]
+) -> list[tuple[ForeignEntry, bool, bool]]:
+    """(entry, in before, in after) of every entry on one side only, in order."""
+    return [(e, e in before, e in after) for e in sorted(before ^ after)]
 
 
 def _short(build: str) -> str:

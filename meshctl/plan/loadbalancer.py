@@ -18,6 +18,7 @@ from typing import Any
 
 from meshctl.nodestate import (
     NO_LOAD_BALANCER,
+    PROTOCOL_NAMES,
     FrozenMap,
     LbBackendEntry,
     LbFrontend,
@@ -31,7 +32,8 @@ from meshctl.plan.action import Action
 from meshctl.plan.change import Change, ChangeKind
 from meshctl.plan.model import PlanWarning
 
-PROTO_BY_NAME = {"TCP": 6, "UDP": 17, "SCTP": 132}
+# LbFrontend.__str__'s protocol names (a protocol without a name is printed as its number)
+PROTO_BY_NAME = {name.upper(): number for number, name in PROTOCOL_NAMES.items()}
 FLUSH_REASON = ("apply flushes the node's load-balancer flow and affinity state (lb_flows, lb_affinity) "
                 "so every flow follows the new settings: established connections through services "
                 "move to another backend or break")
@@ -75,7 +77,8 @@ def service_from(v: dict[str, Any]) -> LbService:
 def frontend_from(key: str) -> LbFrontend:
     addr, _, rest = key.partition(":")
     port, _, proto = rest.partition("/")
-    return LbFrontend(IPv4Address(addr), int(port), PROTO_BY_NAME[proto])
+    number = PROTO_BY_NAME[proto] if proto in PROTO_BY_NAME else int(proto)
+    return LbFrontend(IPv4Address(addr), int(port), number)
 
 
 def _change(node: str, kind: ChangeKind, key: Any, address: str, before: Any, after: Any, reason: str,

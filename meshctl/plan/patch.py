@@ -37,6 +37,7 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
     dropped_maps: set[int] = set()
     wireguard = WireguardPatch(state.encryption)
     lb = LbPatch(state.load_balancer)
+    foreign = set(state.foreign)
 
     for ch in changes:
         if ch.node != state.node:
@@ -82,6 +83,14 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
             wireguard.apply(ch, strict)
         elif ch.kind in (ChangeKind.LOAD_BALANCER, ChangeKind.LB_BACKEND, ChangeKind.LB_SERVICE):
             lb.apply(ch, strict, _check)
+        elif ch.kind is ChangeKind.FOREIGN:
+            if ch.before is not None:
+                old_f = codec.foreign_from(ch.key, ch.before)
+                if strict and old_f not in foreign:
+                    raise PlanError(f"{ch.address}: state does not match the plan (no such entry)")
+                foreign.discard(old_f)
+            if ch.after is not None:
+                foreign.add(codec.foreign_from(ch.key, ch.after))
     return replace(
         state,
         config=config,
@@ -91,6 +100,7 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
         attachments=frozenset(attachments),
         encryption=wireguard.result(),
         load_balancer=lb.result(),
+        foreign=frozenset(foreign),
     )
 
 

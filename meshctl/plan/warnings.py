@@ -1,7 +1,8 @@
 """Plan warnings: things a reviewer should know that are not changes.
 
-Map fill against the capacities of common.h, egress default deny introduced without DNS, and
-the compiler's own warnings (parts not enforced yet: L7, FQDN, ...), passed through.
+Map fill against the capacities of common.h, egress default deny introduced without DNS,
+hand-made map entries and foreign programs on meshctl's interfaces, and the compiler's own
+warnings (parts not enforced yet: L7, FQDN, ...), passed through.
 """
 
 from __future__ import annotations
@@ -9,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from meshctl.catalog import Catalog
-from meshctl.nodestate import PROTO_ANY, PROTO_UDP, Direction, NodeState, PolicyEntry, PolicyKey
+from meshctl.dataplane.foreign import explain
+from meshctl.nodestate import (
+    PROTO_ANY,
+    PROTO_UDP,
+    Direction,
+    ForeignProgram,
+    NodeState,
+    PolicyEntry,
+    PolicyKey,
+)
 from meshctl.plan.capacity import FILL_WARNING_RATIO, IPCACHE_MAP_SIZE, POLICY_MAP_SIZE
 from meshctl.plan.model import PlanWarning
 from meshctl.plan.names import Namer
@@ -90,6 +100,41 @@ def dns_warnings(
                 node=name,
             ))
     return out
+
+
+FOREIGN_SHOWN = 10  # hand-made entries named one by one per node; the rest are counted
+
+
+def foreign_warnings(observed: Mapping[str, NodeState], catalog: Catalog) -> list[PlanWarning]:
+    """Hand-made map entries (destroyed by the plan) and other programs on meshctl's interfaces
+    (left alone): both can let through what the policy drops, so the reviewer hears of them."""
+    out: list[PlanWarning] = []
+    for name in sorted(observed):
+        ns = observed[name]
+        namer = Namer(catalog, name, ns)
+        entries = sorted(ns.foreign)
+        for entry in entries[:FOREIGN_SHOWN]:
+            where = f"the policy map of {namer.endpoint(entry.owner)}" if entry.map == "policy" else entry.map
+            out.append(PlanWarning(
+                f"Hand-made entry in {where} on {name}",
+                f"{explain(entry, namer.peer)}. meshctl never writes this entry; the plan removes it.",
+                node=name,
+            ))
+        if len(entries) > FOREIGN_SHOWN:
+            out.append(PlanWarning(f"{len(entries) - FOREIGN_SHOWN} more hand-made map entries on {name}",
+                                   "see the changes marked hand-made; the plan removes them", node=name))
+        out.extend(program_warning(name, p) for p in ns.foreign_programs)
+    return out
+
+
+def program_warning(node: str, p: ForeignProgram) -> PlanWarning:
+    order = f", {p.position} meshctl's program" if p.position else ""
+    return PlanWarning(
+        f"Foreign program on {p.interface} on {node}",
+        f"{p.hook} program {p.name or '(unnamed)'} (id {p.prog_id}){order}: it can pass traffic that "
+        "meshctl's policy would drop. meshctl does not remove programs it did not attach.",
+        node=node,
+    )
 
 
 def passthrough(compiled_warnings: Iterable[object]) -> list[PlanWarning]:

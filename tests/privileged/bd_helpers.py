@@ -36,6 +36,16 @@ def compile_fixture(name: str, outdir: Path, variant: int = 0) -> Path:
     return out
 
 
+DATAPATH_OBJECT = REPO / "bpf" / "build" / "datapath.o"
+
+
+def datapath_object() -> Path:
+    """The real bpf/datapath.c object (built by `make -C bpf`, which setup runs)."""
+    if not DATAPATH_OBJECT.exists():
+        subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True, capture_output=True)
+    return DATAPATH_OBJECT
+
+
 def ensure_bpffs() -> None:
     with open("/proc/mounts") as f:
         if any(line.startswith("bpf /sys/fs/bpf bpf") for line in f):

@@ -8,7 +8,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
-from bd_helpers import NodeNet, compile_fixture, ensure_bpffs, node_net, unique
+from bd_helpers import NodeNet, datapath_object, ensure_bpffs, node_net, unique
 
 from meshctl.dataplane.libbpf import BpfObject, Link
 from meshctl.dataplane.maps import ConfigMap, EndpointsMap, IpcacheMap, PolicyMaps
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.privileged
 
 @pytest.fixture(scope="module")
 def obj(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return compile_fixture("mini_datapath", tmp_path_factory.mktemp("obsobj"))
+    return datapath_object()
 
 
 @pytest.fixture(scope="module")

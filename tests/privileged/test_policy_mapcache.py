@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bd_helpers import NodeNet, compile_fixture, ensure_bpffs, node_net, unique
+from bd_helpers import NodeNet, datapath_object, ensure_bpffs, node_net, unique
 
 from meshctl.catalog import Catalog
 from meshctl.dataplane import maps
@@ -37,7 +37,7 @@ DB = FrozenMap({PolicyKey(Direction.INGRESS, 300, PROTO_TCP, 5432, 16): PolicyEn
 
 @pytest.fixture(scope="module")
 def obj(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return compile_fixture("mini_datapath", tmp_path_factory.mktemp("mcobj"))
+    return datapath_object()
 
 
 @pytest.fixture(scope="module")

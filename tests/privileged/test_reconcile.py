@@ -8,7 +8,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
-from bd_helpers import NodeNet, compile_fixture, ensure_bpffs, node_net, tcp_connects, unique
+from bd_helpers import NodeNet, datapath_object, ensure_bpffs, node_net, tcp_connects, unique
 
 from meshctl.dataplane.maps import EndpointsMap, IpcacheMap
 from meshctl.dataplane.node import NodeDatapath
@@ -43,7 +43,7 @@ def net() -> Iterator[NodeNet]:
 
 @pytest.fixture(scope="module")
 def dp(tmp_path_factory: pytest.TempPathFactory, net: NodeNet) -> Iterator[NodeDatapath]:
-    obj: Path = compile_fixture("mini_datapath", tmp_path_factory.mktemp("recobj"))
+    obj: Path = datapath_object()
     d = NodeDatapath(unique("t-bd-rec"), "n1", net.ns, obj)
     try:
         yield d
@@ -160,7 +160,7 @@ def test_converges_from_a_half_done_apply(dp: NodeDatapath, net: NodeNet) -> Non
 
 
 def test_reconcile_loads_a_node_that_was_never_loaded(tmp_path: Path, net: NodeNet) -> None:
-    obj = compile_fixture("mini_datapath", tmp_path)
+    obj = datapath_object()
     fresh = NodeDatapath(unique("t-bd-rec"), "n2", net.ns, obj)
     try:
         target = fixed_states(net, fresh.build)["a"]

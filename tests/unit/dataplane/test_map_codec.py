@@ -78,9 +78,11 @@ def test_endpoint_roundtrip(addr: int, ep: int, ident: int, ing: bool, eg: bool)
     assert decode_endpoint(k, v) == (IPv4Address(addr), entry)
 
 
-def test_config_zero_timeouts_mean_datapath_defaults() -> None:
+def test_config_decodes_exactly_what_is_stored() -> None:
+    """A zeroed config (the datapath then uses its defaults) is not the config apply writes:
+    it decodes as zeros, so the plan shows the write instead of hiding it."""
     assert decode_config(None) == DatapathConfig()
-    assert decode_config(bytes(24)) == DatapathConfig()
+    assert decode_config(bytes(24)) == DatapathConfig(False, 0, 0, 0, 0)
     cfg = DatapathConfig(ipv6_pass=True, ct_timeout_tcp_s=5, ct_timeout_non_tcp_s=6, ct_timeout_syn_s=7,
                          ct_timeout_close_s=8)
     assert decode_config(encode_config(cfg)) == cfg

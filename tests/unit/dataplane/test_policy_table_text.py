@@ -61,7 +61,8 @@ def test_endpoint_table_equals_per_entry_decoding() -> None:
     }
     items = [encode_endpoint(a, e) for a, e in entries.items()]
     rng.shuffle(items)
-    table = decode_endpoint_table(items)
+    table, foreign = decode_endpoint_table(items)
+    assert foreign == []
     plain = FrozenMap(dict(decode_endpoint(k, v) for k, v in items))
     assert table == plain and list(table.items()) == list(plain.items()) == sorted(entries.items())
-    assert decode_endpoint_table([]) == FrozenMap()
+    assert decode_endpoint_table([]) == (FrozenMap(), [])
