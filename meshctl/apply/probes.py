@@ -169,12 +169,16 @@ def plan_wave_probes(
         return None if v is None else expected(v)
 
     def tests_on(probe: Probe) -> tuple[str, ...]:
-        """The nodes whose own verdict a probe tests: for "denied", only the side that drops."""
+        """The nodes whose own verdict a probe tests: for "denied", the side that drops the packet
+        first (egress at the source, else ingress at the destination: a packet dropped on its way
+        out never meets the destination's policy)."""
         v = verdict(probe.from_, probe.to, probe.protocol, probe.port) if probe.expect == "denied" else None
         if v is None:
             return probe.nodes
-        sides = [(v.egress, probe.from_), (v.ingress, probe.to)]
-        return tuple(pod_nodes[pod] for side, pod in sides if side is not None and not side.allowed)
+        for side, pod in ((v.egress, probe.from_), (v.ingress, probe.to)):
+            if side is not None and not side.allowed:
+                return (pod_nodes[pod],)
+        return probe.nodes
 
     rows = [r for r in impact if r.src != WORLD and r.src in pod_nodes and r.dst in pod_nodes]
     for node in wave_nodes:
