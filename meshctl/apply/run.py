@@ -69,6 +69,7 @@ def _apply_locked(
     from meshctl.agentapi.driver import select_driver
     from meshctl.encryption.hook import known_after_apply
     from meshctl.plan import check_fresh
+    from meshctl.plan.model import rule_json
     from meshctl.plan.stale import endpoint_catalog, explain_stale
     from meshctl.state import Journal, load_state, save_state
     from meshctl.workflow import ensure_not_interrupted
@@ -118,7 +119,8 @@ def _apply_locked(
     if applied:  # nodes that needed nothing are at their target too: record their intent as well
         applied.update({w.node: w.target for w in work if w.before == w.target})
         applied = known_after_apply(ws.cluster, applied, access)  # public keys generated on the nodes
-        state = save_state(ws.state_dir, state.record_apply(plan.plan_id, applied))
+        rules = {str(cookie): rule_json(origin) for cookie, origin in plan.rules}
+        state = save_state(ws.state_dir, state.record_apply(plan.plan_id, applied, rules=rules))
     crash_point("committed")
     journal.clear()
     return ApplyOutcome(plan.plan_id, result, state.serial)

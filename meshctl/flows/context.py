@@ -1,4 +1,5 @@
-"""Where the agent's names come from: the desired repo compiled with the state's tables.
+"""Where the agent's names come from: the desired repo compiled with the state's tables, and the
+rules behind cookies from the applied revision (recorded in the state by apply).
 
 The agent cannot compile per event: it builds an EnrichContext at start and again when the
 state file or the lab registry changes (an apply bumps the serial and rewrites state.json).
@@ -9,11 +10,15 @@ are the numbers apply wrote into the kernel.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from meshctl.catalog import Catalog
 from meshctl.errors import MeshctlError
 from meshctl.flows.enrich import EnrichContext
+from meshctl.nodestate import FrozenMap
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +108,20 @@ def load_context(info: RepoInfo, node: str) -> EnrichContext:
         build = ""
     compiled = workflow.compile_desired(ws, state, build)
     pod_by_ip = {str(ip): key for key, ip in ws.pod_ips().items()}
-    return EnrichContext(node=node, catalog=compiled.catalog, pod_by_ip=pod_by_ip)
+    catalog = applied_catalog(compiled.catalog, state.rules)
+    return EnrichContext(node=node, catalog=catalog, pod_by_ip=pod_by_ip)
+
+
+def applied_catalog(compiled: Catalog, rules: Mapping[str, Any]) -> Catalog:
+    """The catalog with its rules taken from the applied revision: a cookie in the kernel was put
+    there by an apply, so the rule it names is the one that apply recorded, whatever the working
+    tree says now (an edited or uncommitted policy must not rename the rule behind a drop). Before
+    any apply recorded rules, the compiled ones stand in."""
+    from meshctl.plan.model import rule_from
+
+    if not rules:
+        return compiled
+    return replace(compiled, cookies=FrozenMap({int(c): rule_from(o) for c, o in rules.items()}))
 
 
 def try_load_context(info: RepoInfo, node: str, previous: EnrichContext | None) -> EnrichContext:

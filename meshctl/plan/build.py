@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meshctl import __version__
-from meshctl.catalog import Catalog
+from meshctl.catalog import Catalog, RuleOrigin
 from meshctl.connections import TrackedConnection
 from meshctl.gcpause import paused_gc
 from meshctl.nodestate import NodeState
@@ -73,6 +73,18 @@ def _cuts(
     return tuple(established_cuts(observed, intended, changes, live, catalog, names))
 
 
+def target_rules(intended: Mapping[str, NodeState], catalog: Catalog) -> tuple[tuple[int, RuleOrigin], ...]:
+    """cookie -> rule for every cookie the intended policy maps hold (maps are shared: each once)."""
+    cookies: set[int] = set()
+    seen: set[int] = set()
+    for ns in intended.values():
+        for entries in ns.policies.values():
+            if id(entries) not in seen:
+                seen.add(id(entries))
+                cookies.update(e.cookie for e in entries.values())
+    return tuple(sorted((c, catalog.cookies[c]) for c in cookies if c in catalog.cookies))
+
+
 def _build_plan(
     observed: Mapping[str, NodeState],
     intended: Mapping[str, NodeState],
@@ -105,6 +117,7 @@ def _build_plan(
         *foreign_warnings(observed, catalog),
     ]
     return Plan(
+        rules=target_rules(intended, catalog),
         created_at=(created_at or datetime.now(UTC)).isoformat(timespec="seconds"),
         meshctl_version=__version__,
         source_commit=getattr(desired, "commit", None),

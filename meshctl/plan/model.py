@@ -12,16 +12,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from meshctl.catalog import RuleOrigin
 from meshctl.errors import PlanError
 from meshctl.nodestate import NodeState
 from meshctl.plan.action import Action
 from meshctl.plan.change import Change
 from meshctl.plan.digests import NodeDigests
 
-PLAN_FORMAT_VERSION = "2.2"  # major.minor: a newer minor reads fine, another major is refused
+PLAN_FORMAT_VERSION = "2.3"  # major.minor: a newer minor reads fine, another major is refused
 # 2.0: nodes record changes and fingerprints only (1.x embedded every full target state)
 # 2.1: nodes also record per-component digests of their observed state (what a stale plan names)
 # 2.2: "cuts": the established connections the plan cuts (from the live conntrack tables)
+# 2.3: "rules": cookie -> the rule behind it, for every cookie the target holds (apply records
+#      them in the state so flows are attributed to the applied revision, not the working tree)
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,7 @@ class Plan:
     impact: tuple[ImpactRow, ...] = ()
     warnings: tuple[PlanWarning, ...] = ()
     cuts: tuple[CutRow, ...] = ()  # established connections the changes cut (format 2.2)
+    rules: tuple[tuple[int, RuleOrigin], ...] = ()  # cookie -> rule of every target cookie (2.3)
     format_version: str = PLAN_FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys of a newer minor version
 
@@ -243,6 +247,8 @@ class Plan:
             "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
             "impact": [r.to_json() for r in self.impact],
             **({"cuts": [r.to_json() for r in self.cuts]} if _version(self.format_version) >= (2, 2) else {}),
+            **({"rules": {str(c): rule_json(o) for c, o in self.rules}}
+               if _version(self.format_version) >= (2, 3) else {}),
             "warnings": [w.to_json() for w in self.warnings],
             "nodes": [n.to_json() for n in self.nodes],
         }
@@ -257,7 +263,7 @@ class Plan:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Plan:
         known = {"plan_id", "format_version", "created_at", "meshctl_version", "source", "state",
-                 "summary", "impact", "cuts", "warnings", "nodes"}
+                 "summary", "impact", "cuts", "rules", "warnings", "nodes"}
         return cls(
             format_version=d["format_version"],
             created_at=d["created_at"],
@@ -270,8 +276,18 @@ class Plan:
             impact=tuple(ImpactRow.from_json(r) for r in d["impact"]),
             warnings=tuple(PlanWarning.from_json(w) for w in d["warnings"]),
             cuts=tuple(CutRow.from_json(r) for r in d.get("cuts", ())),  # absent before 2.2
+            rules=tuple(sorted((int(c), rule_from(o)) for c, o in d.get("rules", {}).items())),  # 2.3
             extra={k: v for k, v in d.items() if k not in known},
         )
+
+
+def rule_json(o: RuleOrigin) -> list[Any]:
+    return [o.kind, o.namespace, o.name, o.section, o.index, o.file, o.line]
+
+
+def rule_from(v: list[Any]) -> RuleOrigin:
+    kind, namespace, name, section, index, file, line = v
+    return RuleOrigin(str(kind), str(namespace), str(name), str(section), int(index), str(file), int(line))
 
 
 def _version(text: str) -> tuple[int, ...]:

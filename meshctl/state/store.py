@@ -45,17 +45,25 @@ class State:
     last_plan_id: str | None = None
     last_applied_at: str | None = None
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    # cookie (as text) -> its rule as plan.model.rule_json writes it: the rules behind the cookies
+    # applied so far, so flows are attributed to what was applied (not to the working tree)
+    rules: dict[str, Any] = field(default_factory=dict)
 
     def with_tables(self, identities: dict[str, Any], endpoint_ids: dict[str, Any]) -> State:
         return replace(self, identities=identities, endpoint_ids=endpoint_ids)
 
-    def record_apply(self, plan_id: str, applied: dict[str, NodeState], now: datetime | None = None) -> State:
-        """The state after an apply of `plan_id` left `applied` on those nodes: serial + 1."""
+    def record_apply(self, plan_id: str, applied: dict[str, NodeState], now: datetime | None = None,
+                     rules: dict[str, Any] | None = None) -> State:
+        """The state after an apply of `plan_id` left `applied` on those nodes: serial + 1.
+
+        `rules` (cookie -> rule of the plan's target) are added to those recorded before: a
+        node the plan did not touch still holds the cookies of an earlier apply."""
         stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
         nodes = dict(self.nodes)
         for name, ns in applied.items():
             nodes[name] = NodeRecord(ns.fingerprint(), ns, stamp)
-        return replace(self, serial=self.serial + 1, last_plan_id=plan_id, last_applied_at=stamp, nodes=nodes)
+        return replace(self, serial=self.serial + 1, last_plan_id=plan_id, last_applied_at=stamp, nodes=nodes,
+                       rules={**self.rules, **(rules or {})})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +74,7 @@ class State:
             "endpoint_ids": self.endpoint_ids,
             "last_plan_id": self.last_plan_id,
             "last_applied_at": self.last_applied_at,
+            "rules": self.rules,
             "nodes": {
                 name: {
                     "fingerprint": r.fingerprint,
@@ -87,6 +96,7 @@ class State:
             endpoint_ids=d.get("endpoint_ids") or {},
             last_plan_id=d.get("last_plan_id"),
             last_applied_at=d.get("last_applied_at"),
+            rules=d.get("rules") or {},
             nodes={
                 name: NodeRecord(r["fingerprint"], NodeState.from_canonical(r["intended"]), r["applied_at"])
                 for name, r in (d.get("nodes") or {}).items()

@@ -32,7 +32,7 @@ def test_round_trip(plan: Plan, saved: Path) -> None:
     assert back.plan_id == plan.plan_id
     assert saved.name.startswith("plan-20250102T030405-")
     doc = json.loads(saved.read_text())
-    assert doc["format_version"] == "2.2" and doc["source"]["commit"].startswith("4f2a9c1d")
+    assert doc["format_version"] == "2.3" and doc["source"]["commit"].startswith("4f2a9c1d")
     assert doc["state"] == {"lineage": STATE.lineage, "serial": 3}
     node = doc["nodes"][1]
     assert node["node"] == "node-2" and node["observed_fingerprint"] == observed()["node-2"].fingerprint()
@@ -133,6 +133,7 @@ def test_format_2_0_files_are_still_read(saved: Path) -> None:
     body = {k: v for k, v in doc.items() if k != "plan_id"}
     body["format_version"] = "2.0"
     del body["cuts"]  # 2.2
+    del body["rules"]  # 2.3
     for node in body["nodes"]:
         del node["observed_digests"]
     saved.write_text(json.dumps({"plan_id": compute_plan_id(body), **body}))
@@ -162,8 +163,17 @@ def test_format_2_1_files_without_cuts_are_still_read(saved: Path) -> None:
     body = {k: v for k, v in doc.items() if k != "plan_id"}
     body["format_version"] = "2.1"
     del body["cuts"]
+    del body["rules"]
     saved.write_text(json.dumps({"plan_id": compute_plan_id(body), **body}))
     old = read_plan(saved)
     assert old.format_version == "2.1" and old.cuts == ()
     assert old.plan_id == compute_plan_id(body)  # round-trips: no "cuts" key is added
 
+
+
+def test_rules_name_every_cookie_of_the_target(plan: Plan, saved: Path) -> None:
+    """Format 2.3: the rule behind each cookie the target holds (apply records them for flows)."""
+    doc = json.loads(saved.read_text())
+    held = {e.cookie for ns in intended().values() for m in ns.policies.values() for e in m.values()}
+    assert {int(c) for c in doc["rules"]} == held & set(dict(plan.rules))
+    assert dict(read_plan(saved).rules) == dict(plan.rules) and plan.rules
