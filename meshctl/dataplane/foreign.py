@@ -15,16 +15,16 @@ from ipaddress import IPv4Address, IPv4Network
 from meshctl.dataplane import structs as S
 from meshctl.nodestate import PROTOCOL_NAMES, ForeignEntry
 
-ARRAYS = frozenset({"config", "lb_config", "lb_settings"})  # one entry at index 0: zeroed, never deleted
+ARRAYS = frozenset({"config", "lb_config", "lb_settings"})  # one entry at index 0: rewritten, never deleted
 POLICY_KEY = struct.Struct("<IIBBH")  # dport read big-endian below
 U32 = struct.Struct("<I")
 
 
 def _range(value: int, bits: int, prefix: int) -> tuple[int, int]:
     """First and last value of a `bits`-wide field whose first `prefix` bits are fixed."""
-    prefix = max(0, min(prefix, bits))
-    host = (1 << (bits - prefix)) - 1
-    return value & ~host & ((1 << bits) - 1), (value & ~host & ((1 << bits) - 1)) | host
+    host = (1 << (bits - max(0, min(prefix, bits)))) - 1
+    first = value & ~host & ((1 << bits) - 1)
+    return first, first | host
 
 
 def explain_policy(key: bytes, value: bytes, peer: Callable[[int], str] = str) -> str:
@@ -63,7 +63,10 @@ def explain_policy(key: bytes, value: bytes, peer: Callable[[int], str] = str) -
 
 def explain(entry: ForeignEntry, peer: Callable[[int], str] = str) -> str:
     """One line on what a foreign entry holds and does in the datapath."""
-    key, value = bytes.fromhex(entry.key), bytes.fromhex(entry.value) if entry.map != "lb_maglev" else b""
+    if entry.map == "lb_maglev":  # its value is a length and digest, not bytes
+        sid = U32.unpack(bytes.fromhex(entry.key))[0]
+        return f"Maglev table of service id {sid} that no service uses ({entry.value})"
+    key, value = bytes.fromhex(entry.key), bytes.fromhex(entry.value)
     if entry.map == "policy" and len(key) == 12 and len(value) == 8:
         return explain_policy(key, value, peer)
     if entry.map == "ipcache" and len(key) == 8 and len(value) == 8:
@@ -76,8 +79,6 @@ def explain(entry: ForeignEntry, peer: Callable[[int], str] = str) -> str:
         eid, identity, flags = struct.unpack("<III", value)
         return (f"endpoint {IPv4Address(key)} (id {eid}, {peer(identity)}) with unknown flag bits "
                 f"{flags & ~3:#x}")
-    if entry.map == "lb_maglev":
-        return f"Maglev table of service id {U32.unpack(key)[0]} that no service uses ({entry.value})"
     if entry.map == "lb_slots":
         sid, slot = struct.unpack("<II", key)
         return f"backend slot {slot} of service id {sid} that no service uses"

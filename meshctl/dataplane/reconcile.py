@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from meshctl.dataplane import lb_maps
-from meshctl.dataplane.foreign import lpm_slot
+from meshctl.dataplane.foreign import ARRAYS, lpm_slot
 from meshctl.dataplane.libbpf import Map
 from meshctl.dataplane.maps import (
     U32,
@@ -92,9 +92,6 @@ def reconcile(datapath: NodeDatapath, current: NodeState, target: NodeState) -> 
     reconcile_wireguard(datapath.cluster, datapath.node, datapath.netns, current.encryption,
                         target.encryption)
     bump_revision(pins)  # last: tracked connections are judged again, against the whole target
-
-
-ARRAYS = frozenset({"config", "lb_config", "lb_settings"})  # single-entry arrays: rewritten, never deleted
 
 
 def _written_slots(target: NodeState) -> dict[str, set[bytes]]:
