@@ -10,6 +10,9 @@ from __future__ import annotations
 import sys
 import tempfile
 import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -20,20 +23,101 @@ app = typer.Typer(
     help="GitOps for an eBPF network datapath: plan and apply network policy on live nodes.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode=None,  # help is plain text: rich markup would eat `[state]` and print `<bool>`
 )
+
+
+def version() -> str:
+    try:
+        return metadata.version("meshctl")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"meshctl {version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    repo: Annotated[
+        Path | None,
+        typer.Option("-C", "--repo", help="Desired-state repo for the command that follows (as `git -C`).",
+                     metavar="REPO"),
+    ] = None,
+    show_version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                           callback=_show_version)
+    ] = False,
+) -> None:
+    """GitOps for an eBPF network datapath: plan and apply network policy on live nodes."""
+    if repo is not None:  # `meshctl -C REPO plan`: the default of every command's own -C
+        ctx.default_map = repo_defaults(ctx.command, str(repo))
+
+
+def repo_defaults(command: Any, repo: str) -> dict[str, Any]:
+    """A click default_map giving every (sub)command that has a `repo` parameter this repo."""
+    out: dict[str, Any] = {}
+    for name, sub in getattr(command, "commands", {}).items():
+        if getattr(sub, "commands", None):
+            out[name] = repo_defaults(sub, repo)
+        elif any(p.name == "repo" for p in sub.params):
+            out[name] = {"repo": repo}
+    return out
+
 
 # Each command module registers itself on `app` (one file per command, see cli/*.py).
 from meshctl.cli import commands  # noqa: E402,F401
 
 
-def main() -> None:
-    # standalone_mode=False: usage errors come back to us, so they exit 1 like every other bad
-    # input (exit 2 means "changes present" with --detailed-exitcode).
+def build_command() -> Any:
+    """The click command of `app` with plain help everywhere (sub-apps included)."""
     from typer.main import get_command
 
+    cmd = get_command(app)
+
+    def plain(c: Any) -> None:
+        c.rich_markup_mode = None
+        for param in c.params:
+            if _needs_metavar(param):  # `--from-pod POD`, not typer's `<list[str]>`
+                param.metavar = param.name.rpartition("_")[2].upper()
+            elif getattr(param, "param_type_name", "") == "argument" and param.metavar is None:
+                param.metavar = param.name.upper()
+        for sub in getattr(c, "commands", {}).values():
+            plain(sub)
+
+    plain(cmd)
+    return cmd
+
+
+def _needs_metavar(param: Any) -> bool:
+    return (getattr(param, "param_type_name", "") == "option" and not getattr(param, "is_flag", False)
+            and param.metavar is None
+            and not getattr(getattr(param, "type_descriptor", None), "is_choice", False))
+
+
+def rewrite_argv(args: list[str]) -> list[str]:
+    """Order-dependent flags click cannot parse by itself (`observe --not FLAG VALUE`)."""
+    from meshctl.cli.observe import expand_not
+
+    i = 0
+    while i < len(args) and args[i].startswith("-"):  # the root's options: -C REPO, --version
+        i += 2 if args[i] in ("-C", "--repo") else 1
+    if i < len(args) and args[i] == "observe":
+        return args[: i + 1] + expand_not(args[i + 1:])
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    # standalone_mode=False: usage errors come back to us, so they exit 1 like every other bad
+    # input (exit 2 means "changes present" with --detailed-exitcode).
     try:
-        code = get_command(app).main(prog_name="meshctl", standalone_mode=False)
+        args = rewrite_argv(list(sys.argv[1:] if argv is None else argv))
+        code = build_command().main(args, prog_name="meshctl", standalone_mode=False)
     except MeshctlError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -3,88 +3,196 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from meshctl.cli.main import app
 from meshctl.errors import MeshctlError
 
-RepoOpt = typer.Option(Path("."), "-C", "--repo", help="Desired-state repo (finds the state dir).")
-StateOpt = typer.Option(None, "--state-dir", help="State dir holding flows/ (default: from the repo).")
-NsOpt = typer.Option([], "--namespace", "-n", help="Source or destination namespace.")
-PodOpt = typer.Option([], "--pod", help="Source or destination pod ([namespace/]pod).")
-FromPodOpt = typer.Option([], "--from-pod", help="Source pod ([namespace/]pod).")
-ToPodOpt = typer.Option([], "--to-pod", help="Destination pod ([namespace/]pod).")
-FromLabelOpt = typer.Option([], "--from-label", help="Source label (key=value or k8s:key=value).")
-ToLabelOpt = typer.Option([], "--to-label", help="Destination label.")
-FromIdOpt = typer.Option([], "--from-identity", help="Source numeric identity.")
-ToIdOpt = typer.Option([], "--to-identity", help="Destination numeric identity.")
-VerdictOpt = typer.Option([], "--verdict", help="FORWARDED or DROPPED.")
-ProtoOpt = typer.Option([], "--protocol", help="tcp, udp or icmp.")
-PortOpt = typer.Option([], "--port", help="Source or destination port.")
-ToPortOpt = typer.Option([], "--to-port", help="Destination port.")
-NodeOpt = typer.Option([], "--node", help="Only flows seen by this node.")
-SinceOpt = typer.Option(None, "--since", help="Flows since a duration ago (5m) or a time (RFC3339).")
-UntilOpt = typer.Option(None, "--until", help="Flows until a duration ago or a time.")
-LastOpt = typer.Option(None, "--last", help="Only the newest N flows (default 20 without --since/--follow).")
-FollowOpt = typer.Option(False, "--follow", "-f", help="Keep printing flows as they happen.")
-OutOpt = typer.Option("compact", "-o", "--output", help="compact, json (one object per line), table, dict.")
+if TYPE_CHECKING:
+    from meshctl.flows.filters import FlowFilter
+
+
+class FlowOutput(StrEnum):
+    """Hubble's output names."""
+
+    compact = "compact"
+    json = "json"
+    table = "table"
+    dict = "dict"
+
+
+# Flag -> FlowFilter field for every filter that `--not` can negate (short flags map to long ones).
+NEGATABLE = {
+    "--namespace": "namespaces", "-n": "namespaces", "--from-namespace": "from_namespaces",
+    "--to-namespace": "to_namespaces", "--pod": "pods", "--from-pod": "from_pods", "--to-pod": "to_pods",
+    "--ip": "ips", "--from-ip": "from_ips", "--to-ip": "to_ips",
+    "--from-label": "from_labels", "--to-label": "to_labels",
+    "--from-identity": "from_identities", "--to-identity": "to_identities",
+    "--verdict": "verdicts", "--protocol": "protocols", "--port": "ports", "--to-port": "to_ports",
+}
+EXCLUDE = "--exclude-filter"  # hidden: what `--not FLAG VALUE` becomes before click parses
+
+
+def expand_not(args: list[str]) -> list[str]:
+    """`--not --from-pod X` -> `--exclude-filter --from-pod=X`: click cannot see flag order."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--":
+            return out + args[i:]
+        if args[i] != "--not":
+            out.append(args[i])
+            i += 1
+            continue
+        nxt = args[i + 1] if i + 1 < len(args) else ""
+        flag, eq, value = nxt.partition("=")
+        if flag not in NEGATABLE:
+            raise MeshctlError(f"--not must be followed by a filter flag ({', '.join(sorted(NEGATABLE))}), "
+                               f"not {nxt or 'nothing'!r}")
+        if not eq:
+            if i + 2 >= len(args):
+                raise MeshctlError(f"--not {flag}: missing value")
+            value = args[i + 2]
+        out += [EXCLUDE, f"{flag}={value}"]
+        i += 2 if eq else 3
+    return out
+
+
+NamespaceOpt = Annotated[list[str] | None, typer.Option(
+    "--namespace", "-n", help="Source or destination namespace.")]
+FromNamespaceOpt = Annotated[list[str] | None, typer.Option("--from-namespace", help="Source namespace.")]
+ToNamespaceOpt = Annotated[list[str] | None, typer.Option("--to-namespace", help="Destination namespace.")]
+PodOpt = Annotated[list[str] | None, typer.Option(
+    "--pod", help="Source or destination pod, by prefix: ns/name-prefix, ns/ or name-prefix.")]
+FromPodOpt = Annotated[list[str] | None, typer.Option("--from-pod", help="Source pod (a prefix, as --pod).")]
+ToPodOpt = Annotated[list[str] | None, typer.Option("--to-pod", help="Destination pod (a prefix, as --pod).")]
+IpOpt = Annotated[list[str] | None, typer.Option("--ip", help="Source or destination IPv4 address or CIDR.")]
+FromIpOpt = Annotated[list[str] | None, typer.Option("--from-ip", help="Source IPv4 address or CIDR.")]
+ToIpOpt = Annotated[list[str] | None, typer.Option("--to-ip", help="Destination IPv4 address or CIDR.")]
+FromLabelOpt = Annotated[list[str] | None, typer.Option(
+    "--from-label", help="Source label (key=value or k8s:key=value).")]
+ToLabelOpt = Annotated[list[str] | None, typer.Option("--to-label", help="Destination label.")]
+FromIdentityOpt = Annotated[list[str] | None, typer.Option(
+    "--from-identity", help="Source numeric identity.")]
+ToIdentityOpt = Annotated[list[str] | None, typer.Option(
+    "--to-identity", help="Destination numeric identity.")]
+VerdictOpt = Annotated[list[str] | None, typer.Option("--verdict", help="FORWARDED or DROPPED.")]
+ProtocolOpt = Annotated[list[str] | None, typer.Option("--protocol", help="tcp, udp or icmp.")]
+PortOpt = Annotated[list[str] | None, typer.Option("--port", help="Source or destination port.")]
+ToPortOpt = Annotated[list[str] | None, typer.Option("--to-port", help="Destination port.")]
+NodeOpt = Annotated[list[str] | None, typer.Option("--node", help="Only flows seen by this node.")]
+NotOpt = Annotated[bool, typer.Option(
+    "--not", help="Negate the filter flag that follows: `--not --to-pod demo/api` leaves those flows out.")]
+ExcludeOpt = Annotated[list[str] | None, typer.Option(EXCLUDE, hidden=True)]
+SinceOpt = Annotated[str | None, typer.Option(
+    "--since", help="Flows since a duration ago (5m) or a time (RFC3339).")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Flows until a duration ago or a time.")]
+LastOpt = Annotated[str | None, typer.Option(
+    "--last", metavar="N", help="Only the newest N flows (default 20 without --since, --first or -f).")]
+FirstOpt = Annotated[str | None, typer.Option("--first", metavar="N", help="Only the oldest N flows.")]
+FollowOpt = Annotated[bool, typer.Option("--follow", "-f", help="Keep printing flows as they happen.")]
+OutOpt = Annotated[FlowOutput, typer.Option("-o", "--output", help="json is one object per line.")]
+RepoOpt = Annotated[Path, typer.Option("-C", "--repo", help="Desired-state repo (finds the state dir).")]
+StateOpt = Annotated[Path | None, typer.Option(
+    "--state-dir", help="State dir holding flows/ (default: from the repo).")]
 
 
 @app.command("observe")
-def observe(
-    repo: Path = RepoOpt, state_dir: Path | None = StateOpt, namespace: list[str] = NsOpt,
-    pod: list[str] = PodOpt, from_pod: list[str] = FromPodOpt, to_pod: list[str] = ToPodOpt,
-    from_label: list[str] = FromLabelOpt, to_label: list[str] = ToLabelOpt,
-    from_identity: list[str] = FromIdOpt, to_identity: list[str] = ToIdOpt, verdict: list[str] = VerdictOpt,
-    protocol: list[str] = ProtoOpt,
-    port: list[str] = PortOpt, to_port: list[str] = ToPortOpt, node: list[str] = NodeOpt,
-    since: str | None = SinceOpt, until: str | None = UntilOpt, last: str | None = LastOpt,
-    follow: bool = FollowOpt, output: str = OutOpt,
+def observe(  # one parameter per hubble-observe flag
+    repo: RepoOpt = Path("."), state_dir: StateOpt = None,
+    namespace: NamespaceOpt = None,
+    from_namespace: FromNamespaceOpt = None,
+    to_namespace: ToNamespaceOpt = None,
+    pod: PodOpt = None,
+    from_pod: FromPodOpt = None,
+    to_pod: ToPodOpt = None,
+    ip: IpOpt = None,
+    from_ip: FromIpOpt = None,
+    to_ip: ToIpOpt = None,
+    from_label: FromLabelOpt = None,
+    to_label: ToLabelOpt = None,
+    from_identity: FromIdentityOpt = None,
+    to_identity: ToIdentityOpt = None,
+    verdict: VerdictOpt = None,
+    protocol: ProtocolOpt = None,
+    port: PortOpt = None,
+    to_port: ToPortOpt = None,
+    negate: NotOpt = False, excluded: ExcludeOpt = None, node: NodeOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None, last: LastOpt = None, first: FirstOpt = None,
+    follow: FollowOpt = False, output: OutOpt = FlowOutput.compact,
 ) -> None:
-    """Show stored flows (newest last); with --follow, keep printing new ones."""
-    from meshctl.flows.filters import FlowFilter, parse_int, parse_time
-    from meshctl.flows.render import FORMATS, render_one, table
+    """Show stored flows (oldest first); with --follow, keep printing new ones."""
+    from meshctl.flows.filters import parse_int
+    from meshctl.flows.render import render_one, table
     from meshctl.flows.store import follow as follow_flows
     from meshctl.flows.store import open_stores, query_all
 
-    if output not in FORMATS:
-        raise MeshctlError(f"-o {output}: choose one of {', '.join(FORMATS)}")
     if state_dir is None:
         from meshctl.flows.context import repo_info
 
         state_dir = repo_info(repo).state_dir
-
-    def ints(flag: str, values: list[str], high: int, what: str) -> tuple[int, ...]:
-        return tuple(parse_int(v, flag, 0, high, what) for v in values)
-
-    port_word, id_word = "a port number (0-65535)", "a numeric identity (0 to 2^32-1)"
-    flt = FlowFilter(
-        namespaces=tuple(namespace), pods=tuple(pod), from_pods=tuple(from_pod), to_pods=tuple(to_pod),
-        from_labels=tuple(from_label), to_labels=tuple(to_label),
-        from_identities=ints("--from-identity", from_identity, 2**32 - 1, id_word),
-        to_identities=ints("--to-identity", to_identity, 2**32 - 1, id_word), verdicts=tuple(verdict),
-        protocols=tuple(protocol), ports=ints("--port", port, 65535, port_word),
-        to_ports=ints("--to-port", to_port, 65535, port_word),
-        since_ns=parse_time(since, "--since") if since else None,
-        until_ns=parse_time(until, "--until") if until else None,
-    )
-    count = parse_int(last, "--last", 1, 2**31, "a count of flows (1 or more)") if last is not None else None
-    if count is None and since is None and not follow:
+    given: dict[str, list[str] | None] = {
+        "namespaces": namespace, "from_namespaces": from_namespace, "to_namespaces": to_namespace,
+        "pods": pod, "from_pods": from_pod, "to_pods": to_pod, "ips": ip, "from_ips": from_ip,
+        "to_ips": to_ip, "from_labels": from_label, "to_labels": to_label,
+        "from_identities": from_identity, "to_identities": to_identity, "verdicts": verdict,
+        "protocols": protocol, "ports": port, "to_ports": to_port,
+    }
+    denied: dict[str, list[str]] = {}
+    for item in excluded or ():
+        flag, _, value = item.partition("=")
+        denied.setdefault(NEGATABLE[flag], []).append(value)
+    flt = build_filter(given, since, until, build_filter(denied, None, None) if denied else None)
+    if last is not None and first is not None:
+        raise MeshctlError("--first and --last: give one of them")
+    if first is not None and follow:
+        raise MeshctlError("--first and --follow: --first reads stored flows only")
+    many = "a count of flows (1 or more)"
+    count = parse_int(last, "--last", 1, 2**31, many) if last is not None else None
+    head = parse_int(first, "--first", 1, 2**31, many) if first is not None else None
+    if count is None and head is None and since is None and not follow:
         count = 20
-    stores = open_stores(state_dir, node)
+    stores = open_stores(state_dir, node or [])
     try:
-        flows = [] if follow and count is None else query_all(stores, flt, count)
-        if output == "table" and not follow:
+        flows = [] if follow and count is None else query_all(stores, flt, count, head)
+        if output is FlowOutput.table and not follow:
             print(table(flows))
             return
         for f in flows:
-            print(render_one(f, output))
+            print(render_one(f, output.value))
         if follow:
             sys.stdout.flush()
             for f in follow_flows(stores, flt):
-                print(render_one(f, output), flush=True)
+                print(render_one(f, output.value), flush=True)
     finally:
         for s in stores:
             s.close()
+
+
+def build_filter(values: dict[str, list[str]] | dict[str, list[str] | None], since: str | None,
+                 until: str | None, excluded: FlowFilter | None = None) -> FlowFilter:
+    """One FlowFilter from flag values (text, so bad numbers are one clear error line)."""
+    from meshctl.flows.filters import FlowFilter, parse_int, parse_time
+
+    port_word, id_word = "a port number (0-65535)", "a numeric identity (0 to 2^32-1)"
+    numeric = {"from_identities": ("--from-identity", 2**32 - 1, id_word),
+               "to_identities": ("--to-identity", 2**32 - 1, id_word),
+               "ports": ("--port", 65535, port_word), "to_ports": ("--to-port", 65535, port_word)}
+    fields: dict[str, object] = {}
+    for name, given in values.items():
+        vals = given or []
+        if name in numeric:
+            flag, high, word = numeric[name]
+            fields[name] = tuple(parse_int(v, flag, 0, high, word) for v in vals)
+        else:
+            fields[name] = tuple(vals)
+    return FlowFilter(
+        **fields,  # type: ignore[arg-type]
+        since_ns=parse_time(since, "--since") if since else None,
+        until_ns=parse_time(until, "--until") if until else None,
+        excluded=excluded,
+    )

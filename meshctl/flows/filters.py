@@ -1,17 +1,23 @@
 """hubble-observe-like flow filters, compiled to one SQL WHERE clause over the flow store.
 
-Same flag repeated = OR, different flags = AND (as in `hubble observe`). --namespace, --pod
-and --port match either end of the flow; --from-*/--to-* one end. Names live in the store's
-small `peers` table (meshctl.flows.dims): a name filter becomes `f.src_peer IN (SELECT id FROM
-peers WHERE ...)`, evaluated once per query, not once per flow. Time is the primary key.
+Same flag repeated = OR, different flags = AND (as in `hubble observe`). --namespace, --pod,
+--ip and --port match either end of the flow; --from-*/--to-* one end. Pods match by prefix, as
+Hubble's do: `demo/api` matches `demo/api-7d9f-x2k9p`, `demo/` every pod of demo. Flags given
+after `--not` form a second filter (Hubble's denylist): a flow that matches it is left out.
+Names live in the store's small `peers` table (meshctl.flows.dims): a name filter becomes
+`f.src_peer IN (SELECT id FROM peers WHERE ...)`, evaluated once per query, not once per flow.
+Time is the primary key.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 from meshctl.errors import MeshctlError
 from meshctl.flows.flow import PROTOCOL_NUMBERS
@@ -71,11 +77,42 @@ def _label_patterns(label: str) -> str:
 
 
 def _pod_clause(pod: str) -> tuple[str, list[object]]:
-    """`ns/pod` exact; `pod` (no namespace) matches that pod name in any namespace."""
+    """A prefix, as in Hubble: `ns/pod` (`ns/` = the whole namespace); without a namespace, a pod
+    name prefix in any namespace. instr() rather than LIKE: no wildcard in a name is special."""
     pod = pod.strip()
     if "/" in pod:
-        return "pod = ?", [pod]
-    return "pod LIKE ?", [f"%/{pod}"]
+        return "instr(pod, ?) = 1", [pod]
+    return "instr(substr(pod, instr(pod, '/') + 1), ?) = 1 AND pod != ''", [pod]
+
+
+def parse_ip(text: str, flag: str) -> str:
+    """An IPv4 address or CIDR, normalised (`10.0.0.1/8` is refused: host bits set)."""
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError:
+        raise FilterError(f"{flag}: {text!r} is not an IP address or CIDR (10.1.2.3, 10.1.0.0/16)") from None
+    if net.version != 4:
+        raise FilterError(f"{flag}: {text!r}: flows are IPv4 only")
+    return str(net.network_address) if net.prefixlen == 32 else str(net)
+
+
+@lru_cache(maxsize=4096)
+def _in_cidr(ip: str, cidr: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr)
+    except ValueError:
+        return False
+
+
+def register_sql(db: sqlite3.Connection) -> None:
+    """The SQL functions where() may use (CIDR matching); call on every connection that queries."""
+    db.create_function("mc_in_cidr", 2, _in_cidr, deterministic=True)
+
+
+def _ip_clause(value: str) -> tuple[str, list[object]]:
+    if "/" in value:
+        return "mc_in_cidr(ip, ?)", [value]
+    return "ip = ?", [value]
 
 
 def _peers_in(column: str, conds: list[tuple[str, list[object]]]) -> tuple[str, list[object]]:
@@ -100,6 +137,12 @@ class FlowFilter:
     to_ports: tuple[int, ...] = ()
     since_ns: int | None = None
     until_ns: int | None = None
+    from_namespaces: tuple[str, ...] = ()
+    to_namespaces: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    from_ips: tuple[str, ...] = ()
+    to_ips: tuple[str, ...] = ()
+    excluded: FlowFilter | None = field(default=None)  # `--not FLAG`: flows matching it are left out
 
     def __post_init__(self) -> None:
         for v in self.verdicts:
@@ -118,15 +161,20 @@ class FlowFilter:
                     raise FilterError(f"{flag}: {i} is not a numeric identity (0 to 2^32-1)")
         for flag, pods in (("--pod", self.pods), ("--from-pod", self.from_pods), ("--to-pod", self.to_pods)):
             for pod in pods:
-                if not pod.strip() or pod.strip().endswith("/") or pod.count("/") > 1:
+                if not pod.strip() or pod.strip().startswith("/") or pod.count("/") > 1:
                     raise FilterError(f"{flag}: {pod!r} is not [namespace/]pod")
         for flag, labels in (("--from-label", self.from_labels), ("--to-label", self.to_labels)):
             for lab in labels:
                 if not lab.strip() or lab.strip().startswith("="):
                     raise FilterError(f"{flag}: {lab!r} is not a label (key=value or k8s:key=value)")
-        for ns in self.namespaces:
-            if not ns.strip() or "/" in ns:
-                raise FilterError(f"--namespace: {ns!r} is not a namespace name")
+        for flag, names in (("--namespace", self.namespaces), ("--from-namespace", self.from_namespaces),
+                            ("--to-namespace", self.to_namespaces)):
+            for ns in names:
+                if not ns.strip() or "/" in ns:
+                    raise FilterError(f"{flag}: {ns!r} is not a namespace name")
+        for flag, ips in (("--ip", self.ips), ("--from-ip", self.from_ips), ("--to-ip", self.to_ips)):
+            for ip in ips:
+                parse_ip(ip, flag)
         if self.since_ns is not None and self.until_ns is not None and self.since_ns > self.until_ns:
             raise FilterError("--since is after --until: no flow can match")
 
@@ -150,6 +198,11 @@ class FlowFilter:
 
         both = ("src_peer", "dst_peer")
         peer_filter([("ns = ?", [ns]) for ns in self.namespaces], both)
+        peer_filter([("ns = ?", [ns]) for ns in self.from_namespaces], ("src_peer",))
+        peer_filter([("ns = ?", [ns]) for ns in self.to_namespaces], ("dst_peer",))
+        peer_filter([_ip_clause(parse_ip(ip, "--ip")) for ip in self.ips], both)
+        peer_filter([_ip_clause(parse_ip(ip, "--from-ip")) for ip in self.from_ips], ("src_peer",))
+        peer_filter([_ip_clause(parse_ip(ip, "--to-ip")) for ip in self.to_ips], ("dst_peer",))
         peer_filter([_pod_clause(p) for p in self.pods], both)
         peer_filter([_pod_clause(p) for p in self.from_pods], ("src_peer",))
         peer_filter([_pod_clause(p) for p in self.to_pods], ("dst_peer",))
@@ -165,4 +218,8 @@ class FlowFilter:
             add("f.time_ns >= ?", [self.since_ns])
         if self.until_ns is not None:
             add("f.time_ns <= ?", [self.until_ns])
+        if self.excluded is not None:
+            sql, ps = self.excluded.where()
+            if sql != "1":  # an empty denylist leaves nothing out
+                add(f"NOT ({sql})", ps)
         return (" AND ".join(clauses) or "1"), params

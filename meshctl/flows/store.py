@@ -22,7 +22,7 @@ from pathlib import Path
 from meshctl.errors import MeshctlError
 from meshctl.flows.dims import ATTRIBUTIONS_SCHEMA, PEERS_SCHEMA, Dimensions
 from meshctl.flows.enrich import STORED_FIELDS, WIDE_FIELDS, Row, flow_of
-from meshctl.flows.filters import FlowFilter
+from meshctl.flows.filters import FlowFilter, register_sql
 from meshctl.flows.flow import Flow
 
 SCHEMA_VERSION = "2"
@@ -196,14 +196,19 @@ class FlowStore:
                 spod, dpod, sns, dns, slab, dlab, policy, isolated)
 
     def query(self, flt: FlowFilter | None = None, last: int | None = None,
-              after_rowid: int | None = None) -> list[tuple[int, Flow]]:
-        """(time key, flow) in time order; `last` keeps the newest N; `after_rowid` for --follow."""
+              after_rowid: int | None = None, first: int | None = None) -> list[tuple[int, Flow]]:
+        """(time key, flow) in time order; `last` keeps the newest N, `first` the oldest N;
+        `after_rowid` for --follow."""
         where, params = (flt or FlowFilter()).where()
         if after_rowid is not None:
             where += " AND f.time_ns > ?"
             params = [*params, after_rowid]
         try:
-            if last is not None:
+            register_sql(self.db)
+            if first is not None:
+                sql = f"SELECT {COLUMNS} FROM flows f WHERE {where} ORDER BY f.time_ns LIMIT ?"
+                rows = self.db.execute(sql, [*params, first]).fetchall()
+            elif last is not None:
                 sql = f"SELECT {COLUMNS} FROM flows f WHERE {where} ORDER BY f.time_ns DESC LIMIT ?"
                 rows = self.db.execute(sql, [*params, last]).fetchall()
                 rows.reverse()
@@ -225,10 +230,12 @@ def open_stores(state_dir: Path, nodes: Iterable[str] = ()) -> list[FlowStore]:
 
 
 def query_all(stores: Sequence[FlowStore], flt: FlowFilter | None = None,
-              last: int | None = None) -> list[Flow]:
-    """Merge nodes by time; `last` applies to the merged result."""
-    flows = [f for s in stores for _, f in s.query(flt, last)]
+              last: int | None = None, first: int | None = None) -> list[Flow]:
+    """Merge nodes by time; `last` (newest N) and `first` (oldest N) apply to the merged result."""
+    flows = [f for s in stores for _, f in s.query(flt, last, first=first)]
     flows.sort(key=lambda f: f.time_ns)
+    if first is not None:
+        return flows[:first]
     return flows[-last:] if last is not None and last >= 0 else flows
 
 

@@ -116,6 +116,32 @@ def test_no_filter_merges_nodes_in_time_order(obs) -> None:  # type: ignore[no-u
     (("--last", "2"), [53, 8080]),
     (("--last", "1", "--node", "node-1"), [6379]),
     (("--last", "1", "--verdict", "FORWARDED"), [6379]),
+    (("--first", "2"), [5432, 5432]),  # the oldest, across nodes
+    (("--first", "1", "--node", "node-2"), [53]),
+    (("--first", "1", "--verdict", "DROPPED", "--since", "1h"), [53]),
+    (("--from-namespace", "production"), [5432, 5432, 6379, 53]),  # world has no namespace
+    (("--to-namespace", "production"), [5432, 5432, 6379, 53, 8080]),
+    (("--from-namespace", "demo"), []),
+    (("--pod", "production/ca"), [5432, 6379, 53]),  # a prefix, as in Hubble
+    (("--pod", "production/"), [5432, 5432, 6379, 53, 8080]),  # the whole namespace
+    (("--to-pod", "production/post"), [5432, 5432]),
+    (("--from-pod", "back"), [5432, 6379, 53]),  # a name prefix in any namespace
+    (("--from-pod", "production/cachex"), []),
+    (("--from-ip", "10.102.3.9"), [5432, 6379, 53]),
+    (("--from-ip", "10.102.0.0/16"), [5432, 5432, 6379, 53]),
+    (("--from-ip", "192.0.2.0/24"), [8080]),
+    (("--to-ip", "10.102.1.5/32"), [5432, 5432]),
+    (("--to-ip", "10.102.2.0/24", "--to-ip", "10.102.1.5"), [5432, 5432, 6379, 53]),  # repeated: OR
+    (("--ip", "10.102.1.5"), [5432, 5432]),
+    (("--to-ip", "10.103.0.0/16"), []),
+    (("--protocol", "icmp"), []),
+    (("--not", "--verdict", "DROPPED"), [5432, 6379]),
+    (("--not", "--from-pod", "production/backend"), [5432, 8080]),
+    (("--to-pod", "production/cache", "--not", "--protocol", "udp"), [6379]),
+    (("--not", "--to-ip=10.102.1.0/24"), [6379, 53, 8080]),
+    (("--not", "-n", "production"), []),
+    # several --not flags form one denylist filter (AND), as in Hubble: only TCP to postgres goes
+    (("--not", "--to-pod", "production/postgres", "--not", "--protocol", "tcp"), [6379, 53, 8080]),
 ])
 def test_every_filter_flag(obs, args: tuple[str, ...], expected: list[int]) -> None:  # type: ignore[no-untyped-def]
     assert ports(obs(*args)) == expected
@@ -175,7 +201,17 @@ def test_outputs(state: Path, capsys, monkeypatch, fmt: str) -> None:  # type: i
     (("--from-pod", "a/b/c"), "--from-pod: 'a/b/c' is not [namespace/]pod"),
     (("--to-label", "=x"), "--to-label: '=x' is not a label"),
     (("-n", "a/b"), "--namespace: 'a/b' is not a namespace name"),
-    (("-o", "yaml"), "-o yaml: choose one of compact, json, table, dict"),
+    (("-o", "yaml"), "'yaml' is not one of 'compact', 'json', 'table', 'dict'"),
+    (("--from-ip", "10.1.2.3/8"), "--from-ip: '10.1.2.3/8' is not an IP address or CIDR"),
+    (("--to-ip", "db"), "--to-ip: 'db' is not an IP address or CIDR"),
+    (("--to-namespace", "a/b"), "--to-namespace: 'a/b' is not a namespace name"),
+    (("--first", "0"), "--first: 0 is not a count of flows (1 or more)"),
+    (("--first", "1", "--last", "1"), "--first and --last: give one of them"),
+    (("--not",), "--not must be followed by a filter flag"),
+    (("--not", "--not", "--verdict", "DROPPED"), "--not must be followed by a filter flag"),
+    (("--not", "--follow"), "--not must be followed by a filter flag"),
+    (("--not", "--port"), "--not --port: missing value"),
+    (("--not", "--port", "x"), "--port: 'x' is not a port number (0-65535)"),
     (("--node", "node-9"), "no flow store at"),
 ])
 def test_bad_values_are_one_error_line(obs, args: tuple[str, ...], message: str) -> None:  # type: ignore[no-untyped-def]
