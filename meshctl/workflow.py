@@ -103,11 +103,17 @@ def open_workspace(root: Path, ref: str | None = None) -> Workspace:
 
 
 def ensure_not_interrupted(state_dir: Path) -> None:
-    """Refuse to plan or apply over the records of an apply that did not finish."""
+    """Refuse to plan or apply over the records of an apply that did not finish. While the apply
+    that wrote them still runs (its lock's holder lives), say so: it is not interrupted."""
     from meshctl.state import Journal
+    from meshctl.state.lock import running_holder
 
     if Journal(state_dir).records():
-        raise StateError(INTERRUPTED)
+        held = running_holder(state_dir)  # waits up to --lock-timeout for it to finish
+        if held is not None:
+            raise StateError(f"{held.in_progress()}: {held.advice()}")
+        if Journal(state_dir).records():
+            raise StateError(INTERRUPTED)
 
 
 def current_build() -> str:

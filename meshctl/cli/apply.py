@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from meshctl.cli.main import app
+from meshctl.cli.options import LockTimeoutOpt, lock_wait
 from meshctl.cli.plan import Output, RepoOpt, print_plan, stderr
 from meshctl.errors import ApplyError
 
@@ -41,9 +42,18 @@ def apply(
         RollbackScope | None, typer.Option("--rollback", help="On failure revert: node or all.")
     ] = None,
     repo: RepoOpt = Path("."),
-    output: Annotated[Output, typer.Option("--output", "-o", help="Plan display.")] = Output.text,
+    output: Annotated[Output, typer.Option("--output", "-o", help="How to show the plan it makes.")] = (
+        Output.text),
+    lock_timeout: LockTimeoutOpt = "0s",
 ) -> None:
-    """Apply a plan: canary first, then batches; each node is journalled, verified, reverted on failure."""
+    """Apply a plan: canary first, then batches; each node is journalled, verified, reverted on failure.
+    Without PLAN, plan now, show it and ask."""
+    with lock_wait(lock_timeout):
+        _apply(plan_file, auto_approve, rollback, repo, output)
+
+
+def _apply(plan_file: Path | None, auto_approve: bool, rollback: RollbackScope | None, repo: Path,
+           output: Output) -> None:
     from meshctl.apply.run import apply_plan
     from meshctl.cli.progress import apply_progress
     from meshctl.plan import read_plan

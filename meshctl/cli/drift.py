@@ -10,6 +10,7 @@ import typer
 
 from meshctl.cli.apply import progress_printer, report_outcome
 from meshctl.cli.main import app
+from meshctl.cli.options import LockTimeoutOpt, lock_wait
 from meshctl.cli.plan import Output, OutputOpt, RepoOpt, stderr
 
 
@@ -21,8 +22,14 @@ def drift(
     ] = False,
     heal: Annotated[bool, typer.Option("--heal", help="Restore the applied intent.")] = False,
     output: OutputOpt = Output.text,
+    lock_timeout: LockTimeoutOpt = "0s",
 ) -> None:
     """Compare the live datapath with the last applied intent; --heal puts it back."""
+    with lock_wait(lock_timeout):
+        _drift(repo, detailed_exitcode, heal, output)
+
+
+def _drift(repo: Path, detailed_exitcode: bool, heal: bool, output: Output) -> None:
     from meshctl.apply import drift as drift_mod
     from meshctl.apply.run import apply_plan
     from meshctl.workflow import open_workspace

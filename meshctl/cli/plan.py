@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,13 +10,9 @@ import typer
 from rich.console import Console
 
 from meshctl.cli.main import app
+from meshctl.cli.options import LockTimeoutOpt, Output, lock_wait
 
-
-class Output(StrEnum):
-    text = "text"
-    json = "json"
-    markdown = "markdown"
-
+__all__ = ["DetailedOpt", "Output", "OutputOpt", "RepoOpt", "print_plan", "stderr"]
 
 RepoOpt = Annotated[Path, typer.Option("-C", "--repo", help="Desired-state repo (with meshctl.toml).")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text, json or markdown.")]
@@ -45,20 +40,26 @@ def print_plan(plan: object, output: Output) -> None:
 def plan(
     repo: RepoOpt = Path("."),
     ref: Annotated[str | None, typer.Option("--ref", help="Plan the repo at this git revision.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Plan file (default: plans/).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="PLAN", help="Save the plan to this file, for `meshctl apply PLAN`.")] = None,
     node: Annotated[list[str] | None, typer.Option("--node", help="Only this node (repeatable).")] = None,
     detailed_exitcode: DetailedOpt = False,
     output: OutputOpt = Output.text,
+    lock_timeout: LockTimeoutOpt = "0s",
 ) -> None:
-    """Compare the desired state with every node's live datapath and save the plan."""
+    """Compare the desired state with every node's live datapath; save the plan with --out."""
     from meshctl.workflow import make_plan, open_workspace, save_plan
 
-    ws = open_workspace(repo, ref)
-    outcome = make_plan(ws, node or ())
+    with lock_wait(lock_timeout):
+        ws = open_workspace(repo, ref)
+        outcome = make_plan(ws, node or ())
     print_plan(outcome.plan, output)
-    # Like Terraform: a plan with nothing to do is only written when asked for with --out.
-    if outcome.plan.has_changes or out is not None:
+    # Like Terraform: the plan is written only when asked for with --out.
+    if out is not None:
         path = save_plan(ws, outcome.plan, out)
         stderr().print(f"Saved the plan to {path}; apply it with `meshctl apply {path} -C {repo}`")
+    elif outcome.plan.has_changes:
+        stderr().print("Note: the plan was not saved (use --out PLAN); `meshctl apply` plans again and "
+                       "asks before it changes anything.")
     if detailed_exitcode and outcome.plan.has_changes:
         raise typer.Exit(2)

@@ -6,15 +6,18 @@ from pathlib import Path
 
 from meshctl.cli.apply import progress_printer
 from meshctl.cli.main import app
+from meshctl.cli.options import LockTimeoutOpt, lock_wait
 from meshctl.cli.plan import RepoOpt
 
 
 @app.command("recover")
-def recover(repo: RepoOpt = Path(".")) -> None:
-    """Finish an apply that was killed: revert half-applied nodes to their journalled before-state."""
+def recover(repo: RepoOpt = Path("."), lock_timeout: LockTimeoutOpt = "0s") -> None:
+    """Finish an apply that was killed: revert half-applied nodes to their journalled before-state.
+    While the apply still runs (its process holds the lock), recover says so and does nothing."""
     from meshctl.apply.recover import recover as run_recover
     from meshctl.workflow import open_workspace
 
-    ws = open_workspace(repo)
-    result = run_recover(ws, on_event=progress_printer())  # type: ignore[arg-type]
+    with lock_wait(lock_timeout):
+        ws = open_workspace(repo)
+        result = run_recover(ws, on_event=progress_printer())  # type: ignore[arg-type]
     print(result.summary())

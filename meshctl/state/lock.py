@@ -3,7 +3,10 @@
 Like Terraform's local backend, a lock is never broken automatically, not even when its pid is
 dead (the pid may be on another host sharing the directory, or the holder may have died mid-apply
 leaving a journal to recover): the refusal says the holder looks dead, and a person runs
-`meshctl state unlock LOCK_ID` after checking.
+`meshctl state unlock LOCK_ID` after checking. The refusal says what is true: an operation in
+progress (its pid, host and start) while its holder lives, a stale lock only when it is gone.
+`--lock-timeout` (Terraform's -lock-timeout) waits for a live holder instead of refusing at once:
+`with lock_timeout(seconds):` around a command sets it for every lock taken inside.
 """
 
 from __future__ import annotations
@@ -12,7 +15,11 @@ import getpass
 import json
 import os
 import socket
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +29,19 @@ from meshctl.errors import StateError
 from meshctl.state.atomic import fsync_dir
 
 LOCK_FILE = "lock.json"
+POLL_S = 0.2
+
+_timeout: ContextVar[float] = ContextVar("lock_timeout", default=0.0)
+
+
+@contextmanager
+def lock_timeout(seconds: float) -> Iterator[None]:
+    """Every StateLock taken (and running_holder) inside waits up to `seconds` for a live holder."""
+    token = _timeout.set(max(0.0, seconds))
+    try:
+        yield
+    finally:
+        _timeout.reset(token)
 
 
 @dataclass(frozen=True)
@@ -42,14 +62,34 @@ class LockInfo:
             return True
         return True
 
+    @property
+    def host(self) -> str:
+        return self.owner.rpartition("@")[2]
+
+    def gone(self) -> bool:
+        """True only when the holder ran on this host and its process no longer exists."""
+        return self.host == socket.gethostname() and not self.pid_alive()
+
+    def in_progress(self) -> str:
+        """`an apply by pid 4242 on host-1 is in progress since 2026-...`."""
+        article = "an" if self.operation[:1] in "aeiou" else "a"
+        return (f"{article} {self.operation} by pid {self.pid} on {self.host} "
+                f"is in progress since {self.created}")
+
     def describe(self) -> str:
-        host = self.owner.rpartition("@")[2]
-        dead = host == socket.gethostname() and not self.pid_alive()
-        state = " (that process is gone: the lock is stale)" if dead else ""
-        return (
-            f"lock {self.id} held by {self.owner} pid {self.pid}{state}, "
-            f"{self.operation} since {self.created}"
-        )
+        if self.gone():
+            return (f"lock {self.id} of {self.operation} by {self.owner} pid {self.pid} "
+                    f"since {self.created}, whose process is gone (the lock is stale)")
+        return f"{self.in_progress()} (lock {self.id}, {self.owner})"
+
+    def advice(self) -> str:
+        """What a person should do about this lock."""
+        if self.gone():
+            return f"run `meshctl recover` if an apply was interrupted, else `meshctl state unlock {self.id}`"
+        if self.host == socket.gethostname():
+            return "wait for it to finish, or pass --lock-timeout (e.g. 5m) to wait for it"
+        return (f"wait for it (--lock-timeout 5m), or if it no longer runs on {self.host}, "
+                f"`meshctl state unlock {self.id}`")
 
 
 def read_lock(state_dir: Path) -> LockInfo | None:
@@ -73,7 +113,22 @@ class StateLock:
         self.info: LockInfo | None = None
 
     def acquire(self) -> LockInfo:
+        """Take the lock; a live holder is waited for up to the lock timeout, then refused."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + _timeout.get()
+        while True:
+            info = self._try()
+            if info is not None:
+                self.info = info
+                return info
+            held = read_lock(self.state_dir)
+            if held is None:
+                continue  # released between our attempt and the read: try again now
+            if held.gone() or time.monotonic() >= deadline:
+                raise StateError(f"state {self.state_dir} is locked: {held.describe()}; {held.advice()}")
+            time.sleep(POLL_S)
+
+    def _try(self) -> LockInfo | None:
         path = self.state_dir / LOCK_FILE
         info = LockInfo(
             id=str(uuid.uuid4()),
@@ -85,19 +140,12 @@ class StateLock:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            held = read_lock(self.state_dir)
-            what = held.describe() if held else "a lock that vanished while being read; try again"
-            unlock_id = held.id if held else "LOCK_ID"
-            raise StateError(
-                f"state {self.state_dir} is locked: {what}. If no one is using it, run "
-                f"`meshctl state unlock {unlock_id}`"
-            ) from None
+            return None
         with os.fdopen(fd, "w") as f:
             json.dump(asdict(info), f, indent=2)
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(self.state_dir)
-        self.info = info
         return info
 
     def release(self) -> None:
@@ -112,6 +160,19 @@ class StateLock:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def running_holder(state_dir: Path) -> LockInfo | None:
+    """The holder of the lock if it is still running (waiting up to the lock timeout for it to
+    let go); None when the lock is free or its holder is gone."""
+    deadline = time.monotonic() + _timeout.get()
+    while True:
+        held = read_lock(state_dir)
+        if held is None or held.gone():
+            return None
+        if time.monotonic() >= deadline:
+            return held
+        time.sleep(POLL_S)
 
 
 def unlock(state_dir: Path, lock_id: str) -> LockInfo:

@@ -37,7 +37,8 @@ def test_plan_apply_enforces_then_no_changes(repo: Path) -> None:
     assert res.returncode == 2, res.stderr
     assert "+ node-1 ipcache" in res.stdout and "to add, 0 to change, 0 to destroy" in res.stdout
     assert "+ node-3 policy demo/database ingress allow demo/api tcp/5432" in res.stdout
-    assert list((repo / "plans").glob("plan-*.json")), "plan file saved under plans/"
+    assert not list((repo / "plans").glob("plan-*.json")), "a plan file only with --out (as Terraform)"
+    assert "the plan was not saved (use --out PLAN)" in res.stderr
 
     res = meshctl(repo, "apply", "--auto-approve")
     assert res.returncode == 0, res.stderr
