@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from meshctl.cli.main import app
+from meshctl.cli.options import TextOrJson
 
 conn_app = typer.Typer(help="Connectivity tests in the lab (like `cilium connectivity test`).",
                        no_args_is_help=True)
@@ -19,24 +20,22 @@ GenOpt = typer.Option(True, "--generated/--no-generated",
                       help="Also run generated pod-to-pod and pod-to-service checks.")
 FlowsOpt = typer.Option(True, "--flows/--no-flows", help="Confirm each connection in the flow store.")
 TimeoutOpt = typer.Option(1.0, "--timeout", help="Seconds per connection attempt.")
-OutOpt = typer.Option("text", "-o", "--output", help="text or json.")
+OutOpt = typer.Option(TextOrJson.text, "-o", "--output", help="text or json.")
 
 
 @conn_app.command("test")
 def test(repo: Path = RepoOpt, check: list[str] = CheckOpt, generated: bool = GenOpt, flows: bool = FlowsOpt,
-         timeout: float = TimeoutOpt, output: str = OutOpt) -> None:
+         timeout: float = TimeoutOpt, output: TextOrJson = OutOpt) -> None:
     """Run each check; exit 0 when all pass, 1 otherwise."""
     from meshctl.errors import MeshctlError
     from meshctl.flows.connectivity import run_checks
     from meshctl.flows.render import compact
     from meshctl.flows.report import summary_table, to_json
 
-    if output not in ("text", "json"):
-        raise MeshctlError(f"-o {output}: choose text or json")
     if timeout <= 0:
         raise MeshctlError(f"--timeout {timeout}: must be more than 0 seconds")
     report = run_checks(repo, tuple(check), confirm=flows, timeout=timeout, generated=generated)
-    if output == "json":
+    if output is TextOrJson.json:
         print(json.dumps(to_json(report), indent=2, sort_keys=True))
         raise typer.Exit(0 if report.ok else 1)
     for r in report.results:

@@ -10,13 +10,14 @@ import typer
 
 from meshctl.catalog import Catalog
 from meshctl.cli.main import app
+from meshctl.cli.options import TextOrJson
 from meshctl.errors import MeshctlError
 
 identity_app = typer.Typer(help="Show security identities (label sets and their pods).", no_args_is_help=True)
 app.add_typer(identity_app, name="identity")
 
 RepoOpt = Annotated[Path | None, typer.Option("-C", "--repo", help="desired-state repository")]
-OutputOpt = Annotated[str, typer.Option("-o", "--output", help="text or json")]
+OutputOpt = Annotated[TextOrJson, typer.Option("-o", "--output", help="text or json.")]
 
 
 def _catalog(repo: Path | None) -> Catalog:
@@ -25,19 +26,13 @@ def _catalog(repo: Path | None) -> Catalog:
     return load_for_trace(repo or Path("."), None, None).catalog
 
 
-def _check_output(output: str) -> None:
-    if output not in ("text", "json"):
-        raise MeshctlError(f"unknown output {output!r}: text or json")
-
-
 @identity_app.command("list")
-def list_cmd(repo: RepoOpt = None, output: OutputOpt = "text") -> None:
+def list_cmd(repo: RepoOpt = None, output: OutputOpt = TextOrJson.text) -> None:
     """Every cluster identity with its labels and pods (numbers from the state's identity table;
     label sets not allocated yet get the numbers the next plan would give them)."""
-    _check_output(output)
     cat = _catalog(repo)
     rows = [info for ident, info in cat.identities.items() if ident >= 256]
-    if output == "json":
+    if output is TextOrJson.json:
         typer.echo(
             json.dumps(
                 [{"id": i.identity, "labels": list(i.labels), "pods": list(i.pods)} for i in rows], indent=2
@@ -54,17 +49,16 @@ def list_cmd(repo: RepoOpt = None, output: OutputOpt = "text") -> None:
 def get_cmd(
     ident: int = typer.Argument(..., metavar="ID"),
     repo: RepoOpt = None,
-    output: OutputOpt = "text",
+    output: OutputOpt = TextOrJson.text,
 ) -> None:
     """One identity: its labels and the pods that carry it."""
-    _check_output(output)
     info = _catalog(repo).identities.get(ident)
     if info is None:
         raise MeshctlError(
             f"no identity {ident} in this desired state (reserved 1-8, cluster identities from 256; "
             "`meshctl identity list` shows them)"
         )
-    if output == "json":
+    if output is TextOrJson.json:
         body = {"id": info.identity, "labels": list(info.labels), "pods": list(info.pods)}
         typer.echo(json.dumps(body, indent=2))
         return

@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
 def _usage_error(err: Exception) -> None:
     """One line and exit 1; a command group called without a command shows its help."""
     message = err.format_message() if hasattr(err, "format_message") else str(err)
+    message = message.replace("Value error, ", "")  # typer's wording for a bad choice
     ctx = getattr(err, "ctx", None)
     if type(err).__name__ == "NoArgsIsHelpError":
         print(message)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,14 +10,9 @@ import typer
 from rich.console import Console
 
 from meshctl.cli.main import app
+from meshctl.cli.options import Output
 from meshctl.plan import read_plan
 from meshctl.report import render_json, render_markdown, render_text
-
-
-class Output(StrEnum):
-    text = "text"
-    json = "json"
-    markdown = "markdown"
 
 
 @app.command("show")

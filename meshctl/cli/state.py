@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from meshctl.cli.main import app
+from meshctl.cli.options import TextOrJson
 from meshctl.state import load_state, read_lock, unlock
 
 state_app = typer.Typer(help="Inspect the state (serial, lineage, last apply) and manage its lock.",
@@ -38,13 +39,13 @@ def _state_dir(repo: Path, state_dir: Path | None) -> Path:
 def show(
     repo: RepoOpt = Path("."),
     state_dir: StateDir = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    output: Annotated[TextOrJson, typer.Option("-o", "--output", help="text or json.")] = TextOrJson.text,
 ) -> None:
     """Lineage, serial, last applied plan and per-node fingerprints; the lock if held."""
     state_dir = _state_dir(repo, state_dir)
     state = load_state(state_dir)
     lock = read_lock(state_dir)
-    if as_json:
+    if output is TextOrJson.json:
         doc = {
             "lineage": state.lineage, "serial": state.serial, "last_plan_id": state.last_plan_id,
             "last_applied_at": state.last_applied_at,

@@ -11,21 +11,19 @@ from rich.console import Console
 from rich.table import Table
 
 from meshctl.cli.main import app
+from meshctl.cli.options import TextOrJson
 
 RepoOpt = typer.Option(Path("."), "-C", "--repo", help="Desired-state repo (with meshctl.toml).")
-OutOpt = typer.Option("text", "-o", "--output", help="text or json.")
+OutOpt = typer.Option(TextOrJson.text, "-o", "--output", help="text or json.")
 
 
 @app.command("status")
-def status(repo: Path = RepoOpt, output: str = OutOpt) -> None:
+def status(repo: Path = RepoOpt, output: TextOrJson = OutOpt) -> None:
     """Show the cluster's datapath status (exit 1 when a node has no datapath or fails to read)."""
-    from meshctl.errors import MeshctlError
     from meshctl.flows.status import cluster_status
 
-    if output not in ("text", "json"):
-        raise MeshctlError(f"-o {output}: choose text or json")
     st = cluster_status(repo)
-    if output == "json":
+    if output is TextOrJson.json:
         print(json.dumps({**asdict(st), "ok": st.ok}, indent=2, sort_keys=True))
         raise typer.Exit(0 if st.ok else 1)
     short = (st.current_build or "unknown")[:12]
