@@ -85,8 +85,9 @@ def build_command() -> Any:
         for param in c.params:
             if _needs_metavar(param):  # `--from-pod POD`, not typer's `<list[str]>`
                 param.metavar = param.name.rpartition("_")[2].upper()
-            elif getattr(param, "param_type_name", "") == "argument" and param.metavar is None:
-                param.metavar = param.name.upper()
+            elif getattr(param, "param_type_name", "") == "argument":
+                param.metavar = param.metavar or param.name.upper()
+                param.display_type_rich = lambda ctx: ""  # `PLAN_FILE`, not `PLAN_FILE <path>`
         for sub in getattr(c, "commands", {}).values():
             plain(sub)
 
