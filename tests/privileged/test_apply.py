@@ -124,6 +124,44 @@ def test_second_apply_is_refused_while_locked(repo: Path) -> None:
     assert meshctl(repo, "apply", "--auto-approve").returncode == 0
 
 
+def test_a_running_apply_is_reported_as_running_not_interrupted(repo: Path) -> None:
+    """Lock held by a live process + its journal records = an apply in progress: a second apply
+    and plan say who runs it since when; recover says the state is locked; --lock-timeout waits."""
+    import socket
+    import threading
+
+    from meshctl.nodestate import NodeState
+    from meshctl.state import Journal, StateLock
+
+    ensure_applied(repo)
+    state_dir = repo / "state"
+    lock = StateLock(state_dir, "apply")
+    info = lock.acquire()
+    journal = Journal(state_dir, "sha256:running")
+    journal.begin("node-1", NodeState("node-1"), NodeState("node-1"))
+    running = f"an apply by pid {info.pid} on {socket.gethostname()} is in progress since {info.created}"
+    try:
+        for args in (("apply", "--auto-approve"), ("plan",), ("drift",)):
+            res = meshctl(repo, *args)
+            assert res.returncode == 1 and running in res.stderr, (args, res.stderr)
+            assert "interrupted" not in res.stderr and "Traceback" not in res.stderr
+        res = meshctl(repo, "recover")
+        assert res.returncode == 1 and "is locked" in res.stderr and running in res.stderr, res.stderr
+
+        def finish() -> None:
+            journal.clear()
+            lock.release()
+
+        threading.Timer(1.0, finish).start()
+        res = meshctl(repo, "plan", "--lock-timeout", "20s", "--detailed-exitcode")
+        assert res.returncode == 0, res.stderr  # waited for the apply to end, then planned
+    finally:
+        journal.clear()
+        lock.release()
+    res = meshctl(repo, "plan", "--lock-timeout", "soon")
+    assert res.returncode == 1 and "--lock-timeout: 'soon' is not a duration" in res.stderr
+
+
 def test_unlock_forces_a_stale_lock(repo: Path) -> None:
     from meshctl.state import StateLock
 

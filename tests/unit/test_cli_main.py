@@ -72,7 +72,7 @@ def test_bracketed_config_sections_survive_in_help(capsys: pytest.CaptureFixture
     _, out, _ = call(capsys, "impact", "--help")
     assert '[inventory] source = "kubernetes"' in squash(out)
     _, out, _ = call(capsys, "state", "show", "--help")
-    assert "[state] dir" in squash(out) or "[state]" in out or "state dir" in out
+    assert "(default: the repo's [state] dir)" in squash(out)
 
 
 def test_repo_before_the_command(capsys: pytest.CaptureFixture[str]) -> None:
