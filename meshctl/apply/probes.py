@@ -36,6 +36,7 @@ from meshctl.apply.gates import (
     CheckLike,
     CheckOutcome,
     DropKey,
+    ImpactLike,
     WitnessedDrop,
     check_nodes,
     checks_for_wave,
@@ -80,15 +81,6 @@ class PodLike(Protocol):
 
     @property
     def ports(self) -> tuple[tuple[str, int], ...]: ...
-
-
-class ImpactLike(Protocol):
-    src: str
-    dst: str
-    protocol: str
-    port: int
-    before: str
-    after: str
 
 
 @dataclass

@@ -8,7 +8,7 @@ the same refusal Terraform makes when reality moved under a plan.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -72,25 +72,13 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
             _check(ch, codec.policy_value(cur_pe) if cur_pe else None, strict)
             _put(entries, key, codec.policy_from(ch.after) if ch.after is not None else None)
         elif ch.kind is ChangeKind.ATTACHMENT:
-            if ch.before is not None:
-                old = codec.attachment_from(ch.key, ch.before)
-                if strict and old not in attachments:
-                    raise PlanError(f"{ch.address}: state does not match the plan (no {old})")
-                attachments.discard(old)
-            if ch.after is not None:
-                attachments.add(codec.attachment_from(ch.key, ch.after))
+            _swap(attachments, ch, codec.attachment_from, strict)
         elif ch.kind in (ChangeKind.WIREGUARD, ChangeKind.WIREGUARD_PEER):
             wireguard.apply(ch, strict)
         elif ch.kind in (ChangeKind.LOAD_BALANCER, ChangeKind.LB_BACKEND, ChangeKind.LB_SERVICE):
             lb.apply(ch, strict, _check)
         elif ch.kind is ChangeKind.FOREIGN:
-            if ch.before is not None:
-                old_f = codec.foreign_from(ch.key, ch.before)
-                if strict and old_f not in foreign:
-                    raise PlanError(f"{ch.address}: state does not match the plan (no such entry)")
-                foreign.discard(old_f)
-            if ch.after is not None:
-                foreign.add(codec.foreign_from(ch.key, ch.after))
+            _swap(foreign, ch, codec.foreign_from, strict)
     return replace(
         state,
         config=config,
@@ -102,6 +90,17 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
         load_balancer=lb.result(),
         foreign=frozenset(foreign),
     )
+
+
+def _swap(items: set[Any], ch: Change, decode: Callable[[Any, Any], Any], strict: bool) -> None:
+    """A change of a set-like component (attachments, foreign entries): before out, after in."""
+    if ch.before is not None:
+        old = decode(ch.key, ch.before)
+        if strict and old not in items:
+            raise PlanError(f"{ch.address}: state does not match the plan (no {old})")
+        items.discard(old)
+    if ch.after is not None:
+        items.add(decode(ch.key, ch.after))
 
 
 def _put(d: dict[Any, Any], key: Any, value: Any) -> None:
