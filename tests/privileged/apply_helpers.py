@@ -84,6 +84,26 @@ def lab_of(repo: Path) -> Iterator[str]:
         cluster.down(name, nodes)
 
 
+@contextmanager
+def flow_agents(root: Path, cluster: str, nodes: tuple[str, ...]) -> Iterator[None]:
+    """The lab's flow agents of `nodes` for the block (their stores exist), stopped after."""
+    import time
+
+    from meshctl.flows.store import store_path
+    from meshctl.lab import agents
+
+    try:
+        agents.start(root, cluster, list(nodes))
+        deadline = time.monotonic() + 20
+        while not all(store_path(root / "state", n).exists() for n in nodes):
+            assert time.monotonic() < deadline, "flow agents did not create their stores"
+            time.sleep(0.1)
+        assert set(agents.running(cluster)) == set(nodes)
+        yield
+    finally:
+        agents.stop(cluster)
+
+
 def observe_all(repo: Path) -> dict[str, NodeState]:
     from meshctl.workflow import observe_nodes, open_workspace
 

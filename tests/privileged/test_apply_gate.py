@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from apply_helpers import connect, lab_of, map_dumps, meshctl, three_tier_copy, unique_cluster
+from apply_helpers import connect, flow_agents, lab_of, map_dumps, meshctl, three_tier_copy, unique_cluster
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -28,23 +27,11 @@ GATE = re.compile(r"drop gate (\S+): (\d+) drops in \S+?(?: \([^)]*\))?, (\d+) p
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from meshctl.flows.store import store_path
-    from meshctl.lab import agents
-
     root = three_tier_copy(tmp_path_factory.mktemp("gate") / "repo", CLUSTER, verify_window=1.0)
-    with lab_of(root):
-        try:
-            agents.start(root, CLUSTER, list(NODES))
-            deadline = time.monotonic() + 20
-            while not all(store_path(root / "state", n).exists() for n in NODES):
-                assert time.monotonic() < deadline, "flow agents did not create their stores"
-                time.sleep(0.1)
-            assert set(agents.running(CLUSTER)) == set(NODES)
-            res = meshctl(root, "apply", "--auto-approve")
-            assert res.returncode == 0, res.stdout + res.stderr
-            yield root
-        finally:
-            agents.stop(CLUSTER)
+    with lab_of(root), flow_agents(root, CLUSTER, NODES):
+        res = meshctl(root, "apply", "--auto-approve")
+        assert res.returncode == 0, res.stdout + res.stderr
+        yield root
 
 
 @contextmanager

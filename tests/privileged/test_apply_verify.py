@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-from apply_helpers import bpftool_json, lab_of, map_dumps, meshctl, three_tier_copy, unique_cluster
+from apply_helpers import (
+    bpftool_json,
+    flow_agents,
+    lab_of,
+    map_dumps,
+    meshctl,
+    three_tier_copy,
+    unique_cluster,
+)
 from bd_helpers import compile_fixture
 
 from meshctl.apply.driver import LabDriver
@@ -83,22 +90,11 @@ spec:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from meshctl.flows.store import store_path
-    from meshctl.lab import agents
-
     root = three_tier_copy(tmp_path_factory.mktemp("verify") / "repo", CLUSTER, verify_window=0.5)
-    with lab_of(root):
-        try:
-            agents.start(root, CLUSTER, list(NODES))
-            deadline = time.monotonic() + 20
-            while not all(store_path(root / "state", n).exists() for n in NODES):
-                assert time.monotonic() < deadline, "flow agents did not create their stores"
-                time.sleep(0.1)
-            res = meshctl(root, "apply", "--auto-approve")
-            assert res.returncode == 0, res.stdout + res.stderr
-            yield root
-        finally:
-            agents.stop(CLUSTER)
+    with lab_of(root), flow_agents(root, CLUSTER, NODES):
+        res = meshctl(root, "apply", "--auto-approve")
+        assert res.returncode == 0, res.stdout + res.stderr
+        yield root
 
 
 @contextmanager
