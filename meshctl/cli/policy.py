@@ -17,14 +17,22 @@ app.add_typer(policy_app, name="policy")
 
 
 def load_for_trace(repo: Path | None, ref: str | None, directory: Path | None):
-    """Compile the desired repo with the state's identity numbers (fresh ones when no state)."""
+    """Compile the desired repo with the state's identity numbers (fresh ones when no state).
+
+    `--dir` may be a plain directory of Kubernetes YAML (no meshctl.toml) or `-` for stdin:
+    then an implicit one-node cluster, said once on stderr, and no state or lab is consulted.
+    """
     from meshctl.compile import EndpointTable, IdentityTable, compile_cluster
     from meshctl.compile.trace import with_trace_ips
     from meshctl.source import load_desired
+    from meshctl.source.config import CONFIG_FILE
     from meshctl.state import load_state
 
     if repo is not None and directory is not None:
         raise MeshctlError("give either -C REPO or --dir DIR, not both")
+    if directory is not None and (str(directory) == "-" or not (directory / CONFIG_FILE).is_file()):
+        desired = _load_plain(directory)
+        return compile_cluster(with_trace_ips(desired), IdentityTable(), EndpointTable(), "trace")
     root = directory or repo or Path(".")
     from meshctl.lab.registry import pod_ips
 
@@ -40,6 +48,18 @@ def load_for_trace(repo: Path | None, ref: str | None, directory: Path | None):
     return compile_cluster(desired, identities, endpoints, "trace")
 
 
+def _load_plain(directory: Path):
+    """Kubernetes YAML from a directory without meshctl.toml, or from stdin for `-`."""
+    from meshctl.source.plain import load_plain_dir, load_plain_text
+
+    if str(directory) == "-":
+        plain = load_plain_text(sys.stdin.read(), "<stdin>")
+    else:
+        plain = load_plain_dir(directory)
+    print(f"note: {plain.note}", file=sys.stderr)
+    return plain.desired
+
+
 @policy_app.command("trace")
 def trace_cmd(
     src: Annotated[str | None, typer.Option("--from", help="NS/POD or IPv4 address")] = None,
@@ -47,7 +67,10 @@ def trace_cmd(
     port: Annotated[str | None, typer.Option("--port", help="N or N/PROTO (tcp, udp, sctp)")] = None,
     repo: Annotated[Path | None, typer.Option("-C", "--repo", help="desired-state repository")] = None,
     ref: Annotated[str | None, typer.Option("--ref", help="git revision of the repository")] = None,
-    directory: Annotated[Path | None, typer.Option("--dir", help="desired-state directory")] = None,
+    directory: Annotated[Path | None, typer.Option(
+        "--dir", metavar="DIR",
+        help="desired-state directory, or plain Kubernetes YAML (`kubectl get ... -o yaml`) "
+             "without meshctl.toml; - reads that YAML from stdin")] = None,
     batch: Annotated[
         Path | None, typer.Option("--batch", help="JSONL queries {src,dst,port,protocol}")
     ] = None,

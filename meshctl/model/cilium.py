@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, field_v
 
 from meshctl.model.base import Model, SourceRef, source_field
 from meshctl.model.cidr import CiliumCidr, check_excepts
-from meshctl.model.meta import ObjectMeta, default_namespace
+from meshctl.model.meta import IGNORED, ObjectMeta, default_namespace
 from meshctl.model.ports import CiliumPort, EndPort, check_range
 from meshctl.model.selector import EndpointSelector
 
@@ -250,6 +250,7 @@ class _CiliumPolicy(Model):
     metadata: ObjectMeta
     spec: Rule | None = None
     specs: tuple[Rule, ...] | None = None
+    status: Any = IGNORED  # written by the agents (derivativePolicies, conditions) in an export
     source: SourceRef = source_field()
 
     @model_validator(mode="after")

@@ -6,13 +6,13 @@ omitted vs empty) are kept: optional lists are None when omitted and () when wri
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from meshctl.model.base import Model, SourceRef, source_field
 from meshctl.model.cidr import K8sCidr, check_excepts
-from meshctl.model.meta import ObjectMeta, default_namespace
+from meshctl.model.meta import IGNORED, ObjectMeta, default_namespace
 from meshctl.model.ports import EndPort, K8sPort, check_range
 from meshctl.model.selector import LabelSelector
 
@@ -96,6 +96,7 @@ class NetworkPolicy(Model):
     kind: Literal["NetworkPolicy"]
     metadata: ObjectMeta
     spec: NetworkPolicySpec
+    status: Any = IGNORED  # NetworkPolicyStatus (Kubernetes 1.24-1.26): server-written, exported as {}
     source: SourceRef = source_field()
 
     _namespace = model_validator(mode="before")(default_namespace)

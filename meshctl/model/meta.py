@@ -28,6 +28,10 @@ class ObjectMeta(Model):
     managed_fields: Any = IGNORED
     finalizers: Any = IGNORED
     owner_references: Any = IGNORED
+    generate_name: Any = IGNORED  # pods of a Deployment: "api-7d9f-"
+    self_link: Any = IGNORED
+    deletion_timestamp: Any = IGNORED
+    deletion_grace_period_seconds: Any = IGNORED
 
 
 def default_namespace(cls: type, data: Any) -> Any:

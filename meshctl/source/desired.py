@@ -111,6 +111,13 @@ def _load(tree: SourceTree, root: Path, commit: str | None, dirty: bool) -> Desi
         if rel.endswith(YAML_SUFFIXES):
             for doc in load_documents(tree.read(rel) or "", rel):
                 add_document(doc, docs)
+    return build_desired(config, docs, root, commit, dirty)
+
+
+def build_desired(
+    config: MeshConfig, docs: Documents, root: Path, commit: str | None, dirty: bool
+) -> DesiredState:
+    """Cross-check the documents against each other and the config, and resolve services."""
     _cross_check(config, docs)
     services = resolve_services(docs.services, config.service_cidr, _service_error(docs))
     return DesiredState(

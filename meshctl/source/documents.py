@@ -18,7 +18,7 @@ from meshctl.model.inventory import Namespace, NamespaceDocument, Pod, PodDocume
 from meshctl.model.k8s import NetworkPolicy
 from meshctl.model.service import Service, ServiceDocument
 from meshctl.source.validate import validate_doc
-from meshctl.source.yamlines import YamlDoc
+from meshctl.source.yamlines import FieldPath, YamlDoc
 
 Policy = NetworkPolicy | CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy
 
@@ -70,6 +70,43 @@ KINDS: dict[str, tuple[str, Callable[[YamlDoc, SourceRef, Documents], None]]] = 
 }
 
 
+def is_list(data: Any) -> bool:
+    """`kind: List` (what `kubectl get -o yaml` prints) or a typed list such as PodList."""
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return isinstance(kind, str) and kind.endswith("List") and (kind == "List" or kind[:-4] in KINDS)
+
+
+def list_items(doc: YamlDoc) -> list[YamlDoc]:
+    """The items of a list document, each a document of its own with its own lines.
+
+    Items of a typed list (PodList) may omit kind and apiVersion: they take the list's.
+    """
+    data = doc.data
+    kind, api_version = data["kind"], data.get("apiVersion")
+    want = "v1" if kind == "List" else KINDS[kind.removesuffix("List")][0]
+    if api_version != want:
+        raise doc.error(("apiVersion",), f"{kind} has apiVersion {want}, not {api_version!r}")
+    for key in data:
+        if key not in ("apiVersion", "kind", "items", "metadata"):
+            raise doc.error((key,), f"unknown field of a {kind} (apiVersion, kind, metadata, items)")
+    items = data.get("items")
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        raise doc.error(("items",), f"expected a list (got {items!r})")
+    lines: dict[int, dict[FieldPath, int]] = {}
+    for path, line in doc.lines.items():  # one pass: a kubectl export may hold thousands of items
+        if len(path) > 2 and path[0] == "items" and isinstance(path[1], int):
+            lines.setdefault(path[1], {})[path[2:]] = line
+    out: list[YamlDoc] = []
+    for i, item in enumerate(items):
+        if kind != "List" and isinstance(item, dict):
+            item = {"apiVersion": want, "kind": kind.removesuffix("List"), **item}
+        line = doc.lines.get(("items", i), doc.line)
+        out.append(YamlDoc(file=doc.file, line=line, data=item, lines=lines.get(i, {})))
+    return out
+
+
 def add_document(doc: YamlDoc, out: Documents) -> None:
     """Validate one document and append its value to `out` (SourceError on bad input)."""
     data: Any = doc.data
@@ -79,6 +116,12 @@ def add_document(doc: YamlDoc, out: Documents) -> None:
     kind, api_version = data.get("kind"), data.get("apiVersion")
     if kind is None:
         raise doc.error(("kind",), "required field is missing")
+    if not isinstance(kind, str):
+        raise doc.error(("kind",), f"expected a kind name such as NetworkPolicy (got {kind!r})")
+    if is_list(data):
+        for item in list_items(doc):
+            add_document(item, out)
+        return
     if kind not in KINDS:
         known = ", ".join(f"{v} {k}" for k, (v, _) in KINDS.items())
         raise doc.error(("kind",), f"unknown kind {kind!r}; meshctl reads {known}")

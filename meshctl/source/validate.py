@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from meshctl.errors import SourceError
+from meshctl.source.fields import unknown_field_hint
 from meshctl.source.yamlines import FieldPath, YamlDoc
 
 M = TypeVar("M", bound=BaseModel)
@@ -25,13 +26,13 @@ def validate_doc(model: type[M], doc: YamlDoc, data: Any = None) -> M:
     try:
         return model.model_validate(doc.data if data is None else data)
     except ValidationError as err:
-        raise to_source_error(err, doc) from None
+        raise to_source_error(err, doc, model) from None
 
 
-def to_source_error(err: ValidationError, doc: YamlDoc) -> SourceError:
+def to_source_error(err: ValidationError, doc: YamlDoc, model: type[BaseModel] | None = None) -> SourceError:
     first = pick(err)
     path = real_path(doc.data, first["loc"])
-    message = describe(first, all_aliases())
+    message = describe(first, all_aliases(), model, path)
     more = err.error_count() - 1
     if more:
         message += f" (and {more} more error{'s' if more > 1 else ''})"
@@ -65,11 +66,17 @@ def _has(node: Any, part: str | int) -> bool:
     return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
 
 
-def describe(error: Any, aliases: frozenset[str]) -> str:
+def describe(
+    error: Any, aliases: frozenset[str], model: type[BaseModel] | None = None, path: FieldPath = ()
+) -> str:
+    """One clause for a pydantic error; with the document's model, unknown-field hints name
+    a different key valid at that place or where the given key belongs."""
     kind, msg, value = error["type"], error["msg"], error.get("input")
     if kind == "extra_forbidden":
-        name = error["loc"][-1]
-        guess = difflib.get_close_matches(str(name), aliases, n=1, cutoff=0.75)
+        name = str(error["loc"][-1])
+        if model is not None and path and path[-1] == name:
+            return unknown_field_hint(model, path, aliases)
+        guess = difflib.get_close_matches(name, aliases - {name}, n=1, cutoff=0.75)
         return "unknown field" + (f"; did you mean {guess[0]!r}?" if guess else "")
     if kind == "missing":
         return "required field is missing"
