@@ -54,7 +54,7 @@ def rollout(
     steps = run(ws, on_event=progress_printer(), max_steps=max_steps)  # type: ignore[arg-type]
     for step in steps:
         short = step.plan_id.removeprefix("sha256:")[:12]
-        print(f"step {step.number}: {step.changes} change(s) applied and verified (plan {short})")
+        print(f"step {step.number}: {step.changes} change(s) {step.verdict} (plan {short})")
     print(f"Encryption rollout complete after {len(steps)} step(s).")
 
 

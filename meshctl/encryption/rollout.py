@@ -26,6 +26,16 @@ class Step:
     plan_id: str
     changes: int
     addresses: list[str] = field(default_factory=list)
+    probed: list[str] = field(default_factory=list)  # nodes on which the apply's probes ran
+    unprobed: dict[str, str] = field(default_factory=dict)  # applied node -> why no probe ran
+
+    @property
+    def verdict(self) -> str:
+        """What was verified, in words: "verified" only when every applied node was probed."""
+        if not self.unprobed:
+            return "applied and verified"
+        why = ", ".join(f"{n} ({w})" for n, w in self.unprobed.items())
+        return f"applied, WireGuard state checked; not verified by probes: {why}"
 
 
 def verify_step(ws: Workspace, intended: dict[str, NodeState]) -> None:
@@ -67,6 +77,10 @@ def rollout(ws: Workspace, on_event: Callable[[str], None] | None = None,
             if not applied.result.ok:
                 raise ApplyError(f"encryption rollout step {number} failed: {applied.result.failure}")
             verify_step(ws, {n.node: n.intended for n in plan.nodes})
-            say(f"step {number}: verified")
-            steps.append(Step(number, plan.plan_id, len(changes), [c.address for c in changes]))
+            result = applied.result
+            step = Step(number, plan.plan_id, len(changes), [c.address for c in changes],
+                        [n for n in result.applied if n in result.verified],
+                        {n: w for n, w in result.unverified.items() if n in result.applied})
+            say(f"step {number}: {step.verdict}")
+            steps.append(step)
     raise ApplyError(f"encryption rollout did not converge in {max_steps} steps")

@@ -88,6 +88,7 @@ def test_enable_is_a_safe_rollout(repo: Path) -> None:
         res = run(repo, "encryption", "rollout")
     assert res.returncode == 0, res.stderr
     assert "Encryption rollout complete after 3 step(s)." in res.stdout, res.stdout
+    assert res.stdout.count("change(s) applied and verified (plan") == 3, res.stdout  # every node probed
     print(f"enable: {loop.ok} connections, {len(loop.failed)} lost")
     assert loop.ok >= 10 and loop.failed == []
     res = run(repo, "plan", "--detailed-exitcode")
