@@ -7,6 +7,8 @@ output holds times, pids and addresses. The others (validate, policy trace, iden
 unlock, --version) are deterministic, so the whole output is compared line by line. They run in
 a copy of `examples/` without `state/` or `plans/`, so identities are those a fresh repo gets,
 and the copy's path is written back as the checkout's path the README was made in.
+Every other `meshctl ...` line of the READMEs' code blocks is parsed (not run): its command and
+flags must exist, so `meshctl plan examples/x` or `state show --json` cannot come back.
 """
 
 from __future__ import annotations
@@ -146,3 +148,39 @@ def test_example_readmes_name_the_repo_with_C() -> None:
             w = words("meshctl " + " ".join(args))
             positional = [a for a in w if "/" in a and not a.startswith("demo/")]
             assert not positional, f"{readme.relative_to(REPO)}: `{text}` passes a repo without -C"
+
+
+def readme_commands() -> list[tuple[str, str]]:
+    """(where, command) of every `meshctl ...` line in the READMEs' code blocks."""
+    found = []
+    for readme in READMES:
+        inside, console = False, False  # as CommonMark: a block ends at a bare ``` only
+        for n, line in enumerate(readme.read_text().splitlines(), 1):
+            fence = line.strip()
+            if fence.startswith("```") and (not inside or fence == "```"):
+                inside, console = not inside, fence == "```console"
+                continue
+            if console and not line.startswith("$ "):
+                continue  # a command's output
+            text = line.removeprefix("$ ").split(" #")[0].split("|")[0].split("&&")[-1].strip()
+            if inside and "meshctl " in text and not text.startswith("#"):
+                text = text[text.index("meshctl "):]
+                if text.split()[0] == "meshctl":
+                    found.append((f"{readme.relative_to(REPO)}:{n}", text))
+    return found
+
+
+@pytest.mark.parametrize(("where", "command"), readme_commands(), ids=lambda x: x)
+def test_every_readme_command_parses(where: str, command: str) -> None:
+    """The commands that need a lab are not run, but their command and flags must exist."""
+    from meshctl.cli.main import build_command
+
+    cmd = build_command()
+    args = shlex.split(command)[1:]
+    if args == ["--version"]:
+        return
+    ctx = cmd.make_context("meshctl", list(args))
+    while hasattr(cmd, "commands"):
+        name, cmd, rest = cmd.resolve_command(ctx, [*getattr(ctx, "_protected_args", []), *ctx.args])
+        assert cmd is not None, f"{where}: no command {name!r}"
+        ctx = cmd.make_context(name, rest, parent=ctx)
