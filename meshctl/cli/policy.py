@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from meshctl.cli.main import app
+from meshctl.cli.options import TextOrJson
 from meshctl.errors import MeshctlError
 
 policy_app = typer.Typer(help="Inspect what the compiled policy does.", no_args_is_help=True)
@@ -19,7 +20,7 @@ app.add_typer(policy_app, name="policy")
 def load_for_trace(repo: Path | None, ref: str | None, directory: Path | None):
     """Compile the desired repo with the state's identity numbers (fresh ones when no state).
 
-    `--dir` may be a plain directory of Kubernetes YAML (no meshctl.toml) or `-` for stdin:
+    `--dir` may be plain Kubernetes YAML (a directory without meshctl.toml, a file, `-` for stdin):
     then an implicit one-node cluster, said once on stderr, and no state or lab is consulted.
     """
     from meshctl.compile import EndpointTable, IdentityTable, compile_cluster
@@ -50,10 +51,12 @@ def load_for_trace(repo: Path | None, ref: str | None, directory: Path | None):
 
 def _load_plain(directory: Path):
     """Kubernetes YAML from a directory without meshctl.toml, or from stdin for `-`."""
-    from meshctl.source.plain import load_plain_dir, load_plain_text
+    from meshctl.source.plain import load_plain_dir, load_plain_file, load_plain_text
 
     if str(directory) == "-":
         plain = load_plain_text(sys.stdin.read(), "<stdin>")
+    elif directory.is_file():
+        plain = load_plain_file(directory)
     else:
         plain = load_plain_dir(directory)
     print(f"note: {plain.note}", file=sys.stderr)
@@ -70,11 +73,11 @@ def trace_cmd(
     directory: Annotated[Path | None, typer.Option(
         "--dir", metavar="DIR",
         help="desired-state directory, or plain Kubernetes YAML (`kubectl get ... -o yaml`) "
-             "without meshctl.toml; - reads that YAML from stdin")] = None,
+             "without meshctl.toml: a directory, a file, or - for stdin")] = None,
     batch: Annotated[
-        Path | None, typer.Option("--batch", help="JSONL queries {src,dst,port,protocol}")
+        Path | None, typer.Option("--batch", metavar="FILE", help="JSONL queries {src,dst,port,protocol}")
     ] = None,
-    output: Annotated[str, typer.Option("-o", "--output", help="text or json")] = "text",
+    output: Annotated[TextOrJson, typer.Option("-o", "--output", help="text or json.")] = TextOrJson.text,
 ) -> None:
     """Verdict at the source (egress) and destination (ingress), and the rules behind it."""
     from meshctl.compile.trace import Tracer, parse_port
@@ -103,9 +106,7 @@ def trace_cmd(
         raise MeshctlError("policy trace needs --from, --to and --port (or --batch FILE)")
     p, proto = parse_port(port)
     t = tracer.trace(src, dst, p, proto)
-    if output == "json":
+    if output is TextOrJson.json:
         typer.echo(json.dumps(t.as_dict(), indent=2, sort_keys=True))
-    elif output == "text":
-        typer.echo(t.text())
     else:
-        raise MeshctlError(f"unknown output {output!r}: text or json")
+        typer.echo(t.text())

@@ -52,6 +52,15 @@ def load_plain_dir(root: Path) -> PlainDesired:
     return _load(texts, root, str(root))
 
 
+def load_plain_file(path: Path) -> PlainDesired:
+    """One YAML file, e.g. the saved output of `kubectl get ... -o yaml`."""
+    path = Path(path).resolve()
+    text = DirTree(path.parent).read(path.name)
+    if text is None:
+        raise SourceError(str(path), None, "", "file not found")
+    return load_plain_text(text, path.name, path.parent)
+
+
 def load_plain_text(text: str, name: str = "<stdin>", root: Path | None = None) -> PlainDesired:
     """One YAML stream, e.g. `kubectl get ... -o yaml` piped in; errors name it `name`."""
     return _load([(name, text)], Path(root or Path.cwd()).resolve(), name)

@@ -36,3 +36,27 @@ def test_missing_repo_is_a_clear_error() -> None:
 def test_group_without_command_shows_help() -> None:
     res = run("lab")
     assert res.returncode == 0 and "Usage: meshctl lab" in res.stdout
+
+
+def test_a_kind_that_is_no_name_is_one_line_with_file_and_line(tmp_path: Path) -> None:
+    """`kind: []` and `kind: {}` raised TypeError (unhashable type) before."""
+    for odd in ("[]", "{}"):
+        policy = f"apiVersion: cilium.io/v2\nkind: {odd}\nmetadata: {{name: x}}\n"
+        (tmp_path / "policy.yaml").write_text(policy)
+        res = run("policy", "trace", "--dir", str(tmp_path), "--from", "a/b", "--to", "c/d", "--port", "80")
+        assert res.returncode == 1 and res.stdout == ""
+        assert res.stderr.strip() == (
+            f"Error: policy.yaml:2: kind: expected a kind name such as NetworkPolicy (got {odd})")
+
+
+def test_trace_dir_errors(tmp_path: Path) -> None:
+    res = run("policy", "trace", "--dir", "/nonexistent-meshctl-dir", "--from", "a/b", "--to", "c/d",
+              "--port", "1")
+    assert res.returncode == 1
+    assert res.stderr.strip() == "Error: /nonexistent-meshctl-dir: directory not found"
+    res = run("policy", "trace", "-C", str(tmp_path), "--dir", str(tmp_path), "--from", "a/b", "--to", "c/d",
+              "--port", "1")
+    assert res.returncode == 1 and res.stderr.strip() == "Error: give either -C REPO or --dir DIR, not both"
+    (tmp_path / "ns.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n")
+    res = run("policy", "trace", "--dir", str(tmp_path), "--from", "a/b", "--to", "a/c", "--port", "1")
+    assert res.returncode == 1 and res.stderr.splitlines()[-1] == "Error: unknown pod 'a/b' (or it has no IP)"
