@@ -53,6 +53,12 @@ def up(repo: Path = RepoOpt,
     topo = load_topology(repo)
     res = cluster.up(topo, with_datapath=datapath)
     reg = res.registry
+    if res.fresh_nodes:  # as the CNI does: every pod gets its endpoint, under no policy yet
+        from meshctl.lab.cni import program_nodes
+
+        programmed = program_nodes(repo, reg.cluster, res.fresh_nodes)
+        _err().print(f"lab {reg.cluster}: {sum(programmed.values())} pod endpoints programmed,"
+                     " no policy in force yet", soft_wrap=True)
     if res.datapath:  # one flow agent per node (meshctl/lab/agents.py, owned by flows)
         from meshctl.lab import agents
 

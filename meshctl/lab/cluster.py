@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 from meshctl.encryption.teardown import remove_cluster as remove_wireguard
@@ -54,6 +54,9 @@ class UpResult:
     registry: Registry
     created_pods: list[str]
     datapath: bool
+    # nodes whose datapath this `up` loaded (none was attached before): no policy is in force
+    # there yet, so the CNI step (meshctl.lab.cni) may program their pods open
+    fresh_nodes: list[str] = field(default_factory=list)
 
 
 def up(topo: Topology, with_datapath: bool = True) -> UpResult:
@@ -119,13 +122,15 @@ def _up(topo: Topology, with_datapath: bool) -> UpResult:
     reg.datapath = bool(with_datapath and datapath.available())
     if with_datapath and not reg.datapath:
         log.warning("datapath binding (meshctl/dataplane/node.py) not available: lab built without BPF")
+    fresh = []
     if reg.datapath:
         registry.save(reg)
+        fresh = [n.name for n in nodes if not (names.pin_dir(topo.cluster) / n.name).is_dir()]
         for node in nodes:
             veths = {p.veth: p.address for p in reg.pods.values() if p.node == node.name}
             datapath.attach_node(topo.cluster, node.name, node.netns, veths)
     registry.save(reg)
-    return UpResult(registry=reg, created_pods=created, datapath=reg.datapath)
+    return UpResult(registry=reg, created_pods=created, datapath=reg.datapath, fresh_nodes=fresh)
 
 
 @dataclass
