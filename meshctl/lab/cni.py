@@ -48,7 +48,10 @@ def program_nodes(root: Path, cluster: str, nodes: Iterable[str]) -> dict[str, i
     if not todo:
         return {}
     reg = registry.require(cluster)
-    desired = load_desired(root).with_pod_ips({k: p.address for k, p in reg.pods.items()})
+    desired = load_desired(root)
+    if desired.config.apply.driver == "agent":  # the node agents own their endpoints' lifecycle
+        return {}
+    desired = desired.with_pod_ips({k: p.address for k, p in reg.pods.items()})
     desired = dataclasses.replace(desired, policies=())  # the policy in force on a new node
     netns = {name: rec.netns for name, rec in reg.nodes.items()}
     ws = Workspace(root, desired, netns)
