@@ -54,6 +54,9 @@ def _load_plain(directory: Path):
     from meshctl.source.plain import load_plain_dir, load_plain_file, load_plain_text
 
     if str(directory) == "-":
+        if sys.stdin.isatty():
+            raise MeshctlError("--dir -: stdin is a terminal; pipe `kubectl get ns,pods,netpol,cnp,ccnp -A "
+                               "-o yaml` into meshctl")
         plain = load_plain_text(sys.stdin.read(), "<stdin>")
     elif directory.is_file():
         plain = load_plain_file(directory)

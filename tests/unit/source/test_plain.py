@@ -144,3 +144,23 @@ def test_cli_plain_directory_text_trace(tmp_path: Path) -> None:
     assert res.stdout.splitlines()[0] == "web-5c9b7d-abcde -> api-7d9f6c8b5-x2k9p:3000/TCP FORWARDED"
     assert res.stderr.startswith(f"note: {tmp_path}: no meshctl.toml") and res.stderr.count("\n") == 1
     assert not (tmp_path / "meshctl.toml").exists() and not (tmp_path / "state").exists()
+
+
+def test_a_desired_repo_may_hold_a_kubectl_list(tmp_path: Path) -> None:
+    (tmp_path / "meshctl.toml").write_text(
+        '[cluster]\nname = "t"\n[[nodes]]\nname = "n1"\npodCIDR = "10.9.0.0/24"\n')
+    (tmp_path / "export.yaml").write_text(
+        "apiVersion: v1\nkind: List\nmetadata: {resourceVersion: ''}\nitems:\n"
+        "- apiVersion: v1\n  kind: Namespace\n  metadata: {name: d, uid: 1b2c}\n  status: {phase: Active}\n"
+        "- apiVersion: v1\n  kind: Pod\n  metadata: {name: a, namespace: d, generateName: a-}\n"
+        "  spec: {nodeName: n1}\n  status: {podIP: 10.9.0.7}\n")
+    desired = load_desired(tmp_path)
+    assert [p.key for p in desired.pods] == ["d/a"] and desired.pods[0].source.line == 9
+
+
+def test_cli_single_file(tmp_path: Path) -> None:
+    res = meshctl("policy", "trace", "--dir", str(EXPORT), "--from", "tools/probe", "--to", WEB,
+                  "--port", "80", "-o", "json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["allowed"] is False
+    assert res.stderr.startswith("note: kubectl-export.yaml: no meshctl.toml")
