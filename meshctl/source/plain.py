@@ -163,6 +163,10 @@ def _note(label: str, desired: DesiredState, config: MeshConfig, skipped: dict[s
     pods = len(desired.pods)
     text = (f"{label}: no meshctl.toml, tracing on an implicit one-node cluster "
             f"({pods} pod{'' if pods == 1 else 's'}, podCIDR {config.nodes[0].pod_cidr})")
+    unaddressed = sum(1 for p in desired.pods if p.pod_ip is None)
+    if unaddressed:
+        text += (f"; {unaddressed} pod{' has' if unaddressed == 1 else 's have'} no status.podIP "
+                 "(traced at a placeholder address)")
     if skipped:
         counts = sorted(skipped.items())
         text += "; skipped " + ", ".join(f"{n} {why} pod{'' if n == 1 else 's'}" for why, n in counts)

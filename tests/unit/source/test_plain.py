@@ -45,7 +45,8 @@ def test_a_kubectl_list_becomes_a_one_node_cluster() -> None:
     assert desired.policies[0].source.file == "<stdin>" and desired.policies[0].source.line == 122
     assert plain.note == (
         "<stdin>: no meshctl.toml, tracing on an implicit one-node cluster (3 pods, podCIDR "
-        "10.244.0.0/22); skipped 1 Succeeded pod, 1 hostNetwork pod; namespaces without a Namespace "
+        "10.244.0.0/22); 1 pod has no status.podIP (traced at a placeholder address); "
+        "skipped 1 Succeeded pod, 1 hostNetwork pod; namespaces without a Namespace "
         "document, assumed unlabelled: tools"
     )
     placed = with_trace_ips(desired)
@@ -132,7 +133,8 @@ def test_cli_stdin_batch_is_pure_json_and_the_note_is_said_once(tmp_path: Path) 
         "CiliumClusterwideNetworkPolicy tools-no-egress")
     assert res.stderr.splitlines() == [
         "note: <stdin>: no meshctl.toml, tracing on an implicit one-node cluster (3 pods, podCIDR "
-        "10.244.0.0/22); skipped 1 Succeeded pod, 1 hostNetwork pod; namespaces without a Namespace "
+        "10.244.0.0/22); 1 pod has no status.podIP (traced at a placeholder address); "
+        "skipped 1 Succeeded pod, 1 hostNetwork pod; namespaces without a Namespace "
         "document, assumed unlabelled: tools"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.jsonl"]
 
