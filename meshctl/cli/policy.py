@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from meshctl.cli.main import app
 from meshctl.cli.options import TextOrJson
 from meshctl.errors import MeshctlError
+
+if TYPE_CHECKING:
+    from meshctl.source.desired import DesiredState
 
 policy_app = typer.Typer(help="Inspect what the compiled policy does.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -49,7 +52,7 @@ def load_for_trace(repo: Path | None, ref: str | None, directory: Path | None):
     return compile_cluster(desired, identities, endpoints, "trace")
 
 
-def _load_plain(directory: Path):
+def _load_plain(directory: Path) -> DesiredState:
     """Kubernetes YAML from a directory without meshctl.toml, or from stdin for `-`."""
     from meshctl.source.plain import load_plain_dir, load_plain_file, load_plain_text
 
