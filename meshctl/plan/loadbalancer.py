@@ -11,7 +11,7 @@ through services move or break.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Any
@@ -31,6 +31,7 @@ from meshctl.nodestate import (
 from meshctl.plan.action import Action
 from meshctl.plan.change import Change, ChangeKind
 from meshctl.plan.model import PlanWarning
+from meshctl.plan.slots import selection_summary
 
 # LbFrontend.__str__'s protocol names (a protocol without a name is printed as its number)
 PROTO_BY_NAME = {name.upper(): number for number, name in PROTOCOL_NAMES.items()}
@@ -89,26 +90,36 @@ def _change(node: str, kind: ChangeKind, key: Any, address: str, before: Any, af
                   after=after, reason=reason)
 
 
-def _service_reason(b: LbService | None, a: LbService | None) -> str:
+def _service_reason(b: LbService | None, a: LbService | None, label: Callable[[int], str]) -> str:
+    """Why a frontend changes; a change of its backend selection says which share moves where
+    (plan/slots.py) instead of showing tables."""
+    sel_b = (b.backends, b.maglev) if b else None
+    sel_a = (a.backends, a.maglev) if a else None
     if a is None:
-        return "no service has this frontend any more"
+        return f"no service has this frontend any more (was {selection_summary(sel_b, None, label)})"
     if b is None:
-        return f"new frontend with {len(a.backends)} backend(s)"
+        return f"new frontend with {len(a.backends)} backend(s): {selection_summary(None, sel_a, label)}"
     why = []
     if set(a.backends) != set(b.backends):
         added, removed = len(set(a.backends) - set(b.backends)), len(set(b.backends) - set(a.backends))
         why.append(f"backends +{added} -{removed}")
-    if a.maglev != b.maglev:
-        moved = sum(1 for x, y in zip(a.maglev, b.maglev, strict=False) if x != y)
-        why.append(f"Maglev table: {moved} of {len(a.maglev)} slots change owner" if b.maglev and a.maglev
-                   else "selection algorithm changed")
     if a.affinity_timeout_s != b.affinity_timeout_s:
         why.append(f"sessionAffinity timeout {b.affinity_timeout_s}s -> {a.affinity_timeout_s}s")
     if (a.external, a.dsr) != (b.external, b.dsr):
         why.append(f"external {b.external} -> {a.external}, dsr {b.dsr} -> {a.dsr}")
     if a.service_id != b.service_id:
         why.append(f"service id {b.service_id} -> {a.service_id}")
+    if sel_a != sel_b:
+        why.append(selection_summary(sel_b, sel_a, label))
     return "; ".join(why) or "updated"
+
+
+def _labeller(b: LoadBalancerState, a: LoadBalancerState) -> Callable[[int], str]:
+    """Backend id -> its address (after the change if it still exists, else before)."""
+    def label(i: int) -> str:
+        entry = a.backends.get(i) or b.backends.get(i)
+        return str(entry) if entry else f"backend #{i}"
+    return label
 
 
 def lb_changes(before: NodeState, after: NodeState) -> Iterator[Change]:
@@ -131,6 +142,7 @@ def lb_changes(before: NodeState, after: NodeState) -> Iterator[Change]:
                 why = "node address or device changed"
             yield _change(node, ChangeKind.LOAD_BALANCER, "loadbalancer", "loadbalancer", hb, ha, why)
     gone_backends = []
+    backend_name = _labeller(b, a)
     for i in sorted(set(b.backends) | set(a.backends)):
         ob, nb = b.backends.get(i), a.backends.get(i)
         if ob == nb:
@@ -148,7 +160,7 @@ def lb_changes(before: NodeState, after: NodeState) -> Iterator[Change]:
         label = f"service {name} {f}" if name else f"service {f}"
         before_v = service_value(replace(os_, name=ns.name if ns else os_.name)) if os_ else None
         yield _change(node, ChangeKind.LB_SERVICE, str(f), label, before_v,
-                      service_value(ns) if ns else None, _service_reason(os_, ns))
+                      service_value(ns) if ns else None, _service_reason(os_, ns, backend_name))
     for i in gone_backends:
         ob = b.backends[i]
         yield _change(node, ChangeKind.LB_BACKEND, i, f"backend {ob}", backend_value(ob), None,

@@ -5,6 +5,8 @@ Returns a rich Text: print it with a rich Console (colour on a TTY) or take `.pl
 
 from __future__ import annotations
 
+import textwrap
+
 from rich.text import Text
 
 from meshctl.plan.action import Action
@@ -18,6 +20,19 @@ STYLES = {
     Action.REPLACE: "magenta",
     Action.NOOP: "dim",
 }
+
+
+MAX_LINE = 300  # no line of the text plan is longer: long reasons and details wrap
+
+
+def _put(out: Text, indent: str, text: str, style: str = "") -> None:
+    """`text` at `indent`, wrapped below MAX_LINE with continuation lines indented two more."""
+    if len(indent) + len(text) <= MAX_LINE:
+        out.append(f"{indent}{text}\n", style=style)
+        return
+    for line in textwrap.wrap(text, MAX_LINE, initial_indent=indent, subsequent_indent=indent + "  ",
+                              break_on_hyphens=False):
+        out.append(line + "\n", style=style)
 
 
 def _header(plan: Plan) -> str:
@@ -41,23 +56,23 @@ def render_text(plan: Plan) -> Text:
             out.append(r.after, style=style)
             out.append("\n")
             for rule in r.rules:
-                out.append(f"      by {rule}\n", style="dim")
+                _put(out, "      ", f"by {rule}", "dim")
         if plan.cuts:
             n = plan.cut_connections
             out.append(f"  Established connections (live conntrack): the apply cuts {n}\n", style="bold")
             for cut in plan.cuts:
-                out.append(f"  {cut.line}\n", style="red")
+                _put(out, "  ", cut.line, "red")
                 for address in cut.changes:
-                    out.append(f"      by {address}\n", style="dim")
+                    _put(out, "      ", f"by {address}", "dim")
         out.append("\n")
 
     if plan.warnings:
         out.append("Warnings:\n", style="bold")
         for w in plan.warnings:
             mark, style = ("!", "yellow") if w.severity == "warning" else ("i", "cyan")
-            out.append(f"  {mark} {w.summary}\n", style=style)
+            _put(out, "  ", f"{mark} {w.summary}", style)
             if w.detail:
-                out.append(f"      {w.detail}\n")
+                _put(out, "      ", w.detail)
         out.append("\n")
 
     if plan.has_changes:
@@ -72,13 +87,13 @@ def render_text(plan: Plan) -> Text:
             out.append(f"  {c.action.symbol:>3} ", style=STYLES[c.action])
             out.append(c.address + "\n", style=STYLES[c.action])
             for line in value_lines(c):
-                out.append(f"        {line}\n")
+                _put(out, "        ", line)
             if c.reason:
-                out.append(f"        # {c.reason}\n", style="dim")
+                _put(out, "        # ", c.reason, "dim")
             for origin in c.origins:
-                out.append(f"        # rule: {origin}\n", style="dim")
+                _put(out, "        # ", f"rule: {origin}", "dim")
             for cut in plan.cuts_of(c):
-                out.append(f"        ! {cut.line}\n", style="red")
+                _put(out, "        ! ", cut.line, "red")
         out.append("\n")
 
     out.append(plan.summary.line + "\n", style="bold")
