@@ -6,9 +6,8 @@ people need them most), so they read only the cluster and node names from meshct
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
-
-import toml
 
 from meshctl.errors import ConfigError, LabError
 from meshctl.lab.topology import CONFIG_FILE, Topology, from_desired
@@ -24,10 +23,10 @@ def cluster_of(root: Path) -> tuple[str, tuple[str, ...]]:
     """(cluster name, node names) from root/meshctl.toml without validating anything else."""
     path = root / CONFIG_FILE
     try:
-        doc = toml.loads(path.read_text())
+        doc = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise LabError(f"no {CONFIG_FILE} in {root}; give -C REPO or --cluster NAME") from None
-    except (OSError, toml.TomlDecodeError) as err:
+    except (OSError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(CONFIG_FILE, None, "", f"unreadable: {err}") from err
     name = (doc.get("cluster") or {}).get("name")
     if not isinstance(name, str) or not name:

@@ -1,15 +1,16 @@
 """Load meshctl.toml into a MeshConfig, with file:line:key in every error.
 
-`toml` reports a line for syntax errors; for schema errors we find the key's line by scanning
-the text for table headers (`[rollout]`, `[[nodes]]`) and `key = value` lines.
+The standard library's `tomllib` reads it and names a syntax error's line in its message;
+for schema errors we find the key's line by scanning the text for table headers (`[rollout]`,
+`[[nodes]]`) and `key = value` lines.
 """
 
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
-import toml
 from pydantic import ValidationError
 
 from meshctl.errors import ConfigError
@@ -22,6 +23,17 @@ CONFIG_FILE = "meshctl.toml"
 _TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]\s*(#.*)?$")
 _ARRAY = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]\s*(#.*)?$")
 _KEY = re.compile(r"""^\s*("?)([A-Za-z0-9_-]+)\1\s*=""")
+_AT = re.compile(r"\s*\(at line (\d+), column \d+\)$|\s*\(at end of document\)$")
+
+
+def toml_error(err: tomllib.TOMLDecodeError, text: str) -> tuple[int | None, str]:
+    """(line, message) of a syntax error: tomllib puts "(at line N, column M)" in its message."""
+    message = str(err)
+    m = _AT.search(message)
+    if m is None:
+        return None, message
+    line = int(m.group(1)) if m.group(1) else max(1, len(text.splitlines()))
+    return line, message[: m.start()]
 
 
 def toml_lines(text: str) -> dict[FieldPath, int]:
@@ -48,9 +60,10 @@ def toml_lines(text: str) -> dict[FieldPath, int]:
 def parse_config(text: str, root: Path, file: str = CONFIG_FILE) -> MeshConfig:
     """The MeshConfig of a meshctl.toml text; paths resolve against `root`."""
     try:
-        data = toml.loads(text)
-    except toml.TomlDecodeError as err:
-        raise ConfigError(file, err.lineno, "", f"invalid TOML: {err.msg}") from None
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        line, message = toml_error(err, text)
+        raise ConfigError(file, line, "", f"invalid TOML: {message}") from None
     try:
         raw = ConfigFile.model_validate(data)
     except ValidationError as err:

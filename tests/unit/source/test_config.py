@@ -116,8 +116,12 @@ def test_node_errors(tmp_path: Path) -> None:
 def test_missing_cluster_and_syntax_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"meshctl\.toml: cluster: required field is missing"):
         parse_config('[[nodes]]\nname = "n"\npodCIDR = "10.0.0.0/24"\n', tmp_path)
-    with pytest.raises(ConfigError, match=r"meshctl.toml:3: invalid TOML"):
+    with pytest.raises(ConfigError, match=r"meshctl.toml:3: invalid TOML: Invalid value$"):
         parse_config('[cluster]\nname = "c"\nbroken = \n', tmp_path)
+    with pytest.raises(ConfigError, match=r"meshctl.toml:2: invalid TOML: Unterminated string$"):
+        parse_config('[cluster]\nname = "c', tmp_path)
+    with pytest.raises(ConfigError, match=r"meshctl.toml:3: invalid TOML: Cannot overwrite a value$"):
+        parse_config('[cluster]\nname = "c"\nname = "d"\n', tmp_path)
 
 
 def test_toml_lines() -> None:
