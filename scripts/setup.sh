@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The kernel first: nothing below helps on a kernel without BPF, BTF or tcx (6.6+).
+bash scripts/check-kernel.sh
+
 packages=(clang llvm libbpf-dev bpftool make wireguard-tools wireguard-go iproute2 iptables nftables
           tcpdump python3 python3-venv python3-dev git ca-certificates util-linux)
 missing=()
@@ -16,7 +19,7 @@ command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   apt-get update -qq
-  # --no-install-recommends: wireguard-tools recommends a kernel image (FIELD-NOTES.md).
+  # --no-install-recommends: wireguard-tools recommends a kernel image, which must not come along.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
