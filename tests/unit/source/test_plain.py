@@ -1,6 +1,6 @@
 """Plain Kubernetes YAML without meshctl.toml: the implicit one-node cluster `policy trace` uses.
 
-plain/kubectl-export.yaml is shaped like `kubectl get ns,pods,netpol,cnp,ccnp -A -o yaml`:
+examples/kubectl-export/kubectl-export.yaml is shaped like `kubectl get ns,pods,netpol,cnp,ccnp -A -o yaml`:
 a `kind: List` with server-written metadata, a Deployment's pod, a pod on another node, a
 pending pod without an address, a hostNetwork pod, a finished pod whose address was reused.
 """
@@ -20,7 +20,7 @@ from meshctl.errors import SourceError
 from meshctl.source import load_desired
 from meshctl.source.plain import IMPLICIT_NODE, covering, load_plain_dir, load_plain_text
 
-EXPORT = Path(__file__).parent / "plain" / "kubectl-export.yaml"
+EXPORT = Path(__file__).resolve().parents[3] / "examples" / "kubectl-export" / "kubectl-export.yaml"
 MESHCTL = Path(sys.executable).with_name("meshctl")
 API, WEB = "shop/api-7d9f6c8b5-x2k9p", "shop/web-5c9b7d-abcde"
 
