@@ -34,7 +34,7 @@ def scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
-        m = re.match(r"^(meshctl_flow_\w+)\{[^}]*\} ([0-9.e+-]+)$", line)
+        m = re.match(r"^(meshctl_flow_\w+)(?:\{[^}]*\})? ([0-9.e+-]+)$", line)
         if m:
             out[m.group(1)] = float(m.group(2))
     return out
@@ -82,7 +82,7 @@ def throughput(rate: int, seconds: float, burst: int) -> tuple[float, float, int
         time.sleep(1.2)  # one lost-event check after the ring is drained
         m = scrape(PORT)
         stored = int(m.get("meshctl_flow_events_stored_total", 0))
-        lost = int(m.get("meshctl_flow_events_lost", 0))
+        lost = int(m.get("meshctl_flow_events_lost_total", 0))
         print(f"offered {generated} events in {gen_s:.2f}s ({generated / gen_s:,.0f}/s); "
               f"stored {stored} after {done_s:.2f}s ({stored / done_s:,.0f}/s); lost {lost}", flush=True)
         return generated / gen_s, stored / done_s, max(lost, generated - stored)

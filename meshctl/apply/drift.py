@@ -66,6 +66,15 @@ def _catalog(ws: Workspace, state: State) -> Catalog:
 
 def detect_drift(ws: Workspace) -> DriftReport:
     """Compare every node of the config that meshctl applied with its last applied intent."""
+    from meshctl.state.operations import measured
+
+    with measured(ws.state_dir, "drift") as metric:  # counts and durations for the agents' /metrics
+        report = _detect_drift(ws)
+        metric["result"] = "drifted" if report.drifted else "clean"
+        return report
+
+
+def _detect_drift(ws: Workspace) -> DriftReport:
     from meshctl.plan import diff_node
     from meshctl.state import load_state
     from meshctl.workflow import ensure_not_interrupted

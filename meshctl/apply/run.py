@@ -54,13 +54,18 @@ def apply_plan(
 ) -> ApplyOutcome:
     """Apply `plan` (made from this workspace); raises PlanStaleError before touching anything."""
     from meshctl.state import StateLock
+    from meshctl.state.operations import measured
     from meshctl.workflow import ensure_not_interrupted
 
-    ensure_not_interrupted(ws.state_dir)  # before the lock: a killed apply leaves both behind
-    if lock_held:
-        return _apply_locked(ws, plan, rollback, on_event, checks)
-    with StateLock(ws.state_dir, "apply"):
-        return _apply_locked(ws, plan, rollback, on_event, checks)
+    with measured(ws.state_dir, "apply") as metric:  # counts and durations for the agents' /metrics
+        ensure_not_interrupted(ws.state_dir)  # before the lock: a killed apply leaves both behind
+        if lock_held:
+            outcome = _apply_locked(ws, plan, rollback, on_event, checks)
+        else:
+            with StateLock(ws.state_dir, "apply"):
+                outcome = _apply_locked(ws, plan, rollback, on_event, checks)
+        metric["result"] = "success" if outcome.result.ok else "failure"
+        return outcome
 
 
 def _apply_locked(

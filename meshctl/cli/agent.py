@@ -53,6 +53,7 @@ def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = Clust
             max_age_s=parse_duration(info.retention, "observability.flowRetention"), max_rows=info.max_rows,
             metrics_address=metrics_address or info.metrics_address,
             metrics_port=info.metrics_port(node) if metrics_port is None else metrics_port,
+            state_dir=info.state_dir,
         )
         runner = Agent(settings, lambda prev: try_load_context(info, node, prev), lambda: change_token(info))
         journal_dir = info.state_dir / "agents" / node

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from meshctl.dataplane.libbpf import Map
 from meshctl.flows.enrich import EnrichContext, Enricher, Row
-from meshctl.flows.metrics import FlowCounters, datapath_drops, registry_for, serve
+from meshctl.flows.mapstats import MapPressure, PolicyMatches
+from meshctl.flows.metrics import FlowCounters, NodeSources, datapath_drops, registry_for, serve
 from meshctl.flows.ring import MmapRing
 from meshctl.flows.store import FlowStore
 from meshctl.flows.writer import StoreWriter
@@ -39,6 +40,7 @@ class AgentSettings:
     reload_every_s: float = 3.0
     prune_every_s: float = 30.0
     lost_every_s: float = 1.0
+    state_dir: Path | None = None  # apply/drift counts for /metrics (meshctl.state.operations)
 
 
 class Agent:
@@ -53,6 +55,7 @@ class Agent:
         self.counters = FlowCounters()
         self.stop = threading.Event()
         pins = node_pin_dir(settings.cluster, settings.node)
+        self._pins = pins
         self._events_pin, self._metrics_pin = pins / "events", pins / "metrics"
         self.metrics_server: object | None = None
 
@@ -73,7 +76,7 @@ class Agent:
     def run(self) -> None:
         s = self.s
         if s.metrics_port:
-            registry = registry_for(s.node, self.counters)
+            registry = registry_for(self.counters, self._sources())
             try:
                 self.metrics_server = serve(registry, s.metrics_address, s.metrics_port)
                 log.info("agent %s: metrics on http://%s:%d/metrics", s.node, s.metrics_address,
@@ -141,6 +144,27 @@ class Agent:
                 store.close()
                 if self.metrics_server is not None:
                     self.metrics_server.shutdown()  # type: ignore[attr-defined]
+
+    def _sources(self) -> NodeSources:
+        """What /metrics reads besides the counters: map pressure, policy match types, the
+        apply/drift totals of the state dir, the builds."""
+        from meshctl import __version__
+        from meshctl.errors import MeshctlError
+        from meshctl.state.operations import read
+
+        try:
+            from meshctl.workflow import current_build
+
+            build = current_build()[:12]
+        except (MeshctlError, OSError):
+            build = ""
+        state_dir = self.s.state_dir
+        return NodeSources(
+            maps=MapPressure(self._pins).read,
+            operations=(lambda: read(state_dir)) if state_dir is not None else None,
+            refresh_matches=PolicyMatches(self._pins, self.counters).refresh,
+            version=__version__, datapath_build=build,
+        )
 
     def _accept(self, writer: StoreWriter, rows: list[Row]) -> None:
         if rows:

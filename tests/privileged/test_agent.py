@@ -102,7 +102,7 @@ def wait_for(pred, timeout: float = 3.0) -> float:  # type: ignore[no-untyped-de
 
 def test_drops_are_stored_within_a_second_and_counted(node: TestNode, agent: AgentProc) -> None:
     before = count(agent.store)
-    drops_before = metric(agent.port, "meshctl_drops_total")
+    drops_before = metric(agent.port, "meshctl_drop_total")
     assert node.drop(repeat=50, dport=6000) == 2  # TC_ACT_SHOT
     took = wait_for(lambda: count(agent.store, to_ports=(6000,)) == 50, timeout=1.0)
     assert took < 1.0
@@ -112,10 +112,10 @@ def test_drops_are_stored_within_a_second_and_counted(node: TestNode, agent: Age
     assert (f.verdict_name, f.reason_name, f.direction_name, f.dst_identity) == (
         "DROPPED", "default deny", "egress", DST_IDENTITY)
     assert abs(f.time_ns - time.time_ns()) < 10 * 10**9  # wall clock, not boot time
-    assert metric(agent.port, "meshctl_drops_total") == drops_before + 50
+    assert metric(agent.port, "meshctl_drop_total") == drops_before + 50
     wait_for(lambda: metric(agent.port, "meshctl_flow_events_stored_total") >= 50)
     time.sleep(1.2)  # let the agent compare the datapath counters once more
-    assert metric(agent.port, "meshctl_flow_events_lost") == 0
+    assert metric(agent.port, "meshctl_flow_events_lost_total") == 0
     assert 0 < metric(agent.port, "meshctl_flow_ring_peak_fill_ratio") < 0.01  # 50 events of a 16 MiB ring
 
 

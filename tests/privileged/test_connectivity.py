@@ -35,7 +35,7 @@ def meshctl(repo: Path, *args: str, timeout: float = 120) -> subprocess.Complete
 
 def drops_metric(port: int) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    pattern = r"(?m)^meshctl_drops_total\{[^}]*\} ([0-9.e+]+)$"
+    pattern = r"(?m)^meshctl_drop_total\{[^}]*\} ([0-9.e+]+)$"
     return sum(float(m.group(1)) for m in re.finditer(pattern, text))
 
 
