@@ -1,7 +1,8 @@
 """The wireguard-go device of a node: started inside the node netns, stopped by its pid.
 
-This kernel has no WireGuard module (FIELD-NOTES), so each node runs `wireguard-go -f IFNAME`
-in its netns; the TUN lands in that netns, the UAPI socket in the host-wide /var/run/wireguard.
+A kernel without the WireGuard module (as the lab's may be) still runs it in user space: each
+node runs `wireguard-go -f IFNAME` in its netns; the TUN lands in that netns, the UAPI socket in
+the host-wide /var/run/wireguard.
 The pid is recorded next to the node's keys; stop() signals that pid only after checking that
 /proc/<pid>/cmdline is still our wireguard-go for that interface.
 """
@@ -9,6 +10,7 @@ The pid is recorded next to the node's keys; stop() signals that pid only after 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -80,9 +82,26 @@ def start(netns: str | None, ifname: str, state_dir: Path, timeout: float = 5.0)
             raise DataplaneError("start wireguard-go", ifname, 0,
                                  f"no UAPI socket after {timeout}s (see {state_dir / 'wireguard-go.log'})")
         time.sleep(0.02)
-    subprocess.run(_nsenter(netns, ["ip", "link", "set", ifname, "up"]), check=True, capture_output=True)
+    link_up(netns, ifname)
     log.info("started wireguard-go %s (pid %d) in %s", ifname, proc.pid, netns)
     return proc.pid
+
+
+def link_up(netns: str | None, ifname: str) -> None:
+    """Set the TUN up through netlink; a failure says which device and errno."""
+    from pyroute2 import IPRoute  # ~150 ms to import: only when a device starts
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from meshctl.dataplane.netns import in_netns
+
+    try:
+        with in_netns(netns), IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=ifname)
+            if not index:
+                raise DataplaneError("set up", ifname, errno.ENODEV)
+            ipr.link("set", index=index[0], state="up")
+    except NetlinkError as err:
+        raise DataplaneError("set up", ifname, err.code) from None
 
 
 def stop(ifname: str, state_dir: Path, timeout: float = 5.0) -> None:
