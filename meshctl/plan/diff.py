@@ -131,7 +131,7 @@ class _NodeDiff:
     def config(self) -> None:
         if self.before.config != self.after.config:
             b, a = codec.config_value(self.before.config), codec.config_value(self.after.config)
-            self.add(ChangeKind.CONFIG, None, "config", b, a, "datapath settings of meshctl.toml changed")
+            self.add(ChangeKind.CONFIG, None, "config", b, a, _config_reason(b, a))
 
     def ipcache(self) -> None:
         for prefix, b, a in _keyed(self.before.ipcache, self.after.ipcache):
@@ -311,3 +311,17 @@ def change_counts(changes: Iterable[Change]) -> dict[Action, int]:
         counts[change.action] += 1
     return counts
 
+
+
+# DatapathConfig field -> the meshctl.toml setting it comes from and how it reads there
+_CONFIG_SOURCE = {"ipv6_pass": ("meshctl.toml [datapath] ipv6", {True: '"pass"', False: '"drop"'})}
+
+
+def _config_reason(b: dict[str, Any], a: dict[str, Any]) -> str:
+    """Which settings moved, in meshctl.toml's words: 'meshctl.toml [datapath] ipv6 "drop" -> "pass"';
+    a setting meshctl.toml does not hold (a conntrack timeout) is named by its field."""
+    moved = []
+    for key in sorted(k for k in {*b, *a} if b.get(k) != a.get(k)):
+        name, words = _CONFIG_SOURCE.get(key, (f"datapath setting {key}", {}))
+        moved.append(f"{name} {words.get(b.get(key), b.get(key))} -> {words.get(a.get(key), a.get(key))}")
+    return "; ".join(moved) or "datapath settings changed"
