@@ -11,7 +11,7 @@ Scenarios (from_pod, endpoint A enforcing egress):
                the forward packet is judged by policy again (the first packet of each tracked
                connection after an apply pays this once).
 The kernel times the loop itself (bpf_test_run), so syscall cost is excluded. Compare ratios
-within one run, not absolutes (FIELD-NOTES: noisy machine).
+within one run, not absolutes (a shared machine is noisy).
 """
 
 from __future__ import annotations

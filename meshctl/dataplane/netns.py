@@ -1,7 +1,7 @@
 """Enter a node's network namespace and attach tc programs there as pinned tcx links.
 
 `ip netns exec` remounts /sys, hiding /sys/fs/bpf pins; setns() on the calling thread keeps
-them visible (FIELD-NOTES). Attachments are tcx links (kernel 6.6+, raw BPF_LINK_CREATE through
+them visible. Attachments are tcx links (kernel 6.6+, raw BPF_LINK_CREATE through
 libbpf's bpf_link_create, since libbpf 1.1.2 predates bpf_program__attach_tcx): a pinned link
 keeps the program attached after meshctl exits, and unpinning + detaching removes it.
 """

@@ -3,7 +3,7 @@
 libbpf's ring_buffer calls back into Python for every record; the callback copies the record
 into a FlowEvent (the kernel memory is only valid during the call). Run the reader in its own
 process (the agent): a reader thread inside a latency-sensitive process costs 10-40 us per
-packet in GIL contention (FIELD-NOTES).
+packet in GIL contention (measured on the lab).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The per-node flow agent: ringbuf -> enrich -> SQLite store, plus Prometheus metrics.
 
-Runs in its own process (never inside a latency-sensitive one, FIELD-NOTES). The ring buffer
+Runs in its own process (never inside a latency-sensitive one: GIL contention). The ring buffer
 is read through mmap (meshctl.flows.ring: no per-record callback); decoding, naming and the
 SQL insert happen per batch, one transaction per poll, which is what lets one Python process
 store well over 100k events/s.

@@ -13,7 +13,7 @@ must equal the emulator's: any difference is a bug in one of them.
 
 The connection test follows Cilium across policy changes: every packet that is not a reply is
 checked against the current policy, replies of tracked connections pass, and a deny leaves the
-conntrack entry in place (FIELD-NOTES: cilium/cilium#2700, #3605, #9187).
+conntrack entry in place (cilium/cilium#2700, #3605, #9187).
 """
 
 from __future__ import annotations
