@@ -216,7 +216,7 @@ def lb_warnings(observed: Mapping[str, NodeState], intended: Mapping[str, NodeSt
         old, new = before.load_balancer.settings, after.load_balancer.settings
         if old and new and old != new:
             out.append(PlanWarning(
-                f"{name}: load-balancer settings change ({old} -> {new})",
+                f"{name}: load-balancer settings change ({_settings_delta(old, new)})",
                 "Backends are re-selected with the new mode/algorithm/table/seed: apply flushes the node's "
                 "load-balancer flow and affinity state, so established connections through services move "
                 "to another backend or break. Apply in a quiet window.",
