@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meshctl.cli.main import app
-from meshctl.errors import LabError
+from meshctl.errors import LabError, MeshctlError
 
 lab_app = typer.Typer(help="The embedded lab cluster: nodes and pods as network namespaces.",
                       no_args_is_help=True)
@@ -56,9 +56,13 @@ def up(repo: Path = RepoOpt,
     if res.fresh_nodes:  # as the CNI does: every pod gets its endpoint, under no policy yet
         from meshctl.lab.cni import program_nodes
 
-        programmed = program_nodes(repo, reg.cluster, res.fresh_nodes)
-        _err().print(f"lab {reg.cluster}: {sum(programmed.values())} pod endpoints programmed,"
-                     " no policy in force yet", soft_wrap=True)
+        try:
+            programmed = program_nodes(repo, reg.cluster, res.fresh_nodes)
+            _err().print(f"lab {reg.cluster}: {sum(programmed.values())} pod endpoints programmed,"
+                         " no policy in force yet", soft_wrap=True)
+        except MeshctlError as err:  # the nodes stay closed (NO_ENDPOINT) until an apply
+            _err().print(f"lab {reg.cluster}: pod endpoints not programmed ({err}); pods stay"
+                         " dropped until `meshctl apply`", soft_wrap=True, markup=False)
     if res.datapath:  # one flow agent per node (meshctl/lab/agents.py, owned by flows)
         from meshctl.lab import agents
 
