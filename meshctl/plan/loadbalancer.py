@@ -105,8 +105,10 @@ def _service_reason(b: LbService | None, a: LbService | None, label: Callable[[i
         why.append(f"backends +{added} -{removed}")
     if a.affinity_timeout_s != b.affinity_timeout_s:
         why.append(f"sessionAffinity timeout {b.affinity_timeout_s}s -> {a.affinity_timeout_s}s")
-    if (a.external, a.dsr) != (b.external, b.dsr):
-        why.append(f"external {b.external} -> {a.external}, dsr {b.dsr} -> {a.dsr}")
+    if a.external != b.external:
+        why.append(f"external {str(b.external).lower()} -> {str(a.external).lower()}")
+    if a.dsr != b.dsr:
+        why.append(f"dsr {str(b.dsr).lower()} -> {str(a.dsr).lower()}")
     if a.service_id != b.service_id:
         why.append(f"service id {b.service_id} -> {a.service_id}")
     if sel_a != sel_b:
