@@ -53,13 +53,14 @@ def up(repo: Path = RepoOpt,
     topo = load_topology(repo)
     res = cluster.up(topo, with_datapath=datapath)
     reg = res.registry
-    if res.fresh_nodes:  # as the CNI does: every pod gets its endpoint, under no policy yet
+    if res.datapath and (res.fresh_nodes or res.created_pods):  # as the CNI does: pods get endpoints
         from meshctl.lab.cni import program_nodes
 
         try:
-            programmed = program_nodes(repo, reg.cluster, res.fresh_nodes)
-            _err().print(f"lab {reg.cluster}: {sum(programmed.values())} pod endpoints programmed,"
-                         " no policy in force yet", soft_wrap=True)
+            programmed = program_nodes(repo, reg.cluster, res.fresh_nodes, res.created_pods)
+            if any(programmed.values()):
+                _err().print(f"lab {reg.cluster}: {sum(programmed.values())} pod endpoints programmed,"
+                             " no policy in force yet", soft_wrap=True)
         except MeshctlError as err:  # the nodes stay closed (NO_ENDPOINT) until an apply
             _err().print(f"lab {reg.cluster}: pod endpoints not programmed ({err}); pods stay"
                          " dropped until `meshctl apply`", soft_wrap=True, markup=False)

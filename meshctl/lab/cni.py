@@ -7,9 +7,11 @@ has been applied yet, so every pod is programmed with the repo's identities and 
 (saved in the state, so the first plan keeps them) and no policy at all. The first plan then
 shows the policy rollout and nothing else of the endpoints.
 
-Nodes whose datapath was attached before this `lab up` are left as they are: if their maps
-lost their entries, their pods stay dropped (NO_ENDPOINT) until an apply or `meshctl recover`
-restores the applied intent. Opening them here would fail open over a policy in force.
+A node whose datapath was attached before this `lab up` keeps what it has, except that pods
+new to it join open when no policy is in force there yet (no apply reached it) and its state is
+intact. If its pods lost their entries, or an apply reached it, they stay as they are: dropped
+(NO_ENDPOINT) until an apply restores the applied intent. Opening them here could fail open over
+a policy in force.
 """
 
 from __future__ import annotations
@@ -33,10 +35,15 @@ def without_policies(current: NodeState, compiled: NodeState) -> NodeState:
                                policies=policies)
 
 
-def program_nodes(root: Path, cluster: str, nodes: Iterable[str]) -> dict[str, int]:
-    """Program every pod of `nodes` with its endpoint and identity and no policy; returns
-    node -> number of endpoints programmed. Identities and endpoint ids come from (and new ones
-    go to) the state of `root`, so apply later uses the same numbers."""
+def program_nodes(root: Path, cluster: str, fresh: Iterable[str],
+                  created: Iterable[str] = ()) -> dict[str, int]:
+    """Give pods their endpoints and identities under no policy; returns node -> endpoints added.
+
+    `fresh` nodes (datapath loaded by this `lab up`) get every pod. When pods were `created`, a
+    node attached before joins them in as well (its new pods, every new peer in its ipcache) if
+    no policy is in force there (no apply reached it) and its state is intact (every pod it had
+    still has its endpoint). Identities and endpoint ids come from (and new ones go to) the
+    state of `root`, so apply later uses the same numbers."""
     from meshctl.dataplane.node import NodeDatapath
     from meshctl.dataplane.reconcile import reconcile
     from meshctl.observe import observe_node
@@ -44,8 +51,8 @@ def program_nodes(root: Path, cluster: str, nodes: Iterable[str]) -> dict[str, i
     from meshctl.state import StateLock, load_state
     from meshctl.workflow import Workspace, compile_desired, persist_tables
 
-    todo = sorted(set(nodes))
-    if not todo:
+    fresh, created = set(fresh), set(created)
+    if not fresh and not created:
         return {}
     reg = registry.require(cluster)
     desired = load_desired(root)
@@ -60,9 +67,14 @@ def program_nodes(root: Path, cluster: str, nodes: Iterable[str]) -> dict[str, i
         compiled = compile_desired(ws, state)
         persist_tables(ws.state_dir, state, compiled)
     out = {}
-    for node in todo:
-        target = compiled.nodes.get(node) or NodeState(node)
+    for node in sorted(reg.nodes):
+        if node not in fresh and (not created or node in state.nodes):
+            continue  # nothing new, or an apply reached it: the applied policy is in force
         current = observe_node(cluster, node, netns[node])
+        had = {p.address for k, p in reg.pods.items() if p.node == node and k not in created}
+        if node not in fresh and not had <= set(current.endpoints):
+            continue  # attached, and pods lost their endpoints: fail closed until an apply
+        target = compiled.nodes.get(node) or NodeState(node)
         reconcile(NodeDatapath(cluster, node, netns[node]), current, without_policies(current, target))
-        out[node] = len(target.endpoints)
+        out[node] = len(set(target.endpoints) - set(current.endpoints))
     return out

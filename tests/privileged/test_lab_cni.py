@@ -94,3 +94,41 @@ def test_attached_node_that_lost_its_entries_stays_closed(repo: Path) -> None:
     out = meshctl(repo, "apply", "--auto-approve", timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     assert connect(CLUSTER, "demo/api", "demo/database", 5432)
+
+
+def _add_pod(repo: Path, name: str, node: str, port: int) -> None:
+    with open(repo / "inventory" / "pods.yaml", "a") as f:
+        f.write(f"---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: demo\n"
+                f"  labels: {{app: {name}}}\nspec:\n  nodeName: {node}\n  containers:\n"
+                f"    - name: main\n      image: busybox\n      ports:\n"
+                f"        - {{containerPort: {port}}}\n")
+
+
+def test_pods_added_later_join_open_unless_the_node_lost_its_state(tmp_path: Path) -> None:
+    from meshctl.dataplane.maps import EndpointsMap
+    from meshctl.dataplane.node import node_pin_dir
+    from meshctl.dataplane.policy_rev import bump_revision
+    from meshctl.lab import registry
+
+    cluster = unique_cluster("t-cni2")
+    root = three_tier_copy(tmp_path / "repo", cluster)
+    with cli_lab(root):
+        _add_pod(root, "worker", "node-2", 8080)  # node-2 attached, no apply: no policy in force
+        up = meshctl(root, "lab", "up", timeout=120)
+        assert up.returncode == 0, up.stderr
+        assert "1 pod endpoints programmed" in up.stderr, up.stderr
+        assert connect(cluster, "demo/frontend", "demo/worker", 8080)
+        assert connect(cluster, "demo/worker", "demo/database", 5432)
+
+        fe = registry.pod(cluster, "demo/frontend")  # node-1 loses an endpoint: not intact
+        pins = node_pin_dir(cluster, fe.node)
+        with EndpointsMap.from_dir(pins) as m:
+            m.remove([fe.address])
+        bump_revision(pins)
+        _add_pod(root, "worker2", "node-1", 8081)
+        up = meshctl(root, "lab", "up", timeout=120)
+        assert up.returncode == 0, up.stderr
+        assert "pod endpoints programmed" not in up.stderr
+        assert not connect(cluster, "demo/worker2", "demo/api", 3000), "opened a node that lost its state"
+        assert not connect(cluster, "demo/frontend", "demo/api", 3000)
+        assert connect(cluster, "demo/api", "demo/database", 5432)  # the intact nodes are untouched
