@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import lzma
+import tarfile
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -10,8 +12,18 @@ from typing import Any
 from meshctl.compile.documents import as_document
 from meshctl.compile.spec import ClusterSpec, PodSpec
 
+REPO = Path(__file__).resolve().parents[2]
+# the project's shared/ folder next to the checkout (never copied into the repo)
+ARCHIVE = REPO.parent / "shared" / "conformance" / "netpol-analyzer-cases.tar.xz"
 NODE = "node-1"
 PROTO = {"TCP": 6, "UDP": 17, "SCTP": 132}
+
+
+def extract_cases(out: Path) -> Path:
+    """Unpack the archive into `out`; returns its cases/ folder."""
+    with lzma.open(ARCHIVE) as xz, tarfile.open(fileobj=xz) as tar:
+        tar.extractall(out, filter="data")
+    return out / "cases"
 
 
 def pod_addresses(case: dict[str, Any]) -> dict[str, IPv4Address]:

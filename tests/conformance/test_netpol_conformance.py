@@ -8,20 +8,15 @@ through `meshctl policy trace --batch` on a desired repo written from the case.
 from __future__ import annotations
 
 import json
-import lzma
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from netpol_cases import PROTO, case_spec, load, pod_addresses, representatives
+from netpol_cases import ARCHIVE, PROTO, case_spec, extract_cases, load, pod_addresses, representatives
 
 from meshctl.compile import EndpointTable, IdentityTable, compile_spec
 from meshctl.verdicts import connection_verdict
-
-REPO = Path(__file__).resolve().parents[2]
-ARCHIVE = REPO.parent / "shared" / "conformance" / "netpol-analyzer-cases.tar.xz"
 
 pytestmark = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"{ARCHIVE} is absent")
 
@@ -29,9 +24,7 @@ pytestmark = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"{ARCHIVE} is abse
 @pytest.fixture(scope="module")
 def cases_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("conformance")
-    with lzma.open(ARCHIVE) as xz, tarfile.open(fileobj=xz) as tar:
-        tar.extractall(out, filter="data")
-    yield out / "cases"
+    yield extract_cases(out)
 
 
 def test_every_case_agrees(cases_dir: Path) -> None:

@@ -13,22 +13,18 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import lzma
 import subprocess
 import sys
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from netpol_cases import load, pod_addresses, representatives
+from netpol_cases import ARCHIVE, extract_cases, load, pod_addresses, representatives
 
 from meshctl.cli.main import main
 
-REPO = Path(__file__).resolve().parents[2]
-ARCHIVE = REPO.parent / "shared" / "conformance" / "netpol-analyzer-cases.tar.xz"
 MESHCTL = Path(sys.executable).with_name("meshctl")
 NODES = (None, "kind-worker", "kind-worker2")  # spec.nodeName: absent or a node meshctl never heard of
 
@@ -38,9 +34,7 @@ pytestmark = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"{ARCHIVE} is abse
 @pytest.fixture(scope="module")
 def cases_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("conformance-plain")
-    with lzma.open(ARCHIVE) as xz, tarfile.open(fileobj=xz) as tar:
-        tar.extractall(out, filter="data")
-    yield out / "cases"
+    yield extract_cases(out)
 
 
 def _namespace(name: str, labels: dict[str, str], n: int) -> dict[str, Any]:
