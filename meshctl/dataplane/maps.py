@@ -101,9 +101,15 @@ def decode_ipcache_table(
     if hit is None:
         if len(_IPCACHE_TABLES) >= 64:
             _IPCACHE_TABLES.clear()
-        typed = [(k, v) for k, v in items if ipcache_key_canonical(k)]
-        foreign = [foreign_entry("ipcache", k, v) for k, v in items if not ipcache_key_canonical(k)]
-        hit = _IPCACHE_TABLES[raw] = (FrozenMap(dict(decode_ipcache(k, v) for k, v in typed)), foreign)
+        typed: dict[IPv4Network, IpcacheEntry] = {}
+        foreign: Foreign = []
+        for k, v in items:
+            if ipcache_key_canonical(k):
+                net, entry = decode_ipcache(k, v)
+                typed[net] = entry
+            else:
+                foreign.append(foreign_entry("ipcache", k, v))
+        hit = _IPCACHE_TABLES[raw] = (FrozenMap(typed), foreign)
     return hit
 
 

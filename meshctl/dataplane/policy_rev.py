@@ -33,11 +33,10 @@ def bump_revision(pin_dir: Path) -> int | None:
 
     Returns the new revision (None without a revision map). One writer per node (reconcile runs
     under the apply lock), so read-then-write is enough; the 32-bit value wraps."""
-    path = pin_dir / MAP_NAME
-    if not path.exists():
+    current = read_revision(pin_dir)
+    if current is None:
         return None
-    with Map.from_pin(path) as m:
-        raw = m.lookup(_KEY)
-        rev = ((0 if raw is None else int.from_bytes(raw, sys.byteorder)) + 1) & 0xFFFF_FFFF
+    rev = (current + 1) & 0xFFFF_FFFF
+    with Map.from_pin(pin_dir / MAP_NAME) as m:
         m.update(_KEY, rev.to_bytes(4, sys.byteorder))
     return rev
