@@ -21,8 +21,8 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from meshctl.catalog import Catalog
-from meshctl.connections import ICMP_ECHO_REQUEST, TrackedConnection
-from meshctl.nodestate import PROTO_ICMP, PROTOCOL_NAMES, Direction, NodeState, ReservedIdentity
+from meshctl.connections import TrackedConnection
+from meshctl.nodestate import PROTOCOL_NAMES, Direction, NodeState, ReservedIdentity
 from meshctl.plan import codec
 from meshctl.plan.change import Change, ChangeKind
 from meshctl.plan.model import CutRow
@@ -43,7 +43,8 @@ def nodes_to_read(changes: Mapping[str, Sequence[Change]]) -> list[str]:
 
 @dataclass(frozen=True)
 class _Side:
-    """One judged side: (node, direction, local endpoint, peer, protocol, policy port)."""
+    """One judged side of a connection on its node: direction, local endpoint, peer, protocol and
+    the port the policy lookup uses."""
 
     direction: Direction
     local: IPv4Address
@@ -74,9 +75,9 @@ def established_cuts(
         after = intended.get(node) or NodeState(node)
         judged: dict[tuple[int, int, int, int, int], list[str] | None] = {}
         for conn in conns:  # many connections share a side (only the client port differs)
-            saddr, daddr, _sport, dport, proto, direction = conn
+            saddr, daddr, _sport, _dport, proto, direction = conn
             egress = direction == Direction.EGRESS
-            port = ICMP_ECHO_REQUEST if proto == PROTO_ICMP else dport
+            port = conn.policy_port
             key = (direction, saddr if egress else daddr, daddr if egress else saddr, proto, port)
             by = judged.get(key, _UNJUDGED)
             if by is _UNJUDGED:

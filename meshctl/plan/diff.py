@@ -267,23 +267,16 @@ class _NodeDiff:
     def foreign(self) -> None:
         """Entries in forms compile never writes: observed only, so destroyed (a compiled state
         holding one would be created, for the patch's symmetry)."""
-        if self.before.foreign == self.after.foreign:
-            return
-        for entry, b, a in foreign_changes(self.before.foreign, self.after.foreign):
+        for entry in sorted(self.before.foreign ^ self.after.foreign):
+            value = codec.foreign_value(entry)
+            observed = entry in self.before.foreign
+            before, after = (value, None) if observed else (None, value)
             self.add(ChangeKind.FOREIGN, codec.foreign_key(entry), self.foreign_address(entry),
-                     codec.foreign_value(entry) if b else None, codec.foreign_value(entry) if a else None,
-                     explain(entry, self.names.peer))
+                     before, after, explain(entry, self.names.peer))
 
     def foreign_address(self, entry: ForeignEntry) -> str:
         where = f"policymap {self.names.endpoint(entry.owner)}" if entry.map == "policy" else entry.map
         return f"hand-made {where} entry {entry.key}"
-
-
-def foreign_changes(
-    before: frozenset[ForeignEntry], after: frozenset[ForeignEntry]
-) -> list[tuple[ForeignEntry, bool, bool]]:
-    """(entry, in before, in after) of every entry on one side only, in order."""
-    return [(e, e in before, e in after) for e in sorted(before ^ after)]
 
 
 def _short(build: str) -> str:

@@ -15,6 +15,7 @@ from meshctl.nodestate import (
     DatapathConfig,
     Direction,
     EndpointEntry,
+    ForeignEntry,
     FrozenMap,
     IpcacheEntry,
     NodeState,
@@ -72,8 +73,13 @@ def node_states(draw: st.DrawFn) -> NodeState:
             max_size=4,
         )
     )
+    foreign = draw(st.frozensets(  # observed hand-made entries (a prefix-32 policy key, ...)
+        st.builds(ForeignEntry, st.sampled_from(["policy", "ipcache"]), st.integers(0, 4),
+                  st.sampled_from(["2000000002010000", "1800000a65010203"]), st.sampled_from(["00", "01"])),
+        max_size=3))
     return NodeState(
-        "node-1", config, FrozenMap(ipcache), FrozenMap(endpoints), FrozenMap(policies), attachments
+        "node-1", config, FrozenMap(ipcache), FrozenMap(endpoints), FrozenMap(policies), attachments,
+        foreign=foreign,
     )
 
 
