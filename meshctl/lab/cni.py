@@ -25,14 +25,15 @@ from meshctl.nodestate import NodeState
 
 
 def without_policies(current: NodeState, compiled: NodeState) -> NodeState:
-    """`current` with the compiled endpoints and peers, and an empty policy per endpoint: all
-    else (config, attachments, load balancer, encryption, foreign entries) stays as observed."""
+    """`current` with the compiled endpoints and peers, and an empty policy per endpoint: config,
+    attachments, load balancer and encryption stay as observed. Hand-made entries go, as in any
+    reconcile (no target holds them)."""
     from meshctl.nodestate import FrozenMap
 
     empty: FrozenMap = FrozenMap()
     policies = FrozenMap({e.endpoint_id: empty for e in compiled.endpoints.values()})
     return dataclasses.replace(current, ipcache=compiled.ipcache, endpoints=compiled.endpoints,
-                               policies=policies)
+                               policies=policies, foreign=frozenset())
 
 
 def program_nodes(root: Path, cluster: str, fresh: Iterable[str],
