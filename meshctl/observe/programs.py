@@ -10,6 +10,7 @@ underlay device, and reports those that are not meshctl's.
 
 from __future__ import annotations
 
+import errno as errno_mod
 import json
 import subprocess
 from collections.abc import Collection, Iterable
@@ -17,10 +18,12 @@ from dataclasses import dataclass
 
 from meshctl.dataplane.libbpf import BPF_TCX_EGRESS, BPF_TCX_INGRESS, prog_info_by_id, query_tcx
 from meshctl.dataplane.netns import ifindex, in_netns, netns_exists
+from meshctl.errors import DataplaneError
 from meshctl.nodestate import ForeignProgram
 
 TCX_HOOKS = {"tcx-ingress": BPF_TCX_INGRESS, "tcx-egress": BPF_TCX_EGRESS}
-TC_HOOKS = ("tc-ingress", "tc-egress")
+# the classic tc hooks each qdisc kind has (meshctl makes neither: it attaches with tcx)
+QDISC_HOOKS = {"clsact": ("tc-ingress", "tc-egress"), "ingress": ("tc-ingress",)}
 
 
 @dataclass(frozen=True)
@@ -66,22 +69,25 @@ def _classic(netns: str | None, indexes: dict[str, int]) -> list[RawHook]:
 
     by_index = {i: n for n, i in indexes.items()}
     with in_netns(netns), IPRoute() as ipr:
-        kinds = ("clsact", "ingress")
-        qdisc_devices = {q["index"] for q in ipr.get_qdiscs() if q.get_attr("TCA_KIND") in kinds}
+        qdiscs = {q["index"]: q.get_attr("TCA_KIND") for q in ipr.get_qdiscs()}
     out: list[RawHook] = []
-    for index in sorted(qdisc_devices & by_index.keys()):
-        for hook in TC_HOOKS:
-            argv = ["tc", "-j", "filter", "show", "dev", by_index[index], hook.removeprefix("tc-")]
+    for index in sorted(by_index.keys() & {i for i, kind in qdiscs.items() if kind in QDISC_HOOKS}):
+        for hook in QDISC_HOOKS[qdiscs[index]]:
+            device = by_index[index]
+            argv = ["tc", "-j", "filter", "show", "dev", device, hook.removeprefix("tc-")]
             if netns is not None:
                 argv = ["nsenter", f"--net=/run/netns/{netns}", *argv]
             res = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if res.returncode != 0:  # never read a failure as "no filters": that would hide one
+                raise DataplaneError("read tc filters of", f"{device} ({hook})", errno_mod.EIO,
+                                     res.stderr.strip())
             progs = tuple(
                 (int(f["options"]["prog"]["id"]), str(f["options"]["prog"].get("name", "")))
-                for f in (json.loads(res.stdout or "[]") if res.returncode == 0 else [])
+                for f in json.loads(res.stdout or "[]")
                 if f.get("kind") == "bpf" and "prog" in f.get("options", {})
             )
             if progs:
-                out.append(RawHook(by_index[index], hook, progs))
+                out.append(RawHook(device, hook, progs))
     return out
 
 
