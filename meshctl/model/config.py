@@ -21,6 +21,7 @@ from meshctl.model.lbconfig import (
     check_maglev_seed,
     check_maglev_table_size,
 )
+from meshctl.model.staging import DURATION_PATTERN
 
 EnforcementMode = Literal["default", "always", "never"]
 NodeName = Annotated[str, AfterValidator(check_dns_label)]
@@ -85,6 +86,15 @@ class RolloutSection(Model):
     verify_window: float = Field(default=2.0, ge=0)
     drop_rate_threshold: float = Field(default=0.0, ge=0)
     rollback: Literal["node", "all"] = "node"
+    # Staged policies: refuse to enforce one staged for less than this, or that saw would-drops
+    # in this window (apply --force-enforce overrides). None: no such gate.
+    require_clean_audit: str | None = Field(default=None, pattern=DURATION_PATTERN)
+
+
+class PolicySection(Model):
+    """[policy]: every policy of these namespaces is staged (audit mode), as the annotation does."""
+
+    audit_namespaces: tuple[str, ...] = ()
 
 
 class DatapathSection(Model):
@@ -98,7 +108,7 @@ class LabSection(Model):
 class ObservabilitySection(Model):
     """Flow store retention and the agents' metrics endpoints (meshctl agent)."""
 
-    flow_retention: str = Field(default="24h", pattern=r"^\d+(\.\d+)?(s|m|h|d)$")
+    flow_retention: str = Field(default="24h", pattern=DURATION_PATTERN)
     flow_max_rows: int = Field(default=1_000_000, ge=1)
     metrics_address: str = "127.0.0.1"
     metrics_base_port: int = Field(default=9690, ge=0, le=65535)  # node i serves on base + i; 0 = off
@@ -162,6 +172,7 @@ class ConfigFile(Model):
     state: DirSection | None = None
     plans: DirSection | None = None
     rollout: RolloutSection = RolloutSection()
+    policy: PolicySection = PolicySection()
     datapath: DatapathSection = DatapathSection()
     lab: LabSection = LabSection()
     observability: ObservabilitySection = ObservabilitySection()
@@ -247,6 +258,7 @@ class Rollout(Model):
     verify_window_s: float = 2.0
     drop_rate_threshold: float = 0.0  # drops per second beyond the predicted ones
     rollback: Literal["node", "all"] = "node"
+    require_clean_audit: str | None = None  # a duration ("24h"); see RolloutSection
 
 
 class DatapathSettings(Model):
@@ -275,6 +287,7 @@ class MeshConfig(Model):
     state_dir: Path
     plans_dir: Path
     rollout: Rollout
+    policy: PolicySection = PolicySection()
     datapath: DatapathSettings = DatapathSettings()
     lab: LabSettings = LabSettings()
     observability: ObservabilitySection = ObservabilitySection()
@@ -299,7 +312,9 @@ class MeshConfig(Model):
             rollout=Rollout(
                 canary=raw.canary_names(), batch_size=r.batch_size, verify_window_s=r.verify_window,
                 drop_rate_threshold=r.drop_rate_threshold, rollback=r.rollback,
+                require_clean_audit=r.require_clean_audit,
             ),
+            policy=raw.policy,
             datapath=DatapathSettings(ipv6=raw.datapath.ipv6),
             lab=LabSettings(underlay_cidr=raw.lab.underlay_cidr),
             observability=raw.observability,

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, Field
 
 from meshctl.model.base import Model, check_dns_label, check_dns_subdomain
 from meshctl.model.labels import LabelKey, LabelValue
+from meshctl.model.staging import check_mode_annotation
 
 # A field Kubernetes accepts that means nothing here: parsed, never dumped or shown.
 IGNORED: Any = Field(default=None, exclude=True, repr=False)
@@ -19,7 +20,10 @@ class ObjectMeta(Model):
     name: Annotated[str, AfterValidator(check_dns_subdomain)]
     namespace: Annotated[str, AfterValidator(check_dns_label)] | None = None
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    # policy.meshctl.io/mode (staged policies) is checked here, so a typo points at its line.
+    annotations: Annotated[dict[str, str], AfterValidator(check_mode_annotation)] = Field(
+        default_factory=dict
+    )
     # Written by the API server; harmless in an exported manifest, meaningless here.
     uid: Any = IGNORED
     resource_version: Any = IGNORED

@@ -1,0 +1,52 @@
+"""Staged (audit-mode) policies: compiled and loaded, but they change no verdict.
+
+A policy is staged by the annotation `policy.meshctl.io/mode: audit` on the policy, or because
+its namespace is listed in meshctl.toml's `[policy] auditNamespaces`. The datapath judges a new
+connection with and without the staged policies, forwards by the enforced verdict and reports an
+AUDIT flow whenever the two differ (Calico's staged policies, per policy; Cilium's audit mode is
+per daemon or endpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from meshctl.model.meta import ObjectMeta
+
+MODE_ANNOTATION = "policy.meshctl.io/mode"
+PolicyMode = Literal["enforce", "audit"]
+MODES: tuple[PolicyMode, ...] = ("enforce", "audit")
+# A duration as the settings write it: "90s", "30m", "24h", "7d".
+DURATION_PATTERN = r"^\d+(\.\d+)?(s|m|h|d)$"
+
+
+class _HasMeta(Protocol):
+    @property
+    def metadata(self) -> ObjectMeta: ...
+
+
+def check_mode_annotation(annotations: dict[str, str]) -> dict[str, str]:
+    """The annotation takes `audit` or `enforce`; anything else is a typo that would enforce."""
+    value = annotations.get(MODE_ANNOTATION)
+    if value is not None and value not in MODES:
+        raise ValueError(f"annotation {MODE_ANNOTATION}: {value!r} is not one of {', '.join(MODES)}")
+    return annotations
+
+
+def policy_mode(policy: _HasMeta, audit_namespaces: Collection[str] = ()) -> PolicyMode:
+    """audit when the policy's annotation says so or its namespace is staged as a whole.
+
+    The annotation wins when it says `enforce`: one policy of an audited namespace can be
+    enforced ahead of the rest. A clusterwide policy has no namespace; only its annotation counts.
+    """
+    value = policy.metadata.annotations.get(MODE_ANNOTATION)
+    if value in MODES:
+        return value  # type: ignore[return-value]
+    namespace = policy.metadata.namespace
+    return "audit" if namespace is not None and namespace in audit_namespaces else "enforce"
+
+
+def is_staged(policy: _HasMeta, audit_namespaces: Collection[str] = ()) -> bool:
+    return policy_mode(policy, audit_namespaces) == "audit"
