@@ -6,7 +6,8 @@
  *   to_pod    tc egress: packets to the pod; E = endpoint(daddr), INGRESS policy,
  *             peer = ipcache(saddr).
  *
- * Order: parse -> policy revision -> endpoint -> conntrack -> enforcement -> policy -> verdict.
+ * Order: parse -> policy revision -> endpoint -> conntrack -> enforcement -> policy -> audit
+ * (staged policies, endpoints that have them) -> verdict.
  * Conntrack: a reply passes; a forward packet passes when its connection was judged at the
  * current policy revision, else it is judged again like a new one (and dropped, with a flow
  * event naming the policy, when the policy no longer allows it).
@@ -48,6 +49,27 @@ static __always_inline int verdict_drop(struct verdict_info *vi, const struct pk
 	metrics_count(vi, p->len);
 	flow_emit(vi, p, now);
 	return TC_ACT_SHOT;
+}
+
+/* Staged policies: judge the new connection again with them (the endpoint's enforced+staged map)
+ * and report an AUDIT flow, carrying the staged verdict's reason and rule, when it differs from
+ * the enforced one. Forwarding never depends on it. */
+static __always_inline void audit(const struct verdict_info *enforced, const struct pkt *p, __u64 now,
+				  __u32 peer, __u8 dir, int allowed)
+{
+	struct verdict_info vi = *enforced;
+	__u32 cookie = 0;
+	int staged = policy_lookup(enforced->endpoint_id | AUDIT_MAP_BIT, peer, dir, p->protocol,
+				   p->policy_dport, &cookie);
+
+	if ((staged == POLICY_ALLOW) == allowed)
+		return;
+	vi.verdict = VERDICT_AUDIT;
+	vi.cookie = cookie;
+	vi.reason = staged == POLICY_ALLOW ? REASON_ALLOWED :
+		    staged == POLICY_DENY ? REASON_EXPLICIT_DENY : REASON_DEFAULT_DENY;
+	metrics_count(&vi, p->len);
+	flow_emit(&vi, p, now);
 }
 
 /* Let a judged packet through: a new connection is tracked and reported, a tracked one refreshed
@@ -129,10 +151,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	if (!endpoint_enforces(ep, dir)) {
 		vi.reason = REASON_NOT_ENFORCED;
+		if (endpoint_audits(ep, dir))
+			audit(&vi, &p, now, peer, dir, 1);
 		return admit(&vi, &p, dir, &cfg, now, fwd, rev);
 	}
 
-	switch (policy_lookup(ep->endpoint_id, peer, dir, p.protocol, p.policy_dport, &cookie)) {
+	res = policy_lookup(ep->endpoint_id, peer, dir, p.protocol, p.policy_dport, &cookie);
+	if (endpoint_audits(ep, dir))
+		audit(&vi, &p, now, peer, dir, res == POLICY_ALLOW);
+	switch (res) {
 	case POLICY_ALLOW:
 		vi.cookie = cookie;
 		vi.reason = REASON_ALLOWED;

@@ -59,6 +59,10 @@ class Catalog:
     cookies: FrozenMap[int, RuleOrigin] = field(default_factory=FrozenMap)
     # "namespace/pod" -> direction -> policies (kind ns/name) that isolate it (default deny)
     isolation: FrozenMap[str, FrozenMap[Direction, tuple[str, ...]]] = field(default_factory=FrozenMap)
+    # "namespace/pod" -> direction -> the staged policies (kind ns/name) it is audited against
+    staged: FrozenMap[str, FrozenMap[Direction, tuple[str, ...]]] = field(default_factory=FrozenMap)
+    # the same as `isolation`, with the staged policies counted: who an AUDIT default deny names
+    staged_isolation: FrozenMap[str, FrozenMap[Direction, tuple[str, ...]]] = field(default_factory=FrozenMap)
 
     def identity_name(self, identity: int) -> str:
         info = self.identities.get(identity)

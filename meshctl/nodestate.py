@@ -168,6 +168,19 @@ class IpcacheEntry:
     flags: int = 0
 
 
+# AUDIT_MAP_BIT in common.h: policies[endpoint_id | AUDIT_MAP_BIT] is the endpoint's map with its
+# staged policies added; the datapath consults it only for the directions the endpoint audits.
+AUDIT_MAP_BIT = 1 << 31
+
+
+def audit_map_id(endpoint_id: int) -> int:
+    return endpoint_id | AUDIT_MAP_BIT
+
+
+def is_audit_map(map_id: int) -> bool:
+    return bool(map_id & AUDIT_MAP_BIT)
+
+
 @dataclass(frozen=True, order=True)
 class EndpointEntry:
     """struct endpoint_value: a pod on this node."""
@@ -176,6 +189,16 @@ class EndpointEntry:
     identity: int
     enforce_ingress: bool
     enforce_egress: bool
+    # staged policies select it in this direction: its verdicts are also judged against the
+    # enforced+staged map at policies[audit_map_id(endpoint_id)] (see meshctl.model.staging)
+    audit_ingress: bool = False
+    audit_egress: bool = False
+
+    def enforces(self, direction: Direction) -> bool:
+        return self.enforce_ingress if direction == Direction.INGRESS else self.enforce_egress
+
+    def audits(self, direction: Direction) -> bool:
+        return self.audit_ingress if direction == Direction.INGRESS else self.audit_egress
 
 
 @dataclass(frozen=True, order=True)

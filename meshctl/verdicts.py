@@ -3,6 +3,7 @@
 Emulates bpf/lib/policy.h exactly: look the endpoint up, skip when the direction is not
 enforced, then two longest-prefix lookups in its policy map (peer identity, identity 0); a deny
 from either wins, else an identity-specific allow, else a wildcard allow, else default deny.
+With staged policies it also computes the AUDIT verdict (staged_verdict, audit_event).
 The plan uses it to show connectivity impact; trace and the tests use it to check the compiler.
 """
 
@@ -23,6 +24,7 @@ from meshctl.nodestate import (
     PolicyEntry,
     PolicyKey,
     ReservedIdentity,
+    audit_map_id,
 )
 
 T = TypeVar("T")
@@ -111,10 +113,33 @@ def policy_verdict(
 def _endpoint_verdict(
     state: NodeState, ep: EndpointEntry, direction: Direction, peer_identity: int, protocol: int, port: int
 ) -> Verdict:
-    enforced = ep.enforce_ingress if direction == Direction.INGRESS else ep.enforce_egress
-    if not enforced:
+    if not ep.enforces(direction):
         return Verdict(True, "not-enforced")
-    entries = state.policies.get(ep.endpoint_id, _EMPTY)
+    return _map_verdict(state.policies.get(ep.endpoint_id, _EMPTY), direction, peer_identity, protocol, port)
+
+
+def staged_verdict(
+    state: NodeState, endpoint_ip: IPv4Address, direction: Direction, peer_identity: int, protocol: int, port: int
+) -> Verdict | None:
+    """The verdict with the staged policies counted, when the endpoint audits this direction."""
+    ep = _endpoint_index(state).get(int(_addr(endpoint_ip)))
+    if ep is None or not ep.audits(direction):
+        return None
+    entries = state.policies.get(audit_map_id(ep.endpoint_id), _EMPTY)
+    return _map_verdict(entries, direction, peer_identity, protocol, port)
+
+
+def audit_event(enforced: Verdict, staged: Verdict | None) -> Verdict | None:
+    """The AUDIT flow the datapath reports for a new connection: the staged verdict, when it
+    differs from the enforced one (would drop, or would newly allow)."""
+    if staged is None or staged.allowed == enforced.allowed:
+        return None
+    return staged
+
+
+def _map_verdict(
+    entries: Mapping[PolicyKey, PolicyEntry], direction: Direction, peer_identity: int, protocol: int, port: int
+) -> Verdict:
     specific = lpm_lookup(entries, direction, peer_identity, protocol, port) if peer_identity else None
     wildcard = lpm_lookup(entries, direction, ReservedIdentity.ANY, protocol, port)
     for hit in (specific, wildcard):

@@ -36,6 +36,7 @@ enum direction {
 enum verdict {
 	VERDICT_FORWARDED = 1,
 	VERDICT_DROPPED = 2,
+	VERDICT_AUDIT = 4,           /* Hubble's AUDIT: staged policies would decide otherwise */
 };
 
 /* Why a verdict was reached. Forwarded flows: ALLOWED or NOT_ENFORCED; drops: the rest. */
@@ -67,6 +68,13 @@ struct endpoint_key {
 
 #define ENDPOINT_F_ENFORCE_INGRESS (1 << 0)
 #define ENDPOINT_F_ENFORCE_EGRESS (1 << 1)
+/* Staged (audit-mode) policies select the endpoint in this direction: its verdicts are also
+ * computed with them (inner map endpoint_id | AUDIT_MAP_BIT, enforcing in this direction) and an
+ * AUDIT flow reports every difference. Unset = the endpoint pays nothing. */
+#define ENDPOINT_F_AUDIT_INGRESS (1 << 2)
+#define ENDPOINT_F_AUDIT_EGRESS (1 << 3)
+/* policy_maps key of an endpoint's enforced+staged map; endpoint ids stay below this bit. */
+#define AUDIT_MAP_BIT (1U << 31)
 
 struct endpoint_value {
 	__u32 endpoint_id;           /* key of the endpoint's inner policy map in policy_maps */

@@ -29,4 +29,11 @@ static __always_inline int endpoint_enforces(const struct endpoint_value *ep, __
 	return (ep->flags & bit) != 0;
 }
 
+static __always_inline int endpoint_audits(const struct endpoint_value *ep, __u8 dir)
+{
+	__u32 bit = dir == DIR_EGRESS ? ENDPOINT_F_AUDIT_EGRESS : ENDPOINT_F_AUDIT_INGRESS;
+
+	return (ep->flags & bit) != 0;
+}
+
 #endif /* MESHCTL_ENDPOINT_H */

@@ -33,6 +33,7 @@ from meshctl.nodestate import (
     PolicyEntry,
     PolicyKey,
     ReservedIdentity,
+    audit_map_id,
 )
 
 R = ReservedIdentity
@@ -113,6 +114,14 @@ class Compiled:
     isolations: tuple[Isolation, ...] = ()
     pod_identity: dict[str, int] = field(default_factory=dict)  # "ns/pod" -> identity
     origins: dict[int, RuleOrigin] = field(default_factory=dict)  # cookie -> origin
+    # staged policies (audit mode): compiled into each endpoint's audit map, never enforced
+    staged_rules: tuple[Rule, ...] = ()
+    staged_isolations: tuple[Isolation, ...] = ()
+
+    @property
+    def staged_policies(self) -> tuple[str, ...]:
+        """"Kind ns/name" of every staged policy, sorted."""
+        return tuple(sorted({d.title for d in self.spec.policies if d.staged}))
 
 
 class _Clock:
@@ -260,10 +269,16 @@ def _compile_spec(
     c = _Compiler(spec, identities)
     clock("identities")
     translated = [translate(doc) for doc in spec.policies]
-    rules = tuple(r for t in translated for r in t.rules)
-    isolations = tuple(i for t in translated for i in t.isolations)
+    enforced = [t for doc, t in zip(spec.policies, translated, strict=True) if not doc.staged]
+    staged = [t for doc, t in zip(spec.policies, translated, strict=True) if doc.staged]
+    rules = tuple(r for t in enforced for r in t.rules)
+    isolations = tuple(i for t in enforced for i in t.isolations)
+    staged_rules = tuple(r for t in staged for r in t.rules)
+    staged_isolations = tuple(i for t in staged for i in t.isolations)
     warnings: list[CompileWarning] = [w for t in translated for w in t.warnings]
-    cookies = assign_cookies([r.origin for r in rules] + [i.origin for i in isolations])
+    cookies = assign_cookies(
+        [r.origin for r in rules + staged_rules] + [i.origin for i in isolations + staged_isolations]
+    )
 
     clock("translate")
     # subject identity -> direction -> rules / isolations
@@ -275,6 +290,14 @@ def _compile_spec(
     for iso in isolations:
         for ident in c.index.select(iso.subject):
             iso_by_subject.setdefault(ident, []).append(iso)
+    staged_by_subject: dict[int, list[Rule]] = {}
+    for rule in staged_rules:
+        for ident in c.index.select(rule.subject):
+            staged_by_subject.setdefault(ident, []).append(rule)
+    staged_iso_by_subject: dict[int, list[Isolation]] = {}
+    for iso in staged_isolations:
+        for ident in c.index.select(iso.subject):
+            staged_iso_by_subject.setdefault(ident, []).append(iso)
 
     clock("selectors")
     ipcache_pods: dict[IPv4Network, IpcacheEntry] = {}
@@ -284,16 +307,18 @@ def _compile_spec(
 
     # CIDR identities are derived from the prefix alone, so peers are resolved once against every
     # prefix of the cluster; each node's ipcache carries only the prefixes its endpoints use.
-    all_prefixes = {p for r in rules for cr in r.peers.cidrs for p in (cr.cidr, *cr.excepts)}
+    all_prefixes = {p for r in rules + staged_rules for cr in r.peers.cidrs for p in (cr.cidr, *cr.excepts)}
     all_prefixes.discard(IPv4Network("0.0.0.0/0"))
     cluster_cidrs = {p: i for p, i in cidr_identities(all_prefixes).items() if p not in ipcache_pods}
     pod_ipcache = sorted(ipcache_pods.items(), key=_net_order)
     isolation_by_ident: dict[int, FrozenMap[Direction, tuple[str, ...]]] = {}
     node_cidr_index = NodeCidrs(cluster_cidrs)
-    cache: dict[tuple[int, tuple[Any, ...]], tuple[FrozenMap[PolicyKey, PolicyEntry], bool, bool]] = {}
+    cache: dict[tuple[int, tuple[Any, ...]], _EndpointPolicy] = {}
     nodes: dict[str, NodeState] = {}
     catalog_eps: dict[str, FrozenMap[int, str]] = {}
     isolation_cat: dict[str, FrozenMap[Direction, tuple[str, ...]]] = {}
+    staged_cat: dict[str, FrozenMap[Direction, tuple[str, ...]]] = {}
+    staged_isolation_cat: dict[str, FrozenMap[Direction, tuple[str, ...]]] = {}
     l7_seen: set[tuple[RuleOrigin, RuleOrigin]] = set()
     cidr_catalog: dict[int, IPv4Network] = {}
     for node in spec.nodes:
@@ -302,7 +327,7 @@ def _compile_spec(
         local_ids = {c.pod_identity[p.key] for p in local}
         prefixes: set[IPv4Network] = set()
         for ident in local_ids:
-            for rule in by_subject.get(ident, ()):
+            for rule in (*by_subject.get(ident, ()), *staged_by_subject.get(ident, ())):
                 for cr in rule.peers.cidrs:
                     prefixes.add(cr.cidr)
                     prefixes.update(cr.excepts)
@@ -337,11 +362,24 @@ def _compile_spec(
                     warnings,
                 )
                 l7_seen.update(ms.ineffective_l7)
-                cache[ck] = (ms.entries, enf_in, enf_out)
-            entries, enf_in, enf_out = cache[ck]
-            endpoints[pod.ip] = EndpointEntry(ep_id, ident, enf_in, enf_out)  # type: ignore[index]
+                audit = _audit_policy(
+                    c, spec.mode, by_subject.get(ident, []), iso_by_subject.get(ident, []),
+                    staged_by_subject.get(ident, []), staged_iso_by_subject.get(ident, []),
+                    pod, node_cidr_index, cookies, warnings,
+                )
+                cache[ck] = (ms.entries, enf_in, enf_out, audit)
+            entries, enf_in, enf_out, audit = cache[ck]
             policies[ep_id] = entries
             eps_cat[ep_id] = pod.key
+            if audit is None:
+                endpoints[pod.ip] = EndpointEntry(ep_id, ident, enf_in, enf_out)  # type: ignore[index]
+            else:
+                endpoints[pod.ip] = EndpointEntry(  # type: ignore[index]
+                    ep_id, ident, enf_in, enf_out, audit.directions[0], audit.directions[1]
+                )
+                policies[audit_map_id(ep_id)] = audit.entries
+                staged_cat[pod.key] = audit.staged
+                staged_isolation_cat[pod.key] = audit.isolation
             isos = iso_by_subject.get(ident, [])
             if isos and spec.mode == "default":
                 if ident not in isolation_by_ident:
@@ -387,6 +425,8 @@ def _compile_spec(
         endpoints=FrozenMap(catalog_eps),
         cookies=FrozenMap(origin_by_cookie),
         isolation=FrozenMap(isolation_cat),
+        staged=FrozenMap(staged_cat),
+        staged_isolation=FrozenMap(staged_isolation_cat),
     )
     clock("catalog")
     return Compiled(
@@ -400,6 +440,8 @@ def _compile_spec(
         isolations=isolations,
         pod_identity=dict(c.pod_identity),
         origins=origin_by_cookie,
+        staged_rules=staged_rules,
+        staged_isolations=staged_isolations,
     )
 
 
@@ -433,6 +475,65 @@ def _endpoint_policy(
         for idents, ports in _ports_for(c, rule, peer_ids, pod, warnings):
             grants.append(Grant(rule.origin, rule.direction, rule.deny, idents, ports, bool(rule.l7)))
     return build_mapstate(grants, cookies), enforce[Direction.INGRESS], enforce[Direction.EGRESS]
+
+
+_EndpointPolicy = tuple[FrozenMap[PolicyKey, PolicyEntry], bool, bool, "_Audit | None"]  # one endpoint's policy
+
+
+@dataclass(frozen=True)
+class _Audit:
+    """An endpoint's enforced+staged view, for the directions its staged policies touch."""
+
+    entries: FrozenMap[PolicyKey, PolicyEntry]
+    directions: tuple[bool, bool]  # (ingress, egress) audited
+    staged: FrozenMap[Direction, tuple[str, ...]]  # the staged policies per audited direction
+    isolation: FrozenMap[Direction, tuple[str, ...]]  # who isolates it once they are enforced
+
+
+def _audit_policy(
+    c: _Compiler,
+    mode: str,
+    rules: list[Rule],
+    isolations: list[Isolation],
+    staged_rules: list[Rule],
+    staged_isolations: list[Isolation],
+    pod: PodSpec,
+    node_cidrs: NodeCidrs,
+    cookies: dict[RuleOrigin, int],
+    warnings: list[CompileWarning],
+) -> _Audit | None:
+    """None when no staged policy selects the pod (it then pays nothing in the datapath).
+
+    A direction is audited when a staged policy has a section for it and the enforced+staged
+    view enforces it; the audit map is that view whole (the datapath compares two verdicts)."""
+    if mode == "never" or not (staged_rules or staged_isolations):
+        return None
+    every = rules + staged_rules
+    isos = isolations + staged_isolations
+    ms, enf_in, enf_out = _endpoint_policy(c, mode, every, isos, pod, node_cidrs, cookies, warnings)
+    touched = {r.direction for r in staged_rules} | {i.direction for i in staged_isolations}
+    audited = (enf_in and Direction.INGRESS in touched, enf_out and Direction.EGRESS in touched)
+    if not any(audited):
+        return None
+    dirs = [d for d, on in zip((Direction.INGRESS, Direction.EGRESS), audited, strict=True) if on]
+
+    def names(items: Iterable[Rule | Isolation], d: Direction) -> tuple[str, ...]:
+        return tuple(sorted({_policy_title(x) for x in items if x.direction == d}))
+
+    return _Audit(
+        ms.entries,
+        audited,
+        FrozenMap({d: names([*staged_rules, *staged_isolations], d) for d in dirs}),
+        FrozenMap({d: v for d in dirs if (v := names(isos, d))}),
+    )
+
+
+def _policy_title(item: Rule | Isolation) -> str:
+    """"Kind ns/name", as Isolation.policy and Document.title write it."""
+    if isinstance(item, Isolation):
+        return item.policy
+    o = item.origin
+    return f"{o.kind} {o.namespace}/{o.name}" if o.namespace else f"{o.kind} {o.name}"
 
 
 def compile_cluster(

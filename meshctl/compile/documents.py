@@ -6,11 +6,12 @@ The translators read YAML-keyed dicts, so they work the same on the loader's pyd
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from meshctl.compile.ir import SourceRef
+from meshctl.model.staging import mode_of
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Document:
     name: str
     body: dict[str, Any]  # the whole document with YAML keys
     source: SourceRef | None
+    staged: bool = False  # audit mode (meshctl.model.staging): compiled, judged, never enforced
 
     @property
     def title(self) -> str:
@@ -37,10 +39,15 @@ def _source_of(obj: Any, lines: Mapping[Any, Mapping[tuple[str | int, ...], int]
     return SourceRef(file, line, (lines or {}).get((file, line), {}))
 
 
-def as_document(obj: Any, lines: Mapping[Any, Mapping[tuple[str | int, ...], int]] | None = None) -> Document:
+def as_document(
+    obj: Any,
+    lines: Mapping[Any, Mapping[tuple[str | int, ...], int]] | None = None,
+    audit_namespaces: Collection[str] = (),
+) -> Document:
     """A loader model or a dict -> Document; `lines` = DesiredState.lines (per-rule lines)."""
     body = obj if isinstance(obj, dict) else obj.model_dump(by_alias=True, exclude_none=True, mode="python")
     kind = str(body.get("kind") or type(obj).__name__)
     meta = body.get("metadata") or {}
     namespace = "" if kind == "CiliumClusterwideNetworkPolicy" else str(meta.get("namespace") or "default")
-    return Document(kind, namespace, str(meta.get("name", "")), body, _source_of(obj, lines))
+    staged = mode_of(meta.get("annotations") or {}, namespace, audit_namespaces) == "audit"
+    return Document(kind, namespace, str(meta.get("name", "")), body, _source_of(obj, lines), staged)

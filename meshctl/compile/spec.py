@@ -66,7 +66,10 @@ def spec_from_desired(desired: Any) -> ClusterSpec:
         nodes=tuple(n.name for n in cfg.nodes),
         namespaces={ns.name: dict(ns.labels) for ns in desired.namespaces},
         pods=pods,
-        policies=tuple(as_document(p, getattr(desired, "lines", None)) for p in desired.policies),
+        policies=tuple(
+            as_document(p, getattr(desired, "lines", None), cfg.policy.audit_namespaces)
+            for p in desired.policies
+        ),
         mode=cfg.policy_enforcement_mode,
         ipv6_pass=cfg.datapath.ipv6 == "pass",
     )

@@ -117,21 +117,32 @@ def decode_ipcache_table(
 
 
 def encode_endpoint(addr: IPv4Address, entry: EndpointEntry) -> tuple[bytes, bytes]:
-    flags = (S.EndpointFlags.ENFORCE_INGRESS if entry.enforce_ingress else 0) | (
-        S.EndpointFlags.ENFORCE_EGRESS if entry.enforce_egress else 0
-    )
-    value = S.EndpointValue(endpoint_id=entry.endpoint_id, identity=entry.identity, flags=int(flags))
+    flags = endpoint_flags(entry)
+    value = S.EndpointValue(endpoint_id=entry.endpoint_id, identity=entry.identity, flags=flags)
     return bytes(S.EndpointKey(addr_be=be32(addr))), bytes(value)
 
 
 def decode_endpoint(key: bytes, value: bytes) -> tuple[IPv4Address, EndpointEntry]:
     k, v = S.EndpointKey.from_buffer_copy(key), S.EndpointValue.from_buffer_copy(value)
-    return from_be32(k.addr_be), EndpointEntry(
-        v.endpoint_id,
-        v.identity,
-        bool(v.flags & S.EndpointFlags.ENFORCE_INGRESS),
-        bool(v.flags & S.EndpointFlags.ENFORCE_EGRESS),
-    )
+    return from_be32(k.addr_be), endpoint_entry(v.endpoint_id, v.identity, v.flags)
+
+
+_ENDPOINT_FLAGS = (
+    S.EndpointFlags.ENFORCE_INGRESS, S.EndpointFlags.ENFORCE_EGRESS,
+    S.EndpointFlags.AUDIT_INGRESS, S.EndpointFlags.AUDIT_EGRESS,
+)
+KNOWN_ENDPOINT_FLAGS = int(sum(_ENDPOINT_FLAGS))
+
+
+def endpoint_flags(entry: EndpointEntry) -> int:
+    wanted = (entry.enforce_ingress, entry.enforce_egress, entry.audit_ingress, entry.audit_egress)
+    return sum(int(bit) for bit, on in zip(_ENDPOINT_FLAGS, wanted, strict=True) if on)
+
+
+def endpoint_entry(endpoint_id: int, identity: int, flags: int) -> EndpointEntry:
+    """struct endpoint_value's fields -> EndpointEntry (flags ENDPOINT_F_* known to the caller)."""
+    ing, eg, a_ing, a_eg = (bool(flags & bit) for bit in _ENDPOINT_FLAGS)
+    return EndpointEntry(endpoint_id, identity, ing, eg, a_ing, a_eg)
 
 
 ENDPOINT_VALUE = struct.Struct("<III")  # struct endpoint_value: endpoint_id, identity, flags
@@ -143,15 +154,14 @@ def decode_endpoint_table(
     """The whole endpoints map: `FrozenMap(dict(decode_endpoint(k, v) for ...))`, made with
     struct and sorted by address as an int (IPv4Address's own order) instead of by __lt__;
     entries with flag bits the datapath does not define are foreign."""
-    ing, eg = int(S.EndpointFlags.ENFORCE_INGRESS), int(S.EndpointFlags.ENFORCE_EGRESS)
     rows = {}
     foreign = []
     for key, value in items:
         endpoint_id, identity, flags = ENDPOINT_VALUE.unpack(value)
-        if flags & ~(ing | eg):
+        if flags & ~KNOWN_ENDPOINT_FLAGS:
             foreign.append(foreign_entry("endpoints", key, value))
             continue
-        entry = EndpointEntry(endpoint_id, identity, bool(flags & ing), bool(flags & eg))
+        entry = endpoint_entry(endpoint_id, identity, flags)
         rows[int.from_bytes(key, "big")] = entry  # the key's bytes are the address, network order
     return FrozenMap.from_sorted([(IPv4Address(addr), rows[addr]) for addr in sorted(rows)]), foreign
 

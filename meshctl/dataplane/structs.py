@@ -21,6 +21,7 @@ class Verdict(enum.IntEnum):
 
     FORWARDED = 1
     DROPPED = 2
+    AUDIT = 4
 
 
 class FlowReason(enum.IntEnum):
@@ -40,6 +41,8 @@ class EndpointFlags(enum.IntFlag):
 
     ENFORCE_INGRESS = 1 << 0
     ENFORCE_EGRESS = 1 << 1
+    AUDIT_INGRESS = 1 << 2
+    AUDIT_EGRESS = 1 << 3
 
 
 class PolicyFlags(enum.IntFlag):

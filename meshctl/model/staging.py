@@ -9,7 +9,7 @@ per daemon or endpoint).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -41,11 +41,17 @@ def policy_mode(policy: _HasMeta, audit_namespaces: Collection[str] = ()) -> Pol
     The annotation wins when it says `enforce`: one policy of an audited namespace can be
     enforced ahead of the rest. A clusterwide policy has no namespace; only its annotation counts.
     """
-    value = policy.metadata.annotations.get(MODE_ANNOTATION)
+    return mode_of(policy.metadata.annotations, policy.metadata.namespace, audit_namespaces)
+
+
+def mode_of(
+    annotations: Mapping[str, str], namespace: str | None, audit_namespaces: Collection[str] = ()
+) -> PolicyMode:
+    """policy_mode from the metadata fields (plain documents have no model)."""
+    value = annotations.get(MODE_ANNOTATION)
     if value in MODES:
         return value  # type: ignore[return-value]
-    namespace = policy.metadata.namespace
-    return "audit" if namespace is not None and namespace in audit_namespaces else "enforce"
+    return "audit" if namespace and namespace in audit_namespaces else "enforce"
 
 
 def is_staged(policy: _HasMeta, audit_namespaces: Collection[str] = ()) -> bool:

@@ -34,16 +34,23 @@ def ipcache_from(v: dict[str, Any]) -> IpcacheEntry:
 
 
 def endpoint_value(e: EndpointEntry) -> dict[str, Any]:
-    return {
+    value: dict[str, Any] = {
         "endpoint_id": e.endpoint_id,
         "identity": e.identity,
         "enforce_ingress": e.enforce_ingress,
         "enforce_egress": e.enforce_egress,
     }
+    # only when set: plans of clusters without staged policies keep their form
+    if e.audit_ingress:
+        value["audit_ingress"] = True
+    if e.audit_egress:
+        value["audit_egress"] = True
+    return value
 
 
 def endpoint_from(v: dict[str, Any]) -> EndpointEntry:
-    return EndpointEntry(v["endpoint_id"], v["identity"], v["enforce_ingress"], v["enforce_egress"])
+    return EndpointEntry(v["endpoint_id"], v["identity"], v["enforce_ingress"], v["enforce_egress"],
+                         bool(v.get("audit_ingress", False)), bool(v.get("audit_egress", False)))
 
 
 def policy_key(endpoint_id: int, k: PolicyKey) -> dict[str, Any]:

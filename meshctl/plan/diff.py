@@ -178,6 +178,11 @@ class _NodeDiff:
                 why.append(f"{direction.label} default deny{src}")
             else:
                 why.append(f"no rule selects it for {direction.label} any more: not enforced")
+        for direction in (Direction.INGRESS, Direction.EGRESS):
+            if b.audits(direction) != a.audits(direction):
+                staged = self.catalog.staged.get(pod, {}).get(direction, ())
+                by = f" by {', '.join(staged)}" if staged and a.audits(direction) else ""
+                why.append(f"{direction.label} audit{by} " + ("starts" if a.audits(direction) else "stops"))
         return "; ".join(why)
 
     def policies(self) -> None:

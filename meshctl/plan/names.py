@@ -9,7 +9,15 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from meshctl.catalog import Catalog
-from meshctl.nodestate import PROTO_ANY, PROTOCOL_NAMES, NodeState, PolicyKey, ReservedIdentity
+from meshctl.nodestate import (
+    AUDIT_MAP_BIT,
+    PROTO_ANY,
+    PROTOCOL_NAMES,
+    NodeState,
+    PolicyKey,
+    ReservedIdentity,
+    is_audit_map,
+)
 
 
 def protocol_name(protocol: int) -> str:
@@ -48,7 +56,10 @@ class Namer:
         return self.catalog.identity_name(identity)
 
     def endpoint(self, endpoint_id: int) -> str:
-        """`ns/pod` for an endpoint id, else the pod its identity names, else `endpoint:N`."""
+        """`ns/pod` for an endpoint id, else the pod its identity names, else `endpoint:N`; an
+        endpoint's enforced+staged map (audit_map_id) is `ns/pod (staged)`."""
+        if is_audit_map(endpoint_id):
+            return f"{self.endpoint(endpoint_id & ~AUDIT_MAP_BIT)} (staged)"
         name = self.catalog.endpoints.get(self.node, {}).get(endpoint_id)
         if name:
             return name

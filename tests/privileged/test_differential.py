@@ -14,6 +14,11 @@ must equal the emulator's: any difference is a bug in one of them.
 The connection test follows Cilium across policy changes: every packet that is not a reply is
 checked against the current policy, replies of tracked connections pass, and a deny leaves the
 conntrack entry in place (cilium/cilium#2700, #3605, #9187).
+
+Staged policies (audit mode): about one drawn policy in four is staged. The kernel must forward
+exactly as the cluster compiled WITHOUT the staged policies decides, and report one AUDIT event
+exactly when the cluster compiled with them ENFORCED decides otherwise (with that verdict's reason
+and cookie); the emulator's staged_verdict/audit_event must say the same.
 """
 
 from __future__ import annotations
@@ -55,7 +60,14 @@ from meshctl.nodestate import (
     NodeState,
     ReservedIdentity,
 )
-from meshctl.verdicts import Verdict, connection_verdict, ipcache_lookup, policy_verdict
+from meshctl.verdicts import (
+    Verdict,
+    audit_event,
+    connection_verdict,
+    ipcache_lookup,
+    policy_verdict,
+    staged_verdict,
+)
 
 pytestmark = pytest.mark.privileged
 
@@ -148,7 +160,7 @@ def policy_sets(draw: st.DrawFn) -> tuple[Document, ...]:
         docs.append(draw(policy))
     if draw(st.integers(0, 2)) == 0:
         docs.append(draw(wide_policy()))
-    return tuple(as_document(d) for d in docs)
+    return tuple(replace(as_document(d), staged=draw(st.integers(0, 3)) == 0) for d in docs)
 
 
 @st.composite
@@ -191,15 +203,30 @@ def universes(draw: st.DrawFn, revisions: int = 1) -> Universe:
     return Universe(tuple(specs), draw(st.integers(0, 2**32 - 1)))
 
 
-def compile_revisions(universe: Universe) -> list[dict[str, NodeState]]:
-    """Each revision's NodeStates, compiled with the identity and endpoint tables the previous
+@dataclass(frozen=True)
+class Views:
+    """One node of one revision: the state loaded (staged policies in audit maps), and the same
+    cluster compiled without the staged policies and with them enforced: what the kernel must
+    forward by, and what its AUDIT events must report when it differs."""
+
+    state: NodeState
+    enforced: NodeState
+    everything: NodeState
+
+
+def compile_revisions(universe: Universe) -> list[dict[str, Views]]:
+    """Each revision's node views, compiled with the identity and endpoint tables the previous
     revision left (as the state directory does), so pods keep their identity and endpoint id."""
     identities, endpoint_ids = IdentityTable(), EndpointTable()
     out = []
     for spec in universe.revisions:
         compiled = compile_spec(spec, identities, endpoint_ids, "diff")
+        enforced = replace(spec, policies=tuple(d for d in spec.policies if not d.staged))
+        everything = replace(spec, policies=tuple(replace(d, staged=False) for d in spec.policies))
+        without = compile_spec(enforced, identities, endpoint_ids, "diff").nodes
+        with_all = compile_spec(everything, identities, endpoint_ids, "diff").nodes
         identities, endpoint_ids = compiled.identities, compiled.endpoint_ids
-        out.append(compiled.nodes)
+        out.append({n: Views(s, without[n], with_all[n]) for n, s in compiled.nodes.items()})
     return out
 
 
@@ -495,6 +522,43 @@ def emulated(state: NodeState, hook: str, pkt: Packet) -> Outcome:
     return Outcome(verdict, *ids, ep.endpoint_id if ep is not None else 0)
 
 
+def expected(
+    views: Views, report: Report, node: str, hook: str, pkt: Packet
+) -> tuple[Outcome, Outcome | None]:
+    """The verdict event and the AUDIT event (None: none) a new connection must produce, from the
+    enforced-only and all-enforced compiles; the emulator's own audit view must agree."""
+    want = emulated(views.state, hook, pkt)
+    if emulated(views.enforced, hook, pkt).verdict != want.verdict:
+        report.add(node, hook, pkt, f"staged policies change the enforced verdict: {want}, without them "
+                                    f"{emulated(views.enforced, hook, pkt)}")
+    staged = emulated(views.everything, hook, pkt).verdict
+    audit = replace(want, verdict=staged) if staged.allowed != want.verdict.allowed else None
+    local, peer = (pkt.src, pkt.dst) if hook == FROM_POD else (pkt.dst, pkt.src)
+    mine = audit_event(want.verdict, staged_verdict(
+        views.state, local, HOOK_DIRECTION[hook], ipcache_lookup(views.state.ipcache, peer), pkt.protocol,
+        pkt.policy_port))
+    if mine != (audit.verdict if audit else None):
+        report.add(node, hook, pkt, f"emulator audit {mine}, all-enforced compile says {audit}")
+    return want, audit
+
+
+def split_audit(events: list[FlowEvent]) -> tuple[list[FlowEvent], list[FlowEvent]]:
+    """(verdict events, AUDIT events)."""
+    audits = [e for e in events if e.verdict == EventVerdict.AUDIT]
+    return [e for e in events if e.verdict != EventVerdict.AUDIT], audits
+
+
+def check_audit(report: Report, node: str, hook: str, pkt: Packet, retval: int, audits: list[FlowEvent],
+                want: Outcome | None) -> None:
+    got = [observed(TC_ACT_OK if a.reason == FlowReason.ALLOWED else TC_ACT_SHOT, a) for a in audits]
+    if got != ([want] if want else []):
+        wanted = str(want) if want else "none"
+        report.add(node, hook, pkt, f"AUDIT events {[str(g) for g in got]}, want {wanted} "
+                                    f"(kernel {verdict_word(retval)})")
+    elif not all(event_matches(e, hook, pkt) for e in audits):
+        report.add(node, hook, pkt, "the AUDIT event names another packet")
+
+
 def event_matches(event: FlowEvent, hook: str, pkt: Packet) -> bool:
     sport, dport = pkt.ct_ports
     return (from_be32(event.saddr_be), from_be32(event.daddr_be), from_be16(event.sport_be),
@@ -533,12 +597,15 @@ class Report:
                     f"{shown}{more}\npods:\n{pods}\npolicies:\n{revs}", pytrace=False)
 
 
-def check_new(kernel: Kernel, report: Report, node: str, state: NodeState, hook: str, pkt: Packet) -> None:
+def check_new(kernel: Kernel, report: Report, node: str, views: Views, hook: str, pkt: Packet) -> None:
     """Run a packet the datapath has not seen the connection of; compare everything with the
     emulator."""
     retval, events = kernel.run(hook, pkt)
-    want = emulated(state, hook, pkt)
+    want, audit = expected(views, report, node, hook, pkt)
+    events, audits = split_audit(events)
+    check_audit(report, node, hook, pkt, retval, audits, audit)
     kernel.seen[want.verdict.reason] += 1
+    kernel.seen["audit"] += bool(audit)
     if len(events) != 1:
         report.add(node, hook, pkt, f"kernel {verdict_word(retval)} with {len(events)} flow events, "
                                     f"want 1 (emulator: {want})")
@@ -599,21 +666,23 @@ def test_first_packets_match_emulator(kernel: Kernel, capsys: pytest.CaptureFixt
                 if node is not None:
                     work[node].append((hook, pkt))
                     runs += 1
-        for node, state in nodes.items():
-            work[node] += maker.aimed(state, AIMED_PER_NODE)
+        for node, views in nodes.items():
+            work[node] += maker.aimed(views.state, AIMED_PER_NODE)
         report = Report(universe)
         for node, todo in work.items():
             if not todo:
                 continue
-            state = nodes[node]
+            views = nodes[node]
+            state = views.state
             kernel.forget_connections()
             kernel.load(state)
             for hook, pkt in todo:
-                check_new(kernel, report, node, state, hook, pkt)
+                check_new(kernel, report, node, views, hook, pkt)
                 kernel.drop_portless_entry(hook, pkt)
                 local = pkt.src if hook == FROM_POD else pkt.dst
                 if local in state.endpoints:  # the plan's entry point agrees with the node's view
-                    cv = connection_verdict(nodes, pkt.src, pkt.dst, pkt.protocol, pkt.policy_port)
+                    states = {n: v.state for n, v in nodes.items()}
+                    cv = connection_verdict(states, pkt.src, pkt.dst, pkt.protocol, pkt.policy_port)
                     mine = emulated(state, hook, pkt).verdict
                     if (cv.egress if hook == FROM_POD else cv.ingress) != mine:
                         report.add(node, hook, pkt, f"connection_verdict {cv} differs from the node's {mine}")
@@ -655,7 +724,7 @@ class Conntrack:
         return (pkt.src, pkt.dst, sport, dport, pkt.protocol, direction)
 
 
-def check_tracked(kernel: Kernel, ct: Conntrack, report: Report, node: str, state: NodeState, hook: str,
+def check_tracked(kernel: Kernel, ct: Conntrack, report: Report, node: str, views: Views, hook: str,
                   pkt: Packet) -> None:
     """One packet of a possibly tracked connection: a reply passes; a forward packet judged at an
     older revision (or untracked) gets the emulator's verdict under the current policy."""
@@ -674,11 +743,15 @@ def check_tracked(kernel: Kernel, ct: Conntrack, report: Report, node: str, stat
         if retval != TC_ACT_OK:
             report.add(node, hook, pkt, "forward packet judged at this revision already: dropped, want pass")
         return
-    want = emulated(state, hook, pkt)
     if fwd is None:
-        check_new(kernel, report, node, state, hook, pkt)
+        want = emulated(views.state, hook, pkt)
+        check_new(kernel, report, node, views, hook, pkt)
     else:
         retval, events = kernel.run(hook, pkt)
+        want, audit = expected(views, report, node, hook, pkt)
+        events, audits = split_audit(events)
+        check_audit(report, node, hook, pkt, retval, audits, audit)  # judged again: audited again
+        kernel.seen["established, audit"] += bool(audit)
         kernel.seen[f"established, {want.verdict.reason}"] += 1
         got = [observed(retval, e) for e in events]
         if want.verdict.allowed:
@@ -727,7 +800,7 @@ def test_policy_changes_recheck_forward_packets_and_keep_replies(
                 dst = maker.rng.choice(maker.pod_ips)
             connections.append(maker.packet(src, dst, connection=True))
         for node in gen.NODES:  # and connections the first policy set has entries for
-            connections += [pkt for _, pkt in maker.aimed(states[0][node], AIMED_PER_NODE // 2)]
+            connections += [pkt for _, pkt in maker.aimed(states[0][node].state, AIMED_PER_NODE // 2)]
         report = Report(universe)
         for node in gen.NODES:
 
@@ -739,7 +812,7 @@ def test_policy_changes_recheck_forward_packets_and_keep_replies(
             if not mine:
                 continue
             kernel.forget_connections()
-            kernel.load(states[0][node])
+            kernel.load(states[0][node].state)
             ct = Conntrack(kernel.revision)
             for c in mine:
                 for hook in hooks(c):
@@ -747,7 +820,7 @@ def test_policy_changes_recheck_forward_packets_and_keep_replies(
             check_conntrack(kernel, ct, report, node, "opening connections")
             for revision, phase in ((1, "the policy change"), (0, "the policy change back")):
                 state = states[revision][node]
-                kernel.load(state)
+                kernel.load(state.state)
                 ct.rev = kernel.revision
                 for c in mine:
                     for hook in hooks(c.forward()):
