@@ -119,7 +119,12 @@ def _endpoint_verdict(
 
 
 def staged_verdict(
-    state: NodeState, endpoint_ip: IPv4Address, direction: Direction, peer_identity: int, protocol: int, port: int
+    state: NodeState,
+    endpoint_ip: IPv4Address,
+    direction: Direction,
+    peer_identity: int,
+    protocol: int,
+    port: int,
 ) -> Verdict | None:
     """The verdict with the staged policies counted, when the endpoint audits this direction."""
     ep = _endpoint_index(state).get(int(_addr(endpoint_ip)))
@@ -138,7 +143,11 @@ def audit_event(enforced: Verdict, staged: Verdict | None) -> Verdict | None:
 
 
 def _map_verdict(
-    entries: Mapping[PolicyKey, PolicyEntry], direction: Direction, peer_identity: int, protocol: int, port: int
+    entries: Mapping[PolicyKey, PolicyEntry],
+    direction: Direction,
+    peer_identity: int,
+    protocol: int,
+    port: int,
 ) -> Verdict:
     specific = lpm_lookup(entries, direction, peer_identity, protocol, port) if peer_identity else None
     wildcard = lpm_lookup(entries, direction, ReservedIdentity.ANY, protocol, port)

@@ -477,7 +477,8 @@ def _endpoint_policy(
     return build_mapstate(grants, cookies), enforce[Direction.INGRESS], enforce[Direction.EGRESS]
 
 
-_EndpointPolicy = tuple[FrozenMap[PolicyKey, PolicyEntry], bool, bool, "_Audit | None"]  # one endpoint's policy
+# one endpoint's policy: entries, enforce ingress, enforce egress, its staged view
+_EndpointPolicy = tuple[FrozenMap[PolicyKey, PolicyEntry], bool, bool, "_Audit | None"]
 
 
 @dataclass(frozen=True)

@@ -141,8 +141,10 @@ class Datapath:
         key = IpcacheKey(prefixlen=net.prefixlen, addr_be=be32(str(net.network_address)))
         self.maps["ipcache"].update(bytes(key), bytes(IpcacheValue(identity=identity)))
 
-    def set_endpoint(self, addr: str, endpoint_id: int, identity: int, ingress: bool, egress: bool) -> None:
-        flags = (1 if ingress else 0) | (2 if egress else 0)
+    def set_endpoint(self, addr: str, endpoint_id: int, identity: int, ingress: bool, egress: bool,
+                     audit_ingress: bool = False, audit_egress: bool = False) -> None:
+        wanted = ((1, ingress), (2, egress), (4, audit_ingress), (8, audit_egress))  # ENDPOINT_F_*
+        flags = sum(bit for bit, on in wanted if on)
         self.maps["endpoints"].update(bytes(EndpointKey(addr_be=be32(addr))),
                                       bytes(EndpointValue(endpoint_id=endpoint_id, identity=identity,
                                                           flags=flags)))

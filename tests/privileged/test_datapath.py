@@ -24,7 +24,7 @@ from meshctl.dataplane.frames import (
     TCP_SYN,
 )
 from meshctl.dataplane.structs import ConfigFlags, CtFlags, CtValue, DatapathConfig, FlowReason, Verdict
-from meshctl.nodestate import Direction
+from meshctl.nodestate import AUDIT_MAP_BIT, Direction
 
 pytestmark = pytest.mark.privileged
 
@@ -374,6 +374,44 @@ def test_metrics_count_every_verdict(dp: Datapath) -> None:
     assert dp.metric(Verdict.DROPPED, FlowReason.DEFAULT_DENY, EGR) == (1, len(denied))
     assert dp.metric(Verdict.DROPPED, FlowReason.DEFAULT_DENY, ING) == (0, 0)
     assert len(dp.events()) == 2  # the new flow and the drop, not the established packets
+
+
+# ---------------------------------------------------------------- staged policies (audit)
+
+
+def test_staged_deny_forwards_and_reports_audit(dp: Datapath) -> None:
+    """B enforces nothing yet; a staged policy would isolate its ingress and allow only :80. The
+    datapath forwards by the enforced verdict, reports what the staged one would do, and counts
+    the AUDIT verdict; the reply and later packets are not judged again."""
+    dp.set_endpoint(B, B_EP, B_ID, ingress=False, egress=False, audit_ingress=True)
+    dp.set_policy(B_EP | AUDIT_MAP_BIT, [Rule(ING, A_ID, IPPROTO_TCP, 80, 16, cookie=31)])
+    syn = frames.tcp_frame(A, B, 40000, 5432)
+    assert run_to(dp, syn) == TC_ACT_OK
+    assert run_to(dp, frames.tcp_frame(A, B, 40000, 5432, TCP_ACK)) == TC_ACT_OK  # tracked: no audit
+    assert run_to(dp, frames.tcp_frame(A, B, 40001, 80)) == TC_ACT_OK  # staged allows too: no audit
+    assert [(e.verdict, e.reason, e.cookie, e.endpoint_id) for e in dp.events()] == [
+        (Verdict.AUDIT, FlowReason.DEFAULT_DENY, 0, B_EP),
+        (Verdict.FORWARDED, FlowReason.NOT_ENFORCED, 0, B_EP),
+        (Verdict.FORWARDED, FlowReason.NOT_ENFORCED, 0, B_EP),
+    ]
+    assert dp.metric(Verdict.AUDIT, FlowReason.DEFAULT_DENY, ING) == (1, len(syn))
+    assert dp.metric(Verdict.FORWARDED, FlowReason.NOT_ENFORCED, ING)[0] == 3
+
+
+def test_staged_allow_of_a_drop_is_reported_and_still_dropped(dp: Datapath) -> None:
+    enforce(dp, A, egress=True)  # enforced: default deny
+    dp.set_endpoint(A, A_EP, A_ID, ingress=False, egress=True, audit_egress=True)
+    dp.set_policy(A_EP | AUDIT_MAP_BIT, [Rule(EGR, B_ID, IPPROTO_UDP, 53, 16, cookie=41)])
+    assert run_from(dp, frames.udp_frame(A, B, 40000, 53)) == TC_ACT_SHOT
+    assert [(e.verdict, e.reason, e.cookie) for e in dp.events()] == [
+        (Verdict.AUDIT, FlowReason.ALLOWED, 41), (Verdict.DROPPED, FlowReason.DEFAULT_DENY, 0)]
+
+
+def test_audit_map_is_not_read_without_the_flag(dp: Datapath) -> None:
+    """An endpoint without staged policies pays nothing: a left-over audit map changes nothing."""
+    dp.set_policy(B_EP | AUDIT_MAP_BIT, [Rule(ING, A_ID, IPPROTO_TCP, 80, 16, cookie=31, deny=True)])
+    assert run_to(dp, frames.tcp_frame(A, B, 40000, 80)) == TC_ACT_OK
+    assert [e.verdict for e in dp.events()] == [Verdict.FORWARDED]
 
 
 def test_inner_map_swap_changes_verdict(dp: Datapath) -> None:
