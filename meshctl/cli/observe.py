@@ -80,7 +80,8 @@ FromIdentityOpt = Annotated[list[str] | None, typer.Option(
     "--from-identity", help="Source numeric identity.")]
 ToIdentityOpt = Annotated[list[str] | None, typer.Option(
     "--to-identity", help="Destination numeric identity.")]
-VerdictOpt = Annotated[list[str] | None, typer.Option("--verdict", help="FORWARDED or DROPPED.")]
+VerdictOpt = Annotated[list[str] | None, typer.Option(
+    "--verdict", help="FORWARDED, DROPPED or AUDIT (what staged policies would decide otherwise).")]
 ProtocolOpt = Annotated[list[str] | None, typer.Option("--protocol", help="tcp, udp or icmp.")]
 PortOpt = Annotated[list[str] | None, typer.Option("--port", help="Source or destination port.")]
 ToPortOpt = Annotated[list[str] | None, typer.Option("--to-port", help="Destination port.")]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from meshctl.catalog import Catalog
 from meshctl.flows.dims import Dimensions
-from meshctl.flows.flow import REASON_DEFAULT_DENY, Flow
+from meshctl.flows.flow import REASON_DEFAULT_DENY, VERDICT_AUDIT, VERDICT_DROPPED, Flow
 from meshctl.nodestate import Direction
 
 # struct flow_event (bpf/lib/common.h): addresses and ports stay in network order.
@@ -97,9 +97,10 @@ class Enricher:
         cat = self.ctx.catalog
         origin = cat.cookies.get(cookie) if cookie else None
         isolated = ""
-        if verdict == 2 and reason == REASON_DEFAULT_DENY:
+        if verdict in (VERDICT_DROPPED, VERDICT_AUDIT) and reason == REASON_DEFAULT_DENY:
             pod = self._endpoints.get(endpoint_id, "")
-            per_dir = cat.isolation.get(pod) if pod else None
+            isolation = cat.staged_isolation if verdict == VERDICT_AUDIT else cat.isolation
+            per_dir = isolation.get(pod) if pod else None
             if per_dir:
                 isolated = ",".join(per_dir.get(Direction(direction), ()))
             self.missed |= not isolated

@@ -20,7 +20,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from meshctl.errors import MeshctlError
-from meshctl.flows.flow import PROTOCOL_NUMBERS
+from meshctl.flows.flow import PROTOCOL_NUMBERS, VERDICT_NUMBERS
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -146,8 +146,8 @@ class FlowFilter:
 
     def __post_init__(self) -> None:
         for v in self.verdicts:
-            if v.upper() not in ("FORWARDED", "DROPPED"):
-                raise FilterError(f"--verdict: {v!r} is not FORWARDED or DROPPED")
+            if v.upper() not in VERDICT_NUMBERS:
+                raise FilterError(f"--verdict: {v!r} is not {', '.join(VERDICT_NUMBERS)}")
         for p in self.protocols:
             if p.lower() not in PROTOCOL_NUMBERS:
                 raise FilterError(f"--protocol: {p!r} is not tcp, udp or icmp")
@@ -210,7 +210,7 @@ class FlowFilter:
         peer_filter([("labels LIKE ?", [_label_patterns(lab)]) for lab in self.to_labels], ("dst_peer",))
         peer_filter([("identity = ?", [i]) for i in self.from_identities], ("src_peer",))
         peer_filter([("identity = ?", [i]) for i in self.to_identities], ("dst_peer",))
-        any_of([("f.verdict = ?", [1 if v.upper() == "FORWARDED" else 2]) for v in self.verdicts])
+        any_of([("f.verdict = ?", [VERDICT_NUMBERS[v.upper()]]) for v in self.verdicts])
         any_of([("f.protocol = ?", [PROTOCOL_NUMBERS[p.lower()]]) for p in self.protocols])
         any_of([(f"f.{c} = ?", [p]) for p in self.ports for c in ("src_port", "dst_port")])
         any_of([("f.dst_port = ?", [p]) for p in self.to_ports])

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-VERDICTS = {1: "FORWARDED", 2: "DROPPED"}
+VERDICTS = {1: "FORWARDED", 2: "DROPPED", 4: "AUDIT"}  # Hubble's numbers
+VERDICT_NUMBERS = {v: k for k, v in VERDICTS.items()}
+VERDICT_FORWARDED, VERDICT_DROPPED, VERDICT_AUDIT = 1, 2, 4
 DIRECTIONS = {0: "ingress", 1: "egress"}
 PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP"}
 PROTOCOL_NUMBERS = {v.lower(): k for k, v in PROTOCOLS.items()}
@@ -23,6 +25,8 @@ REASONS = {
     5: "malformed packet",
     6: "no endpoint",
 }
+REASON_ALLOWED = 0
+REASON_NOT_ENFORCED = 1
 REASON_DEFAULT_DENY = 2
 REASON_EXPLICIT_DENY = 3
 TCP_FLAG_NAMES = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x20, "URG"))
@@ -43,7 +47,7 @@ class Flow:
 
     time_ns: int  # wall clock, ns since the epoch
     node: str
-    verdict: int  # 1 FORWARDED, 2 DROPPED
+    verdict: int  # 1 FORWARDED, 2 DROPPED, 4 AUDIT (what staged policies would do differently)
     reason: int  # enum flow_reason
     direction: int  # 0 ingress, 1 egress (policy direction evaluated)
     protocol: int
@@ -86,9 +90,17 @@ class Flow:
         return pod or (self.dst_ip if self.direction == 0 else self.src_ip)
 
     @property
+    def audit_effect(self) -> str:
+        """An AUDIT flow: `would drop` or `would allow` once its staged policies are enforced."""
+        if self.verdict != VERDICT_AUDIT:
+            return ""
+        return "would allow" if self.reason in (REASON_ALLOWED, REASON_NOT_ENFORCED) else "would drop"
+
+    @property
     def drop_reason(self) -> str:
-        """Why it was dropped, naming the rule or the isolating policies; "" when forwarded."""
-        if self.verdict != 2:
+        """Why it was dropped (or, for AUDIT, would be), naming the rule or the isolating
+        policies; "" when forwarded."""
+        if self.verdict not in (VERDICT_DROPPED, VERDICT_AUDIT) or self.audit_effect == "would allow":
             return ""
         if self.reason == REASON_EXPLICIT_DENY:
             return f"denied by {self.policy}" if self.policy else f"explicit deny (cookie {self.cookie:#x})"
@@ -109,4 +121,6 @@ class Flow:
             verdict=self.verdict_name, direction=self.direction_name, protocol=self.protocol_name,
             reason=self.reason_name, drop_reason=self.drop_reason, tcp_flags=tcp_flags_text(self.tcp_flags),
         )
+        if self.verdict == VERDICT_AUDIT:
+            d["audit"] = self.audit_effect
         return d

@@ -176,7 +176,7 @@ class FlowCounters:
             if policy:
                 out[(policy, verdict)] += n
             elif isolated:
-                out[("default deny: " + isolated, 2)] += n
+                out[("default deny: " + isolated, verdict)] += n
         return out
 
     def update_lost(self, datapath_drops_since_start: int) -> None:

@@ -23,9 +23,13 @@ def endpoint(pod: str, ip: str, port: int, identity: int, with_port: bool) -> st
 
 
 def verdict_text(f: Flow) -> str:
-    """`FORWARDED (TCP Flags: SYN)` or `DROPPED (default deny: ... isolated by ...)`."""
+    """`FORWARDED (TCP Flags: SYN)`, `DROPPED (default deny: ... isolated by ...)` or
+    `AUDIT (would drop: denied by ...)`."""
     if f.verdict == 2:
         return f"DROPPED ({f.drop_reason})"
+    if f.verdict == 4:
+        why = f.drop_reason or (f"by {f.policy}" if f.policy else "")
+        return f"AUDIT ({f.audit_effect}: {why})" if why else f"AUDIT ({f.audit_effect})"
     tcp = f.protocol == 6 and f.tcp_flags
     detail = f"TCP Flags: {tcp_flags_text(f.tcp_flags)}" if tcp else f.protocol_name
     return f"FORWARDED ({detail})"
@@ -68,7 +72,7 @@ TABLE_HEADER = ("TIMESTAMP", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT",
 
 def table_row(f: Flow) -> tuple[str, ...]:
     ports = f.protocol in (6, 17)
-    summary = f.drop_reason if f.verdict == 2 else (
+    summary = f.drop_reason if f.verdict == 2 else verdict_text(f) if f.verdict == 4 else (
         f"TCP Flags: {tcp_flags_text(f.tcp_flags)}" if f.protocol == 6 else f.protocol_name)
     return (timestamp(f.time_ns), f.node, endpoint(f.src_pod, f.src_ip, f.src_port, f.src_identity, ports),
             endpoint(f.dst_pod, f.dst_ip, f.dst_port, f.dst_identity, ports),

@@ -36,6 +36,8 @@ def catalog() -> Catalog:
         cookies=FrozenMap({11: DENY_ORIGIN, 12: ALLOW_ORIGIN}),
         isolation=FrozenMap({"production/postgres": FrozenMap(
             {Direction.INGRESS: ("production/database-security",)})}),
+        staged_isolation=FrozenMap({"production/postgres": FrozenMap(
+            {Direction.INGRESS: ("production/database-security", "production/lockdown")})}),
     )
 
 
@@ -86,6 +88,36 @@ def test_explicit_deny_names_the_rule_and_forwarded_names_the_allow() -> None:
     ok = one_flow(e, record("10.102.3.9", "10.102.1.5", 2, 5432, 1, 0, 500, 400, cookie=12, ts=5))
     assert ok.verdict_name == "FORWARDED" and ok.drop_reason == ""
     assert "FORWARDED (TCP Flags: SYN)" in compact(ok) and "database-security" in compact(ok)
+
+
+def test_audit_flows_say_what_the_staged_policy_would_do() -> None:
+    """AUDIT (verdict 4, Hubble's): a would-drop names the staged view's isolating policies or
+    deny rule; a would-allow names the staged allow; both filter by --verdict AUDIT."""
+    e = enricher()
+    drop = one_flow(e, record("10.102.2.7", "10.102.1.5", 1, 5432, 4, 2, 300, 400))
+    assert (drop.verdict_name, drop.audit_effect) == ("AUDIT", "would drop")
+    assert drop.isolated_by == ("production/database-security", "production/lockdown")
+    assert compact(drop).endswith("AUDIT (would drop: default deny: production/postgres ingress isolated by "
+                                  "production/database-security, production/lockdown)")
+    deny = one_flow(e, record("10.102.2.7", "10.102.1.5", 2, 5432, 4, 3, 300, 400, cookie=11, ts=3))
+    assert deny.drop_reason == "denied by CiliumNetworkPolicy production/no-cache ingressDeny[0]"
+    allow = one_flow(e, record("10.102.3.9", "10.102.1.5", 3, 5432, 4, 0, 500, 400, cookie=12, ts=5))
+    assert (allow.audit_effect, allow.drop_reason) == ("would allow", "")
+    assert "AUDIT (would allow: by CiliumNetworkPolicy production/database-security ingress[0])" in compact(allow)
+    assert allow.to_dict()["audit"] == "would allow" and allow.to_dict()["verdict"] == "AUDIT"
+    assert not e.missed
+
+
+def test_store_filters_audit_flows(tmp_path: Path) -> None:
+    s = FlowStore(tmp_path / "node-1.db", "node-1")
+    e = enricher(s.dims)
+    s.insert(e.rows(b"".join([
+        record("10.102.2.7", "10.102.1.5", 40000, 5432, 4, 2, 300, 400, ts=1),
+        record("10.102.2.7", "10.102.1.5", 40000, 5432, 1, 1, 300, 400, ts=2),
+    ])))
+    audits = [f for _, f in s.query(FlowFilter(verdicts=("audit",)))]
+    assert [(f.verdict_name, f.audit_effect) for f in audits] == [("AUDIT", "would drop")]
+    assert [f.verdict_name for _, f in s.query(FlowFilter(verdicts=("FORWARDED",)))] == ["FORWARDED"]
 
 
 def test_unknown_addresses_and_identities_stay_numeric() -> None:

@@ -187,7 +187,7 @@ def test_outputs(state: Path, capsys, monkeypatch, fmt: str) -> None:  # type: i
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("--verdict", "MAYBE"), "--verdict: 'MAYBE' is not FORWARDED or DROPPED"),
+    (("--verdict", "MAYBE"), "--verdict: 'MAYBE' is not FORWARDED, DROPPED, AUDIT"),
     (("--protocol", "sctp"), "--protocol: 'sctp' is not tcp, udp or icmp"),
     (("--port", "http"), "--port: 'http' is not a port number (0-65535)"),
     (("--to-port", "70000"), "--to-port: 70000 is not a port number (0-65535)"),
