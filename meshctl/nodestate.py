@@ -551,10 +551,7 @@ class NodeState:
             "node": self.node,
             "config": self.config.__dict__,
             "ipcache": [[str(p), e.identity, e.flags] for p, e in self.ipcache.items()],
-            "endpoints": [
-                [str(a), e.endpoint_id, e.identity, e.enforce_ingress, e.enforce_egress]
-                for a, e in self.endpoints.items()
-            ],
+            "endpoints": [_endpoint_row(str(a), e) for a, e in self.endpoints.items()],
             "policies": [
                 [
                     ep,
@@ -582,10 +579,7 @@ class NodeState:
                 {IPv4Network(p): IpcacheEntry(identity, flags) for p, identity, flags in d["ipcache"]}
             ),
             endpoints=FrozenMap(
-                {
-                    IPv4Address(a): EndpointEntry(eid, identity, bool(ing), bool(eg))
-                    for a, eid, identity, ing, eg in d["endpoints"]
-                }
+                {IPv4Address(row[0]): EndpointEntry(*row[1:3], *map(bool, row[3:])) for row in d["endpoints"]}
             ),
             policies=FrozenMap(
                 {
@@ -659,10 +653,20 @@ def _ipcache_text(ipcache: Mapping[IPv4Network, IpcacheEntry]) -> str:
     return "[" + ",".join(f'["{p}",{e.identity},{e.flags}]' for p, e in ipcache.items()) + "]"
 
 
+def _endpoint_row(addr: str, e: EndpointEntry) -> list[Any]:
+    """[addr, id, identity, enforce in, enforce eg] and, only when audited, [audit in, audit eg]:
+    states without staged policies keep the fingerprints they always had."""
+    row: list[Any] = [addr, e.endpoint_id, e.identity, e.enforce_ingress, e.enforce_egress]
+    if e.audit_ingress or e.audit_egress:
+        row += [e.audit_ingress, e.audit_egress]
+    return row
+
+
 def _endpoints_text(endpoints: Mapping[IPv4Address, EndpointEntry]) -> str:
     b = ("false", "true")
     return "[" + ",".join(
-        f'["{a}",{e.endpoint_id},{e.identity},{b[e.enforce_ingress]},{b[e.enforce_egress]}]'
+        f'["{a}",{e.endpoint_id},{e.identity},{b[e.enforce_ingress]},{b[e.enforce_egress]}'
+        + (f",{b[e.audit_ingress]},{b[e.audit_egress]}]" if e.audit_ingress or e.audit_egress else "]")
         for a, e in endpoints.items()
     ) + "]"
 

@@ -217,8 +217,21 @@ def _local(states: Mapping[str, NodeState], value: int) -> tuple[NodeState, Endp
     return None
 
 
-def connection_verdict(
+def staged_connection_verdict(
     states: Mapping[str, NodeState], src_ip: IPv4Address, dst_ip: IPv4Address, protocol: int, port: int
+) -> ConnectionVerdict:
+    """connection_verdict once the staged policies are enforced: each side that audits judges
+    with its enforced+staged map (what the AUDIT events report)."""
+    return connection_verdict(states, src_ip, dst_ip, protocol, port, staged=True)
+
+
+def connection_verdict(
+    states: Mapping[str, NodeState],
+    src_ip: IPv4Address,
+    dst_ip: IPv4Address,
+    protocol: int,
+    port: int,
+    staged: bool = False,
 ) -> ConnectionVerdict:
     """Egress at the source's node, ingress at the destination's node (identities from ipcache)."""
     src_ip, dst_ip = _addr(src_ip), _addr(dst_ip)
@@ -227,15 +240,30 @@ def connection_verdict(
     if src is not None:
         st, ep = src
         peer = ipcache_lookup(st.ipcache, dst_ip)
-        egress = _endpoint_verdict(st, ep, Direction.EGRESS, peer, protocol, port)
+        egress = _side_verdict(st, ep, Direction.EGRESS, peer, protocol, port, staged)
     elif _attached(states, int(src_ip), "from-pod"):
         egress = Verdict(False, "no-endpoint")  # the datapath fails closed
     dst = _local(states, int(dst_ip))
     if dst is not None:
         st, ep = dst
         peer = ipcache_lookup(st.ipcache, src_ip)
-        ingress = _endpoint_verdict(st, ep, Direction.INGRESS, peer, protocol, port)
+        ingress = _side_verdict(st, ep, Direction.INGRESS, peer, protocol, port, staged)
     elif _attached(states, int(dst_ip), "to-pod"):
         ingress = Verdict(False, "no-endpoint")
     allowed = (egress is None or egress.allowed) and (ingress is None or ingress.allowed)
     return ConnectionVerdict(egress, ingress, allowed)
+
+
+def _side_verdict(
+    state: NodeState,
+    ep: EndpointEntry,
+    direction: Direction,
+    peer: int,
+    protocol: int,
+    port: int,
+    staged: bool,
+) -> Verdict:
+    if staged and ep.audits(direction):
+        entries = state.policies.get(audit_map_id(ep.endpoint_id), _EMPTY)
+        return _map_verdict(entries, direction, peer, protocol, port)
+    return _endpoint_verdict(state, ep, direction, peer, protocol, port)

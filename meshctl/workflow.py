@@ -183,6 +183,7 @@ class PlanOutcome:
 
 def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = False) -> PlanOutcome:
     """Compile, observe and diff; saves newly allocated table entries into the state."""
+    from meshctl.audit import plan_inputs
     from meshctl.encryption.hook import with_encryption
     from meshctl.loadbalancer.hook import with_load_balancer
     from meshctl.plan import build_plan
@@ -204,10 +205,13 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
     intended = with_encryption(ws.config, intended, observed, access=ws.nodes_access)  # next WireGuard step
     intended = with_load_balancer(ws.desired, intended, observed)  # services (kube-proxy replacement)
     with_impact = len(ws.desired.pods) <= IMPACT_MAX_PODS
+    staged, enforcing = plan_inputs(ws.state_dir, state.staged, compiled.staged_digests,
+                                    (d.title for d in compiled.spec.policies))
     plan = build_plan(
         observed, intended, compiled.catalog, desired=ws.desired, state=state,
         compiled_warnings=compiled.warnings, impact=with_impact,
         connections=ws.nodes_access.connections,  # read only on nodes whose changes can cut
+        staged=staged, enforcing=enforcing,
     )
     if not with_impact and plan.has_changes:
         from meshctl.plan import PlanWarning

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Literal
 
@@ -51,8 +52,10 @@ def apply_plan(
     on_event: Callable[[str], None] | None = None,
     lock_held: bool = False,
     checks: bool = True,
+    force_enforce: bool = False,
 ) -> ApplyOutcome:
-    """Apply `plan` (made from this workspace); raises PlanStaleError before touching anything."""
+    """Apply `plan` (made from this workspace); raises PlanStaleError (or, under requireCleanAudit,
+    AuditGateError) before touching anything."""
     from meshctl.state import StateLock
     from meshctl.state.operations import measured
     from meshctl.workflow import ensure_not_interrupted
@@ -60,21 +63,28 @@ def apply_plan(
     with measured(ws.state_dir, "apply") as metric:  # counts and durations for the agents' /metrics
         ensure_not_interrupted(ws.state_dir)  # before the lock: a killed apply leaves both behind
         if lock_held:
-            outcome = _apply_locked(ws, plan, rollback, on_event, checks)
+            outcome = _apply_locked(ws, plan, rollback, on_event, checks, force_enforce)
         else:
             with StateLock(ws.state_dir, "apply"):
-                outcome = _apply_locked(ws, plan, rollback, on_event, checks)
+                outcome = _apply_locked(ws, plan, rollback, on_event, checks, force_enforce)
         metric["result"] = "success" if outcome.result.ok else "failure"
         return outcome
 
 
 def _apply_locked(
-    ws: Workspace, plan: Plan, rollback: Rollback | None, on_event: Callable[[str], None] | None, checks: bool
+    ws: Workspace,
+    plan: Plan,
+    rollback: Rollback | None,
+    on_event: Callable[[str], None] | None,
+    checks: bool,
+    force_enforce: bool = False,
 ) -> ApplyOutcome:
+    from meshctl import audit
     from meshctl.agentapi.driver import select_driver
     from meshctl.encryption.hook import known_after_apply
     from meshctl.plan import check_fresh
     from meshctl.plan.model import rule_json
+    from meshctl.plan.staged import record_staged
     from meshctl.plan.stale import endpoint_catalog, explain_stale
     from meshctl.state import Journal, load_state, save_state
     from meshctl.workflow import ensure_not_interrupted
@@ -103,6 +113,7 @@ def _apply_locked(
         text += f"\n  ... and {more} more" if more else ""
         raise PlanStaleError(f"{err}{text}\nNothing was applied; make a new plan.") from err
     work = [NodeWork(n.node, observed[n.node], n.target_for(observed[n.node])) for n in plan.nodes]
+    audit.gate(ws.state_dir, plan.enforcing, ws.config.rollout.require_clean_audit, force_enforce)
     journal = Journal(ws.state_dir, plan.plan_id)
     from meshctl.apply.gates import predicted_drop_keys
 
@@ -125,7 +136,9 @@ def _apply_locked(
         applied.update({w.node: w.target for w in work if w.before == w.target})
         applied = known_after_apply(ws.cluster, applied, access)  # public keys generated on the nodes
         rules = {str(cookie): rule_json(origin) for cookie, origin in plan.rules}
-        state = save_state(ws.state_dir, state.record_apply(plan.plan_id, applied, rules=rules))
+        staged = record_staged(state.staged, plan.staged, datetime.now(UTC).isoformat(timespec="seconds"))
+        state = save_state(ws.state_dir,
+                           state.record_apply(plan.plan_id, applied, rules=rules, staged=staged))
     crash_point("committed")
     journal.clear()
     return ApplyOutcome(plan.plan_id, result, state.serial)

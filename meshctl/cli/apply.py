@@ -45,15 +45,18 @@ def apply(
     output: Annotated[Output, typer.Option("--output", "-o", help="How to show the plan it makes.")] = (
         Output.text),
     lock_timeout: LockTimeoutOpt = "0s",
+    force_enforce: Annotated[bool, typer.Option(
+        "--force-enforce", help="Enforce staged policies even when [rollout] requireCleanAudit objects."
+    )] = False,
 ) -> None:
     """Apply a plan: canary first, then batches; each node is journalled, verified, reverted on failure.
     Without PLAN, plan now, show it and ask."""
     with lock_wait(lock_timeout):
-        _apply(plan_file, auto_approve, rollback, repo, output)
+        _apply(plan_file, auto_approve, rollback, repo, output, force_enforce)
 
 
 def _apply(plan_file: Path | None, auto_approve: bool, rollback: RollbackScope | None, repo: Path,
-           output: Output) -> None:
+           output: Output, force_enforce: bool = False) -> None:
     from meshctl.apply.run import apply_plan
     from meshctl.cli.progress import apply_progress
     from meshctl.plan import read_plan
@@ -66,7 +69,7 @@ def _apply(plan_file: Path | None, auto_approve: bool, rollback: RollbackScope |
     if plan_file is not None:
         plan = read_plan(plan_file)
         with apply_progress(stderr()) as sink:  # live on a terminal, timestamped lines otherwise
-            outcome = apply_plan(ws, plan, rollback=scope, on_event=sink)
+            outcome = apply_plan(ws, plan, rollback=scope, on_event=sink, force_enforce=force_enforce)
         report_outcome(outcome)
         return
     with StateLock(ws.state_dir, "apply"):
@@ -78,5 +81,6 @@ def _apply(plan_file: Path | None, auto_approve: bool, rollback: RollbackScope |
             print("Apply cancelled.")
             raise typer.Exit(1)
         with apply_progress(stderr()) as sink:
-            outcome = apply_plan(ws, plan, rollback=scope, on_event=sink, lock_held=True)
+            outcome = apply_plan(ws, plan, rollback=scope, on_event=sink, lock_held=True,
+                                 force_enforce=force_enforce)
     report_outcome(outcome)

@@ -3,6 +3,7 @@
 # ruff: noqa: I001  (one line per module, so parallel additions never conflict)
 # One import per command module, in help order. Keep this list sorted by command name.
 from meshctl.cli import apply  # noqa: F401
+from meshctl.cli import audit  # noqa: F401
 from meshctl.cli import connectivity  # noqa: F401
 from meshctl.cli import drift  # noqa: F401
 from meshctl.cli import encryption  # noqa: F401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -12,9 +13,22 @@ from rich.table import Table
 
 from meshctl.cli.main import app
 from meshctl.cli.options import TextOrJson
+from meshctl.plan.staged import age_text
 
 RepoOpt = typer.Option(Path("."), "-C", "--repo", help="Desired-state repo (with meshctl.toml).")
 OutOpt = typer.Option(TextOrJson.text, "-o", "--output", help="text or json.")
+
+
+def staged_summary(staged: dict[str, str]) -> str:
+    if not staged:
+        return "none"
+    n = len(staged)
+    noun = "policy" if n == 1 else "policies"
+    return f"{n} {noun} in audit mode (loaded, not enforced; `meshctl audit report`)"
+
+
+def _seconds_since(iso: str) -> float:
+    return (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
 
 
 @app.command("status")
@@ -46,6 +60,9 @@ def status(repo: Path = RepoOpt, output: TextOrJson = OutOpt) -> None:
     console.print(f"Drift:          {word}")
     console.print(f"Encryption:     {st.encryption}")
     console.print(f"Load balancer:  {st.load_balancer}")
+    console.print(f"Staged:         {staged_summary(st.staged)}")
+    for policy, since in st.staged.items():
+        console.print(f"  {policy}: audit mode for {age_text(_seconds_since(since))} (since {since})")
     table = Table(title="Nodes")
     for col in ("node", "programs", "build", "endpoints", "map fill", "agent", "drift", "error"):
         table.add_column(col)

@@ -22,6 +22,7 @@ from meshctl.compile.mapstate import Grant, MapState, build_mapstate
 from meshctl.compile.selectors import SelectorIndex
 from meshctl.compile.spec import ClusterSpec, PodSpec, spec_from_desired
 from meshctl.compile.translate import PROTOCOLS, translate
+from meshctl.model.staging import policy_digest
 from meshctl.nodestate import (
     Attachment,
     DatapathConfig,
@@ -122,6 +123,11 @@ class Compiled:
     def staged_policies(self) -> tuple[str, ...]:
         """"Kind ns/name" of every staged policy, sorted."""
         return tuple(sorted({d.title for d in self.spec.policies if d.staged}))
+
+    @property
+    def staged_digests(self) -> dict[str, str]:
+        """"Kind ns/name" -> the staged policy's content digest (its version, mode aside)."""
+        return {d.title: policy_digest(d.body) for d in self.spec.policies if d.staged}
 
 
 class _Clock:

@@ -57,6 +57,8 @@ class ClusterStatus:
     last_applied_at: str | None
     encryption: str = "disabled"
     load_balancer: str = "disabled"
+    # staged (audit-mode) policies the last applies loaded: "Kind ns/name" -> since (ISO time)
+    staged: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -171,7 +173,7 @@ def cluster_status(repo: Path) -> ClusterStatus:
         nodes.append(st)
     enc, lb = _settings(repo)
     return ClusterStatus(info.cluster, build, nodes, state.serial, state.last_plan_id, state.last_applied_at,
-                         enc, lb)
+                         enc, lb, {p: r["since"] for p, r in sorted(state.staged.items())})
 
 
 def _agent_access(repo: Path) -> AgentAccess | None:
@@ -202,7 +204,7 @@ def _agent_cluster_status(repo: Path, info: Any, access: AgentAccess) -> Cluster
         nodes.append(st)
     enc, lb = _settings(repo)
     return ClusterStatus(info.cluster, build, nodes, state.serial, state.last_plan_id, state.last_applied_at,
-                         enc, lb)
+                         enc, lb, {p: r["since"] for p, r in sorted(state.staged.items())})
 
 
 def _settings(repo: Path) -> tuple[str, str]:

@@ -9,8 +9,10 @@ per daemon or endpoint).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from meshctl.model.meta import ObjectMeta
@@ -56,3 +58,17 @@ def mode_of(
 
 def is_staged(policy: _HasMeta, audit_namespaces: Collection[str] = ()) -> bool:
     return policy_mode(policy, audit_namespaces) == "audit"
+
+
+def policy_digest(body: Mapping[str, Any]) -> str:
+    """A policy's content without its mode: enforcing a staged policy keeps its digest, editing
+    it does not (the audit window starts again for the new version)."""
+    doc = json.loads(json.dumps(body, default=str))
+    meta = doc.get("metadata") or {}
+    annotations = dict(meta.get("annotations") or {})
+    annotations.pop(MODE_ANNOTATION, None)
+    meta["annotations"] = annotations
+    doc["metadata"] = meta
+    doc.pop("source", None)
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -14,9 +14,10 @@ from meshctl.gcpause import paused_gc
 from meshctl.nodestate import NodeState
 from meshctl.plan.cuts import established_cuts, nodes_to_read
 from meshctl.plan.diff import diff_node
-from meshctl.plan.impact import PodTarget, VerdictFn, connectivity_impact, pods_from_desired
+from meshctl.plan.impact import PodTarget, VerdictFn, connectivity_impact, pods_from_desired, staged_impact
 from meshctl.plan.loadbalancer import lb_warnings
 from meshctl.plan.model import CutRow, NodePlan, Plan, PlanWarning
+from meshctl.plan.staged import Enforcement, StagedPolicy
 from meshctl.plan.warnings import capacity_warnings, dns_warnings, foreign_warnings, passthrough
 
 LiveConnections = Mapping[str, Sequence[TrackedConnection]]
@@ -37,6 +38,8 @@ def build_plan(
     impact: bool = True,
     created_at: datetime | None = None,
     connections: Connections | None = None,
+    staged: Sequence[StagedPolicy] = (),
+    enforcing: Sequence[Enforcement] = (),
 ) -> Plan:
     """A node missing on one side counts as empty there (a new node, or one to clean up).
 
@@ -44,13 +47,19 @@ def build_plan(
     the pods and ports the impact covers; `state` (a meshctl.state.State) gives lineage/serial.
     `connections` gives the live established connections per node, or reads them: called once
     with the nodes whose changes can cut connections (only those tables are read). Without it
-    the plan says nothing about established connections.
+    the plan says nothing about established connections. `staged` and `enforcing` (see
+    meshctl.plan.staged) are recorded as given; the plan adds what enforcing the staged would change.
     """
     with paused_gc():  # diffing huge states (and parsing big conntrack tables) makes only acyclic objects
         plan = _build_plan(observed, intended, catalog, desired, state, compiled_warnings, pods, verdict_fn,
                            impact, created_at)
         if connections is not None and plan.has_changes:
             plan = replace(plan, cuts=_cuts(plan, observed, intended, catalog, desired, pods, connections))
+        if staged or enforcing:
+            plan = replace(plan, staged=tuple(staged), enforcing=tuple(enforcing))
+        if impact and staged and plan.has_changes:
+            targets = _targets(desired, pods)
+            plan = replace(plan, staged_impact=tuple(staged_impact(intended, catalog, targets)))
         return plan
 
 
@@ -68,9 +77,14 @@ def _cuts(
     if not nodes:
         return ()
     live = connections(nodes) if callable(connections) else connections
-    targets = pods if pods is not None else (pods_from_desired(desired) if desired is not None else [])
-    names = {p.ip: p.name for p in targets}
+    names = {p.ip: p.name for p in _targets(desired, pods)}
     return tuple(established_cuts(observed, intended, changes, live, catalog, names))
+
+
+def _targets(desired: Any, pods: Sequence[PodTarget] | None) -> Sequence[PodTarget]:
+    if pods is not None:
+        return pods
+    return pods_from_desired(desired) if desired is not None else []
 
 
 def target_rules(intended: Mapping[str, NodeState], catalog: Catalog) -> tuple[tuple[int, RuleOrigin], ...]:
@@ -106,8 +120,7 @@ def _build_plan(
 
     rows = []
     if impact and any(n.changes for n in nodes):
-        targets = pods if pods is not None else (pods_from_desired(desired) if desired is not None else [])
-        rows = connectivity_impact(observed, intended, catalog, targets, verdict_fn)
+        rows = connectivity_impact(observed, intended, catalog, _targets(desired, pods), verdict_fn)
 
     warnings: list[PlanWarning] = [
         *passthrough(compiled_warnings),

@@ -21,6 +21,7 @@ from meshctl.nodestate import (
     NodeState,
     PolicyEntry,
     PolicyKey,
+    is_audit_map,
 )
 from meshctl.plan import codec
 from meshctl.plan.action import Action
@@ -28,6 +29,9 @@ from meshctl.plan.change import Change, ChangeKind, Value
 from meshctl.plan.loadbalancer import lb_changes
 from meshctl.plan.names import Namer, ports_label
 from meshctl.plan.wireguard import wireguard_changes
+
+STAGED_MAP_NEW = "staged policies select the endpoint: its map with them, judged for AUDIT flows"
+STAGED_MAP_GONE = "no staged policy selects the endpoint any more"
 
 
 def _action(before: object, after: object) -> Action:
@@ -197,14 +201,15 @@ class _NodeDiff:
                 continue
             name = self.names.endpoint(eid)
             # Natural order: the map is created before its entries and deleted after them.
+            staged = is_audit_map(eid)
             if b_map is None and a_map is not None:
                 self.add(ChangeKind.POLICY_MAP, eid, f"policymap {name}", None, {"endpoint_id": eid},
-                         "endpoint gets its policy map")
+                         STAGED_MAP_NEW if staged else "endpoint gets its policy map")
             for key, b, a in _keyed(b_map or {}, a_map or {}):
                 self.policy_entry(eid, name, key, b, a)
             if a_map is None and b_map is not None:
                 self.add(ChangeKind.POLICY_MAP, eid, f"policymap {name}", {"endpoint_id": eid}, None,
-                         "endpoint is gone")
+                         STAGED_MAP_GONE if staged else "endpoint is gone")
 
     def policy_entry(
         self, eid: int, name: str, key: PolicyKey, b: PolicyEntry | None, a: PolicyEntry | None

@@ -8,14 +8,14 @@ intended NodeStates; only pairs whose verdict flips are kept, with the rules tha
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import Any
 
 from meshctl.catalog import Catalog
-from meshctl.nodestate import PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction, NodeState
+from meshctl.nodestate import PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction, FrozenMap, NodeState
 from meshctl.plan.model import ImpactRow
-from meshctl.verdicts import ConnectionVerdict, connection_verdict
+from meshctl.verdicts import ConnectionVerdict, connection_verdict, staged_connection_verdict
 
 WORLD_NAME = "world"
 WORLD_ADDRESS = IPv4Address("198.51.100.7")  # TEST-NET-2: outside every pod CIDR
@@ -90,6 +90,18 @@ def _rules(o: _Outcome, src: str, dst: str, catalog: Catalog) -> tuple[str, ...]
     return tuple(out)
 
 
+def staged_impact(
+    intended: Mapping[str, NodeState], catalog: Catalog, pods: Sequence[PodTarget]
+) -> list[ImpactRow]:
+    """What enforcing the staged policies would change: the enforced verdicts of the target
+    against its staged view (the rules of a default deny name the staged view's isolation)."""
+    isolation = dict(catalog.isolation)
+    for pod, per_dir in catalog.staged_isolation.items():
+        isolation[pod] = FrozenMap({**catalog.isolation.get(pod, {}), **per_dir})
+    staged = replace(catalog, isolation=FrozenMap(isolation))
+    return connectivity_impact(intended, intended, staged, pods, after_fn=staged_connection_verdict)
+
+
 def connectivity_impact(
     observed: Mapping[str, NodeState],
     intended: Mapping[str, NodeState],
@@ -97,8 +109,11 @@ def connectivity_impact(
     pods: Sequence[PodTarget],
     verdict_fn: VerdictFn | None = None,
     include_world: bool = True,
+    after_fn: VerdictFn | None = None,
 ) -> list[ImpactRow]:
+    """`after_fn` judges the intended side when it differs from `verdict_fn` (staged_impact)."""
     fn = verdict_fn or connection_verdict
+    after_of = after_fn or fn
     sources = [(p.name, p.ip) for p in pods]
     if include_world:
         sources.append((WORLD_NAME, WORLD_ADDRESS))
@@ -110,7 +125,7 @@ def connectivity_impact(
                 if src_ip == dst.ip:
                     continue
                 before = _normalize(fn(observed, src_ip, dst.ip, proto, port))
-                after = _normalize(fn(intended, src_ip, dst.ip, proto, port))
+                after = _normalize(after_of(intended, src_ip, dst.ip, proto, port))
                 if before.forwarded == after.forwarded:
                     continue
                 rules = _rules(after, src_name, dst.name, catalog)

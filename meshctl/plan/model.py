@@ -18,13 +18,16 @@ from meshctl.nodestate import NodeState
 from meshctl.plan.action import Action
 from meshctl.plan.change import Change
 from meshctl.plan.digests import NodeDigests
+from meshctl.plan.staged import Enforcement, StagedPolicy
 
-PLAN_FORMAT_VERSION = "2.3"  # major.minor: a newer minor reads fine, another major is refused
+PLAN_FORMAT_VERSION = "2.4"  # major.minor: a newer minor reads fine, another major is refused
 # 2.0: nodes record changes and fingerprints only (1.x embedded every full target state)
 # 2.1: nodes also record per-component digests of their observed state (what a stale plan names)
 # 2.2: "cuts": the established connections the plan cuts (from the live conntrack tables)
 # 2.3: "rules": cookie -> the rule behind it, for every cookie the target holds (apply records
 #      them in the state so flows are attributed to the applied revision, not the working tree)
+# 2.4: "staged": staged (audit-mode) policies of the target, "enforcing": those the plan turns from
+#      audit to enforced with their AUDIT evidence, "staged_impact": what enforcing them would change
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,9 @@ class Plan:
     warnings: tuple[PlanWarning, ...] = ()
     cuts: tuple[CutRow, ...] = ()  # established connections the changes cut (format 2.2)
     rules: tuple[tuple[int, RuleOrigin], ...] = ()  # cookie -> rule of every target cookie (2.3)
+    staged: tuple[StagedPolicy, ...] = ()  # staged policies of the target (2.4)
+    enforcing: tuple[Enforcement, ...] = ()  # staged policies this plan enforces, with evidence (2.4)
+    staged_impact: tuple[ImpactRow, ...] = ()  # connections that change once the staged are enforced
     format_version: str = PLAN_FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys of a newer minor version
 
@@ -249,6 +255,10 @@ class Plan:
             **({"cuts": [r.to_json() for r in self.cuts]} if _version(self.format_version) >= (2, 2) else {}),
             **({"rules": {str(c): rule_json(o) for c, o in self.rules}}
                if _version(self.format_version) >= (2, 3) else {}),
+            **({"staged": [s.to_json() for s in self.staged],
+                "enforcing": [e.to_json() for e in self.enforcing],
+                "staged_impact": [r.to_json() for r in self.staged_impact]}
+               if _version(self.format_version) >= (2, 4) else {}),
             "warnings": [w.to_json() for w in self.warnings],
             "nodes": [n.to_json() for n in self.nodes],
         }
@@ -263,7 +273,8 @@ class Plan:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Plan:
         known = {"plan_id", "format_version", "created_at", "meshctl_version", "source", "state",
-                 "summary", "impact", "cuts", "rules", "warnings", "nodes"}
+                 "summary", "impact", "cuts", "rules", "warnings", "nodes", "staged", "enforcing",
+                 "staged_impact"}
         return cls(
             format_version=d["format_version"],
             created_at=d["created_at"],
@@ -277,6 +288,9 @@ class Plan:
             warnings=tuple(PlanWarning.from_json(w) for w in d["warnings"]),
             cuts=tuple(CutRow.from_json(r) for r in d.get("cuts", ())),  # absent before 2.2
             rules=tuple(sorted((int(c), rule_from(o)) for c, o in d.get("rules", {}).items())),  # 2.3
+            staged=tuple(StagedPolicy.from_json(s) for s in d.get("staged", ())),  # 2.4
+            enforcing=tuple(Enforcement.from_json(e) for e in d.get("enforcing", ())),
+            staged_impact=tuple(ImpactRow.from_json(r) for r in d.get("staged_impact", ())),
             extra={k: v for k, v in d.items() if k not in known},
         )
 

@@ -40,9 +40,15 @@ def _fmt(v: Any) -> str:
     return text
 
 
+# fields the plan writes only when set (meshctl.plan.codec): absent means false
+FLAGS_WHEN_SET = frozenset({"audit_ingress", "audit_egress"})
+
+
 def _field(change: Change, key: str, v: Any) -> str:
     if change.kind is ChangeKind.LB_SERVICE and key == "maglev":
         return _maglev(v)
+    if v is None and key in FLAGS_WHEN_SET:
+        return "false"
     return _fmt(v)
 
 

@@ -7,6 +7,7 @@ block boundary (never inside a table row or an open <details>) with a note sayin
 from __future__ import annotations
 
 from meshctl.plan.model import Plan, Summary
+from meshctl.report import staged
 from meshctl.report.fields import value_lines
 
 MARKDOWN_LIMIT = 65_000
@@ -65,6 +66,24 @@ def _diff_lines(plan: Plan, index: int) -> list[str]:
     return lines
 
 
+def _staged_blocks(plan: Plan) -> list[str]:
+    """The staged-policies section as blocks (cut whole, like table rows)."""
+    out: list[str] = []
+    if plan.enforcing:
+        out.append("\n#### Enforcing staged policies\n\n")
+        for row in plan.enforcing:
+            out.append(f"- **{_cell(staged.enforcement_line(plan, row))}**\n")
+            for line, drop in staged.evidence_lines(plan, row):
+                out.append(f"  - {'⛔ ' if drop else ''}{_cell(line)}\n")
+    if plan.staged and plan.has_changes:
+        out.append("\n#### Staged policies (audit mode: loaded and judged, never enforced)\n\n")
+        out.extend(f"- {_cell(staged.staged_line(plan, s))}\n" for s in plan.staged)
+        for r in plan.staged_impact:
+            rules = f" ({_cell('; '.join(r.rules))})" if r.rules else ""
+            out.append(f"  - 🔍 {_cell(staged.would_line(r))}{rules}\n")
+    return out
+
+
 def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
     budget = limit - _NOTE_RESERVE
     parts: list[str] = []
@@ -99,6 +118,12 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
             by = f" (by {_cell(', '.join(f'`{a}`' for a in row.changes))})" if row.changes else ""
             if not add(f"- ⛔ {_cell(row.line)}{by}\n"):
                 cut = f"{len(plan.cuts) - i} cut rows and everything after them not shown"
+                break
+
+    if (plan.enforcing or (plan.staged and plan.has_changes)) and cut is None:
+        for i, block in enumerate(blocks := _staged_blocks(plan)):
+            if not add(block):
+                cut = f"{len(blocks) - i} lines about staged policies and everything after them not shown"
                 break
 
     if plan.warnings and cut is None:

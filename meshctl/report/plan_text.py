@@ -11,6 +11,7 @@ from rich.text import Text
 
 from meshctl.plan.action import Action
 from meshctl.plan.model import Plan, Summary
+from meshctl.report import staged
 from meshctl.report.fields import value_lines
 
 STYLES = {
@@ -44,6 +45,26 @@ def _header(plan: Plan) -> str:
     )
 
 
+def _staged(out: Text, plan: Plan) -> None:
+    """Staged policies (audit mode) of the target and those this plan enforces, with evidence."""
+    if plan.enforcing:
+        out.append("Enforcing staged policies (AUDIT flows since each was staged):\n", style="bold")
+        for row in plan.enforcing:
+            _put(out, "  ", staged.enforcement_line(plan, row))
+            for line, drop in staged.evidence_lines(plan, row):
+                _put(out, "      ", line, "red" if drop else "")
+        out.append("\n")
+    if plan.staged and plan.has_changes:
+        out.append("Staged policies (audit mode: loaded and judged, never enforced):\n", style="bold")
+        for s in plan.staged:
+            _put(out, "  ", staged.staged_line(plan, s))
+        for r in plan.staged_impact:
+            _put(out, "      ", staged.would_line(r), "yellow")
+            for rule in r.rules:
+                _put(out, "          ", f"by {rule}", "dim")
+        out.append("\n")
+
+
 def render_text(plan: Plan) -> Text:
     out = Text()
     out.append(_header(plan) + "\n\n", style="bold")
@@ -65,6 +86,8 @@ def render_text(plan: Plan) -> Text:
                 for address in cut.changes:
                     _put(out, "      ", f"by {address}", "dim")
         out.append("\n")
+
+    _staged(out, plan)
 
     if plan.warnings:
         out.append("Warnings:\n", style="bold")

@@ -48,12 +48,16 @@ class State:
     # cookie (as text) -> its rule as plan.model.rule_json writes it: the rules behind the cookies
     # applied so far, so flows are attributed to what was applied (not to the working tree)
     rules: dict[str, Any] = field(default_factory=dict)
+    # staged (audit-mode) policy "Kind ns/name" -> {"digest", "since"}: when an apply first loaded
+    # this version of it staged (meshctl.plan.staged.record_staged)
+    staged: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def with_tables(self, identities: dict[str, Any], endpoint_ids: dict[str, Any]) -> State:
         return replace(self, identities=identities, endpoint_ids=endpoint_ids)
 
     def record_apply(self, plan_id: str, applied: dict[str, NodeState], now: datetime | None = None,
-                     rules: dict[str, Any] | None = None) -> State:
+                     rules: dict[str, Any] | None = None,
+                     staged: dict[str, dict[str, str]] | None = None) -> State:
         """The state after an apply of `plan_id` left `applied` on those nodes: serial + 1.
 
         `rules` (cookie -> rule of the plan's target) are added to those recorded before: a
@@ -63,7 +67,8 @@ class State:
         for name, ns in applied.items():
             nodes[name] = NodeRecord(ns.fingerprint(), ns, stamp)
         return replace(self, serial=self.serial + 1, last_plan_id=plan_id, last_applied_at=stamp, nodes=nodes,
-                       rules={**self.rules, **(rules or {})})
+                       rules={**self.rules, **(rules or {})},
+                       staged=self.staged if staged is None else staged)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +80,7 @@ class State:
             "last_plan_id": self.last_plan_id,
             "last_applied_at": self.last_applied_at,
             "rules": self.rules,
+            "staged": self.staged,
             "nodes": {
                 name: {
                     "fingerprint": r.fingerprint,
@@ -97,6 +103,7 @@ class State:
             last_plan_id=d.get("last_plan_id"),
             last_applied_at=d.get("last_applied_at"),
             rules=d.get("rules") or {},
+            staged=d.get("staged") or {},
             nodes={
                 name: NodeRecord(r["fingerprint"], NodeState.from_canonical(r["intended"]), r["applied_at"])
                 for name, r in (d.get("nodes") or {}).items()

@@ -32,7 +32,7 @@ def test_round_trip(plan: Plan, saved: Path) -> None:
     assert back.plan_id == plan.plan_id
     assert saved.name.startswith("plan-20250102T030405-")
     doc = json.loads(saved.read_text())
-    assert doc["format_version"] == "2.3" and doc["source"]["commit"].startswith("4f2a9c1d")
+    assert doc["format_version"] == "2.4" and doc["source"]["commit"].startswith("4f2a9c1d")
     assert doc["state"] == {"lineage": STATE.lineage, "serial": 3}
     node = doc["nodes"][1]
     assert node["node"] == "node-2" and node["observed_fingerprint"] == observed()["node-2"].fingerprint()
@@ -134,6 +134,8 @@ def test_format_2_0_files_are_still_read(saved: Path) -> None:
     body["format_version"] = "2.0"
     del body["cuts"]  # 2.2
     del body["rules"]  # 2.3
+    for key in ("staged", "enforcing", "staged_impact"):  # 2.4
+        del body[key]
     for node in body["nodes"]:
         del node["observed_digests"]
     saved.write_text(json.dumps({"plan_id": compute_plan_id(body), **body}))
@@ -164,6 +166,8 @@ def test_format_2_1_files_without_cuts_are_still_read(saved: Path) -> None:
     body["format_version"] = "2.1"
     del body["cuts"]
     del body["rules"]
+    for key in ("staged", "enforcing", "staged_impact"):
+        del body[key]
     saved.write_text(json.dumps({"plan_id": compute_plan_id(body), **body}))
     old = read_plan(saved)
     assert old.format_version == "2.1" and old.cuts == ()

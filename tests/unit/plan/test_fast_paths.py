@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "golden"))
@@ -15,7 +16,12 @@ from meshctl.plan import diff_node
 
 
 def test_fingerprint_is_sha256_of_the_canonical_json() -> None:
-    for states in (observed(), intended()):
+    audited = intended()["node-2"]
+    audited = replace(audited, endpoints=FrozenMap(
+        {ip: replace(e, audit_ingress=True) for ip, e in audited.endpoints.items()}))
+    assert audited.fingerprint() != intended()["node-2"].fingerprint()  # the audit flags count
+    assert NodeState.from_canonical(audited.canonical()) == audited
+    for states in (observed(), intended(), {"audited": audited}):
         for state in [*states.values(), NodeState("empty")]:
             body = json.dumps(state.canonical(), sort_keys=True, separators=(",", ":"))
             assert state.fingerprint() == "sha256:" + hashlib.sha256(body.encode()).hexdigest()

@@ -56,7 +56,7 @@ def node_states(draw: st.DrawFn) -> NodeState:
     endpoints = draw(
         st.dictionaries(
             st.sampled_from(ADDRS),
-            st.builds(EndpointEntry, st.integers(1, 4), st.sampled_from([256, 257]), BOOL, BOOL),
+            st.builds(EndpointEntry, st.integers(1, 4), st.sampled_from([256, 257]), BOOL, BOOL, BOOL, BOOL),
         )
     )
     policies = draw(
