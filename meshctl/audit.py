@@ -132,7 +132,8 @@ def check_clean(
         if staged_for < span:
             reasons.append(f"staged for {age_text(staged_for.total_seconds())} (since {row.since}), "
                            f"less than requireCleanAudit = {window!r}")
-        groups = evidence(flows, row.policy)
+        start_ns = max(parse_time(row.since), now - span).timestamp() * 1e9  # this version, in the window
+        groups = evidence(None if flows is None else [f for f in flows if f.time_ns >= start_ns], row.policy)
         if groups is None:
             reasons.append("no flow store could be read: the audit window cannot be checked")
         else:
