@@ -10,6 +10,10 @@ Scenarios (from_pod, endpoint A enforcing egress):
   rejudge/1    a conntrack hit after a policy change (the revision was bumped before each run):
                the forward packet is judged by policy again (the first packet of each tracked
                connection after an apply pays this once).
+Staged policies (a second table, with the small map): endpoint A without staged policies, with
+staged policies that judge like the enforced ones (one more policy lookup per new connection, no
+event), and with staged policies that would drop the allowed connection (the lookup and an AUDIT
+event). Established packets and drops must not pay anything.
 The kernel times the loop itself (bpf_test_run), so syscall cost is excluded. Compare ratios
 within one run, not absolutes (a shared machine is noisy).
 """
@@ -29,7 +33,7 @@ from datapath_harness import TC_ACT_OK, TC_ACT_SHOT, Datapath, Rule, build_objec
 from meshctl.dataplane import frames
 from meshctl.dataplane.frames import IPPROTO_TCP, TCP_ACK, TCP_SYN
 from meshctl.dataplane.structs import PolicyKey
-from meshctl.nodestate import Direction
+from meshctl.nodestate import AUDIT_MAP_BIT, Direction
 
 A, B, WORLD_HOST = "10.0.1.1", "10.0.1.2", "192.0.2.10"
 A_EP, A_ID, B_ID = 11, 1001, 1002
@@ -50,13 +54,17 @@ def filler_rules(n: int) -> list[Rule]:
     return rules
 
 
-def install(dp: Datapath, entries: int) -> None:
+def install(dp: Datapath, entries: int, staged: str = "") -> None:
+    """staged: "" none, "same" staged policies that judge alike, "differs" ones that would drop."""
     dp.reset()
-    dp.set_endpoint(A, A_EP, A_ID, ingress=True, egress=True)
+    dp.set_endpoint(A, A_EP, A_ID, ingress=True, egress=True, audit_egress=bool(staged))
     dp.set_endpoint(B, 12, B_ID, ingress=True, egress=True)
-    rules = [Rule(Direction.EGRESS, B_ID, IPPROTO_TCP, ALLOWED_PORT, 16, cookie=1), *filler_rules(entries)]
-    inner = dp.new_policy_map(rules, max_entries=INNER_MAX)
-    dp.install_policy(A_EP, inner)
+    allow = Rule(Direction.EGRESS, B_ID, IPPROTO_TCP, ALLOWED_PORT, 16, cookie=1)
+    rules = [allow, *filler_rules(entries)]
+    dp.install_policy(A_EP, dp.new_policy_map(rules, max_entries=INNER_MAX))
+    if staged:
+        audit = rules if staged == "same" else rules[1:]
+        dp.install_policy(A_EP | AUDIT_MAP_BIT, dp.new_policy_map(audit, max_entries=INNER_MAX))
 
 
 def per_packet_repeat(dp: Datapath, frame: bytes, expect: int, repeat: int) -> float:
@@ -85,8 +93,8 @@ def per_packet_single(dp: Datapath, frame: bytes, expect: int, runs: int, delete
     return float(statistics.median(samples))
 
 
-def measure(dp: Datapath, entries: int, repeat: int, runs: int) -> dict[str, float]:
-    install(dp, entries)
+def measure(dp: Datapath, entries: int, repeat: int, runs: int, staged: str = "") -> dict[str, float]:
+    install(dp, entries, staged)
     deny = frames.tcp_frame(A, WORLD_HOST, 40000, 443, TCP_SYN)
     syn = frames.tcp_frame(A, B, 40001, ALLOWED_PORT, TCP_SYN)
     ack = frames.tcp_frame(A, B, 40001, ALLOWED_PORT, TCP_ACK)
@@ -118,12 +126,19 @@ def main() -> None:
     try:
         small = measure(dp, 0, args.repeat, args.runs)
         big = measure(dp, args.entries, args.repeat, args.runs)
+        same = measure(dp, 0, args.repeat, args.runs, staged="same")
+        differs = measure(dp, 0, args.repeat, args.runs, staged="differs")
     finally:
         dp.reset()
         dp.close()
     print(f"{'scenario':<16}{'0 entries':>12}{f'{args.entries:,} entries':>18}{'ratio':>8}")
     for name in small:
         print(f"{name:<16}{small[name]:>9.0f} ns{big[name]:>15.0f} ns{big[name] / small[name]:>8.2f}")
+    header = f"{'staged policies':<16}{'none':>12}{'judge alike':>14}{'ratio':>8}{'AUDIT event':>14}{'ratio':>8}"
+    print("\n" + header)
+    for name in small:
+        print(f"{name:<16}{small[name]:>9.0f} ns{same[name]:>11.0f} ns{same[name] / small[name]:>8.2f}"
+              f"{differs[name]:>11.0f} ns{differs[name] / small[name]:>8.2f}")
 
 
 if __name__ == "__main__":
