@@ -84,6 +84,22 @@ def test_policy_verdicts_by_direction_match_action_no_free_text(counters: FlowCo
     assert set(m["meshctl_policy_verdicts_total"][0][0]) == {"direction", "match", "action"}
 
 
+def test_audit_flows_are_their_own_verdict_not_drops() -> None:
+    """AUDIT (staged policies would decide otherwise) counts as Hubble's AUDIT verdict and action
+    `audit`; it is neither a drop nor a forward, and the lost-drops estimate ignores it."""
+    c = FlowCounters()
+    e = Enricher(EnrichContext("node-1", Catalog(), {}), offset_ns=0)
+    c.add(e.rows(record(4, 2, ING) * 2 + record(4, 0, EGR, cookie=22) + record(FWD, 1, ING)))
+    c.matches.update({22: "l3-l4"})
+    m = scrape(c)
+    assert value(m, "meshctl_flows_processed_total", verdict="AUDIT") == 3
+    assert value(m, "meshctl_drop_total") == 0 and c.received_drops == 0
+    got = {(lab["direction"], lab["match"], lab["action"]): v
+           for lab, v in m["meshctl_policy_verdicts_total"]}
+    assert got == {("ingress", "none", "audit"): 2, ("egress", "l3-l4", "audit"): 1,
+                   ("ingress", "all", "forwarded"): 1}
+
+
 def test_no_node_label_anywhere_and_lost_is_a_counter(counters: FlowCounters) -> None:
     counters.update_lost(9)
     counters.update_lost(9)  # 9 counted by the datapath, 5 drop records received: 4 lost
