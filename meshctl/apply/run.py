@@ -124,6 +124,7 @@ def _apply_locked(
     )
     from meshctl.compile.services import frontend_nodes
 
+    started = datetime.now(UTC).isoformat(timespec="seconds")  # staged policies are judged from here on
     result = engine.run(
         work, ws.node_order, ws.desired.checks if checks else (), ws.pod_nodes(),
         frontend_nodes=frontend_nodes(ws.desired.services, ws.desired.pods),
@@ -136,7 +137,7 @@ def _apply_locked(
         applied.update({w.node: w.target for w in work if w.before == w.target})
         applied = known_after_apply(ws.cluster, applied, access)  # public keys generated on the nodes
         rules = {str(cookie): rule_json(origin) for cookie, origin in plan.rules}
-        staged = record_staged(state.staged, plan.staged, datetime.now(UTC).isoformat(timespec="seconds"))
+        staged = record_staged(state.staged, plan.staged, started)
         state = save_state(ws.state_dir,
                            state.record_apply(plan.plan_id, applied, rules=rules, staged=staged))
     crash_point("committed")
