@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 from meshctl.impact.model import ImpactPair, ImpactReport, ReplayedFlow
+from meshctl.report.mermaid import markdown_block, verdict_edge
 
 MARKDOWN_LIMIT = 65_000
 EXAMPLES = 10  # replayed flows shown in text and markdown
@@ -119,7 +120,8 @@ def markdown_blocks(report: ImpactReport) -> list[str]:
         changes = ", ".join(f"`{_cell(c)}`" for c in report.policies_changed)
         blocks.append(f"Policy changes: {changes}\n\n")
     if report.pairs:
-        blocks += [_pairs_table(report.pairs) + "\n", _rules_block(report.pairs) + "\n"]
+        graph = markdown_block(verdict_edge(p.src, p.dst, p.protocol, p.port, p.head) for p in report.pairs)
+        blocks += [graph + "\n", _pairs_table(report.pairs) + "\n", _rules_block(report.pairs) + "\n"]
     if report.replay and report.replay.changed:
         blocks.append(_flows_block(report.replay.changed) + "\n")
     for w in report.warnings:

@@ -7,7 +7,7 @@ block boundary (never inside a table row or an open <details>) with a note sayin
 from __future__ import annotations
 
 from meshctl.plan.model import Plan, Summary
-from meshctl.report import staged
+from meshctl.report import mermaid, staged
 from meshctl.report.fields import value_lines
 
 MARKDOWN_LIMIT = 65_000
@@ -81,6 +81,9 @@ def _staged_blocks(plan: Plan) -> list[str]:
         for r in plan.staged_impact:
             rules = f" ({_cell('; '.join(r.rules))})" if r.rules else ""
             out.append(f"  - 🔍 {_cell(staged.would_line(r))}{rules}\n")
+        out.append(mermaid.markdown_block(
+            mermaid.verdict_edge(r.src, r.dst, r.protocol, r.port, r.after, mermaid.WOULD_DROP)
+            for r in plan.staged_impact))
     return out
 
 
@@ -111,6 +114,9 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
             if not add(row):
                 cut = f"{len(plan.impact) - i} impact rows and everything after them not shown"
                 break
+        if cut is None:  # the picture of the table, when it fits (it is never what gets cut)
+            add(mermaid.markdown_block(
+                mermaid.verdict_edge(r.src, r.dst, r.protocol, r.port, r.after) for r in plan.impact))
 
     if plan.cuts and cut is None:
         add(f"\n**Established connections (live conntrack): the apply cuts {plan.cut_connections}**\n\n")
