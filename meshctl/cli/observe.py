@@ -13,7 +13,7 @@ from meshctl.cli.main import app
 from meshctl.errors import MeshctlError
 
 if TYPE_CHECKING:
-    from meshctl.flows.filters import FlowFilter
+    pass
 
 
 class FlowOutput(StrEnum):
@@ -127,7 +127,7 @@ def observe(  # one parameter per hubble-observe flag
     follow: FollowOpt = False, output: OutOpt = FlowOutput.compact,
 ) -> None:
     """Show stored flows (oldest first); with --follow, keep printing new ones."""
-    from meshctl.flows.filters import parse_int
+    from meshctl.flows.filters import build_filter, parse_int
     from meshctl.flows.render import render_one, table
     from meshctl.flows.store import follow as follow_flows
     from meshctl.flows.store import open_stores, query_all
@@ -172,28 +172,3 @@ def observe(  # one parameter per hubble-observe flag
     finally:
         for s in stores:
             s.close()
-
-
-def build_filter(values: dict[str, list[str]] | dict[str, list[str] | None], since: str | None,
-                 until: str | None, excluded: FlowFilter | None = None) -> FlowFilter:
-    """One FlowFilter from flag values (text, so bad numbers are one clear error line)."""
-    from meshctl.flows.filters import FlowFilter, parse_int, parse_time
-
-    port_word, id_word = "a port number (0-65535)", "a numeric identity (0 to 2^32-1)"
-    numeric = {"from_identities": ("--from-identity", 2**32 - 1, id_word),
-               "to_identities": ("--to-identity", 2**32 - 1, id_word),
-               "ports": ("--port", 65535, port_word), "to_ports": ("--to-port", 65535, port_word)}
-    fields: dict[str, object] = {}
-    for name, given in values.items():
-        vals = given or []
-        if name in numeric:
-            flag, high, word = numeric[name]
-            fields[name] = tuple(parse_int(v, flag, 0, high, word) for v in vals)
-        else:
-            fields[name] = tuple(vals)
-    return FlowFilter(
-        **fields,  # type: ignore[arg-type]
-        since_ns=parse_time(since, "--since") if since else None,
-        until_ns=parse_time(until, "--until") if until else None,
-        excluded=excluded,
-    )

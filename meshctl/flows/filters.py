@@ -223,3 +223,26 @@ class FlowFilter:
             if sql != "1":  # an empty denylist leaves nothing out
                 add(f"NOT ({sql})", ps)
         return (" AND ".join(clauses) or "1"), params
+
+
+def build_filter(values: dict[str, list[str]] | dict[str, list[str] | None], since: str | None,
+                 until: str | None, excluded: FlowFilter | None = None) -> FlowFilter:
+    """One FlowFilter from flag values (text, so bad numbers are one clear error line)."""
+    port_word, id_word = "a port number (0-65535)", "a numeric identity (0 to 2^32-1)"
+    numeric = {"from_identities": ("--from-identity", 2**32 - 1, id_word),
+               "to_identities": ("--to-identity", 2**32 - 1, id_word),
+               "ports": ("--port", 65535, port_word), "to_ports": ("--to-port", 65535, port_word)}
+    fields: dict[str, object] = {}
+    for name, given in values.items():
+        vals = given or []
+        if name in numeric:
+            flag, high, word = numeric[name]
+            fields[name] = tuple(parse_int(v, flag, 0, high, word) for v in vals)
+        else:
+            fields[name] = tuple(vals)
+    return FlowFilter(
+        **fields,  # type: ignore[arg-type]
+        since_ns=parse_time(since, "--since") if since else None,
+        until_ns=parse_time(until, "--until") if until else None,
+        excluded=excluded,
+    )
