@@ -30,6 +30,7 @@ def ui(
     from meshctl.flows.context import repo_info
     from meshctl.flows.filters import parse_duration
     from meshctl.ui import plan as plan_view
+    from meshctl.ui.locate import locator
     from meshctl.ui.server import UiApp, UiSettings, check_assets, serve
 
     if not 0 <= port <= 65535:
@@ -46,17 +47,16 @@ def ui(
         changes = plan_view.from_plan_file(plan_file)
     elif base is not None:
         changes = plan_view.from_revisions(repo, base, head)
-    tracer: list[Tracer] = []
+    compiled = load_for_trace(repo, None, None)  # the rules' file:line, and `trace this`
+    tracer = Tracer(compiled)
 
     def trace(src: str, dst: str, dport: int, protocol: str) -> str:
         from meshctl.compile.trace import parse_port
 
-        if not tracer:
-            tracer.append(Tracer(load_for_trace(repo, None, None)))
         p, proto = parse_port(f"{dport}/{protocol}")
-        return tracer[0].trace(src, dst, p, proto).text()
+        return tracer.trace(src, dst, p, proto).text()
 
-    settings = UiSettings(info.state_dir, info.cluster, since, trace, changes)
+    settings = UiSettings(info.state_dir, info.cluster, since, trace, changes, locator(compiled))
 
     def ready(url: str) -> None:
         typer.echo(f"meshctl ui: {info.cluster} on {url} (Ctrl-C stops)", err=False)

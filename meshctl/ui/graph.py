@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,19 +94,26 @@ class Edge:
         return {**self.to_json(), "rules": dict(self.rules), "flows": flows}
 
 
-def rule_text(f: Flow) -> str:
-    """What decided this flow: the rule, the isolating policies of a default deny, or the reason."""
+# Where a verdict's rule or isolating policies are written: (flow) -> " (policies/x.yaml:12)" or "".
+Locate = Callable[[Flow], str]
+
+
+def rule_text(f: Flow, locate: Locate | None = None) -> str:
+    """What decided this flow: the rule, the isolating policies of a default deny, or the reason;
+    with file:line when `locate` knows them."""
+    where = locate(f) if locate is not None else ""
     if f.verdict == 4:
-        return f"{f.audit_effect}: {f.drop_reason or f.policy or f.reason_name}"
+        return f"{f.audit_effect}: {f.drop_reason or f.policy or f.reason_name}{where}"
     if f.verdict == 2:
-        return f.drop_reason
-    return f"allowed by {f.policy}" if f.policy else f.reason_name
+        return f.drop_reason + where
+    return f"allowed by {f.policy}{where}" if f.policy else f.reason_name
 
 
 class ServiceMap:
     """Thread-safe accumulation of flows; `snapshot` for a page load, `take_changes` for SSE."""
 
-    def __init__(self) -> None:
+    def __init__(self, locate: Locate | None = None) -> None:
+        self.locate = locate
         self._lock = threading.Lock()
         self.nodes: dict[str, dict[str, str]] = {}
         self.edges: dict[str, Edge] = {}
@@ -136,7 +143,7 @@ class ServiceMap:
         key = VERDICT_KEYS.get(f.verdict, "forwarded")
         edge.counts[key] += 1
         edge.last_ns = max(edge.last_ns, f.time_ns)
-        rule = rule_text(f)
+        rule = rule_text(f, self.locate)
         edge.recent.append((f.time_ns, f.node, f.src_pod or f.src_ip, f.dst_pod or f.dst_ip, f.src_port,
                             f.dst_port, f.verdict_name, f.reason_name, rule))
         edge.rules[key] = rule

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlparse
 from meshctl.errors import MeshctlError
 from meshctl.flows.filters import FlowFilter, build_filter
 from meshctl.flows.store import FlowStore, StoreError, open_stores
-from meshctl.ui.graph import ServiceMap
+from meshctl.ui.graph import Locate, ServiceMap
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = Path(sys.prefix) / "web" / "node_modules"
@@ -57,7 +57,7 @@ class View:
     """One page's filter and service map, and how far it has read each store."""
 
     flt: FlowFilter
-    map: ServiceMap = field(default_factory=ServiceMap)
+    map: ServiceMap
     marks: dict[str, int] = field(default_factory=dict)
     touched: float = field(default_factory=time.monotonic)
 
@@ -69,6 +69,7 @@ class UiSettings:
     since: str = "15m"
     trace: Callable[[str, str, int, str], str] | None = None  # (src, dst, port, protocol) -> text
     plan: dict[str, Any] | None = None  # the plan view's changes (meshctl.ui.plan), when asked
+    locate: Locate | None = None  # file:line of the rules behind flows (from the repo)
 
 
 @contextmanager
@@ -99,7 +100,7 @@ class UiApp:
 
     def new_view(self, query: dict[str, list[str]]) -> dict[str, Any]:
         """A page load: the window's service map and a view id for its live updates."""
-        view = View(self.filter_of(query))
+        view = View(self.filter_of(query), ServiceMap(self.settings.locate))
         with _stores(self.settings.state_dir) as stores:
             for s in stores:
                 view.marks[str(s.path)] = s.max_rowid()

@@ -113,6 +113,8 @@ def test_the_map_shows_workloads_the_dropped_edge_its_rule_and_live_flows(
             time.sleep(0.1)
         panel = driver.find_element("id", "panel").text
         assert "dropped: default deny: demo/frontend egress isolated by CiliumNetworkPolicy" in panel
+        located = r"isolated by CiliumNetworkPolicy demo/\S+.* \(policies/[\w-]+\.yaml:\d+, "  # file:line
+        assert re.search(located, panel), panel
         driver.find_element("id", "trace").click()
         deadline = time.monotonic() + 10
         while "DROPPED" not in driver.find_element("id", "trace-out").text:

@@ -120,3 +120,61 @@ def test_a_view_reads_the_window_with_observe_filters_then_follows(tmp_path: Pat
 def test_no_store_is_a_note_not_an_error(tmp_path: Path) -> None:
     page = UiApp(UiSettings(tmp_path, "c")).new_view({})
     assert page["edges"] == [] and "no flow store" in page["note"]
+
+
+def test_an_edge_seen_only_in_audit_is_an_audit_edge() -> None:
+    m = ServiceMap()
+    m.add([flow("a/x", "a/y", 1, verdict=4, reason=2)])
+    [edge] = m.snapshot()["edges"]
+    assert (edge["verdict"], edge["audit"]) == ("audit", True)
+    m.add([flow("a/x", "a/y", 1, verdict=1, reason=1)])
+    assert m.snapshot()["edges"][0]["verdict"] == "audit"  # forwarded today, staged policies would drop it
+
+
+def test_rules_name_their_file_and_line(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compile"))
+    from test_staged import _compile, _db_policy
+
+    from meshctl.ui.locate import locator
+
+    doc = _db_policy()
+    doc["source"] = {"file": "policies/db.yaml", "line": 4}
+    compiled = _compile(doc)
+    cookie = next(c for c, o in compiled.origins.items() if o.name == "database-security")
+    locate = locator(compiled)
+    allowed = flow("prod/backend", "prod/postgres", 5432, cookie=cookie, policy="x ingress[0]")
+    assert locate(allowed) == " (policies/db.yaml:4)"  # the rule's line (here: its document's)
+    assert locate(flow("prod/backend", "prod/postgres", 5432)) == ""  # not enforced: nothing to name
+    isolated = flow("prod/cache", "prod/postgres", 5432, verdict=2, reason=2,
+                    isolated_by=("CiliumNetworkPolicy prod/database-security",))
+    assert locate(isolated) == " (policies/db.yaml:4)"
+    m = ServiceMap(locate)
+    m.add([isolated])
+    detail = m.detail("prod/cache>prod/postgres>tcp/5432")
+    assert detail is not None and detail["rules"]["dropped"].endswith(
+        "isolated by CiliumNetworkPolicy prod/database-security (policies/db.yaml:4)")
+
+
+def test_the_plan_view_of_two_revisions_is_the_war_story(tmp_path: Path) -> None:
+    import shutil
+
+    import git
+
+    from meshctl.ui.plan import from_revisions
+
+    examples = Path(__file__).resolve().parents[3] / "examples"
+    root = tmp_path / "desired"
+    shutil.copytree(examples / "production", root, ignore=shutil.ignore_patterns("state", "plans"))
+    repo = git.Repo.init(root, initial_branch="main")
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", "t").set_value("user", "email", "t@example.invalid")
+    repo.git.add(A=True)
+    repo.index.commit("production")
+    shutil.copy(examples / "production-changes" / "database-security.yaml", root / "policies")  # the worktree
+    view = from_revisions(root, "main", None)
+    changes = {c["id"]: c["change"] for c in view["changes"]}
+    assert changes == {"production/cache>production/postgres>tcp/5432": "drop",
+                       "world>production/postgres>tcp/5432": "drop"}
+    assert view["title"].startswith("main (") and "uncommitted" in view["title"]
