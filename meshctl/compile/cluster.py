@@ -11,7 +11,7 @@ import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import Any, TypeVar
 
 from meshctl.catalog import Catalog, IdentityInfo, RuleOrigin
 from meshctl.compile.cookies import assign_cookies
@@ -120,11 +120,6 @@ class Compiled:
     staged_isolations: tuple[Isolation, ...] = ()
 
     @property
-    def staged_policies(self) -> tuple[str, ...]:
-        """"Kind ns/name" of every staged policy, sorted."""
-        return tuple(sorted({d.title for d in self.spec.policies if d.staged}))
-
-    @property
     def staged_digests(self) -> dict[str, str]:
         """"Kind ns/name" -> the staged policy's content digest (its version, mode aside)."""
         return {d.title: policy_digest(d.body) for d in self.spec.policies if d.staged}
@@ -191,6 +186,18 @@ class _Compiler:
         out = ResolvedPeers(wildcard, frozenset(ids), peers.cidrs)
         self._peer_cache[peers] = out
         return out
+
+
+T = TypeVar("T", Rule, Isolation)
+
+
+def _by_subject(c: _Compiler, items: Iterable[T]) -> dict[int, list[T]]:
+    """identity -> the items whose subject selects it."""
+    out: dict[int, list[T]] = {}
+    for item in items:
+        for ident in c.index.select(item.subject):
+            out.setdefault(ident, []).append(item)
+    return out
 
 
 def _ports_for(
@@ -287,23 +294,11 @@ def _compile_spec(
     )
 
     clock("translate")
-    # subject identity -> direction -> rules / isolations
-    by_subject: dict[int, list[Rule]] = {}
-    for rule in rules:
-        for ident in c.index.select(rule.subject):
-            by_subject.setdefault(ident, []).append(rule)
-    iso_by_subject: dict[int, list[Isolation]] = {}
-    for iso in isolations:
-        for ident in c.index.select(iso.subject):
-            iso_by_subject.setdefault(ident, []).append(iso)
-    staged_by_subject: dict[int, list[Rule]] = {}
-    for rule in staged_rules:
-        for ident in c.index.select(rule.subject):
-            staged_by_subject.setdefault(ident, []).append(rule)
-    staged_iso_by_subject: dict[int, list[Isolation]] = {}
-    for iso in staged_isolations:
-        for ident in c.index.select(iso.subject):
-            staged_iso_by_subject.setdefault(ident, []).append(iso)
+    # subject identity -> rules / isolations, enforced and staged
+    by_subject = _by_subject(c, rules)
+    iso_by_subject = _by_subject(c, isolations)
+    staged_by_subject = _by_subject(c, staged_rules)
+    staged_iso_by_subject = _by_subject(c, staged_isolations)
 
     clock("selectors")
     ipcache_pods: dict[IPv4Network, IpcacheEntry] = {}

@@ -12,21 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol
-
-if TYPE_CHECKING:
-    from meshctl.model.meta import ObjectMeta
+from typing import Any, Literal
 
 MODE_ANNOTATION = "policy.meshctl.io/mode"
 PolicyMode = Literal["enforce", "audit"]
 MODES: tuple[PolicyMode, ...] = ("enforce", "audit")
 # A duration as the settings write it: "90s", "30m", "24h", "7d".
 DURATION_PATTERN = r"^\d+(\.\d+)?(s|m|h|d)$"
-
-
-class _HasMeta(Protocol):
-    @property
-    def metadata(self) -> ObjectMeta: ...
 
 
 def check_mode_annotation(annotations: dict[str, str]) -> dict[str, str]:
@@ -37,27 +29,18 @@ def check_mode_annotation(annotations: dict[str, str]) -> dict[str, str]:
     return annotations
 
 
-def policy_mode(policy: _HasMeta, audit_namespaces: Collection[str] = ()) -> PolicyMode:
-    """audit when the policy's annotation says so or its namespace is staged as a whole.
+def mode_of(
+    annotations: Mapping[str, str], namespace: str | None, audit_namespaces: Collection[str] = ()
+) -> PolicyMode:
+    """audit when the annotation says so or the namespace is staged as a whole.
 
     The annotation wins when it says `enforce`: one policy of an audited namespace can be
     enforced ahead of the rest. A clusterwide policy has no namespace; only its annotation counts.
     """
-    return mode_of(policy.metadata.annotations, policy.metadata.namespace, audit_namespaces)
-
-
-def mode_of(
-    annotations: Mapping[str, str], namespace: str | None, audit_namespaces: Collection[str] = ()
-) -> PolicyMode:
-    """policy_mode from the metadata fields (plain documents have no model)."""
     value = annotations.get(MODE_ANNOTATION)
     if value in MODES:
         return value  # type: ignore[return-value]
     return "audit" if namespace and namespace in audit_namespaces else "enforce"
-
-
-def is_staged(policy: _HasMeta, audit_namespaces: Collection[str] = ()) -> bool:
-    return policy_mode(policy, audit_namespaces) == "audit"
 
 
 def policy_digest(body: Mapping[str, Any]) -> str:

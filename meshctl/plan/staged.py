@@ -77,10 +77,6 @@ class Enforcement:
     since: str
     evidence: tuple[AuditGroup, ...] | None = ()
 
-    @property
-    def would_drop(self) -> tuple[AuditGroup, ...]:
-        return tuple(g for g in self.evidence or () if g.effect == WOULD_DROP)
-
     def to_json(self) -> dict[str, Any]:
         evidence = None if self.evidence is None else [g.to_json() for g in self.evidence]
         return {"policy": self.policy, "since": self.since, "evidence": evidence}

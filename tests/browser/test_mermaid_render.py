@@ -19,11 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import git
 import pytest
 
 from meshctl.report.mermaid import ALLOW, DROP, MAX_EDGES, ChangeEdge, markdown_block
 from tests.browser.chromium import WEB_ASSETS, available, console_errors, headless_chromium
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "privileged"))
+from apply_helpers import example_copy, git_init
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs Debian's chromium and chromium-driver")
 
@@ -35,14 +37,8 @@ RED = "#d73a49"
 
 
 def war_story_markdown(root: Path) -> str:
-    repo_dir = root / "desired"
-    skip = shutil.ignore_patterns("state", "plans")
-    shutil.copytree(REPO / "examples" / "production", repo_dir, ignore=skip)
-    repo = git.Repo.init(repo_dir, initial_branch="main")
-    with repo.config_writer() as cw:
-        cw.set_value("user", "name", "t-mmd").set_value("user", "email", "t-mmd@example.invalid")
-    repo.git.add(A=True)
-    repo.index.commit("production")
+    repo_dir = example_copy("production", root / "desired", "production")
+    repo = git_init(repo_dir, "production")
     repo.git.checkout("-b", "database-security")
     shutil.copy(REPO / "examples" / "production-changes" / "database-security.yaml", repo_dir / "policies")
     repo.git.add(A=True)

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import git
+
 from meshctl.nodestate import NodeState
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +44,17 @@ def example_copy(
         text += f"\n[observability]\nmetricsBasePort = {metrics_base_port}\n"
     toml.write_text(text)
     return dest
+
+
+def git_init(root: Path, message: str) -> git.Repo:
+    """`root` as a git repository on `main` with everything committed (state/ and plans/ ignored)."""
+    (root / ".gitignore").write_text("state/\nplans/\n")
+    repo = git.Repo.init(root, initial_branch="main")
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", "meshctl-tests").set_value("user", "email", "tests@example.invalid")
+    repo.git.add(A=True)
+    repo.index.commit(message)
+    return repo
 
 
 def three_tier_copy(dest: Path, cluster: str, verify_window: float = 0.05) -> Path:

@@ -17,10 +17,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import git
 import pytest
 from agent_helpers import stop_agent
-from apply_helpers import MESHCTL, connect, meshctl
+from apply_helpers import MESHCTL, connect, example_copy, git_init, meshctl
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -31,17 +30,8 @@ CONNECTIONS = 5
 
 
 def war_story(root: Path) -> Path:
-    repo_dir = root / "desired"
-    shutil.copytree(EXAMPLES / "production", repo_dir, ignore=shutil.ignore_patterns("state", "plans"))
-    toml = repo_dir / "meshctl.toml"
-    text = re.sub(r'(?m)^name = "production"', f'name = "{CLUSTER}"', toml.read_text())
-    toml.write_text(re.sub(r"(?m)^verifyWindow = .*$", "verifyWindow = 0.05", text))
-    (repo_dir / ".gitignore").write_text("state/\nplans/\n")
-    repo = git.Repo.init(repo_dir, initial_branch="main")
-    with repo.config_writer() as cw:
-        cw.set_value("user", "name", "t-go2").set_value("user", "email", "t-go2@example.invalid")
-    repo.git.add(A=True)
-    repo.index.commit("production: backend and cache reach postgres")
+    repo_dir = example_copy("production", root / "desired", CLUSTER)
+    repo = git_init(repo_dir, "production: backend and cache reach postgres")
     repo.git.checkout("-b", BRANCH)
     change = EXAMPLES / "production-changes" / "database-security.yaml"
     shutil.copy(change, repo_dir / "policies" / change.name)

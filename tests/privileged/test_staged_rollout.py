@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import git
 import pytest
-from apply_helpers import EXAMPLE, connect, meshctl, unique_cluster
+from apply_helpers import EXAMPLE, connect, example_copy, git_init, meshctl, unique_cluster
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -48,18 +47,10 @@ def _commit(repo: git.Repo, root: Path, staged: bool, with_cache: bool, message:
 
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
-    root = tmp_path_factory.mktemp("staged") / "desired"
-    shutil.copytree(EXAMPLES / "production", root, ignore=shutil.ignore_patterns("state", "plans"))
-    toml = root / "meshctl.toml"
-    text = re.sub(r'(?m)^name = "production"', f'name = "{CLUSTER}"', toml.read_text())
-    text = re.sub(r"(?m)^verifyWindow = .*$", "verifyWindow = 0.05", text)
-    toml.write_text(text + f'requireCleanAudit = "{WINDOW_S:g}s"\n')
-    (root / ".gitignore").write_text("state/\nplans/\n")
-    repo = git.Repo.init(root, initial_branch="main")
-    with repo.config_writer() as cw:
-        cw.set_value("user", "name", "t-stg").set_value("user", "email", "t-stg@example.invalid")
-    repo.git.add(A=True)
-    repo.index.commit("production")
+    root = example_copy("production", tmp_path_factory.mktemp("staged") / "desired", CLUSTER)
+    with (root / "meshctl.toml").open("a") as toml:  # [rollout] is the file's last table
+        toml.write(f'requireCleanAudit = "{WINDOW_S:g}s"\n')
+    repo = git_init(root, "production")
     try:
         res = meshctl(root, "lab", "up", timeout=120)
         assert res.returncode == 0, res.stderr

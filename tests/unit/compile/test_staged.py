@@ -64,7 +64,7 @@ def test_staged_policy_changes_no_enforced_verdict_and_gets_an_audit_map() -> No
     assert staged.catalog.staged["prod/postgres"] == {Direction.INGRESS: (title,)}
     assert staged.catalog.staged_isolation["prod/postgres"][Direction.INGRESS] == (
         "CiliumNetworkPolicy prod/database-security",)
-    assert staged.staged_policies == ("CiliumNetworkPolicy prod/database-security",)
+    assert list(staged.staged_digests) == ["CiliumNetworkPolicy prod/database-security"]
     assert staged.catalog.isolation == plain.catalog.isolation
 
 
@@ -74,7 +74,7 @@ def test_enforcing_the_staged_policy_equals_its_audit_map() -> None:
     audit_map = staged.nodes["n2"].policies[audit_map_id(ep.endpoint_id)]
     assert audit_map == enforced.nodes["n2"].policies[ep.endpoint_id]
     assert not connection_verdict(enforced.nodes, CACHE, DB, PROTO_TCP, 5432).allowed
-    assert enforced.staged_policies == () and not enforced.catalog.staged
+    assert enforced.staged_digests == {} and not enforced.catalog.staged
 
 
 def test_audit_namespaces_stage_a_namespace_and_the_annotation_can_enforce_one() -> None:
@@ -85,7 +85,7 @@ def test_audit_namespaces_stage_a_namespace_and_the_annotation_can_enforce_one()
     assert not opted_out.nodes["n2"].endpoints[DB].audit_ingress
     assert not connection_verdict(opted_out.nodes, CACHE, DB, PROTO_TCP, 5432).allowed
     other = _compile(_db_policy(), audit_namespaces=("staging",))
-    assert other.staged_policies == ()
+    assert other.staged_digests == {}
 
 
 def test_a_staged_policy_on_an_enforced_endpoint_audits_its_extra_deny() -> None:
