@@ -12,6 +12,7 @@ from meshctl.catalog import Catalog, RuleOrigin
 from meshctl.connections import TrackedConnection
 from meshctl.gcpause import paused_gc
 from meshctl.nodestate import NodeState
+from meshctl.plan.capacity import check_capacity
 from meshctl.plan.cuts import established_cuts, nodes_to_read
 from meshctl.plan.diff import diff_node
 from meshctl.plan.impact import PodTarget, VerdictFn, connectivity_impact, pods_from_desired, staged_impact
@@ -49,7 +50,9 @@ def build_plan(
     with the nodes whose changes can cut connections (only those tables are read). Without it
     the plan says nothing about established connections. `staged` and `enforcing` (see
     meshctl.plan.staged) are recorded as given; the plan adds what enforcing the staged would change.
+    A state that would overflow a BPF map is refused (CompileError) before anything is diffed.
     """
+    check_capacity(intended, catalog)
     with paused_gc():  # diffing huge states (and parsing big conntrack tables) makes only acyclic objects
         plan = _build_plan(observed, intended, catalog, desired, state, compiled_warnings, pods, verdict_fn,
                            impact, created_at)
