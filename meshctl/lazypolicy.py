@@ -1,4 +1,4 @@
-"""Observed policy maps whose content is known by digest and decoded only when read.
+"""Policy maps made only when read: observed ones known by digest, compiled ones kept as tuples.
 
 Steady GitOps case: every node already holds exactly the compiled maps, so decoding ~900
 distinct inner maps into entries is wasted work. Observe reads the raw dump, hashes it, and
@@ -7,15 +7,28 @@ the sha256 of its canonical text. The plan compares it with the compiled map by 
 and, when equal, takes the compiled map's text (so fingerprints are byte-identical); any
 other read decodes the raw bytes first. A changed map has other raw bytes: no digest, full
 decode. Light module (no libbpf): meshctl.plan imports it.
+
+The compiler's side of the same idea: a CompiledPolicyMap keeps its sorted key tuples and
+values, and makes (interns) its PolicyKeys only when someone reads the keys. 50,000 pods
+compile to about 2 million distinct entries; a plan of an unchanged map only needs its
+canonical text, which the tuples give directly.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence, ValuesView
 from typing import Any
 
-from meshctl.nodestate import FrozenMap, PolicyEntry, PolicyKey, policy_map_text
+from meshctl.nodestate import (
+    POLICY_KEYS,
+    FrozenMap,
+    PolicyEntry,
+    PolicyKey,
+    PolicyKeyTuple,
+    intern_policy_key,
+    policy_map_text,
+)
 
 _ITEMS = FrozenMap.__dict__["_items"]  # the base class's slot, filled on first read
 
@@ -64,6 +77,53 @@ class LazyPolicyMap(FrozenMap[PolicyKey, PolicyEntry]):
         if self._text is None:
             self._items  # noqa: B018 - decoding sets the text
         return super().canonical_text(make)
+
+
+class CompiledPolicyMap(FrozenMap[PolicyKey, PolicyEntry]):
+    """A FrozenMap over sorted (direction, identity, protocol, port, port_prefix) tuples and their
+    values; equal to the FrozenMap of the same entries in every respect."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, keys: Sequence[PolicyKeyTuple], values: Sequence[PolicyEntry]) -> None:
+        self._rows: tuple[Sequence[PolicyKeyTuple], Sequence[PolicyEntry]] | None = (keys, values)
+        self._dict = None
+        self._hash = None
+        self._text = None
+
+    @property  # type: ignore[override]
+    def _items(self) -> tuple[tuple[PolicyKey, PolicyEntry], ...]:
+        rows = self._rows
+        if rows is not None:
+            known = POLICY_KEYS
+            keys = [known.get(t) or intern_policy_key(t) for t in rows[0]]
+            _ITEMS.__set__(self, tuple(zip(keys, rows[1], strict=True)))
+            self._rows = None
+        return _ITEMS.__get__(self, FrozenMap)  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        rows = self._rows
+        return len(rows[0]) if rows is not None else len(self._items)
+
+    def values(self) -> ValuesView[PolicyEntry]:  # type: ignore[override]
+        return _CompiledValues(self)
+
+    def canonical_text(self, make: Callable[[FrozenMap[PolicyKey, PolicyEntry]], str]) -> str:
+        """A policy map's text (policy_map_text), from the tuples while the keys are not made."""
+        rows = self._rows
+        if self._text is None and rows is not None:
+            self._text = "[" + ",".join(
+                f"[{d},{i},{p},{port},{plen},{v.cookie},{'true' if v.deny else 'false'}]"
+                for (d, i, p, port, plen), v in zip(rows[0], rows[1], strict=True)
+            ) + "]"
+        return super().canonical_text(make)
+
+
+class _CompiledValues(ValuesView[PolicyEntry]):
+    def __iter__(self) -> Iterator[PolicyEntry]:
+        m: CompiledPolicyMap = self._mapping  # type: ignore[assignment]
+        rows = m._rows
+        return iter(rows[1]) if rows is not None else (v for _, v in m._items)
 
 
 _SHAS: dict[int, tuple[Any, str]] = {}  # id(compiled map) -> (map, text sha): the map is kept alive

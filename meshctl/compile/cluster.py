@@ -6,8 +6,8 @@ endpoint's policy map is built once per (identity, container ports, node) and sh
 
 from __future__ import annotations
 
+import bisect
 import gc
-import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -17,7 +17,7 @@ from meshctl.catalog import Catalog, IdentityInfo, RuleOrigin
 from meshctl.compile.cookies import assign_cookies
 from meshctl.compile.identities import RESERVED_LABELS, EndpointTable, IdentityTable, cidr_identities
 from meshctl.compile.ir import CidrRule, CompileWarning, Isolation, Peers, Rule, Translated
-from meshctl.compile.labels import pod_identity_labels
+from meshctl.compile.labels import is_identity_relevant, pod_identity_labels
 from meshctl.compile.mapstate import Grant, MapState, build_mapstate
 from meshctl.compile.selectors import SelectorIndex
 from meshctl.compile.spec import ClusterSpec, PodSpec, spec_from_desired
@@ -84,6 +84,24 @@ def _net_order(item: tuple[IPv4Network, Any]) -> tuple[int, int]:
     return int(item[0].network_address), item[0].prefixlen
 
 
+def _with_prefixes(
+    pods: FrozenMap[IPv4Network, IpcacheEntry],
+    order: list[tuple[int, int]],
+    prefixes: Mapping[IPv4Network, int],
+) -> FrozenMap[IPv4Network, IpcacheEntry]:
+    """The pods' ipcache (in address order, `order` its _net_order keys) with a node's few CIDR
+    prefixes inserted in place; the very same map when the node has none (nodes share it)."""
+    if not prefixes:
+        return pods
+    items = list(pods.items())
+    keys = list(order)
+    for item in sorted(((p, IpcacheEntry(i)) for p, i in prefixes.items()), key=_net_order):
+        at = bisect.bisect_left(keys, _net_order(item))
+        items.insert(at, item)
+        keys.insert(at, _net_order(item))
+    return FrozenMap.from_sorted(items)
+
+
 class NodeCidrs:
     """A node's CIDR identities, with integer prefix math and a per-peer-set cache."""
 
@@ -143,10 +161,16 @@ class _Compiler:
     def __init__(self, spec: ClusterSpec, identities: IdentityTable) -> None:
         self.spec = spec
         self.pod_labels: dict[str, tuple[str, ...]] = {}
+        # pods of one workload share their identity-relevant labels: make each label set once
+        made: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, ...]] = {}
         for pod in spec.pods:
-            self.pod_labels[pod.key] = pod_identity_labels(
-                pod.namespace, pod.labels, spec.namespace_labels(pod.namespace), spec.cluster
-            )
+            relevant = tuple(sorted(kv for kv in pod.labels.items() if is_identity_relevant(kv[0])))
+            labels = made.get((pod.namespace, relevant))
+            if labels is None:
+                labels = made[(pod.namespace, relevant)] = pod_identity_labels(
+                    pod.namespace, dict(relevant), spec.namespace_labels(pod.namespace), spec.cluster
+                )
+            self.pod_labels[pod.key] = labels
         self.identities = identities.allocate(self.pod_labels.values())
         self.pod_identity = {k: self.identities.by_labels[ls] for k, ls in self.pod_labels.items()}
         self.cluster_ids = frozenset(self.pod_identity.values())
@@ -301,10 +325,14 @@ def _compile_spec(
     staged_iso_by_subject = _by_subject(c, staged_isolations)
 
     clock("selectors")
+    pod_key = {id(p): p.key for p in spec.pods}  # "ns/name", made once per pod
+    entry_of: dict[int, IpcacheEntry] = {}
     ipcache_pods: dict[IPv4Network, IpcacheEntry] = {}
     for pod in sorted(spec.pods, key=lambda p: int(p.ip) if p.ip else -1):
         if pod.ip is not None:
-            ipcache_pods[IPv4Network(int(pod.ip))] = IpcacheEntry(c.pod_identity[pod.key])
+            ident = c.pod_identity[pod_key[id(pod)]]
+            entry = entry_of.get(ident) or entry_of.setdefault(ident, IpcacheEntry(ident))
+            ipcache_pods[IPv4Network(int(pod.ip))] = entry
 
     # CIDR identities are derived from the prefix alone, so peers are resolved once against every
     # prefix of the cluster; each node's ipcache carries only the prefixes its endpoints use.
@@ -312,6 +340,9 @@ def _compile_spec(
     all_prefixes.discard(IPv4Network("0.0.0.0/0"))
     cluster_cidrs = {p: i for p, i in cidr_identities(all_prefixes).items() if p not in ipcache_pods}
     pod_ipcache = sorted(ipcache_pods.items(), key=_net_order)
+    pod_ipcache_map = FrozenMap.from_sorted(pod_ipcache)  # the ipcache of a node without CIDR prefixes
+    pod_order = [_net_order(item) for item in pod_ipcache]
+    sorted_ports: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     isolation_by_ident: dict[int, FrozenMap[Direction, tuple[str, ...]]] = {}
     node_cidr_index = NodeCidrs(cluster_cidrs)
     cache: dict[tuple[int, tuple[Any, ...]], _EndpointPolicy] = {}
@@ -336,21 +367,20 @@ def _compile_spec(
         node_cidrs = {p: cluster_cidrs[p] for p in prefixes if p in cluster_cidrs}
         for p, i in node_cidrs.items():
             cidr_catalog[i] = p
-        # pods' /32s are already in address order: merge the node's few CIDR prefixes into them
-        ipcache = heapq.merge(
-            pod_ipcache,
-            sorted(((p, IpcacheEntry(i)) for p, i in node_cidrs.items()), key=_net_order),
-            key=_net_order,
-        )
+        ipcache = _with_prefixes(pod_ipcache_map, pod_order, node_cidrs)
 
         endpoints: dict[IPv4Address, EndpointEntry] = {}
         policies: dict[int, FrozenMap[PolicyKey, PolicyEntry]] = {}
         eps_cat: dict[int, str] = {}
-        for pod in sorted(local, key=lambda p: p.key):
-            ident = c.pod_identity[pod.key]
-            ep_id = endpoint_ids.get(node, pod.key)
-            assert ep_id is not None
-            ck = (ident, tuple(sorted(pod.ports, key=str)))
+        node_eps = endpoint_ids.by_pod.get(node, {})
+        for pod in sorted(local, key=lambda p: pod_key[id(p)]):
+            key = pod_key[id(pod)]
+            ident = c.pod_identity[key]
+            ep_id = node_eps[key]
+            ports = sorted_ports.get(pod.ports)
+            if ports is None:
+                ports = sorted_ports[pod.ports] = tuple(sorted(pod.ports, key=str))
+            ck = (ident, ports)
             if ck not in cache:
                 ms, enf_in, enf_out = _endpoint_policy(
                     c,
@@ -371,7 +401,7 @@ def _compile_spec(
                 cache[ck] = (ms.entries, enf_in, enf_out, audit)
             entries, enf_in, enf_out, audit = cache[ck]
             policies[ep_id] = entries
-            eps_cat[ep_id] = pod.key
+            eps_cat[ep_id] = key
             if audit is None:
                 endpoints[pod.ip] = EndpointEntry(ep_id, ident, enf_in, enf_out)  # type: ignore[index]
             else:
@@ -379,8 +409,8 @@ def _compile_spec(
                     ep_id, ident, enf_in, enf_out, audit.directions[0], audit.directions[1]
                 )
                 policies[audit_map_id(ep_id)] = audit.entries
-                staged_cat[pod.key] = audit.staged
-                staged_isolation_cat[pod.key] = audit.isolation
+                staged_cat[key] = audit.staged
+                staged_isolation_cat[key] = audit.isolation
             isos = iso_by_subject.get(ident, [])
             if isos and spec.mode == "default":
                 if ident not in isolation_by_ident:
@@ -389,14 +419,14 @@ def _compile_spec(
                         for d in (Direction.INGRESS, Direction.EGRESS)
                     }
                     isolation_by_ident[ident] = FrozenMap({d: v for d, v in per_dir.items() if v})
-                isolation_cat[pod.key] = isolation_by_ident[ident]
+                isolation_cat[key] = isolation_by_ident[ident]
         attachments = frozenset(
             Attachment(ip, hook, build_hash) for ip in endpoints for hook in ("from-pod", "to-pod")
         )
         nodes[node] = NodeState(
             node=node,
             config=DatapathConfig(ipv6_pass=spec.ipv6_pass),
-            ipcache=FrozenMap.from_sorted(ipcache),
+            ipcache=ipcache,
             endpoints=FrozenMap.from_sorted(sorted(endpoints.items(), key=lambda kv: int(kv[0]))),
             policies=FrozenMap(policies),
             attachments=attachments,

@@ -13,16 +13,8 @@ from functools import lru_cache
 
 from meshctl.catalog import RuleOrigin
 from meshctl.compile.ports import range_to_prefixes
-from meshctl.nodestate import (
-    POLICY_KEYS,
-    PROTO_ANY,
-    Direction,
-    FrozenMap,
-    PolicyEntry,
-    PolicyKey,
-    intern_policy_entry,
-    intern_policy_key,
-)
+from meshctl.lazypolicy import CompiledPolicyMap
+from meshctl.nodestate import PROTO_ANY, Direction, FrozenMap, PolicyEntry, PolicyKey, intern_policy_entry
 
 
 @dataclass(frozen=True)
@@ -39,11 +31,9 @@ class Grant:
 
 Tup = tuple[int, int, int, int, int]  # (direction, identity, protocol, port, port_prefix)
 _prefixes = lru_cache(maxsize=65536)(range_to_prefixes)
-# Keys and values come from nodestate's process-wide intern tables, the ones observe decodes
-# into: a compiled map and the observed map of the same content then hold the same objects,
-# so the plan compares them at C speed (tuple comparison short-cuts on identity).
-_KEYS = POLICY_KEYS
-_key = intern_policy_key
+# Keys (when made) and values come from nodestate's process-wide intern tables, the ones observe
+# decodes into: a compiled map and the observed map of the same content then hold the same
+# objects, so the plan compares them at C speed (tuple comparison short-cuts on identity).
 _entry = intern_policy_entry
 
 
@@ -75,7 +65,7 @@ def _grant_keys(grant: Grant) -> list[Tup]:
     if grant.ports is None:
         return [(d, ident, PROTO_ANY, 0, 0) for ident in grant.identities]
     blocks = _port_keys(grant.ports)
-    return [(d, ident, proto, port, plen) for ident in grant.identities for proto, port, plen in blocks]
+    return [head + block for head in [(d, ident) for ident in grant.identities] for block in blocks]
 
 
 def build_mapstate(grants: Iterable[Grant], cookies: dict[RuleOrigin, int]) -> MapState:
@@ -114,7 +104,6 @@ def build_mapstate(grants: Iterable[Grant], cookies: dict[RuleOrigin, int]) -> M
                 if _covers(pkey, key) and plain_allow[pkey] != l7_origin:
                     ineffective.add((l7_origin, plain_allow[pkey]))
     merged = {**allow, **deny}
-    # Tuples sort exactly like PolicyKey (same fields, same order): no re-sort in FrozenMap.
-    known = _KEYS
-    pairs = [(known.get(t) or _key(t), merged[t]) for t in sorted(merged)]
-    return MapState(FrozenMap.from_sorted(pairs), tuple(sorted(ineffective)))
+    # Tuples sort exactly like PolicyKey (same fields, same order); the keys are made when read.
+    order = sorted(merged)
+    return MapState(CompiledPolicyMap(order, [merged[t] for t in order]), tuple(sorted(ineffective)))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from meshctl.dataplane.maps import decode_policy_table, encode_policy
-from meshctl.lazypolicy import LazyPolicyMap, maps_equal, text_sha
+from meshctl.lazypolicy import CompiledPolicyMap, LazyPolicyMap, maps_equal, text_sha
 from meshctl.nodestate import (
     PROTO_TCP,
     Direction,
@@ -97,3 +97,35 @@ def test_the_cache_keeps_the_newest_entries(tmp_path: Path, monkeypatch: pytest.
     cache.save()
     assert list(mapcache.load(path).known) == ["r2", "r3", "r4"]
 
+
+
+def _compiled(entries: dict[PolicyKey, PolicyEntry]) -> CompiledPolicyMap:
+    order = sorted(entries)
+    keys = [(int(k.direction), k.identity, k.protocol, k.port, k.port_prefix) for k in order]
+    return CompiledPolicyMap(keys, [entries[k] for k in order])
+
+
+@pytest.mark.parametrize("first_read", ["text", "values", "items", "len", "eq", "hash"])
+def test_a_compiled_map_is_the_frozen_map_of_its_entries_whatever_is_read_first(first_read: str) -> None:
+    plain = FrozenMap(ENTRIES)
+    compiled = _compiled(ENTRIES)
+    reads = {
+        "text": lambda m: policy_map_text(m),
+        "values": lambda m: list(m.values()),
+        "items": lambda m: list(m.items()),
+        "len": len,
+        "eq": lambda m: m == FrozenMap(ENTRIES),
+        "hash": hash,
+    }
+    assert reads[first_read](compiled) == reads[first_read](plain)
+    assert policy_map_text(compiled) == policy_map_text(plain)  # byte-identical text
+    assert compiled == plain and plain == compiled and hash(compiled) == hash(plain)
+    assert list(compiled.items()) == list(plain.items()) and list(compiled.values()) == list(plain.values())
+    assert compiled[PolicyKey(Direction.EGRESS, 2)] == PolicyEntry(8, deny=True) and len(compiled) == 2
+    assert _compiled({**ENTRIES, PolicyKey(Direction.EGRESS, 3): PolicyEntry(8)}) != plain
+
+
+def test_compiled_keys_are_the_shared_interned_objects_observe_decodes_into() -> None:
+    compiled = _compiled(ENTRIES)
+    decoded = decode_policy_table(*_dump(ENTRIES))
+    assert all(a is b for a, b in zip(compiled, decoded, strict=True))
