@@ -3,14 +3,17 @@
 The desired side is synthetic (bench/compile_bench.py's generator, no YAML); the live side is
 a real lab of 3 node netns with the datapath loaded. The GitOps case: every node already holds
 the compiled state of the previous commit, and the new commit removes one policy (default);
-with --empty, node-2 and node-3 start empty (every entry is a create: the first apply). Timed:
-compile + observe of the 3 nodes (pinned maps, real syscalls) + diff into a Plan + writing the
+with --empty, only node-1 is populated (every entry is a create: the first apply). Timed:
+compile + observe of the nodes (pinned maps, real syscalls) + diff into a Plan + writing the
 plan file, as `meshctl plan` does. Budget: 3 s. Connectivity impact is skipped at this size
 (meshctl.workflow.IMPACT_MAX_PODS), as the CLI does. Like a plan after an apply, the policy map
 cache (meshctl.observe.mapcache, in a temporary MESHCTL_CACHE_DIR) was learned by the apply's
 verification observe; in-process decode caches are cleared before timing (a fresh process).
 
-Run as root: .venv/bin/python bench/plan_bench.py [--pods N --policies N]
+Prints each phase with the entries it handles (per-entry cost: the growth measure) and the
+peak memory of the process.
+
+Run as root: .venv/bin/python bench/plan_bench.py [--pods N --policies N --namespaces N --nodes N]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -42,7 +46,8 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=10_000)
     ap.add_argument("--policies", type=int, default=1_000)
     ap.add_argument("--namespaces", type=int, default=500)
-    ap.add_argument("--empty", action="store_true", help="node-2 and node-3 start empty")
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--empty", action="store_true", help="only node-1 starts populated")
     args = ap.parse_args()
 
     from meshctl.apply.driver import LabDriver
@@ -52,7 +57,7 @@ def main() -> None:
     from meshctl.plan import build_plan, write_plan
     from meshctl.workflow import observe_nodes
 
-    nodes = ("node-1", "node-2", "node-3")
+    nodes = tuple(f"node-{i + 1}" for i in range(args.nodes))
     topo = Topology(
         CLUSTER, IPv4Network("172.31.249.0/24"),
         tuple(LabNode(n, IPv4Network(f"10.99.{i + 1}.0/24")) for i, n in enumerate(nodes)),
@@ -96,14 +101,25 @@ def main() -> None:
         cache_dir.cleanup()
 
     entries = {n: len(s.ipcache) + sum(len(m) for m in s.policies.values()) for n, s in observed.items()}
-    print(f"input: {args.pods} pods, {args.policies} policies (1 removed by the new commit), 3 lab nodes")
-    print(f"live: {', '.join(seeded)} populated in {populate:.2f} s ({entries} map entries)")
+    distinct = sum(len(m) for m in {id(m): m for s in compiled.nodes.values()
+                                    for m in s.policies.values()}.values())
+    # what the nodes hold: inner maps are shared per identity, so each distinct map once per node
+    held = sum(len(s.ipcache) + len(s.endpoints) + sum(len(m) for m in {id(m): m for m in s.policies.values()}
+                                                        .values()) for s in intended.values())
+    print(f"input: {args.pods} pods, {args.policies} policies (1 removed by the new commit), "
+          f"{len(nodes)} lab nodes")
+    print(f"live: {', '.join(seeded)} populated in {populate:.2f} s ({sum(entries.values())} map entries)")
     per_node = {n.node: len(n.changes) for n in plan.nodes}
     print(f"plan: {len(plan.changes)} changes {per_node}; plan file {size / 1e6:.1f} MB")
-    print(f"  compile  {t1 - t0:.3f} s")
-    print(f"  observe  {t2 - t1:.3f} s (3 nodes)")
-    print(f"  diff     {t3 - t2:.3f} s")
-    print(f"  write    {t4 - t3:.3f} s")
+
+    def row(name: str, secs: float, n: int, what: str) -> None:
+        print(f"  {name:<8} {secs:.3f} s  {n:>9} {what:<22} {secs / max(n, 1) * 1e9:>6.0f} ns each")
+
+    row("compile", t1 - t0, distinct, "distinct entries")
+    row("observe", t2 - t1, held, "entries held")
+    row("diff", t3 - t2, held, "entries compared")
+    row("write", t4 - t3, len(plan.changes), "changes written")
+    print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     total = t4 - t0
     print(f"plan total: {total:.3f} s (budget {BUDGET_S} s) {'OK' if total <= BUDGET_S else 'OVER BUDGET'}")
 

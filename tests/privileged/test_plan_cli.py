@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,3 +86,23 @@ def test_no_lab_is_a_clear_error(tmp_path: Path) -> None:
     res = meshctl(repo, "plan")
     assert res.returncode == 1
     assert f"no lab named '{name}' is up" in res.stderr
+
+
+def test_a_state_that_overflows_a_map_is_refused_naming_map_node_and_setting(tmp_path: Path) -> None:
+    wide = three_tier_copy(tmp_path / "wide", CLUSTER)  # the module's lab: same cluster name
+    cidrs = "".join(f"        - 10.200.0.{i}/32\n" for i in range(1, 21))  # 20 CIDR identities
+    ports = "".join(f"            - port: \"{1001 + 2 * i}\"\n" for i in range(900))  # x 900 odd ports
+    (wide / "policies" / "wide.yaml").write_text(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: wide\n  namespace: demo\n"
+        "spec:\n  endpointSelector:\n    matchLabels:\n      app: api\n  ingress:\n    - fromCIDR:\n"
+        f"{cidrs}      toPorts:\n        - ports:\n{ports}"
+    )
+    out = wide / "plans" / "wide.json"
+    res = meshctl(wide, "plan", "--out", str(out))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "the desired state does not fit the BPF maps" in res.stderr
+    assert "node node-2: map policy map would overflow: endpoint demo/api" in res.stderr
+    needs = re.search(r"needs (\d+) entries, capacity 16384; raise POLICY_MAP_SIZE in bpf/lib/common\.h",
+                      res.stderr)
+    assert needs and int(needs.group(1)) >= 18000, res.stderr
+    assert not out.exists()
