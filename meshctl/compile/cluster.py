@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from meshctl.catalog import Catalog, IdentityInfo, RuleOrigin
 from meshctl.compile.cookies import assign_cookies
+from meshctl.compile.documents import Document
 from meshctl.compile.identities import RESERVED_LABELS, EndpointTable, IdentityTable, cidr_identities
 from meshctl.compile.ir import CidrRule, CompileWarning, Isolation, Peers, Rule, Translated
 from meshctl.compile.labels import is_identity_relevant, pod_identity_labels
@@ -136,6 +137,7 @@ class Compiled:
     # staged policies (audit mode): compiled into each endpoint's audit map, never enforced
     staged_rules: tuple[Rule, ...] = ()
     staged_isolations: tuple[Isolation, ...] = ()
+    memo: CompileMemo | None = field(default=None, repr=False, compare=False)  # for the next compile
 
     @property
     def staged_digests(self) -> dict[str, str]:
@@ -282,14 +284,19 @@ def compile_spec(
     endpoint_ids: EndpointTable,
     build_hash: str,
     timings: dict[str, float] | None = None,
+    memo: CompileMemo | None = None,
 ) -> Compiled:
-    """Compile a ClusterSpec; `timings`, when given, receives seconds per phase (the bench)."""
+    """Compile a ClusterSpec; `timings`, when given, receives seconds per phase (the bench).
+
+    `memo` (a previous result's Compiled.memo) makes the compile incremental: an endpoint whose
+    inputs are unchanged gets its previous policy map (the same object), as Cilium regenerates
+    only the endpoints a change selects. The result equals a compile without it."""
     # A big compile allocates about a million small acyclic objects: the cyclic collector would
     # rescan them again and again for nothing (a third of the time), so it pauses meanwhile.
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _compile_spec(spec, identities, endpoint_ids, build_hash, timings)
+        return _compile_spec(spec, identities, endpoint_ids, build_hash, timings, memo)
     finally:
         if paused:
             gc.enable()
@@ -301,11 +308,15 @@ def _compile_spec(
     endpoint_ids: EndpointTable,
     build_hash: str,
     timings: dict[str, float] | None,
+    memo: CompileMemo | None,
 ) -> Compiled:
     clock = _Clock(timings)
     c = _Compiler(spec, identities)
     clock("identities")
-    translated = [translate(doc) for doc in spec.policies]
+    known = memo.translations if memo is not None else {}
+    translations = {_doc_key(doc): doc for doc in spec.policies}
+    made_docs = {k: known.get(k) or translate(doc) for k, doc in translations.items()}
+    translated = [made_docs[_doc_key(doc)] for doc in spec.policies]
     enforced = [t for doc, t in zip(spec.policies, translated, strict=True) if not doc.staged]
     staged = [t for doc, t in zip(spec.policies, translated, strict=True) if doc.staged]
     rules = tuple(r for t in enforced for r in t.rules)
@@ -345,7 +356,9 @@ def _compile_spec(
     sorted_ports: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     isolation_by_ident: dict[int, FrozenMap[Direction, tuple[str, ...]]] = {}
     node_cidr_index = NodeCidrs(cluster_cidrs)
-    cache: dict[tuple[int, tuple[Any, ...]], _EndpointPolicy] = {}
+    universe = _universe(c, cluster_cidrs, spec.mode)
+    previous = memo.endpoints if memo is not None and memo.universe == universe else {}
+    cache: dict[tuple[int, tuple[Any, ...]], _Memoized] = {}
     nodes: dict[str, NodeState] = {}
     catalog_eps: dict[str, FrozenMap[int, str]] = {}
     isolation_cat: dict[str, FrozenMap[Direction, tuple[str, ...]]] = {}
@@ -381,25 +394,19 @@ def _compile_spec(
             if ports is None:
                 ports = sorted_ports[pod.ports] = tuple(sorted(pod.ports, key=str))
             ck = (ident, ports)
-            if ck not in cache:
-                ms, enf_in, enf_out = _endpoint_policy(
-                    c,
-                    spec.mode,
-                    by_subject.get(ident, []),
-                    iso_by_subject.get(ident, []),
-                    pod,
-                    node_cidr_index,
-                    cookies,
-                    warnings,
+            made = cache.get(ck)
+            if made is None:
+                inputs = _Inputs.of(
+                    by_subject.get(ident, []), iso_by_subject.get(ident, []),
+                    staged_by_subject.get(ident, []), staged_iso_by_subject.get(ident, []), cookies,
                 )
-                l7_seen.update(ms.ineffective_l7)
-                audit = _audit_policy(
-                    c, spec.mode, by_subject.get(ident, []), iso_by_subject.get(ident, []),
-                    staged_by_subject.get(ident, []), staged_iso_by_subject.get(ident, []),
-                    pod, node_cidr_index, cookies, warnings,
-                )
-                cache[ck] = (ms.entries, enf_in, enf_out, audit)
-            entries, enf_in, enf_out, audit = cache[ck]
+                made = previous.get(ck)
+                if made is None or made.inputs != inputs:
+                    made = _endpoint(c, spec.mode, inputs, pod, node_cidr_index, cookies)
+                cache[ck] = made
+                warnings.extend(made.warnings)
+                l7_seen.update(made.ineffective_l7)
+            entries, enf_in, enf_out, audit = made.entries, made.enforce_in, made.enforce_out, made.audit
             policies[ep_id] = entries
             eps_cat[ep_id] = key
             if audit is None:
@@ -473,7 +480,81 @@ def _compile_spec(
         origins=origin_by_cookie,
         staged_rules=staged_rules,
         staged_isolations=staged_isolations,
+        memo=CompileMemo(universe, cache, made_docs),
     )
+
+
+def _universe(c: _Compiler, cluster_cidrs: Mapping[IPv4Network, int], mode: str) -> tuple[Any, ...]:
+    """What every endpoint's policy depends on besides its own rules: the identities (peers
+    resolve against them), their named ports, the cluster's CIDR identities and the mode."""
+    named = tuple(sorted((i, tuple(sorted((k, tuple(sorted(v))) for k, v in t.items())))
+                         for i, t in c.named.items()))
+    return (tuple(sorted(c.identities.by_labels.items())), named, tuple(sorted(cluster_cidrs.items())), mode)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """One identity's own inputs: the rules and isolations selecting it, enforced and staged, and
+    the cookies of their origins (a cookie moves only on a hash collision)."""
+
+    rules: tuple[Rule, ...]
+    isolations: tuple[Isolation, ...]
+    staged_rules: tuple[Rule, ...]
+    staged_isolations: tuple[Isolation, ...]
+    cookies: tuple[int, ...]
+
+    @classmethod
+    def of(cls, rules: list[Rule], isolations: list[Isolation], staged_rules: list[Rule],
+           staged_isolations: list[Isolation], cookies: dict[RuleOrigin, int]) -> _Inputs:
+        items = (*rules, *isolations, *staged_rules, *staged_isolations)
+        return cls(tuple(rules), tuple(isolations), tuple(staged_rules), tuple(staged_isolations),
+                   tuple(cookies[x.origin] for x in items))
+
+
+@dataclass(frozen=True)
+class _Memoized:
+    """One (identity, ports) endpoint policy and what compiling it said."""
+
+    inputs: _Inputs
+    entries: FrozenMap[PolicyKey, PolicyEntry]
+    enforce_in: bool
+    enforce_out: bool
+    audit: _Audit | None
+    warnings: tuple[CompileWarning, ...]
+    ineffective_l7: tuple[tuple[RuleOrigin, RuleOrigin], ...]
+
+
+@dataclass(frozen=True)
+class CompileMemo:
+    """A compile's translations and endpoint policies, for the next compile (compile_spec); the
+    endpoint policies serve only a compile of the same universe."""
+
+    universe: tuple[Any, ...]
+    endpoints: Mapping[tuple[int, tuple[Any, ...]], _Memoized]
+    translations: Mapping[tuple[Any, ...], Translated]
+
+
+def _doc_key(doc: Document) -> tuple[Any, ...]:
+    """Everything translate() reads of a document: its body and where its lines are."""
+    src = doc.source
+    where = (src.file, src.line, repr(src.lines)) if src is not None else None
+    return (doc.kind, doc.namespace, doc.name, doc.staged, where, repr(doc.body))
+
+
+def _endpoint(
+    c: _Compiler,
+    mode: str,
+    inputs: _Inputs,
+    pod: PodSpec,
+    node_cidrs: NodeCidrs,
+    cookies: dict[RuleOrigin, int],
+) -> _Memoized:
+    said: list[CompileWarning] = []
+    rules, isos = list(inputs.rules), list(inputs.isolations)
+    ms, enf_in, enf_out = _endpoint_policy(c, mode, rules, isos, pod, node_cidrs, cookies, said)
+    audit = _audit_policy(c, mode, rules, isos, list(inputs.staged_rules), list(inputs.staged_isolations),
+                          pod, node_cidrs, cookies, said)
+    return _Memoized(inputs, ms.entries, enf_in, enf_out, audit, tuple(said), ms.ineffective_l7)
 
 
 def _endpoint_policy(
@@ -506,10 +587,6 @@ def _endpoint_policy(
         for idents, ports in _ports_for(c, rule, peer_ids, pod, warnings):
             grants.append(Grant(rule.origin, rule.direction, rule.deny, idents, ports, bool(rule.l7)))
     return build_mapstate(grants, cookies), enforce[Direction.INGRESS], enforce[Direction.EGRESS]
-
-
-# one endpoint's policy: entries, enforce ingress, enforce egress, its staged view
-_EndpointPolicy = tuple[FrozenMap[PolicyKey, PolicyEntry], bool, bool, "_Audit | None"]
 
 
 @dataclass(frozen=True)
