@@ -10,11 +10,15 @@ Run: .venv/bin/python bench/compile_bench.py [--pods N --policies N --namespaces
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import random
 import resource
 import time
 from ipaddress import IPv4Address
+from pathlib import Path
+
+import yaml
 
 from meshctl.compile.cluster import Compiled, compile_spec
 from meshctl.compile.documents import as_document
@@ -115,6 +119,34 @@ def synthetic(pods: int, policies: int, namespaces: int, nodes: int, seed: int =
             )
         )
     return ClusterSpec("bench", node_names, ns_labels, tuple(pod_specs), tuple(docs))
+
+
+def write_repo(spec: ClusterSpec, root: Path, pod_cidrs: dict[str, str]) -> None:
+    """`spec` as a desired-state repo (meshctl.toml, inventory and one file per policy), for the
+    benches that run the CLI. ipBlock exceptions are moved inside their CIDR (the loader checks)."""
+    (root / "inventory").mkdir(parents=True, exist_ok=True)
+    (root / "policies").mkdir(exist_ok=True)
+    toml = f'[cluster]\nname = "{spec.cluster}"\npolicyEnforcementMode = "default"\n'
+    for node in spec.nodes:
+        toml += f'\n[[nodes]]\nname = "{node}"\npodCIDR = "{pod_cidrs[node]}"\n'
+    (root / "meshctl.toml").write_text(toml + "\n[rollout]\nbatchSize = 3\nverifyWindow = 0.05\n")
+    namespaces = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": dict(labels)}}
+                  for n, labels in spec.namespaces.items()]
+    (root / "inventory" / "namespaces.yaml").write_text(yaml.safe_dump_all(namespaces, sort_keys=False))
+    pods = [{"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": p.name, "namespace": p.namespace, "labels": dict(p.labels)},
+             "spec": {"nodeName": p.node, "containers": [{"name": "c", "image": "example/app:1", "ports": [
+                 {"name": name, "containerPort": port} for name, port, _ in p.ports]}]}}
+            for p in spec.pods]
+    (root / "inventory" / "pods.yaml").write_text(yaml.safe_dump_all(pods, sort_keys=False))
+    for doc in spec.policies:
+        body = copy.deepcopy(doc.body)
+        body["apiVersion"] = "cilium.io/v2" if doc.kind.startswith("Cilium") else "networking.k8s.io/v1"
+        for rule in body["spec"].get("egress", []):
+            for peer in rule.get("to", []):
+                if "ipBlock" in peer:
+                    peer["ipBlock"]["except"] = [peer["ipBlock"]["cidr"].replace(".0.0/16", ".1.0/24")]
+        (root / "policies" / f"{doc.name}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
 
 
 def fingerprint(compiled: Compiled) -> str:

@@ -236,7 +236,8 @@ class NodeDatapath:
                 want = ifdir / f"{hook}@{_ip_token(ip)}"
                 with Program.from_pin(self.prog_pin(hook)) as prog:
                     prog_id = prog.info().id
-                    for old in [p for p in self.link_pins() if p.ifname == ifname and p.hook == hook]:
+                    mine = (parse_link_pin(path) for path in sorted(ifdir.iterdir()))  # this device's pins
+                    for old in [p for p in mine if p is not None and p.hook == hook]:
                         if old.path == want and self._link_ok(old.path, index, prog, prog_id):
                             continue
                         _detach_pin(old.path)

@@ -1,0 +1,162 @@
+"""The real CLI at scale: `meshctl plan` of a 10,000-pod repo on a lab, start to exit.
+
+compile_bench's synthetic cluster is written as a git repository (YAML inventory, one file per
+policy); its first commit is applied and the next one, which removes one CiliumNetworkPolicy,
+is planned by the `meshctl` command against a lab of real node netns with the datapath loaded.
+Pods are devices with /32 routes in their node's netns (10,000 pod netns would measure the
+lab, not meshctl): veth pairs with both ends in the node netns (this kernel has no dummy
+driver), which the apply attaches the programs to. The plan runs once more under cProfile to
+split its time by phase.
+
+Run as root: .venv/bin/python bench/plan_cli_bench.py [--pods N --policies N --namespaces N --nodes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compile_bench import synthetic, write_repo
+
+from meshctl.lab import cluster, registry
+from meshctl.lab.names import pod_netns, pod_veth
+from meshctl.lab.topology import LabNode, Topology
+
+CLUSTER = "ap-cli-bench"
+MESHCTL = Path(sys.executable).with_name("meshctl")
+PHASES = {  # function (file suffix, name) -> phase label, in pipeline order
+    ("source/desired.py", "load_desired"): "load repo",
+    ("state/store.py", "load_state"): "load state",
+    ("meshctl/workflow.py", "compile_desired"): "compile",
+    ("meshctl/access.py", "observe_many"): "observe",
+    ("plan/build.py", "build_plan"): "diff",
+    ("plan/planfile.py", "write_plan"): "write plan",
+    ("state/store.py", "save_state"): "save state",
+}
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(root), "-c", "user.name=bench", "-c", "user.email=bench@example.invalid",
+                    *args], check=True, capture_output=True)
+
+
+def _pods_as_devices(spec_pods: list[tuple[str, str, IPv4Address]]) -> None:
+    """Each pod: a veth pair (named like the lab's) with a /32 route, both ends in its node netns."""
+    reg = registry.require(CLUSTER)
+    batches: dict[str, list[str]] = {}
+    for key, node, ip in spec_pods:
+        dev = pod_veth(key)
+        batches.setdefault(reg.nodes[node].netns, []).extend(
+            [f"link add {dev} type veth peer name {dev.replace('lxc', 'lxp')}", f"link set {dev} up",
+             f"route add {ip}/32 dev {dev}"])
+        reg.pods[key] = registry.PodRecord(key, node, pod_netns(CLUSTER, key), str(ip), dev)
+    for netns, lines in batches.items():
+        subprocess.run(["ip", "-n", netns, "-batch", "-"], input="\n".join(lines) + "\n", text=True,
+                       check=True, capture_output=True)
+    reg.datapath = True
+    registry.save(reg)
+
+
+def _seed(root: Path) -> float:
+    """Apply the first commit as `meshctl apply` does, minus its verification (probes need pod
+    netns): plan, reconcile every node, record the apply in the state. Returns seconds."""
+    from meshctl.apply.driver import LabDriver
+    from meshctl.state import save_state
+    from meshctl.workflow import make_plan, open_workspace
+
+    t = time.perf_counter()
+    ws = open_workspace(root)
+    out = make_plan(ws)
+    driver = LabDriver(CLUSTER, ws.netns)
+    for node, observed in out.observed.items():
+        driver.reconcile(node, observed, out.compiled.nodes[node])
+    save_state(ws.state_dir, out.state.record_apply(out.plan.plan_id, dict(out.compiled.nodes)))
+    return time.perf_counter() - t
+
+
+def _timed(root: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+    t = time.perf_counter()
+    res = subprocess.run([str(MESHCTL), "-C", str(root), *args], capture_output=True, text=True)
+    return time.perf_counter() - t, res
+
+
+def _phases(root: Path, profile: Path, *args: str) -> dict[str, float]:
+    """Run the command again under cProfile: seconds per pipeline phase (cumulative)."""
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), str(MESHCTL), "-C", str(root), *args],
+                   capture_output=True, text=True)
+    stats = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
+    out: dict[str, float] = {}
+    for (file, _line, name), (_cc, _nc, _tt, cum, _callers) in stats.items():
+        for (suffix, fn), label in PHASES.items():
+            if name == fn and file.endswith(suffix):
+                out[label] = out.get(label, 0.0) + cum
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--pods", type=int, default=10_000)
+    ap.add_argument("--policies", type=int, default=1_000)
+    ap.add_argument("--namespaces", type=int, default=500)
+    ap.add_argument("--nodes", type=int, default=3)
+    args = ap.parse_args()
+
+    nodes = tuple(f"node-{i + 1}" for i in range(args.nodes))
+    cidrs = {n: IPv4Network(f"10.{100 + i}.0.0/16") for i, n in enumerate(nodes)}
+    spec = synthetic(args.pods, args.policies, args.namespaces, len(nodes))
+    spec = type(spec)(CLUSTER, spec.nodes, spec.namespaces, spec.pods, spec.policies)
+    addresses = {n: iter(cidrs[n].hosts()) for n in nodes}
+    for n in nodes:
+        next(addresses[n])  # .1 is the node's gateway
+    pods = [(p.key, p.node, next(addresses[p.node])) for p in spec.pods]
+    cnp = next(d for d in spec.policies if d.kind == "CiliumNetworkPolicy")
+
+    with tempfile.TemporaryDirectory(prefix="meshctl-cli-bench-") as tmp:
+        root = Path(tmp) / "repo"
+        os.environ["MESHCTL_CACHE_DIR"] = str(Path(tmp) / "cache")
+        write_repo(spec, root, {n: str(c) for n, c in cidrs.items()})
+        _git(root, "init", "-q", "-b", "main")
+        (root / ".gitignore").write_text("state/\nplans/\n")
+        _git(root, "add", "-A")
+        _git(root, "commit", "-qm", "first")
+        topo = Topology(CLUSTER, IPv4Network("172.31.248.0/24"),
+                        tuple(LabNode(n, cidrs[n]) for n in nodes))
+        try:
+            t = time.perf_counter()
+            cluster.up(topo, with_datapath=True)
+            _pods_as_devices(pods)
+            lab_s = time.perf_counter() - t
+            apply_s = _seed(root)
+            (root / "policies" / f"{cnp.name}.yaml").unlink()
+            _git(root, "commit", "-qam", f"remove {cnp.name}")
+            plan_s, planned = _timed(root, "plan", "--out", str(Path(tmp) / "plan.json"))
+            if planned.returncode != 0:
+                raise SystemExit(f"plan failed:\n{planned.stderr[-3000:]}")
+            summary = next((ln for ln in planned.stdout.splitlines() if ln.startswith("Plan:")), "?")
+            plan_phases = _phases(root, Path(tmp) / "plan.prof", "plan", "--out", str(Path(tmp) / "p2.json"))
+            state_mb = sum(f.stat().st_size for f in (root / "state").glob("*")) / 1e6
+        finally:
+            cluster.down(CLUSTER, nodes)
+
+    print(f"input: {args.pods} pods, {args.policies} policies, {args.namespaces} namespaces, "
+          f"{len(nodes)} lab nodes (lab with pod devices built in {lab_s:.1f} s)")
+    print(f"first commit planned, reconciled and recorded in-process (apply minus verification): "
+          f"{apply_s:.2f} s; state/ {state_mb:.1f} MB")
+    print(f"meshctl plan (one CiliumNetworkPolicy removed): {plan_s:.2f} s, {summary}")
+    print("plan phases (cumulative seconds under cProfile, which slows Python code):")
+    for label in PHASES.values():
+        if label in plan_phases:
+            print(f"  {label:<12} {plan_phases[label]:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
