@@ -91,8 +91,8 @@ def _timed(root: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[s
 
 def _phases(root: Path, profile: Path, *args: str) -> dict[str, float]:
     """Run the command again under cProfile: seconds per pipeline phase (cumulative)."""
-    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), str(MESHCTL), "-C", str(root), *args],
-                   capture_output=True, text=True)
+    argv = [sys.executable, "-m", "cProfile", "-o", str(profile), str(MESHCTL), "-C", str(root), *args]
+    subprocess.run(argv, capture_output=True, text=True)
     stats = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
     out: dict[str, float] = {}
     for (file, _line, name), (_cc, _nc, _tt, cum, _callers) in stats.items():
