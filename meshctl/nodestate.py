@@ -545,14 +545,15 @@ class NodeState:
     # observed only, never compared: programs of others on meshctl's interfaces
     foreign_programs: tuple[ForeignProgram, ...] = field(default=(), compare=False)
 
-    def canonical(self) -> dict[str, Any]:
-        """A JSON-ready dict with sorted keys and lists: the input of the fingerprint."""
+    def canonical(self, policies: bool = True) -> dict[str, Any]:
+        """A JSON-ready dict with sorted keys and lists: the input of the fingerprint. Without
+        `policies`, the policy maps are left out (the state stores them apart, by digest)."""
         return {
             "node": self.node,
             "config": self.config.__dict__,
             "ipcache": [[str(p), e.identity, e.flags] for p, e in self.ipcache.items()],
             "endpoints": [_endpoint_row(str(a), e) for a, e in self.endpoints.items()],
-            "policies": [
+            **({"policies": [
                 [
                     ep,
                     [
@@ -561,7 +562,7 @@ class NodeState:
                     ],
                 ]
                 for ep, entries in self.policies.items()
-            ],
+            ]} if policies else {}),
             "attachments": sorted([str(a.endpoint), a.hook, a.build] for a in self.attachments),
             **({"encryption": self.encryption.canonical()} if self.encryption != NO_ENCRYPTION else {}),
             **({"load_balancer": self.load_balancer.canonical()} if self.load_balancer != NO_LOAD_BALANCER

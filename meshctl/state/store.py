@@ -4,12 +4,14 @@ Like Terraform's statefile: a lineage (uuid4 at the first write) names this stat
 a serial counts applies, so a plan made from serial 7 is refused once serial 8 exists. The
 identity and endpoint-id tables are opaque blobs owned by the compiler (IdentityTable.to_json()
 and EndpointTable.to_json()): stored as given, so numbers stay stable across runs. Per node, the
-last applied fingerprint and intended NodeState (canonical form) are the "last applied intent"
-that drift detection compares the kernel with.
+last applied fingerprint and intended NodeState (canonical form, its policy maps stored once by
+digest) are the "last applied intent" that drift detection compares the kernel with. The file is
+compact JSON: `meshctl state show` is the human view.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field, replace
@@ -18,20 +20,62 @@ from pathlib import Path
 from typing import Any
 
 from meshctl.errors import StateError
-from meshctl.nodestate import NodeState
+from meshctl.nodestate import NodeState, policy_map_text
 from meshctl.state.atomic import atomic_write
 
 STATE_FILE = "state.json"
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2  # 2: policy maps stored once, by digest (format 1 files are still read)
 
 
-@dataclass(frozen=True)
+Stored = tuple[dict[str, Any], list[list[Any]], dict[str, Any]]  # canonical - policies, refs, maps
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 class NodeRecord:
-    """The last intent applied to one node."""
+    """The last intent applied to one node. Read from the file, it is decoded only when used: a
+    plan needs the tables and the serial, not the million entries of 10,000 pods' intent."""
 
-    fingerprint: str
-    intended: NodeState
-    applied_at: str
+    __slots__ = ("_intended", "_stored", "applied_at", "fingerprint")
+
+    def __init__(self, fingerprint: str, intended: NodeState | None, applied_at: str,
+                 stored: Stored | None = None) -> None:
+        self.fingerprint, self.applied_at = fingerprint, applied_at
+        self._intended, self._stored = intended, stored
+
+    @property
+    def intended(self) -> NodeState:
+        if self._intended is None:
+            assert self._stored is not None
+            base, refs, maps = self._stored
+            self._intended = NodeState.from_canonical({**base, "policies": [[ep, maps[d]] for ep, d in refs]})
+        return self._intended
+
+    def stored(self) -> tuple[dict[str, Any], list[list[Any]], dict[str, str]]:
+        """(canonical form without policies, [[endpoint, map digest]], digest -> map as JSON text)."""
+        if self._stored is not None:
+            base, stored_refs, maps = self._stored
+            texts = {d: json.dumps(maps[d], separators=(",", ":")) for d in {d for _, d in stored_refs}}
+            digest = {d: _digest(text) for d, text in texts.items()}  # format 1 keys are not digests
+            return base, [[ep, digest[d]] for ep, d in stored_refs], {digest[d]: t for d, t in texts.items()}
+        ns = self.intended
+        refs, made = [], {}
+        for ep, entries in ns.policies.items():
+            text = policy_map_text(entries)  # made once per shared map object
+            key = _digest(text)
+            made[key] = text
+            refs.append([ep, key])
+        return ns.canonical(policies=False), refs, made
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NodeRecord):
+            return NotImplemented
+        return (self.fingerprint, self.applied_at, self.intended) == (
+            other.fingerprint, other.applied_at, other.intended)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -71,6 +115,25 @@ class State:
                        staged=self.staged if staged is None else staged)
 
     def to_json(self) -> dict[str, Any]:
+        return json.loads(self.to_text())
+
+    def to_text(self) -> str:
+        """The file's text. Policy maps are stored once by content (the endpoints of one identity
+        share a map, on every node) and each node's intent names its endpoints' maps by digest."""
+        maps: dict[str, str] = {}
+        nodes = {}
+        for name, r in sorted(self.nodes.items()):
+            base, refs, texts = r.stored()
+            maps.update(texts)
+            nodes[name] = {"fingerprint": r.fingerprint, "applied_at": r.applied_at,
+                           "intended": {**base, "policy_refs": refs}}
+        token = f"@policy-maps-{uuid.uuid4()}@"  # the maps' JSON is spliced in as it is
+        fields = {**self._fields(nodes), "policy_maps": token}
+        body = json.dumps(fields, separators=(",", ":"), sort_keys=True)
+        spliced = "{" + ",".join(f'"{d}":{maps[d]}' for d in sorted(maps)) + "}"
+        return body.replace(f'"{token}"', spliced, 1) + "\n"
+
+    def _fields(self, nodes: dict[str, Any]) -> dict[str, Any]:
         return {
             "format_version": STATE_FORMAT_VERSION,
             "lineage": self.lineage,
@@ -81,20 +144,29 @@ class State:
             "last_applied_at": self.last_applied_at,
             "rules": self.rules,
             "staged": self.staged,
-            "nodes": {
-                name: {
-                    "fingerprint": r.fingerprint,
-                    "applied_at": r.applied_at,
-                    "intended": r.intended.canonical(),
-                }
-                for name, r in sorted(self.nodes.items())
-            },
+            "nodes": nodes,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> State:
-        if d.get("format_version") != STATE_FORMAT_VERSION:
-            raise ValueError(f"unsupported format_version {d.get('format_version')!r}")
+        version = d.get("format_version")
+        if version not in (1, STATE_FORMAT_VERSION):
+            raise ValueError(f"unsupported format_version {version!r}")
+        maps = d.get("policy_maps") or {}
+
+        def record(r: dict[str, Any]) -> NodeRecord:
+            base = dict(r["intended"])
+            refs = base.pop("policy_refs", None)
+            if refs is None:  # format 1: each endpoint's rows in place
+                policies = base.pop("policies", [])
+                refs = [[ep, str(i)] for i, (ep, _) in enumerate(policies)]
+                return NodeRecord(r["fingerprint"], None, r["applied_at"],
+                                  (base, refs, {str(i): rows for i, (_, rows) in enumerate(policies)}))
+            missing = [d for _, d in refs if d not in maps]
+            if missing:
+                raise ValueError(f"policy map {missing[0]} is referenced but not stored")
+            return NodeRecord(r["fingerprint"], None, r["applied_at"], (base, refs, maps))
+
         return cls(
             lineage=d["lineage"],
             serial=int(d["serial"]),
@@ -104,10 +176,7 @@ class State:
             last_applied_at=d.get("last_applied_at"),
             rules=d.get("rules") or {},
             staged=d.get("staged") or {},
-            nodes={
-                name: NodeRecord(r["fingerprint"], NodeState.from_canonical(r["intended"]), r["applied_at"])
-                for name, r in (d.get("nodes") or {}).items()
-            },
+            nodes={name: record(r) for name, r in (d.get("nodes") or {}).items()},
         )
 
 
@@ -130,6 +199,5 @@ def save_state(state_dir: Path, state: State) -> State:
     """Write atomically; gives the state a lineage on its first write. Returns what was written."""
     if state.lineage is None:
         state = replace(state, lineage=str(uuid.uuid4()))
-    body = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
-    atomic_write(state_dir / STATE_FILE, body.encode(), mode=0o600)
+    atomic_write(state_dir / STATE_FILE, state.to_text().encode(), mode=0o600)
     return state

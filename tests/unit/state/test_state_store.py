@@ -43,3 +43,56 @@ def test_corrupt_state_is_a_state_error(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(StateError, match="unsupported format_version 99"):
         load_state(tmp_path)
+
+
+def _shared_intent() -> dict[str, NodeState]:
+    """Two nodes whose three endpoints of one identity share one policy map object."""
+    from meshctl.nodestate import PROTO_TCP, Direction, PolicyEntry, PolicyKey
+
+    shared = FrozenMap({PolicyKey(Direction.INGRESS, 300 + i, PROTO_TCP, 80, 16): PolicyEntry(7)
+                        for i in range(50)})
+    other = FrozenMap({PolicyKey(Direction.EGRESS, 2): PolicyEntry(8, deny=True)})
+    return {
+        "node-1": NodeState("node-1", policies=FrozenMap({1: shared, 2: shared, 3: other})),
+        "node-2": NodeState("node-2", policies=FrozenMap({1: shared})),
+    }
+
+
+def test_policy_maps_are_stored_once_and_decoded_only_when_read(tmp_path: Path) -> None:
+    intent = _shared_intent()
+    save_state(tmp_path, State().record_apply("sha256:p", intent))
+    doc = json.loads((tmp_path / "state.json").read_text())
+    assert doc["format_version"] == 2 and len(doc["policy_maps"]) == 2  # 4 endpoints, 2 distinct maps
+    assert [d for _, d in doc["nodes"]["node-1"]["intended"]["policy_refs"]][:2] == [
+        doc["nodes"]["node-2"]["intended"]["policy_refs"][0][1]] * 2
+    back = load_state(tmp_path)
+    assert back.serial == 1 and all(r._intended is None for r in back.nodes.values())  # not decoded yet
+    assert {n: r.intended for n, r in back.nodes.items()} == intent
+    assert all(r.intended.fingerprint() == r.fingerprint for r in back.nodes.values())
+    save_state(tmp_path, back)  # a state read and written again is the same file
+    assert json.loads((tmp_path / "state.json").read_text()) == doc
+
+
+def test_a_format_1_state_is_read_and_written_as_format_2(tmp_path: Path) -> None:
+    intent = _shared_intent()
+    v1 = {"format_version": 1, "lineage": "l-1", "serial": 3, "identities": {}, "endpoint_ids": {},
+          "last_plan_id": "sha256:p", "last_applied_at": "2026-12-01T00:00:00+00:00",
+          "rules": {}, "staged": {},
+          "nodes": {n: {"fingerprint": ns.fingerprint(), "applied_at": "2026-12-01T00:00:00+00:00",
+                        "intended": ns.canonical()} for n, ns in intent.items()}}
+    (tmp_path / "state.json").write_text(json.dumps(v1, indent=2))
+    back = load_state(tmp_path)
+    assert back.serial == 3 and {n: r.intended for n, r in back.nodes.items()} == intent
+    save_state(tmp_path, back)
+    doc = json.loads((tmp_path / "state.json").read_text())
+    assert doc["format_version"] == 2 and len(doc["policy_maps"]) == 2
+    assert {n: r.intended for n, r in load_state(tmp_path).nodes.items()} == intent
+
+
+def test_a_missing_policy_map_is_a_corrupt_state(tmp_path: Path) -> None:
+    save_state(tmp_path, State().record_apply("sha256:p", _shared_intent()))
+    doc = json.loads((tmp_path / "state.json").read_text())
+    doc["policy_maps"].popitem()
+    (tmp_path / "state.json").write_text(json.dumps(doc))
+    with pytest.raises(StateError, match=r"corrupt state file: policy map \w+ is referenced but not stored"):
+        load_state(tmp_path)
