@@ -314,9 +314,9 @@ def _compile_spec(
     c = _Compiler(spec, identities)
     clock("identities")
     known = memo.translations if memo is not None else {}
-    translations = {_doc_key(doc): doc for doc in spec.policies}
-    made_docs = {k: known.get(k) or translate(doc) for k, doc in translations.items()}
-    translated = [made_docs[_doc_key(doc)] for doc in spec.policies]
+    doc_keys = [_doc_key(doc) for doc in spec.policies]
+    made_docs = {k: known.get(k) or translate(doc) for k, doc in zip(doc_keys, spec.policies, strict=True)}
+    translated = [made_docs[k] for k in doc_keys]
     enforced = [t for doc, t in zip(spec.policies, translated, strict=True) if not doc.staged]
     staged = [t for doc, t in zip(spec.policies, translated, strict=True) if doc.staged]
     rules = tuple(r for t in enforced for r in t.rules)
