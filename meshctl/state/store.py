@@ -27,21 +27,23 @@ STATE_FILE = "state.json"
 STATE_FORMAT_VERSION = 2  # 2: policy maps stored once, by digest (format 1 files are still read)
 
 
-Stored = tuple[dict[str, Any], list[list[Any]], dict[str, Any]]  # canonical - policies, refs, maps
-
-
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def _text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 class NodeRecord:
-    """The last intent applied to one node. Read from the file, it is decoded only when used: a
+    """The last intent applied to one node. In the file its canonical form (policy maps aside)
+    and each policy map are JSON texts kept as strings, parsed only when the intent is read: a
     plan needs the tables and the serial, not the million entries of 10,000 pods' intent."""
 
     __slots__ = ("_intended", "_stored", "applied_at", "fingerprint")
 
     def __init__(self, fingerprint: str, intended: NodeState | None, applied_at: str,
-                 stored: Stored | None = None) -> None:
+                 stored: tuple[str, list[list[Any]], dict[str, str]] | None = None) -> None:
         self.fingerprint, self.applied_at = fingerprint, applied_at
         self._intended, self._stored = intended, stored
 
@@ -50,24 +52,40 @@ class NodeRecord:
         if self._intended is None:
             assert self._stored is not None
             base, refs, maps = self._stored
-            self._intended = NodeState.from_canonical({**base, "policies": [[ep, maps[d]] for ep, d in refs]})
+            rows = {d: json.loads(maps[d]) for d in {d for _, d in refs}}  # each shared map once
+            self._intended = NodeState.from_canonical({**json.loads(base),
+                                                       "policies": [[ep, rows[d]] for ep, d in refs]})
         return self._intended
 
-    def stored(self) -> tuple[dict[str, Any], list[list[Any]], dict[str, str]]:
-        """(canonical form without policies, [[endpoint, map digest]], digest -> map as JSON text)."""
+    def stored(self) -> tuple[str, list[list[Any]], dict[str, str]]:
+        """(canonical form without policy maps as JSON text, [[endpoint, map digest]], digest ->
+        the map's rows as JSON text)."""
         if self._stored is not None:
-            base, stored_refs, maps = self._stored
-            texts = {d: json.dumps(maps[d], separators=(",", ":")) for d in {d for _, d in stored_refs}}
-            digest = {d: _digest(text) for d, text in texts.items()}  # format 1 keys are not digests
-            return base, [[ep, digest[d]] for ep, d in stored_refs], {digest[d]: t for d, t in texts.items()}
+            base, refs, maps = self._stored
+            return base, refs, {d: maps[d] for _, d in refs}
         ns = self.intended
-        refs, made = [], {}
+        refs, texts = [], {}
         for ep, entries in ns.policies.items():
-            text = policy_map_text(entries)  # made once per shared map object
+            text = policy_map_text(entries)  # the rows' compact JSON, made once per shared map object
             key = _digest(text)
-            made[key] = text
+            texts[key] = text
             refs.append([ep, key])
-        return ns.canonical(policies=False), refs, made
+        return _text(ns.canonical(policies=False)), refs, texts
+
+    @classmethod
+    def from_file(cls, r: dict[str, Any], maps: dict[str, str]) -> NodeRecord:
+        if isinstance(r["intended"], dict):  # format 1: the canonical form with each endpoint's rows
+            base = dict(r["intended"])
+            policies = base.pop("policies", [])
+            texts = [_text(rows) for _, rows in policies]
+            refs = [[ep, _digest(t)] for (ep, _), t in zip(policies, texts, strict=True)]
+            return cls(r["fingerprint"], None, r["applied_at"],
+                       (_text(base), refs, {d: t for (_, d), t in zip(refs, texts, strict=True)}))
+        refs = r["policy_refs"]
+        missing = [d for _, d in refs if d not in maps]
+        if missing:
+            raise ValueError(f"policy map {missing[0]} is referenced but not stored")
+        return cls(r["fingerprint"], None, r["applied_at"], (r["intended"], refs, maps))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, NodeRecord):
@@ -118,20 +136,17 @@ class State:
         return json.loads(self.to_text())
 
     def to_text(self) -> str:
-        """The file's text. Policy maps are stored once by content (the endpoints of one identity
-        share a map, on every node) and each node's intent names its endpoints' maps by digest."""
+        """The file's text: compact JSON. Policy maps are stored once by content (the endpoints
+        of one identity share a map, on every node); each node names its endpoints' maps by digest."""
         maps: dict[str, str] = {}
         nodes = {}
         for name, r in sorted(self.nodes.items()):
             base, refs, texts = r.stored()
             maps.update(texts)
-            nodes[name] = {"fingerprint": r.fingerprint, "applied_at": r.applied_at,
-                           "intended": {**base, "policy_refs": refs}}
-        token = f"@policy-maps-{uuid.uuid4()}@"  # the maps' JSON is spliced in as it is
-        fields = {**self._fields(nodes), "policy_maps": token}
-        body = json.dumps(fields, separators=(",", ":"), sort_keys=True)
-        spliced = "{" + ",".join(f'"{d}":{maps[d]}' for d in sorted(maps)) + "}"
-        return body.replace(f'"{token}"', spliced, 1) + "\n"
+            nodes[name] = {"fingerprint": r.fingerprint, "applied_at": r.applied_at, "intended": base,
+                           "policy_refs": refs}
+        return json.dumps({**self._fields(nodes), "policy_maps": maps}, separators=(",", ":"),
+                          sort_keys=True) + "\n"
 
     def _fields(self, nodes: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -153,20 +168,6 @@ class State:
         if version not in (1, STATE_FORMAT_VERSION):
             raise ValueError(f"unsupported format_version {version!r}")
         maps = d.get("policy_maps") or {}
-
-        def record(r: dict[str, Any]) -> NodeRecord:
-            base = dict(r["intended"])
-            refs = base.pop("policy_refs", None)
-            if refs is None:  # format 1: each endpoint's rows in place
-                policies = base.pop("policies", [])
-                refs = [[ep, str(i)] for i, (ep, _) in enumerate(policies)]
-                return NodeRecord(r["fingerprint"], None, r["applied_at"],
-                                  (base, refs, {str(i): rows for i, (_, rows) in enumerate(policies)}))
-            missing = [d for _, d in refs if d not in maps]
-            if missing:
-                raise ValueError(f"policy map {missing[0]} is referenced but not stored")
-            return NodeRecord(r["fingerprint"], None, r["applied_at"], (base, refs, maps))
-
         return cls(
             lineage=d["lineage"],
             serial=int(d["serial"]),
@@ -176,7 +177,7 @@ class State:
             last_applied_at=d.get("last_applied_at"),
             rules=d.get("rules") or {},
             staged=d.get("staged") or {},
-            nodes={name: record(r) for name, r in (d.get("nodes") or {}).items()},
+            nodes={name: NodeRecord.from_file(r, maps) for name, r in (d.get("nodes") or {}).items()},
         )
 
 
