@@ -95,13 +95,18 @@ class LinkPin:
 
 def parse_link_pin(path: Path) -> LinkPin | None:
     """links/<ifname>/<hook>@<a-b-c-d> -> LinkPin; None for names we did not make."""
-    hook, sep, ip = path.name.partition("@")
+    return _link_pin(path.parent.name, path.name, path)
+
+
+def _link_pin(ifname: str, name: str, path: Path) -> LinkPin | None:
+    hook, sep, ip = name.partition("@")
     if not sep or hook not in HOOKS:
         return None
-    try:
-        return LinkPin(path.parent.name, hook, IPv4Address(ip.replace("-", ".")), path)
-    except ValueError:
+    parts = ip.split("-")
+    if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 and str(int(p)) == p for p in parts):
         return None
+    a, b, c, d = (int(p) for p in parts)
+    return LinkPin(ifname, hook, IPv4Address(a << 24 | b << 16 | c << 8 | d), path)
 
 
 class NodeDatapath:
@@ -218,12 +223,16 @@ class NodeDatapath:
 
     # -- attachments
     def link_pins(self) -> list[LinkPin]:
-        if not self.links_dir.is_dir():
+        """Every pinned attachment, sorted by device and pin name (os.scandir: a node of 10,000
+        pods has 20,000 pins, pathlib costs more than the syscalls)."""
+        try:
+            devices = sorted((e.name, e.path) for e in os.scandir(self.links_dir) if e.is_dir())
+        except FileNotFoundError:
             return []
         pins = []
-        for ifdir in sorted(self.links_dir.iterdir()):
-            for path in sorted(ifdir.iterdir()):
-                pin = parse_link_pin(path)
+        for ifname, folder in devices:
+            for name in sorted(os.listdir(folder)):
+                pin = _link_pin(ifname, name, Path(folder, name))
                 if pin is not None:
                     pins.append(pin)
         return pins

@@ -250,10 +250,11 @@ class _NodeDiff:
                 out.setdefault((att.endpoint, att.hook), []).append(att)
             return out
 
-        bg, ag = group(self.before.attachments), group(self.after.attachments)
-        for slot in sorted(set(bg) | set(ag)):
-            olds = [x for x in bg.get(slot, []) if x not in self.after.attachments]
-            news = [x for x in ag.get(slot, []) if x not in self.before.attachments]
+        # only what differs is sorted and grouped: 10,000 pods have 20,000 attachments
+        gone = group(self.before.attachments - self.after.attachments)
+        made = group(self.after.attachments - self.before.attachments)
+        for slot in sorted(set(gone) | set(made)):
+            olds, news = gone.get(slot, []), made.get(slot, [])
             name = f"attachment {self.names.endpoint_at(slot[0])} {slot[1]}"
             if len(olds) == 1 and len(news) == 1:
                 old, new = olds[0], news[0]
