@@ -74,6 +74,11 @@ def ifindex(ifname: str) -> int | None:
         return None
 
 
+def device_indexes() -> dict[str, int]:
+    """name -> index of every device of the current netns, in one call (not one per device)."""
+    return {name: index for index, name in socket.if_nameindex()}
+
+
 def attach_tcx(prog_fd: int, ifname: str, hook: str) -> Link:
     """Attach a program at the tcx hook of `ifname` in the current netns; returns the link."""
     index = ifindex(ifname)

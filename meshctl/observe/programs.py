@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshctl.dataplane.libbpf import BPF_TCX_EGRESS, BPF_TCX_INGRESS, prog_info_by_id, query_tcx
-from meshctl.dataplane.netns import ifindex, in_netns, netns_exists
+from meshctl.dataplane.netns import device_indexes, in_netns, netns_exists
 from meshctl.errors import DataplaneError
 from meshctl.nodestate import ForeignProgram
 
@@ -44,7 +44,8 @@ def read_hooks(netns: str | None, interfaces: Iterable[str]) -> list[RawHook]:
     out: list[RawHook] = []
     known: dict[int, str] = {}  # program id -> name: meshctl's programs sit on every device
     with in_netns(netns):
-        indexes = {n: i for n in names if (i := ifindex(n)) is not None}
+        present = device_indexes()
+        indexes = {n: present[n] for n in names if n in present}
         for name, index in indexes.items():
             for hook, attach_type in TCX_HOOKS.items():
                 ids = query_tcx(index, attach_type, f"device {name}")

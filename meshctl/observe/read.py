@@ -5,7 +5,7 @@ from __future__ import annotations
 from meshctl.dataplane import lb_maps
 from meshctl.dataplane.libbpf import Link, Map, Program
 from meshctl.dataplane.maps import PolicyMaps
-from meshctl.dataplane.netns import ifindex, in_netns, netns_exists
+from meshctl.dataplane.netns import device_indexes, in_netns, netns_exists
 from meshctl.dataplane.node import NETDEV_PROGRAMS, PROGRAMS, NodeDatapath
 from meshctl.observe.programs import read_hooks
 from meshctl.observe.raw import Dump, Items, RawLink, RawNode
@@ -23,10 +23,10 @@ def read_links(dp: NodeDatapath) -> list[RawLink]:
     pins = dp.link_pins()
     if not pins:
         return []
-    devices: dict[str, int | None] = {}
+    devices: dict[str, int] = {}
     if dp.netns is None or netns_exists(dp.netns):
         with in_netns(dp.netns):
-            devices = {pin.ifname: ifindex(pin.ifname) for pin in pins}
+            devices = device_indexes()
     out = []
     for pin in pins:
         with Link.from_pin(pin.path) as link:

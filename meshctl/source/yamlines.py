@@ -20,6 +20,7 @@ from meshctl.errors import SourceError
 
 FieldPath = tuple[str | int, ...]
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class _Builder:
                 items.append(self.build(item, (*path, i)))
             return items
         assert isinstance(node, ScalarNode)
+        if node.tag == _STR_TAG:  # most scalars: skip the constructor's generic machinery
+            return node.value
         return self.constructor.construct_object(node, deep=True)
 
     def _mapping(self, node: MappingNode, path: FieldPath) -> dict[str, Any]:
