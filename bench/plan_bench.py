@@ -19,8 +19,10 @@ Run as root: .venv/bin/python bench/plan_bench.py [--pods N --policies N --names
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
 import os
+import pstats
 import resource
 import sys
 import tempfile
@@ -48,6 +50,7 @@ def main() -> None:
     ap.add_argument("--namespaces", type=int, default=500)
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--empty", action="store_true", help="only node-1 starts populated")
+    ap.add_argument("--profile", action="store_true", help="print the diff phase's costliest functions")
     args = ap.parse_args()
 
     from meshctl.apply.driver import LabDriver
@@ -90,7 +93,12 @@ def main() -> None:
         t2 = time.perf_counter()
         # the synthetic pods have no veths in this lab: compare without attachments
         intended = {n: dataclasses.replace(s, attachments=frozenset()) for n, s in compiled.nodes.items()}
+        profile = cProfile.Profile() if args.profile else None
+        if profile:
+            profile.enable()
         plan = build_plan(observed, intended, compiled.catalog, impact=False)
+        if profile:
+            profile.disable()
         t3 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             path = write_plan(plan, Path(tmp) / "plan.json")
@@ -120,6 +128,8 @@ def main() -> None:
     row("diff", t3 - t2, held, "entries compared")
     row("write", t4 - t3, len(plan.changes), "changes written")
     print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    if profile:
+        pstats.Stats(profile).sort_stats("tottime").print_stats(15)
     total = t4 - t0
     print(f"plan total: {total:.3f} s (budget {BUDGET_S} s) {'OK' if total <= BUDGET_S else 'OVER BUDGET'}")
 

@@ -27,6 +27,7 @@ from meshctl.nodestate import (
     PolicyKey,
     PolicyKeyTuple,
     intern_policy_key,
+    policy_map_sha,
     policy_map_text,
 )
 
@@ -126,26 +127,13 @@ class _CompiledValues(ValuesView[PolicyEntry]):
         return iter(rows[1]) if rows is not None else (v for _, v in m._items)
 
 
-_SHAS: dict[int, tuple[Any, str]] = {}  # id(compiled map) -> (map, text sha): the map is kept alive
-_SHA_LIMIT = 65536
-
-
-def _sha_of(entries: FrozenMap[PolicyKey, PolicyEntry]) -> str:
-    hit = _SHAS.get(id(entries))
-    if hit is None or hit[0] is not entries:
-        if len(_SHAS) >= _SHA_LIMIT:
-            _SHAS.clear()
-        hit = _SHAS[id(entries)] = (entries, text_sha(policy_map_text(entries)))
-    return hit[1]
-
-
 def maps_equal(observed: Mapping[Any, Any], intended: Mapping[Any, Any]) -> bool:
     """observed == intended for policy maps; an equal pair ends up sharing one canonical text.
 
     A pending lazy map is compared by digest (no decode); otherwise by value, and the intended
     map takes the observed map's text (formatted for the observed fingerprint anyway)."""
     if isinstance(observed, LazyPolicyMap) and observed.pending and isinstance(intended, FrozenMap):
-        if len(observed) != len(intended) or _sha_of(intended) != observed.text_sha:
+        if len(observed) != len(intended) or policy_map_sha(intended) != observed.text_sha:
             return False
         observed.adopt_text(intended)
         return True

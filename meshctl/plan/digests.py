@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from meshctl.nodestate import FrozenMap, NodeState, policy_map_text
+from meshctl.nodestate import FrozenMap, NodeState, policy_map_sha
 
 DIGEST_HEX = 16
 # Components of NodeState.canonical_parts() with their own digest, in report order; "policies"
@@ -78,7 +78,7 @@ class NodeDigests:
         for ep, entries in state.policies.items():
             d = by_map.get(id(entries))
             if d is None:
-                d = by_map[id(entries)] = Digest(len(entries), digest(policy_map_text(entries)))
+                d = by_map[id(entries)] = Digest(len(entries), policy_map_sha(entries)[:DIGEST_HEX])
             policies[ep] = d
         return cls(FrozenMap(components), FrozenMap.from_sorted(policies.items()))
 

@@ -20,7 +20,7 @@ from meshctl.plan.change import Change
 from meshctl.plan.digests import NodeDigests
 from meshctl.plan.staged import Enforcement, StagedPolicy
 
-PLAN_FORMAT_VERSION = "2.4"  # major.minor: a newer minor reads fine, another major is refused
+PLAN_FORMAT_VERSION = "2.5"  # major.minor: a newer minor reads fine, another major is refused
 # 2.0: nodes record changes and fingerprints only (1.x embedded every full target state)
 # 2.1: nodes also record per-component digests of their observed state (what a stale plan names)
 # 2.2: "cuts": the established connections the plan cuts (from the live conntrack tables)
@@ -28,6 +28,7 @@ PLAN_FORMAT_VERSION = "2.4"  # major.minor: a newer minor reads fine, another ma
 #      them in the state so flows are attributed to the applied revision, not the working tree)
 # 2.4: "staged": staged (audit-mode) policies of the target, "enforcing": those the plan turns from
 #      audit to enforced with their AUDIT evidence, "staged_impact": what enforcing them would change
+# 2.5: node fingerprints hash each policy map's digest, not its rows (older plans are stale)
 
 
 @dataclass(frozen=True)
@@ -252,13 +253,14 @@ class Plan:
             "state": {"lineage": self.state_lineage, "serial": self.state_serial},
             "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
             "impact": [r.to_json() for r in self.impact],
-            **({"cuts": [r.to_json() for r in self.cuts]} if _version(self.format_version) >= (2, 2) else {}),
+            **({"cuts": [r.to_json() for r in self.cuts]}
+               if format_tuple(self.format_version) >= (2, 2) else {}),
             **({"rules": {str(c): rule_json(o) for c, o in self.rules}}
-               if _version(self.format_version) >= (2, 3) else {}),
+               if format_tuple(self.format_version) >= (2, 3) else {}),
             **({"staged": [s.to_json() for s in self.staged],
                 "enforcing": [e.to_json() for e in self.enforcing],
                 "staged_impact": [r.to_json() for r in self.staged_impact]}
-               if _version(self.format_version) >= (2, 4) else {}),
+               if format_tuple(self.format_version) >= (2, 4) else {}),
             "warnings": [w.to_json() for w in self.warnings],
             "nodes": [n.to_json() for n in self.nodes],
         }
@@ -304,7 +306,10 @@ def rule_from(v: list[Any]) -> RuleOrigin:
     return RuleOrigin(str(kind), str(namespace), str(name), str(section), int(index), str(file), int(line))
 
 
-def _version(text: str) -> tuple[int, ...]:
+FINGERPRINTS_SINCE = (2, 5)  # plans of an older minor recorded fingerprints of another kind
+
+
+def format_tuple(text: str) -> tuple[int, ...]:
     """"2.1" -> (2, 1); unparsable parts count as 0 (the reader refuses other majors anyway)."""
     return tuple(int(p) if p.isdigit() else 0 for p in text.split("."))
 

@@ -11,7 +11,7 @@ from meshctl.errors import PlanStaleError
 from meshctl.nodestate import NodeState
 from meshctl.plan.change import Change, ChangeKind, describe_drift
 from meshctl.plan.digests import Moved, NodeDigests, moved
-from meshctl.plan.model import NodePlan, Plan
+from meshctl.plan.model import FINGERPRINTS_SINCE, NodePlan, Plan, format_tuple
 from meshctl.plan.names import Namer
 
 
@@ -21,6 +21,11 @@ def check_fresh(plan: Plan, observed: Mapping[str, str], state: Any) -> None:
     `observed` maps node -> current NodeState.fingerprint(); `state` is a meshctl.state.State
     (or None to skip the state check).
     """
+    if format_tuple(plan.format_version) < FINGERPRINTS_SINCE:
+        raise PlanStaleError(
+            f"Saved plan is stale: it was made by an older meshctl (plan format {plan.format_version}) "
+            "that computed node fingerprints differently; make the plan again"
+        )
     if state is not None:
         lineage = getattr(state, "lineage", None)
         if plan.state_lineage is not None and lineage != plan.state_lineage:

@@ -32,7 +32,7 @@ def test_round_trip(plan: Plan, saved: Path) -> None:
     assert back.plan_id == plan.plan_id
     assert saved.name.startswith("plan-20250102T030405-")
     doc = json.loads(saved.read_text())
-    assert doc["format_version"] == "2.4" and doc["source"]["commit"].startswith("4f2a9c1d")
+    assert doc["format_version"] == "2.5" and doc["source"]["commit"].startswith("4f2a9c1d")
     assert doc["state"] == {"lineage": STATE.lineage, "serial": 3}
     node = doc["nodes"][1]
     assert node["node"] == "node-2" and node["observed_fingerprint"] == observed()["node-2"].fingerprint()

@@ -15,7 +15,17 @@ from meshctl.nodestate import FrozenMap, NodeState, policy_map_text
 from meshctl.plan import diff_node
 
 
-def test_fingerprint_is_sha256_of_the_canonical_json() -> None:
+def _merkle(state: NodeState) -> dict[str, object]:
+    """canonical() with each policy map's rows replaced by the sha256 of their compact JSON."""
+    body = state.canonical()
+    body["policies"] = [
+        [ep, hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()]
+        for ep, rows in body["policies"]
+    ]
+    return body
+
+
+def test_fingerprint_is_sha256_of_the_canonical_json_with_map_digests() -> None:
     audited = intended()["node-2"]
     audited = replace(audited, endpoints=FrozenMap(
         {ip: replace(e, audit_ingress=True) for ip, e in audited.endpoints.items()}))
@@ -23,7 +33,7 @@ def test_fingerprint_is_sha256_of_the_canonical_json() -> None:
     assert NodeState.from_canonical(audited.canonical()) == audited
     for states in (observed(), intended(), {"audited": audited}):
         for state in [*states.values(), NodeState("empty")]:
-            body = json.dumps(state.canonical(), sort_keys=True, separators=(",", ":"))
+            body = json.dumps(_merkle(state), sort_keys=True, separators=(",", ":"))
             assert state.fingerprint() == "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
 

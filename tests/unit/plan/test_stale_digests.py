@@ -92,3 +92,17 @@ def test_endpoint_ids_pack_as_ranges() -> None:
     for ids in ([], [5], [1, 2, 3, 7], [1, 3, 5, 6], list(range(1, 1001))):
         assert unpack_ids(pack_ids(ids)) == ids
     assert pack_ids([1, 2, 3, 7, 9, 10]) == "1-3,7,9-10"
+
+
+def test_a_plan_of_an_older_fingerprint_kind_is_refused_as_stale(tmp_path: Path) -> None:
+    import pytest
+
+    from meshctl.errors import PlanStaleError
+    from meshctl.plan.stale import check_fresh
+
+    plan = read_plan(write_plan(make_plan(), tmp_path / "p.json"))
+    now = {n.node: n.observed_fingerprint for n in plan.nodes}
+    check_fresh(plan, now, None)  # this meshctl's plan of the same nodes: fresh
+    old = replace(plan, format_version="2.4")  # its node fingerprints hashed the rows of every map
+    with pytest.raises(PlanStaleError, match=r"older meshctl \(plan format 2.4\) .* make the plan again"):
+        check_fresh(old, now, None)
