@@ -8,7 +8,8 @@ compile + observe of the nodes (pinned maps, real syscalls) + diff into a Plan +
 plan file, as `meshctl plan` does. Budget: 3 s (5 s for 20 nodes and 20,000 pods).
 Connectivity impact is skipped at this size (meshctl.workflow.IMPACT_MAX_PODS), as the CLI
 does. Like a plan after an apply, the policy map cache (meshctl.observe.mapcache, in a temporary
-MESHCTL_CACHE_DIR) was learned by the apply's verification observe; in-process decode caches are cleared before timing (a fresh process).
+MESHCTL_CACHE_DIR) was learned by the apply's verification observe; in-process decode caches
+are cleared before timing (a fresh process).
 
 Prints each phase with the entries it handles (per-entry cost: the growth measure) and the
 peak memory of the process.
