@@ -121,6 +121,14 @@ def synthetic(pods: int, policies: int, namespaces: int, nodes: int, seed: int =
     return ClusterSpec("bench", node_names, ns_labels, tuple(pod_specs), tuple(docs))
 
 
+def add_size_args(ap: argparse.ArgumentParser) -> None:
+    """--pods --policies --namespaces --nodes: the synthetic cluster's size (shared by the benches)."""
+    ap.add_argument("--pods", type=int, default=10_000)
+    ap.add_argument("--policies", type=int, default=1_000)
+    ap.add_argument("--namespaces", type=int, default=500)
+    ap.add_argument("--nodes", type=int, default=3)
+
+
 def write_repo(spec: ClusterSpec, root: Path, pod_cidrs: dict[str, str]) -> None:
     """`spec` as a desired-state repo (meshctl.toml, inventory and one file per policy), for the
     benches that run the CLI. ipBlock exceptions are moved inside their CIDR (the loader checks)."""
@@ -163,10 +171,7 @@ def fingerprint(compiled: Compiled) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--pods", type=int, default=10_000)
-    ap.add_argument("--policies", type=int, default=1_000)
-    ap.add_argument("--namespaces", type=int, default=500)
-    ap.add_argument("--nodes", type=int, default=3)
+    add_size_args(ap)
     ap.add_argument("--runs", type=int, default=5, help="report the minimum (the machine is shared)")
     ap.add_argument("--fingerprint", action="store_true", help="print a sha256 of the whole result")
     args = ap.parse_args()

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compile_bench import synthetic
+from compile_bench import add_size_args, synthetic
 
 from meshctl.compile import EndpointTable, IdentityTable
 from meshctl.compile.cluster import compile_spec
@@ -47,10 +47,7 @@ BUDGET_20_NODES_S = 5.0  # 20 nodes, 20,000 pods
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--pods", type=int, default=10_000)
-    ap.add_argument("--policies", type=int, default=1_000)
-    ap.add_argument("--namespaces", type=int, default=500)
-    ap.add_argument("--nodes", type=int, default=3)
+    add_size_args(ap)
     ap.add_argument("--empty", action="store_true", help="only node-1 starts populated")
     ap.add_argument("--profile", choices=("diff", "write"), help="print that phase's costliest functions")
     args = ap.parse_args()

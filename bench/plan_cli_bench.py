@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compile_bench import synthetic, write_repo
+from compile_bench import add_size_args, synthetic, write_repo
 
 from meshctl.lab import cluster, registry
 from meshctl.lab.names import pod_netns, pod_veth
@@ -104,10 +104,7 @@ def _phases(root: Path, profile: Path, *args: str) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--pods", type=int, default=10_000)
-    ap.add_argument("--policies", type=int, default=1_000)
-    ap.add_argument("--namespaces", type=int, default=500)
-    ap.add_argument("--nodes", type=int, default=3)
+    add_size_args(ap)
     args = ap.parse_args()
 
     nodes = tuple(f"node-{i + 1}" for i in range(args.nodes))
