@@ -700,8 +700,8 @@ def policy_map_sha(entries: Mapping[PolicyKey, PolicyEntry]) -> str:
     known = getattr(entries, "text_sha", None)
     if known is not None:
         return str(known)
-    if not isinstance(entries, FrozenMap):
-        return hashlib.sha256(_policy_text(entries).encode()).hexdigest()
+    if not isinstance(entries, FrozenMap):  # not immutable: no memo
+        return hashlib.sha256(policy_map_text(entries).encode()).hexdigest()
     hit = _MAP_SHAS.get(id(entries))
     if hit is None or hit[0] is not entries:
         if len(_MAP_SHAS) >= _MEMO_LIMIT:

@@ -342,7 +342,9 @@ def _compile_spec(
     for pod in sorted(spec.pods, key=lambda p: int(p.ip) if p.ip else -1):
         if pod.ip is not None:
             ident = c.pod_identity[pod_key[id(pod)]]
-            entry = entry_of.get(ident) or entry_of.setdefault(ident, IpcacheEntry(ident))
+            entry = entry_of.get(ident)
+            if entry is None:
+                entry = entry_of[ident] = IpcacheEntry(ident)  # one object per identity, shared
             ipcache_pods[IPv4Network(int(pod.ip))] = entry
 
     # CIDR identities are derived from the prefix alone, so peers are resolved once against every
@@ -646,10 +648,11 @@ def _policy_title(item: Rule | Isolation) -> str:
 
 
 def compile_cluster(
-    desired: Any, identities: IdentityTable, endpoint_ids: EndpointTable, build_hash: str
+    desired: Any, identities: IdentityTable, endpoint_ids: EndpointTable, build_hash: str,
+    memo: CompileMemo | None = None,
 ) -> Compiled:
-    """The compiler's public entry point (see the module docstring)."""
-    return compile_spec(spec_from_desired(desired), identities, endpoint_ids, build_hash)
+    """The compiler's public entry point (see the module docstring; `memo`: compile_spec's)."""
+    return compile_spec(spec_from_desired(desired), identities, endpoint_ids, build_hash, memo=memo)
 
 
 __all__ = ["Compiled", "Translated", "compile_cluster", "compile_spec"]

@@ -102,11 +102,10 @@ def _link_pin(ifname: str, name: str, path: Path) -> LinkPin | None:
     hook, sep, ip = name.partition("@")
     if not sep or hook not in HOOKS:
         return None
-    parts = ip.split("-")
-    if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 and str(int(p)) == p for p in parts):
+    try:
+        return LinkPin(ifname, hook, IPv4Address(ip.replace("-", ".")), path)
+    except ValueError:
         return None
-    a, b, c, d = (int(p) for p in parts)
-    return LinkPin(ifname, hook, IPv4Address(a << 24 | b << 16 | c << 8 | d), path)
 
 
 class NodeDatapath:

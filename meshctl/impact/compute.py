@@ -38,8 +38,9 @@ def compare_states(base: Any, head: Any) -> ComparedStates:
     from meshctl.plan.impact import WORLD_ADDRESS, connectivity_impact, pods_from_desired
 
     head_c = compile_cluster(head, IdentityTable(), EndpointTable(), BUILD)
-    # The same tables: a pod keeps its identity and endpoint id in both compiles.
-    base_c = compile_cluster(base, head_c.identities, head_c.endpoint_ids, BUILD)
+    # The same tables: a pod keeps its identity and endpoint id in both compiles; the base is
+    # compiled incrementally from the head (only the endpoints the change selects are rebuilt).
+    base_c = compile_cluster(base, head_c.identities, head_c.endpoint_ids, BUILD, memo=head_c.memo)
     nodes = [n.name for n in head.config.nodes]
     base_nodes = {n: base_c.nodes.get(n) or NodeState(n) for n in nodes}
     head_nodes = {n: head_c.nodes.get(n) or NodeState(n) for n in nodes}

@@ -12,14 +12,14 @@ from meshctl.catalog import Catalog, RuleOrigin
 from meshctl.connections import TrackedConnection
 from meshctl.gcpause import paused_gc
 from meshctl.nodestate import NodeState
-from meshctl.plan.capacity import check_capacity
+from meshctl.plan.capacity import capacity_warnings, check_capacity
 from meshctl.plan.cuts import established_cuts, nodes_to_read
 from meshctl.plan.diff import diff_node
 from meshctl.plan.impact import PodTarget, VerdictFn, connectivity_impact, pods_from_desired, staged_impact
 from meshctl.plan.loadbalancer import lb_warnings
 from meshctl.plan.model import CutRow, NodePlan, Plan, PlanWarning
 from meshctl.plan.staged import Enforcement, StagedPolicy
-from meshctl.plan.warnings import capacity_warnings, dns_warnings, foreign_warnings, passthrough
+from meshctl.plan.warnings import dns_warnings, foreign_warnings, passthrough
 
 LiveConnections = Mapping[str, Sequence[TrackedConnection]]
 # node -> live established connections, or a reader called with the nodes worth reading

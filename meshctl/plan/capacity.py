@@ -1,5 +1,5 @@
-"""Map capacities (the `*_MAP_SIZE` defines of bpf/lib/common.h, via dataplane.structs) and the
-plan's refusal of a state that would not fit.
+"""Map capacities (the `*_MAP_SIZE` defines of bpf/lib/common.h, via dataplane.structs): the
+plan's refusal of a state that would not fit, and its warnings about maps nearly full.
 
 A map that overflows fails the apply half-way through a node (the kernel answers E2BIG on the
 first entry too many), so the plan refuses such a state up front: an error, not a warning.
@@ -14,10 +14,9 @@ from meshctl.catalog import Catalog
 from meshctl.dataplane import structs as S
 from meshctl.errors import CompileError
 from meshctl.nodestate import NodeState
+from meshctl.plan.model import PlanWarning
 from meshctl.plan.names import Namer
 
-IPCACHE_MAP_SIZE = S.IPCACHE_MAP_SIZE
-POLICY_MAP_SIZE = S.POLICY_MAP_SIZE
 FILL_WARNING_RATIO = 0.8  # warn from 80 % full: a few more rules could fail an apply
 SETTINGS_FILE = "bpf/lib/common.h"
 
@@ -80,3 +79,38 @@ def check_capacity(intended: Mapping[str, NodeState], catalog: Catalog) -> None:
     if len(found) > 5:
         lines.append(f"... and {len(found) - 5} more")
     raise CompileError("the desired state does not fit the BPF maps:\n  " + "\n  ".join(lines))
+
+
+def _pct(n: int, size: int) -> str:
+    return f"{n} of {size} entries ({100 * n / size:.1f}%)"
+
+
+def capacity_warnings(intended: Mapping[str, NodeState], catalog: Catalog) -> list[PlanWarning]:
+    out: list[PlanWarning] = []
+    largest: tuple[int, str, str] = (0, "", "")
+    for name in sorted(intended):
+        ns = intended[name]
+        namer = Namer(catalog, name, ns)
+        for eid, entries in ns.policies.items():
+            n = len(entries)
+            if n > largest[0]:
+                largest = (n, namer.endpoint(eid), name)
+            if n >= FILL_WARNING_RATIO * S.POLICY_MAP_SIZE:
+                out.append(PlanWarning(
+                    f"Policy map of {namer.endpoint(eid)} on {name} is nearly full",
+                    f"{_pct(n, S.POLICY_MAP_SIZE)}; broaden selectors or port ranges before it overflows",
+                    node=name,
+                ))
+        if len(ns.ipcache) >= FILL_WARNING_RATIO * S.IPCACHE_MAP_SIZE:
+            fill = _pct(len(ns.ipcache), S.IPCACHE_MAP_SIZE)
+            out.append(PlanWarning(f"ipcache on {name} is nearly full", fill, node=name))
+    if largest[0]:
+        n, ep, node = largest
+        biggest_ipcache = max((len(ns.ipcache) for ns in intended.values()), default=0)
+        out.append(PlanWarning(
+            "Map fill",
+            f"largest policy map: {ep} on {node}, {_pct(n, S.POLICY_MAP_SIZE)}; "
+            f"largest ipcache: {_pct(biggest_ipcache, S.IPCACHE_MAP_SIZE)}",
+            severity="info",
+        ))
+    return out

@@ -1,8 +1,9 @@
 """Plan warnings: things a reviewer should know that are not changes.
 
-Map fill against the capacities of common.h, egress default deny introduced without DNS,
+Egress default deny introduced without DNS,
 hand-made map entries and foreign programs on meshctl's interfaces, and the compiler's own
-warnings (parts not enforced yet: L7, FQDN, ...), passed through.
+warnings (parts not enforced yet: L7, FQDN, ...), passed through. Map fill is
+meshctl.plan.capacity's.
 """
 
 from __future__ import annotations
@@ -20,46 +21,10 @@ from meshctl.nodestate import (
     PolicyEntry,
     PolicyKey,
 )
-from meshctl.plan.capacity import FILL_WARNING_RATIO, IPCACHE_MAP_SIZE, POLICY_MAP_SIZE
 from meshctl.plan.model import PlanWarning
 from meshctl.plan.names import Namer
 
 DNS_PORT = 53
-
-
-def _pct(n: int, size: int) -> str:
-    return f"{n} of {size} entries ({100 * n / size:.1f}%)"
-
-
-def capacity_warnings(intended: Mapping[str, NodeState], catalog: Catalog) -> list[PlanWarning]:
-    out: list[PlanWarning] = []
-    largest: tuple[int, str, str] = (0, "", "")
-    for name in sorted(intended):
-        ns = intended[name]
-        namer = Namer(catalog, name, ns)
-        for eid, entries in ns.policies.items():
-            n = len(entries)
-            if n > largest[0]:
-                largest = (n, namer.endpoint(eid), name)
-            if n >= FILL_WARNING_RATIO * POLICY_MAP_SIZE:
-                out.append(PlanWarning(
-                    f"Policy map of {namer.endpoint(eid)} on {name} is nearly full",
-                    f"{_pct(n, POLICY_MAP_SIZE)}; broaden selectors or port ranges before it overflows",
-                    node=name,
-                ))
-        if len(ns.ipcache) >= FILL_WARNING_RATIO * IPCACHE_MAP_SIZE:
-            fill = _pct(len(ns.ipcache), IPCACHE_MAP_SIZE)
-            out.append(PlanWarning(f"ipcache on {name} is nearly full", fill, node=name))
-    if largest[0]:
-        n, ep, node = largest
-        biggest_ipcache = max((len(ns.ipcache) for ns in intended.values()), default=0)
-        out.append(PlanWarning(
-            "Map fill",
-            f"largest policy map: {ep} on {node}, {_pct(n, POLICY_MAP_SIZE)}; "
-            f"largest ipcache: {_pct(biggest_ipcache, IPCACHE_MAP_SIZE)}",
-            severity="info",
-        ))
-    return out
 
 
 def _allows_dns(entries: Mapping[PolicyKey, PolicyEntry]) -> bool:

@@ -11,7 +11,6 @@ compact JSON: `meshctl state show` is the human view.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field, replace
@@ -20,15 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from meshctl.errors import StateError
-from meshctl.nodestate import NodeState, policy_map_text
+from meshctl.lazypolicy import text_sha
+from meshctl.nodestate import NodeState, policy_map_sha, policy_map_text
 from meshctl.state.atomic import atomic_write
 
 STATE_FILE = "state.json"
 STATE_FORMAT_VERSION = 2  # 2: policy maps stored once, by digest (format 1 files are still read)
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _text(value: Any) -> str:
@@ -66,9 +62,8 @@ class NodeRecord:
         ns = self.intended
         refs, texts = [], {}
         for ep, entries in ns.policies.items():
-            text = policy_map_text(entries)  # the rows' compact JSON, made once per shared map object
-            key = _digest(text)
-            texts[key] = text
+            key = policy_map_sha(entries)  # text and sha made once per shared map object
+            texts[key] = policy_map_text(entries)  # the rows' compact JSON
             refs.append([ep, key])
         return _text(ns.canonical(policies=False)), refs, texts
 
@@ -78,7 +73,7 @@ class NodeRecord:
             base = dict(r["intended"])
             policies = base.pop("policies", [])
             texts = [_text(rows) for _, rows in policies]
-            refs = [[ep, _digest(t)] for (ep, _), t in zip(policies, texts, strict=True)]
+            refs = [[ep, text_sha(t)] for (ep, _), t in zip(policies, texts, strict=True)]
             return cls(r["fingerprint"], None, r["applied_at"],
                        (_text(base), refs, {d: t for (_, d), t in zip(refs, texts, strict=True)}))
         refs = r["policy_refs"]
@@ -132,9 +127,6 @@ class State:
                        rules={**self.rules, **(rules or {})},
                        staged=self.staged if staged is None else staged)
 
-    def to_json(self) -> dict[str, Any]:
-        return json.loads(self.to_text())
-
     def to_text(self) -> str:
         """The file's text: compact JSON. Policy maps are stored once by content (the endpoints
         of one identity share a map, on every node); each node names its endpoints' maps by digest."""
@@ -145,11 +137,7 @@ class State:
             maps.update(texts)
             nodes[name] = {"fingerprint": r.fingerprint, "applied_at": r.applied_at, "intended": base,
                            "policy_refs": refs}
-        return json.dumps({**self._fields(nodes), "policy_maps": maps}, separators=(",", ":"),
-                          sort_keys=True) + "\n"
-
-    def _fields(self, nodes: dict[str, Any]) -> dict[str, Any]:
-        return {
+        body = {
             "format_version": STATE_FORMAT_VERSION,
             "lineage": self.lineage,
             "serial": self.serial,
@@ -160,7 +148,9 @@ class State:
             "rules": self.rules,
             "staged": self.staged,
             "nodes": nodes,
+            "policy_maps": maps,
         }
+        return json.dumps(body, separators=(",", ":"), sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> State:

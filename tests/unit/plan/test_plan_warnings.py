@@ -5,6 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from meshctl.catalog import Catalog
+from meshctl.dataplane.structs import POLICY_MAP_SIZE
 from meshctl.nodestate import (
     PROTO_TCP,
     PROTO_UDP,
@@ -15,8 +16,8 @@ from meshctl.nodestate import (
     PolicyEntry,
     PolicyKey,
 )
-from meshctl.plan.capacity import POLICY_MAP_SIZE
-from meshctl.plan.warnings import capacity_warnings, dns_warnings, passthrough
+from meshctl.plan.capacity import capacity_warnings
+from meshctl.plan.warnings import dns_warnings, passthrough
 
 IP = IPv4Address("10.101.1.10")
 EG = Direction.EGRESS
