@@ -8,7 +8,6 @@ build hash. Heavy imports (libbpf, pyroute2) happen inside functions so `--help`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -79,6 +78,13 @@ class Workspace:
 def open_workspace(root: Path, ref: str | None = None) -> Workspace:
     """Load the desired repo and find its lab (which must be up), or with `[apply] driver =
     "agent"` its nodes' agents (no lab: pod IPs from the inventory, meshctl.access)."""
+    from meshctl.gcpause import paused_gc
+
+    with paused_gc():  # a big repo is a million acyclic objects: collections would cost a second
+        return _open_workspace(root, ref)
+
+
+def _open_workspace(root: Path, ref: str | None) -> Workspace:
     from meshctl.lab import registry
     from meshctl.source import load_desired
 
@@ -129,14 +135,14 @@ def compile_desired(ws: Workspace, state: State, build: str | None = None) -> Co
     identities = IdentityTable()
     endpoints = EndpointTable()
     if state.identities:
-        identities = IdentityTable.from_json(json.dumps(state.identities))
+        identities = IdentityTable.from_dict(state.identities)
     if state.endpoint_ids:
-        endpoints = EndpointTable.from_json(json.dumps(state.endpoint_ids))
+        endpoints = EndpointTable.from_dict(state.endpoint_ids)
     return compile_cluster(ws.desired, identities, endpoints, build or current_build())
 
 
 def tables_of(compiled: Compiled) -> tuple[dict[str, Any], dict[str, Any]]:
-    return json.loads(compiled.identities.to_json()), json.loads(compiled.endpoint_ids.to_json())
+    return compiled.identities.as_dict(), compiled.endpoint_ids.as_dict()
 
 
 def persist_tables(state_dir: Path, state: State, compiled: Compiled) -> State:
@@ -183,6 +189,13 @@ class PlanOutcome:
 
 def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = False) -> PlanOutcome:
     """Compile, observe and diff; saves newly allocated table entries into the state."""
+    from meshctl.gcpause import paused_gc
+
+    with paused_gc():  # every step makes acyclic values only; collections over them cost seconds
+        return _make_plan(ws, only, lock_held)
+
+
+def _make_plan(ws: Workspace, only: Sequence[str], lock_held: bool) -> PlanOutcome:
     from meshctl.audit import plan_inputs
     from meshctl.encryption.hook import with_encryption
     from meshctl.loadbalancer.hook import with_load_balancer

@@ -26,6 +26,13 @@ def stderr() -> Console:
 
 
 def print_plan(plan: object, output: Output) -> None:
+    from meshctl.gcpause import paused_gc
+
+    with paused_gc():  # a plan of 10,000 lines is as many small acyclic objects
+        _print_plan(plan, output)
+
+
+def _print_plan(plan: object, output: Output) -> None:
     from meshctl.report import render_json, render_markdown, render_text
 
     if output is Output.json:

@@ -44,10 +44,10 @@ def load_for_trace(repo: Path | None, ref: str | None, directory: Path | None):
     desired = with_trace_ips(desired, pod_ips(desired.config.cluster))
     state = load_state(desired.config.state_dir)  # read only: no lock, nothing allocated is saved
     identities = (
-        IdentityTable.from_json(json.dumps(state.identities)) if state.identities else IdentityTable()
+        IdentityTable.from_dict(state.identities) if state.identities else IdentityTable()
     )
     endpoints = (
-        EndpointTable.from_json(json.dumps(state.endpoint_ids)) if state.endpoint_ids else EndpointTable()
+        EndpointTable.from_dict(state.endpoint_ids) if state.endpoint_ids else EndpointTable()
     )
     return compile_cluster(desired, identities, endpoints, "trace")
 

@@ -56,19 +56,29 @@ class IdentityTable:
     def get(self, labels: LabelSet) -> int | None:
         return self.by_labels.get(labels)
 
-    def to_json(self) -> str:
-        body = {
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON body (the state keeps it as a value: no text round trip per plan)."""
+        return {
             "next_id": self.next_id,
             "identities": [
                 {"id": i, "labels": list(ls)} for ls, i in sorted(self.by_labels.items(), key=lambda x: x[1])
             ],
         }
-        return json.dumps(body, indent=1, sort_keys=True)
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> IdentityTable:
         try:
             body = json.loads(text)
+        except ValueError as err:
+            raise StateError(f"identity table is corrupt: {err}") from err
+        return cls.from_dict(body)
+
+    @classmethod
+    def from_dict(cls, body: Any) -> IdentityTable:
+        try:
             table = {tuple(e["labels"]): int(e["id"]) for e in body["identities"]}
             nxt = int(body["next_id"])
         except (ValueError, KeyError, TypeError) as err:
@@ -106,17 +116,26 @@ class EndpointTable:
     def get(self, node: str, pod: str) -> int | None:
         return self.by_pod.get(node, {}).get(pod)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON body (the state keeps it as a value: no text round trip per plan); key order
+        is left to the writer (sort_keys)."""
+        return {node: {"next_id": self.next_id.get(node, 1), "endpoints": dict(pods)}
+                for node, pods in self.by_pod.items()}
+
     def to_json(self) -> str:
-        body = {
-            node: {"next_id": self.next_id.get(node, 1), "endpoints": dict(sorted(pods.items()))}
-            for node, pods in sorted(self.by_pod.items())
-        }
-        return json.dumps(body, indent=1, sort_keys=True)
+        return json.dumps(self.as_dict(), indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> EndpointTable:
         try:
-            body: dict[str, Any] = json.loads(text)
+            body = json.loads(text)
+        except ValueError as err:
+            raise StateError(f"endpoint table is corrupt: {err}") from err
+        return cls.from_dict(body)
+
+    @classmethod
+    def from_dict(cls, body: Any) -> EndpointTable:
+        try:
             by_pod = {n: {p: int(i) for p, i in v["endpoints"].items()} for n, v in body.items()}
             nxt = {n: int(v["next_id"]) for n, v in body.items()}
         except (ValueError, KeyError, TypeError, AttributeError) as err:

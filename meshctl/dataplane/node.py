@@ -90,20 +90,32 @@ class LinkPin:
     ifname: str
     hook: str
     endpoint: IPv4Address
-    path: Path
+    location: str  # the pin's path (a str: a node of 10,000 pods has 20,000 of them)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+
+@dataclass(frozen=True)
+class LinkScan:
+    """The link pins of a node from one walk of links/: pod attachments and the netdev ones."""
+
+    pods: list[LinkPin]
+    netdev: dict[str, Path]  # hook -> pin of from_netdev / to_netdev (links/<ifname>/<hook>@netdev)
 
 
 def parse_link_pin(path: Path) -> LinkPin | None:
     """links/<ifname>/<hook>@<a-b-c-d> -> LinkPin; None for names we did not make."""
-    return _link_pin(path.parent.name, path.name, path)
+    return _link_pin(path.parent.name, path.name, str(path))
 
 
-def _link_pin(ifname: str, name: str, path: Path) -> LinkPin | None:
+def _link_pin(ifname: str, name: str, location: str) -> LinkPin | None:
     hook, sep, ip = name.partition("@")
     if not sep or hook not in HOOKS:
         return None
     try:
-        return LinkPin(ifname, hook, IPv4Address(ip.replace("-", ".")), path)
+        return LinkPin(ifname, hook, IPv4Address(ip.replace("-", ".")), location)
     except ValueError:
         return None
 
@@ -204,8 +216,9 @@ class NodeDatapath:
 
     def _upgrade_links(self, hook: str, prog: Program) -> None:
         new_id = prog.info().id
-        netdev = [LinkPin(p.parent.name, h, IPv4Address(0), p) for h, p in self.netdev_pins().items()]
-        for pin in self.link_pins() + netdev:
+        scan = self.scan_links()
+        netdev = [LinkPin(p.parent.name, h, IPv4Address(0), str(p)) for h, p in scan.netdev.items()]
+        for pin in scan.pods + netdev:
             if pin.hook != hook:
                 continue
             with Link.from_pin(pin.path) as link:
@@ -221,20 +234,30 @@ class NodeDatapath:
             m.update(b"\0\0\0\0", build.encode().ljust(BUILD_VALUE_SIZE, b"\0"))
 
     # -- attachments
-    def link_pins(self) -> list[LinkPin]:
-        """Every pinned attachment, sorted by device and pin name (os.scandir: a node of 10,000
-        pods has 20,000 pins, pathlib costs more than the syscalls)."""
+    def scan_links(self) -> LinkScan:
+        """Every pinned attachment, pods' sorted by device and pin name, from one os.scandir walk
+        (a node of 10,000 pods has 20,000 pins: pathlib and globbing cost more than the syscalls)."""
+        pods: list[LinkPin] = []
+        netdev: dict[str, Path] = {}
         try:
             devices = sorted((e.name, e.path) for e in os.scandir(self.links_dir) if e.is_dir())
         except FileNotFoundError:
-            return []
-        pins = []
+            return LinkScan(pods, netdev)
         for ifname, folder in devices:
             for name in sorted(os.listdir(folder)):
-                pin = _link_pin(ifname, name, Path(folder, name))
+                location = os.path.join(folder, name)
+                hook, _, owner = name.partition("@")
+                if owner == "netdev" and hook in NETDEV_HOOKS:
+                    netdev[hook] = Path(location)
+                    continue
+                pin = _link_pin(ifname, name, location)
                 if pin is not None:
-                    pins.append(pin)
-        return pins
+                    pods.append(pin)
+        return LinkScan(pods, netdev)
+
+    def link_pins(self) -> list[LinkPin]:
+        """Every pinned pod attachment, sorted by device and pin name."""
+        return self.scan_links().pods
 
     def attach(self, ifname: str, endpoint_ip: IPv4Address | str) -> None:
         """from_pod at tc ingress and to_pod at tc egress of the node-side veth `ifname`."""
@@ -300,14 +323,12 @@ class NodeDatapath:
     # -- the load balancer's underlay attachments
     def netdev_pins(self) -> dict[str, Path]:
         """hook -> pin of the from_netdev / to_netdev links (links/<ifname>/<hook>@netdev)."""
-        if not self.links_dir.is_dir():
-            return {}
-        return {p.name.partition("@")[0]: p for p in sorted(self.links_dir.glob("*/*@netdev"))
-                if p.name.partition("@")[0] in NETDEV_HOOKS}
+        return self.scan_links().netdev
 
-    def netdev_interface(self) -> str:
-        """The device both netdev programs are attached to and still running on, else ""."""
-        pins = self.netdev_pins()
+    def netdev_interface(self, pins: dict[str, Path] | None = None) -> str:
+        """The device both netdev programs are attached to and still running on, else "".
+        `pins`: netdev_pins() when the caller has them already."""
+        pins = self.netdev_pins() if pins is None else pins
         if set(pins) != set(NETDEV_HOOKS) or len({p.parent.name for p in pins.values()}) != 1:
             return ""
         ifname = next(iter(pins.values())).parent.name

@@ -15,19 +15,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from meshctl.cachedir import cache_dir
+
 FORMAT = "meshctl-policy-maps/2"  # bump when the decoder or the canonical text changes
 # /2: lossless decoding; /1 entries may map a dump holding hand-made keys to a compiled text
 MAX_ENTRIES = 50_000
 FILE = "policy-maps.json"
-
-
-def cache_dir() -> Path:
-    """MESHCTL_CACHE_DIR, else $XDG_CACHE_HOME/meshctl, else ~/.cache/meshctl."""
-    explicit = os.environ.get("MESHCTL_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "meshctl"
 
 
 def raw_sha(keys: bytes, values: bytes) -> str:

@@ -36,15 +36,18 @@ class RawHook:
     programs: tuple[tuple[int, str], ...]
 
 
-def read_hooks(netns: str | None, interfaces: Iterable[str]) -> list[RawHook]:
-    """Every program at the tcx and classic tc hooks of `interfaces` in the node's netns."""
+def read_hooks(
+    netns: str | None, interfaces: Iterable[str], devices: dict[str, int] | None = None
+) -> list[RawHook]:
+    """Every program at the tcx and classic tc hooks of `interfaces` in the node's netns;
+    `devices`: its name -> index table when the caller has read it already."""
     names = sorted(set(interfaces))
     if not names or (netns is not None and not netns_exists(netns)):
         return []
     out: list[RawHook] = []
     known: dict[int, str] = {}  # program id -> name: meshctl's programs sit on every device
     with in_netns(netns):
-        present = device_indexes()
+        present = device_indexes() if devices is None else devices
         indexes = {n: present[n] for n in names if n in present}
         for name, index in indexes.items():
             for hook, attach_type in TCX_HOOKS.items():

@@ -27,7 +27,8 @@ from meshctl.source.config import CONFIG_FILE, parse_config
 from meshctl.source.documents import Documents, Policy, add_document
 from meshctl.source.services import resolve_services
 from meshctl.source.tree import YAML_SUFFIXES, DirTree, GitTree, SourceTree
-from meshctl.source.yamlines import format_path, load_documents
+from meshctl.source.yamlcache import open_cache
+from meshctl.source.yamlines import format_path
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,14 @@ def _load(tree: SourceTree, root: Path, commit: str | None, dirty: bool) -> Desi
         raise SourceError(CONFIG_FILE, None, "", "missing: a desired-state repo has meshctl.toml at its root")
     config = parse_config(text, root)
     docs = Documents()
+    cache = open_cache(root)
     for rel in tree.files():
         if rel.endswith(YAML_SUFFIXES):
-            for doc in load_documents(tree.read(rel) or "", rel):
+            for doc in cache.documents(tree.read(rel) or "", rel):
                 add_document(doc, docs)
-    return build_desired(config, docs, root, commit, dirty)
+    desired = build_desired(config, docs, root, commit, dirty)
+    cache.save()  # only a repo that loads: an error above leaves the cache as it was
+    return desired
 
 
 def build_desired(
