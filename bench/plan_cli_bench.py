@@ -44,21 +44,21 @@ PHASES = {  # function (file suffix, name) -> phase label, in pipeline order
 }
 
 
-def _git(root: Path, *args: str) -> None:
+def git_run(root: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(root), "-c", "user.name=bench", "-c", "user.email=bench@example.invalid",
                     *args], check=True, capture_output=True)
 
 
-def _pods_as_devices(spec_pods: list[tuple[str, str, IPv4Address]]) -> None:
+def pods_as_devices(cluster: str, spec_pods: list[tuple[str, str, IPv4Address]]) -> None:
     """Each pod: a veth pair (named like the lab's) with a /32 route, both ends in its node netns."""
-    reg = registry.require(CLUSTER)
+    reg = registry.require(cluster)
     batches: dict[str, list[str]] = {}
     for key, node, ip in spec_pods:
         dev = pod_veth(key)
         batches.setdefault(reg.nodes[node].netns, []).extend(
             [f"link add {dev} type veth peer name {dev.replace('lxc', 'lxp')}", f"link set {dev} up",
              f"route add {ip}/32 dev {dev}"])
-        reg.pods[key] = registry.PodRecord(key, node, pod_netns(CLUSTER, key), str(ip), dev)
+        reg.pods[key] = registry.PodRecord(key, node, pod_netns(cluster, key), str(ip), dev)
     for netns, lines in batches.items():
         subprocess.run(["ip", "-n", netns, "-batch", "-"], input="\n".join(lines) + "\n", text=True,
                        check=True, capture_output=True)
@@ -66,7 +66,7 @@ def _pods_as_devices(spec_pods: list[tuple[str, str, IPv4Address]]) -> None:
     registry.save(reg)
 
 
-def _seed(root: Path) -> float:
+def seed(root: Path, cluster: str) -> float:
     """Apply the first commit as `meshctl apply` does, minus its verification (probes need pod
     netns): plan, reconcile every node, record the apply in the state. Returns seconds."""
     from meshctl.apply.driver import LabDriver
@@ -76,7 +76,7 @@ def _seed(root: Path) -> float:
     t = time.perf_counter()
     ws = open_workspace(root)
     out = make_plan(ws)
-    driver = LabDriver(CLUSTER, ws.netns)
+    driver = LabDriver(cluster, ws.netns)
     for node, observed in out.observed.items():
         driver.reconcile(node, observed, out.compiled.nodes[node])
     save_state(ws.state_dir, out.state.record_apply(out.plan.plan_id, dict(out.compiled.nodes)))
@@ -89,7 +89,7 @@ def _timed(root: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[s
     return time.perf_counter() - t, res
 
 
-def _phases(root: Path, profile: Path, *args: str) -> dict[str, float]:
+def phases(root: Path, profile: Path, *args: str) -> dict[str, float]:
     """Run the command again under cProfile: seconds per pipeline phase (cumulative)."""
     argv = [sys.executable, "-m", "cProfile", "-o", str(profile), str(MESHCTL), "-C", str(root), *args]
     subprocess.run(argv, capture_output=True, text=True)
@@ -121,25 +121,25 @@ def main() -> None:
         root = Path(tmp) / "repo"
         os.environ["MESHCTL_CACHE_DIR"] = str(Path(tmp) / "cache")
         write_repo(spec, root, {n: str(c) for n, c in cidrs.items()})
-        _git(root, "init", "-q", "-b", "main")
+        git_run(root, "init", "-q", "-b", "main")
         (root / ".gitignore").write_text("state/\nplans/\n")
-        _git(root, "add", "-A")
-        _git(root, "commit", "-qm", "first")
+        git_run(root, "add", "-A")
+        git_run(root, "commit", "-qm", "first")
         topo = Topology(CLUSTER, IPv4Network("172.31.248.0/24"),
                         tuple(LabNode(n, cidrs[n]) for n in nodes))
         try:
             t = time.perf_counter()
             cluster.up(topo, with_datapath=True)
-            _pods_as_devices(pods)
+            pods_as_devices(CLUSTER, pods)
             lab_s = time.perf_counter() - t
-            apply_s = _seed(root)
+            apply_s = seed(root, CLUSTER)
             (root / "policies" / f"{cnp.name}.yaml").unlink()
-            _git(root, "commit", "-qam", f"remove {cnp.name}")
+            git_run(root, "commit", "-qam", f"remove {cnp.name}")
             plan_s, planned = _timed(root, "plan", "--out", str(Path(tmp) / "plan.json"))
             if planned.returncode != 0:
                 raise SystemExit(f"plan failed:\n{planned.stderr[-3000:]}")
             summary = next((ln for ln in planned.stdout.splitlines() if ln.startswith("Plan:")), "?")
-            plan_phases = _phases(root, Path(tmp) / "plan.prof", "plan", "--out", str(Path(tmp) / "p2.json"))
+            plan_phases = phases(root, Path(tmp) / "plan.prof", "plan", "--out", str(Path(tmp) / "p2.json"))
             state_mb = sum(f.stat().st_size for f in (root / "state").glob("*")) / 1e6
         finally:
             cluster.down(CLUSTER, nodes)
