@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compile_bench import add_size_args, synthetic, write_repo
-from plan_cli_bench import MESHCTL, PHASES, git_run, phases, pods_as_devices, seed
+from compile_bench import add_size_args, write_repo
+from plan_cli_bench import MESHCTL, PHASES, git_run, lab_input, phases, pods_as_devices, seed
 
 from meshctl.lab import cluster, registry
 from meshctl.lab.topology import LabNode, LabPod, Topology
@@ -110,14 +110,7 @@ def main() -> None:
     ap.set_defaults(pods=20_000, policies=2_000, namespaces=1_000, nodes=20)
     args = ap.parse_args()
 
-    nodes = tuple(f"node-{i + 1}" for i in range(args.nodes))
-    cidrs = {n: IPv4Network(f"10.{100 + i}.0.0/16") for i, n in enumerate(nodes)}
-    spec = synthetic(args.pods, args.policies, args.namespaces, len(nodes))
-    spec = type(spec)(CLUSTER, spec.nodes, spec.namespaces, spec.pods, spec.policies)
-    addresses = {n: iter(cidrs[n].hosts()) for n in nodes}
-    for n in nodes:
-        next(addresses[n])  # .1 is the node's gateway
-    pods = [(p.key, p.node, next(addresses[p.node])) for p in spec.pods]
+    nodes, cidrs, spec, pods = lab_input(args, CLUSTER)
     probes = tuple(  # above the device pods' addresses: x.y.250.10 and .11
         LabPod(f"probe/{role}-{i}", node, tcp_ports=(8080,),
                pod_ip=cidrs[node].network_address + (250 << 8) + k)

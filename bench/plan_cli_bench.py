@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compile_bench import add_size_args, synthetic, write_repo
 
+from meshctl.compile.spec import ClusterSpec
 from meshctl.lab import cluster, registry
 from meshctl.lab.names import pod_netns, pod_veth
 from meshctl.lab.topology import LabNode, Topology
@@ -102,19 +103,26 @@ def phases(root: Path, profile: Path, *args: str) -> dict[str, float]:
     return out
 
 
+def lab_input(args: argparse.Namespace, cluster: str) -> tuple[
+        tuple[str, ...], dict[str, IPv4Network], ClusterSpec, list[tuple[str, str, IPv4Address]]]:
+    """The synthetic cluster of the size args for lab `cluster`: node names, their pod CIDRs, the
+    spec, and each pod's (key, node, address) from .2 of its node's CIDR up."""
+    nodes = tuple(f"node-{i + 1}" for i in range(args.nodes))
+    cidrs = {n: IPv4Network(f"10.{100 + i}.0.0/16") for i, n in enumerate(nodes)}
+    spec = synthetic(args.pods, args.policies, args.namespaces, len(nodes))
+    spec = ClusterSpec(cluster, spec.nodes, spec.namespaces, spec.pods, spec.policies)
+    addresses = {n: iter(cidrs[n].hosts()) for n in nodes}
+    for n in nodes:
+        next(addresses[n])  # .1 is the node's gateway
+    return nodes, cidrs, spec, [(p.key, p.node, next(addresses[p.node])) for p in spec.pods]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     add_size_args(ap)
     args = ap.parse_args()
 
-    nodes = tuple(f"node-{i + 1}" for i in range(args.nodes))
-    cidrs = {n: IPv4Network(f"10.{100 + i}.0.0/16") for i, n in enumerate(nodes)}
-    spec = synthetic(args.pods, args.policies, args.namespaces, len(nodes))
-    spec = type(spec)(CLUSTER, spec.nodes, spec.namespaces, spec.pods, spec.policies)
-    addresses = {n: iter(cidrs[n].hosts()) for n in nodes}
-    for n in nodes:
-        next(addresses[n])  # .1 is the node's gateway
-    pods = [(p.key, p.node, next(addresses[p.node])) for p in spec.pods]
+    nodes, cidrs, spec, pods = lab_input(args, CLUSTER)
     cnp = next(d for d in spec.policies if d.kind == "CiliumNetworkPolicy")
 
     with tempfile.TemporaryDirectory(prefix="meshctl-cli-bench-") as tmp:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from meshctl.cachedir import cache_dir
+from meshctl.cachedir import cache_dir, write_cache
 
 FORMAT = "meshctl-policy-maps/2"  # bump when the decoder or the canonical text changes
 # /2: lossless decoding; /1 entries may map a dump holding hand-made keys to a compiled text
@@ -53,20 +51,10 @@ class MapCache:
         maps = self.known
         if len(maps) > MAX_ENTRIES:
             maps = dict(list(maps.items())[-MAX_ENTRIES:])
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".policy-maps.")
-        except OSError:
-            return  # a cache: losing a write costs a decode next time, nothing else
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"format": FORMAT, "maps": maps}, f, separators=(",", ":"))
-            os.replace(tmp, self.path)
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)
-            return
-        _LOADED.pop(str(self.path), None)
-        self.learned = 0
+        body = json.dumps({"format": FORMAT, "maps": maps}, separators=(",", ":"))
+        if write_cache(self.path, body.encode()):
+            _LOADED.pop(str(self.path), None)
+            self.learned = 0
 
 
 _LOADED: dict[str, tuple[tuple[int, int], dict[str, str]]] = {}  # path -> (mtime, size), maps

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import marshal
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from meshctl.cachedir import cache_dir
+from meshctl.cachedir import cache_dir, write_cache
 from meshctl.source.yamlines import YamlDoc, load_documents
 
 FORMAT = "meshctl-yaml/1"  # bump when yamlines builds values or lines differently
@@ -67,19 +65,8 @@ class YamlCache:
         keep = {k: v for k, v in self.known.items() if v[0] not in read}  # files this load did not read
         keep.update(self.used)
         keep = dict(list(keep.items())[-MAX_ENTRIES:])
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".yaml.")
-        except OSError:
-            return  # a cache: losing a write costs a parse next time, nothing else
-        try:
-            with os.fdopen(fd, "wb") as f:
-                marshal.dump({"format": FORMAT, "entries": keep}, f)
-            os.replace(tmp, self.path)
-        except (OSError, ValueError):
-            Path(tmp).unlink(missing_ok=True)
-            return
-        self.learned = 0
+        if write_cache(self.path, marshal.dumps({"format": FORMAT, "entries": keep})):
+            self.learned = 0
 
 
 def open_cache(root: Path) -> YamlCache:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 from meshctl.catalog import Catalog, IdentityInfo
@@ -94,7 +95,8 @@ def _store(state_dir: Path, records: list[tuple[str, str, int, int]]) -> None:
     pods = {"10.0.0.1": "shop/web-1", "10.0.0.2": "shop/db-0", "10.0.1.3": "other/cron"}
     with FlowStore(path, "n1") as store:
         e = Enricher(EnrichContext("n1", catalog, pods), store.dims)
-        raw = b"".join(EVENT.pack(i + 1, socket.inet_aton(s), socket.inet_aton(d), socket.htons(40000 + i),
+        now = time.monotonic_ns()  # bpf_ktime_get_ns(): "now", whatever the machine's uptime
+        raw = b"".join(EVENT.pack(now + i, socket.inet_aton(s), socket.inet_aton(d), socket.htons(40000 + i),
                                   socket.htons(port), 6, 0, verdict, 2 if verdict == 2 else 0, 256, 257, 1, 0,
                                   2, 60)
                        for i, (s, d, port, verdict) in enumerate(records))
