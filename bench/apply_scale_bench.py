@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compile_bench import add_size_args, write_repo
-from plan_cli_bench import MESHCTL, PHASES, git_run, lab_input, phases, pods_as_devices, seed
+from plan_cli_bench import MESHCTL, PHASES, commit_repo, git_run, lab_input, lab_with_devices, phases, seed
 
 from meshctl.lab import cluster, registry
 from meshctl.lab.topology import LabNode, LabPod, Topology
@@ -125,17 +125,11 @@ def main() -> None:
         toml = root / "meshctl.toml"
         toml.write_text(toml.read_text().replace("batchSize = 3", "batchSize = 5"))
         _probe_files(root, nodes)
-        git_run(root, "init", "-q", "-b", "main")
-        (root / ".gitignore").write_text("state/\nplans/\n")
-        git_run(root, "add", "-A")
-        git_run(root, "commit", "-qm", "first")
+        commit_repo(root)
         topo = Topology(CLUSTER, IPv4Network("172.31.240.0/24"), tuple(LabNode(n, cidrs[n]) for n in nodes),
                         pods=probes)
         try:
-            t = time.perf_counter()
-            cluster.up(topo, with_datapath=True)
-            pods_as_devices(CLUSTER, pods)
-            lab_s = time.perf_counter() - t
+            lab_s = lab_with_devices(topo, pods)
             seed_s = seed(root, CLUSTER)
             _observe_all(nodes)
             policy = root / "policies" / "probe.yaml"

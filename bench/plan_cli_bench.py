@@ -67,6 +67,22 @@ def pods_as_devices(cluster: str, spec_pods: list[tuple[str, str, IPv4Address]])
     registry.save(reg)
 
 
+def commit_repo(root: Path) -> None:
+    """Make the written repo a git repository with one commit (state/ and plans/ ignored)."""
+    git_run(root, "init", "-q", "-b", "main")
+    (root / ".gitignore").write_text("state/\nplans/\n")
+    git_run(root, "add", "-A")
+    git_run(root, "commit", "-qm", "first")
+
+
+def lab_with_devices(topo: Topology, spec_pods: list[tuple[str, str, IPv4Address]]) -> float:
+    """Bring up the lab of `topo`, then add the pods as devices; returns seconds."""
+    t = time.perf_counter()
+    cluster.up(topo, with_datapath=True)
+    pods_as_devices(topo.cluster, spec_pods)
+    return time.perf_counter() - t
+
+
 def seed(root: Path, cluster: str) -> float:
     """Apply the first commit as `meshctl apply` does, minus its verification (probes need pod
     netns): plan, reconcile every node, record the apply in the state. Returns seconds."""
@@ -129,17 +145,11 @@ def main() -> None:
         root = Path(tmp) / "repo"
         os.environ["MESHCTL_CACHE_DIR"] = str(Path(tmp) / "cache")
         write_repo(spec, root, {n: str(c) for n, c in cidrs.items()})
-        git_run(root, "init", "-q", "-b", "main")
-        (root / ".gitignore").write_text("state/\nplans/\n")
-        git_run(root, "add", "-A")
-        git_run(root, "commit", "-qm", "first")
+        commit_repo(root)
         topo = Topology(CLUSTER, IPv4Network("172.31.248.0/24"),
                         tuple(LabNode(n, cidrs[n]) for n in nodes))
         try:
-            t = time.perf_counter()
-            cluster.up(topo, with_datapath=True)
-            pods_as_devices(CLUSTER, pods)
-            lab_s = time.perf_counter() - t
+            lab_s = lab_with_devices(topo, pods)
             apply_s = seed(root, CLUSTER)
             (root / "policies" / f"{cnp.name}.yaml").unlink()
             git_run(root, "commit", "-qam", f"remove {cnp.name}")

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 @contextmanager
 def paused_gc() -> Iterator[None]:
+    """`with paused_gc():` around bulk work, or `@paused_gc()` on a function that is all bulk work."""
     was = gc.isenabled()
     gc.disable()
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshctl.errors import LabError, StateError
+from meshctl.gcpause import paused_gc
 from meshctl.nodestate import NodeState
 
 if TYPE_CHECKING:
@@ -75,16 +76,10 @@ class Workspace:
         return {f"{p.namespace}/{p.name}": p.pod_ip for p in self.desired.pods if p.pod_ip is not None}
 
 
+@paused_gc()  # a big repo is a million acyclic objects: collections would cost a second
 def open_workspace(root: Path, ref: str | None = None) -> Workspace:
     """Load the desired repo and find its lab (which must be up), or with `[apply] driver =
     "agent"` its nodes' agents (no lab: pod IPs from the inventory, meshctl.access)."""
-    from meshctl.gcpause import paused_gc
-
-    with paused_gc():  # a big repo is a million acyclic objects: collections would cost a second
-        return _open_workspace(root, ref)
-
-
-def _open_workspace(root: Path, ref: str | None) -> Workspace:
     from meshctl.lab import registry
     from meshctl.source import load_desired
 
@@ -163,7 +158,6 @@ def persist_tables(state_dir: Path, state: State, compiled: Compiled) -> State:
 def observe_nodes(cluster: str, netns: Mapping[str, str], nodes: Iterable[str]) -> dict[str, NodeState]:
     """Every node's live state. The cyclic GC is paused meanwhile: decoding a million map entries
     makes only acyclic objects, and collections over the compiled state would cost seconds."""
-    from meshctl.gcpause import paused_gc
     from meshctl.observe import observe_node
 
     with paused_gc():
@@ -187,15 +181,9 @@ class PlanOutcome:
     state: State
 
 
+@paused_gc()  # every step makes acyclic values only; collections over them cost seconds
 def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = False) -> PlanOutcome:
     """Compile, observe and diff; saves newly allocated table entries into the state."""
-    from meshctl.gcpause import paused_gc
-
-    with paused_gc():  # every step makes acyclic values only; collections over them cost seconds
-        return _make_plan(ws, only, lock_held)
-
-
-def _make_plan(ws: Workspace, only: Sequence[str], lock_held: bool) -> PlanOutcome:
     from meshctl.audit import plan_inputs
     from meshctl.encryption.hook import with_encryption
     from meshctl.loadbalancer.hook import with_load_balancer

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from meshctl.cli.main import app
 from meshctl.cli.options import LockTimeoutOpt, Output, lock_wait
+from meshctl.gcpause import paused_gc
 
 __all__ = ["DetailedOpt", "Output", "OutputOpt", "RepoOpt", "print_plan", "stderr"]
 
@@ -25,14 +26,8 @@ def stderr() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+@paused_gc()  # a plan of 10,000 lines is as many small acyclic objects
 def print_plan(plan: object, output: Output) -> None:
-    from meshctl.gcpause import paused_gc
-
-    with paused_gc():  # a plan of 10,000 lines is as many small acyclic objects
-        _print_plan(plan, output)
-
-
-def _print_plan(plan: object, output: Output) -> None:
     from meshctl.report import render_json, render_markdown, render_text
 
     if output is Output.json:

@@ -7,7 +7,6 @@ endpoint's policy map is built once per (identity, container ports, node) and sh
 from __future__ import annotations
 
 import bisect
-import gc
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -23,6 +22,7 @@ from meshctl.compile.mapstate import Grant, MapState, build_mapstate
 from meshctl.compile.selectors import SelectorIndex
 from meshctl.compile.spec import ClusterSpec, PodSpec, spec_from_desired
 from meshctl.compile.translate import PROTOCOLS, translate
+from meshctl.gcpause import paused_gc
 from meshctl.model.staging import policy_digest
 from meshctl.nodestate import (
     Attachment,
@@ -293,13 +293,8 @@ def compile_spec(
     only the endpoints a change selects. The result equals a compile without it."""
     # A big compile allocates about a million small acyclic objects: the cyclic collector would
     # rescan them again and again for nothing (a third of the time), so it pauses meanwhile.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         return _compile_spec(spec, identities, endpoint_ids, build_hash, timings, memo)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _compile_spec(

@@ -1,7 +1,7 @@
 """A persistent memo of parsed YAML: (file name, text) digest -> its documents and line indexes.
 
 Parsing dominates loading a big repo: a 10,000-pod inventory takes 0.9 s to compose and build,
-0.25 s to read back from here. Content-addressed, so an entry never goes stale. One cache file
+0.3 s to read back from here. Content-addressed, so an entry never goes stale. One cache file
 per desired-state root holds one version per file name (the last one read: the cache stays
 about the size of the repo; at most MAX_ENTRIES files). marshal, not pickle: plain values only,
 nothing runs on load; a file whose values marshal cannot hold (YAML timestamps, binary) is
@@ -53,8 +53,6 @@ class YamlCache:
                 return docs
             self.known[key] = entry
             self.learned += 1
-            self.used[key] = entry
-            return docs
         self.used[key] = entry
         return [YamlDoc(file, line, data, lines) for line, data, lines in entry[1]]
 
