@@ -132,14 +132,21 @@ def main() -> None:
             lab_s = lab_with_devices(topo, pods)
             seed_s = seed(root, CLUSTER)
             _observe_all(nodes)
+            noop_s, _gib, _out, noop_err, code = _run(root, "plan", "--detailed-exitcode")  # the baseline
+            if code != 0:
+                raise SystemExit(f"the first plan should find nothing to do:\n{noop_err[-3000:]}")
             policy = root / "policies" / "probe.yaml"
             policy.write_text(PROBE_POLICIES.format(ports=f"{PORT_8080}, {PORT_9090}"))
             git_run(root, "commit", "-qam", "probe servers also take 9090")
             plan_file = str(Path(tmp) / "plan.json")
             plan_s, plan_gib, plan_out, plan_err, code = _run(root, "plan", "--out", plan_file)
+            if code != 0 or "Planned incrementally" not in plan_err:
+                raise SystemExit(f"the incremental plan failed:\n{plan_err[-3000:]}")
+            full_s, full_gib, _out, full_err, code = _run(root, "plan", "--full")
             if code != 0:
-                raise SystemExit(f"plan failed:\n{plan_err[-3000:]}")
-            plan_phases = phases(root, Path(tmp) / "plan.prof", "plan", "--out", str(Path(tmp) / "p2.json"))
+                raise SystemExit(f"the full plan failed:\n{full_err[-3000:]}")
+            again = str(Path(tmp) / "p2.json")
+            plan_phases = phases(root, Path(tmp) / "plan.prof", "plan", "--full", "--out", again)
             apply_s, apply_gib, apply_out, apply_err, code = _run(root, "apply", plan_file)
         finally:
             cluster.down(CLUSTER, nodes)
@@ -148,13 +155,17 @@ def main() -> None:
     print(f"input: {args.pods} pods, {args.policies} policies, {args.namespaces} namespaces, "
           f"{len(nodes)} lab nodes, 2 probe pods per node (lab built in {lab_s:.1f} s; first commit "
           f"reconciled in-process in {seed_s:.1f} s)")
-    print(f"meshctl plan (probe policy edited): {plan_s:.2f} s ({plan_s / GOALS['plan']:.2f}x of the "
-          f"{GOALS['plan']:.0f} s goal), peak {plan_gib:.2f} GiB; {summary}")
+    print(f"meshctl plan, full, nothing to do (records the baseline): {noop_s:.2f} s")
+    print(f"meshctl plan (probe policy edited), incremental: {plan_s:.2f} s "
+          f"({plan_s / GOALS['plan']:.2f}x of the {GOALS['plan']:.0f} s goal), peak {plan_gib:.2f} GiB; "
+          f"{summary}")
+    print(f"meshctl plan --full of the same edit: {full_s:.2f} s, peak {full_gib:.2f} GiB "
+          f"(incremental {full_s / plan_s:.1f}x faster)")
     print(f"meshctl apply, batches of 5 with verification: {apply_s:.2f} s "
           f"({apply_s / GOALS['apply']:.2f}x of the {GOALS['apply']:.0f} s goal), peak {apply_gib:.2f} GiB, "
           f"exit {code}")
     print(f"apply / plan: {apply_s / plan_s:.1f}x; memory goal {MEMORY_GOAL_GIB:.0f} GiB")
-    print("plan phases (cumulative seconds under cProfile, which slows Python code):")
+    print("full plan phases (cumulative seconds under cProfile, which slows Python code):")
     for label in PHASES.values():
         if label in plan_phases:
             print(f"  {label:<12} {plan_phases[label]:.2f} s")

@@ -1,8 +1,10 @@
 """The real CLI at scale: `meshctl plan` of a 10,000-pod repo on a lab, start to exit.
 
 compile_bench's synthetic cluster is written as a git repository (YAML inventory, one file per
-policy); its first commit is applied and the next one, which removes one CiliumNetworkPolicy,
-is planned by the `meshctl` command against a lab of real node netns with the datapath loaded.
+policy); its first commit is applied and planned once (a full plan with nothing to do: it leaves
+the baseline of incremental plans). The next commit, which removes one CiliumNetworkPolicy, is
+planned by the `meshctl` command against a lab of real node netns with the datapath loaded, both
+incrementally (the default after such a baseline) and with --full; the two plans must be equal.
 Pods are devices with /32 routes in their node's netns (10,000 pod netns would measure the
 lab, not meshctl): veth pairs with both ends in the node netns (this kernel has no dummy
 driver), which the apply attaches the programs to. The plan runs once more under cProfile to
@@ -14,6 +16,7 @@ Run as root: .venv/bin/python bench/plan_cli_bench.py [--pods N --policies N --n
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pstats
 import subprocess
@@ -100,6 +103,12 @@ def seed(root: Path, cluster: str) -> float:
     return time.perf_counter() - t
 
 
+def _content(plan_json: str) -> dict[str, object]:
+    """A JSON plan without what differs between two runs (when it was made, and its id)."""
+    doc = json.loads(plan_json)
+    return {k: v for k, v in doc.items() if k not in ("plan_id", "created_at")}
+
+
 def _timed(root: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     t = time.perf_counter()
     res = subprocess.run([str(MESHCTL), "-C", str(root), *args], capture_output=True, text=True)
@@ -151,13 +160,24 @@ def main() -> None:
         try:
             lab_s = lab_with_devices(topo, pods)
             apply_s = seed(root, CLUSTER)
+            noop_s, noop = _timed(root, "plan", "--detailed-exitcode")  # full, nothing to do: the baseline
+            if noop.returncode != 0:
+                raise SystemExit(f"the first plan should find nothing to do:\n{noop.stderr[-3000:]}")
             (root / "policies" / f"{cnp.name}.yaml").unlink()
             git_run(root, "commit", "-qam", f"remove {cnp.name}")
-            plan_s, planned = _timed(root, "plan", "--out", str(Path(tmp) / "plan.json"))
-            if planned.returncode != 0:
-                raise SystemExit(f"plan failed:\n{planned.stderr[-3000:]}")
-            summary = next((ln for ln in planned.stdout.splitlines() if ln.startswith("Plan:")), "?")
-            plan_phases = phases(root, Path(tmp) / "plan.prof", "plan", "--out", str(Path(tmp) / "p2.json"))
+            runs = {}
+            for mode, extra in (("incremental", ()), ("full", ("--full",))):
+                out = str(Path(tmp) / f"{mode}.json")
+                runs[mode] = _timed(root, "plan", "-o", "json", "--out", out, *extra)
+                if runs[mode][1].returncode != 0:
+                    raise SystemExit(f"{mode} plan failed:\n{runs[mode][1].stderr[-3000:]}")
+            if "Planned incrementally" not in runs["incremental"][1].stderr:
+                raise SystemExit(f"the plan was not incremental:\n{runs['incremental'][1].stderr[-3000:]}")
+            if _content(runs["incremental"][1].stdout) != _content(runs["full"][1].stdout):
+                raise SystemExit("the incremental plan differs from the full plan")
+            summary = json.loads(runs["full"][1].stdout)["summary"]
+            again = str(Path(tmp) / "p2.json")
+            plan_phases = phases(root, Path(tmp) / "plan.prof", "plan", "--full", "--out", again)
             state_mb = sum(f.stat().st_size for f in (root / "state").glob("*")) / 1e6
         finally:
             cluster.down(CLUSTER, nodes)
@@ -166,8 +186,12 @@ def main() -> None:
           f"{len(nodes)} lab nodes (lab with pod devices built in {lab_s:.1f} s)")
     print(f"first commit planned, reconciled and recorded in-process (apply minus verification): "
           f"{apply_s:.2f} s; state/ {state_mb:.1f} MB")
-    print(f"meshctl plan (one CiliumNetworkPolicy removed): {plan_s:.2f} s, {summary}")
-    print("plan phases (cumulative seconds under cProfile, which slows Python code):")
+    print(f"meshctl plan, full, nothing to do (records the baseline): {noop_s:.2f} s")
+    inc_s, full_s = runs["incremental"][0], runs["full"][0]
+    print(f"meshctl plan (one CiliumNetworkPolicy removed): {summary}, the same plan both ways")
+    print(f"  incremental: {inc_s:.2f} s   --full: {full_s:.2f} s   ratio: {full_s / inc_s:.1f}x faster")
+    print(f"  {runs['incremental'][1].stderr.splitlines()[0]}")
+    print("full plan phases (cumulative seconds under cProfile, which slows Python code):")
     for label in PHASES.values():
         if label in plan_phases:
             print(f"  {label:<12} {plan_phases[label]:.2f} s")

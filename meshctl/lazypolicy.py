@@ -142,3 +142,12 @@ def maps_equal(observed: Mapping[Any, Any], intended: Mapping[Any, Any]) -> bool
         policy_map_text(observed)
         intended.adopt_text(observed)
     return equal
+
+
+def map_cookies(entries: Mapping[PolicyKey, PolicyEntry]) -> frozenset[int]:
+    """The cookies of a policy map's entries; a map that knows them (the incremental plan's
+    untouched maps, meshctl.increment.stubs) is not read for them."""
+    known = getattr(entries, "cookies", None)
+    if isinstance(known, frozenset):
+        return known
+    return frozenset(e.cookie for e in entries.values())

@@ -632,7 +632,7 @@ class NodeState:
             "policies": "[" + ",".join(
                 f'[{ep},"{policy_map_sha(entries)}"]' for ep, entries in self.policies.items()
             ) + "]",
-            "attachments": dumps(sorted([str(a.endpoint), a.hook, a.build] for a in self.attachments)),
+            "attachments": attachments_text(self.attachments),
         }
         if self.encryption != NO_ENCRYPTION:
             parts["encryption"] = dumps(self.encryption.canonical())
@@ -641,6 +641,22 @@ class NodeState:
         if self.foreign:
             parts["foreign"] = dumps(_foreign_rows(self.foreign))
         return parts
+
+
+_ATTACHMENT_TEXTS: dict[int, tuple[frozenset[Attachment], str]] = {}  # id -> (set, canonical text)
+
+
+def attachments_text(attachments: frozenset[Attachment], known: str | None = None) -> str:
+    """The canonical text of a set of attachments, once per set object; `known`: the text, from
+    one who has it (an incremental plan's baseline)."""
+    hit = _ATTACHMENT_TEXTS.get(id(attachments))
+    if hit is None or hit[0] is not attachments:
+        if len(_ATTACHMENT_TEXTS) >= 4096:
+            _ATTACHMENT_TEXTS.clear()
+        text = known if known is not None else _dumps(
+            sorted([str(a.endpoint), a.hook, a.build] for a in attachments))
+        hit = _ATTACHMENT_TEXTS[id(attachments)] = (attachments, text)
+    return hit[1]
 
 
 def _foreign_rows(foreign: frozenset[ForeignEntry]) -> list[list[Any]]:

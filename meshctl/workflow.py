@@ -25,10 +25,6 @@ if TYPE_CHECKING:
     from meshctl.source import DesiredState
     from meshctl.state import State
 
-# Connectivity impact is pods x pods x ports verdict emulations: skip it beyond this many pods
-# (the plan says so) so plans of big clusters stay fast.
-IMPACT_MAX_PODS = 400
-
 INTERRUPTED = "an apply was interrupted: run `meshctl recover`"
 
 
@@ -40,6 +36,7 @@ class Workspace:
     desired: DesiredState  # pod IPs filled from the lab (agent driver: from the inventory)
     netns: dict[str, str]  # node -> netns of the lab node (empty with the agent driver)
     access: ClusterAccess | None = None  # how nodes are reached; None: the lab of `netns`
+    files: Mapping[str, tuple[int, int]] | None = None  # the repo's files as loaded (increment.baseline)
 
     def __post_init__(self) -> None:
         if self.access is None:
@@ -80,9 +77,11 @@ class Workspace:
 def open_workspace(root: Path, ref: str | None = None) -> Workspace:
     """Load the desired repo and find its lab (which must be up), or with `[apply] driver =
     "agent"` its nodes' agents (no lab: pod IPs from the inventory, meshctl.access)."""
+    from meshctl.increment.baseline import repo_files
     from meshctl.lab import registry
     from meshctl.source import load_desired
 
+    files = repo_files(Path(root).resolve()) if ref is None else None  # before the load: edits meanwhile show
     desired = load_desired(root, ref)
     if desired.config.apply.driver == "agent":
         from meshctl.access import open_agent_access
@@ -100,7 +99,7 @@ def open_workspace(root: Path, ref: str | None = None) -> Workspace:
         )
     desired = desired.with_pod_ips({k: p.address for k, p in reg.pods.items()})
     netns = {name: rec.netns for name, rec in reg.nodes.items()}
-    return Workspace(Path(root), desired, netns)
+    return Workspace(Path(root), desired, netns, files=files)
 
 
 def ensure_not_interrupted(state_dir: Path) -> None:
@@ -182,8 +181,10 @@ class PlanOutcome:
 
 
 @paused_gc()  # every step makes acyclic values only; collections over them cost seconds
-def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = False) -> PlanOutcome:
-    """Compile, observe and diff; saves newly allocated table entries into the state."""
+def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = False,
+              record: bool = False) -> PlanOutcome:
+    """Compile, observe and diff; saves newly allocated table entries into the state. `record`:
+    a plan that finds nothing to do leaves the baseline of incremental plans (meshctl.increment)."""
     from meshctl.audit import plan_inputs
     from meshctl.encryption.hook import with_encryption
     from meshctl.loadbalancer.hook import with_load_balancer
@@ -192,20 +193,22 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
 
     ensure_not_interrupted(ws.state_dir)
     nodes = select_nodes(ws, only)
+    compiled_build = current_build()
     if lock_held:
         state = load_state(ws.state_dir)
-        compiled = compile_desired(ws, state)
+        compiled = compile_desired(ws, state, compiled_build)
         state = persist_tables(ws.state_dir, state, compiled)
     else:
         with StateLock(ws.state_dir, "plan"):
             state = load_state(ws.state_dir)
-            compiled = compile_desired(ws, state)
+            compiled = compile_desired(ws, state, compiled_build)
             state = persist_tables(ws.state_dir, state, compiled)
     observed = ws.nodes_access.observe_many(nodes)  # lab: observe_nodes; agent: each node's socket
     intended = {n: compiled.nodes.get(n) or NodeState(n) for n in nodes}
     intended = with_encryption(ws.config, intended, observed, access=ws.nodes_access)  # next WireGuard step
     intended = with_load_balancer(ws.desired, intended, observed)  # services (kube-proxy replacement)
-    with_impact = len(ws.desired.pods) <= IMPACT_MAX_PODS
+    limit = ws.config.policy.impact_max_pods  # impact is pods x pods x ports verdicts: big plans skip it
+    with_impact = len(ws.desired.pods) <= limit
     staged, enforcing = plan_inputs(ws.state_dir, state.staged, compiled.staged_digests,
                                     (d.title for d in compiled.spec.policies))
     plan = build_plan(
@@ -218,11 +221,16 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
         from meshctl.plan import PlanWarning
 
         note = PlanWarning(
-            f"connectivity impact skipped: {len(ws.desired.pods)} pods (limit {IMPACT_MAX_PODS})",
+            f"connectivity impact skipped: {len(ws.desired.pods)} pods (limit {limit})",
             severity="info",
         )
         plan = replace(plan, warnings=(*plan.warnings, note))
-    return PlanOutcome(plan, compiled, observed, state)
+    outcome = PlanOutcome(plan, compiled, observed, state)
+    if record:
+        from meshctl.increment import record_baseline
+
+        record_baseline(ws, outcome, compiled_build)
+    return outcome
 
 
 def save_plan(ws: Workspace, plan: Plan, out: Path | None = None) -> Path:

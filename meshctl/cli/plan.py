@@ -48,20 +48,29 @@ def plan(
     detailed_exitcode: DetailedOpt = False,
     output: OutputOpt = Output.text,
     lock_timeout: LockTimeoutOpt = "0s",
+    full: Annotated[bool, typer.Option(
+        "--full", help="Compile everything and read every node whole, even when only policy files changed "
+                       "since the last full plan that found nothing to do.")] = False,
 ) -> None:
     """Compare the desired state with every node's live datapath; save the plan with --out."""
-    from meshctl.workflow import make_plan, open_workspace, save_plan
+    from meshctl.increment import incremental_plan
+    from meshctl.plan import write_plan
+    from meshctl.workflow import make_plan, open_workspace
 
     with lock_wait(lock_timeout):
-        ws = open_workspace(repo, ref)
-        outcome = make_plan(ws, node or ())
-    print_plan(outcome.plan, output)
+        fast = None if full or ref is not None or node else incremental_plan(repo)
+        if fast is not None:
+            planned = fast.plan
+            stderr().print(fast.summary)
+        else:
+            planned = make_plan(open_workspace(repo, ref), node or (), record=not node).plan
+    print_plan(planned, output)
     # Like Terraform: the plan is written only when asked for with --out.
     if out is not None:
-        path = save_plan(ws, outcome.plan, out)
+        path = write_plan(planned, out)
         stderr().print(f"Saved the plan to {path}; apply it with `meshctl apply {path} -C {repo}`")
-    elif outcome.plan.has_changes:
+    elif planned.has_changes:
         stderr().print("Note: the plan was not saved (use --out PLAN); `meshctl apply` plans again and "
                        "asks before it changes anything.")
-    if detailed_exitcode and outcome.plan.has_changes:
+    if detailed_exitcode and planned.has_changes:
         raise typer.Exit(2)

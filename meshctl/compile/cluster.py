@@ -190,6 +190,19 @@ class _Compiler:
         self._peer_cache: dict[Peers, ResolvedPeers] = {}
         self.warnings: list[CompileWarning] = []
 
+    @classmethod
+    def restored(cls, spec: ClusterSpec, identities: IdentityTable, cluster_ids: Iterable[int],
+                 index: SelectorIndex, named: dict[int, dict[tuple[str, int], set[int]]]) -> _Compiler:
+        """The compiler of a universe a previous compile worked out (meshctl.compile.partial): the
+        pods' identities, the selector index and the named ports; `spec` gives mode and cluster."""
+        self = cls.__new__(cls)
+        self.spec, self.pod_labels, self.identities = spec, {}, identities
+        self.pod_identity = {}
+        self.cluster_ids = frozenset(cluster_ids)
+        self.index, self.named = index, named
+        self._peer_cache, self.warnings = {}, []
+        return self
+
     def identities_labels(self, ident: int) -> tuple[str, ...]:
         if not hasattr(self, "_rev"):
             self._rev = {i: ls for ls, i in self.identities.by_labels.items()}
@@ -438,14 +451,7 @@ def _compile_spec(
         catalog_eps[node] = FrozenMap(eps_cat)
 
     clock("nodes")
-    for l7_origin, plain in sorted(l7_seen):
-        warnings.append(
-            CompileWarning(
-                "l7-ineffective",
-                f"{l7_origin}: L7 rule is ineffective: {plain} already allows the same peer and port at L4",
-                None,
-            )
-        )
+    warnings.extend(l7_warning(pair) for pair in sorted(l7_seen))
     pods_by_ident: dict[int, list[str]] = {}
     for key, ident in c.pod_identity.items():
         pods_by_ident.setdefault(ident, []).append(key)
@@ -478,6 +484,16 @@ def _compile_spec(
         staged_rules=staged_rules,
         staged_isolations=staged_isolations,
         memo=CompileMemo(universe, cache, made_docs),
+    )
+
+
+def l7_warning(pair: tuple[RuleOrigin, RuleOrigin]) -> CompileWarning:
+    """An L7 rule (first) whose peer and port an L4 rule (second) already allows."""
+    l7_origin, plain = pair
+    return CompileWarning(
+        "l7-ineffective",
+        f"{l7_origin}: L7 rule is ineffective: {plain} already allows the same peer and port at L4",
+        None,
     )
 
 

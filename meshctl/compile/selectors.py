@@ -93,6 +93,17 @@ def parse_selector(doc: Mapping[str, Any] | None, where: str = "") -> Selector:
     return Selector(tuple(sorted(reqs)))
 
 
+class _SetsOnRead(dict[Any, Any]):
+    """A dumped index table: each tuple of identities becomes a set when first read (a replan
+    reads a few of thousands)."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = super().get(key, default)
+        if isinstance(value, tuple):
+            value = self[key] = set(value)
+        return value
+
+
 class SelectorIndex:
     """Inverted index of identity label sets; `select` is cached per selector."""
 
@@ -110,6 +121,22 @@ class SelectorIndex:
                 self._skv.setdefault((s, k, v), set()).add(ident)
                 self._k.setdefault(k, set()).add(ident)
                 self._sk.setdefault((s, k), set()).add(ident)
+
+    def dump(self) -> tuple[Any, ...]:
+        """The index as plain values for `restored` (marshal-able; tuples load faster than sets)."""
+        def plain(table: dict[Any, set[int]]) -> dict[Any, tuple[int, ...]]:
+            return {k: tuple(v) for k, v in table.items()}
+
+        return tuple(self.all), plain(self._kv), plain(self._skv), plain(self._k), plain(self._sk)
+
+    @classmethod
+    def restored(cls, data: tuple[Any, ...]) -> SelectorIndex:
+        self = cls.__new__(cls)
+        all_ids, *tables = data
+        self.all = frozenset(all_ids)
+        self._kv, self._skv, self._k, self._sk = (_SetsOnRead(t) for t in tables)
+        self._cache = {}
+        return self
 
     def _with_key(self, req: Requirement) -> set[int]:
         return (

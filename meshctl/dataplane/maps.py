@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -467,10 +467,15 @@ class PolicyMaps(_Typed):
                 out[ep] = inner.items()
         return out
 
-    def read_dumps(self) -> dict[int, tuple[bytes, bytes]]:
-        """endpoint_id -> (keys, values) dump of its inner map; an inner map shared by several
-        endpoints (same policy) is read once and its dump object shared."""
-        outer = dict(self.map.lookup_batch())  # map of maps: per entry, values are inner map ids
+    def read_dumps(self, only: Collection[int] | None = None) -> dict[int, tuple[bytes, bytes]]:
+        """endpoint_id -> (keys, values) dump of its inner map (of the endpoints in `only`, when
+        given); an inner map shared by several endpoints (same policy) is read once and its dump
+        object shared."""
+        if only is None:  # map of maps: per entry, values are inner map ids
+            outer = dict(self.map.lookup_batch())
+        else:
+            found = ((U32.pack(ep), self.map.lookup(U32.pack(ep))) for ep in only)
+            outer = {k: v for k, v in found if v is not None}
         dumps: dict[int, tuple[bytes, bytes]] = {}
         out: dict[int, tuple[bytes, bytes]] = {}
         for raw_ep, raw_id in sorted(outer.items(), key=lambda kv: U32.unpack(kv[0])[0]):

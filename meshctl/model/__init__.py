@@ -3,46 +3,108 @@
 Imports nothing else of meshctl (pure values); loading and error mapping live in meshctl.source.
 """
 
-from meshctl.model.base import SourceRef
-from meshctl.model.check import ConnectivityCheck
-from meshctl.model.cilium import (
-    CIDRRule,
-    CiliumClusterwideNetworkPolicy,
-    CiliumNetworkPolicy,
-    DefaultDenyConfig,
-    EgressDenyRule,
-    EgressRule,
-    IngressDenyRule,
-    IngressRule,
-    L7Rules,
-    PortDenyRule,
-    PortProtocol,
-    PortRule,
-    PortRuleDNS,
-    PortRuleHTTP,
-    Rule,
-)
-from meshctl.model.config import DatapathSettings, LabSettings, MeshConfig, NodeConfig, Rollout
-from meshctl.model.inventory import ContainerPort, Namespace, Pod
-from meshctl.model.k8s import (
-    IPBlock,
-    NetworkPolicy,
-    NetworkPolicyEgressRule,
-    NetworkPolicyIngressRule,
-    NetworkPolicyPeer,
-    NetworkPolicyPort,
-    NetworkPolicySpec,
-)
-from meshctl.model.meta import ObjectMeta
-from meshctl.model.selector import (
-    EndpointSelector,
-    EndpointSelectorRequirement,
-    LabelSelector,
-    LabelSelectorRequirement,
-)
-from meshctl.model.service import Service, ServicePort
+from typing import TYPE_CHECKING, Any
 
-Policy = NetworkPolicy | CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy
+if TYPE_CHECKING:
+    from meshctl.model.base import SourceRef
+    from meshctl.model.check import ConnectivityCheck
+    from meshctl.model.cilium import (
+        CIDRRule,
+        CiliumClusterwideNetworkPolicy,
+        CiliumNetworkPolicy,
+        DefaultDenyConfig,
+        EgressDenyRule,
+        EgressRule,
+        IngressDenyRule,
+        IngressRule,
+        L7Rules,
+        PortDenyRule,
+        PortProtocol,
+        PortRule,
+        PortRuleDNS,
+        PortRuleHTTP,
+        Rule,
+    )
+    from meshctl.model.config import DatapathSettings, LabSettings, MeshConfig, NodeConfig, Rollout
+    from meshctl.model.inventory import ContainerPort, Namespace, Pod
+    from meshctl.model.k8s import (
+        IPBlock,
+        NetworkPolicy,
+        NetworkPolicyEgressRule,
+        NetworkPolicyIngressRule,
+        NetworkPolicyPeer,
+        NetworkPolicyPort,
+        NetworkPolicySpec,
+    )
+    from meshctl.model.meta import ObjectMeta
+    from meshctl.model.selector import (
+        EndpointSelector,
+        EndpointSelectorRequirement,
+        LabelSelector,
+        LabelSelectorRequirement,
+    )
+    from meshctl.model.service import Service, ServicePort
+
+    Policy = NetworkPolicy | CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy
+
+# name -> its module: a model is imported when first used (each module builds its pydantic
+# schemas on import, and a command needs a few of them)
+_WHERE = {
+    "CIDRRule": "cilium",
+    "CiliumClusterwideNetworkPolicy": "cilium",
+    "CiliumNetworkPolicy": "cilium",
+    "ConnectivityCheck": "check",
+    "ContainerPort": "inventory",
+    "DatapathSettings": "config",
+    "DefaultDenyConfig": "cilium",
+    "EgressDenyRule": "cilium",
+    "EgressRule": "cilium",
+    "EndpointSelector": "selector",
+    "EndpointSelectorRequirement": "selector",
+    "IPBlock": "k8s",
+    "IngressDenyRule": "cilium",
+    "IngressRule": "cilium",
+    "L7Rules": "cilium",
+    "LabSettings": "config",
+    "LabelSelector": "selector",
+    "LabelSelectorRequirement": "selector",
+    "MeshConfig": "config",
+    "Namespace": "inventory",
+    "NetworkPolicy": "k8s",
+    "NetworkPolicyEgressRule": "k8s",
+    "NetworkPolicyIngressRule": "k8s",
+    "NetworkPolicyPeer": "k8s",
+    "NetworkPolicyPort": "k8s",
+    "NetworkPolicySpec": "k8s",
+    "NodeConfig": "config",
+    "ObjectMeta": "meta",
+    "Pod": "inventory",
+    "PortDenyRule": "cilium",
+    "PortProtocol": "cilium",
+    "PortRule": "cilium",
+    "PortRuleDNS": "cilium",
+    "PortRuleHTTP": "cilium",
+    "Rollout": "config",
+    "Rule": "cilium",
+    "Service": "service",
+    "ServicePort": "service",
+    "SourceRef": "base",
+}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name == "Policy":
+        value: Any = __getattr__("NetworkPolicy") | __getattr__("CiliumNetworkPolicy") | __getattr__(
+            "CiliumClusterwideNetworkPolicy")
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(f"meshctl.model.{_WHERE[name]}"), name)
+    else:
+        raise AttributeError(f"module 'meshctl.model' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CIDRRule",

@@ -92,9 +92,11 @@ class RolloutSection(Model):
 
 
 class PolicySection(Model):
-    """[policy]: every policy of these namespaces is staged (audit mode), as the annotation does."""
+    """[policy]: every policy of these namespaces is staged (audit mode), as the annotation does;
+    plans show the connectivity impact of clusters up to impactMaxPods pods (it costs pods^2)."""
 
     audit_namespaces: tuple[str, ...] = ()
+    impact_max_pods: int = Field(default=400, ge=0)
 
 
 class DatapathSection(Model):

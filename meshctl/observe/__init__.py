@@ -6,11 +6,13 @@ NodeState without the kernel (unit-testable).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address
 
 from meshctl.dataplane.node import NodeDatapath
 from meshctl.errors import DataplaneError, ObserveError
-from meshctl.nodestate import NodeState
+from meshctl.nodestate import EndpointEntry, FrozenMap, NodeState, PolicyEntry, PolicyKey
 from meshctl.observe import mapcache
 from meshctl.observe.parse import parse_node
 from meshctl.observe.read import read_node
@@ -28,8 +30,43 @@ def observe_node(cluster: str, node: str, netns: str | None) -> NodeState:
         raise ObserveError(node, str(err)) from err
 
 
+@dataclass(frozen=True)
+class EndpointMaps:
+    """What an incremental plan reads of a node (meshctl.increment): the entries of some endpoints
+    in the endpoints map and their policy maps (an endpoint absent there has none)."""
+
+    endpoints: dict[IPv4Address, EndpointEntry]
+    policies: dict[int, FrozenMap[PolicyKey, PolicyEntry]]
+    foreign: bool  # some entry read is in a form compile never writes
+
+
+def observe_endpoint_maps(cluster: str, node: str, netns: str | None,
+                          endpoints: Mapping[int, IPv4Address]) -> EndpointMaps:
+    """The endpoints-map entries and policy maps of `endpoints` (endpoint id -> address)."""
+    from meshctl.dataplane.libbpf import Map
+    from meshctl.dataplane.maps import PolicyMaps, decode_endpoint_table
+    from meshctl.observe.parse import parse_policy
+
+    dp = NodeDatapath(cluster, node, netns)
+    try:
+        cache = mapcache.load()
+        with Map.from_pin(dp.map_pin("endpoints")) as m:
+            found = [(ip.packed, m.lookup(ip.packed)) for ip in endpoints.values()]
+        table, foreign = decode_endpoint_table([(k, v) for k, v in found if v is not None])
+        with PolicyMaps(Map.from_pin(dp.map_pin(PolicyMaps.map_name))) as pm:
+            dumps = pm.read_dumps(frozenset(endpoints))
+        policies = {}
+        for ep, dump in dumps.items():
+            policies[ep], odd = parse_policy(dump, cache)
+            foreign = [*foreign, *odd]
+        cache.save()
+    except DataplaneError as err:
+        raise ObserveError(node, str(err)) from err
+    return EndpointMaps(dict(table.items()), policies, bool(foreign))
+
+
 def fingerprint(cluster: str, node: str, netns: str | None) -> str:
     return observe_node(cluster, node, netns).fingerprint()
 
 
-__all__ = ["fingerprint", "observe_node"]
+__all__ = ["EndpointMaps", "fingerprint", "observe_endpoint_maps", "observe_node"]

@@ -52,7 +52,8 @@ _LAZY: dict[str, LazyPolicyMap] = {}  # raw sha -> lazy map: one object for equa
 Foreign = tuple[tuple[bytes, bytes], ...]
 
 
-def _policy(raw: Items | Dump, cache: MapCache | None) -> tuple[FrozenMap[PolicyKey, PolicyEntry], Foreign]:
+def parse_policy(raw: Items | Dump,
+                 cache: MapCache | None) -> tuple[FrozenMap[PolicyKey, PolicyEntry], Foreign]:
     """A decoded map and its foreign entries, or a lazy map when `cache` knows the dump's digest
     (only dumps without foreign entries are learned into `cache`, so a lazy map has none)."""
     if isinstance(raw, tuple):
@@ -87,7 +88,7 @@ def _policies(
     for ep, dump in sorted(raw.policies.items()):
         decoded = by_dump.get(id(dump))
         if decoded is None:
-            decoded = by_dump[id(dump)] = _policy(dump, cache)
+            decoded = by_dump[id(dump)] = parse_policy(dump, cache)
         out.append((ep, decoded[0]))
         foreign.extend(foreign_entry("policy", k, v, owner=ep) for k, v in decoded[1])
     return FrozenMap.from_sorted(out), foreign

@@ -11,6 +11,7 @@ from meshctl import __version__
 from meshctl.catalog import Catalog, RuleOrigin
 from meshctl.connections import TrackedConnection
 from meshctl.gcpause import paused_gc
+from meshctl.lazypolicy import map_cookies
 from meshctl.nodestate import NodeState
 from meshctl.plan.capacity import capacity_warnings, check_capacity
 from meshctl.plan.cuts import established_cuts, nodes_to_read
@@ -80,6 +81,8 @@ def _cuts(
     if not nodes:
         return ()
     live = connections(nodes) if callable(connections) else connections
+    if not any(live.values()):
+        return ()
     names = {p.ip: p.name for p in _targets(desired, pods)}
     return tuple(established_cuts(observed, intended, changes, live, catalog, names))
 
@@ -98,7 +101,7 @@ def target_rules(intended: Mapping[str, NodeState], catalog: Catalog) -> tuple[t
         for entries in ns.policies.values():
             if id(entries) not in seen:
                 seen.add(id(entries))
-                cookies.update(e.cookie for e in entries.values())
+                cookies.update(map_cookies(entries))
     return tuple(sorted((c, catalog.cookies[c]) for c in cookies if c in catalog.cookies))
 
 

@@ -49,6 +49,8 @@ def dns_warnings(
     for name in sorted(intended):
         ns = intended[name]
         before = observed.get(name, NodeState(name))
+        if ns.endpoints is before.endpoints:
+            continue  # the same entries: none becomes default-deny
         namer = Namer(catalog, name, ns, before)
         for ip, ep in ns.endpoints.items():
             old = before.endpoints.get(ip)

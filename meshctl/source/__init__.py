@@ -3,8 +3,27 @@
 Every input error is a SourceError naming the file (relative to the root), line and field path.
 """
 
-from meshctl.source.config import parse_config
-from meshctl.source.desired import DesiredState, load_desired
-from meshctl.source.yamlines import YamlDoc, load_documents
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meshctl.source.config import parse_config
+    from meshctl.source.desired import DesiredState, load_desired
+    from meshctl.source.yamlines import YamlDoc, load_documents
+
+# name -> its module, imported when first used (a command that reads one policy file needs
+# neither meshctl.toml's models nor git)
+_WHERE = {"parse_config": "config", "DesiredState": "desired", "load_desired": "desired",
+          "YamlDoc": "yamlines", "load_documents": "yamlines"}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name not in _WHERE:
+        raise AttributeError(f"module 'meshctl.source' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"meshctl.source.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["DesiredState", "YamlDoc", "load_desired", "load_documents", "parse_config"]

@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
-
-import git
+from typing import TYPE_CHECKING
 
 from meshctl.errors import SourceError
 from meshctl.model.base import SourceRef
@@ -27,8 +26,12 @@ from meshctl.source.config import CONFIG_FILE, parse_config
 from meshctl.source.documents import Documents, Policy, add_document
 from meshctl.source.services import resolve_services
 from meshctl.source.tree import YAML_SUFFIXES, DirTree, GitTree, SourceTree
+from meshctl.source.worktree import worktree_commit
 from meshctl.source.yamlcache import open_cache
 from meshctl.source.yamlines import format_path
+
+if TYPE_CHECKING:
+    import git
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,10 @@ def load_desired(root: Path, ref: str | None = None) -> DesiredState:
     if ref is None:
         if not root.is_dir():
             raise SourceError(str(root), None, "", "desired-state directory not found")
-        commit, dirty = _worktree_commit(root)
+        commit, dirty = worktree_commit(root)
         return _load(DirTree(root), root, commit, dirty)
+    import git
+
     repo, subdir = _open_repo(root)
     try:
         target = repo.commit(ref)
@@ -83,23 +88,14 @@ def load_desired(root: Path, ref: str | None = None) -> DesiredState:
 
 
 def _open_repo(root: Path) -> tuple[git.Repo, str]:
+    import git
+
     try:
         repo = git.Repo(root, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise SourceError(str(root), None, "", "not in a git repository (needed for a revision)") from None
     top = Path(repo.working_tree_dir or root).resolve()
     return repo, root.relative_to(top).as_posix() if root != top else ""
-
-
-def _worktree_commit(root: Path) -> tuple[str | None, bool]:
-    """HEAD and whether files under `root` differ from it, when `root` is in a git worktree."""
-    try:
-        repo, subdir = _open_repo(root)
-        commit = repo.head.commit.hexsha
-    except (SourceError, ValueError):
-        return None, False
-    dirty = repo.is_dirty(untracked_files=True, path=subdir or None)
-    return commit, dirty
 
 
 def _load(tree: SourceTree, root: Path, commit: str | None, dirty: bool) -> DesiredState:

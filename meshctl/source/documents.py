@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshctl.model.base import SourceRef
-from meshctl.model.check import ConnectivityCheck, ConnectivityCheckDocument
 from meshctl.model.cilium import CiliumClusterwideNetworkPolicy, CiliumNetworkPolicy
-from meshctl.model.inventory import Namespace, NamespaceDocument, Pod, PodDocument
 from meshctl.model.k8s import NetworkPolicy
-from meshctl.model.service import Service, ServiceDocument
 from meshctl.source.validate import validate_doc
 from meshctl.source.yamlines import FieldPath, YamlDoc
+
+if TYPE_CHECKING:  # the other kinds' models are imported by their loaders, when a repo has them
+    from meshctl.model.check import ConnectivityCheck
+    from meshctl.model.inventory import Namespace, Pod
+    from meshctl.model.service import Service
 
 Policy = NetworkPolicy | CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy
 
@@ -44,18 +46,26 @@ def _policy(model: type[Policy]) -> Callable[[YamlDoc, SourceRef, Documents], No
 
 
 def _namespace(doc: YamlDoc, source: SourceRef, out: Documents) -> None:
+    from meshctl.model.inventory import NamespaceDocument
+
     out.namespaces.append(validate_doc(NamespaceDocument, doc).to_namespace(source))
 
 
 def _pod(doc: YamlDoc, source: SourceRef, out: Documents) -> None:
+    from meshctl.model.inventory import PodDocument
+
     out.pods.append(validate_doc(PodDocument, doc).to_pod(source))
 
 
 def _check(doc: YamlDoc, source: SourceRef, out: Documents) -> None:
+    from meshctl.model.check import ConnectivityCheckDocument
+
     out.checks.append(validate_doc(ConnectivityCheckDocument, doc).to_check(source))
 
 
 def _service(doc: YamlDoc, source: SourceRef, out: Documents) -> None:
+    from meshctl.model.service import ServiceDocument
+
     out.services.append(validate_doc(ServiceDocument, doc).to_service(source))
 
 

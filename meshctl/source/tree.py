@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Protocol
-
-import git
+from typing import TYPE_CHECKING, Protocol
 
 from meshctl.errors import SourceError
+
+if TYPE_CHECKING:
+    import git
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -68,6 +69,8 @@ class GitTree:
             raise SourceError(self.subdir, None, "", f"not present in commit {commit.hexsha[:12]}") from None
 
     def _blobs(self) -> Iterator[tuple[str, git.Blob]]:
+        import git
+
         base = PurePosixPath(self.tree.path) if self.subdir else PurePosixPath()
         for item in self.tree.traverse():
             if isinstance(item, git.Blob):
@@ -77,6 +80,8 @@ class GitTree:
         return sorted(rel for rel, _ in self._blobs() if _visible(rel))
 
     def read(self, rel: str) -> str | None:
+        import git
+
         try:
             blob = self.tree / rel
         except KeyError:
