@@ -6,7 +6,7 @@ the compiled state of the previous commit, and the new commit removes one policy
 with --empty, only node-1 is populated (every entry is a create: the first apply). Timed:
 compile + observe of the nodes (pinned maps, real syscalls) + diff into a Plan + writing the
 plan file, as `meshctl plan` does. Budget: 3 s (5 s for 20 nodes and 20,000 pods).
-Connectivity impact is skipped at this size (meshctl.workflow.IMPACT_MAX_PODS), as the CLI
+Connectivity impact is skipped at this size (meshctl.toml [policy] impactMaxPods), as the CLI
 does. Like a plan after an apply, the policy map cache (meshctl.observe.mapcache, in a temporary
 MESHCTL_CACHE_DIR) was learned by the apply's verification observe; in-process decode caches
 are cleared before timing (a fresh process).
