@@ -63,7 +63,7 @@ def plan(
             planned = fast.plan
             stderr().print(fast.summary)
         else:
-            planned = make_plan(open_workspace(repo, ref), node or (), record=not node).plan
+            planned = make_plan(open_workspace(repo, ref), node or (), record=True).plan
     print_plan(planned, output)
     # Like Terraform: the plan is written only when asked for with --out.
     if out is not None:

@@ -7,7 +7,6 @@ reused, so restarting or scaling pods never changes policy entries, only ipcache
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
@@ -65,17 +64,6 @@ class IdentityTable:
             ],
         }
 
-    def to_json(self) -> str:
-        return json.dumps(self.as_dict(), indent=1, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> IdentityTable:
-        try:
-            body = json.loads(text)
-        except ValueError as err:
-            raise StateError(f"identity table is corrupt: {err}") from err
-        return cls.from_dict(body)
-
     @classmethod
     def from_dict(cls, body: Any) -> IdentityTable:
         try:
@@ -121,17 +109,6 @@ class EndpointTable:
         is left to the writer (sort_keys)."""
         return {node: {"next_id": self.next_id.get(node, 1), "endpoints": dict(pods)}
                 for node, pods in self.by_pod.items()}
-
-    def to_json(self) -> str:
-        return json.dumps(self.as_dict(), indent=1, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> EndpointTable:
-        try:
-            body = json.loads(text)
-        except ValueError as err:
-            raise StateError(f"endpoint table is corrupt: {err}") from err
-        return cls.from_dict(body)
 
     @classmethod
     def from_dict(cls, body: Any) -> EndpointTable:

@@ -52,7 +52,6 @@ class PartialCompiler:
 
     def __init__(self, compiler: _Compiler, cluster_cidrs: Mapping[IPv4Network, int]) -> None:
         self.c = compiler
-        self.spec = compiler.spec
         self.node_cidrs = NodeCidrs(cluster_cidrs)
 
     @classmethod
@@ -103,10 +102,10 @@ class PartialCompiler:
         for key in classes:
             ident = key[0]
             inputs = _Inputs.of(by_subject.get(ident, []), iso_by_subject.get(ident, []), [], [], cookies)
-            made = _endpoint(self.c, self.spec.mode, inputs, _ports_of(key), self.node_cidrs, cookies)
+            made = _endpoint(self.c, self.c.spec.mode, inputs, _ports_of(key), self.node_cidrs, cookies)
             isos = iso_by_subject.get(ident, [])
             isolation = None
-            if isos and self.spec.mode == "default":
+            if isos and self.c.spec.mode == "default":
                 per_dir = {d: tuple(sorted({i.policy for i in isos if i.direction == d}))
                            for d in (Direction.INGRESS, Direction.EGRESS)}
                 isolation = FrozenMap({d: v for d, v in per_dir.items() if v})

@@ -128,9 +128,12 @@ class _Source:
 def record_baseline(ws: Workspace, outcome: PlanOutcome, build: str) -> bool:
     """Record the baseline of a full plan of the whole cluster that found nothing to do, when
     the incremental plans can use it. A plan with changes keeps the baseline only while the nodes
-    are as the baseline found them. True when recorded."""
+    are as the baseline found them; a plan of another revision or of some nodes leaves it as it
+    is. True when recorded."""
     desired, compiled, plan = ws.desired, outcome.compiled, outcome.plan
     impact_max_pods = ws.config.policy.impact_max_pods
+    if ws.files is None or set(outcome.observed) != set(ws.node_order):
+        return False
     if plan.has_changes:
         # The edits since the baseline: it stays while the nodes are still as it found them.
         base = bl.load(ws.root)
@@ -139,12 +142,10 @@ def record_baseline(ws: Workspace, outcome: PlanOutcome, build: str) -> bool:
             bl.forget(ws.root)
         return False
     usable = (
-        ws.files is not None
-        and ws.access is not None and ws.access.kind == "lab"
+        ws.access is not None and ws.access.kind == "lab"
         and len(desired.pods) > impact_max_pods
         and not outcome.state.staged
         and not any(d.staged for d in compiled.spec.policies)
-        and set(outcome.observed) == set(ws.node_order)
         and bl.eligible(outcome.observed, compiled.nodes)
     )
     if not usable:
@@ -153,7 +154,6 @@ def record_baseline(ws: Workspace, outcome: PlanOutcome, build: str) -> bool:
     from meshctl.lab.registry import registry_path
     from meshctl.state.store import STATE_FILE
 
-    assert ws.files is not None
     state = outcome.state
     stamps = bl.Stamps(build, bl.stamp(registry_path(ws.cluster)), state.lineage, state.serial)
     titles: dict[str, list[str]] = {rel: [] for rel in ws.files if rel != bl.CONFIG_FILE}

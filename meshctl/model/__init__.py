@@ -5,6 +5,8 @@ Imports nothing else of meshctl (pure values); loading and error mapping live in
 
 from typing import TYPE_CHECKING, Any
 
+from meshctl.lazyexports import lazy_exports
+
 if TYPE_CHECKING:
     from meshctl.model.base import SourceRef
     from meshctl.model.check import ConnectivityCheck
@@ -92,18 +94,16 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    import importlib
+_exports = lazy_exports(__name__, _WHERE)
 
-    if name == "Policy":
-        value: Any = __getattr__("NetworkPolicy") | __getattr__("CiliumNetworkPolicy") | __getattr__(
+
+def __getattr__(name: str) -> Any:
+    if name == "Policy":  # the union of the policy kinds, made once they are imported
+        global Policy
+        Policy = _exports("NetworkPolicy") | _exports("CiliumNetworkPolicy") | _exports(
             "CiliumClusterwideNetworkPolicy")
-    elif name in _WHERE:
-        value = getattr(importlib.import_module(f"meshctl.model.{_WHERE[name]}"), name)
-    else:
-        raise AttributeError(f"module 'meshctl.model' has no attribute {name!r}")
-    globals()[name] = value
-    return value
+        return Policy
+    return _exports(name)
 
 
 __all__ = [

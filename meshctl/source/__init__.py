@@ -3,7 +3,9 @@
 Every input error is a SourceError naming the file (relative to the root), line and field path.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from meshctl.lazyexports import lazy_exports
 
 if TYPE_CHECKING:
     from meshctl.source.config import parse_config
@@ -16,14 +18,6 @@ _WHERE = {"parse_config": "config", "DesiredState": "desired", "load_desired": "
           "YamlDoc": "yamlines", "load_documents": "yamlines"}
 
 
-def __getattr__(name: str) -> Any:
-    import importlib
-
-    if name not in _WHERE:
-        raise AttributeError(f"module 'meshctl.source' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"meshctl.source.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 __all__ = ["DesiredState", "YamlDoc", "load_desired", "load_documents", "parse_config"]

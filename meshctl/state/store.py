@@ -2,8 +2,8 @@
 
 Like Terraform's statefile: a lineage (uuid4 at the first write) names this state's history and
 a serial counts applies, so a plan made from serial 7 is refused once serial 8 exists. The
-identity and endpoint-id tables are opaque blobs owned by the compiler (IdentityTable.to_json()
-and EndpointTable.to_json()): stored as given, so numbers stay stable across runs. Per node, the
+identity and endpoint-id tables are opaque values owned by the compiler (IdentityTable.as_dict()
+and EndpointTable.as_dict()): stored as given, so numbers stay stable across runs. Per node, the
 last applied fingerprint and intended NodeState (canonical form, its policy maps stored once by
 digest) are the "last applied intent" that drift detection compares the kernel with. The file is
 compact JSON: `meshctl state show` is the human view.

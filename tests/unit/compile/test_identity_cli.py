@@ -94,7 +94,7 @@ def test_numbers_come_from_the_state_identity_table(repo: Path) -> None:
     fresh = _listed(repo)
     api_labels = next(tuple(r["labels"]) for r in fresh.values() if "demo/api" in r["pods"])
     table = IdentityTable({api_labels: 4242}, 4243)
-    save_state(repo / "state", State().with_tables(json.loads(table.to_json()), {}))
+    save_state(repo / "state", State().with_tables(table.as_dict(), {}))
     rows = _listed(repo)
     assert rows[4242]["pods"] == ["demo/api"]
     others = [i for i, r in rows.items() if "demo/api" not in r["pods"]]
