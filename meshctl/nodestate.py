@@ -105,6 +105,56 @@ class FrozenMap(Mapping[K, V], Generic[K, V]):
         return f"FrozenMap({self._mapping()!r})"
 
 
+_ITEMS_SLOT = FrozenMap.__dict__["_items"]
+
+
+class PatchedMap(FrozenMap[K, V]):
+    """`base` with new values for some of its keys. A diff against `base`, or against another
+    patch of it, compares only the patched keys (see patched_keys): an incremental plan changes
+    a few of 10,000 endpoints. The entries are made on first read."""
+
+    __slots__ = ("base", "patch")
+
+    def __init__(self, base: FrozenMap[K, V], patch: Mapping[K, V]) -> None:
+        self.base, self.patch = base, dict(patch)
+        self._dict = None
+        self._hash = None
+        self._text = None
+
+    @property  # type: ignore[override]
+    def _items(self) -> tuple[tuple[K, V], ...]:
+        try:
+            return _ITEMS_SLOT.__get__(self, FrozenMap)  # type: ignore[no-any-return]
+        except AttributeError:
+            patch = self.patch
+            made = tuple((k, patch.get(k, v)) for k, v in self.base.items())  # same keys, same order
+            _ITEMS_SLOT.__set__(self, made)
+            return made
+
+    def __getitem__(self, key: K) -> V:
+        return self.patch[key] if key in self.patch else self.base[key]
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+def patched(base: FrozenMap[K, V], values: Mapping[K, V]) -> FrozenMap[K, V]:
+    """`base` with `values` for keys it has (a new key, or none to patch: a plain map)."""
+    if not values:
+        return base
+    if all(k in base for k in values):
+        return PatchedMap(base, values)
+    return FrozenMap({**dict(base.items()), **values})
+
+
+def patched_keys(before: FrozenMap[K, V], after: FrozenMap[K, V]) -> set[K] | None:
+    """The only keys whose values can differ, when one map patches the other or both patch one
+    base; None otherwise."""
+    b_base, b_keys = (before.base, before.patch.keys()) if isinstance(before, PatchedMap) else (before, ())
+    a_base, a_keys = (after.base, after.patch.keys()) if isinstance(after, PatchedMap) else (after, ())
+    return {*b_keys, *a_keys} if b_base is a_base else None
+
+
 class _FrozenItems(ItemsView[K, V]):
     """items() in stored order without a hash lookup per key (the ABC's view looks each one up)."""
 

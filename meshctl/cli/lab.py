@@ -6,14 +6,15 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from meshctl.cli.main import app
 from meshctl.errors import LabError, MeshctlError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 lab_app = typer.Typer(help="The embedded lab cluster: nodes and pods as network namespaces.",
                       no_args_is_help=True)
@@ -24,6 +25,8 @@ ClusterOpt = typer.Option(None, "--cluster", help="Lab name (default: cluster.na
 
 
 def _err() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True)
 
 
@@ -108,6 +111,9 @@ def status(repo: Path = RepoOpt, cluster: str | None = ClusterOpt) -> None:
 
 
 def _print_status(name: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     from meshctl.lab.cluster import status as lab_status
 
     reg, nodes = lab_status(name)

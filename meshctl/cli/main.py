@@ -7,6 +7,7 @@ line pointing at it.
 
 from __future__ import annotations
 
+import gc
 import sys
 import tempfile
 import traceback
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Error: internal error ({type(exc).__name__}: {exc}); this is a bug, details in {f.name}",
               file=sys.stderr)
         sys.exit(1)
+    # What is still alive now lives until exit: spare the interpreter's last collections from
+    # walking it (after a 10,000-pod plan, about 30 ms).
+    gc.freeze()
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from meshctl.cli.main import app
 from meshctl.cli.options import Output
-from meshctl.plan import read_plan
-from meshctl.report import render_json, render_markdown, render_text
+from meshctl.cli.plan import print_plan
 
 
 @app.command("show")
@@ -21,10 +18,6 @@ def show(
     output: Annotated[Output, typer.Option("--output", "-o", help="text, json or markdown.")] = Output.text,
 ) -> None:
     """Show a saved plan (the plan file is checked: version and plan_id)."""
-    plan = read_plan(plan_file)
-    if output is Output.json:
-        sys.stdout.write(render_json(plan))
-    elif output is Output.markdown:
-        sys.stdout.write(render_markdown(plan))
-    else:
-        Console(highlight=False, soft_wrap=True).print(render_text(plan), end="")
+    from meshctl.plan import read_plan
+
+    print_plan(read_plan(plan_file), output)

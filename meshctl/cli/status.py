@@ -8,8 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from meshctl.cli.main import app
 from meshctl.cli.options import TextOrJson
@@ -34,6 +32,9 @@ def _seconds_since(iso: str) -> float:
 @app.command("status")
 def status(repo: Path = RepoOpt, output: TextOrJson = OutOpt) -> None:
     """Show the cluster's datapath status (exit 1 when a node has no datapath or fails to read)."""
+    from rich.console import Console
+    from rich.table import Table
+
     from meshctl.flows.status import cluster_status
 
     st = cluster_status(repo)

@@ -9,7 +9,7 @@ file holding anything but policies, a staged policy, a new CIDR prefix, a cookie
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -23,7 +23,7 @@ from meshctl.compile.ir import CompileWarning, SourceRef, Translated
 from meshctl.compile.partial import ClassKey, ClassPolicy, PartialCompiler
 from meshctl.compile.spec import ClusterSpec
 from meshctl.compile.translate import translate
-from meshctl.increment.stubs import KnownPolicyMap, RowsMap
+from meshctl.increment.stubs import KnownPolicyMap, RowsMap, RowsSet
 from meshctl.nodestate import (
     Attachment,
     DatapathConfig,
@@ -35,6 +35,7 @@ from meshctl.nodestate import (
     PolicyEntry,
     PolicyKey,
     attachments_text,
+    patched,
 )
 from meshctl.plan.impact import PodTarget
 
@@ -143,7 +144,9 @@ def with_live(state: NodeState, touched: Mapping[int, tuple[IPv4Address, Endpoin
     entries (`endpoints`) and policy maps (`maps`; absent from either: none there)."""
     eps = state.endpoints
     moved = {ip: endpoints.get(ip) for ip, entry in touched.values() if endpoints.get(ip) != entry}
-    if moved:
+    if moved and None not in moved.values():
+        eps = patched(eps, moved)  # type: ignore[arg-type]  # no None among them
+    elif moved:
         rows = dict(eps.items())
         for ip, entry in moved.items():
             if entry is None:
@@ -274,11 +277,10 @@ def _assemble(base: Mapping[str, Any], keys: list[ClassKey], made: Mapping[Class
             else:
                 isolation[key] = iso
         by_id = sorted((row[1], row[5]) for row in rows)
-        before = _endpoints(rows, {}, node["endpoints_text"])
-        after = _endpoints(rows, flips, None) if flips else before
+        before = _endpoints(rows, node["endpoints_text"])
+        after = patched(before, {ip: entry for ip, entry in _flipped(hit, flips)})
         config = DatapathConfig(ipv6_pass=node["config"])
-        addresses = [IPv4Address(row[0]) for row in rows]
-        attachments = frozenset(Attachment(ip, hook, build) for ip in addresses for hook in HOOKS)
+        attachments = _attachments(rows, build)
         attachments_text(attachments, node["attachments_text"])
         baseline[name] = NodeState(name, config, ipcache, before,
                                    FrozenMap.from_sorted((ep, stub[c]) for ep, c in by_id), attachments)
@@ -296,15 +298,31 @@ def _assemble(base: Mapping[str, Any], keys: list[ClassKey], made: Mapping[Class
     return Replanned(intended, baseline, catalog, final, touched, _Pods(base))
 
 
-def _endpoints(rows: list[Any], flips: Mapping[int, tuple[bool, bool]],
-               text: str | None) -> FrozenMap[IPv4Address, EndpointEntry]:
+def _endpoints(rows: list[Any], text: str) -> FrozenMap[IPv4Address, EndpointEntry]:
     """A node's endpoints map from the baseline's rows (in address order), made on first read."""
 
     def make() -> tuple[tuple[IPv4Address, EndpointEntry], ...]:
-        return tuple((IPv4Address(ip), EndpointEntry(ep, ident, *flips.get(ep, (enf_in, enf_out))))
+        return tuple((IPv4Address(ip), EndpointEntry(ep, ident, enf_in, enf_out))
                      for ip, ep, ident, enf_in, enf_out, _c, _k in rows)
 
     return RowsMap(make, len(rows), text)
+
+
+def _flipped(hit: Mapping[int, tuple[IPv4Address, EndpointEntry]],
+             flips: Mapping[int, tuple[bool, bool]]) -> Iterator[tuple[IPv4Address, EndpointEntry]]:
+    """The endpoints whose enforcement the edit moves, with their new entries."""
+    for ep, (enforce_in, enforce_out) in flips.items():
+        ip, entry = hit[ep]
+        yield ip, replace(entry, enforce_ingress=enforce_in, enforce_egress=enforce_out)
+
+
+def _attachments(rows: list[Any], build: str) -> frozenset[Attachment]:
+    """A node's attachments (both hooks of every endpoint), made on first read."""
+
+    def make() -> Iterator[Attachment]:
+        return (Attachment(IPv4Address(row[0]), hook, build) for row in rows for hook in HOOKS)
+
+    return RowsSet(make, len(rows) * len(HOOKS))  # type: ignore[return-value]  # read as a frozenset
 
 
 class _Pods(Sequence[PodTarget]):

@@ -8,7 +8,8 @@ raises NeedsFullPlan and the command plans in full instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from meshctl.nodestate import FrozenMap, PolicyEntry, PolicyKey
@@ -73,3 +74,45 @@ class RowsMap(FrozenMap[Any, Any]):
     def __len__(self) -> int:
         return self._count
 
+
+
+class RowsSet(AbstractSet[Any]):
+    """A frozen set made from compact rows on first read, its size known up front: a plan whose
+    two sides share one (a node's attachments) never makes its 20,000 members."""
+
+    __slots__ = ("_count", "_make", "_set")
+
+    def __init__(self, make: Callable[[], Iterable[Any]], count: int) -> None:
+        self._make: Callable[[], Iterable[Any]] | None = make
+        self._count = count
+        self._set: frozenset[Any] | None = None
+
+    def _members(self) -> frozenset[Any]:
+        if self._set is None:
+            assert self._make is not None
+            self._set = frozenset(self._make())
+            self._make = None
+        return self._set
+
+    @classmethod
+    def _from_iterable(cls, it: Iterable[Any]) -> frozenset[Any]:  # what `-`, `&`, `|` return
+        return frozenset(it)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._members()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._members())
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __hash__(self) -> int:
+        return hash(self._members())
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if isinstance(other, RowsSet):
+            other = other._members()
+        return self._members() == other

@@ -14,13 +14,14 @@ from meshctl.dataplane.node import NodeDatapath
 from meshctl.errors import DataplaneError, ObserveError
 from meshctl.nodestate import EndpointEntry, FrozenMap, NodeState, PolicyEntry, PolicyKey
 from meshctl.observe import mapcache
-from meshctl.observe.parse import parse_node
-from meshctl.observe.read import read_node
-from meshctl.observe.wireguard import observe_wireguard
 
 
 def observe_node(cluster: str, node: str, netns: str | None) -> NodeState:
     """The node's live datapath state; a node never loaded observes as NodeState(node)."""
+    from meshctl.observe.parse import parse_node  # here: an incremental plan reads only endpoint maps
+    from meshctl.observe.read import read_node
+    from meshctl.observe.wireguard import observe_wireguard
+
     try:
         cache = mapcache.load()
         state = parse_node(read_node(NodeDatapath(cluster, node, netns)), cache)

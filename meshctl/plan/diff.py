@@ -22,6 +22,7 @@ from meshctl.nodestate import (
     PolicyEntry,
     PolicyKey,
     is_audit_map,
+    patched_keys,
 )
 from meshctl.plan import codec
 from meshctl.plan.action import Action
@@ -56,7 +57,16 @@ def _keyed(
     Equal maps (the usual case at scale: a commit touches few objects) cost one C-level
     comparison; otherwise only the changed keys are sorted, not the whole map.
     """
-    if before is after or before == after:
+    if before is after:
+        return
+    keys = patched_keys(before, after)
+    if keys is not None:  # an incremental plan's maps: only the patched keys can differ
+        for key in sorted(keys):
+            b, a = before.get(key), after.get(key)
+            if b != a:
+                yield key, b, a
+        return
+    if before == after:
         return
     bd, ad = dict(before.items()), dict(after.items())
     changed = [k for k, v in bd.items() if ad.get(k, _MISSING) != v]
@@ -251,6 +261,8 @@ class _NodeDiff:
             return out
 
         # only what differs is sorted and grouped: 10,000 pods have 20,000 attachments
+        if self.before.attachments is self.after.attachments:
+            return
         gone = group(self.before.attachments - self.after.attachments)
         made = group(self.after.attachments - self.before.attachments)
         for slot in sorted(set(gone) | set(made)):

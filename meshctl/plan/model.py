@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from meshctl.catalog import RuleOrigin
@@ -265,7 +266,7 @@ class Plan:
             "nodes": [n.to_json() for n in self.nodes],
         }
 
-    @property
+    @cached_property  # a frozen plan's id: its body is hashed once (it is printed, saved, checked)
     def plan_id(self) -> str:
         return compute_plan_id(self.body())
 

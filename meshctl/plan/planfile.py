@@ -21,9 +21,11 @@ def plan_to_text(plan: Plan) -> str:
     return json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n"
 
 
-def write_plan(plan: Plan, path: Path) -> Path:
-    with paused_gc():  # the JSON body is acyclic; collections over a 20-node plan's states cost 1.5 s
-        text = plan_to_text(plan)
+def write_plan(plan: Plan, path: Path, text: str | None = None) -> Path:
+    """`text`: plan_to_text(plan) when the caller has it already (`plan -o json --out`)."""
+    if text is None:
+        with paused_gc():  # the JSON body is acyclic; collections over a 20-node plan's states cost 1.5 s
+            text = plan_to_text(plan)
     atomic_write(path, text.encode())
     return path
 
