@@ -670,6 +670,15 @@ class NodeState:
         body = "{" + ",".join(f'"{k}":{parts[k]}' for k in sorted(parts)) + "}"
         return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
+    def canonical_json(self) -> str:
+        """The compact JSON of canonical() (sorted keys), joined from canonical_parts(): each map's
+        text is made once per map object, and nothing is encoded twice (the apply journal writes
+        two whole states per node)."""
+        parts = self.canonical_parts()
+        parts["policies"] = "[" + ",".join(
+            f"[{ep},{policy_map_text(entries)}]" for ep, entries in self.policies.items()) + "]"
+        return "{" + ",".join(f'"{k}":{parts[k]}' for k in sorted(parts)) + "}"
+
     def canonical_parts(self) -> dict[str, str]:
         """Top-level key of canonical() -> its compact JSON text (what fingerprint and the plan's
         per-component digests hash); absent keys (no encryption, no LB) are left out."""

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Any
 
 from meshctl.errors import LabError
 
@@ -91,18 +92,37 @@ class Registry:
             [self.external.netns] if self.external else []) + [self.underlay_netns]
 
 
+_LOADED: dict[Path, tuple[tuple[int, int, int], Registry]] = {}  # path -> (file stamp, registry)
+
+
 def load(cluster: str) -> Registry | None:
-    """The cluster's registry, or None when no lab of that name exists."""
+    """The cluster's registry, or None when no lab of that name exists.
+
+    Read once per version of the file (20,000 pods make 5 MB of JSON, and an apply looks pods up
+    once per probe): the registry returned is shared, so callers read it and never change it
+    (`up` builds a new one to save)."""
     path = registry_path(cluster)
     try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        hit = _LOADED.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
         raw = json.loads(path.read_text())
     except FileNotFoundError:
+        _LOADED.pop(path, None)
         return None
     except (OSError, ValueError) as err:
         raise LabError(f"lab registry {path} is unreadable ({err}); `meshctl lab down` removes it") from err
     if raw.get("format_version") != FORMAT_VERSION:
         raise LabError(f"lab registry {path} has format {raw.get('format_version')}, "
                        f"expected {FORMAT_VERSION}")
+    reg = _registry(raw)
+    _LOADED[path] = (stamp, reg)
+    return reg
+
+
+def _registry(raw: dict[str, Any]) -> Registry:
     return Registry(
         cluster=raw["cluster"], underlay_netns=raw["underlay_netns"], underlay_cidr=raw["underlay_cidr"],
         nodes={k: NodeRecord(**v) for k, v in raw["nodes"].items()},

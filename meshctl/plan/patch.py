@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from meshctl.errors import PlanError
-from meshctl.nodestate import Attachment, FrozenMap, NodeState
+from meshctl.nodestate import FrozenMap, NodeState
 from meshctl.plan import codec
 from meshctl.plan.change import Change, ChangeKind
 from meshctl.plan.loadbalancer import LbPatch
 from meshctl.plan.wireguard import WireguardPatch
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def _check(change: Change, current: Any, strict: bool) -> None:
@@ -28,16 +31,19 @@ def _check(change: Change, current: Any, strict: bool) -> None:
 
 
 def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool = True) -> NodeState:
-    """The state after `changes` (all for state.node); pure, `state` is left as it is."""
+    """The state after `changes` (all for state.node); pure, `state` is left as it is. What no
+    change touches is shared with `state`: a node of 1,000 endpoints whose plan changes one
+    policy map copies that map, not the other 999."""
     config = state.config
-    ipcache = dict(state.ipcache)
-    endpoints = dict(state.endpoints)
-    policies = {eid: dict(m) for eid, m in state.policies.items()}
-    attachments: set[Attachment] = set(state.attachments)
+    ipcache = _Edits(state.ipcache)
+    endpoints = _Edits(state.endpoints)
+    policies = _Edits(state.policies)  # endpoint id -> policy map
+    entries_of: dict[int, _Edits[Any, Any]] = {}  # the maps being edited, by endpoint id
+    attachments = _SetEdits(state.attachments)
     dropped_maps: set[int] = set()
     wireguard = WireguardPatch(state.encryption)
     lb = LbPatch(state.load_balancer)
-    foreign = set(state.foreign)
+    foreign = _SetEdits(state.foreign)
 
     for ch in changes:
         if ch.node != state.node:
@@ -49,47 +55,91 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
             prefix = codec.prefix(ch.key)
             cur = ipcache.get(prefix)
             _check(ch, codec.ipcache_value(cur) if cur else None, strict)
-            _put(ipcache, prefix, codec.ipcache_from(ch.after) if ch.after is not None else None)
+            ipcache.put(prefix, codec.ipcache_from(ch.after) if ch.after is not None else None)
         elif ch.kind is ChangeKind.ENDPOINT:
             ip = codec.address(ch.key)
             cur_ep = endpoints.get(ip)
             _check(ch, codec.endpoint_value(cur_ep) if cur_ep else None, strict)
-            _put(endpoints, ip, codec.endpoint_from(ch.after) if ch.after is not None else None)
+            endpoints.put(ip, codec.endpoint_from(ch.after) if ch.after is not None else None)
         elif ch.kind is ChangeKind.POLICY_MAP:
             eid = int(ch.key)
-            _check(ch, {"endpoint_id": eid} if eid in policies else None, strict)
+            _check(ch, {"endpoint_id": eid} if policies.get(eid) is not None else None, strict)
             if ch.after is None:
-                policies.pop(eid, None)
+                policies.put(eid, None)
+                entries_of.pop(eid, None)
                 dropped_maps.add(eid)
-            else:
-                policies.setdefault(eid, {})
+            elif policies.get(eid) is None:
+                policies.put(eid, FrozenMap())
         elif ch.kind is ChangeKind.POLICY:
             eid, key = codec.policy_key_from(ch.key)
-            if ch.after is None and eid not in policies and eid in dropped_maps:
+            if ch.after is None and policies.get(eid) is None and eid in dropped_maps:
                 continue  # the whole map went away with its entries
-            entries = policies.setdefault(eid, {}) if ch.after is not None else policies.get(eid, {})
+            if ch.after is not None and policies.get(eid) is None:
+                policies.put(eid, FrozenMap())
+            entries = entries_of.get(eid)
+            if entries is None:
+                entries = _Edits(policies.get(eid) or FrozenMap())
+                if policies.get(eid) is not None:
+                    entries_of[eid] = entries
             cur_pe = entries.get(key)
             _check(ch, codec.policy_value(cur_pe) if cur_pe else None, strict)
-            _put(entries, key, codec.policy_from(ch.after) if ch.after is not None else None)
+            entries.put(key, codec.policy_from(ch.after) if ch.after is not None else None)
         elif ch.kind is ChangeKind.ATTACHMENT:
-            _swap(attachments, ch, codec.attachment_from, strict)
+            _swap(attachments.edit(), ch, codec.attachment_from, strict)
         elif ch.kind in (ChangeKind.WIREGUARD, ChangeKind.WIREGUARD_PEER):
             wireguard.apply(ch, strict)
         elif ch.kind in (ChangeKind.LOAD_BALANCER, ChangeKind.LB_BACKEND, ChangeKind.LB_SERVICE):
             lb.apply(ch, strict, _check)
         elif ch.kind is ChangeKind.FOREIGN:
-            _swap(foreign, ch, codec.foreign_from, strict)
+            _swap(foreign.edit(), ch, codec.foreign_from, strict)
+    for eid, entries in entries_of.items():
+        policies.put(eid, entries.result())
     return replace(
         state,
         config=config,
-        ipcache=FrozenMap(ipcache),
-        endpoints=FrozenMap(endpoints),
-        policies=FrozenMap({eid: FrozenMap(m) for eid, m in policies.items()}),
-        attachments=frozenset(attachments),
+        ipcache=ipcache.result(),
+        endpoints=endpoints.result(),
+        policies=policies.result(),
+        attachments=attachments.result(),
         encryption=wireguard.result(),
         load_balancer=lb.result(),
-        foreign=frozenset(foreign),
+        foreign=foreign.result(),
     )
+
+
+class _Edits(Generic[K, V]):
+    """Edits of a FrozenMap, copied from it on the first edit (else the result is the map itself)."""
+
+    def __init__(self, base: FrozenMap[K, V]) -> None:
+        self.base = base
+        self.copy: dict[K, V] | None = None
+
+    def get(self, key: K) -> V | None:
+        return (self.copy if self.copy is not None else self.base).get(key)
+
+    def put(self, key: K, value: V | None) -> None:
+        if self.copy is None:
+            self.copy = dict(self.base.items())
+        _put(self.copy, key, value)
+
+    def result(self) -> FrozenMap[K, V]:
+        return self.base if self.copy is None else FrozenMap(self.copy)
+
+
+class _SetEdits(Generic[K]):
+    """Edits of a frozenset, copied on the first edit."""
+
+    def __init__(self, base: frozenset[K]) -> None:
+        self.base = base
+        self.copy: set[K] | None = None
+
+    def edit(self) -> set[K]:
+        if self.copy is None:
+            self.copy = set(self.base)
+        return self.copy
+
+    def result(self) -> frozenset[K]:
+        return self.base if self.copy is None else frozenset(self.copy)
 
 
 def _swap(items: set[Any], ch: Change, decode: Callable[[Any, Any], Any], strict: bool) -> None:

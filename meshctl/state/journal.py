@@ -36,6 +36,15 @@ class JournalRecord:
     before: NodeState | None = None
     after: NodeState | None = None
 
+    def to_text(self) -> str:
+        """json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")), with each state's
+        text joined from its canonical parts (NodeState.canonical_json)."""
+        def state(s: NodeState | None) -> str:
+            return "null" if s is None else s.canonical_json()
+
+        return (f'{{"after":{state(self.after)},"before":{state(self.before)},"node":{json.dumps(self.node)},'
+                f'"phase":{json.dumps(self.phase)},"plan_id":{json.dumps(self.plan_id)}}}')
+
     def to_json(self) -> dict[str, Any]:
         return {
             "plan_id": self.plan_id,
@@ -80,7 +89,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
         self._drop_torn_tail()
-        line = json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
+        line = record.to_text() + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, line.encode())
@@ -91,11 +100,16 @@ class Journal:
             fsync_dir(self.path.parent)
 
     def _drop_torn_tail(self) -> None:
-        """Cut a partial last line so the next record starts on a line of its own."""
+        """Cut a partial last line so the next record starts on a line of its own (only the last
+        byte is read unless it is torn: a journal of 20 nodes holds 40 whole states)."""
         try:
-            data = self.path.read_bytes()
+            with open(self.path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                if size == 0 or (f.seek(size - 1), f.read(1))[1] == b"\n":
+                    return
         except FileNotFoundError:
             return
+        data = self.path.read_bytes()
         if data and not data.endswith(b"\n"):
             keep = data.rfind(b"\n") + 1
             log.warning("journal %s: dropping a torn last record (%d bytes)", self.path, len(data) - keep)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -23,6 +24,7 @@ from meshctl.nodestate import (
     PolicyKey,
 )
 from meshctl.plan import Action, apply_changes, diff_node
+from meshctl.state.journal import JournalRecord
 
 ADDRS = [IPv4Address(f"10.101.1.{i}") for i in range(1, 6)]
 PREFIXES = [IPv4Network(f"10.101.1.{i}/32") for i in range(1, 6)] + [IPv4Network("0.0.0.0/0")]
@@ -118,3 +120,15 @@ def test_endpoint_id_change_is_a_replace() -> None:
     (change,) = diff_node(a, b)
     assert change.action is Action.REPLACE
     assert change.action.json_actions == ["delete", "create"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(node_states(), node_states())
+def test_canonical_json_is_the_compact_json_of_canonical(a: NodeState, b: NodeState) -> None:
+    assert a.canonical_json() == json.dumps(a.canonical(), sort_keys=True, separators=(",", ":"))
+    record = JournalRecord("sha256:p", a.node, "begin", a, b)
+    text = record.to_text()
+    assert text == json.dumps(record.to_json(), sort_keys=True, separators=(",", ":"))
+    assert JournalRecord.from_json(json.loads(text)) == record
+    done = JournalRecord("sha256:p", a.node, "done")
+    assert done.to_text() == json.dumps(done.to_json(), sort_keys=True, separators=(",", ":"))
