@@ -140,9 +140,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Error: internal error ({type(exc).__name__}: {exc}); this is a bug, details in {f.name}",
               file=sys.stderr)
         sys.exit(1)
-    # What is still alive now lives until exit: spare the interpreter's last collections from
-    # walking it (after a 10,000-pod plan, about 30 ms).
-    gc.freeze()
+    if argv is None:  # the process ends here: spare the interpreter's last collections from
+        gc.freeze()  # walking what is still alive (after a 10,000-pod plan, about 30 ms)
     sys.exit(code if isinstance(code, int) else 0)
 
 
