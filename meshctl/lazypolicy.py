@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence, ValuesView
 from typing import Any
 
 from meshctl.nodestate import (
+    ITEMS_SLOT,
     POLICY_KEYS,
     FrozenMap,
     PolicyEntry,
@@ -30,8 +31,6 @@ from meshctl.nodestate import (
     policy_map_sha,
     policy_map_text,
 )
-
-_ITEMS = FrozenMap.__dict__["_items"]  # the base class's slot, filled on first read
 
 Decoder = Callable[[bytes, bytes], FrozenMap[PolicyKey, PolicyEntry]]
 
@@ -63,13 +62,13 @@ class LazyPolicyMap(FrozenMap[PolicyKey, PolicyEntry]):
     @property  # type: ignore[override]
     def _items(self) -> tuple[tuple[PolicyKey, PolicyEntry], ...]:
         if self._raw is None:
-            return _ITEMS.__get__(self, FrozenMap)  # type: ignore[no-any-return]
+            return ITEMS_SLOT.__get__(self, FrozenMap)  # type: ignore[no-any-return]
         table = self._decode(*self._raw)
         if self._text is None:
             self._text = table._text
-        _ITEMS.__set__(self, table._items)
+        ITEMS_SLOT.__set__(self, table._items)
         self._raw = None
-        return _ITEMS.__get__(self, FrozenMap)  # type: ignore[no-any-return]
+        return ITEMS_SLOT.__get__(self, FrozenMap)  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
         return self._count
@@ -98,9 +97,9 @@ class CompiledPolicyMap(FrozenMap[PolicyKey, PolicyEntry]):
         if rows is not None:
             known = POLICY_KEYS
             keys = [known.get(t) or intern_policy_key(t) for t in rows[0]]
-            _ITEMS.__set__(self, tuple(zip(keys, rows[1], strict=True)))
+            ITEMS_SLOT.__set__(self, tuple(zip(keys, rows[1], strict=True)))
             self._rows = None
-        return _ITEMS.__get__(self, FrozenMap)  # type: ignore[no-any-return]
+        return ITEMS_SLOT.__get__(self, FrozenMap)  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
         rows = self._rows

@@ -105,7 +105,9 @@ class FrozenMap(Mapping[K, V], Generic[K, V]):
         return f"FrozenMap({self._mapping()!r})"
 
 
-_ITEMS_SLOT = FrozenMap.__dict__["_items"]
+# FrozenMap's `_items` slot, for the subclasses that make their entries on first read: they
+# shadow the attribute with a property and fill the slot through this descriptor.
+ITEMS_SLOT = FrozenMap.__dict__["_items"]
 
 
 class PatchedMap(FrozenMap[K, V]):
@@ -124,11 +126,11 @@ class PatchedMap(FrozenMap[K, V]):
     @property  # type: ignore[override]
     def _items(self) -> tuple[tuple[K, V], ...]:
         try:
-            return _ITEMS_SLOT.__get__(self, FrozenMap)  # type: ignore[no-any-return]
+            return ITEMS_SLOT.__get__(self, FrozenMap)  # type: ignore[no-any-return]
         except AttributeError:
             patch = self.patch
             made = tuple((k, patch.get(k, v)) for k, v in self.base.items())  # same keys, same order
-            _ITEMS_SLOT.__set__(self, made)
+            ITEMS_SLOT.__set__(self, made)
             return made
 
     def __getitem__(self, key: K) -> V:

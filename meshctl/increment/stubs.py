@@ -12,9 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-from meshctl.nodestate import FrozenMap, PolicyEntry, PolicyKey
-
-_ITEMS = FrozenMap.__dict__["_items"]  # the base class's slot
+from meshctl.nodestate import ITEMS_SLOT, FrozenMap, PolicyEntry, PolicyKey
 
 
 class NeedsFullPlan(Exception):
@@ -67,13 +65,12 @@ class RowsMap(FrozenMap[Any, Any]):
     @property  # type: ignore[override]
     def _items(self) -> tuple[tuple[Any, Any], ...]:
         if self._make is not None:
-            _ITEMS.__set__(self, self._make())
+            ITEMS_SLOT.__set__(self, self._make())
             self._make = None
-        return _ITEMS.__get__(self, FrozenMap)  # type: ignore[no-any-return]
+        return ITEMS_SLOT.__get__(self, FrozenMap)  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
         return self._count
-
 
 
 class RowsSet(AbstractSet[Any]):
