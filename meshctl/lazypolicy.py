@@ -50,9 +50,7 @@ class LazyPolicyMap(FrozenMap[PolicyKey, PolicyEntry]):
         self._count = count
         self._decode = decode
         self.text_sha = sha
-        self._dict = None
-        self._hash = None
-        self._text = None
+        self._no_cache()
 
     @property
     def pending(self) -> bool:
@@ -87,9 +85,7 @@ class CompiledPolicyMap(FrozenMap[PolicyKey, PolicyEntry]):
 
     def __init__(self, keys: Sequence[PolicyKeyTuple], values: Sequence[PolicyEntry]) -> None:
         self._rows: tuple[Sequence[PolicyKeyTuple], Sequence[PolicyEntry]] | None = (keys, values)
-        self._dict = None
-        self._hash = None
-        self._text = None
+        self._no_cache()
 
     @property  # type: ignore[override]
     def _items(self) -> tuple[tuple[PolicyKey, PolicyEntry], ...]:

@@ -45,10 +45,15 @@ class FrozenMap(Mapping[K, V], Generic[K, V]):
         """
         self = cls.__new__(cls)
         self._items = tuple(items)
-        self._dict = None  # built on first lookup: hashing dataclass keys costs more than the rest
-        self._hash = None
-        self._text = None
+        self._no_cache()  # the dict is built on first lookup: hashing dataclass keys costs more
         return self
+
+    def _no_cache(self, text: str | None = None) -> None:
+        """The lookup dict, hash and text slots, unset (`text`: the canonical text, when known):
+        for from_sorted and the subclasses whose entries are made on first read (ITEMS_SLOT)."""
+        self._dict = None
+        self._hash = None
+        self._text = text
 
     def _mapping(self) -> dict[K, V]:
         if self._dict is None:
@@ -119,9 +124,7 @@ class PatchedMap(FrozenMap[K, V]):
 
     def __init__(self, base: FrozenMap[K, V], patch: Mapping[K, V]) -> None:
         self.base, self.patch = base, dict(patch)
-        self._dict = None
-        self._hash = None
-        self._text = None
+        self._no_cache()
 
     @property  # type: ignore[override]
     def _items(self) -> tuple[tuple[K, V], ...]:
@@ -140,13 +143,20 @@ class PatchedMap(FrozenMap[K, V]):
         return len(self.base)
 
 
-def patched(base: FrozenMap[K, V], values: Mapping[K, V]) -> FrozenMap[K, V]:
-    """`base` with `values` for keys it has (a new key, or none to patch: a plain map)."""
+def patched(base: FrozenMap[K, V], values: Mapping[K, V | None]) -> FrozenMap[K, V]:
+    """`base` with `values` (None: the key goes). New values for keys it has make a PatchedMap;
+    a new or removed key, a plain map."""
     if not values:
         return base
-    if all(k in base for k in values):
-        return PatchedMap(base, values)
-    return FrozenMap({**dict(base.items()), **values})
+    if all(v is not None and k in base for k, v in values.items()):
+        return PatchedMap(base, values)  # type: ignore[arg-type]  # no None among them
+    rows = dict(base.items())
+    for key, value in values.items():
+        if value is None:
+            rows.pop(key, None)
+        else:
+            rows[key] = value
+    return FrozenMap(rows)
 
 
 def patched_keys(before: FrozenMap[K, V], after: FrozenMap[K, V]) -> set[K] | None:

@@ -218,19 +218,21 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
         staged=staged, enforcing=enforcing,
     )
     if not with_impact and plan.has_changes:
-        from meshctl.plan import PlanWarning
-
-        note = PlanWarning(
-            f"connectivity impact skipped: {len(ws.desired.pods)} pods (limit {limit})",
-            severity="info",
-        )
-        plan = replace(plan, warnings=(*plan.warnings, note))
+        plan = with_impact_skipped(plan, len(ws.desired.pods), limit)
     outcome = PlanOutcome(plan, compiled, observed, state)
     if record:
         from meshctl.increment import record_baseline
 
         record_baseline(ws, outcome, compiled_build)
     return outcome
+
+
+def with_impact_skipped(plan: Plan, pods: int, limit: int) -> Plan:
+    """`plan` with the note that its connectivity impact was not computed (too many pods)."""
+    from meshctl.plan import PlanWarning
+
+    note = PlanWarning(f"connectivity impact skipped: {pods} pods (limit {limit})", severity="info")
+    return replace(plan, warnings=(*plan.warnings, note))
 
 
 def save_plan(ws: Workspace, plan: Plan, out: Path | None = None) -> Path:

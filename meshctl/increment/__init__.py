@@ -14,7 +14,7 @@ outside policy files, a new CIDR prefix, a live map of unexpected form) plans in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,11 +60,11 @@ def _plan(root: Path, base: dict[str, Any]) -> Incremental | None:
     from meshctl.increment.replan import replan, with_live
     from meshctl.lab.registry import registry_path
     from meshctl.observe import observe_endpoint_maps
-    from meshctl.plan import PlanWarning, build_plan
+    from meshctl.plan import build_plan
     from meshctl.source.worktree import worktree_commit
     from meshctl.state import State, StateLock, load_state
     from meshctl.state.store import STATE_FILE
-    from meshctl.workflow import current_build, ensure_not_interrupted
+    from meshctl.workflow import current_build, ensure_not_interrupted, with_impact_skipped
 
     files = bl.repo_files(root)
     known: dict[str, tuple[int, int]] = base["files"]
@@ -108,11 +108,7 @@ def _plan(root: Path, base: dict[str, Any]) -> Incremental | None:
         connections=LabAccess(base["cluster"], netns).connections,
     )
     if plan.has_changes:
-        note = PlanWarning(
-            f"connectivity impact skipped: {base['pods']} pods (limit {base['impact_max_pods']})",
-            severity="info",
-        )
-        plan = replace(plan, warnings=(*plan.warnings, note))
+        plan = with_impact_skipped(plan, base["pods"], base["impact_max_pods"])
     read_maps = sum(len(t) for t in replanned.touched.values())
     return Incremental(plan, len(edited), read_maps, len(replanned.pods))
 

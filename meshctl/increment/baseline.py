@@ -26,10 +26,9 @@ from meshctl import __version__
 from meshctl.cachedir import cache_dir, write_cache
 from meshctl.lazypolicy import map_cookies
 from meshctl.nodestate import NO_ENCRYPTION, NO_LOAD_BALANCER, NodeState, policy_map_sha
+from meshctl.source.tree import CONFIG_FILE, YAML_SUFFIXES
 
 FORMAT = "meshctl-baseline/3"  # bump whenever a key or row layout changes
-CONFIG_FILE = "meshctl.toml"
-YAML_SUFFIXES = (".yaml", ".yml")
 
 
 KEYS = frozenset({  # every key record() and record_baseline() write

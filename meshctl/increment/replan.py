@@ -142,18 +142,8 @@ def with_live(state: NodeState, touched: Mapping[int, tuple[IPv4Address, Endpoin
               maps: Mapping[int, FrozenMap[PolicyKey, PolicyEntry]]) -> NodeState:
     """A baseline node with what was read live of the `touched` endpoints: their endpoints-map
     entries (`endpoints`) and policy maps (`maps`; absent from either: none there)."""
-    eps = state.endpoints
     moved = {ip: endpoints.get(ip) for ip, entry in touched.values() if endpoints.get(ip) != entry}
-    if moved and None not in moved.values():
-        eps = patched(eps, moved)  # type: ignore[arg-type]  # no None among them
-    elif moved:
-        rows = dict(eps.items())
-        for ip, entry in moved.items():
-            if entry is None:
-                rows.pop(ip, None)
-            else:
-                rows[ip] = entry
-        eps = FrozenMap(rows)
+    eps = patched(state.endpoints, moved)
     policies = dict(state.policies.items())
     for ep in touched:
         policies.pop(ep, None)

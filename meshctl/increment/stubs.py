@@ -28,9 +28,7 @@ class KnownPolicyMap(FrozenMap[PolicyKey, PolicyEntry]):
         self.text_sha = text_sha
         self.count = count
         self.cookies = cookies
-        self._dict = None
-        self._hash = None
-        self._text = None
+        self._no_cache()
 
     @property  # type: ignore[override]
     def _items(self) -> tuple[tuple[PolicyKey, PolicyEntry], ...]:
@@ -58,9 +56,7 @@ class RowsMap(FrozenMap[Any, Any]):
     def __init__(self, make: Callable[[], tuple[tuple[Any, Any], ...]], count: int, text: str) -> None:
         self._make: Callable[[], tuple[tuple[Any, Any], ...]] | None = make
         self._count = count
-        self._dict = None
-        self._hash = None
-        self._text = text
+        self._no_cache(text)
 
     @property  # type: ignore[override]
     def _items(self) -> tuple[tuple[Any, Any], ...]:

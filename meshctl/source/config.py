@@ -15,10 +15,9 @@ from pydantic import ValidationError
 
 from meshctl.errors import ConfigError
 from meshctl.model.config import ConfigFile, MeshConfig
+from meshctl.source.tree import CONFIG_FILE
 from meshctl.source.validate import all_aliases, describe, pick, real_path
 from meshctl.source.yamlines import FieldPath, format_path
-
-CONFIG_FILE = "meshctl.toml"
 
 _TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]\s*(#.*)?$")
 _ARRAY = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]\s*(#.*)?$")

@@ -15,6 +15,7 @@ from meshctl.errors import SourceError
 if TYPE_CHECKING:
     import git
 
+CONFIG_FILE = "meshctl.toml"
 YAML_SUFFIXES = (".yaml", ".yml")
 
 

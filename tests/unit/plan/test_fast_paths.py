@@ -85,6 +85,8 @@ def test_a_patched_map_is_the_map_it_stands_for() -> None:
     new_key = {IPv4Address("10.250.0.1"): next(iter(values.values()))}
     assert not isinstance(patched(base, new_key), PatchedMap)  # a key it lacks: a plain map
     assert patched(base, new_key) == FrozenMap({**dict(base.items()), **new_key})
+    gone = next(iter(values))
+    assert patched(base, {gone: None}) == FrozenMap({k: v for k, v in base.items() if k != gone})
 
 
 def test_the_diff_of_patches_of_one_base_is_the_full_diff() -> None:
