@@ -12,7 +12,7 @@ from golden_scenario import STATE, intended, make_plan, observed
 from meshctl.errors import PlanError, PlanStaleError
 from meshctl.nodestate import DatapathConfig
 from meshctl.plan import Plan, apply_changes, check_fresh, default_plan_path, read_plan, write_plan
-from meshctl.plan.model import compute_plan_id
+from meshctl.plan.model import PlanWarning, compute_plan_id
 from meshctl.plan.stale import explain_stale
 
 
@@ -90,6 +90,18 @@ def test_other_major_version_is_refused(saved: Path) -> None:
         read_plan(saved)
 
 
+def test_plan_text_is_the_stdlib_pretty_json_in_utf8(plan: Plan, tmp_path: Path) -> None:
+    """The file keeps json.dumps(indent=2, sort_keys=True)'s layout; text beyond ASCII (a policy
+    name, a label value) is written as UTF-8 and read back unchanged."""
+    wide = replace(plan, warnings=(PlanWarning("policy café · 10.0.0.0/8 → world", "détail"),))
+    saved = write_plan(wide, tmp_path / "wide.json")
+    text = saved.read_bytes().decode("utf-8")
+    assert text == json.dumps(wide.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    assert "café · 10.0.0.0/8 → world" in text
+    back = read_plan(saved)
+    assert back == wide and back.warnings[0].summary == "policy café · 10.0.0.0/8 → world"
+
+
 def test_unreadable_plan_names_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.json"
     with pytest.raises(PlanError, match=r"nope.json: cannot read the plan file"):
@@ -98,6 +110,10 @@ def test_unreadable_plan_names_the_file(tmp_path: Path) -> None:
     garbage.write_text("{oops")
     with pytest.raises(PlanError, match=r"garbage.json: not a meshctl plan file"):
         read_plan(garbage)
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"format_version": "café"}'.encode("latin-1"))
+    with pytest.raises(PlanError, match=r"latin1.json: not a meshctl plan file \(not UTF-8 text\)"):
+        read_plan(latin1)
 
 
 def test_fresh_plan_passes_and_stale_ones_are_refused(plan: Plan) -> None:
