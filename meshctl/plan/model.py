@@ -271,7 +271,10 @@ class Plan:
         return compute_plan_id(self.body())
 
     def to_json(self) -> dict[str, Any]:
-        return {"plan_id": self.plan_id, **self.body()}
+        body = self.body()
+        if "plan_id" not in self.__dict__:  # the id of this body: not made again (cached_property's slot)
+            self.__dict__["plan_id"] = compute_plan_id(body)
+        return {"plan_id": self.plan_id, **body}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Plan:

@@ -42,6 +42,13 @@ def test_round_trip(plan: Plan, saved: Path) -> None:
     assert first["change"]["before"]["ipv6_pass"] is False and first["change"]["after"]["ipv6_pass"] is True
 
 
+def test_plan_id_is_the_hash_of_the_body_whichever_is_asked_first() -> None:
+    first_json, first_id = make_plan(), make_plan()
+    doc = first_json.to_json()  # to_json hashes the body it made (the id is not asked yet)
+    assert doc["plan_id"] == compute_plan_id({k: v for k, v in doc.items() if k != "plan_id"})
+    assert doc["plan_id"] == first_json.plan_id == first_id.plan_id == first_id.to_json()["plan_id"]
+
+
 def test_plan_targets_are_exact(plan: Plan) -> None:
     obs, want = observed(), intended()
     for node in plan.nodes:
