@@ -97,6 +97,6 @@ def plan(
         note(f"Saved the plan to {path}; apply it with `meshctl apply {path} -C {repo}`")
     elif planned.has_changes:
         note("Note: the plan was not saved (use --out PLAN); `meshctl apply` plans again and "
-                       "asks before it changes anything.")
+             "asks before it changes anything.")
     if detailed_exitcode and planned.has_changes:
         raise typer.Exit(2)

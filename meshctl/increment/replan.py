@@ -268,7 +268,7 @@ def _assemble(base: Mapping[str, Any], keys: list[ClassKey], made: Mapping[Class
                 isolation[key] = iso
         by_id = sorted((row[1], row[5]) for row in rows)
         before = _endpoints(rows, node["endpoints_text"])
-        after = patched(before, {ip: entry for ip, entry in _flipped(hit, flips)})
+        after = patched(before, dict(_flipped(hit, flips)))
         config = DatapathConfig(ipv6_pass=node["config"])
         attachments = _attachments(rows, build)
         attachments_text(attachments, node["attachments_text"])

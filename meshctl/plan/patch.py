@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 from meshctl.errors import PlanError
-from meshctl.nodestate import FrozenMap, NodeState
+from meshctl.nodestate import FrozenMap, NodeState, patched
 from meshctl.plan import codec
 from meshctl.plan.change import Change, ChangeKind
 from meshctl.plan.loadbalancer import LbPatch
@@ -108,22 +108,21 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
 
 
 class _Edits(Generic[K, V]):
-    """Edits of a FrozenMap, copied from it on the first edit (else the result is the map itself)."""
+    """Edits of a FrozenMap, kept apart from it: the result patches the map (nodestate.patched),
+    and is the map itself when nothing was edited."""
 
     def __init__(self, base: FrozenMap[K, V]) -> None:
         self.base = base
-        self.copy: dict[K, V] | None = None
+        self.edits: dict[K, V | None] = {}  # None: the key goes
 
     def get(self, key: K) -> V | None:
-        return (self.copy if self.copy is not None else self.base).get(key)
+        return self.edits[key] if key in self.edits else self.base.get(key)
 
     def put(self, key: K, value: V | None) -> None:
-        if self.copy is None:
-            self.copy = dict(self.base.items())
-        _put(self.copy, key, value)
+        self.edits[key] = value
 
     def result(self) -> FrozenMap[K, V]:
-        return self.base if self.copy is None else FrozenMap(self.copy)
+        return patched(self.base, self.edits)
 
 
 class _SetEdits(Generic[K]):
@@ -152,9 +151,3 @@ def _swap(items: set[Any], ch: Change, decode: Callable[[Any, Any], Any], strict
     if ch.after is not None:
         items.add(decode(ch.key, ch.after))
 
-
-def _put(d: dict[Any, Any], key: Any, value: Any) -> None:
-    if value is None:
-        d.pop(key, None)
-    else:
-        d[key] = value

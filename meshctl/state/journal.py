@@ -105,7 +105,10 @@ class Journal:
         try:
             with open(self.path, "rb") as f:
                 size = f.seek(0, os.SEEK_END)
-                if size == 0 or (f.seek(size - 1), f.read(1))[1] == b"\n":
+                if size == 0:
+                    return
+                f.seek(size - 1)
+                if f.read(1) == b"\n":
                     return
         except FileNotFoundError:
             return
