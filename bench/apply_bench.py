@@ -30,12 +30,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=40)
     args = ap.parse_args()
 
+    from meshctl.app.apply import apply_plan
+    from meshctl.app.plan import make_plan
+    from meshctl.app.workspace import open_workspace
     from meshctl.apply.driver import LabDriver
-    from meshctl.apply.run import apply_plan
     from meshctl.lab import cluster
     from meshctl.lab.repo import cluster_of, load_topology
     from meshctl.state import Journal
-    from meshctl.workflow import make_plan, open_workspace
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"

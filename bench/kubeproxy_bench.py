@@ -248,7 +248,7 @@ class MeshctlLb:
         t0 = time.perf_counter()
         target = self._compile(pods)
         t1 = time.perf_counter()
-        with paused_gc():  # as workflow.observe_nodes
+        with paused_gc():  # as LabBackend.observe_many
             observed = lb_maps.decode_state(lb_maps.read_raw(self.dp.pin_dir, self.dp.netdev_interface()))
         t2 = time.perf_counter()
         with paused_gc():  # as plan.build_plan

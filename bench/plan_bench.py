@@ -53,11 +53,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from meshctl.apply.driver import LabDriver
+    from meshctl.backend.lab import LabBackend
     from meshctl.dataplane import maps
     from meshctl.dataplane.node import build_hash, default_object_path
     from meshctl.observe import parse
     from meshctl.plan import build_plan, write_plan
-    from meshctl.workflow import observe_nodes
 
     nodes = tuple(f"node-{i + 1}" for i in range(args.nodes))
     topo = Topology(
@@ -79,7 +79,7 @@ def main() -> None:
             seed = dataclasses.replace(first.nodes[node], attachments=frozenset())  # no veths here
             driver.reconcile(node, driver.observe(node), seed)
         populate = time.perf_counter() - t
-        observe_nodes(CLUSTER, netns, seeded)  # apply's verification observe learns the map cache
+        LabBackend(CLUSTER, netns).observe_many(seeded)  # apply's verification observe learns the map cache
         for memo in (maps._TABLES, maps._RAW_KEYS, maps._RAW_VALUES, parse._LAZY):
             memo.clear()  # type: ignore[attr-defined]
         ids, eps = first.identities, first.endpoint_ids  # a second run keeps the numbers (state)
@@ -88,7 +88,7 @@ def main() -> None:
         t0 = time.perf_counter()
         compiled = compile_spec(spec, ids, eps, build)
         t1 = time.perf_counter()
-        observed = observe_nodes(CLUSTER, netns, nodes)
+        observed = LabBackend(CLUSTER, netns).observe_many(nodes)
         t2 = time.perf_counter()
         # the synthetic pods have no veths in this lab: compare without attachments
         intended = {n: dataclasses.replace(s, attachments=frozenset()) for n, s in compiled.nodes.items()}

@@ -42,8 +42,8 @@ REPEATS = 5  # runs of the incremental plan (the first is the one compared with 
 PHASES = {  # function (file suffix, name) -> phase label, in pipeline order
     ("source/desired.py", "load_desired"): "load repo",
     ("state/store.py", "load_state"): "load state",
-    ("meshctl/workflow.py", "compile_desired"): "compile",
-    ("meshctl/access.py", "observe_many"): "observe",
+    ("state/tables.py", "compile_desired"): "compile",
+    ("backend/lab.py", "observe_many"): "observe",
     ("plan/build.py", "build_plan"): "diff",
     ("plan/planfile.py", "write_plan"): "write plan",
     ("state/store.py", "save_state"): "save state",
@@ -91,9 +91,10 @@ def lab_with_devices(topo: Topology, spec_pods: list[tuple[str, str, IPv4Address
 def seed(root: Path, cluster: str) -> float:
     """Apply the first commit as `meshctl apply` does, minus its verification (probes need pod
     netns): plan, reconcile every node, record the apply in the state. Returns seconds."""
+    from meshctl.app.plan import make_plan
+    from meshctl.app.workspace import open_workspace
     from meshctl.apply.driver import LabDriver
     from meshctl.state import save_state
-    from meshctl.workflow import make_plan, open_workspace
 
     t = time.perf_counter()
     ws = open_workspace(root)

@@ -98,8 +98,8 @@ def connect_latency(netns: str, ip: str, n: int) -> tuple[float, float]:
 
 def converge(reg: object, enabled: bool) -> int:
     from meshctl.compile.encryption import EncryptionNode, EncryptionSettings, encryption_targets
-    from meshctl.encryption.names import interface
-    from meshctl.encryption.reconcile import reconcile_wireguard
+    from meshctl.dataplane.wireguard.names import interface
+    from meshctl.dataplane.wireguard.reconcile import reconcile_wireguard
     from meshctl.observe.wireguard import observe_wireguard
 
     nodes_rec = reg.nodes  # type: ignore[attr-defined]

@@ -141,7 +141,7 @@ def maps_equal(observed: Mapping[Any, Any], intended: Mapping[Any, Any]) -> bool
 
 def map_cookies(entries: Mapping[PolicyKey, PolicyEntry]) -> frozenset[int]:
     """The cookies of a policy map's entries; a map that knows them (the incremental plan's
-    untouched maps, meshctl.increment.stubs) is not read for them."""
+    untouched maps, meshctl.app.increment.stubs) is not read for them."""
     known = getattr(entries, "cookies", None)
     if isinstance(known, frozenset):
         return known

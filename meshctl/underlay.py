@@ -1,8 +1,8 @@
-"""Node underlay addresses: meshctl.toml first (`address` under [[nodes]]), the lab second.
+"""Node underlay addresses: `address` under [[nodes]] in meshctl.toml (the lab fills its own).
 
 Encryption (WireGuard endpoints, nodeEncryption allowed IPs) and the load balancer (NodePort
 frontends, the SNAT source) need each node's underlay address, which compile cannot invent.
-The lab knows its nodes' addresses (its registry); a real cluster's nodes (`[apply] driver =
+The lab knows its nodes' addresses (its backend fills them in); a real cluster's nodes (`[apply] driver =
 "agent"`) name theirs in meshctl.toml, or the Kubernetes inventory fills them from the Node
 objects' InternalIP. A feature that needs an address a node lacks fails with one message
 naming the node and the fix, instead of silently leaving the node out.
@@ -22,23 +22,9 @@ if TYPE_CHECKING:
 
 
 def underlay_addresses(config: MeshConfig) -> dict[str, IPv4Address]:
-    """node -> underlay address, for the nodes that have one (config order).
-
-    The lab registry is read only when some node has no address in the config, so a cluster
-    that names every address never looks for a lab.
-    """
-    out = {n.name: n.address for n in config.nodes if n.address is not None}
-    if len(out) == len(config.nodes):
-        return out
-    from meshctl.lab import registry
-
-    reg = registry.load(config.cluster)
-    records = reg.nodes if reg is not None else {}
-    for n in config.nodes:
-        rec = records.get(n.name)
-        if n.name not in out and rec is not None:
-            out[n.name] = IPv4Address(rec.underlay_ip)
-    return {n.name: out[n.name] for n in config.nodes if n.name in out}
+    """node -> underlay address, for the nodes that have one (config order). The lab's backend
+    fills the addresses of its nodes into the config when a workspace opens (meshctl.backend)."""
+    return {n.name: n.address for n in config.nodes if n.address is not None}
 
 
 class MissingAddressError(ConfigError):

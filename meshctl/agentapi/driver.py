@@ -11,16 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from meshctl.agentapi.client import AgentClient
 from meshctl.agentapi.protocol import AgentApiError, WireCheck, socket_path
 from meshctl.apply.gates import CheckLike, CheckOutcome, MetricCounts, ProbeAttempt
 from meshctl.nodestate import NodeState
-
-if TYPE_CHECKING:
-    from meshctl.apply.engine import CheckRunner, NodeDriver
-    from meshctl.workflow import Workspace
 
 
 class AgentDriver:
@@ -83,16 +78,3 @@ class AgentCheckRunner:
         drops = [d for n in nodes for d in self.driver.client(n).drops_of([attempt])[0]]
         outcome = judge(check, False, attempt.error, drops)
         return CheckOutcome(check, outcome.observed, outcome.detail, outcome.drops, attempt)
-
-
-def select_driver(ws: Workspace, plan_id: str = "") -> tuple[NodeDriver, CheckRunner]:
-    """The driver and check runner `[apply] driver` names: "lab" (this host's kernel) or "agent"."""
-    from meshctl.apply.checks import LabCheckRunner
-    from meshctl.apply.driver import LabDriver
-
-    section: Any = getattr(ws.config, "apply", None)
-    if getattr(section, "driver", "lab") == "agent":
-        driver = AgentDriver(ws.cluster, ws.node_order, getattr(section, "socket_dir", None), plan_id)
-        return driver, AgentCheckRunner(driver, ws.pod_nodes(), ws.pod_ips())
-    runner = LabCheckRunner(ws.cluster, ws.pod_ips(), state_dir=ws.state_dir, pod_nodes=ws.pod_nodes())
-    return LabDriver(ws.cluster, ws.netns), runner

@@ -135,65 +135,10 @@ def bind(path: Path, service: NodeService) -> _Server:
     return server
 
 
-def lab_service(cluster: str, node: str, netns: str | None, journal_dir: Path,
-                store: Path | None = None) -> NodeService:
-    """The service over this host: the lab driver (kernel), pods and checks from the lab registry.
-
-    The node sees only itself: its checks' drops come from its own flow `store` (else its
-    counters), and the drops of connections other agents made are looked up in that store.
-    """
-    from meshctl.apply.checks import LabCheckRunner
-    from meshctl.apply.driver import LabDriver
-    from meshctl.apply.gates import ProbeAttempt, WitnessedDrop
-    from meshctl.apply.witness import lab_witness
-    from meshctl.lab import registry
-
-    witness = lab_witness(cluster, None, visible={node}, own_store=store)
-
-    def pods() -> dict[str, Any]:
-        reg = registry.load(cluster)
-        return {k: p for k, p in reg.pods.items() if p.node == node} if reg else {}
-
-    def runner() -> Any:
-        reg = registry.load(cluster)
-        ips = {k: p.address for k, p in reg.pods.items()} if reg else {}
-        nodes = {k: p.node for k, p in reg.pods.items()} if reg else {}
-        return LabCheckRunner(cluster, ips, pod_nodes=nodes, witness=witness)
-
-    def drops(attempt: ProbeAttempt) -> list[WitnessedDrop]:
-        return witness.drops([node], attempt, {})
-
-    def window(since_ns: int, until_ns: int, counted: int) -> list[list[Any]]:
-        from meshctl.apply.flowdrops import window_drops, wire_rows
-
-        assert store is not None
-        return wire_rows(window_drops(store, node, since_ns, until_ns, counted))
-
-    def conntrack() -> tuple[Any, ...]:
-        from meshctl.observe.conntrack import observe_connections
-
-        return observe_connections(cluster, node, netns)
-
-    driver = LabDriver(cluster, {node: netns})  # type: ignore[dict-item]  # None = the host netns
-    return NodeService(node, driver, journal_dir, pods, runner, flow_drops=drops if store else None,
-                       conntrack=conntrack, window_drops=window if store else None)
-
-
-def serve(
-    cluster: str,
-    node: str,
-    netns: str | None,
-    socket_path: Path,
-    stop_event: threading.Event,
-    *,
-    journal_dir: Path | None = None,
-    ready: threading.Event | None = None,
-    service: NodeService | None = None,
-    store: Path | None = None,
-) -> None:
+def serve(service: NodeService, socket_path: Path, stop_event: threading.Event, *,
+          ready: threading.Event | None = None) -> None:
     """Serve the node's API until `stop_event` is set; removes the socket on the way out."""
-    journal_dir = journal_dir or socket_path.parent / f"journal-{cluster}-{node}"
-    service = service or lab_service(cluster, node, netns, journal_dir, store)
+    node = service.node
     server = bind(socket_path, service)
     ino = socket_path.stat().st_ino
     waiter = threading.Thread(target=lambda: (stop_event.wait(), server.shutdown()), daemon=True,

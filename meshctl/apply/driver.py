@@ -1,7 +1,7 @@
 """NodeDriver over the lab: observe, reconcile and drop counters of nodes that are netns here.
 
 The only module of meshctl.apply that touches the binding (meshctl.dataplane, meshctl.observe);
-imported lazily by the workflow so unit tests and `--help` never load libbpf or pyroute2.
+imported lazily by the backend so unit tests and `--help` never load libbpf or pyroute2.
 """
 
 from __future__ import annotations

@@ -129,11 +129,3 @@ def wire_rows(flows: list[Flow]) -> list[list[Any]]:
     counts = Counter((f.src_ip, f.dst_ip, f.src_pod, f.dst_pod, f.dst_port, f.protocol, f.reason)
                      for f in flows if f.verdict == VERDICT_DROPPED)
     return [[*k, n] for k, n in sorted(counts.items())]
-
-
-def lab_drop_source(cluster: str, state_dir: Path, pod_ips: Mapping[str, object]) -> StoreDropSource:
-    """The flow source of a lab cluster: its agents are the ones `meshctl lab up` started."""
-    from meshctl.lab import agents
-
-    return StoreDropSource(state_dir, lambda: agents.running(cluster),
-                           {str(ip): pod for pod, ip in pod_ips.items()})

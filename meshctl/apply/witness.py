@@ -104,21 +104,3 @@ class LabWitness:
         finally:
             for store in stores.values():
                 store.close()
-
-
-def lab_witness(cluster: str, state_dir: Path | None, visible: Collection[str] | None = None,
-                own_store: Path | None = None) -> LabWitness:
-    """The lab's witness: stores of the running lab agents (or `own_store` for the one visible node)."""
-    from meshctl.apply.driver import read_drop_counts
-    from meshctl.flows.store import store_path
-    from meshctl.lab import agents
-
-    def store_of(node: str) -> Path | None:
-        if own_store is not None:
-            return own_store if own_store.exists() else None
-        if state_dir is None or node not in agents.running(cluster):
-            return None
-        path = store_path(state_dir, node)
-        return path if path.exists() else None
-
-    return LabWitness(store_of, lambda node: read_drop_counts(cluster, node), visible)

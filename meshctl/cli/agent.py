@@ -55,14 +55,24 @@ def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = Clust
             metrics_port=info.metrics_port(node) if metrics_port is None else metrics_port,
             state_dir=info.state_dir,
         )
-        runner = Agent(settings, lambda prev: try_load_context(info, node, prev), lambda: change_token(info))
+        from meshctl.lab.registry import pod_ips, registry_path  # a lab node: pod IPs from the lab
+
+        name = info.cluster
+        runner = Agent(settings, lambda prev: try_load_context(info, node, prev, lambda: pod_ips(name)),
+                       lambda: change_token(info, [registry_path(name)]))
         journal_dir = info.state_dir / "agents" / node
     runner.install_signal_handlers()
     api_thread = None
     if api:
+        from meshctl.agentapi.protocol import socket_path
         from meshctl.agentapi.run import start_api
+        from meshctl.lab.agentservice import lab_service, node_netns
 
-        api_thread = start_api(runner.s.cluster, node, api_socket, runner.stop, journal_dir, runner.s.store)
+        sock = api_socket or socket_path(runner.s.cluster, node)
+        journal_dir = journal_dir or sock.parent / f"journal-{runner.s.cluster}-{node}"
+        service = lab_service(runner.s.cluster, node, node_netns(runner.s.cluster, node), journal_dir,
+                              runner.s.store)
+        api_thread = start_api(runner.s.cluster, service, sock, runner.stop)
     runner.run()
     if api_thread is not None:
         runner.stop.set()

@@ -57,11 +57,12 @@ def apply(
 
 def _apply(plan_file: Path | None, auto_approve: bool, rollback: RollbackScope | None, repo: Path,
            output: Output, force_enforce: bool = False) -> None:
-    from meshctl.apply.run import apply_plan
+    from meshctl.app.apply import apply_plan
+    from meshctl.app.plan import make_plan
+    from meshctl.app.workspace import ensure_not_interrupted, open_workspace
     from meshctl.cli.progress import apply_progress
     from meshctl.plan import read_plan
     from meshctl.state import StateLock
-    from meshctl.workflow import ensure_not_interrupted, make_plan, open_workspace
 
     scope = rollback.value if rollback else None
     ws = open_workspace(repo)

@@ -27,10 +27,10 @@ OutOpt = typer.Option(TextOrJson.text, "-o", "--output", help="text or json.")
 def test(repo: Path = RepoOpt, check: list[str] = CheckOpt, generated: bool = GenOpt, flows: bool = FlowsOpt,
          timeout: float = TimeoutOpt, output: TextOrJson = OutOpt) -> None:
     """Run each check; exit 0 when all pass, 1 otherwise."""
+    from meshctl.app.connectivity import run_checks
+    from meshctl.app.connectivity_report import summary_table, to_json
     from meshctl.errors import MeshctlError
-    from meshctl.flows.connectivity import run_checks
     from meshctl.flows.render import compact
-    from meshctl.flows.report import summary_table, to_json
 
     if timeout <= 0:
         raise MeshctlError(f"--timeout {timeout}: must be more than 0 seconds")

@@ -30,9 +30,9 @@ def drift(
 
 
 def _drift(repo: Path, detailed_exitcode: bool, heal: bool, output: Output) -> None:
-    from meshctl.apply import drift as drift_mod
-    from meshctl.apply.run import apply_plan
-    from meshctl.workflow import open_workspace
+    from meshctl.app import drift as drift_mod
+    from meshctl.app.apply import apply_plan
+    from meshctl.app.workspace import open_workspace
 
     ws = open_workspace(repo)
     report = drift_mod.detect_drift(ws)

@@ -1,6 +1,6 @@
 """`meshctl encryption status|rollout|rotate`: transparent encryption (WireGuard) between nodes.
 
-Nodes are read through the workspace's access (meshctl.access): the lab, or each node's agent
+Nodes are read through the workspace's backend (meshctl.backend): the lab, or each node's agent
 with `[apply] driver = "agent"`; the WireGuard reconcile itself always runs on the node.
 """
 
@@ -21,13 +21,13 @@ app.add_typer(sub, name="encryption")
 @sub.command("status")
 def status(repo: RepoOpt = Path(".")) -> None:
     """Each node's WireGuard device, public key and peers (routed = traffic goes through it)."""
-    from meshctl.workflow import open_workspace
+    from meshctl.app.workspace import open_workspace
 
     ws = open_workspace(repo)
     cfg = ws.config.encryption
     print(f"encryption: {'enabled' if cfg.enabled else 'disabled'} ({cfg.type}, port {cfg.listen_port}, "
           f"strictMode {str(cfg.strict_mode).lower()}, nodeEncryption {str(cfg.node_encryption).lower()})")
-    for node, state in ws.nodes_access.observe_many(ws.node_order).items():
+    for node, state in ws.backend.observe_many(ws.node_order).items():
         w = state.encryption
         if not w.interface:
             print(f"  {node}: no WireGuard device")
@@ -46,9 +46,9 @@ def rollout(
     max_steps: Annotated[int, typer.Option("--max-steps", help="Give up after this many steps.")] = 6,
 ) -> None:
     """Plan + apply the safe WireGuard steps (enable, disable, rotate) until nothing is left."""
+    from meshctl.app.rollout import rollout as run
+    from meshctl.app.workspace import open_workspace
     from meshctl.cli.apply import progress_printer
-    from meshctl.encryption.rollout import rollout as run
-    from meshctl.workflow import open_workspace
 
     ws = open_workspace(repo)
     steps = run(ws, on_event=progress_printer(), max_steps=max_steps)  # type: ignore[arg-type]
@@ -64,13 +64,13 @@ def rotate(
     repo: RepoOpt = Path("."),
 ) -> None:
     """Request a key rotation of NODE; `meshctl encryption rollout` (or apply, repeated) does it."""
-    from meshctl.encryption import rotation
+    from meshctl.app.workspace import open_workspace, select_nodes
+    from meshctl.dataplane.wireguard import rotation
     from meshctl.errors import MeshctlError
-    from meshctl.workflow import open_workspace, select_nodes
 
     ws = open_workspace(repo)
     select_nodes(ws, [node])
-    live = ws.nodes_access.observe(node).encryption
+    live = ws.backend.observe(node).encryption
     if not live.interface or not live.public_key:
         raise MeshctlError(f"node {node} has no WireGuard key to rotate (is encryption enabled and applied?)")
     rotation.request(ws.state_dir, node, live.public_key)

@@ -79,9 +79,10 @@ def plan(
                        "since the last full plan that found nothing to do.")] = False,
 ) -> None:
     """Compare the desired state with every node's live datapath; save the plan with --out."""
-    from meshctl.increment import incremental_plan
+    from meshctl.app.increment import incremental_plan
+    from meshctl.app.plan import make_plan
+    from meshctl.app.workspace import open_workspace
     from meshctl.plan import write_plan
-    from meshctl.workflow import make_plan, open_workspace
 
     with lock_wait(lock_timeout):
         fast = None if full or ref is not None or node else incremental_plan(repo)

@@ -38,7 +38,7 @@ def load_for_trace(repo: Path | None, ref: str | None, directory: Path | None):
         desired = _load_plain(directory)
         return compile_cluster(with_trace_ips(desired), IdentityTable(), EndpointTable(), "trace")
     root = directory or repo or Path(".")
-    from meshctl.lab.registry import pod_ips
+    from meshctl.backend.lab import lab_pod_ips as pod_ips
 
     desired = load_desired(root, ref if directory is None else None)
     desired = with_trace_ips(desired, pod_ips(desired.config.cluster))

@@ -14,8 +14,8 @@ from meshctl.cli.plan import RepoOpt
 def recover(repo: RepoOpt = Path("."), lock_timeout: LockTimeoutOpt = "0s") -> None:
     """Finish an apply that was killed: revert half-applied nodes to their journalled before-state.
     While the apply still runs (its process holds the lock), recover says so and does nothing."""
-    from meshctl.apply.recover import recover as run_recover
-    from meshctl.workflow import open_workspace
+    from meshctl.app.recover import recover as run_recover
+    from meshctl.app.workspace import open_workspace
 
     with lock_wait(lock_timeout):
         ws = open_workspace(repo)

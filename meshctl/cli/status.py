@@ -35,7 +35,7 @@ def status(repo: Path = RepoOpt, output: TextOrJson = OutOpt) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from meshctl.flows.status import cluster_status
+    from meshctl.app.status import cluster_status
 
     st = cluster_status(repo)
     if output is TextOrJson.json:

@@ -38,7 +38,7 @@ class EncryptionNode:
     name: str
     pod_cidr: IPv4Network
     underlay_ip: IPv4Address
-    interface: str  # meshctl.encryption.names.interface(cluster, name)
+    interface: str  # meshctl.dataplane.wireguard.names.interface(cluster, name)
 
 
 @dataclass(frozen=True)

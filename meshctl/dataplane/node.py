@@ -64,6 +64,11 @@ def build_hash(path: str | Path) -> str:
                              "build it with `make -C bpf` or set MESHCTL_BPF_OBJECT") from None
 
 
+def current_build() -> str:
+    """The build id of the object this host would load (plan compares it with the nodes')."""
+    return build_hash(default_object_path())
+
+
 def node_pin_dir(cluster: str, node: str) -> Path:
     for what, name in (("cluster", cluster), ("node", node)):
         if not name or "." in name or "/" in name:

@@ -39,7 +39,7 @@ from meshctl.dataplane.maps import (
 from meshctl.dataplane.netns import host_routes
 from meshctl.dataplane.node import NodeDatapath
 from meshctl.dataplane.policy_rev import bump_revision
-from meshctl.encryption.reconcile import reconcile_wireguard
+from meshctl.dataplane.wireguard.reconcile import reconcile_wireguard
 from meshctl.errors import DataplaneError
 from meshctl.nodestate import ForeignEntry, NodeState
 

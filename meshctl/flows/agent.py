@@ -153,7 +153,7 @@ class Agent:
         from meshctl.state.operations import read
 
         try:
-            from meshctl.workflow import current_build
+            from meshctl.dataplane.node import current_build
 
             build = current_build()[:12]
         except (MeshctlError, OSError):

@@ -2,16 +2,18 @@
 rules behind cookies from the applied revision (recorded in the state by apply).
 
 The agent cannot compile per event: it builds an EnrichContext at start and again when the
-state file or the lab registry changes (an apply bumps the serial and rewrites state.json).
-It uses the same wiring as `meshctl plan` (meshctl.workflow) so identities and endpoint ids
-are the numbers apply wrote into the kernel.
+state file or its inventory changes (an apply bumps the serial and rewrites state.json). It
+compiles with the state's tables as `meshctl plan` does (meshctl.state.tables), so identities
+and endpoint ids are the numbers apply wrote into the kernel. Pod IPs come from whoever runs the
+agent (the lab's registry on the lab).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +60,11 @@ def repo_info(root: Path) -> RepoInfo:
                     obs.flow_retention, obs.flow_max_rows, obs.metrics_address, obs.metrics_base_port)
 
 
-def change_token(info: RepoInfo) -> tuple[int, ...]:
-    """Changes when an apply rewrote the state or the lab was rebuilt: time to reload."""
-    from meshctl.lab.registry import registry_path
-
+def change_token(info: RepoInfo, watched: Sequence[Path] = ()) -> tuple[int, ...]:
+    """Changes when an apply rewrote the state, a `watched` file (the lab's registry) changed or
+    the repo was edited: time to reload."""
     out = []
-    for p in (info.state_dir / "state.json", registry_path(info.cluster)):
+    for p in (info.state_dir / "state.json", *watched):
         try:
             out.append(p.stat().st_mtime_ns)
         except OSError:
@@ -89,25 +90,24 @@ def _repo_files(root: Path, skip: set[Path]) -> list[Path]:
     return out
 
 
-def load_context(info: RepoInfo, node: str) -> EnrichContext:
-    """Compile the repo with the state's tables; pod IPs from the lab registry when it is up."""
-    from meshctl import workflow
-    from meshctl.lab import registry
+def load_context(info: RepoInfo, node: str,
+                 pod_ips: Mapping[str, IPv4Address] | None = None) -> EnrichContext:
+    """Compile the repo with the state's tables; `pod_ips` fill the pods without status.podIP."""
+    from meshctl.dataplane.node import current_build
     from meshctl.source import load_desired
     from meshctl.state import load_state
+    from meshctl.state.tables import compile_desired
 
     desired = load_desired(info.root)
-    ips = registry.pod_ips(info.cluster)
-    if ips:
-        desired = desired.with_pod_ips(ips)
-    ws = workflow.Workspace(info.root, desired, {})
+    if pod_ips:
+        desired = desired.with_pod_ips(pod_ips)
     state = load_state(info.state_dir)
     try:
-        build = workflow.current_build()
+        build = current_build()
     except MeshctlError:
         build = ""
-    compiled = workflow.compile_desired(ws, state, build)
-    pod_by_ip = {str(ip): key for key, ip in ws.pod_ips().items()}
+    compiled = compile_desired(desired, state, build)
+    pod_by_ip = {str(p.pod_ip): p.key for p in desired.pods if p.pod_ip is not None}
     catalog = applied_catalog(compiled.catalog, state.rules)
     return EnrichContext(node=node, catalog=catalog, pod_by_ip=pod_by_ip)
 
@@ -124,10 +124,11 @@ def applied_catalog(compiled: Catalog, rules: Mapping[str, Any]) -> Catalog:
     return replace(compiled, cookies=FrozenMap({int(c): rule_from(o) for c, o in rules.items()}))
 
 
-def try_load_context(info: RepoInfo, node: str, previous: EnrichContext | None) -> EnrichContext:
+def try_load_context(info: RepoInfo, node: str, previous: EnrichContext | None,
+                     pod_ips: Callable[[], Mapping[str, IPv4Address]] = dict) -> EnrichContext:
     """Like load_context, but a broken repo keeps the previous names (logged), never stops the agent."""
     try:
-        return load_context(info, node)
+        return load_context(info, node, pod_ips())
     except MeshctlError as err:
         log.warning("agent %s: cannot build the catalog (%s); flows keep %s names", node, err,
                     "the previous" if previous else "no")

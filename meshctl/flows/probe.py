@@ -1,7 +1,7 @@
 """Connections for `connectivity test` that know their own source port.
 
-Same success rules as meshctl.lab.probe (TCP: connected and the server's line arrived; UDP:
-the echo came back), but the socket is bound before it connects, so the check can find ITS
+Same success rules as the lab's probes (meshctl.lab.probe; TCP: connected and the server's
+line arrived; UDP: the echo came back), but the socket is bound before it connects, so the check can find ITS
 flow in the store by source port (checks run in parallel, often between the same pods).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from meshctl.lab.netns import entered
+from meshctl.dataplane.netns import in_netns
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ def _describe(err: OSError) -> str:
 def attempt(netns: str, dst_ip: str, port: int, protocol: str, timeout: float) -> Attempt:
     """One connection from inside `netns`; never raises for a failed connection."""
     udp = protocol.upper() == "UDP"
-    with entered(netns):
+    with in_netns(netns):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     try:
         sock.bind(("0.0.0.0", 0))

@@ -13,7 +13,7 @@ import dataclasses
 from ipaddress import IPv4Address
 from typing import Any
 
-from meshctl.lab.registry import pod_ips
+from meshctl.backend.lab import lab_pod_ips as pod_ips
 
 SYNTHETIC_FIRST_HOST = 10  # skip the low addresses the lab gives gateways
 

@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
-from meshctl.encryption.teardown import remove_cluster as remove_wireguard
+from meshctl.dataplane.wireguard.teardown import remove_cluster as remove_wireguard
 from meshctl.errors import LabError
 from meshctl.lab import datapath, names, network, registry, servers
 from meshctl.lab.netns import exists, list_netns

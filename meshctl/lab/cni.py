@@ -45,12 +45,12 @@ def program_nodes(root: Path, cluster: str, fresh: Iterable[str],
     no policy is in force there (no apply reached it) and its state is intact (every pod it had
     still has its endpoint). Identities and endpoint ids come from (and new ones go to) the
     state of `root`, so apply later uses the same numbers."""
-    from meshctl.dataplane.node import NodeDatapath
+    from meshctl.dataplane.node import NodeDatapath, current_build
     from meshctl.dataplane.reconcile import reconcile
     from meshctl.observe import observe_node
     from meshctl.source import load_desired
     from meshctl.state import StateLock, load_state
-    from meshctl.workflow import Workspace, compile_desired, persist_tables
+    from meshctl.state.tables import compile_desired, persist_tables
 
     fresh, created = set(fresh), set(created)
     if not fresh and not created:
@@ -62,11 +62,11 @@ def program_nodes(root: Path, cluster: str, fresh: Iterable[str],
     desired = desired.with_pod_ips({k: p.address for k, p in reg.pods.items()})
     desired = dataclasses.replace(desired, policies=())  # the policy in force on a new node
     netns = {name: rec.netns for name, rec in reg.nodes.items()}
-    ws = Workspace(root, desired, netns)
-    with StateLock(ws.state_dir, "lab up"):
-        state = load_state(ws.state_dir)
-        compiled = compile_desired(ws, state)
-        persist_tables(ws.state_dir, state, compiled)
+    state_dir = desired.config.state_dir
+    with StateLock(state_dir, "lab up"):
+        state = load_state(state_dir)
+        compiled = compile_desired(desired, state, current_build())
+        persist_tables(state_dir, state, compiled)
     out = {}
     for node in sorted(reg.nodes):
         if node not in fresh and (not created or node in state.nodes):

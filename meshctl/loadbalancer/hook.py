@@ -1,7 +1,7 @@
-"""Glue between the workflow and the load balancer (one line in make_plan, like encryption).
+"""The load balancer in the plan (one line in make_plan, like encryption).
 
-Compile is pure and knows no node addresses: meshctl.toml (`address` under [[nodes]]) or the
-lab's registry does (meshctl.underlay). NodePort frontends and the SNAT source are the node's
+Compile is pure and knows no node addresses: meshctl.toml (`address` under [[nodes]]) does, or
+the lab's backend fills them in (meshctl.underlay). NodePort frontends and the SNAT source are the node's
 underlay address; a node with none is an error once kubeProxyReplacement is on. The underlay
 device is "eth0" (the lab's; a real node's underlay device is assumed to be eth0 as well).
 """

@@ -33,7 +33,7 @@ def observe_node(cluster: str, node: str, netns: str | None) -> NodeState:
 
 @dataclass(frozen=True)
 class EndpointMaps:
-    """What an incremental plan reads of a node (meshctl.increment): the entries of some endpoints
+    """What an incremental plan reads of a node (meshctl.app.increment): the entries of some endpoints
     in the endpoints map and their policy maps (an endpoint absent there has none)."""
 
     endpoints: dict[IPv4Address, EndpointEntry]

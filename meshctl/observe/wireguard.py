@@ -7,9 +7,8 @@ the UAPI socket and one `ip rule` call.
 
 from __future__ import annotations
 
-from meshctl.encryption import device, routing, strict
-from meshctl.encryption.names import interface
-from meshctl.errors import MeshctlError
+from meshctl.dataplane.wireguard import device, routing, strict
+from meshctl.dataplane.wireguard.names import interface
 from meshctl.nodestate import NO_ENCRYPTION, FrozenMap, WireguardPeer, WireguardState
 
 
@@ -24,14 +23,12 @@ def observe_wireguard(cluster: str, node: str, netns: str | None) -> WireguardSt
     if dump is None:
         return WireguardState(sources=sources, strict=dropped)
     routed = routing.tunnel_routes(netns, ifname)
-    names = _node_names(cluster)
     peers = {
         p.public_key: WireguardPeer(
             endpoint=p.endpoint,
             allowed_ips=p.allowed_ips,
             keepalive=p.keepalive,
             routed=bool(p.allowed_ips) and all(a in routed for a in p.allowed_ips),
-            name=names.get(p.endpoint.rsplit(":", 1)[0], ""),
         )
         for p in dump.peers
     }
@@ -44,14 +41,3 @@ def observe_wireguard(cluster: str, node: str, netns: str | None) -> WireguardSt
         sources=sources,
         strict=dropped,
     )
-
-
-def _node_names(cluster: str) -> dict[str, str]:
-    """Underlay address -> node name from the lab registry (names are for people only)."""
-    from meshctl.lab import registry
-
-    try:
-        reg = registry.load(cluster)
-    except MeshctlError:
-        return {}
-    return {rec.underlay_ip: name for name, rec in reg.nodes.items()} if reg is not None else {}

@@ -68,6 +68,18 @@ class DesiredState:
         )
         return dataclasses.replace(self, pods=pods)
 
+    def with_node_addresses(self, mapping: Mapping[str, IPv4Address]) -> DesiredState:
+        """Fill the underlay address of the config's nodes that name none (the lab knows its own)."""
+        nodes = [
+            n.model_copy(update={"address": IPv4Address(mapping[n.name])})
+            if n.address is None and n.name in mapping
+            else n
+            for n in self.config.nodes
+        ]
+        if all(a is b for a, b in zip(nodes, self.config.nodes, strict=True)):
+            return self
+        return dataclasses.replace(self, config=self.config.model_copy(update={"nodes": nodes}))
+
 
 def load_desired(root: Path, ref: str | None = None) -> DesiredState:
     """Load the desired state at `root` (a directory, or with `ref` a git revision of it)."""

@@ -118,10 +118,10 @@ def flow_agents(root: Path, cluster: str, nodes: tuple[str, ...]) -> Iterator[No
 
 
 def observe_all(repo: Path) -> dict[str, NodeState]:
-    from meshctl.workflow import observe_nodes, open_workspace
+    from meshctl.app.workspace import open_workspace
 
     ws = open_workspace(repo)
-    return observe_nodes(ws.cluster, ws.netns, ws.node_order)
+    return ws.backend.observe_many(ws.node_order)
 
 
 def connect(cluster: str, src: str, dst: str, port: int) -> bool:

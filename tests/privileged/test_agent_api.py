@@ -41,7 +41,7 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    from meshctl.workflow import observe_nodes, open_workspace
+    from meshctl.app.workspace import open_workspace
 
     repo = three_tier_copy(tmp_path_factory.mktemp("agentapi") / "repo", CLUSTER)
     sockets = Path(tempfile.mkdtemp(prefix="mc-go2-", dir="/tmp"))  # short: sun_path is 108 bytes
@@ -49,7 +49,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         with lab_of(repo):
             ws = open_workspace(repo)
-            initial = observe_nodes(CLUSTER, ws.netns, NODES)
+            initial = ws.backend.observe_many(NODES)
             for node in NODES:
                 procs.append(start_agent(repo, CLUSTER, node, sockets))
             yield Lab(repo, sockets, dict(ws.netns), initial)
@@ -64,7 +64,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 def plan_targets(repo: Path) -> tuple[str, dict[str, NodeState]]:
-    from meshctl.workflow import make_plan, open_workspace
+    from meshctl.app.plan import make_plan
+    from meshctl.app.workspace import open_workspace
 
     plan = make_plan(open_workspace(repo)).plan
     return plan.plan_id, {n.node: n.intended for n in plan.nodes}

@@ -75,16 +75,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def test_workspace_comes_from_the_inventory_not_the_lab(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from meshctl.app.workspace import open_workspace
     from meshctl.errors import LabError
-    from meshctl.workflow import open_workspace
 
     monkeypatch.setenv("MESHCTL_LAB_DIR", cluster.no_lab["MESHCTL_LAB_DIR"])
     ws = open_workspace(cluster.repo)
-    assert ws.netns == {} and ws.nodes_access.kind == "agent"
-    assert ws.nodes_access.nodes == frozenset(NODES)
+    assert ws.netns == {} and ws.backend.kind == "agent"
+    assert ws.backend.nodes == frozenset(NODES)
     assert ws.pod_ips() == cluster.pod_ips
     # the same live state through the agents as through the kernel (the lab sees the same maps)
-    observed = ws.nodes_access.observe_many(NODES)
+    observed = ws.backend.observe_many(NODES)
     assert {n: s.node for n, s in observed.items()} == {n: n for n in NODES}
     assert observed["node-2"] == cluster.client("node-2").observe()
     # the lab driver (the default) still needs the lab, and says so

@@ -132,22 +132,18 @@ class BreakingDriver(LabDriver):
 def apply_in_process(repo: Path, monkeypatch: pytest.MonkeyPatch,
                      hook: Hook | None) -> tuple[object, list[str]]:
     """Plan and apply the repo here, with node-1's apply broken by `hook`; (outcome, event lines)."""
-    from meshctl.agentapi import driver as select
-    from meshctl.apply.checks import LabCheckRunner
-    from meshctl.apply.run import apply_plan
-    from meshctl.workflow import make_plan, open_workspace
+    from meshctl.app.apply import apply_plan
+    from meshctl.app.plan import make_plan
+    from meshctl.app.workspace import open_workspace
 
     ws = open_workspace(repo)
 
-    def breaking(ws: object, plan_id: str = "") -> tuple[object, object]:
-        w = ws  # type: ignore[assignment]
-        driver = (BreakingDriver(w.cluster, w.netns, "node-1", hook) if hook  # type: ignore[attr-defined]
-                  else LabDriver(w.cluster, w.netns))  # type: ignore[attr-defined]
-        runner = LabCheckRunner(w.cluster, w.pod_ips(), state_dir=w.state_dir,  # type: ignore[attr-defined]
-                                pod_nodes=w.pod_nodes())  # type: ignore[attr-defined]
-        return driver, runner
+    def breaking(plan_id: str = "") -> LabDriver:
+        if hook is None:
+            return LabDriver(ws.cluster, ws.netns)
+        return BreakingDriver(ws.cluster, ws.netns, "node-1", hook)
 
-    monkeypatch.setattr(select, "select_driver", breaking)
+    monkeypatch.setattr(ws.backend, "driver", breaking)
     plan = make_plan(ws).plan
     assert plan.has_changes
     events: list[str] = []

@@ -15,7 +15,7 @@ from apply_helpers import MESHCTL, lab_of, meshctl, three_tier_copy
 from lab_helpers import unique
 from wg_helpers import connection_loop, private_keys, underlay_capture
 
-from meshctl.encryption import names
+from meshctl.dataplane.wireguard import names
 from meshctl.lab import registry
 from meshctl.lab.probe import udp_exchange_in
 

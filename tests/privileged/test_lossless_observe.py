@@ -50,8 +50,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeDatapath
     with cli_lab(repo):
         applied = meshctl(repo, "apply", "--auto-approve", timeout=300)
         assert applied.returncode == 0, applied.stdout + applied.stderr
+        from meshctl.app.workspace import open_workspace
         from meshctl.state import load_state
-        from meshctl.workflow import open_workspace
 
         ws = open_workspace(repo)
         intended = load_state(ws.state_dir).nodes[NODE].intended

@@ -48,7 +48,8 @@ def toggle_dns_tcp(repo: Path) -> None:
 
 def save_plan(repo: Path) -> tuple[Path, dict[str, NodeState]]:
     """A plan for the toggled repo, and each node's exact target."""
-    from meshctl.workflow import make_plan, open_workspace, save_plan
+    from meshctl.app.plan import make_plan, save_plan
+    from meshctl.app.workspace import open_workspace
 
     # A recovered round may have kept either side, so the first toggle can match what the nodes
     # already hold: then the second one is the change.
@@ -64,9 +65,9 @@ def save_plan(repo: Path) -> tuple[Path, dict[str, NodeState]]:
 
 def recover_and_check(repo: Path, before: dict[str, NodeState], after: dict[str, NodeState]) -> list[str]:
     """Run recover in-process; every node must be wholly before or wholly after. Returns sides."""
-    from meshctl.apply.recover import recover
+    from meshctl.app.recover import recover
+    from meshctl.app.workspace import ensure_not_interrupted, open_workspace
     from meshctl.errors import StateError
-    from meshctl.workflow import ensure_not_interrupted, open_workspace
 
     ws = open_workspace(repo)
     journal = repo / "state" / "journal.jsonl"

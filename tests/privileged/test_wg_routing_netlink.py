@@ -15,8 +15,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from meshctl.encryption import routing
-from meshctl.encryption.names import RULE_PREF, TABLE
+from meshctl.dataplane.wireguard import routing
+from meshctl.dataplane.wireguard.names import RULE_PREF, TABLE
 from meshctl.errors import DataplaneError
 
 pytestmark = pytest.mark.privileged

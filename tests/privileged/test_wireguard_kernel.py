@@ -14,9 +14,10 @@ import pytest
 from lab_helpers import lab, unique
 from wg_helpers import connection_loop, underlay_capture
 
+from meshctl.backend.lab import find_lab
 from meshctl.compile.encryption import EncryptionNode, EncryptionSettings, encryption_targets
-from meshctl.encryption import device, names
-from meshctl.encryption.reconcile import reconcile_wireguard
+from meshctl.dataplane.wireguard import device, names
+from meshctl.dataplane.wireguard.reconcile import reconcile_wireguard
 from meshctl.lab import registry
 from meshctl.lab.probe import udp_exchange_in
 from meshctl.lab.topology import LabNode, LabPod, Topology, validate
@@ -60,8 +61,10 @@ def _nodes(reg: registry.Registry, active: tuple[str, ...]) -> list[EncryptionNo
 
 
 def _observe(reg: registry.Registry, active: tuple[str, ...] = ACTIVE) -> dict[str, WireguardState]:
-    return {n.name: observe_wireguard(reg.cluster, n.name, n.netns) for n in reg.nodes.values()
-            if n.name in active}
+    """The lab backend's view: WireGuard peers named after the lab node at their endpoint."""
+    lab = find_lab(reg.cluster)
+    assert lab is not None
+    return lab.wireguard([n for n in reg.nodes if n in active])
 
 
 def _converge(reg: registry.Registry, settings: EncryptionSettings, active: tuple[str, ...] = ACTIVE) -> int:

@@ -96,7 +96,7 @@ def connection_loop(netns: str, dst_ip: str, port: int) -> Iterator[ConnectionLo
 
 def private_keys(cluster: str, nodes: list[str]) -> dict[str, str]:
     """Every node's private key, read ONLY by tests that prove it leaks nowhere."""
-    from meshctl.encryption.names import key_dir
+    from meshctl.dataplane.wireguard.names import key_dir
 
     out = {}
     for n in nodes:

@@ -1,6 +1,7 @@
-"""open_workspace with `[apply] driver = "agent"`: nodes from meshctl.toml, pod IPs from the
-inventory (the repo's status.podIP, or a Kubernetes API server), no lab needed; the lab driver
-(the default) still needs its lab. No kernel: nothing here observes a node."""
+"""open_workspace chooses the backend once: with `[apply] driver = "agent"` nodes from
+meshctl.toml, pod IPs from the inventory (the repo's status.podIP, or a Kubernetes API server),
+no lab needed; the lab driver (the default) still needs its lab. No kernel: nothing here
+observes a node."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "kubernetes"))
 from kube_api_server import KubeApiServer
 
-from meshctl.access import AgentAccess, LabAccess
+from meshctl.app.workspace import open_workspace
+from meshctl.backend.agents import AgentBackend
 from meshctl.errors import LabError
-from meshctl.workflow import Workspace, open_workspace
 
 CONFIG = """[cluster]
 name = "t-ag2-unit"
@@ -55,11 +56,11 @@ def _repo(tmp_path: Path, toml: str, pods: list[str]) -> Path:
 
 def test_agent_driver_takes_pod_ips_from_the_repo(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     repo = _repo(tmp_path, CONFIG + AGENT, [_pod("web", "node-a", "10.1.0.7"), _pod("db", "node-b", None)])
-    with caplog.at_level(logging.WARNING, logger="meshctl.access"):
+    with caplog.at_level(logging.WARNING, logger="meshctl.backend.agents"):
         ws = open_workspace(repo)
     assert ws.netns == {}
-    access = ws.nodes_access
-    assert isinstance(access, AgentAccess)
+    access = ws.backend
+    assert isinstance(access, AgentBackend)
     assert access.nodes == frozenset({"node-a", "node-b"})
     assert access.socket("node-b") == Path("/tmp/mc-ag2-unit/agent-t-ag2-unit-node-b.sock")
     assert ws.pod_ips() == {"prod/web": IPv4Address("10.1.0.7")}
@@ -76,15 +77,6 @@ def test_inventory_source_lab_without_a_lab_is_one_clear_error(tmp_path: Path) -
     repo = _repo(tmp_path, CONFIG + AGENT + '[inventory]\nsource = "lab"\n', [])
     with pytest.raises(LabError, match='source = "lab" but no lab named'):
         open_workspace(repo)
-
-
-def test_a_workspace_built_by_hand_reaches_its_lab() -> None:
-    from meshctl.source.config import parse_config
-
-    desired: Any = type("D", (), {"config": parse_config(CONFIG, Path("/tmp"))})()
-    ws = Workspace(Path("/tmp"), desired, {"node-a": "mc-x-node-a"})
-    assert isinstance(ws.nodes_access, LabAccess)
-    assert ws.nodes_access.nodes == frozenset({"node-a"})
 
 
 def test_agent_driver_with_the_kubernetes_inventory(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Node underlay addresses for encryption and the load balancer without a lab: meshctl.toml
-first, the lab registry second, one clear error when a node has neither (meshctl.underlay)."""
+first, what the lab's backend fills in second, one clear error when a node has neither
+(meshctl.underlay)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from meshctl.encryption.hook import with_encryption
-from meshctl.encryption.names import interface
+from meshctl.app.encryption import with_encryption
+from meshctl.dataplane.wireguard.names import interface
 from meshctl.lab import registry
 from meshctl.loadbalancer.hook import with_load_balancer
 from meshctl.model.config import MeshConfig
@@ -73,10 +74,18 @@ def test_addresses_from_the_config_need_no_lab() -> None:
     assert underlay_addresses(config(None)) == {"n1": IPv4Address("192.0.2.11")}
 
 
-def test_the_lab_fills_only_what_the_config_lacks() -> None:
+def test_the_lab_fills_only_what_the_config_lacks(tmp_path: Path) -> None:
+    from meshctl.backend.lab import open_lab
+
     save_lab({"n1": "172.31.250.1", "n2": "172.31.250.2"})
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "meshctl.toml").write_text(NODES.format(n2_address=""))
+    assert underlay_addresses(load_desired(repo).config) == {"n1": IPv4Address("192.0.2.11")}
+    desired, lab = open_lab(load_desired(repo))
     want = {"n1": IPv4Address("192.0.2.11"), "n2": IPv4Address("172.31.250.2")}
-    assert underlay_addresses(config(None)) == want
+    assert underlay_addresses(desired.config) == want
+    assert lab.underlay_names == {"172.31.250.1": "n1", "172.31.250.2": "n2"}  # names of WireGuard peers
 
 
 def test_encryption_peers_use_the_config_addresses() -> None:

@@ -86,8 +86,7 @@ def served() -> Iterator[Served]:
     svc = NodeService(NODE, node, base / "journal", pods, runner, sleep=lambda _s: None,
                       conntrack=lambda: CONNS)
     path, stop, ready = base / "agent.sock", threading.Event(), threading.Event()
-    thread = threading.Thread(target=serve, args=("t-go2-unit", NODE, None, path, stop),
-                              kwargs={"service": svc, "ready": ready}, daemon=True)
+    thread = threading.Thread(target=serve, args=(svc, path, stop), kwargs={"ready": ready}, daemon=True)
     thread.start()
     try:
         assert ready.wait(10)
@@ -102,8 +101,7 @@ def served() -> Iterator[Served]:
 def test_socket_mode_and_single_owner(served: Served) -> None:
     assert stat.S_IMODE(served.path.stat().st_mode) == 0o600
     with pytest.raises(AgentApiError, match="in use"):
-        serve("t-go2-unit", NODE, None, served.path, threading.Event(),
-              service=NodeService(NODE, MemoryNode(), served.journal_dir))
+        serve(NodeService(NODE, MemoryNode(), served.journal_dir), served.path, threading.Event())
 
 
 def test_observe_apply_stale_revert(served: Served) -> None:

@@ -6,9 +6,9 @@ from dataclasses import replace
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from meshctl.apply.drift import DriftReport, describe, render_markdown, render_text
-from meshctl.apply.recover import last_records
-from meshctl.apply.run import stale_details
+from meshctl.app.apply import stale_details
+from meshctl.app.drift import DriftReport, describe, render_markdown, render_text
+from meshctl.app.recover import last_records
 from meshctl.catalog import Catalog
 from meshctl.nodestate import FrozenMap, IpcacheEntry, NodeState
 from meshctl.plan import build_plan, diff_node

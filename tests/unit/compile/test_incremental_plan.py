@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from test_reference_property import cilium_policy, k8s_policy, universes
 
+from meshctl.app.increment.baseline import Stamps, record
+from meshctl.app.increment.replan import documents, replan, with_live
 from meshctl.compile import EndpointTable, IdentityTable, compile_spec
 from meshctl.compile.spec import ClusterSpec, PodSpec
 from meshctl.errors import SourceError
-from meshctl.increment.baseline import Stamps, record
-from meshctl.increment.replan import documents, replan, with_live
 from meshctl.nodestate import FrozenMap, NodeState
 from meshctl.plan import build_plan
 from meshctl.plan.model import Plan

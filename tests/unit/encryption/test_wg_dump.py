@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from meshctl.encryption.dump import parse_dump
-from meshctl.encryption.names import IFNAMSIZ, interface
-from meshctl.encryption.strict import parse_rules
+from meshctl.dataplane.wireguard.dump import parse_dump
+from meshctl.dataplane.wireguard.names import IFNAMSIZ, interface
+from meshctl.dataplane.wireguard.strict import parse_rules
 from meshctl.errors import DataplaneError
 
 DATA = Path(__file__).parent / "data"

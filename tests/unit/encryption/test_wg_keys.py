@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from meshctl.encryption import keys
+from meshctl.dataplane.wireguard import keys
 
 pytestmark = pytest.mark.skipif(shutil.which("wg") is None, reason="needs wireguard-tools")
 

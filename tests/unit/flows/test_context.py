@@ -61,12 +61,12 @@ def test_rules_come_from_the_applied_revision_not_the_working_tree(tmp_path: Pat
     import shutil
     from ipaddress import IPv4Address
 
-    from meshctl import workflow
     from meshctl.flows.context import load_context
     from meshctl.plan.build import target_rules
     from meshctl.plan.model import rule_json
     from meshctl.source import load_desired
     from meshctl.state import load_state, save_state
+    from meshctl.state.tables import compile_desired
 
     repo = tmp_path / "repo"
     shutil.copytree(Path(__file__).resolve().parents[3] / "examples" / "three-tier", repo,
@@ -76,7 +76,7 @@ def test_rules_come_from_the_applied_revision_not_the_working_tree(tmp_path: Pat
     desired = load_desired(repo)
     desired = desired.with_pod_ips({f"{p.namespace}/{p.name}": IPv4Address(f"10.101.{i}.9")
                                     for i, p in enumerate(desired.pods, start=1)})
-    compiled = workflow.compile_desired(workflow.Workspace(repo, desired, {}), state, "")
+    compiled = compile_desired(desired, state, "")
     rules = dict(target_rules(compiled.nodes, compiled.catalog))  # what build_plan records
     assert rules and {o.name for o in rules.values()} >= {"api-from-frontend", "frontend-to-api"}
     cookie = next(c for c, o in rules.items() if o.name == "api-from-frontend")

@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from kube_api_server import KubeApiServer
 
-from meshctl.workflow import open_workspace
+from meshctl.app.workspace import open_workspace
 
 MESHCTL = Path(sys.executable).with_name("meshctl")
 CONFIG = """[cluster]

@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "golden"))
 from golden_scenario import intended, observed
 
-from meshctl.increment.stubs import RowsSet
+from meshctl.app.increment.stubs import RowsSet
 from meshctl.nodestate import (
     Attachment,
     EndpointEntry,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from meshctl.app.workspace import INTERRUPTED, ensure_not_interrupted
 from meshctl.errors import StateError
 from meshctl.state import Journal, StateLock, read_lock, unlock
 from meshctl.state.lock import lock_timeout, running_holder
-from meshctl.workflow import INTERRUPTED, ensure_not_interrupted
 
 
 def test_second_holder_is_refused_with_the_unlock_command(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 """Incremental plans: after a full plan found every node as compiled, plan an edit by its reach.
 
 A reviewer who changes one policy of 10,000 pods should not wait for the cluster to be compiled
-and read again. A full plan with nothing to do records a baseline (meshctl.increment.baseline);
+and read again. A full plan with nothing to do records a baseline (meshctl.app.increment.baseline);
 `meshctl plan` then finds the files edited since (size and mtime), recompiles only the classes
-of endpoints the edited policies select before or after the edit (meshctl.increment.replan),
+of endpoints the edited policies select before or after the edit (meshctl.app.increment.replan),
 reads of each node only the endpoints map and those endpoints' policy maps, and builds the plan
 with the same build_plan as a full plan: the two plans are equal (property-tested), as long as
 the nodes still hold what the baseline found. The rest is not read: drift there is what
@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from meshctl.app.increment import baseline as bl
 from meshctl.gcpause import paused_gc
-from meshctl.increment import baseline as bl
 
 if TYPE_CHECKING:
+    from meshctl.app.plan import PlanOutcome
+    from meshctl.app.workspace import Workspace
     from meshctl.plan import Plan
-    from meshctl.workflow import PlanOutcome, Workspace
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ class Incremental:
 @paused_gc()  # a baseline is a million acyclic values, and so is the plan made of it (make_plan too)
 def incremental_plan(root: Path) -> Incremental | None:
     """The plan of the repo at `root` from its baseline, or None: plan in full."""
+    from meshctl.app.increment.stubs import NeedsFullPlan
     from meshctl.errors import MeshctlError
-    from meshctl.increment.stubs import NeedsFullPlan
 
     base = bl.load(root)
     if base is None:
@@ -56,23 +57,24 @@ def incremental_plan(root: Path) -> Incremental | None:
 
 
 def _plan(root: Path, base: dict[str, Any]) -> Incremental | None:
-    from meshctl.access import LabAccess
-    from meshctl.increment.replan import replan, with_live
-    from meshctl.lab.registry import registry_path
-    from meshctl.observe import observe_endpoint_maps
+    from meshctl.app.increment.replan import replan, with_live
+    from meshctl.app.plan import with_impact_skipped
+    from meshctl.app.workspace import ensure_not_interrupted
+    from meshctl.backend.lab import LabBackend
+    from meshctl.dataplane.node import current_build
     from meshctl.plan import build_plan
     from meshctl.source.worktree import worktree_commit
     from meshctl.state import State, StateLock, load_state
     from meshctl.state.store import STATE_FILE
-    from meshctl.workflow import current_build, ensure_not_interrupted, with_impact_skipped
 
     files = bl.repo_files(root)
     known: dict[str, tuple[int, int]] = base["files"]
     edited = sorted(rel for rel in files.keys() | known.keys() if files.get(rel) != known.get(rel))
     if bl.CONFIG_FILE in edited:
         return None
-    build, registry, lineage, serial = base["stamps"]
-    if registry != bl.stamp(registry_path(base["cluster"])) or build != current_build():
+    build, inventory, lineage, serial = base["stamps"]
+    lab = LabBackend(base["cluster"], base["netns"])
+    if inventory != lab.inventory_token() or build != current_build():
         return None
     state_dir = Path(base["state_dir"])
     with StateLock(state_dir, "plan"):
@@ -91,12 +93,11 @@ def _plan(root: Path, base: dict[str, Any]) -> Incremental | None:
     replanned = replan(base, {rel: read(rel) for rel in edited}, read, base["audit_namespaces"])
     if replanned is None:
         return None
-    netns: dict[str, str] = base["netns"]
     observed = {}
     for node, state_then in replanned.baseline.items():
         touched = replanned.touched[node]
         addresses = {ep: ip for ep, (ip, _) in touched.items()}
-        live = observe_endpoint_maps(base["cluster"], node, netns[node], addresses)
+        live = lab.observe_endpoints(node, addresses)
         if live.foreign:
             return None
         observed[node] = with_live(state_then, touched, live.endpoints, live.policies)
@@ -105,7 +106,7 @@ def _plan(root: Path, base: dict[str, Any]) -> Incremental | None:
         observed, replanned.intended, replanned.catalog, desired=_Source(commit, dirty), state=state,
         compiled_warnings=replanned.warnings, impact=False,
         pods=replanned.pods,
-        connections=LabAccess(base["cluster"], netns).connections,
+        connections=lab.connections,
     )
     if plan.has_changes:
         plan = with_impact_skipped(plan, base["pods"], base["impact_max_pods"])
@@ -138,7 +139,7 @@ def record_baseline(ws: Workspace, outcome: PlanOutcome, build: str) -> bool:
             bl.forget(ws.root)
         return False
     usable = (
-        ws.access is not None and ws.access.kind == "lab"
+        ws.backend.kind == "lab"
         and len(desired.pods) > impact_max_pods
         and not outcome.state.staged
         and not any(d.staged for d in compiled.spec.policies)
@@ -147,11 +148,10 @@ def record_baseline(ws: Workspace, outcome: PlanOutcome, build: str) -> bool:
     if not usable:
         bl.forget(ws.root)
         return False
-    from meshctl.lab.registry import registry_path
     from meshctl.state.store import STATE_FILE
 
     state = outcome.state
-    stamps = bl.Stamps(build, bl.stamp(registry_path(ws.cluster)), state.lineage, state.serial)
+    stamps = bl.Stamps(build, ws.backend.inventory_token(), state.lineage, state.serial)
     titles: dict[str, list[str]] = {rel: [] for rel in ws.files if rel != bl.CONFIG_FILE}
     for doc in compiled.spec.policies:
         if doc.source is not None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import shutil
 
-from meshctl.encryption import device
-from meshctl.encryption.names import interface, key_dir
+from meshctl.dataplane.wireguard import device
+from meshctl.dataplane.wireguard.names import interface, key_dir
 
 
 def remove_node(cluster: str, node: str, keep_keys: bool = False) -> bool:

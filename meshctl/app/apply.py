@@ -1,4 +1,4 @@
-"""Apply a Plan to the lab: lock, refuse stale plans, run the engine, commit the state.
+"""`meshctl apply`: apply a Plan to the nodes: lock, refuse stale plans, run the engine, commit the state.
 
 The order of durable writes is what makes a kill -9 at any instant recoverable:
 1. lock (O_EXCL file), 2. per node a fsync'd `begin` record with the exact before-state
@@ -16,14 +16,14 @@ from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Literal
 
 from meshctl.apply.crash import crash_point
-from meshctl.apply.engine import ApplyEngine, ApplyResult, FlowDropSource, NodeWork, RolloutSettings
+from meshctl.apply.engine import ApplyEngine, ApplyResult, NodeWork, RolloutSettings
 from meshctl.errors import PlanError, PlanStaleError
 from meshctl.nodestate import NodeState
 
 if TYPE_CHECKING:
+    from meshctl.app.workspace import Workspace
     from meshctl.plan import Plan
     from meshctl.plan.impact import PodTarget
-    from meshctl.workflow import Workspace
 
 Rollback = Literal["node", "all"]
 STALE_DETAIL_LINES = 20
@@ -56,9 +56,9 @@ def apply_plan(
 ) -> ApplyOutcome:
     """Apply `plan` (made from this workspace); raises PlanStaleError (or, under requireCleanAudit,
     AuditGateError) before touching anything."""
+    from meshctl.app.workspace import ensure_not_interrupted
     from meshctl.state import StateLock
     from meshctl.state.operations import measured
-    from meshctl.workflow import ensure_not_interrupted
 
     with measured(ws.state_dir, "apply") as metric:  # counts and durations for the agents' /metrics
         ensure_not_interrupted(ws.state_dir)  # before the lock: a killed apply leaves both behind
@@ -80,22 +80,22 @@ def _apply_locked(
     force_enforce: bool = False,
 ) -> ApplyOutcome:
     from meshctl import audit
-    from meshctl.agentapi.driver import select_driver
-    from meshctl.encryption.hook import known_after_apply
+    from meshctl.app.encryption import known_after_apply
+    from meshctl.app.workspace import ensure_not_interrupted
     from meshctl.plan import check_fresh
     from meshctl.plan.model import rule_json
     from meshctl.plan.staged import record_staged
     from meshctl.plan.stale import endpoint_catalog, explain_stale
     from meshctl.state import Journal, load_state, save_state
-    from meshctl.workflow import ensure_not_interrupted
 
     ensure_not_interrupted(ws.state_dir)
-    access = ws.nodes_access  # the lab, or the nodes' agents ([apply] driver = "agent")
-    unknown = [n.node for n in plan.nodes if n.node not in access.nodes]
+    backend = ws.backend  # the lab, or the nodes' agents ([apply] driver = "agent")
+    unknown = [n.node for n in plan.nodes if n.node not in backend.nodes]
     if unknown:
-        raise PlanError(f"the plan names node(s) {', '.join(unknown)} that {access.describe()} lacks")
+        raise PlanError(f"the plan names node(s) {', '.join(unknown)} that {backend.describe()} lacks")
     state = load_state(ws.state_dir)
-    driver, run_check = select_driver(ws, plan.plan_id)  # [apply] driver: lab (default) or agent
+    driver = backend.driver(plan.plan_id)
+    run_check = backend.check_runner(driver, ws.pod_nodes(), ws.pod_ips(), ws.state_dir)
     observed = {n.node: driver.observe(n.node) for n in plan.nodes}
     try:
         check_fresh(plan, {n: s.fingerprint() for n, s in observed.items()}, state)
@@ -120,7 +120,7 @@ def _apply_locked(
     engine = ApplyEngine(
         driver, journal, run_check,
         settings_of(ws, rollback), on_event,
-        flow_drops=drop_source(ws, driver),  # drop gate: flows first
+        flow_drops=backend.drop_source(driver, ws.pod_ips(), ws.state_dir),  # drop gate: flows first
     )
     from meshctl.compile.services import frontend_nodes
 
@@ -135,7 +135,7 @@ def _apply_locked(
     applied = {w.node: w.target for w in work if w.node in result.applied}
     if applied:  # nodes that needed nothing are at their target too: record their intent as well
         applied.update({w.node: w.target for w in work if w.before == w.target})
-        applied = known_after_apply(ws.cluster, applied, access)  # public keys generated on the nodes
+        applied = known_after_apply(applied, backend)  # public keys generated on the nodes
         rules = {str(cookie): rule_json(origin) for cookie, origin in plan.rules}
         staged = record_staged(state.staged, plan.staged, started)
         state = save_state(ws.state_dir,
@@ -143,17 +143,6 @@ def _apply_locked(
     crash_point("committed")
     journal.clear()
     return ApplyOutcome(plan.plan_id, result, state.serial)
-
-
-def drop_source(ws: Workspace, driver: object) -> FlowDropSource:
-    """The drop gate's flows: each node's agent over its API when the agents drive the nodes,
-    else the stores of the lab's agents."""
-    from meshctl.agentapi.driver import AgentDriver
-    from meshctl.apply.flowdrops import AgentDropSource, lab_drop_source
-
-    if isinstance(driver, AgentDriver):
-        return AgentDropSource(driver.client, {str(ip): pod for pod, ip in ws.pod_ips().items()})
-    return lab_drop_source(ws.cluster, ws.state_dir, ws.pod_ips())
 
 
 def probe_pods(ws: Workspace) -> list[PodTarget]:

@@ -1,18 +1,11 @@
-"""Cluster access: how plan, apply, drift, recover and status reach the nodes and learn pod IPs.
+"""The agent backend: a real cluster, one `meshctl agent` per node (the DaemonSet).
 
-Two ways, chosen by `[apply] driver` in meshctl.toml:
-
-- lab (default): the embedded lab on this host; node netns and pod IPs come from its registry,
-  node states are read straight from the pinned maps (meshctl.workflow.observe_nodes).
-- agent: a real cluster, one `meshctl agent` per node (the DaemonSet). Nodes come from
-  meshctl.toml, pod IPs from the inventory (status.podIP of the repo's Pods, or the Kubernetes
-  API with `[inventory] source = "kubernetes"`), node states from each agent's socket. No lab
-  is needed; when a lab of the cluster happens to be up, it only fills pod IPs the inventory
-  lacks (so a lab repo without status.podIP keeps working with the agent driver). Node underlay
-  addresses (WireGuard endpoints, NodePort, SNAT) come from `address` under [[nodes]] or the
-  Nodes' InternalIP (meshctl.underlay); the WireGuard reconcile runs in each node's agent.
-
-Heavy imports (libbpf, pyroute2, the kubernetes client) stay inside functions.
+Nodes come from meshctl.toml, pod IPs from the inventory (status.podIP of the repo's Pods, or the
+Kubernetes API with `[inventory] source = "kubernetes"`), node states, checks and drops from each
+node's agent. No lab is needed; when a lab of the cluster happens to be up, it only fills pod IPs
+the inventory lacks (so a lab repo without status.podIP keeps working with the agent driver).
+Node underlay addresses (WireGuard endpoints, NodePort, SNAT) come from `address` under [[nodes]]
+or the Nodes' InternalIP (meshctl.underlay); the WireGuard reconcile runs in each node's agent.
 """
 
 from __future__ import annotations
@@ -20,15 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from ipaddress import IPv4Address
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from meshctl.errors import LabError
-from meshctl.nodestate import NodeState
 
 if TYPE_CHECKING:
-    from meshctl.apply.engine import NodeDriver
+    from meshctl.apply.engine import CheckRunner, FlowDropSource, NodeDriver
     from meshctl.connections import TrackedConnection
+    from meshctl.nodestate import NodeState, WireguardState
     from meshctl.source import DesiredState
 
 log = logging.getLogger(__name__)
@@ -36,75 +30,7 @@ log = logging.getLogger(__name__)
 MAX_PARALLEL_AGENTS = 16  # agents are separate processes: observing them in parallel is real work
 
 
-class ClusterAccess(Protocol):
-    """What the workflow needs of "the live cluster", whatever carries it."""
-
-    kind: str  # "lab" | "agent"
-
-    @property
-    def nodes(self) -> frozenset[str]:
-        """Nodes this access can reach."""
-        ...
-
-    def describe(self) -> str: ...
-
-    def observe(self, node: str) -> NodeState: ...
-
-    def observe_many(self, nodes: Iterable[str]) -> dict[str, NodeState]: ...
-
-    def connections(self, nodes: Iterable[str]) -> dict[str, tuple[TrackedConnection, ...]]:
-        """Each node's live established connections (its conntrack table; runtime, not intent)."""
-        ...
-
-    def driver(self, plan_id: str = "") -> NodeDriver: ...
-
-    def restore(self, node: str, before: NodeState) -> None:
-        """Put `node` back at `before` exactly (recover), or raise."""
-        ...
-
-
-class LabAccess:
-    """The lab on this host: node -> netns from the registry."""
-
-    kind = "lab"
-
-    def __init__(self, cluster: str, netns: Mapping[str, str]) -> None:
-        self.cluster, self.netns = cluster, dict(netns)
-
-    @property
-    def nodes(self) -> frozenset[str]:
-        return frozenset(self.netns)
-
-    def describe(self) -> str:
-        return f"the lab of {self.cluster}"
-
-    def observe(self, node: str) -> NodeState:
-        from meshctl.observe import observe_node
-
-        return observe_node(self.cluster, node, self.netns[node])
-
-    def observe_many(self, nodes: Iterable[str]) -> dict[str, NodeState]:
-        from meshctl.workflow import observe_nodes
-
-        return observe_nodes(self.cluster, self.netns, nodes)
-
-    def connections(self, nodes: Iterable[str]) -> dict[str, tuple[TrackedConnection, ...]]:
-        from meshctl.observe.conntrack import observe_connections
-
-        return {n: observe_connections(self.cluster, n, self.netns[n]) for n in nodes}
-
-    def driver(self, plan_id: str = "") -> NodeDriver:
-        from meshctl.apply.driver import LabDriver
-
-        return LabDriver(self.cluster, self.netns)
-
-    def restore(self, node: str, before: NodeState) -> None:
-        from meshctl.apply.engine import restore_node
-
-        restore_node(self.driver(), node, before)
-
-
-class AgentAccess:
+class AgentBackend:
     """Every node of the config through its agent's unix socket (`[apply] socketDir`)."""
 
     kind = "agent"
@@ -156,11 +82,32 @@ class AgentAccess:
             tables = list(pool.map(lambda c: c.connections(), clients))
         return dict(zip(order, tables, strict=True))
 
+    def wireguard(self, nodes: Iterable[str]) -> dict[str, WireguardState]:
+        return {n: s.encryption for n, s in self.observe_many(nodes).items()}
+
+    def check_runner(self, driver: NodeDriver, pod_nodes: Mapping[str, str],
+                     pod_ips: Mapping[str, IPv4Address], state_dir: Path) -> CheckRunner:
+        from meshctl.agentapi.driver import AgentCheckRunner, AgentDriver
+
+        assert isinstance(driver, AgentDriver)
+        return AgentCheckRunner(driver, pod_nodes, pod_ips)
+
+    def drop_source(self, driver: NodeDriver, pod_ips: Mapping[str, IPv4Address],
+                    state_dir: Path) -> FlowDropSource:
+        from meshctl.agentapi.driver import AgentDriver
+        from meshctl.apply.flowdrops import AgentDropSource
+
+        assert isinstance(driver, AgentDriver)
+        return AgentDropSource(driver.client, {str(ip): pod for pod, ip in pod_ips.items()})
+
     def restore(self, node: str, before: NodeState) -> None:
         from meshctl.agentapi.driver import AgentDriver
 
         driver = AgentDriver(self.cluster, self.node_order, self.socket_dir)
         driver.client(node).revert(before)  # the agent proves the live state equals `before`
+
+    def inventory_token(self) -> tuple[int, int] | None:
+        return None  # incremental plans are the lab's (meshctl.app.increment)
 
 
 def agent_inventory(desired: DesiredState) -> DesiredState:
@@ -171,7 +118,7 @@ def agent_inventory(desired: DesiredState) -> DesiredState:
     the cluster that is up on this host fills only the IPs still missing. Pods left without an
     address get no endpoint (as in Cilium before the CNI assigned one): say so on stderr.
     """
-    from meshctl.lab.registry import pod_ips
+    from meshctl.backend.lab import lab_pod_ips
 
     config = desired.config
     if config.inventory.source == "kubernetes":
@@ -181,7 +128,7 @@ def agent_inventory(desired: DesiredState) -> DesiredState:
         desired = inventory.apply_to(desired)
         for why in inventory.skipped:
             log.info("kubernetes inventory: skipped %s", why)
-    lab = pod_ips(config.cluster)
+    lab = lab_pod_ips(config.cluster)
     if config.inventory.source == "lab" and not lab:
         raise LabError(f"[inventory] source = \"lab\" but no lab named {config.cluster!r} is up")
     if lab:
@@ -194,8 +141,8 @@ def agent_inventory(desired: DesiredState) -> DesiredState:
     return desired
 
 
-def open_agent_access(desired: DesiredState) -> tuple[DesiredState, AgentAccess]:
-    """The desired state with pod IPs from the inventory, and access to the nodes' agents."""
+def open_agents(desired: DesiredState) -> tuple[DesiredState, AgentBackend]:
+    """The desired state with pod IPs from the inventory, and the nodes' agents."""
     config = desired.config
-    access = AgentAccess(config.cluster, [n.name for n in config.nodes], config.apply.socket_dir)
-    return agent_inventory(desired), access
+    backend = AgentBackend(config.cluster, [n.name for n in config.nodes], config.apply.socket_dir)
+    return agent_inventory(desired), backend

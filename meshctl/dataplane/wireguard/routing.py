@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
 
-from meshctl.encryption.names import RULE_PREF, TABLE
+from meshctl.dataplane.wireguard.names import RULE_PREF, TABLE
 from meshctl.errors import DataplaneError
 
 FIB_RULE_INVERT = 0x2  # struct fib_rule_hdr.flags: "not" in `ip rule`

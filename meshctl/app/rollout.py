@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from meshctl.errors import ApplyError
 
 if TYPE_CHECKING:
+    from meshctl.app.workspace import Workspace
     from meshctl.nodestate import NodeState
-    from meshctl.workflow import Workspace
 
 MAX_STEPS = 6  # enable 3, disable 2, rotation 3 (+1 of slack)
 
@@ -42,7 +42,7 @@ def verify_step(ws: Workspace, intended: dict[str, NodeState]) -> None:
     """Every node's live WireGuard side is the step's target (a "" key: any generated key)."""
     from dataclasses import replace
 
-    live = ws.nodes_access.observe_many(list(intended))  # the lab, or each node's agent
+    live = ws.backend.observe_many(list(intended))  # the lab, or each node's agent
     for node, want in intended.items():
         got = live[node].encryption
         target = want.encryption
@@ -55,10 +55,10 @@ def verify_step(ws: Workspace, intended: dict[str, NodeState]) -> None:
 def rollout(ws: Workspace, on_event: Callable[[str], None] | None = None,
             max_steps: int = MAX_STEPS) -> list[Step]:
     """Apply safe steps until the plan is empty; returns the steps taken."""
-    from meshctl.apply.run import apply_plan
-    from meshctl.encryption import rotation
+    from meshctl.app.apply import apply_plan
+    from meshctl.app.plan import make_plan
+    from meshctl.dataplane.wireguard import rotation
     from meshctl.state import StateLock
-    from meshctl.workflow import make_plan
 
     say = on_event or (lambda _m: None)
     steps: list[Step] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from ipaddress import IPv4Network
 
-from meshctl.encryption.names import STRICT_CHAIN
+from meshctl.dataplane.wireguard.names import STRICT_CHAIN
 from meshctl.errors import DataplaneError
 
 UPLINK = "eth0"  # the node's underlay device in the lab

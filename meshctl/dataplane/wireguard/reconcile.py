@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from meshctl.encryption import device, keys, routing, strict
-from meshctl.encryption.names import interface, key_dir
+from meshctl.dataplane.wireguard import device, keys, routing, strict
+from meshctl.dataplane.wireguard.names import interface, key_dir
 from meshctl.errors import DataplaneError
 from meshctl.nodestate import WireguardState
 

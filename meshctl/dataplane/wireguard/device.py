@@ -18,8 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from meshctl.encryption.dump import Dump, parse_dump
-from meshctl.encryption.names import uapi_socket
+from meshctl.dataplane.wireguard.dump import Dump, parse_dump
+from meshctl.dataplane.wireguard.names import uapi_socket
 from meshctl.errors import DataplaneError
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,13 @@
-"""Glue between the workflow and encryption: settings + node addresses + live state -> targets.
+"""Encryption in the plan: settings + node addresses + live state -> the next WireGuard step.
 
 make_plan calls `with_encryption` after observing (one line): the next safe WireGuard step
 needs the live public keys and peer lists of every node (compile/encryption.py explains why).
 After apply, `known_after_apply` puts the public keys generated on the nodes into the intent
 that the state records, so drift compares against real keys.
 
-Node addresses come from meshctl.toml or the lab (meshctl.underlay). With `[apply] driver =
-"agent"` the WireGuard reconcile runs inside each node's agent (the same reconcile as the lab's,
-on the agent's own netns and key dir); this side only observes through the agents.
+Node addresses come from meshctl.toml, or the lab's backend fills them in (meshctl.underlay).
+With `[apply] driver = "agent"` the WireGuard reconcile runs inside each node's agent (the same
+reconcile as the lab's, on the agent's own netns and key dir); this side only observes.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
 from meshctl.compile.encryption import EncryptionNode, EncryptionSettings, encryption_targets
-from meshctl.encryption import keys, rotation
-from meshctl.encryption.names import interface, key_dir
-from meshctl.nodestate import NO_ENCRYPTION, NodeState, WireguardState
+from meshctl.dataplane.wireguard import rotation
+from meshctl.dataplane.wireguard.names import interface
+from meshctl.nodestate import NO_ENCRYPTION, NodeState
 
 if TYPE_CHECKING:
-    from meshctl.access import ClusterAccess
+    from meshctl.backend import Backend
     from meshctl.model.config import MeshConfig
 
 
@@ -62,12 +62,13 @@ def with_encryption(
     intended: Mapping[str, NodeState],
     observed: Mapping[str, NodeState],
     rotate: frozenset[str] | None = None,
-    access: ClusterAccess | None = None,
+    backend: Backend | None = None,
 ) -> dict[str, NodeState]:
     """`intended` with each node's next WireGuard step (unchanged when encryption never ran).
 
     `rotate` defaults to the pending rotations recorded in the state dir (rotation.py). Nodes
-    outside `observed` are observed through the agents when `access` is theirs, else the lab.
+    outside `observed` are read through `backend` (WireGuard only); without one they count as
+    having no encryption.
     """
     settings = settings_of(config)
     live = {n: s.encryption for n, s in observed.items()}
@@ -77,37 +78,21 @@ def with_encryption(
     nodes = encryption_nodes(config, require=settings.enabled)
     others = [n.name for n in nodes if n.name not in live]
     if others:  # a plan limited to some nodes still needs every node's keys and peers
-        if access is not None and access.kind == "agent":  # the lab: cheaper, WireGuard only
-            live.update({n: s.encryption for n, s in access.observe_many(others).items()})
-        else:
-            live.update({n: _observe(config.cluster, n) for n in others})
+        unread = dict.fromkeys(others, NO_ENCRYPTION)
+        live.update(backend.wireguard(others) if backend is not None else unread)
     if rotate is None:
         rotate = rotation.active(config.state_dir, live)
     targets = encryption_targets(nodes, settings, live, rotate)
     return {n: replace(s, encryption=targets.get(n, s.encryption)) for n, s in intended.items()}
 
 
-def _observe(cluster: str, node: str) -> WireguardState:
-    from meshctl.lab import registry
-    from meshctl.observe.wireguard import observe_wireguard
-
-    reg = registry.load(cluster)
-    rec = reg.nodes.get(node) if reg is not None else None
-    return observe_wireguard(cluster, node, rec.netns) if rec is not None else NO_ENCRYPTION
-
-
-def known_after_apply(cluster: str, applied: Mapping[str, NodeState],
-                      access: ClusterAccess | None = None) -> dict[str, NodeState]:
-    """Fill public keys that were "known after apply": the lab's nodes share this host's
-    public.key files; an agent's node keeps its files to itself, so ask its agent (observe)."""
-    out = {}
-    for node, state in applied.items():
-        enc = state.encryption
-        if enc.interface and not enc.public_key:
-            if access is not None and access.kind == "agent":
-                public = access.observe(node).encryption.public_key
-            else:
-                public = keys.read_public(key_dir(cluster, node))
-            state = replace(state, encryption=replace(enc, public_key=public))
-        out[node] = state
-    return out
+def known_after_apply(applied: Mapping[str, NodeState], backend: Backend) -> dict[str, NodeState]:
+    """Fill public keys that were "known after apply": generated on the nodes, read back from
+    their live devices (the private key never leaves its node)."""
+    unknown = [n for n, s in applied.items() if s.encryption.interface and not s.encryption.public_key]
+    live = backend.wireguard(unknown) if unknown else {}
+    return {
+        node: replace(state, encryption=replace(state.encryption, public_key=live[node].public_key))
+        if node in live else state
+        for node, state in applied.items()
+    }

@@ -17,9 +17,9 @@ from meshctl.plan.change import describe_drift as describe
 from meshctl.plan.warnings import program_warning
 
 if TYPE_CHECKING:
+    from meshctl.app.workspace import Workspace
     from meshctl.plan import Change, Plan
     from meshctl.state import State
-    from meshctl.workflow import Workspace
 
 
 @dataclass
@@ -55,11 +55,12 @@ class DriftReport:
 
 def _catalog(ws: Workspace, state: State) -> Catalog:
     """Names for the report: compile the repo if it compiles, else show raw numbers."""
+    from meshctl.dataplane.node import current_build
     from meshctl.errors import MeshctlError
-    from meshctl.workflow import compile_desired
+    from meshctl.state.tables import compile_desired
 
     try:
-        return compile_desired(ws, state).catalog
+        return compile_desired(ws.desired, state, current_build()).catalog
     except MeshctlError:
         return Catalog()
 
@@ -75,9 +76,9 @@ def detect_drift(ws: Workspace) -> DriftReport:
 
 
 def _detect_drift(ws: Workspace) -> DriftReport:
+    from meshctl.app.workspace import ensure_not_interrupted
     from meshctl.plan import diff_node
     from meshctl.state import load_state
-    from meshctl.workflow import ensure_not_interrupted
 
     ensure_not_interrupted(ws.state_dir)
     state = load_state(ws.state_dir)
@@ -85,7 +86,7 @@ def _detect_drift(ws: Workspace) -> DriftReport:
     report = DriftReport(
         ws.cluster, state.serial,
         never_applied=[n for n in ws.node_order if n not in state.nodes],
-        observed=ws.nodes_access.observe_many(applied),  # the lab, or each node's agent
+        observed=ws.backend.observe_many(applied),  # the lab, or each node's agent
         intended={n: state.nodes[n].intended for n in applied},
         catalog=_catalog(ws, state),
         state=state,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
+from meshctl.app.increment.stubs import KnownPolicyMap, RowsMap, RowsSet
 from meshctl.catalog import Catalog, IdentityInfo, RuleOrigin
 from meshctl.compile.cluster import l7_warning
 from meshctl.compile.cookies import assign_cookies
@@ -23,7 +24,6 @@ from meshctl.compile.ir import CompileWarning, SourceRef, Translated
 from meshctl.compile.partial import ClassKey, ClassPolicy, PartialCompiler
 from meshctl.compile.spec import ClusterSpec
 from meshctl.compile.translate import translate
-from meshctl.increment.stubs import KnownPolicyMap, RowsMap, RowsSet
 from meshctl.nodestate import (
     Attachment,
     DatapathConfig,

@@ -10,7 +10,7 @@ flow confirmation is off): the datapath said so, not just a timeout.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +22,9 @@ from meshctl.flows.flow import Flow
 from meshctl.flows.generate import Endpoint, Probe, ServiceTarget, generate
 
 if TYPE_CHECKING:
-    from meshctl.lab.registry import Registry
+    from meshctl.app.workspace import Workspace
+    from meshctl.backend.lab import LabPod
     from meshctl.source import DesiredState
-    from meshctl.workflow import Workspace
 
 MAX_PARALLEL = 8
 
@@ -139,7 +139,7 @@ def _confirm(state_dir: Path, runs: Sequence[tuple[Probe, bool, int, int]],
         time.sleep(0.1)
 
 
-def _repo_probes(desired: DesiredState, reg: Registry, names: tuple[str, ...],
+def _repo_probes(desired: DesiredState, pods: Mapping[str, LabPod], names: tuple[str, ...],
                  services: Sequence[ServiceTarget]) -> list[Probe]:
     checks = [c for c in desired.checks if not names or c.name in names]
     unknown = set(names) - {c.name for c in desired.checks}
@@ -147,12 +147,12 @@ def _repo_probes(desired: DesiredState, reg: Registry, names: tuple[str, ...],
         raise MeshctlError(f"--check {', '.join(sorted(unknown))}: no such ConnectivityCheck in the repo")
     out = []
     for c in checks:
-        src = reg.pods.get(c.from_)
+        src = pods.get(c.from_)
         where = f"{c.source.file}:{c.source.line}"
         if src is None:
             raise LabError(f"{where}: check {c.name}: pod {c.from_} is not in the lab")
         if c.to_pod:
-            dst = reg.pods.get(c.to)
+            dst = pods.get(c.to)
             if dst is None:
                 raise LabError(f"{where}: check {c.name}: pod {c.to} is not in the lab")
             dst_ip, locality = dst.ip, "same node" if dst.node == src.node else "cross node"
@@ -184,15 +184,16 @@ def _service_targets(desired: DesiredState) -> list[ServiceTarget]:
     return out
 
 
-def _generated(ws: Workspace, reg: Registry, services: list[ServiceTarget],
+def _generated(ws: Workspace, pods: Mapping[str, LabPod], services: list[ServiceTarget],
                report: ConnectivityReport) -> list[Probe]:
-    from meshctl import workflow
+    from meshctl.dataplane.node import current_build
     from meshctl.state import load_state
+    from meshctl.state.tables import compile_desired
 
-    compiled = workflow.compile_desired(ws, load_state(ws.state_dir))
+    compiled = compile_desired(ws.desired, load_state(ws.state_dir), current_build())
     endpoints = [Endpoint(p.key, p.node, p.ip, tuple((n, "TCP") for n in p.tcp_ports)
                           + tuple((n, "UDP") for n in p.udp_ports))
-                 for p in reg.pods.values()]
+                 for p in pods.values()]
     desired = ws.desired
     if desired.services:
         if desired.config.load_balancer.kube_proxy_replacement:
@@ -209,25 +210,25 @@ def _generated(ws: Workspace, reg: Registry, services: list[ServiceTarget],
 def run_checks(repo: Path, names: tuple[str, ...] = (), confirm: bool = True, timeout: float = 1.0,
                flow_wait_s: float = 3.0, generated: bool = True) -> ConnectivityReport:
     """Repo checks (all, or those named) and, unless names are given or generated is off, generated ones."""
-    from meshctl import workflow
+    from meshctl.app.workspace import open_workspace
+    from meshctl.backend.lab import LabBackend
     from meshctl.flows.context import repo_info
     from meshctl.flows.probe import attempt
-    from meshctl.lab import registry
 
     info = repo_info(repo)
-    reg = registry.load(info.cluster)
-    if reg is None:
-        raise LabError(f"no lab named {info.cluster!r} is up: run `meshctl lab up -C {repo}`")
-    ws = workflow.open_workspace(repo)
+    ws = open_workspace(repo)
+    if not isinstance(ws.backend, LabBackend):
+        raise LabError("`connectivity test` connects from the pods of the lab: it runs on the lab only")
+    pods = ws.backend.pods()
     report = ConnectivityReport()
     services = _service_targets(ws.desired) if ws.desired.config.load_balancer.kube_proxy_replacement else []
-    probes = _repo_probes(ws.desired, reg, names, services)
+    probes = _repo_probes(ws.desired, pods, names, services)
     if generated and not names:
-        probes += _generated(ws, reg, services, report)
+        probes += _generated(ws, pods, services, report)
 
     def run(p: Probe) -> tuple[bool, int, int, str]:
         start = time.time_ns()
-        res = attempt(reg.pods[p.src].netns, p.dst_ip, p.port, p.protocol, timeout)
+        res = attempt(pods[p.src].netns, p.dst_ip, p.port, p.protocol, timeout)
         return res.ok, start, res.sport, res.error
 
     with ThreadPoolExecutor(max_workers=MAX_PARALLEL) as pool:

@@ -1,10 +1,10 @@
-"""Renders a connectivity test report (meshctl.flows.connectivity): a summary table and JSON."""
+"""Renders a connectivity test report (meshctl.app.connectivity): a summary table and JSON."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from meshctl.flows.connectivity import CheckResult, ConnectivityReport
+from meshctl.app.connectivity import CheckResult, ConnectivityReport
 
 HEADER = ("RESULT", "KIND", "CHECK", "SOURCE", "DESTINATION", "PORT", "WHERE", "EXPECT", "GOT", "FLOW")
 

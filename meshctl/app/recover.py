@@ -23,8 +23,8 @@ from meshctl.errors import RollbackError
 from meshctl.nodestate import NodeState
 
 if TYPE_CHECKING:
+    from meshctl.app.workspace import Workspace
     from meshctl.state import JournalRecord
-    from meshctl.workflow import Workspace
 
 
 @dataclass
@@ -85,7 +85,7 @@ def recover(ws: Workspace, on_event: Callable[[str], None] | None = None) -> Rec
             result.nothing = True
             return result
         begins, last = last_records(records)
-        access = ws.nodes_access  # the lab's kernel, or the node's agent (revert endpoint)
+        backend = ws.backend  # the lab's kernel, or the node's agent (revert endpoint)
         failures = []
         for node, phase in last.items():
             rec = begins.get(node)
@@ -94,7 +94,7 @@ def recover(ws: Workspace, on_event: Callable[[str], None] | None = None) -> Rec
             if phase == "begin":
                 say(f"node {node}: reverting to its before-state")
                 try:
-                    access.restore(node, rec.before)
+                    backend.restore(node, rec.before)
                 except Exception as err:
                     failures.append(f"node {node}: {err}")
                     continue

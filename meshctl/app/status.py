@@ -2,7 +2,7 @@
 
 Gathers facts only (nodes, programs and their build, map fill, agents, last apply, drift);
 the CLI renders them. Each node is read independently: a broken node says why and the others
-still report. Drift is `meshctl drift`'s own computation (meshctl.apply.drift.detect_drift:
+still report. Drift is `meshctl drift`'s own computation (meshctl.app.drift.detect_drift:
 live datapath against the last applied intent), so status and drift never disagree.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from meshctl.errors import MeshctlError
 
 if TYPE_CHECKING:
-    from meshctl.access import AgentAccess
+    from meshctl.backend.agents import AgentBackend
 
 FILL_MAPS = ("endpoints", "ipcache", "policy_maps", "ct", "metrics")
 
@@ -97,7 +97,7 @@ def node_status(cluster: str, node: str, netns: str | None) -> NodeStatus:
     return st
 
 
-def agent_node_status(access: AgentAccess, node: str) -> NodeStatus:
+def agent_node_status(access: AgentBackend, node: str) -> NodeStatus:
     """One node as its agent reports it (`[apply] driver = "agent"`): no lab, no local maps.
 
     The build is the one its attached programs carry; map fill counts the observed entries
@@ -129,9 +129,9 @@ def agent_node_status(access: AgentAccess, node: str) -> NodeStatus:
 def drift_by_node(repo: Path, nodes: list[str]) -> dict[str, tuple[str, int, list[str]]]:
     """node -> ("yes" | "no" | "unknown (...)", objects drifted, foreign programs), from
     detect_drift."""
-    from meshctl.apply.drift import detect_drift
+    from meshctl.app.drift import detect_drift
+    from meshctl.app.workspace import open_workspace
     from meshctl.plan.warnings import program_warning
-    from meshctl.workflow import open_workspace
 
     try:
         report = detect_drift(open_workspace(repo))
@@ -146,27 +146,22 @@ def drift_by_node(repo: Path, nodes: list[str]) -> dict[str, tuple[str, int, lis
 
 
 def cluster_status(repo: Path) -> ClusterStatus:
+    from meshctl.backend.lab import find_lab, lab_agent_pids
     from meshctl.flows.context import repo_info
-    from meshctl.lab import agents, registry
     from meshctl.state import load_state
 
     info = repo_info(repo)
     access = _agent_access(repo)
     if access is not None:  # a real cluster: every node through its agent, no lab
         return _agent_cluster_status(repo, info, access)
-    try:
-        from meshctl.workflow import current_build
-
-        build: str | None = current_build()
-    except MeshctlError:
-        build = None
-    reg = registry.load(info.cluster)
+    build = _current_build()
+    lab = find_lab(info.cluster)
     state = load_state(info.state_dir)
-    running = agents.running(info.cluster)
+    running = lab_agent_pids(info.cluster)
     nodes = []
-    drift = drift_by_node(repo, list(info.nodes)) if reg is not None else {}
+    drift = drift_by_node(repo, list(info.nodes)) if lab is not None else {}
     for name in info.nodes:
-        netns = reg.nodes[name].netns if reg and name in reg.nodes else None
+        netns = lab.netns.get(name) if lab is not None else None
         st = node_status(info.cluster, name, netns)
         st.agent_pid = running.get(name)
         st.drift, st.drift_objects, st.foreign_programs = drift.get(name, ("unknown (no lab)", 0, []))
@@ -176,25 +171,30 @@ def cluster_status(repo: Path) -> ClusterStatus:
                          enc, lb, {p: r["since"] for p, r in sorted(state.staged.items())})
 
 
-def _agent_access(repo: Path) -> AgentAccess | None:
+def _current_build() -> str | None:
+    from meshctl.dataplane.node import current_build
+
+    try:
+        return current_build()
+    except MeshctlError:
+        return None
+
+
+def _agent_access(repo: Path) -> AgentBackend | None:
     """The nodes' agents when meshctl.toml says `[apply] driver = "agent"`, else None (the lab)."""
-    from meshctl.access import AgentAccess
+    from meshctl.backend.agents import AgentBackend
     from meshctl.source.config import CONFIG_FILE, parse_config
 
     cfg = parse_config((Path(repo) / CONFIG_FILE).read_text(), Path(repo).resolve())
     if cfg.apply.driver != "agent":
         return None
-    return AgentAccess(cfg.cluster, [n.name for n in cfg.nodes], cfg.apply.socket_dir)
+    return AgentBackend(cfg.cluster, [n.name for n in cfg.nodes], cfg.apply.socket_dir)
 
 
-def _agent_cluster_status(repo: Path, info: Any, access: AgentAccess) -> ClusterStatus:
+def _agent_cluster_status(repo: Path, info: Any, access: AgentBackend) -> ClusterStatus:
     from meshctl.state import load_state
-    from meshctl.workflow import current_build
 
-    try:
-        build: str | None = current_build()
-    except MeshctlError:
-        build = None
+    build = _current_build()
     state = load_state(info.state_dir)
     drift = drift_by_node(repo, list(info.nodes))
     nodes = []

@@ -1,0 +1,92 @@
+"""`meshctl plan`: compile, observe and diff into a Plan (and save it).
+
+The one wiring of load -> compile -> observe -> plan that plan, apply and drift share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from meshctl.app.workspace import Workspace, ensure_not_interrupted, select_nodes
+from meshctl.gcpause import paused_gc
+from meshctl.nodestate import NodeState
+
+if TYPE_CHECKING:
+    from meshctl.compile import Compiled
+    from meshctl.plan import Plan
+    from meshctl.state import State
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    plan: Plan
+    compiled: Compiled
+    observed: dict[str, NodeState]
+    state: State
+
+
+@paused_gc()  # every step makes acyclic values only; collections over them cost seconds
+def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = False,
+              record: bool = False) -> PlanOutcome:
+    """Compile, observe and diff; saves newly allocated table entries into the state. `record`:
+    a plan that finds nothing to do leaves the baseline of incremental plans (meshctl.app.increment)."""
+    from meshctl.app.encryption import with_encryption
+    from meshctl.audit import plan_inputs
+    from meshctl.dataplane.node import current_build
+    from meshctl.loadbalancer.hook import with_load_balancer
+    from meshctl.plan import build_plan
+    from meshctl.state import StateLock, load_state
+    from meshctl.state.tables import compile_desired, persist_tables
+
+    ensure_not_interrupted(ws.state_dir)
+    nodes = select_nodes(ws, only)
+    compiled_build = current_build()
+    if lock_held:
+        state = load_state(ws.state_dir)
+        compiled = compile_desired(ws.desired, state, compiled_build)
+        state = persist_tables(ws.state_dir, state, compiled)
+    else:
+        with StateLock(ws.state_dir, "plan"):
+            state = load_state(ws.state_dir)
+            compiled = compile_desired(ws.desired, state, compiled_build)
+            state = persist_tables(ws.state_dir, state, compiled)
+    observed = ws.backend.observe_many(nodes)  # the lab's maps, or each node's agent
+    intended = {n: compiled.nodes.get(n) or NodeState(n) for n in nodes}
+    intended = with_encryption(ws.config, intended, observed, backend=ws.backend)  # next WireGuard step
+    intended = with_load_balancer(ws.desired, intended, observed)  # services (kube-proxy replacement)
+    limit = ws.config.policy.impact_max_pods  # impact is pods x pods x ports verdicts: big plans skip it
+    with_impact = len(ws.desired.pods) <= limit
+    staged, enforcing = plan_inputs(ws.state_dir, state.staged, compiled.staged_digests,
+                                    (d.title for d in compiled.spec.policies))
+    plan = build_plan(
+        observed, intended, compiled.catalog, desired=ws.desired, state=state,
+        compiled_warnings=compiled.warnings, impact=with_impact,
+        connections=ws.backend.connections,  # read only on nodes whose changes can cut
+        staged=staged, enforcing=enforcing,
+    )
+    if not with_impact and plan.has_changes:
+        plan = with_impact_skipped(plan, len(ws.desired.pods), limit)
+    outcome = PlanOutcome(plan, compiled, observed, state)
+    if record:
+        from meshctl.app.increment import record_baseline
+
+        record_baseline(ws, outcome, compiled_build)
+    return outcome
+
+
+def with_impact_skipped(plan: Plan, pods: int, limit: int) -> Plan:
+    """`plan` with the note that its connectivity impact was not computed (too many pods)."""
+    from meshctl.plan import PlanWarning
+
+    note = PlanWarning(f"connectivity impact skipped: {pods} pods (limit {limit})", severity="info")
+    return replace(plan, warnings=(*plan.warnings, note))
+
+
+def save_plan(ws: Workspace, plan: Plan, out: Path | None = None) -> Path:
+    from meshctl.plan import default_plan_path, write_plan
+
+    path = out or default_plan_path(ws.config.plans_dir, plan)
+    return write_plan(plan, path)

@@ -1,0 +1,82 @@
+"""One interface to "the nodes", chosen once when a workspace opens (`[apply] driver`).
+
+- lab (default, meshctl.backend.lab): the embedded lab on this host. Its registry gives node
+  netns, pod IPs and node underlay addresses; node states are read straight from the pinned
+  maps, checks connect from the pods' netns, drops come from the lab agents' flow stores.
+- agent (meshctl.backend.agents): a real cluster, one `meshctl agent` per node (the DaemonSet).
+  Pod IPs come from the inventory, node states, checks and drops from each node's agent.
+
+The use cases (meshctl.app) talk to a Backend only; no other package above the lab reads the
+lab's registry. Heavy imports (libbpf, pyroute2, the kubernetes client) stay inside functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from meshctl.apply.engine import CheckRunner, FlowDropSource, NodeDriver
+    from meshctl.connections import TrackedConnection
+    from meshctl.nodestate import NodeState, WireguardState
+    from meshctl.source import DesiredState
+
+
+class Backend(Protocol):
+    """What the use cases need of "the live cluster", whatever carries it."""
+
+    kind: str  # "lab" | "agent"
+    cluster: str
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        """Nodes this backend can reach."""
+        ...
+
+    def describe(self) -> str: ...
+
+    def observe(self, node: str) -> NodeState: ...
+
+    def observe_many(self, nodes: Iterable[str]) -> dict[str, NodeState]: ...
+
+    def wireguard(self, nodes: Iterable[str]) -> dict[str, WireguardState]:
+        """Each node's live WireGuard state (a plan limited to some nodes needs every node's keys)."""
+        ...
+
+    def connections(self, nodes: Iterable[str]) -> dict[str, tuple[TrackedConnection, ...]]:
+        """Each node's live established connections (its conntrack table; runtime, not intent)."""
+        ...
+
+    def driver(self, plan_id: str = "") -> NodeDriver: ...
+
+    def check_runner(self, driver: NodeDriver, pod_nodes: Mapping[str, str],
+                     pod_ips: Mapping[str, IPv4Address], state_dir: Path) -> CheckRunner:
+        """Runs apply's verify probes as real connections from the source pods."""
+        ...
+
+    def drop_source(self, driver: NodeDriver, pod_ips: Mapping[str, IPv4Address],
+                    state_dir: Path) -> FlowDropSource:
+        """The drop gate's flows: the dropped flows each node recorded in a time window."""
+        ...
+
+    def restore(self, node: str, before: NodeState) -> None:
+        """Put `node` back at `before` exactly (recover), or raise."""
+        ...
+
+    def inventory_token(self) -> tuple[int, ...]:
+        """Changes when the backend's pods or nodes may have changed (incremental plans' baseline)."""
+        ...
+
+
+def open_backend(desired: DesiredState) -> tuple[DesiredState, Backend]:
+    """The backend `[apply] driver` names, and the desired state with what it knows filled in
+    (pod IPs; the lab: its nodes' underlay addresses). Raises LabError when the lab is not up."""
+    if desired.config.apply.driver == "agent":
+        from meshctl.backend.agents import open_agents
+
+        return open_agents(desired)
+    from meshctl.backend.lab import open_lab
+
+    return open_lab(desired)

@@ -1,0 +1,170 @@
+"""The lab backend: the embedded cluster of network namespaces on this host.
+
+The only reader of the lab registry above the lab itself: it gives the node netns, the pod IPs
+and the nodes' underlay addresses once, when a workspace opens. Node states are read straight
+from the pinned maps in each node's netns; checks connect from the pods' netns; the drop gate
+reads the stores of the agents `meshctl lab up` started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from meshctl.errors import LabError
+from meshctl.gcpause import paused_gc
+
+if TYPE_CHECKING:
+    from meshctl.apply.engine import CheckRunner, FlowDropSource, NodeDriver
+    from meshctl.connections import TrackedConnection
+    from meshctl.lab.registry import PodRecord as LabPod
+    from meshctl.lab.registry import Registry
+    from meshctl.nodestate import NodeState, WireguardState
+    from meshctl.observe import EndpointMaps
+    from meshctl.source import DesiredState
+
+
+class LabBackend:
+    """The lab of `cluster`: node -> netns from its registry."""
+
+    kind = "lab"
+
+    def __init__(self, cluster: str, netns: Mapping[str, str],
+                 underlay: Mapping[str, str] | None = None) -> None:
+        self.cluster, self.netns = cluster, dict(netns)
+        self.underlay_names = dict(underlay or {})  # underlay address -> node: names WireGuard peers
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        return frozenset(self.netns)
+
+    def describe(self) -> str:
+        return f"the lab of {self.cluster}"
+
+    def observe(self, node: str) -> NodeState:
+        from meshctl.observe import observe_node
+
+        state = observe_node(self.cluster, node, self.netns[node])
+        return replace(state, encryption=self._named(state.encryption))
+
+    def observe_many(self, nodes: Iterable[str]) -> dict[str, NodeState]:
+        """Every node's live state. The cyclic GC is paused meanwhile: decoding a million map
+        entries makes only acyclic objects, and collections over the compiled state cost seconds."""
+        with paused_gc():
+            return {n: self.observe(n) for n in nodes}
+
+    def observe_endpoints(self, node: str, endpoints: Mapping[int, IPv4Address]) -> EndpointMaps:
+        """Only the endpoint entries and policy maps of `endpoints` (incremental plans)."""
+        from meshctl.observe import observe_endpoint_maps
+
+        return observe_endpoint_maps(self.cluster, node, self.netns[node], endpoints)
+
+    def wireguard(self, nodes: Iterable[str]) -> dict[str, WireguardState]:
+        """WireGuard only: cheaper than observing the nodes' maps."""
+        from meshctl.nodestate import NO_ENCRYPTION
+        from meshctl.observe.wireguard import observe_wireguard
+
+        return {n: self._named(observe_wireguard(self.cluster, n, self.netns[n])) if n in self.netns
+                else NO_ENCRYPTION for n in nodes}
+
+    def _named(self, wg: WireguardState) -> WireguardState:
+        """Peers named after the lab node at their endpoint (names are for people only)."""
+        from meshctl.nodestate import FrozenMap
+
+        if not wg.peers or not self.underlay_names:
+            return wg
+        peers = {k: replace(p, name=self.underlay_names.get(p.endpoint.rsplit(":", 1)[0], ""))
+                 for k, p in wg.peers.items()}
+        return replace(wg, peers=FrozenMap(peers))
+
+    def connections(self, nodes: Iterable[str]) -> dict[str, tuple[TrackedConnection, ...]]:
+        from meshctl.observe.conntrack import observe_connections
+
+        return {n: observe_connections(self.cluster, n, self.netns[n]) for n in nodes}
+
+    def driver(self, plan_id: str = "") -> NodeDriver:
+        from meshctl.apply.driver import LabDriver
+
+        return LabDriver(self.cluster, self.netns)
+
+    def check_runner(self, driver: NodeDriver, pod_nodes: Mapping[str, str],
+                     pod_ips: Mapping[str, IPv4Address], state_dir: Path) -> CheckRunner:
+        from meshctl.lab.verify import LabCheckRunner
+
+        return LabCheckRunner(self.cluster, pod_ips, state_dir=state_dir, pod_nodes=pod_nodes)
+
+    def drop_source(self, driver: NodeDriver, pod_ips: Mapping[str, IPv4Address],
+                    state_dir: Path) -> FlowDropSource:
+        from meshctl.lab.verify import lab_drop_source
+
+        return lab_drop_source(self.cluster, state_dir, pod_ips)
+
+    def restore(self, node: str, before: NodeState) -> None:
+        from meshctl.apply.engine import restore_node
+
+        restore_node(self.driver(), node, before)
+
+    def pods(self) -> dict[str, LabPod]:
+        """The lab's pods with their netns and ports (`connectivity test` connects from them)."""
+        from meshctl.lab.registry import lab_pods
+
+        return lab_pods(self.cluster)
+
+    def inventory_token(self) -> tuple[int, int] | None:
+        """The registry file's mtime and size: `lab up` and `lab down` rewrite it."""
+        from meshctl.lab.registry import registry_path
+
+        try:
+            st = registry_path(self.cluster).stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+
+def open_lab(desired: DesiredState) -> tuple[DesiredState, LabBackend]:
+    """The lab of the config's cluster, which must be up with every node of the config; the
+    desired state gets the lab's pod IPs and node underlay addresses."""
+    from meshctl.lab import registry
+
+    cluster, root = desired.config.cluster, desired.root
+    reg = registry.load(cluster)
+    if reg is None:
+        raise LabError(f"no lab named {cluster!r} is up: run `meshctl lab up -C {root}`")
+    missing = [n.name for n in desired.config.nodes if n.name not in reg.nodes]
+    if missing:
+        raise LabError(
+            f"lab {cluster!r} has no node(s) {', '.join(missing)}: run `meshctl lab up -C {root}` again"
+        )
+    desired = desired.with_pod_ips({k: p.address for k, p in reg.pods.items()})
+    desired = desired.with_node_addresses({n: IPv4Address(r.underlay_ip) for n, r in reg.nodes.items()})
+    return desired, _backend(reg)
+
+
+def find_lab(cluster: str) -> LabBackend | None:
+    """The lab of `cluster` when one is up on this host, else None."""
+    from meshctl.lab import registry
+
+    reg = registry.load(cluster)
+    return _backend(reg) if reg is not None else None
+
+
+def _backend(reg: Registry) -> LabBackend:
+    return LabBackend(reg.cluster, {name: rec.netns for name, rec in reg.nodes.items()},
+                      {rec.underlay_ip: name for name, rec in reg.nodes.items()})
+
+
+def lab_agent_pids(cluster: str) -> dict[str, int]:
+    """node -> pid of the flow agents `meshctl lab up` started that still run."""
+    from meshctl.lab import agents
+
+    return agents.running(cluster)
+
+
+def lab_pod_ips(cluster: str) -> dict[str, IPv4Address]:
+    """"ns/pod" -> address of the lab's pods; empty when no lab of `cluster` is up."""
+    from meshctl.lab.registry import pod_ips
+
+    return pod_ips(cluster)

@@ -1,0 +1,39 @@
+"""Compile with the state's tables: identities and endpoint ids stay the numbers apply wrote.
+
+Allocation happens at plan time, like Cilium allocating an identity when an endpoint appears:
+the saved plan's targets use the new numbers, so they are saved into the state right away.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meshctl.compile import Compiled
+    from meshctl.source import DesiredState
+    from meshctl.state.store import State
+
+
+def compile_desired(desired: DesiredState, state: State, build: str) -> Compiled:
+    """Compile `desired` with the state's identity and endpoint tables."""
+    from meshctl.compile import EndpointTable, IdentityTable, compile_cluster
+
+    identities = IdentityTable.from_dict(state.identities) if state.identities else IdentityTable()
+    endpoints = EndpointTable.from_dict(state.endpoint_ids) if state.endpoint_ids else EndpointTable()
+    return compile_cluster(desired, identities, endpoints, build)
+
+
+def tables_of(compiled: Compiled) -> tuple[dict[str, Any], dict[str, Any]]:
+    return compiled.identities.as_dict(), compiled.endpoint_ids.as_dict()
+
+
+def persist_tables(state_dir: Path, state: State, compiled: Compiled) -> State:
+    """Save newly allocated identities/endpoint ids (numbers are never reused; serial unchanged).
+    Caller holds the state lock."""
+    from meshctl.state.store import save_state
+
+    identities, endpoints = tables_of(compiled)
+    if identities == state.identities and endpoints == state.endpoint_ids:
+        return state
+    return save_state(state_dir, state.with_tables(identities, endpoints))
