@@ -1,16 +1,22 @@
-"""Client of the agent API (meshctl.agentapi.server): one node's socket, JSON in and out."""
+"""Client of the agent API (meshctl.agentapi.server): one node's agent, JSON in and out.
+
+The agent is reached on its unix socket (same host), or over TCP with mutual TLS
+(meshctl.agentapi.tls: the agent's certificate must name the node).
+"""
 
 from __future__ import annotations
 
 import http.client
 import json
 import socket
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from meshctl.agentapi.protocol import AgentApiError, StaleNodeError, WireCheck, counts_from_json
+from meshctl.agentapi.tls import TcpEndpoint, refused_or_plain
 from meshctl.apply.gates import MetricCounts, ProbeAttempt, WitnessedDrop
 from meshctl.connections import TrackedConnection
 from meshctl.nodestate import ForeignProgram, NodeState
@@ -34,14 +40,30 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-class AgentClient:
-    """observe / apply / revert / verify / drops of the node whose agent listens on `path`."""
+class _TcpConnection(http.client.HTTPConnection):
+    def __init__(self, node: str, endpoint: TcpEndpoint, timeout: float) -> None:
+        super().__init__(endpoint.host, endpoint.port, timeout=timeout)
+        self.node, self.endpoint = node, endpoint
 
-    def __init__(self, node: str, path: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self.node, self.path, self.timeout_s = node, Path(path), timeout_s
+    def connect(self) -> None:
+        self.sock = self.endpoint.connect(self.node, self.timeout)
+
+
+class AgentClient:
+    """observe / apply / revert / verify / drops of the node whose agent listens at `path` (a
+    unix socket) or at a TcpEndpoint."""
+
+    def __init__(self, node: str, path: Path | TcpEndpoint, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.node, self.timeout_s = node, timeout_s
+        self.path: Path | TcpEndpoint = path if isinstance(path, TcpEndpoint) else Path(path)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if isinstance(self.path, TcpEndpoint):
+            return _TcpConnection(self.node, self.path, self.timeout_s)
+        return _UnixConnection(self.path, self.timeout_s)
 
     def _call(self, method: str, route: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        conn = _UnixConnection(self.path, self.timeout_s)
+        conn = self._connection()
         try:
             data = json.dumps(body).encode() if body is not None else None
             headers = {"Content-Type": "application/json"} if data is not None else {}
@@ -51,6 +73,8 @@ class AgentClient:
         except FileNotFoundError:
             raise AgentApiError(self.node, f"no agent socket at {self.path} (is `meshctl agent --node "
                                 f"{self.node}` running with --api?)") from None
+        except ssl.SSLError as err:  # TLS 1.3: a refused client certificate shows at the first read
+            raise AgentApiError(self.node, refused_or_plain(str(self.path), err)) from None
         except OSError as err:
             raise AgentApiError(self.node, f"{self.path}: {err.strerror or err}") from None
         except http.client.HTTPException as err:

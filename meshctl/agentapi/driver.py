@@ -14,6 +14,7 @@ from pathlib import Path
 
 from meshctl.agentapi.client import AgentClient
 from meshctl.agentapi.protocol import AgentApiError, WireCheck, socket_path
+from meshctl.agentapi.tls import TcpEndpoint
 from meshctl.apply.gates import CheckLike, CheckOutcome, MetricCounts, ProbeAttempt
 from meshctl.nodestate import NodeState
 
@@ -21,10 +22,13 @@ from meshctl.nodestate import NodeState
 class AgentDriver:
     """Every node of one cluster, through the agent listening on that node's socket."""
 
-    def __init__(self, cluster: str, nodes: Iterable[str], directory: str | Path | None = None,
-                 plan_id: str = "") -> None:
+    def __init__(self, cluster: str, nodes: Iterable[str] | Mapping[str, Path | TcpEndpoint],
+                 directory: str | Path | None = None, plan_id: str = "") -> None:
+        """`nodes`: names (their unix sockets in `directory`), or each node's endpoint."""
         self.cluster, self.plan_id = cluster, plan_id
-        self.clients = {n: AgentClient(n, socket_path(cluster, n, directory)) for n in nodes}
+        if not isinstance(nodes, Mapping):
+            nodes = {n: socket_path(cluster, n, directory) for n in nodes}
+        self.clients = {n: AgentClient(n, where) for n, where in nodes.items()}
 
     def client(self, node: str) -> AgentClient:
         try:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from meshctl.agentapi.protocol import socket_path
 
 if TYPE_CHECKING:
     from meshctl.agentapi.service import NodeService
@@ -15,20 +14,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def start_api(cluster: str, service: NodeService, path: Path | None,
-              stop: threading.Event) -> threading.Thread:
-    """Serve `service` until `stop`; a failure to serve is logged, never fatal for the flow agent."""
-    from meshctl.agentapi.server import serve
-
-    node = service.node
-    sock = path or socket_path(cluster, node)
+def start_api(service: NodeService, where: Path | tuple[str, int], stop: threading.Event,
+              tls: ssl.SSLContext | None = None) -> threading.Thread:
+    """Serve `service` on a unix socket, or on TCP (mutual TLS with `tls`) until `stop`; a
+    failure to serve is logged, never fatal for the flow agent."""
+    from meshctl.agentapi.server import serve, serve_tcp
 
     def main() -> None:
         try:
-            serve(service, sock, stop)
+            if isinstance(where, Path):
+                serve(service, where, stop)
+            else:
+                serve_tcp(service, where, tls, stop)
         except Exception as err:
-            log.error("agent %s: no API on %s: %s", node, sock, err)
+            log.error("agent %s: no API on %s: %s", service.node, where, err)
 
-    thread = threading.Thread(target=main, name=f"agent-api-{node}", daemon=True)
+    thread = threading.Thread(target=main, name=f"agent-api-{service.node}", daemon=True)
     thread.start()
     return thread

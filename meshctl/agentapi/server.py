@@ -21,6 +21,8 @@ import logging
 import os
 import socket
 import socketserver
+import ssl
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
@@ -29,6 +31,7 @@ from typing import Any
 
 from meshctl.agentapi.protocol import AgentApiError
 from meshctl.agentapi.service import NodeService, Refused
+from meshctl.agentapi.tls import HANDSHAKE_TIMEOUT_S
 from meshctl.errors import MeshctlError
 
 log = logging.getLogger(__name__)
@@ -135,24 +138,67 @@ def bind(path: Path, service: NodeService) -> _Server:
     return server
 
 
+class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """The API over TCP; with `tls`, each connection is a TLS server socket that requires a
+    client certificate signed by the CA (the handshake runs in the connection's thread)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], service: NodeService, tls: ssl.SSLContext | None) -> None:
+        self.service, self.tls = service, tls
+        super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = self.socket.accept()
+        sock.settimeout(HANDSHAKE_TIMEOUT_S)
+        if self.tls is None:
+            return sock, addr
+        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that fails the handshake (no certificate, another CA) is one log line."""
+        err = sys.exc_info()[1]
+        if isinstance(err, ssl.SSLError | OSError):
+            log.warning("agent %s: refused %s:%s: %s", self.service.node, *client_address[:2],
+                        getattr(err, "reason", None) or err)
+            return
+        super().handle_error(request, client_address)
+
+
 def serve(service: NodeService, socket_path: Path, stop_event: threading.Event, *,
           ready: threading.Event | None = None) -> None:
-    """Serve the node's API until `stop_event` is set; removes the socket on the way out."""
-    node = service.node
+    """Serve the node's API on a unix socket until `stop_event` is set; removes the socket after."""
     server = bind(socket_path, service)
     ino = socket_path.stat().st_ino
+    log.info("agent %s: API on unix:%s", service.node, socket_path)
+    try:
+        _run(server, service.node, stop_event, ready)
+    finally:
+        try:
+            if socket_path.stat().st_ino == ino:  # never remove a successor's socket
+                socket_path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def serve_tcp(service: NodeService, address: tuple[str, int], tls: ssl.SSLContext | None,
+              stop_event: threading.Event, *, ready: threading.Event | None = None) -> None:
+    """Serve the node's API on `address` (mutual TLS, or plain with tls=None) until `stop_event`."""
+    server = _TcpServer(address, service, tls)
+    host, port = server.server_address[:2]
+    log.info("agent %s: API on %s://%s:%s", service.node, "https" if tls else "http", host, port)
+    _run(server, service.node, stop_event, ready)
+
+
+def _run(server: socketserver.BaseServer, node: str, stop_event: threading.Event,
+         ready: threading.Event | None) -> None:
     waiter = threading.Thread(target=lambda: (stop_event.wait(), server.shutdown()), daemon=True,
                               name=f"agent-api-stop-{node}")
     waiter.start()
-    log.info("agent %s: API on unix:%s", node, socket_path)
     if ready is not None:
         ready.set()
     try:
         server.serve_forever(poll_interval=0.1)
     finally:
         server.server_close()
-        try:
-            if socket_path.stat().st_ino == ino:  # never remove a successor's socket
-                socket_path.unlink()
-        except FileNotFoundError:
-            pass

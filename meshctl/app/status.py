@@ -104,7 +104,8 @@ def agent_node_status(access: AgentBackend, node: str) -> NodeStatus:
     against the datapath's map sizes (the maps the agent reads are those it manages)."""
     from meshctl.dataplane import structs as S
 
-    st = NodeStatus(node, agent=f"up (unix:{access.socket(node)})")
+    where = access.endpoint(node)
+    st = NodeStatus(node, agent=f"up ({where})" if not isinstance(where, Path) else f"up (unix:{where})")
     try:
         state = access.observe(node)
     except MeshctlError as err:
@@ -182,13 +183,13 @@ def _current_build() -> str | None:
 
 def _agent_access(repo: Path) -> AgentBackend | None:
     """The nodes' agents when meshctl.toml says `[apply] driver = "agent"`, else None (the lab)."""
-    from meshctl.backend.agents import AgentBackend
+    from meshctl.backend.agents import agents_of
     from meshctl.source.config import CONFIG_FILE, parse_config
 
     cfg = parse_config((Path(repo) / CONFIG_FILE).read_text(), Path(repo).resolve())
     if cfg.apply.driver != "agent":
         return None
-    return AgentBackend(cfg.cluster, [n.name for n in cfg.nodes], cfg.apply.socket_dir)
+    return agents_of(cfg)
 
 
 def _agent_cluster_status(repo: Path, info: Any, access: AgentBackend) -> ClusterStatus:

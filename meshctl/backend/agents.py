@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 from meshctl.errors import LabError
 
 if TYPE_CHECKING:
+    from meshctl.agentapi.tls import TcpEndpoint
     from meshctl.apply.engine import CheckRunner, FlowDropSource, NodeDriver
     from meshctl.connections import TrackedConnection
+    from meshctl.model.config import MeshConfig
     from meshctl.nodestate import NodeState, WireguardState
     from meshctl.source import DesiredState
 
@@ -31,32 +33,37 @@ MAX_PARALLEL_AGENTS = 16  # agents are separate processes: observing them in par
 
 
 class AgentBackend:
-    """Every node of the config through its agent's unix socket (`[apply] socketDir`)."""
+    """Every node of the config through its agent: over TCP with mutual TLS at the node's address
+    (`[agents] port`), else on its unix socket (`[apply] socketDir`)."""
 
     kind = "agent"
 
-    def __init__(self, cluster: str, nodes: Iterable[str], socket_dir: str | Path | None = None) -> None:
+    def __init__(self, cluster: str, nodes: Iterable[str], socket_dir: str | Path | None = None,
+                 endpoints: Mapping[str, TcpEndpoint] | None = None) -> None:
         from meshctl.agentapi.protocol import socket_dir as resolve_dir
 
         self.cluster, self.node_order = cluster, list(nodes)
         self.socket_dir = resolve_dir(socket_dir)
+        self.endpoints = dict(endpoints or {})
 
     @property
     def nodes(self) -> frozenset[str]:
         return frozenset(self.node_order)
 
     def describe(self) -> str:
-        return f"the agents of {self.cluster} (sockets in {self.socket_dir})"
+        where = "over mutual TLS" if self.endpoints else f"sockets in {self.socket_dir}"
+        return f"the agents of {self.cluster} ({where})"
 
-    def socket(self, node: str) -> Path:
+    def endpoint(self, node: str) -> Path | TcpEndpoint:
+        """Where `node`'s agent listens: its TCP endpoint, else its unix socket."""
         from meshctl.agentapi.protocol import socket_path
 
-        return socket_path(self.cluster, node, self.socket_dir)
+        return self.endpoints.get(node) or socket_path(self.cluster, node, self.socket_dir)
 
     def driver(self, plan_id: str = "") -> NodeDriver:
         from meshctl.agentapi.driver import AgentDriver
 
-        return AgentDriver(self.cluster, self.node_order, self.socket_dir, plan_id)
+        return AgentDriver(self.cluster, {n: self.endpoint(n) for n in self.node_order}, plan_id=plan_id)
 
     def observe(self, node: str) -> NodeState:
         return self.driver().observe(node)
@@ -76,7 +83,7 @@ class AgentBackend:
         from meshctl.agentapi.client import AgentClient
 
         order = list(nodes)
-        clients = [AgentClient(n, self.socket(n)) for n in order]
+        clients = [AgentClient(n, self.endpoint(n)) for n in order]
         with ThreadPoolExecutor(max(1, min(MAX_PARALLEL_AGENTS, len(order))),
                                 thread_name_prefix="conntrack") as pool:
             tables = list(pool.map(lambda c: c.connections(), clients))
@@ -101,25 +108,22 @@ class AgentBackend:
         return AgentDropSource(driver.client, {str(ip): pod for pod, ip in pod_ips.items()})
 
     def restore(self, node: str, before: NodeState) -> None:
-        from meshctl.agentapi.driver import AgentDriver
+        from meshctl.agentapi.client import AgentClient
 
-        driver = AgentDriver(self.cluster, self.node_order, self.socket_dir)
-        driver.client(node).revert(before)  # the agent proves the live state equals `before`
+        AgentClient(node, self.endpoint(node)).revert(before)  # the agent proves the live state is `before`
 
     def inventory_token(self) -> tuple[int, int] | None:
         return None  # incremental plans are the lab's (meshctl.app.increment)
 
 
 def agent_inventory(desired: DesiredState) -> DesiredState:
-    """Pods and their IPs for the agent driver: the inventory first, a visible lab second.
+    """Pods and their IPs for the agent driver, from the inventory `[inventory] source` names.
 
-    `[inventory] source = "kubernetes"` replaces the repo's namespaces and pods with the
-    cluster's (podIP from the API); otherwise the repo's Pods keep their status.podIP. A lab of
-    the cluster that is up on this host fills only the IPs still missing. Pods left without an
-    address get no endpoint (as in Cilium before the CNI assigned one): say so on stderr.
+    "kubernetes" replaces the repo's namespaces and pods with the cluster's (podIP from the API);
+    "repo" (the default) keeps the repo's Pods with their status.podIP; "lab" fills the IPs the
+    repo lacks from a lab of the cluster on this host (the only case that reads the lab). Pods
+    left without an address get no endpoint (as in Cilium before the CNI assigned one): say so.
     """
-    from meshctl.backend.lab import lab_pod_ips
-
     config = desired.config
     if config.inventory.source == "kubernetes":
         from meshctl.source.kubernetes import inventory_from_config
@@ -128,10 +132,12 @@ def agent_inventory(desired: DesiredState) -> DesiredState:
         desired = inventory.apply_to(desired)
         for why in inventory.skipped:
             log.info("kubernetes inventory: skipped %s", why)
-    lab = lab_pod_ips(config.cluster)
-    if config.inventory.source == "lab" and not lab:
-        raise LabError(f"[inventory] source = \"lab\" but no lab named {config.cluster!r} is up")
-    if lab:
+    if config.inventory.source == "lab":
+        from meshctl.backend.lab import lab_pod_ips
+
+        lab = lab_pod_ips(config.cluster)
+        if not lab:
+            raise LabError(f"[inventory] source = \"lab\" but no lab named {config.cluster!r} is up")
         desired = desired.with_pod_ips(lab)
     missing = sorted(p.key for p in desired.pods if p.pod_ip is None)
     if missing:
@@ -143,6 +149,21 @@ def agent_inventory(desired: DesiredState) -> DesiredState:
 
 def open_agents(desired: DesiredState) -> tuple[DesiredState, AgentBackend]:
     """The desired state with pod IPs from the inventory, and the nodes' agents."""
-    config = desired.config
-    backend = AgentBackend(config.cluster, [n.name for n in config.nodes], config.apply.socket_dir)
-    return agent_inventory(desired), backend
+    return agent_inventory(desired), agents_of(desired.config)
+
+
+def agents_of(config: MeshConfig) -> AgentBackend:
+    """The agents of the config's nodes: over TCP (mutual TLS unless `insecure`) with `[agents]
+    port`, else on unix sockets. Raises ConfigError for a node without an address."""
+    nodes = [n.name for n in config.nodes]
+    a = config.agents
+    if a.port is None:
+        return AgentBackend(config.cluster, nodes, config.apply.socket_dir)
+    from meshctl.agentapi.tls import TcpEndpoint, TlsFiles
+    from meshctl.underlay import require_addresses
+
+    addresses = require_addresses(config, "agents over TCP ([agents] port)")
+    files = None if a.insecure else TlsFiles.from_env(a.ca, a.cert, a.key)
+    tls = files.client_context() if files is not None else None
+    endpoints = {n: TcpEndpoint(str(addresses[n]), a.port, tls, files.ca if files else None) for n in nodes}
+    return AgentBackend(config.cluster, nodes, config.apply.socket_dir, endpoints)

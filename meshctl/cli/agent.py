@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 from pathlib import Path
 
@@ -21,13 +22,23 @@ ApiOpt = typer.Option(True, "--api/--no-api", help="Serve the node API (observe/
                       "on a unix socket for remote applies.")
 ApiSocketOpt = typer.Option(None, "--api-socket", help="Socket path (default: "
                             "$MESHCTL_AGENT_SOCKET_DIR or /run/meshctl, then agent-<cluster>-<node>.sock).")
+ListenOpt = typer.Option(None, "--listen", metavar="ADDRESS:PORT", help="Serve the node API over TCP "
+                         "with mutual TLS (instead of the unix socket).")
+TlsCaOpt = typer.Option(None, "--tls-ca", help="CA that signed the clients' certificates "
+                        "($MESHCTL_AGENT_CA).")
+TlsCertOpt = typer.Option(None, "--tls-cert", help="This agent's certificate, naming the node "
+                          "($MESHCTL_AGENT_CERT).")
+TlsKeyOpt = typer.Option(None, "--tls-key", help="Its private key ($MESHCTL_AGENT_KEY).")
+InsecureOpt = typer.Option(False, "--insecure", help="Plain TCP with --listen: for a lab only.")
 
 
 @app.command("agent")
 def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = ClusterOpt,
           store: Path | None = StoreOpt, metrics_address: str | None = AddrOpt,
           metrics_port: int | None = PortOpt, api: bool = ApiOpt,
-          api_socket: Path | None = ApiSocketOpt) -> None:
+          api_socket: Path | None = ApiSocketOpt, listen: str | None = ListenOpt,
+          tls_ca: Path | None = TlsCaOpt, tls_cert: Path | None = TlsCertOpt,
+          tls_key: Path | None = TlsKeyOpt, insecure: bool = InsecureOpt) -> None:
     """Run the flow agent of one node in the foreground (stop with SIGTERM or Ctrl-C)."""
     from meshctl.flows.agent import Agent, AgentSettings
     from meshctl.flows.context import change_token, repo_info, try_load_context
@@ -36,6 +47,7 @@ def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = Clust
     from meshctl.flows.store import store_path
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    where, tls = _api_address(listen, tls_ca, tls_cert, tls_key, insecure) if api else (None, None)
     has_repo = (repo / "meshctl.toml").exists()
     journal_dir: Path | None = None  # the API's node journal: <state>/agents/<node> with a repo
     if not has_repo:
@@ -72,8 +84,29 @@ def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = Clust
         journal_dir = journal_dir or sock.parent / f"journal-{runner.s.cluster}-{node}"
         service = lab_service(runner.s.cluster, node, node_netns(runner.s.cluster, node), journal_dir,
                               runner.s.store)
-        api_thread = start_api(runner.s.cluster, service, sock, runner.stop)
+        api_thread = start_api(service, where or sock, runner.stop, tls)
     runner.run()
     if api_thread is not None:
         runner.stop.set()
         api_thread.join(5)
+
+
+def _api_address(listen: str | None, ca: Path | None, cert: Path | None, key: Path | None,
+                 insecure: bool) -> tuple[tuple[str, int] | None, ssl.SSLContext | None]:
+    """(--listen address, its server TLS context); (None, None) for the unix socket. Plain TCP
+    only with --insecure; a CA, certificate or key that cannot be used stops the agent here."""
+    from meshctl.agentapi.tls import TlsFiles
+
+    if listen is None:
+        return None, None
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise MeshctlError(f"--listen {listen}: expected ADDRESS:PORT, e.g. 0.0.0.0:4250")
+    if insecure:
+        return (host or "0.0.0.0", int(port)), None
+    files = TlsFiles.from_env(ca, cert, key)
+    if files is None:
+        raise MeshctlError("--listen serves mutual TLS: give --tls-ca, --tls-cert and --tls-key "
+                           "(or $MESHCTL_AGENT_CA/_CERT/_KEY), or --insecure for a lab")
+    return (host or "0.0.0.0", int(port)), files.server_context()
+

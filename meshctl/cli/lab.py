@@ -70,7 +70,7 @@ def up(repo: Path = RepoOpt,
     if res.datapath:  # one flow agent per node (meshctl/lab/agents.py, owned by flows)
         from meshctl.lab import agents
 
-        agents.start(repo, reg.cluster, list(reg.nodes))
+        agents.start(repo, reg.cluster, list(reg.nodes), agents.tcp_apis(reg, topo.agents))
     _err().print(f"lab {reg.cluster}: {len(reg.nodes)} nodes, {len(reg.pods)} pods up"
                  f" (datapath {'attached' if res.datapath else 'not attached'})")
     _print_status(reg.cluster)

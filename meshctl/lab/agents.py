@@ -13,9 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Any
 
-from meshctl.lab.registry import log_dir, run_dir
+from meshctl.lab.netns import nsenter_argv
+from meshctl.lab.registry import Registry, log_dir, run_dir
 
 
 def pid_file(cluster: str) -> Path:
@@ -55,8 +60,57 @@ def running(cluster: str) -> dict[str, int]:
     return {node: pid for node, pid in pids.items() if is_agent(int(pid), cluster, node)}
 
 
-def start(repo: Path, cluster: str, nodes: list[str]) -> dict[str, int]:
-    """Start the missing agents (detached, logs in the lab's log dir); returns node -> pid."""
+@dataclass(frozen=True)
+class TcpApi:
+    """A lab agent serving its API over TCP: inside its node's netns, on its underlay address,
+    with the node's certificate (mutual TLS), or plain with `tls` None (`insecure = true`)."""
+
+    netns: str
+    address: str
+    port: int
+    tls: tuple[Path, Path, Path] | None  # CA, certificate, key
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        args = [*argv, "--listen", f"{self.address}:{self.port}"]
+        if self.tls is None:
+            args.append("--insecure")
+        else:
+            ca, cert, key = self.tls
+            args += ["--tls-ca", str(ca), "--tls-cert", str(cert), "--tls-key", str(key)]
+        return nsenter_argv(self.netns, args)
+
+
+def pki_dir(cluster: str) -> Path:
+    """The lab nodes' certificates and keys (node side: never in the repo)."""
+    return run_dir() / f"{cluster}.pki"
+
+
+def tcp_apis(reg: Registry, settings: Any) -> dict[str, TcpApi]:
+    """Prepare the agents of `reg` for the API over TCP ([agents] port): this host's link to the
+    underlay, the lab CA with the CLI's client certificate at the configured paths (made once),
+    and a fresh certificate per node naming it. Empty without a port."""
+    from meshctl.lab import network, pki
+    from meshctl.lab.topology import host_address
+
+    if settings is None or settings.port is None:
+        return {}
+    cidr = IPv4Network(reg.underlay_cidr)
+    network.ensure_host_link(reg.cluster, cidr, host_address(cidr))
+    authority = None if settings.insecure else pki.ensure_lab_pki(settings.ca, settings.cert, settings.key)
+    out = {}
+    for name, node in reg.nodes.items():
+        tls = None
+        if authority is not None:
+            cert, key = pki.issue_node(authority, pki_dir(reg.cluster), name, node.underlay_ip)
+            tls = (settings.ca, cert, key)
+        out[name] = TcpApi(node.netns, node.underlay_ip, settings.port, tls)
+    return out
+
+
+def start(repo: Path, cluster: str, nodes: list[str],
+          tcp: Mapping[str, TcpApi] | None = None) -> dict[str, int]:
+    """Start the missing agents (detached, logs in the lab's log dir); returns node -> pid. A node
+    in `tcp` gets its agent in its netns, serving the API over TCP."""
     pids = running(cluster)
     logs = log_dir(cluster)
     logs.mkdir(parents=True, exist_ok=True)
@@ -64,7 +118,10 @@ def start(repo: Path, cluster: str, nodes: list[str]) -> dict[str, int]:
         if node in pids:
             continue
         with open(logs / f"agent-{node}.log", "ab") as log:
-            proc = subprocess.Popen(_argv(repo, cluster, node), stdin=subprocess.DEVNULL, stdout=log,
+            argv = _argv(repo, cluster, node)
+            if tcp and node in tcp:
+                argv = tcp[node].wrap(argv)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=log, start_new_session=True, cwd="/")
         pids[node] = proc.pid
     pid_file(cluster).parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from meshctl.dataplane.wireguard.teardown import remove_cluster as remove_wireguard
 from meshctl.errors import LabError
-from meshctl.lab import datapath, names, network, registry, servers
+from meshctl.lab import agents, datapath, names, network, registry, servers
 from meshctl.lab.netns import exists, list_netns
 from meshctl.lab.registry import ExternalRecord, NodeRecord, PodRecord, Registry
 from meshctl.lab.topology import Addresses, Topology, allocate, external_address
@@ -178,7 +178,9 @@ def _down(cluster: str, nodes: tuple[str, ...]) -> DownResult:
         if ns in wanted or names.is_lab_netns(cluster, ns, known_nodes):
             network.delete_netns(ns)
             gone.append(ns)
+    network.remove_host_link(cluster)
     shutil.rmtree(registry.log_dir(cluster), ignore_errors=True)
+    shutil.rmtree(agents.pki_dir(cluster), ignore_errors=True)  # the nodes' keys
     registry.delete(cluster)
     return DownResult(netns=gone, pids=sorted(set(killed)), pins=pins)
 

@@ -45,6 +45,12 @@ def external_netns(cluster: str) -> str:
 
 
 EXTERNAL_PORT = "ulext"  # the external client's bridge port in the underlay netns
+HOST_PORT = "ulhost"  # the host link's bridge port in the underlay netns (agents over TCP)
+
+
+def host_link(cluster: str) -> str:
+    """This host's end of its link to the lab underlay (the CLI reaches the agents through it)."""
+    return f"mch{short_hash(cluster)}"
 
 
 def pod_netns(cluster: str, pod: str) -> str:

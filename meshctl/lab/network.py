@@ -7,8 +7,10 @@ LAB_RTPROTO so stale ones can be found and removed without touching anything els
 
 from __future__ import annotations
 
+import contextlib
 import json
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 from meshctl.lab import names
 from meshctl.lab.netns import exists, ip, ip_batch, sysctl
@@ -37,8 +39,8 @@ def delete_netns(name: str) -> None:
         ip(None, "netns", "delete", name, check=False)
 
 
-def links(netns: str) -> dict[str, dict[str, object]]:
-    """ifname -> `ip -j link` record inside netns."""
+def links(netns: str | None) -> dict[str, dict[str, object]]:
+    """ifname -> `ip -j link` record inside netns (None: this host's)."""
     out = ip(netns, "-j", "link", "show").stdout
     return {rec["ifname"]: rec for rec in json.loads(out or "[]")}
 
@@ -49,6 +51,23 @@ def ensure_underlay(cluster: str) -> None:
     if names.BRIDGE not in links(ns):
         ip(ns, "link", "add", names.BRIDGE, "type", "bridge")
     ip(ns, "link", "set", names.BRIDGE, "up")
+
+
+def ensure_host_link(cluster: str, underlay_cidr: IPv4Network, address: IPv4Address) -> None:
+    """A veth from this host to the underlay bridge with `address`: the host reaches the nodes'
+    underlay addresses (the agents' API over TCP) the way a CI runner reaches a cluster's nodes."""
+    uns, host = names.underlay_netns(cluster), names.host_link(cluster)
+    if host not in links(None) or names.HOST_PORT not in links(uns):
+        ip(None, "link", "del", host, check=False)
+        ip(None, "link", "add", host, "type", "veth", "peer", "name", names.HOST_PORT, "netns", uns)
+    ip(uns, "link", "set", names.HOST_PORT, "master", names.BRIDGE, "up")
+    with contextlib.suppress(OSError):  # no router solicitations onto the underlay
+        Path(f"/proc/sys/net/ipv6/conf/{host}/disable_ipv6").write_text("1")
+    ip_batch(None, [f"addr replace {address}/{underlay_cidr.prefixlen} dev {host}", f"link set {host} up"])
+
+
+def remove_host_link(cluster: str) -> None:
+    ip(None, "link", "del", names.host_link(cluster), check=False)
 
 
 def ensure_node(cluster: str, node: NodeRecord, underlay_cidr: IPv4Network,

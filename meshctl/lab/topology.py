@@ -23,6 +23,7 @@ CONFIG_FILE = "meshctl.toml"
 class LabNode:
     name: str
     pod_cidr: IPv4Network
+    address: IPv4Address | None = None  # `address` under [[nodes]]: the node's underlay address
 
     @property
     def gateway(self) -> IPv4Address:
@@ -53,6 +54,7 @@ class Topology:
     external: bool = False
     external_routes: tuple[IPv4Network, ...] = ()
     external_via: str | None = None
+    agents: Any = None  # [agents] of meshctl.toml (AgentsSettings): a port puts the agents on TCP
 
     def node(self, name: str) -> LabNode:
         for n in self.nodes:
@@ -87,9 +89,10 @@ def from_desired(desired: Any) -> Topology:
               for ip in svc.external_addresses}
     topo = Topology(
         cluster=cfg.cluster, underlay_cidr=cfg.lab.underlay_cidr,
-        nodes=tuple(LabNode(n.name, n.pod_cidr) for n in cfg.nodes), pods=tuple(pods),
+        nodes=tuple(LabNode(n.name, n.pod_cidr, n.address) for n in cfg.nodes), pods=tuple(pods),
         root=getattr(desired, "root", None),
         external=bool(lb and lb.kube_proxy_replacement), external_routes=tuple(sorted(routes)),
+        agents=getattr(cfg, "agents", None),
     )
     validate(topo)
     return topo
@@ -132,7 +135,15 @@ def validate(topo: Topology) -> None:
             raise _config_error(topo, f"nodes[{i}].podCIDR", str(node.pod_cidr),
                                 f"pod CIDR {node.pod_cidr} of node {node.name!r} overlaps the lab "
                                 f"underlay {topo.underlay_cidr} (lab.underlayCIDR)")
+        if node.address is not None and node.address not in usable_underlay(topo.underlay_cidr):
+            raise _config_error(topo, f"nodes[{i}].address", str(node.address),
+                                f"address {node.address} of node {node.name!r} is not a node address of "
+                                f"the lab underlay {topo.underlay_cidr} (its last two are the lab's own)")
         for other in topo.nodes[:i]:
+            if node.address is not None and node.address == other.address:
+                raise _config_error(topo, f"nodes[{i}].address", str(node.address),
+                                    f"address {node.address} of node {node.name!r} is also the address "
+                                    f"of node {other.name!r}")
             if node.pod_cidr.overlaps(other.pod_cidr):
                 raise _config_error(topo, f"nodes[{i}].podCIDR", str(node.pod_cidr),
                                     f"pod CIDR {node.pod_cidr} of node {node.name!r} overlaps "
@@ -197,17 +208,20 @@ def allocate(topo: Topology, previous: Addresses | None = None) -> Addresses:
             raise LabError(f"node {node.name!r}: pod CIDR {node.pod_cidr} is full, no address for {pod.key}")
         pods[pod.key] = ip
         used.add(ip)
-    underlay: dict[str, IPv4Address] = {}
-    uused: set[IPv4Address] = set()
+    underlay: dict[str, IPv4Address] = {n.name: n.address for n in topo.nodes if n.address is not None}
+    uused: set[IPv4Address] = set(underlay.values())
     for node in topo.nodes:
+        if node.name in underlay:
+            continue
         old = prev.underlay.get(node.name)
         if old is not None and old in topo.underlay_cidr and old not in uused and old not in (
                 topo.underlay_cidr.network_address, topo.underlay_cidr.broadcast_address):
             underlay[node.name] = old
             uused.add(old)
+    host = host_address(topo.underlay_cidr) if topo.agents is not None and topo.agents.port else None
     for node in topo.nodes:
         if node.name not in underlay:
-            ip = _first_free(topo.underlay_cidr, uused)
+            ip = _first_free(topo.underlay_cidr, uused, skip=(host,) if host else ())
             if ip is None:
                 raise LabError(f"underlay {topo.underlay_cidr} is full")
             underlay[node.name] = ip
@@ -216,12 +230,24 @@ def allocate(topo: Topology, previous: Addresses | None = None) -> Addresses:
         ip = external_address(topo.underlay_cidr)
         if ip in uused:
             raise LabError(f"underlay {topo.underlay_cidr} is full: no address for the external client")
+    if host is not None and host in uused:
+        raise LabError(f"underlay {topo.underlay_cidr} is full: no address for this host's link")
     return Addresses(pods=pods, underlay=underlay)
 
 
 def external_address(underlay: IPv4Network) -> IPv4Address:
     """The external client's underlay address: the last usable one, so node addresses never move."""
     return underlay.broadcast_address - 1
+
+
+def host_address(underlay: IPv4Network) -> IPv4Address:
+    """This host's address on the underlay (agents over TCP): the one before the external client's."""
+    return underlay.broadcast_address - 2
+
+
+def usable_underlay(underlay: IPv4Network) -> list[IPv4Address]:
+    """Addresses nodes may have: all hosts but the external client's and this host's."""
+    return [ip for ip in underlay.hosts() if ip not in (external_address(underlay), host_address(underlay))]
 
 
 def _first_free(cidr: IPv4Network, used: Iterable[IPv4Address],

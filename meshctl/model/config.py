@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, field_validator, model_validator
 
 from meshctl.model.base import Model, check_dns_label
 from meshctl.model.lbconfig import (
@@ -131,6 +131,30 @@ class ApplySection(Model):
     socket_dir: str | None = None  # agent: where the agents' sockets are (default /run/meshctl)
 
 
+class AgentsSection(Model):
+    """[agents]: the node agents' API over TCP with mutual TLS (meshctl.agentapi.tls).
+
+    With `port`, the CLI reaches each node's agent at the node's `address` and that port, and
+    trusts it only when `ca` signed its certificate and the certificate names the node; `cert`
+    and `key` are the CLI's client certificate ($MESHCTL_AGENT_CA/_CERT/_KEY override the three
+    paths, e.g. from a CI secret). Without `port` the agents are reached on unix sockets.
+    """
+
+    port: int | None = Field(default=None, ge=1, le=65535)
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    insecure: StrictBool = False  # plain TCP: for a lab only
+
+    @model_validator(mode="after")
+    def _tls_or_insecure(self) -> AgentsSection:
+        missing = [n for n in ("ca", "cert", "key") if getattr(self, n) is None]
+        if self.port is not None and not self.insecure and missing:
+            raise ValueError(f"over TCP the agents need mutual TLS: set {', '.join(missing)} "
+                             "(or insecure = true, for a lab only)")
+        return self
+
+
 class LoadBalancerSection(Model):
     """[loadBalancer]: how services reach backends on other nodes, and how a backend is chosen."""
 
@@ -183,6 +207,7 @@ class ConfigFile(Model):
     encryption: EncryptionSection = EncryptionSection()
     inventory: InventorySection = InventorySection()
     apply: ApplySection = ApplySection()
+    agents: AgentsSection = AgentsSection()
 
     @field_validator("nodes")
     @classmethod
@@ -267,6 +292,16 @@ class DatapathSettings(Model):
     ipv6: Literal["drop", "pass"] = "drop"
 
 
+class AgentsSettings(Model):
+    """[agents] with its paths resolved against the repo."""
+
+    port: int | None = None
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    insecure: bool = False
+
+
 class LabSettings(Model):
     underlay_cidr: IPv4Network = DEFAULT_UNDERLAY
 
@@ -297,6 +332,7 @@ class MeshConfig(Model):
     encryption: EncryptionSection = EncryptionSection()
     inventory: InventorySection = InventorySection()
     apply: ApplySection = ApplySection()
+    agents: AgentsSettings = AgentsSettings()
 
     def node(self, name: str) -> NodeConfig | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -323,6 +359,10 @@ class MeshConfig(Model):
             encryption=raw.encryption,
             inventory=raw.inventory,
             apply=raw.apply,
+            agents=AgentsSettings(
+                port=raw.agents.port, insecure=raw.agents.insecure,
+                **{n: (root / p).resolve() for n in ("ca", "cert", "key") if (p := getattr(raw.agents, n))},
+            ),
             service_cidr=raw.cluster.service_cidr,
             load_balancer=LoadBalancerSettings(
                 kube_proxy_replacement=raw.cluster.kube_proxy_replacement,
@@ -333,7 +373,8 @@ class MeshConfig(Model):
 
 
 __all__ = [
-    "ApplySection", "ConfigFile", "DatapathSettings", "EncryptionSection", "InventorySection", "LabSettings",
+    "AgentsSection", "AgentsSettings", "ApplySection", "ConfigFile", "DatapathSettings", "EncryptionSection",
+    "InventorySection", "LabSettings",
     "LoadBalancerSettings",
     "MeshConfig", "NodeConfig", "ObservabilitySection", "Rollout",
 ]

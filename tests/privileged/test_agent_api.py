@@ -164,7 +164,8 @@ def test_full_apply_with_agent_driver(lab: Lab) -> None:
     for node in NODES:  # back to the lab's fresh state, so every node has work
         lab_reconcile(lab, node, lab.initial[node])
     toml = lab.repo / "meshctl.toml"
-    toml.write_text(toml.read_text() + f'\n[apply]\ndriver = "agent"\nsocketDir = "{lab.sockets}"\n')
+    toml.write_text(toml.read_text() + f'\n[apply]\ndriver = "agent"\nsocketDir = "{lab.sockets}"\n'
+                    '[inventory]\nsource = "lab"\n')
     res = meshctl(lab.repo, "apply", "--auto-approve", timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Apply complete: 3 node(s) updated, 3 verified by " in res.stdout

@@ -272,7 +272,8 @@ def test_the_agent_driver_reads_conntrack_through_the_agents(repo: Path, stream:
     procs = []
     try:
         procs = [start_agent(repo, CLUSTER, node, sockets) for node in ("node-1", "node-2", "node-3")]
-        toml.write_text(lab_toml + f'\n[apply]\ndriver = "agent"\nsocketDir = "{sockets}"\n')
+        toml.write_text(lab_toml + f'\n[apply]\ndriver = "agent"\nsocketDir = "{sockets}"\n'
+                        '[inventory]\nsource = "lab"\n')
         frontend = int(registry.pod(CLUSTER, "demo/frontend").address)
         api = int(registry.pod(CLUSTER, "demo/api").address)
         live = AgentClient("node-2", socket_path(CLUSTER, "node-2", sockets)).connections()

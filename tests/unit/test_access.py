@@ -62,7 +62,7 @@ def test_agent_driver_takes_pod_ips_from_the_repo(tmp_path: Path, caplog: pytest
     access = ws.backend
     assert isinstance(access, AgentBackend)
     assert access.nodes == frozenset({"node-a", "node-b"})
-    assert access.socket("node-b") == Path("/tmp/mc-ag2-unit/agent-t-ag2-unit-node-b.sock")
+    assert access.endpoint("node-b") == Path("/tmp/mc-ag2-unit/agent-t-ag2-unit-node-b.sock")
     assert ws.pod_ips() == {"prod/web": IPv4Address("10.1.0.7")}
     assert "1 pod(s) without an IP get no endpoint: prod/db" in caplog.text
 

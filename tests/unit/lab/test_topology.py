@@ -98,3 +98,20 @@ def test_names_fit_and_do_not_match_other_clusters() -> None:
     assert names.is_lab_netns("a", names.pod_netns("a", "x/y"), set())
     assert not names.is_lab_netns("a", "mc-a-b-u", {"n1"})  # lab "a-b"
     assert not names.is_lab_netns("a", "mc-a-n2", {"n1"})
+
+
+def test_node_addresses_of_the_config_are_kept_and_checked() -> None:
+    """A cluster's meshctl.toml names its nodes' addresses (the CLI reaches the agents there):
+    the lab builds the nodes on them, and refuses one outside the underlay or given twice."""
+    from meshctl.lab.topology import host_address
+
+    given = LabNode("n2", IPv4Network("10.2.0.0/24"), IPv4Address("172.31.250.7"))
+    got = allocate(topo(nodes=(N1, given)), Addresses(underlay={"n2": IPv4Address("172.31.250.1")}))
+    assert got.underlay == {"n1": IPv4Address("172.31.250.1"), "n2": IPv4Address("172.31.250.7")}
+    for bad in (IPv4Address("10.9.9.9"), host_address(UL)):
+        node = LabNode("n2", IPv4Network("10.2.0.0/24"), bad)
+        with pytest.raises(ConfigError, match=rf"nodes\[1\]\.address: address {bad} of node 'n2' is not"):
+            validate(topo(nodes=(N1, node)))
+    twice = (LabNode("n1", N1.pod_cidr, given.address), given)
+    with pytest.raises(ConfigError, match="of node 'n2' is also the address of node 'n1'"):
+        validate(topo(nodes=twice))

@@ -52,7 +52,7 @@ def _load(name: str) -> dict:
 
 def test_expected_workflows_exist() -> None:
     names = {p.name for p in WORKFLOWS}
-    assert {"ci.yml", "meshctl-plan.yml", "meshctl-drift.yml"} <= names
+    assert {"ci.yml", "meshctl-plan.yml", "meshctl-drift.yml", "meshctl-apply.yml"} <= names
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
@@ -106,3 +106,38 @@ def test_drift_workflow_is_scheduled_and_keeps_one_issue() -> None:
     body = script["with"]["script"]
     assert "labels: label" in body and "issues.create" in body and "issues.update" in body
     assert json.dumps(wf["permissions"]) == json.dumps({"contents": "read", "issues": "write"})
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_every_action_is_pinned_by_commit(workflow: Path) -> None:
+    """A tag can be moved to other code; a commit cannot (the version is kept in a comment)."""
+    import re
+
+    uses = re.findall(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$", workflow.read_text(), re.M)
+    assert uses or workflow.name == "ci.yml"
+    for ref, comment in uses:
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref), ref
+        assert re.match(r"\s+# v\d", comment), f"{ref}: say which version the commit is"
+
+
+def test_apply_workflow_applies_the_merge_commits_plan_one_run_at_a_time() -> None:
+    wf = _load("meshctl-apply.yml")
+    on = wf.get("on") or wf.get(True)
+    assert on["push"]["branches"] == ["main"] and "pull_request" not in on
+    assert wf["concurrency"] == {"group": "meshctl-apply", "cancel-in-progress": False}
+    job = wf["jobs"]["apply"]
+    assert job["if"] == "github.ref == 'refs/heads/main'"
+    runs = [s.get("run", "") for s in job["steps"]]
+    plan = next(r for r in runs if "meshctl plan" in r)
+    assert '--ref "$GITHUB_SHA"' in plan and "--out" in plan and "--detailed-exitcode" in plan
+    apply = next(r for r in runs if "meshctl apply" in r)
+    assert '"$RUNNER_TEMP/plan.json"' in apply and 'exit "$code"' in apply  # a rollback fails the run
+    assert all("GITHUB_STEP_SUMMARY" in r for r in (plan, apply))
+    assert wf["permissions"] == {"contents": "read"}
+
+
+def test_drift_and_apply_reach_the_agents_with_the_client_certificate_from_secrets() -> None:
+    for name in ("meshctl-apply.yml", "meshctl-drift.yml", "meshctl-plan.yml"):
+        step = next(s for s in _steps(_load(name)) if s.get("name") == "Write the agents' client certificate")
+        assert step["env"]["AGENT_KEY"] == "${{ secrets.MESHCTL_AGENT_KEY }}", name
+        assert "umask 077" in step["run"] and "MESHCTL_AGENT_KEY=$dir/client.key" in step["run"], name

@@ -1,0 +1,104 @@
+"""examples/cluster in the lab: the node agents are the only way in, over mutual TLS.
+
+`meshctl lab up` builds the nodes on the addresses of meshctl.toml, makes the lab CA and one
+certificate per node, gives this host a link to the underlay and starts each node's agent in
+its netns on its underlay address. Then plan, apply, drift, observe and status run with the lab
+registry unreadable (MESHCTL_LAB_DIR names a plain file: any read of it fails), as from a CI
+runner: everything they know comes from meshctl.toml, the inventory and the agents. A wrong CA or
+a certificate of another node stops the command before any node is touched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from apply_helpers import cli_lab, connect, example_copy, meshctl, unique_cluster
+
+pytestmark = [pytest.mark.privileged, pytest.mark.lab]
+
+CLUSTER = unique_cluster("t-mtls")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = example_copy("cluster", tmp_path_factory.mktemp("mtls") / "repo", CLUSTER)
+    with cli_lab(root):
+        yield root
+    from meshctl.lab import names
+
+    assert not (Path("/sys/class/net") / names.host_link(CLUSTER)).exists(), "lab down removes the host link"
+
+
+@pytest.fixture(scope="module")
+def no_lab(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment in which reading the lab registry fails: its directory is a plain file."""
+    blocker = tmp_path_factory.mktemp("nolab") / "not-a-directory"
+    blocker.write_text("")
+    return {"MESHCTL_LAB_DIR": str(blocker)}
+
+
+def test_the_registry_really_is_unreadable(repo: Path, no_lab: dict[str, str]) -> None:
+    res = meshctl(repo, "lab", "status", env=no_lab)
+    assert res.returncode == 1 and "is unreadable" in res.stderr
+
+
+def test_the_lab_made_a_ca_and_keeps_keys_private(repo: Path) -> None:
+    for name in ("ca.key", "client.key"):
+        assert (repo / ".pki" / name).stat().st_mode & 0o077 == 0, name
+
+
+def test_plan_apply_drift_observe_status_through_the_agents_only(repo: Path, no_lab: dict[str, str]) -> None:
+    plan = meshctl(repo, "plan", "--detailed-exitcode", env=no_lab, timeout=120)
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    assert "+ node-2 policy demo/api ingress allow demo/frontend tcp/3000" in plan.stdout
+
+    apply = meshctl(repo, "apply", "--auto-approve", env=no_lab, timeout=180)
+    assert apply.returncode == 0, apply.stdout + apply.stderr
+    assert "Apply complete: 3 node(s) updated, 3 verified by " in apply.stdout
+    assert connect(CLUSTER, "demo/frontend", "demo/api", 3000)
+    assert not connect(CLUSTER, "demo/frontend", "demo/database", 5432)
+
+    drift = meshctl(repo, "drift", "--detailed-exitcode", env=no_lab, timeout=120)
+    assert drift.returncode == 0, drift.stdout + drift.stderr
+    again = meshctl(repo, "plan", "--detailed-exitcode", env=no_lab, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+    observe = meshctl(repo, "observe", "--verdict", "DROPPED", "--to-pod", "demo/database", "-o", "json",
+                      env=no_lab)
+    assert observe.returncode == 0, observe.stderr
+    drops = [json.loads(line) for line in observe.stdout.splitlines() if line.strip()]
+    assert any(d["src_pod"] == "demo/frontend" and d["reason"] == "default deny" for d in drops), drops
+
+    status = meshctl(repo, "status", "-o", "json", env=no_lab, timeout=120)
+    assert status.returncode == 0, status.stdout + status.stderr
+    nodes = json.loads(status.stdout)["nodes"]
+    assert [n["agent"] for n in nodes] == [f"up (https://172.31.241.{i}:4250)" for i in (11, 12, 13)]
+    assert all(n["drift"] == "no" for n in nodes)
+
+
+def _serial(repo: Path) -> int:
+    return int(json.loads((repo / "state" / "state.json").read_text())["serial"])
+
+
+def test_an_agent_that_cannot_be_verified_stops_the_apply(repo: Path, no_lab: dict[str, str]) -> None:
+    serial = _serial(repo)
+    toml = repo / "meshctl.toml"
+    original = toml.read_text()
+    try:  # node-2's address now answers with node-3's agent
+        toml.write_text(original.replace('address = "172.31.241.12"', 'address = "172.31.241.13"')
+                        .replace('address = "172.31.241.13"\n\n[lab]', 'address = "172.31.241.12"\n\n[lab]'))
+        res = meshctl(repo, "apply", "--auto-approve", env=no_lab, timeout=120)
+        assert res.returncode == 1
+        assert res.stderr.strip().splitlines() == [
+            "Error: agent of node node-2: the agent at 172.31.241.13:4250 presents a certificate that "
+            "does not name node node-2 (another node's agent, or a wrong address under [[nodes]])"]
+    finally:
+        toml.write_text(original)
+    wrong_ca = {**no_lab, "MESHCTL_AGENT_CA": str(repo / ".pki" / "client.crt")}  # not the CA
+    res = meshctl(repo, "plan", env=wrong_ca, timeout=60)
+    assert res.returncode == 1 and "presents a certificate not signed by the CA" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    assert _serial(repo) == serial, "nothing was applied"
