@@ -134,6 +134,10 @@ class AgentClient:
     def revert(self, before: NodeState) -> dict[str, Any]:
         return self._call("POST", "/v1/revert", {"before": before.canonical()})
 
+    def uninstall(self) -> NodeState:
+        """Remove meshctl's programs, maps and devices from the node; what was there."""
+        return NodeState.from_canonical(self._call("POST", "/v1/uninstall", {})["before"])
+
     def drops_of(self, attempts: list[ProbeAttempt]) -> list[list[WitnessedDrop]]:
         """This node's recorded drops of each connection (made by any node's agent)."""
         answer = self._call("POST", "/v1/flowdrops", {"attempts": [a.to_json() for a in attempts]})

@@ -5,6 +5,7 @@
     GET  /v1/conntrack -> {"connections": [[saddr, daddr, sport, dport, protocol, direction], ...]}
     POST /v1/apply    {"target", "expected_fingerprint", "plan_id"}   409 when the node moved
     POST /v1/revert   {"before"}
+    POST /v1/uninstall {} -> {"before"}: meshctl's programs, maps and devices removed from the node
     POST /v1/verify   {"checks", "window_s", "threshold_per_s", "predicted"}
     POST /v1/flowdrops {"attempts": [connection 5-tuple and window, ...]} -> this node's drops of each
                       {"since_ns", "until_ns", "counted"} -> every drop of the window, by connection
@@ -73,6 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", "/v1/conntrack"): svc.connections,
             ("POST", "/v1/apply"): lambda: svc.apply(self._body()),
             ("POST", "/v1/revert"): lambda: svc.revert(self._body()),
+            ("POST", "/v1/uninstall"): svc.uninstall,
             ("POST", "/v1/verify"): lambda: svc.verify(self._body()),
             ("POST", "/v1/flowdrops"): lambda: svc.drops_of(self._body()),
         }
@@ -97,7 +99,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class _OneLineErrors:
+    """A client that hangs up early or fails the TLS handshake (no certificate, another CA) is
+    one log line, not a traceback on the agent's stderr."""
+
+    service: NodeService
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):  # ssl.SSLError is an OSError
+            peer = ":".join(map(str, client_address[:2])) if isinstance(client_address, tuple) else "unix"
+            why = getattr(err, "reason", None) or err
+            log.warning("agent %s: dropped %s: %s", self.service.node, peer, why)
+            return
+        super().handle_error(request, client_address)  # type: ignore[misc]
+
+
+class _Server(_OneLineErrors, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
     def __init__(self, path: Path, service: NodeService) -> None:
@@ -138,7 +156,7 @@ def bind(path: Path, service: NodeService) -> _Server:
     return server
 
 
-class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+class _TcpServer(_OneLineErrors, socketserver.ThreadingMixIn, socketserver.TCPServer):
     """The API over TCP; with `tls`, each connection is a TLS server socket that requires a
     client certificate signed by the CA (the handshake runs in the connection's thread)."""
 
@@ -155,15 +173,6 @@ class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         if self.tls is None:
             return sock, addr
         return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that fails the handshake (no certificate, another CA) is one log line."""
-        err = sys.exc_info()[1]
-        if isinstance(err, ssl.SSLError | OSError):
-            log.warning("agent %s: refused %s:%s: %s", self.service.node, *client_address[:2],
-                        getattr(err, "reason", None) or err)
-            return
-        super().handle_error(request, client_address)
 
 
 def serve(service: NodeService, socket_path: Path, stop_event: threading.Event, *,

@@ -128,6 +128,18 @@ class NodeService:
                 journal.clear()
         return {"ok": True, "fingerprint": before.fingerprint()}
 
+    def uninstall(self) -> dict[str, Any]:
+        """Remove everything meshctl made on the node (the driver's `uninstall`); refused while an
+        interrupted apply's journal says what to restore first."""
+        remove = getattr(self.driver, "uninstall", None)
+        if remove is None:
+            raise Refused(501, f"node {self.node}: this agent's driver cannot uninstall")
+        with self.lock:
+            if self._journal().records():
+                raise Refused(409, "an apply on this node was interrupted: revert it first", interrupted=True)
+            before = remove(self.node)
+        return {"ok": True, "before": before.canonical()}
+
     def verify(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The drop gate over `window_s`, then each check as a real connection from a pod here."""
         try:

@@ -37,6 +37,19 @@ class LabDriver:
     def drop_counts(self, node: str) -> MetricCounts:
         return read_drop_counts(self.cluster, node)
 
+    def uninstall(self, node: str) -> NodeState:
+        """Remove everything meshctl made on `node`: reconcile it to the empty state (programs off
+        the pods, endpoints, policies, services, WireGuard peers, routes, strict chain and device),
+        unpin every map and program, stop wireguard-go and drop its keys. Returns what was there."""
+        from meshctl.dataplane.wireguard import teardown
+
+        before = self.observe(node)
+        self.reconcile(node, before, NodeState(node))
+        self.datapath(node).remove()
+        teardown.remove_node(self.cluster, node)
+        self._datapaths.pop(node, None)
+        return before
+
 
 def read_drop_counts(cluster: str, node: str) -> MetricCounts:
     """(verdict, reason, direction) -> packets summed over CPUs; empty when nothing is loaded."""

@@ -65,7 +65,11 @@ class Backend(Protocol):
         """Put `node` back at `before` exactly (recover), or raise."""
         ...
 
-    def inventory_token(self) -> tuple[int, ...]:
+    def uninstall(self, node: str) -> NodeState:
+        """Remove meshctl's programs, maps and devices from `node`; returns what was there."""
+        ...
+
+    def inventory_token(self) -> tuple[int, int] | None:
         """Changes when the backend's pods or nodes may have changed (incremental plans' baseline)."""
         ...
 

@@ -112,6 +112,11 @@ class AgentBackend:
 
         AgentClient(node, self.endpoint(node)).revert(before)  # the agent proves the live state is `before`
 
+    def uninstall(self, node: str) -> NodeState:
+        from meshctl.agentapi.client import AgentClient
+
+        return AgentClient(node, self.endpoint(node)).uninstall()
+
     def inventory_token(self) -> tuple[int, int] | None:
         return None  # incremental plans are the lab's (meshctl.app.increment)
 

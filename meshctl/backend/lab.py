@@ -113,6 +113,11 @@ class LabBackend:
 
         return lab_pods(self.cluster)
 
+    def uninstall(self, node: str) -> NodeState:
+        from meshctl.apply.driver import LabDriver
+
+        return LabDriver(self.cluster, self.netns).uninstall(node)
+
     def inventory_token(self) -> tuple[int, int] | None:
         """The registry file's mtime and size: `lab up` and `lab down` rewrite it."""
         from meshctl.lab.registry import registry_path

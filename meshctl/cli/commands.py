@@ -19,4 +19,5 @@ from meshctl.cli import show  # noqa: F401
 from meshctl.cli import state  # noqa: F401
 from meshctl.cli import status  # noqa: F401
 from meshctl.cli import ui  # noqa: F401
+from meshctl.cli import uninstall  # noqa: F401
 from meshctl.cli import validate  # noqa: F401

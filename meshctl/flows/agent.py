@@ -67,6 +67,17 @@ class Agent:
         with MetricsMap(Map.from_pin(self._metrics_pin)) as m:
             return datapath_drops(m.items())
 
+    def _open_ring(self) -> tuple[MmapRing, int]:
+        """The node's ring buffer, and the inode of its pin (a reloaded datapath pins a new one)."""
+        ino = self._events_pin.stat().st_ino
+        return MmapRing(Map.from_pin(self._events_pin)), ino
+
+    def _ring_replaced(self, ino: int) -> bool:
+        try:
+            return self._events_pin.stat().st_ino != ino
+        except FileNotFoundError:  # uninstalled: keep the old ring until a datapath is loaded again
+            return False
+
     def _wait_for_pins(self) -> bool:
         while not self._events_pin.exists():
             if self.stop.wait(0.5):
@@ -92,9 +103,10 @@ class Agent:
         store.set_meta("node", s.node)
         self.counters.attr_names = store.dims.attr_names
         enricher = Enricher(ctx, store.dims, floor_ns=store.last_ns)
-        ring = MmapRing(Map.from_pin(self._events_pin))
+        ring, ring_ino = self._open_ring()
         writer = StoreWriter(store, self._stored, s.max_age_s, s.max_rows, s.prune_every_s)
         drops_base = self._datapath_drops()
+        counted = 0
         now = time.monotonic()
         next_reload, next_lost = now + s.reload_every_s, now + s.lost_every_s
         log.info("agent %s: storing flows in %s", s.node, s.store)
@@ -121,6 +133,12 @@ class Agent:
                         self._accept(writer, enricher.rows(rest, framed=True))
                     self.counters.update_lost(counted)
                     self.counters.ring_peak_fill = ring.max_backlog / ring.size
+                    if self._ring_replaced(ring_ino):  # uninstalled and loaded again: a new ring
+                        ring.close()
+                        ring, ring_ino = self._open_ring()
+                        drops_base = self._datapath_drops() - counted  # the count goes on
+                        log.info("agent %s: the datapath was loaded again: reading its new ring buffer",
+                                 s.node)
                     next_lost = now + s.lost_every_s
                 if self._changed and now >= next_reload:
                     new = self._changed()

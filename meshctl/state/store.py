@@ -127,6 +127,10 @@ class State:
                        rules={**self.rules, **(rules or {})},
                        staged=self.staged if staged is None else staged)
 
+    def forget_node(self, node: str) -> State:
+        """The state after `node` was uninstalled: its record gone, serial + 1."""
+        return replace(self, serial=self.serial + 1, nodes={n: r for n, r in self.nodes.items() if n != node})
+
     def to_text(self) -> str:
         """The file's text: compact JSON. Policy maps are stored once by content (the endpoints
         of one identity share a map, on every node); each node names its endpoints' maps by digest."""

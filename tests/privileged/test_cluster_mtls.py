@@ -102,3 +102,28 @@ def test_an_agent_that_cannot_be_verified_stops_the_apply(repo: Path, no_lab: di
     assert res.returncode == 1 and "presents a certificate not signed by the CA" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
     assert _serial(repo) == serial, "nothing was applied"
+
+
+def test_uninstall_removes_meshctl_from_one_node(repo: Path, no_lab: dict[str, str]) -> None:
+    """Through node-3's agent: its programs, maps and pins go, its record leaves the state, and
+    the other nodes keep enforcing."""
+    from meshctl.lab import names
+
+    pins = names.pin_dir(CLUSTER) / "node-3"
+    assert pins.is_dir()
+    serial = _serial(repo)
+    res = meshctl(repo, "uninstall", "--node", "node-3", "--auto-approve", env=no_lab, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "node node-3: removed 2 program attachments, 1 endpoints, 1 policy maps" in res.stdout
+    assert not pins.exists() and (names.pin_dir(CLUSTER) / "node-1").is_dir()
+    assert _serial(repo) == serial + 1
+    state = json.loads((repo / "state" / "state.json").read_text())
+    assert "node-3" not in state["nodes"] and "node-1" in state["nodes"]
+    assert not connect(CLUSTER, "demo/frontend", "demo/database", 5432)  # node-1 still drops it
+
+    # `lab up` loads node-3's datapath again; its agent (still running) reads the new ring
+    # buffer, so the next apply is verified by drops it records
+    assert meshctl(repo, "lab", "up", timeout=120).returncode == 0
+    again = meshctl(repo, "apply", "--auto-approve", env=no_lab, timeout=180)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Apply complete: 1 node(s) updated, 1 verified by " in again.stdout

@@ -44,6 +44,7 @@ class MemoryNode:
         self.state = NodeState(NODE)
         self.fail_on: NodeState | None = None
         self.drops: dict[tuple[int, int, int], int] = {(2, 2, 0): 5}
+        self.uninstalled = 0
 
     def observe(self, node: str) -> NodeState:
         return self.state
@@ -57,6 +58,11 @@ class MemoryNode:
 
     def drop_counts(self, node: str) -> dict[tuple[int, int, int], int]:
         return dict(self.drops)
+
+    def uninstall(self, node: str) -> NodeState:
+        before, self.state = self.state, NodeState(NODE)
+        self.uninstalled += 1
+        return before
 
 
 @dataclass
@@ -117,6 +123,22 @@ def test_observe_apply_stale_revert(served: Served) -> None:
     assert not (served.journal_dir / "journal.jsonl").exists()
     client.revert(before)
     assert served.node.state == before
+
+
+def test_uninstall_empties_the_node_and_answers_what_was_there(served: Served) -> None:
+    client = served.client
+    client.apply(TARGET, NodeState(NODE).fingerprint(), "plan-1")
+    assert client.uninstall() == TARGET
+    assert served.node.state == NodeState(NODE) and served.node.uninstalled == 1
+
+
+def test_uninstall_waits_for_an_interrupted_apply_to_be_reverted(served: Served) -> None:
+    from meshctl.state import Journal
+
+    Journal(served.journal_dir, "plan-x").begin(NODE, NodeState(NODE), TARGET)
+    with pytest.raises(AgentApiError, match="interrupted: revert it first") as err:
+        served.client.uninstall()
+    assert err.value.status == 409 and served.node.uninstalled == 0
 
 
 def test_failed_reconcile_is_reverted_by_the_engine(served: Served) -> None:

@@ -36,6 +36,13 @@ def test_round_trip_lineage_serial_tables_and_intent(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
 
 
+def test_an_uninstalled_node_leaves_the_state(tmp_path: Path) -> None:
+    applied = State().record_apply("sha256:p", {"node-1": NodeState("node-1"), "node-2": NodeState("node-2")})
+    gone = save_state(tmp_path, applied.forget_node("node-2"))
+    assert gone.serial == applied.serial + 1 and set(load_state(tmp_path).nodes) == {"node-1"}
+    assert gone.last_plan_id == "sha256:p" and gone.forget_node("node-9").nodes == gone.nodes
+
+
 def test_corrupt_state_is_a_state_error(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text("{not json")
     with pytest.raises(StateError, match=r"state.json: corrupt state file"):
