@@ -1,11 +1,11 @@
 """The agent backend: a real cluster, one `meshctl agent` per node (the DaemonSet).
 
-Nodes come from meshctl.toml, pod IPs from the inventory (status.podIP of the repo's Pods, or the
-Kubernetes API with `[inventory] source = "kubernetes"`), node states, checks and drops from each
-node's agent. No lab is needed; when a lab of the cluster happens to be up, it only fills pod IPs
-the inventory lacks (so a lab repo without status.podIP keeps working with the agent driver).
-Node underlay addresses (WireGuard endpoints, NodePort, SNAT) come from `address` under [[nodes]]
-or the Nodes' InternalIP (meshctl.underlay); the WireGuard reconcile runs in each node's agent.
+Nodes come from meshctl.toml, pod IPs from the inventory (status.podIP of the repo's Pods, the
+Kubernetes API with `[inventory] source = "kubernetes"`, or a lab of the cluster on this host
+with `source = "lab"`), node states, checks and drops from each node's agent: over TCP with
+mutual TLS at the node's address (`[agents] port`), else on its unix socket. Node underlay
+addresses (WireGuard endpoints, NodePort, SNAT) come from `address` under [[nodes]] or the Nodes'
+InternalIP (meshctl.underlay); the WireGuard reconcile runs in each node's agent.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ class AgentBackend:
         return frozenset(self.node_order)
 
     def describe(self) -> str:
-        where = "over mutual TLS" if self.endpoints else f"sockets in {self.socket_dir}"
+        tls = all(e.tls is not None for e in self.endpoints.values())
+        where = f"sockets in {self.socket_dir}" if not self.endpoints else (
+            "over mutual TLS" if tls else "over plain TCP")
         return f"the agents of {self.cluster} ({where})"
 
     def endpoint(self, node: str) -> Path | TcpEndpoint:
