@@ -69,9 +69,6 @@ class Backend(Protocol):
         """Remove meshctl's programs, maps and devices from `node`; returns what was there."""
         ...
 
-    def inventory_token(self) -> tuple[int, int] | None:
-        """Changes when the backend's pods or nodes may have changed (incremental plans' baseline)."""
-        ...
 
 
 def open_backend(desired: DesiredState) -> tuple[DesiredState, Backend]:

@@ -119,8 +119,6 @@ class AgentBackend:
 
         return AgentClient(node, self.endpoint(node)).uninstall()
 
-    def inventory_token(self) -> tuple[int, int] | None:
-        return None  # incremental plans are the lab's (meshctl.app.increment)
 
 
 def agent_inventory(desired: DesiredState) -> DesiredState:

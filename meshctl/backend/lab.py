@@ -48,7 +48,8 @@ class LabBackend:
         from meshctl.observe import observe_node
 
         state = observe_node(self.cluster, node, self.netns[node])
-        return replace(state, encryption=self._named(state.encryption))
+        named = self._named(state.encryption)
+        return state if named is state.encryption else replace(state, encryption=named)
 
     def observe_many(self, nodes: Iterable[str]) -> dict[str, NodeState]:
         """Every node's live state. The cyclic GC is paused meanwhile: decoding a million map
@@ -118,15 +119,11 @@ class LabBackend:
 
         return LabDriver(self.cluster, self.netns).uninstall(node)
 
-    def inventory_token(self) -> tuple[int, int] | None:
-        """The registry file's mtime and size: `lab up` and `lab down` rewrite it."""
+    def registry_file(self) -> Path:
+        """The lab's registry: `lab up` and `lab down` rewrite it (incremental plans stamp it)."""
         from meshctl.lab.registry import registry_path
 
-        try:
-            st = registry_path(self.cluster).stat()
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
+        return registry_path(self.cluster)
 
 
 def open_lab(desired: DesiredState) -> tuple[DesiredState, LabBackend]:

@@ -72,9 +72,9 @@ def _plan(root: Path, base: dict[str, Any]) -> Incremental | None:
     edited = sorted(rel for rel in files.keys() | known.keys() if files.get(rel) != known.get(rel))
     if bl.CONFIG_FILE in edited:
         return None
-    build, inventory, lineage, serial = base["stamps"]
+    build, registry, lineage, serial = base["stamps"]
     lab = LabBackend(base["cluster"], base["netns"])
-    if inventory != lab.inventory_token() or build != current_build():
+    if registry != bl.stamp(lab.registry_file()) or build != current_build():
         return None
     state_dir = Path(base["state_dir"])
     with StateLock(state_dir, "plan"):
@@ -138,20 +138,22 @@ def record_baseline(ws: Workspace, outcome: PlanOutcome, build: str) -> bool:
         if base is None or base.get("fingerprints") != found:
             bl.forget(ws.root)
         return False
+    from meshctl.backend.lab import LabBackend
+
+    lab = ws.backend
     usable = (
-        ws.backend.kind == "lab"
-        and len(desired.pods) > impact_max_pods
+        len(desired.pods) > impact_max_pods
         and not outcome.state.staged
         and not any(d.staged for d in compiled.spec.policies)
         and bl.eligible(outcome.observed, compiled.nodes)
     )
-    if not usable:
+    if not usable or not isinstance(lab, LabBackend):  # incremental plans read the lab's maps
         bl.forget(ws.root)
         return False
     from meshctl.state.store import STATE_FILE
 
     state = outcome.state
-    stamps = bl.Stamps(build, ws.backend.inventory_token(), state.lineage, state.serial)
+    stamps = bl.Stamps(build, bl.stamp(lab.registry_file()), state.lineage, state.serial)
     titles: dict[str, list[str]] = {rel: [] for rel in ws.files if rel != bl.CONFIG_FILE}
     for doc in compiled.spec.policies:
         if doc.source is not None:

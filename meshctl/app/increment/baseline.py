@@ -82,12 +82,12 @@ class Stamps:
     """What must not have moved since the baseline besides the repo's files."""
 
     build: str
-    inventory: tuple[int, int] | None  # the backend's inventory token (the lab's registry file)
+    registry: tuple[int, int] | None  # the lab's registry file (pods and nodes)
     lineage: str | None
     serial: int
 
     def row(self) -> tuple[Any, ...]:
-        return (self.build, self.inventory, self.lineage, self.serial)
+        return (self.build, self.registry, self.lineage, self.serial)
 
 
 def eligible(observed: Mapping[str, NodeState], intended: Mapping[str, NodeState]) -> bool:
