@@ -13,13 +13,16 @@ import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshctl.agentapi.protocol import AgentApiError, StaleNodeError, WireCheck, counts_from_json
 from meshctl.agentapi.tls import TcpEndpoint, refused_or_plain
 from meshctl.apply.gates import MetricCounts, ProbeAttempt, WitnessedDrop
 from meshctl.connections import TrackedConnection
 from meshctl.nodestate import ForeignProgram, NodeState
+
+if TYPE_CHECKING:
+    from meshctl.compile.intent import NodeIntent
 
 DEFAULT_TIMEOUT_S = 120.0  # an apply of a big node, or a verify window, can take a while
 
@@ -130,6 +133,20 @@ class AgentClient:
             reverted = " (the agent reverted it to its before-state)" if answer.get("reverted") else ""
             raise AgentApiError(self.node, f"apply failed: {answer.get('failure')}{reverted}")
         return answer
+
+    def held_intent(self) -> NodeIntent | None:
+        """The intent the node holds (None before its first apply with a runtime inventory)."""
+        from meshctl.compile.intent import NodeIntent
+
+        raw = self._call("GET", "/v1/intent", None).get("intent")
+        try:
+            return None if raw is None else NodeIntent.from_json(raw)
+        except ValueError as err:
+            raise AgentApiError(self.node, f"its intent is unreadable: {err}") from None
+
+    def record_intent(self, intent: NodeIntent, fingerprint: str) -> dict[str, Any]:
+        """Hand the node the intent of its applied state (at `fingerprint`): its agent follows pods."""
+        return self._call("POST", "/v1/intent", {"intent": intent.to_json(), "fingerprint": fingerprint})
 
     def revert(self, before: NodeState) -> dict[str, Any]:
         return self._call("POST", "/v1/revert", {"before": before.canonical()})

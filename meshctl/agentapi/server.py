@@ -5,6 +5,9 @@
     GET  /v1/conntrack -> {"connections": [[saddr, daddr, sport, dport, protocol, direction], ...]}
     POST /v1/apply    {"target", "expected_fingerprint", "plan_id"}   409 when the node moved
     POST /v1/revert   {"before"}
+    GET  /v1/intent   -> {"intent": the intent the node holds, or null}
+    POST /v1/intent   {"intent", "fingerprint"}: the intent of the applied state (409 elsewhere);
+                      the agent's endpoint sync follows pods under it
     POST /v1/uninstall {} -> {"before"}: meshctl's programs, maps and devices removed from the node
     POST /v1/verify   {"checks", "window_s", "threshold_per_s", "predicted"}
     POST /v1/flowdrops {"attempts": [connection 5-tuple and window, ...]} -> this node's drops of each
@@ -74,6 +77,8 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", "/v1/conntrack"): svc.connections,
             ("POST", "/v1/apply"): lambda: svc.apply(self._body()),
             ("POST", "/v1/revert"): lambda: svc.revert(self._body()),
+            ("POST", "/v1/intent"): lambda: svc.intent(self._body()),
+            ("GET", "/v1/intent"): svc.held_intent,
             ("POST", "/v1/uninstall"): svc.uninstall,
             ("POST", "/v1/verify"): lambda: svc.verify(self._body()),
             ("POST", "/v1/flowdrops"): lambda: svc.drops_of(self._body()),

@@ -18,9 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from meshctl.agentapi.endpoints import read_intent, write_intent
 from meshctl.agentapi.protocol import WireCheck, counts_to_json
 from meshctl.apply.engine import ApplyEngine, NodeDriver, NodeWork, RolloutSettings, restore_node
 from meshctl.apply.gates import CheckLike, CheckOutcome, ProbeAttempt, WitnessedDrop, drop_gate
+from meshctl.compile.intent import NodeIntent
 from meshctl.connections import TrackedConnection
 from meshctl.nodestate import NodeState
 
@@ -28,6 +30,7 @@ CheckRunner = Callable[[CheckLike], CheckOutcome]
 FlowDrops = Callable[[ProbeAttempt], list[WitnessedDrop]]  # this node's recorded drops of a connection
 MAX_VERIFY_WINDOW_S = 60.0
 MAX_ATTEMPTS = 256
+SESSION_HOLD_S = 300.0  # an apply session that neither hands its intent nor reverts: give up the hold
 
 
 class Refused(Exception):
@@ -61,6 +64,7 @@ class NodeService:
         self.node_pods, self.check_runner, self.sleep = node_pods, check_runner, sleep
         self.conntrack, self.flow_drops, self.window_drops = conntrack, flow_drops, window_drops
         self.lock = threading.Lock()
+        self.session_until = 0.0  # monotonic: the endpoint sync holds off until then (applying())
 
     def _journal(self, plan_id: str = "") -> Any:
         from meshctl.state import Journal
@@ -110,6 +114,7 @@ class NodeService:
             settings = RolloutSettings(verify_window_s=0.0, drop_rate_threshold=math.inf)
             engine = ApplyEngine(self.driver, journal, _no_checks, settings, sleep=lambda _s: None)
             result = engine.run([NodeWork(self.node, current, target)], [self.node])
+            self.session_until = time.monotonic() + SESSION_HOLD_S  # until the intent or a revert comes
             if result.ok or not result.revert_failures:
                 journal.clear()  # at target, or back at the before-state: nothing to recover
             now = self.driver.observe(self.node)
@@ -122,11 +127,39 @@ class NodeService:
         before = self._target(body, "before")
         with self.lock:
             restore_node(self.driver, self.node, before)  # raises unless the live state equals `before`
+            self.session_until = 0.0
             journal = self._journal()
             if journal.records():
                 journal.reverted(self.node)
                 journal.clear()
         return {"ok": True, "fingerprint": before.fingerprint()}
+
+    def intent(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Keep the intent the node's applied state was compiled from, iff the node is at the
+        state of `fingerprint` (the apply's target); the endpoint sync follows pods under it."""
+        intent = _intent(body)
+        fingerprint = body.get("fingerprint")
+        if intent is None or not isinstance(fingerprint, str):
+            raise Refused(400, "intent and fingerprint: required")
+        with self.lock:
+            live = self.driver.observe(self.node).fingerprint()
+            if live != fingerprint:
+                raise Refused(409, f"node {self.node} is not at the applied state: live {live}, "
+                              f"expected {fingerprint}", fingerprint=live)
+            write_intent(self.journal_dir, intent)
+            self.session_until = 0.0
+        return {"ok": True, "plan_id": intent.plan_id}
+
+    def held_intent(self) -> dict[str, Any]:
+        try:
+            intent = read_intent(self.journal_dir)
+        except ValueError as err:
+            raise Refused(500, f"the node's intent is unreadable: {err}") from None
+        return {"node": self.node, "intent": intent.to_json() if intent is not None else None}
+
+    def applying(self) -> bool:
+        """An apply session wrote this node and has not yet handed its intent (or reverted)."""
+        return time.monotonic() < self.session_until
 
     def uninstall(self) -> dict[str, Any]:
         """Remove everything meshctl made on the node (the driver's `uninstall`); refused while an
@@ -204,6 +237,16 @@ class NodeService:
         if self.window_drops is None:
             return {"node": self.node, "source": "none", "rows": None}
         return {"node": self.node, "source": "flows", "rows": self.window_drops(since, until, counted)}
+
+
+def _intent(body: Mapping[str, Any]) -> NodeIntent | None:
+    raw = body.get("intent")
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return NodeIntent.from_json(raw)
+    except ValueError as err:
+        raise Refused(400, f"intent: {err}") from None
 
 
 def _outcome_json(o: CheckOutcome) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from meshctl.nodestate import NodeState
 
 if TYPE_CHECKING:
     from meshctl.app.workspace import Workspace
+    from meshctl.compile.intent import NodeIntent
     from meshctl.plan import Plan
     from meshctl.plan.impact import PodTarget
 
@@ -113,6 +114,7 @@ def _apply_locked(
         text += f"\n  ... and {more} more" if more else ""
         raise PlanStaleError(f"{err}{text}\nNothing was applied; make a new plan.") from err
     work = [NodeWork(n.node, observed[n.node], n.target_for(observed[n.node])) for n in plan.nodes]
+    intent = plan_intent(plan)  # refused here, before any node is touched, when unreadable
     audit.gate(ws.state_dir, plan.enforcing, ws.config.rollout.require_clean_audit, force_enforce)
     journal = Journal(ws.state_dir, plan.plan_id)
     from meshctl.apply.gates import predicted_drop_keys
@@ -138,11 +140,28 @@ def _apply_locked(
         applied = known_after_apply(applied, backend)  # public keys generated on the nodes
         rules = {str(cookie): rule_json(origin) for cookie, origin in plan.rules}
         staged = record_staged(state.staged, plan.staged, started)
-        state = save_state(ws.state_dir,
-                           state.record_apply(plan.plan_id, applied, rules=rules, staged=staged))
+        revision = int(plan.inventory["revision"]) if plan.inventory else None
+        state = save_state(ws.state_dir, state.record_apply(plan.plan_id, applied, rules=rules, staged=staged,
+                                                            inventory_revision=revision))
+        if intent is not None:  # each node's agent follows pods under what it now holds
+            for node, target in applied.items():
+                backend.record_intent(node, replace(intent, encryption=target.encryption,
+                                                    load_balancer=target.load_balancer), ws.state_dir)
     crash_point("committed")
     journal.clear()
     return ApplyOutcome(plan.plan_id, result, state.serial)
+
+
+def plan_intent(plan: Plan) -> NodeIntent | None:
+    """The intent a plan made with a runtime inventory hands the nodes (meshctl.compile.intent)."""
+    from meshctl.compile.intent import NodeIntent
+
+    if plan.intent is None:
+        return None
+    try:
+        return replace(NodeIntent.from_json(plan.intent), plan_id=plan.plan_id)
+    except ValueError as err:
+        raise PlanError(f"plan {plan.plan_id[:12]}: intent: {err}") from None
 
 
 def probe_pods(ws: Workspace) -> list[PodTarget]:

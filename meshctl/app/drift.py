@@ -8,17 +8,18 @@ is one that went missing on the node).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from meshctl.catalog import Catalog
-from meshctl.nodestate import ForeignProgram, NodeState
+from meshctl.nodestate import NO_ENCRYPTION, NO_LOAD_BALANCER, ForeignProgram, NodeState
 from meshctl.plan.change import describe_drift as describe
 from meshctl.plan.warnings import program_warning
 
 if TYPE_CHECKING:
     from meshctl.app.workspace import Workspace
     from meshctl.plan import Change, Plan
+    from meshctl.source.runtime import Churn, RuntimeInventory
     from meshctl.state import State
 
 
@@ -36,6 +37,7 @@ class DriftReport:
     intended: dict[str, NodeState] = field(default_factory=dict, repr=False)
     catalog: Catalog = field(default_factory=Catalog, repr=False)
     state: State | None = field(default=None, repr=False)
+    churn: Churn | None = None  # pods that came and went since the last apply: runtime, not drift
 
     @property
     def drifted(self) -> bool:
@@ -50,6 +52,7 @@ class DriftReport:
             "clean": self.clean,
             "never_applied": self.never_applied,
             "foreign_programs": {n: [p.__dict__ for p in ps] for n, ps in self.programs.items()},
+            **({"inventory_churn": self.churn.to_json()} if self.churn is not None else {}),
         }
 
 
@@ -83,13 +86,21 @@ def _detect_drift(ws: Workspace) -> DriftReport:
     ensure_not_interrupted(ws.state_dir)
     state = load_state(ws.state_dir)
     applied = [n for n in ws.node_order if n in state.nodes]
+    intended = {n: state.nodes[n].intended for n in applied}
+    runtime = ws.backend.runtime
+    churn = None
+    if runtime is not None:  # the pods now under the intent each node holds: churn is not drift
+        intended.update(held_intents(ws, runtime, applied))
+        if state.inventory_revision is not None:
+            churn = runtime.churn_since(state.inventory_revision)
     report = DriftReport(
         ws.cluster, state.serial,
         never_applied=[n for n in ws.node_order if n not in state.nodes],
         observed=ws.backend.observe_many(applied),  # the lab, or each node's agent
-        intended={n: state.nodes[n].intended for n in applied},
+        intended=intended,
         catalog=_catalog(ws, state),
         state=state,
+        churn=churn,
     )
     for node in applied:
         changes = diff_node(report.observed[node], report.intended[node], report.catalog)
@@ -100,6 +111,30 @@ def _detect_drift(ws: Workspace) -> DriftReport:
         if report.observed[node].foreign_programs:
             report.programs[node] = report.observed[node].foreign_programs
     return report
+
+
+def held_intents(ws: Workspace, runtime: RuntimeInventory, nodes: list[str]) -> dict[str, NodeState]:
+    """Each node's expected state: the intent it holds compiled with the inventory as it is now
+    (one compile per distinct intent). Nodes holding none keep their recorded state."""
+    from meshctl.compile import EndpointTable, IdentityTable
+    from meshctl.compile.spec import pod_specs
+
+    namespaces = {ns.name: dict(ns.labels) for ns in runtime.namespaces}
+    pods = pod_specs(runtime.pods)
+    identities = IdentityTable.from_dict(runtime.identities)
+    endpoints = EndpointTable.from_dict(runtime.endpoint_ids)
+    out: dict[str, NodeState] = {}
+    compiled: dict[str, Any] = {}
+    for node in nodes:
+        intent = ws.backend.intent(node, ws.state_dir)
+        if intent is None:
+            continue
+        text = replace(intent, encryption=NO_ENCRYPTION, load_balancer=NO_LOAD_BALANCER).to_text()
+        if text not in compiled:
+            compiled[text] = intent.compile(node, namespaces, pods, identities, endpoints)[1]
+        state = compiled[text].nodes.get(node) or NodeState(node)
+        out[node] = replace(state, encryption=intent.encryption, load_balancer=intent.load_balancer)
+    return out
 
 
 def heal_plan(report: DriftReport) -> Plan:
@@ -130,6 +165,9 @@ def render_text(report: DriftReport) -> str:
         lines.append(f"  node {node}: no drift")
     for node in report.never_applied:
         lines.append(f"  node {node}: never applied by meshctl (nothing to compare)")
+    if report.churn is not None and report.churn.any:
+        lines.append(f"  inventory: {report.churn.describe()}; the node agents kept the endpoints in step "
+                     "(runtime, not drift)")
     lines.append("")
     if report.drifted:
         total = sum(len(c) for c in report.nodes.values())

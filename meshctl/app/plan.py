@@ -6,6 +6,7 @@ The one wiring of load -> compile -> observe -> plan that plan, apply and drift 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from meshctl.nodestate import NodeState
 if TYPE_CHECKING:
     from meshctl.compile import Compiled
     from meshctl.plan import Plan
+    from meshctl.source.runtime import RuntimeInventory
     from meshctl.state import State
 
 
@@ -44,15 +46,11 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
     ensure_not_interrupted(ws.state_dir)
     nodes = select_nodes(ws, only)
     compiled_build = current_build()
-    if lock_held:
+    runtime = ws.backend.runtime  # pods and their numbers from the cluster ([inventory] source = "lab")
+    with nullcontext() if lock_held else StateLock(ws.state_dir, "plan"):
         state = load_state(ws.state_dir)
-        compiled = compile_desired(ws.desired, state, compiled_build)
-        state = persist_tables(ws.state_dir, state, compiled)
-    else:
-        with StateLock(ws.state_dir, "plan"):
-            state = load_state(ws.state_dir)
-            compiled = compile_desired(ws.desired, state, compiled_build)
-            state = persist_tables(ws.state_dir, state, compiled)
+        compiled = compile_desired(ws.desired, state, compiled_build, runtime)
+        state = persist_tables(ws.state_dir, state, compiled, runtime=runtime is not None)
     observed = ws.backend.observe_many(nodes)  # the lab's maps, or each node's agent
     intended = {n: compiled.nodes.get(n) or NodeState(n) for n in nodes}
     intended = with_encryption(ws.config, intended, observed, backend=ws.backend)  # next WireGuard step
@@ -69,12 +67,35 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
     )
     if not with_impact and plan.has_changes:
         plan = with_impact_skipped(plan, len(ws.desired.pods), limit)
+    if runtime is not None:
+        plan = with_runtime(plan, runtime, compiled, compiled_build, state.inventory_revision)
     outcome = PlanOutcome(plan, compiled, observed, state)
     if record:
         from meshctl.app.increment import record_baseline
 
         record_baseline(ws, outcome, compiled_build)
     return outcome
+
+
+def with_runtime(plan: Plan, runtime: RuntimeInventory, compiled: Compiled, build: str,
+                 applied_revision: int | None) -> Plan:
+    """`plan` with what the nodes keep to follow pods (the intent), the inventory revision it was
+    made from, and the pods that came and went since the last apply: churn the node agents kept
+    in step, listed as such (an info line), never as changes."""
+    from meshctl.compile.intent import NodeIntent
+    from meshctl.plan import PlanWarning
+
+    intent = NodeIntent.of(compiled.spec, build, NodeState(""), commit=plan.source_commit or "")
+    inventory: dict[str, object] = {"source": runtime.source, "revision": runtime.revision}
+    warnings = plan.warnings
+    if applied_revision is not None:
+        churn = runtime.churn_since(applied_revision)
+        inventory["churn"] = churn.to_json()
+        if churn.any:
+            warnings = (*warnings, PlanWarning(
+                f"inventory: {churn.describe()}; the node agents kept the endpoints in step "
+                "(runtime, not part of this plan)", severity="info"))
+    return replace(plan, intent=intent.to_json(), inventory=inventory, warnings=warnings)
 
 
 def with_impact_skipped(plan: Plan, pods: int, limit: int) -> Plan:

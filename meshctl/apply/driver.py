@@ -7,11 +7,13 @@ imported lazily by the backend so unit tests and `--help` never load libbpf or p
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 
 from meshctl.apply.gates import MetricCounts
 from meshctl.dataplane.maps import MetricsMap
 from meshctl.dataplane.node import NodeDatapath
 from meshctl.dataplane.reconcile import reconcile
+from meshctl.dataplane.writer import datapath_writer
 from meshctl.nodestate import NodeState
 from meshctl.observe import observe_node
 
@@ -32,7 +34,12 @@ class LabDriver:
         return observe_node(self.cluster, node, self.netns[node])
 
     def reconcile(self, node: str, current: NodeState, target: NodeState) -> None:
-        reconcile(self.datapath(node), current, target)
+        with self.writer(node):
+            reconcile(self.datapath(node), current, target)
+
+    def writer(self, node: str) -> AbstractContextManager[None]:
+        """The node's writer lock (meshctl.dataplane.writer): the node's agent writes it too."""
+        return datapath_writer(self.cluster, node)
 
     def drop_counts(self, node: str) -> MetricCounts:
         return read_drop_counts(self.cluster, node)

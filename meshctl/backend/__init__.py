@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from meshctl.apply.engine import CheckRunner, FlowDropSource, NodeDriver
+    from meshctl.compile.intent import NodeIntent
     from meshctl.connections import TrackedConnection
     from meshctl.nodestate import NodeState, WireguardState
     from meshctl.source import DesiredState
+    from meshctl.source.runtime import RuntimeInventory
 
 
 class Backend(Protocol):
@@ -29,6 +31,9 @@ class Backend(Protocol):
 
     kind: str  # "lab" | "agent"
     cluster: str
+    # the cluster's inventory now, with the numbers it gave the pods (`[inventory] source = "lab"`):
+    # the node agents follow it between applies; None when pods come from the repo
+    runtime: RuntimeInventory | None
 
     @property
     def nodes(self) -> frozenset[str]:
@@ -67,6 +72,15 @@ class Backend(Protocol):
 
     def uninstall(self, node: str) -> NodeState:
         """Remove meshctl's programs, maps and devices from `node`; returns what was there."""
+        ...
+
+    def intent(self, node: str, state_dir: Path) -> NodeIntent | None:
+        """The intent `node` holds (None: none yet), to compare it with the pods of now."""
+        ...
+
+    def record_intent(self, node: str, intent: NodeIntent, state_dir: Path) -> None:
+        """Hand `node` the intent its applied state was compiled from (its agent follows pods
+        under it); the agents receive it with the apply itself (AgentDriver)."""
         ...
 
 

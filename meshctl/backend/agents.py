@@ -22,10 +22,12 @@ from meshctl.errors import LabError
 if TYPE_CHECKING:
     from meshctl.agentapi.tls import TcpEndpoint
     from meshctl.apply.engine import CheckRunner, FlowDropSource, NodeDriver
+    from meshctl.compile.intent import NodeIntent
     from meshctl.connections import TrackedConnection
     from meshctl.model.config import MeshConfig
     from meshctl.nodestate import NodeState, WireguardState
     from meshctl.source import DesiredState
+    from meshctl.source.runtime import RuntimeInventory
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class AgentBackend:
         self.cluster, self.node_order = cluster, list(nodes)
         self.socket_dir = resolve_dir(socket_dir)
         self.endpoints = dict(endpoints or {})
+        self.runtime: RuntimeInventory | None = None
 
     @property
     def nodes(self) -> frozenset[str]:
@@ -119,6 +122,16 @@ class AgentBackend:
 
         return AgentClient(node, self.endpoint(node)).uninstall()
 
+    def intent(self, node: str, state_dir: Path) -> NodeIntent | None:
+        from meshctl.agentapi.client import AgentClient
+
+        return AgentClient(node, self.endpoint(node)).held_intent()
+
+    def record_intent(self, node: str, intent: NodeIntent, state_dir: Path) -> None:
+        from meshctl.agentapi.client import AgentClient
+
+        AgentClient(node, self.endpoint(node)).record_intent(intent, self.observe(node).fingerprint())
+
 
 
 def agent_inventory(desired: DesiredState) -> DesiredState:
@@ -153,8 +166,13 @@ def agent_inventory(desired: DesiredState) -> DesiredState:
 
 
 def open_agents(desired: DesiredState) -> tuple[DesiredState, AgentBackend]:
-    """The desired state with pod IPs from the inventory, and the nodes' agents."""
-    return agent_inventory(desired), agents_of(desired.config)
+    """The desired state with pods from the inventory, and the nodes' agents."""
+    from meshctl.backend.lab import lab_runtime
+
+    runtime = lab_runtime(desired)  # the lab's inventory store with [inventory] source = "lab"
+    backend = agents_of(desired.config)
+    backend.runtime = runtime
+    return agent_inventory(runtime.apply_to(desired) if runtime is not None else desired), backend
 
 
 def agents_of(config: MeshConfig) -> AgentBackend:

@@ -19,12 +19,14 @@ from meshctl.gcpause import paused_gc
 
 if TYPE_CHECKING:
     from meshctl.apply.engine import CheckRunner, FlowDropSource, NodeDriver
+    from meshctl.compile.intent import NodeIntent
     from meshctl.connections import TrackedConnection
     from meshctl.lab.registry import PodRecord as LabPod
     from meshctl.lab.registry import Registry
     from meshctl.nodestate import NodeState, WireguardState
     from meshctl.observe import EndpointMaps
     from meshctl.source import DesiredState
+    from meshctl.source.runtime import RuntimeInventory
 
 
 class LabBackend:
@@ -33,9 +35,10 @@ class LabBackend:
     kind = "lab"
 
     def __init__(self, cluster: str, netns: Mapping[str, str],
-                 underlay: Mapping[str, str] | None = None) -> None:
+                 underlay: Mapping[str, str] | None = None, runtime: RuntimeInventory | None = None) -> None:
         self.cluster, self.netns = cluster, dict(netns)
         self.underlay_names = dict(underlay or {})  # underlay address -> node: names WireGuard peers
+        self.runtime = runtime
 
     @property
     def nodes(self) -> frozenset[str]:
@@ -119,6 +122,21 @@ class LabBackend:
 
         return LabDriver(self.cluster, self.netns).uninstall(node)
 
+    def intent(self, node: str, state_dir: Path) -> NodeIntent | None:
+        from meshctl.agentapi.endpoints import agent_dir, read_intent
+
+        try:
+            return read_intent(agent_dir(state_dir, node))
+        except ValueError as err:
+            raise LabError(f"node {node}: its intent is unreadable ({err}); apply again") from err
+
+    def record_intent(self, node: str, intent: NodeIntent, state_dir: Path) -> None:
+        """Where the node's lab agent reads it (`meshctl agent -C REPO` keeps its node's files
+        under <state>/agents/<node>)."""
+        from meshctl.agentapi.endpoints import agent_dir, write_intent
+
+        write_intent(agent_dir(state_dir, node), intent)
+
     def registry_file(self) -> Path:
         """The lab's registry: `lab up` and `lab down` rewrite it (incremental plans stamp it)."""
         from meshctl.lab.registry import registry_path
@@ -126,9 +144,27 @@ class LabBackend:
         return registry_path(self.cluster)
 
 
+def lab_runtime(desired: DesiredState) -> RuntimeInventory | None:
+    """The lab's inventory store with `[inventory] source = "lab"` (None otherwise)."""
+    if desired.config.inventory.source != "lab":
+        return None
+    from meshctl.lab import inventory, registry
+
+    cluster = desired.config.cluster
+    if registry.load(cluster) is None:
+        raise LabError(f"[inventory] source = \"lab\" but no lab named {cluster!r} is up: "
+                       f"run `meshctl lab up -C {desired.root}`")
+    runtime = inventory.load(cluster)
+    if runtime is None:
+        raise LabError(f"[inventory] source = \"lab\" but the lab of {desired.config.cluster!r} has no "
+                       f"inventory: run `meshctl lab up -C {desired.root}`")
+    return runtime
+
+
 def open_lab(desired: DesiredState) -> tuple[DesiredState, LabBackend]:
     """The lab of the config's cluster, which must be up with every node of the config; the
-    desired state gets the lab's pod IPs and node underlay addresses."""
+    desired state gets the lab's pod IPs and node underlay addresses (and with `[inventory]
+    source = "lab"` the lab's pods and namespaces)."""
     from meshctl.lab import registry
 
     cluster, root = desired.config.cluster, desired.root
@@ -140,9 +176,14 @@ def open_lab(desired: DesiredState) -> tuple[DesiredState, LabBackend]:
         raise LabError(
             f"lab {cluster!r} has no node(s) {', '.join(missing)}: run `meshctl lab up -C {root}` again"
         )
+    runtime = lab_runtime(desired)
+    if runtime is not None:
+        desired = runtime.apply_to(desired)
     desired = desired.with_pod_ips({k: p.address for k, p in reg.pods.items()})
     desired = desired.with_node_addresses({n: IPv4Address(r.underlay_ip) for n, r in reg.nodes.items()})
-    return desired, _backend(reg)
+    backend = _backend(reg)
+    backend.runtime = runtime
+    return desired, backend
 
 
 def find_lab(cluster: str) -> LabBackend | None:

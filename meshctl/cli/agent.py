@@ -72,19 +72,23 @@ def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = Clust
         name = info.cluster
         runner = Agent(settings, lambda prev: try_load_context(info, node, prev, lambda: pod_ips(name)),
                        lambda: change_token(info, [registry_path(name)]))
-        journal_dir = info.state_dir / "agents" / node
+        from meshctl.agentapi.endpoints import agent_dir
+
+        journal_dir = agent_dir(info.state_dir, node)
     runner.install_signal_handlers()
     api_thread = None
     if api:
         from meshctl.agentapi.protocol import socket_path
         from meshctl.agentapi.run import start_api
-        from meshctl.lab.agentservice import lab_service, node_netns
+        from meshctl.lab.agentservice import lab_endpoint_sync, lab_service, node_netns
 
         sock = api_socket or socket_path(runner.s.cluster, node)
         journal_dir = journal_dir or sock.parent / f"journal-{runner.s.cluster}-{node}"
         service = lab_service(runner.s.cluster, node, node_netns(runner.s.cluster, node), journal_dir,
                               runner.s.store)
         api_thread = start_api(service, where or sock, runner.stop, tls)
+        if has_repo and info.inventory_source == "lab":  # follow the lab's pods between applies
+            lab_endpoint_sync(service, runner.s.cluster, info.state_dir).start(runner.stop)
     runner.run()
     if api_thread is not None:
         runner.stop.set()

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -49,14 +49,24 @@ def up(repo: Path = RepoOpt,
                                      help="Attach the eBPF datapath on pod veths.")) -> None:
     """Build (or complete) the lab described by REPO's meshctl.toml and Pod manifests."""
     from meshctl.lab import cluster
-    from meshctl.lab.repo import load_topology
+    from meshctl.lab.repo import lab_desired
+    from meshctl.lab.topology import from_desired
 
     _root()
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    topo = load_topology(repo)
+    desired = lab_desired(repo)
+    topo = from_desired(desired)
     res = cluster.up(topo, with_datapath=datapath)
     reg = res.registry
-    if res.datapath and (res.fresh_nodes or res.created_pods):  # as the CNI does: pods get endpoints
+    revision = None
+    if desired.config.inventory.source == "lab":  # the lab is the inventory; its agents follow it
+        from meshctl.lab.cni import open_intents
+        from meshctl.lab.pods import seed
+
+        revision = seed(reg.cluster, desired.pods, desired.namespaces)
+        if res.datapath and res.fresh_nodes:
+            open_intents(desired, res.fresh_nodes)
+    elif res.datapath and (res.fresh_nodes or res.created_pods):  # as the CNI does: pods get endpoints
         from meshctl.lab.cni import program_nodes
 
         try:
@@ -71,6 +81,13 @@ def up(repo: Path = RepoOpt,
         from meshctl.lab import agents
 
         agents.start(repo, reg.cluster, list(reg.nodes), agents.tcp_apis(reg, topo.agents))
+        if revision is not None:  # as the CNI returns once the endpoints exist
+            from meshctl.lab.pods import wait_synced
+
+            waited, lagging = wait_synced(desired.config.state_dir, list(reg.nodes), revision, 30.0)
+            if lagging:
+                _err().print(f"lab {reg.cluster}: the agents of {', '.join(lagging)} did not bring their "
+                             f"endpoints in step within {waited:.0f} s (see their logs)", soft_wrap=True)
     _err().print(f"lab {reg.cluster}: {len(reg.nodes)} nodes, {len(reg.pods)} pods up"
                  f" (datapath {'attached' if res.datapath else 'not attached'})")
     _print_status(reg.cluster)
@@ -138,6 +155,51 @@ def _print_status(name: str) -> None:
                       "eth0", "", "ok" if os.path.exists(f"/run/netns/{ext.netns}")
                       else "[red]netns missing[/red]")
     Console(width=160).print(table)
+
+
+pod_app = typer.Typer(help="Add and delete the lab's pods as a cluster does, without a plan "
+                      "([inventory] source = \"lab\").", no_args_is_help=True)
+lab_app.add_typer(pod_app, name="pod")
+LabelOpt = typer.Option("--label", "-l", help="KEY=VALUE (repeat).")
+PortOpt = typer.Option("--port", "-p", help="PORT/TCP or PORT/UDP the pod serves (repeat; "
+                       "NAME=PORT/PROTO names the port).")
+
+
+@pod_app.command("add")
+def pod_add(pod: Annotated[str, typer.Argument(help="NS/NAME")],
+            node: Annotated[str, typer.Option("--node", help="Node to run the pod on.")],
+            label: Annotated[list[str] | None, LabelOpt] = None,
+            port: Annotated[list[str] | None, PortOpt] = None,
+            repo: Path = RepoOpt) -> None:
+    """Start a pod: netns, server, datapath; its node's agent gives it its endpoint and identity."""
+    from meshctl.flows.context import repo_info
+    from meshctl.lab.pods import add_pod, parse_labels, parse_ports
+
+    _root()
+    info = repo_info(repo)
+    labels, ports = parse_labels(label or []), parse_ports(port or [])
+    change = add_pod(info.state_dir, info.cluster, pod, node, labels, ports)
+    _report(change, "added", f"on {change.node} at {change.ip}")
+
+
+@pod_app.command("delete")
+def pod_delete(pod: Annotated[str, typer.Argument(help="NS/NAME")], repo: Path = RepoOpt) -> None:
+    """Stop a pod: the agents drop its endpoint and ipcache entries, then its netns goes."""
+    from meshctl.flows.context import repo_info
+    from meshctl.lab.pods import delete_pod
+
+    _root()
+    info = repo_info(repo)
+    change = delete_pod(info.state_dir, info.cluster, pod)
+    _report(change, "deleted", f"from {change.node}")
+
+
+def _report(change: Any, verb: str, where: str) -> None:
+    print(f"pod {change.key} {verb} {where} (inventory revision {change.revision}); "
+          f"agents in step after {change.waited_s * 1000:.0f} ms")
+    if change.lagging:
+        _err().print(f"[yellow]not yet in step:[/yellow] the agents of {', '.join(change.lagging)} "
+                     "(see their logs under the lab's run dir)", soft_wrap=True)
 
 
 @lab_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

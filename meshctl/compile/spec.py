@@ -48,19 +48,18 @@ class ClusterSpec:
         return labels
 
 
+def pod_specs(pods: Any) -> tuple[PodSpec, ...]:
+    """Inventory Pods (meshctl.model.inventory) as the compiler's PodSpecs."""
+    return tuple(
+        PodSpec(p.namespace, p.name, dict(p.labels), p.node_name,
+                tuple((cp.name, int(cp.container_port), str(cp.protocol)) for cp in p.ports), p.pod_ip)
+        for p in pods
+    )
+
+
 def spec_from_desired(desired: Any) -> ClusterSpec:
     cfg = desired.config
-    pods = tuple(
-        PodSpec(
-            p.namespace,
-            p.name,
-            dict(p.labels),
-            p.node_name,
-            tuple((cp.name, int(cp.container_port), str(cp.protocol)) for cp in p.ports),
-            p.pod_ip,
-        )
-        for p in desired.pods
-    )
+    pods = pod_specs(desired.pods)
     return ClusterSpec(
         cluster=cfg.cluster,
         nodes=tuple(n.name for n in cfg.nodes),

@@ -37,6 +37,7 @@ class RepoInfo:
     max_rows: int
     metrics_address: str
     metrics_base_port: int
+    inventory_source: str = "repo"  # [inventory] source: "lab" makes the lab's agents follow its pods
 
     def metrics_port(self, node: str) -> int:
         if not self.metrics_base_port:
@@ -57,7 +58,8 @@ def repo_info(root: Path) -> RepoInfo:
     cfg = parse_config(text, Path(root).resolve())
     obs = cfg.observability
     return RepoInfo(Path(root), cfg.cluster, cfg.state_dir, tuple(n.name for n in cfg.nodes),
-                    obs.flow_retention, obs.flow_max_rows, obs.metrics_address, obs.metrics_base_port)
+                    obs.flow_retention, obs.flow_max_rows, obs.metrics_address, obs.metrics_base_port,
+                    cfg.inventory.source)
 
 
 def change_token(info: RepoInfo, watched: Sequence[Path] = ()) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from meshctl.agentapi.endpoints import EndpointSync
 from meshctl.agentapi.service import NodeService
 
 
@@ -66,3 +67,21 @@ def lab_service(cluster: str, node: str, netns: str | None, journal_dir: Path,
     driver = LabDriver(cluster, {node: netns})  # type: ignore[dict-item]  # None = the host netns
     return NodeService(node, driver, journal_dir, pods, runner, flow_drops=drops if store else None,
                        conntrack=conntrack, window_drops=window if store else None)
+
+
+def lab_endpoint_sync(service: NodeService, cluster: str, state_dir: Path) -> EndpointSync:
+    """The node's endpoint lifecycle over the lab's inventory store (`[inventory] source = "lab"`).
+
+    It shares the service's lock and the lab driver's writer lock, and holds off while an apply
+    session holds the node (between its apply and its intent) or a CLI apply of the repo holds
+    its state lock (the lab driver writes the nodes' maps from the CLI)."""
+    from meshctl.apply.driver import LabDriver
+    from meshctl.lab import inventory
+    from meshctl.state.lock import read_lock
+
+    driver = service.driver
+    assert isinstance(driver, LabDriver)
+    return EndpointSync(
+        service.node, driver, service.journal_dir, lambda: inventory.load(cluster), lock=service.lock,
+        writer=lambda: driver.writer(service.node),
+        busy=lambda: service.applying() or read_lock(state_dir) is not None)

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 from meshctl.dataplane.wireguard.teardown import remove_cluster as remove_wireguard
+from meshctl.dataplane.writer import lock_path
 from meshctl.errors import LabError
-from meshctl.lab import agents, datapath, names, network, registry, servers
+from meshctl.lab import agents, datapath, inventory, names, network, registry, servers
 from meshctl.lab.netns import exists, list_netns
 from meshctl.lab.registry import ExternalRecord, NodeRecord, PodRecord, Registry
 from meshctl.lab.topology import Addresses, Topology, allocate, external_address
@@ -182,6 +183,9 @@ def _down(cluster: str, nodes: tuple[str, ...]) -> DownResult:
     shutil.rmtree(registry.log_dir(cluster), ignore_errors=True)
     shutil.rmtree(agents.pki_dir(cluster), ignore_errors=True)  # the nodes' keys
     registry.delete(cluster)
+    inventory.delete(cluster)
+    for lock in lock_path(cluster, "x").parent.glob(f"{cluster}.*.lock"):  # the nodes' writer locks
+        lock.unlink(missing_ok=True)
     return DownResult(netns=gone, pids=sorted(set(killed)), pins=pins)
 
 

@@ -19,9 +19,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meshctl.lab import registry
 from meshctl.nodestate import NodeState
+
+if TYPE_CHECKING:
+    from meshctl.source import DesiredState
 
 
 def without_policies(current: NodeState, compiled: NodeState) -> NodeState:
@@ -79,3 +83,20 @@ def program_nodes(root: Path, cluster: str, fresh: Iterable[str],
         reconcile(NodeDatapath(cluster, node, netns[node]), current, without_policies(current, target))
         out[node] = len(set(target.endpoints) - set(current.endpoints))
     return out
+
+
+def open_intents(desired: DesiredState, fresh: Iterable[str]) -> list[str]:
+    """With `[inventory] source = "lab"` the node agents give pods their endpoints: hand each
+    `fresh` node (datapath loaded by this `lab up`, so no policy is in force) the intent of no
+    policy, under which its agent opens its pods. Returns the nodes."""
+    from meshctl.agentapi.endpoints import agent_dir, write_intent
+    from meshctl.compile.intent import NodeIntent
+    from meshctl.compile.spec import spec_from_desired
+    from meshctl.dataplane.node import current_build
+
+    spec = spec_from_desired(dataclasses.replace(desired, policies=(), pods=()))
+    intent = NodeIntent.of(spec, current_build(), NodeState(""))
+    opened = sorted(fresh)
+    for node in opened:
+        write_intent(agent_dir(desired.config.state_dir, node), intent)
+    return opened

@@ -8,15 +8,38 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meshctl.errors import ConfigError, LabError
 from meshctl.lab.topology import CONFIG_FILE, Topology, from_desired
 
+if TYPE_CHECKING:
+    from meshctl.source import DesiredState
+
 
 def load_topology(root: Path) -> Topology:
-    from meshctl.source import load_desired  # the source package lands in parallel
+    return from_desired(lab_desired(root))
 
-    return from_desired(load_desired(root))
+
+def lab_desired(root: Path) -> DesiredState:
+    """The repo's desired state; with `[inventory] source = "lab"` its pods are those of the lab's
+    inventory store plus the repo's that the store lacks (pods `lab pod add` made stay)."""
+    import dataclasses
+
+    from meshctl.lab import inventory
+    from meshctl.source import load_desired
+
+    desired = load_desired(root)
+    if desired.config.inventory.source != "lab":
+        return desired
+    store = inventory.load(desired.config.cluster)
+    if store is None:
+        return desired
+    keys = {p.key for p in store.pods}
+    names = {ns.name for ns in desired.namespaces}
+    return dataclasses.replace(
+        desired, pods=(*store.pods, *(p for p in desired.pods if p.key not in keys)),
+        namespaces=(*desired.namespaces, *(ns for ns in store.namespaces if ns.name not in names)))
 
 
 def cluster_of(root: Path) -> tuple[str, tuple[str, ...]]:

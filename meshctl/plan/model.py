@@ -213,6 +213,10 @@ class Plan:
     staged: tuple[StagedPolicy, ...] = ()  # staged policies of the target (2.4)
     enforcing: tuple[Enforcement, ...] = ()  # staged policies this plan enforces, with evidence (2.4)
     staged_impact: tuple[ImpactRow, ...] = ()  # connections that change once the staged are enforced
+    # with a runtime inventory ([inventory] source = "lab"): what the nodes keep so their agents
+    # follow pods (meshctl.compile.intent, per-node parts aside), and the inventory planned from
+    intent: dict[str, Any] | None = None
+    inventory: dict[str, Any] | None = None  # {"source", "revision", "churn"}
     format_version: str = PLAN_FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys of a newer minor version
 
@@ -264,6 +268,8 @@ class Plan:
                if format_tuple(self.format_version) >= (2, 4) else {}),
             "warnings": [w.to_json() for w in self.warnings],
             "nodes": [n.to_json() for n in self.nodes],
+            **({"intent": self.intent} if self.intent is not None else {}),
+            **({"inventory": self.inventory} if self.inventory is not None else {}),
         }
 
     @cached_property  # a frozen plan's id: its body is hashed once (it is printed, saved, checked)
@@ -280,7 +286,7 @@ class Plan:
     def from_json(cls, d: dict[str, Any]) -> Plan:
         known = {"plan_id", "format_version", "created_at", "meshctl_version", "source", "state",
                  "summary", "impact", "cuts", "rules", "warnings", "nodes", "staged", "enforcing",
-                 "staged_impact"}
+                 "staged_impact", "intent", "inventory"}
         return cls(
             format_version=d["format_version"],
             created_at=d["created_at"],
@@ -297,6 +303,8 @@ class Plan:
             staged=tuple(StagedPolicy.from_json(s) for s in d.get("staged", ())),  # 2.4
             enforcing=tuple(Enforcement.from_json(e) for e in d.get("enforcing", ())),
             staged_impact=tuple(ImpactRow.from_json(r) for r in d.get("staged_impact", ())),
+            intent=d.get("intent"),
+            inventory=d.get("inventory"),
             extra={k: v for k, v in d.items() if k not in known},
         )
 

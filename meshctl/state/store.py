@@ -108,13 +108,17 @@ class State:
     # staged (audit-mode) policy "Kind ns/name" -> {"digest", "since"}: when an apply first loaded
     # this version of it staged (meshctl.plan.staged.record_staged)
     staged: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the runtime inventory's revision the last apply compiled ([inventory] source = "lab"): pods
+    # that came and went since are churn the node agents followed, not drift
+    inventory_revision: int | None = None
 
     def with_tables(self, identities: dict[str, Any], endpoint_ids: dict[str, Any]) -> State:
         return replace(self, identities=identities, endpoint_ids=endpoint_ids)
 
     def record_apply(self, plan_id: str, applied: dict[str, NodeState], now: datetime | None = None,
                      rules: dict[str, Any] | None = None,
-                     staged: dict[str, dict[str, str]] | None = None) -> State:
+                     staged: dict[str, dict[str, str]] | None = None,
+                     inventory_revision: int | None = None) -> State:
         """The state after an apply of `plan_id` left `applied` on those nodes: serial + 1.
 
         `rules` (cookie -> rule of the plan's target) are added to those recorded before: a
@@ -125,7 +129,9 @@ class State:
             nodes[name] = NodeRecord(ns.fingerprint(), ns, stamp)
         return replace(self, serial=self.serial + 1, last_plan_id=plan_id, last_applied_at=stamp, nodes=nodes,
                        rules={**self.rules, **(rules or {})},
-                       staged=self.staged if staged is None else staged)
+                       staged=self.staged if staged is None else staged,
+                       inventory_revision=self.inventory_revision if inventory_revision is None
+                       else inventory_revision)
 
     def forget_node(self, node: str) -> State:
         """The state after `node` was uninstalled: its record gone, serial + 1."""
@@ -153,6 +159,7 @@ class State:
             "staged": self.staged,
             "nodes": nodes,
             "policy_maps": maps,
+            **({} if self.inventory_revision is None else {"inventory_revision": self.inventory_revision}),
         }
         return json.dumps(body, separators=(",", ":"), sort_keys=True) + "\n"
 
@@ -171,6 +178,7 @@ class State:
             last_applied_at=d.get("last_applied_at"),
             rules=d.get("rules") or {},
             staged=d.get("staged") or {},
+            inventory_revision=None if d.get("inventory_revision") is None else int(d["inventory_revision"]),
             nodes={name: NodeRecord.from_file(r, maps) for name, r in (d.get("nodes") or {}).items()},
         )
 

@@ -12,15 +12,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from meshctl.compile import Compiled
     from meshctl.source import DesiredState
+    from meshctl.source.runtime import RuntimeInventory
     from meshctl.state.store import State
 
 
-def compile_desired(desired: DesiredState, state: State, build: str) -> Compiled:
-    """Compile `desired` with the state's identity and endpoint tables."""
+def compile_desired(desired: DesiredState, state: State, build: str,
+                    runtime: RuntimeInventory | None = None) -> Compiled:
+    """Compile `desired` with the state's identity and endpoint tables, or with a runtime
+    inventory's (the numbers the cluster gave its pods, which the node agents use too)."""
     from meshctl.compile import EndpointTable, IdentityTable, compile_cluster
 
-    identities = IdentityTable.from_dict(state.identities) if state.identities else IdentityTable()
-    endpoints = EndpointTable.from_dict(state.endpoint_ids) if state.endpoint_ids else EndpointTable()
+    ids, eps = (runtime.identities, runtime.endpoint_ids) if runtime is not None else (
+        state.identities, state.endpoint_ids)
+    identities = IdentityTable.from_dict(ids) if ids else IdentityTable()
+    endpoints = EndpointTable.from_dict(eps) if eps else EndpointTable()
     return compile_cluster(desired, identities, endpoints, build)
 
 
@@ -28,11 +33,13 @@ def tables_of(compiled: Compiled) -> tuple[dict[str, Any], dict[str, Any]]:
     return compiled.identities.as_dict(), compiled.endpoint_ids.as_dict()
 
 
-def persist_tables(state_dir: Path, state: State, compiled: Compiled) -> State:
+def persist_tables(state_dir: Path, state: State, compiled: Compiled, runtime: bool = False) -> State:
     """Save newly allocated identities/endpoint ids (numbers are never reused; serial unchanged).
-    Caller holds the state lock."""
+    Caller holds the state lock. With a `runtime` inventory the numbers are the cluster's: not kept."""
     from meshctl.state.store import save_state
 
+    if runtime:
+        return state
     identities, endpoints = tables_of(compiled)
     if identities == state.identities and endpoints == state.endpoint_ids:
         return state

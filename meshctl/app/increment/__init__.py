@@ -147,7 +147,8 @@ def record_baseline(ws: Workspace, outcome: PlanOutcome, build: str) -> bool:
         and not any(d.staged for d in compiled.spec.policies)
         and bl.eligible(outcome.observed, compiled.nodes)
     )
-    if not usable or not isinstance(lab, LabBackend):  # incremental plans read the lab's maps
+    # incremental plans read the lab's maps; a runtime inventory's plans carry the nodes' intent
+    if not usable or not isinstance(lab, LabBackend) or lab.runtime is not None:
         bl.forget(ws.root)
         return False
     from meshctl.state.store import STATE_FILE

@@ -1,0 +1,194 @@
+"""The lab's inventory store: the pods and namespaces the lab runs, as an API server keeps them.
+
+With `[inventory] source = "lab"`, the lab is the inventory (as a Kubernetes API server is on a
+cluster): `lab up` seeds it from the repo's Pods and Namespaces, `lab pod add` and `lab pod
+delete` change it, and the node agents follow it. It also holds the identities and endpoint ids
+the pods were given, allocated here when a pod is written (as Cilium allocates an identity when
+a pod with a new label set appears), so every agent and the CLI's plan use the same numbers.
+
+One JSON file per cluster next to the registry (<lab run dir>/<cluster>.inventory.json), written
+atomically under an flock; readers cache it by file stamp. `revision` grows with every write.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from meshctl.compile.identities import EndpointTable, IdentityTable
+from meshctl.compile.labels import is_identity_relevant, pod_identity_labels
+from meshctl.compile.spec import METADATA_NAME
+from meshctl.errors import LabError
+from meshctl.lab.registry import run_dir
+from meshctl.model.base import SourceRef
+from meshctl.model.inventory import ContainerPort, Namespace, Pod
+from meshctl.source.runtime import RuntimeInventory
+from meshctl.state.atomic import atomic_write
+
+FORMAT_VERSION = 1
+LOG_LIMIT = 10_000  # changes kept for "churn since the last apply"
+
+
+def inventory_path(cluster: str) -> Path:
+    return run_dir() / f"{cluster}.inventory.json"
+
+
+@dataclass
+class StoredPod:
+    node: str
+    ip: str
+    labels: dict[str, str] = field(default_factory=dict)
+    ports: list[list[Any]] = field(default_factory=list)  # [name or None, port, protocol]
+
+
+@dataclass
+class Store:
+    """The file's content, mutable while a writer holds the lock."""
+
+    cluster: str
+    revision: int = 0
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    pods: dict[str, StoredPod] = field(default_factory=dict)
+    identities: IdentityTable = field(default_factory=IdentityTable)
+    endpoint_ids: EndpointTable = field(default_factory=EndpointTable)
+    log: list[list[Any]] = field(default_factory=list)  # [revision, "+"/"-", key]
+    log_start: int = 0
+
+    def add_pod(self, key: str, pod: StoredPod) -> None:
+        self.pods[key] = pod
+        self.log.append([self.revision + 1, "+", key])
+
+    def delete_pod(self, key: str) -> StoredPod:
+        pod = self.pods.pop(key)
+        self.log.append([self.revision + 1, "-", key])
+        return pod
+
+    def allocate(self) -> None:
+        """Numbers for new label sets and new pods (kept forever, never reused)."""
+        made: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, ...]] = {}
+        for key, pod in self.pods.items():
+            namespace = key.split("/", 1)[0]
+            relevant = tuple(sorted(kv for kv in pod.labels.items() if is_identity_relevant(kv[0])))
+            if (namespace, relevant) not in made:
+                ns_labels = dict(self.namespaces.get(namespace, {}))
+                ns_labels.setdefault(METADATA_NAME, namespace)
+                made[(namespace, relevant)] = pod_identity_labels(namespace, dict(relevant), ns_labels,
+                                                                  self.cluster)
+        self.identities = self.identities.allocate(made.values())
+        by_node: dict[str, list[str]] = {}
+        for key, pod in self.pods.items():
+            by_node.setdefault(pod.node, []).append(key)
+        for node, keys in sorted(by_node.items()):
+            self.endpoint_ids = self.endpoint_ids.allocate(node, keys)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION, "cluster": self.cluster, "revision": self.revision,
+            "namespaces": self.namespaces,
+            "pods": {k: {"node": p.node, "ip": p.ip, "labels": p.labels, "ports": p.ports}
+                     for k, p in sorted(self.pods.items())},
+            "identities": self.identities.as_dict(), "endpoint_ids": self.endpoint_ids.as_dict(),
+            "log": self.log, "log_start": self.log_start,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Store:
+        if raw.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"format {raw.get('format_version')!r}, expected {FORMAT_VERSION}")
+        return cls(
+            cluster=str(raw["cluster"]), revision=int(raw["revision"]),
+            namespaces={str(k): dict(v) for k, v in raw["namespaces"].items()},
+            pods={str(k): StoredPod(str(v["node"]), str(v["ip"]), dict(v["labels"]), list(v["ports"]))
+                  for k, v in raw["pods"].items()},
+            identities=IdentityTable.from_dict(raw["identities"]),
+            endpoint_ids=EndpointTable.from_dict(raw["endpoint_ids"]),
+            log=[list(e) for e in raw["log"]], log_start=int(raw["log_start"]),
+        )
+
+    def runtime(self) -> RuntimeInventory:
+        source = f"lab:{self.cluster}"
+        namespaces = tuple(
+            Namespace(name=n, labels=dict(labels), source=SourceRef(file=f"{source}/namespaces/{n}", line=0))
+            for n, labels in sorted(self.namespaces.items()))
+        pods = tuple(
+            Pod(namespace=k.split("/", 1)[0], name=k.split("/", 1)[1], labels=dict(p.labels),
+                node_name=p.node, ports=tuple(ContainerPort(name=n, container_port=int(port), protocol=proto)
+                            for n, port, proto in p.ports),
+                podIP=IPv4Address(p.ip), source=SourceRef(file=f"{source}/pods/{k}", line=0))
+            for k, p in sorted(self.pods.items()))
+        return RuntimeInventory(
+            f"the lab of {self.cluster}", self.revision, namespaces, pods, self.identities.as_dict(),
+            self.endpoint_ids.as_dict(), tuple((int(r), str(op), str(k)) for r, op, k in self.log),
+            self.log_start)
+
+
+_CACHE: dict[Path, tuple[tuple[int, int, int], RuntimeInventory]] = {}
+
+
+def load(cluster: str) -> RuntimeInventory | None:
+    """The lab's inventory now (None when it has none); read once per version of the file."""
+    path = inventory_path(cluster)
+    try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        hit = _CACHE.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        inventory = Store.from_json(json.loads(path.read_bytes())).runtime()
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise _unreadable(path, err) from err
+    _CACHE[path] = (stamp, inventory)
+    return inventory
+
+
+def _unreadable(path: Path, err: Exception) -> LabError:
+    return LabError(f"lab inventory {path} is unreadable ({err}); `meshctl lab down` removes it")
+
+
+@contextmanager
+def _locked(cluster: str) -> Iterator[None]:
+    path = run_dir() / f".{cluster}.inventory.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def update(cluster: str, change: Callable[[Store], None]) -> RuntimeInventory:
+    """Read, `change`, allocate numbers, write revision + 1: one writer at a time, atomically."""
+    path = inventory_path(cluster)
+    with _locked(cluster):
+        try:
+            store = Store.from_json(json.loads(path.read_bytes()))
+        except FileNotFoundError:
+            store = Store(cluster)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise _unreadable(path, err) from err
+        change(store)
+        store.allocate()
+        store.revision += 1
+        if len(store.log) > LOG_LIMIT:
+            dropped = store.log[: len(store.log) - LOG_LIMIT]
+            store.log = store.log[len(dropped):]
+            store.log_start = int(dropped[-1][0])
+        atomic_write(path, json.dumps(store.to_json(), sort_keys=True).encode())
+    inventory = load(cluster)
+    assert inventory is not None
+    return inventory
+
+
+def delete(cluster: str) -> None:
+    inventory_path(cluster).unlink(missing_ok=True)
+    (run_dir() / f".{cluster}.inventory.lock").unlink(missing_ok=True)

@@ -1,0 +1,82 @@
+"""The inventory a running cluster has now: pods, namespaces and the numbers they were given.
+
+Git holds intent; pods coming and going are runtime. A runtime inventory (the lab's inventory
+store, `[inventory] source = "lab"`) carries, beside the pods and namespaces, the identity and
+endpoint-id tables the cluster allocated for them, so the CLI's plan and every node agent
+compile the same numbers. `revision` grows with every change; `changes` lists the recent ones, so
+a plan can say what churned since the last apply without calling it drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from meshctl.model.inventory import Namespace, Pod
+
+if TYPE_CHECKING:
+    from meshctl.source.desired import DesiredState
+
+
+@dataclass(frozen=True)
+class Churn:
+    """Pods added and deleted between two revisions of a runtime inventory."""
+
+    since: int
+    revision: int
+    added: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    complete: bool = True  # False when the log no longer reaches back to `since`
+
+    @property
+    def any(self) -> bool:
+        return bool(self.added or self.deleted)
+
+    def describe(self) -> str:
+        parts = []
+        if self.added:
+            parts.append(f"{len(self.added)} pod{'s' if len(self.added) != 1 else ''} added")
+        if self.deleted:
+            parts.append(f"{len(self.deleted)} pod{'s' if len(self.deleted) != 1 else ''} deleted")
+        text = " and ".join(parts) or "no pod changes"
+        return f"{text} since the last apply (inventory revision {self.since} -> {self.revision})" + (
+            "" if self.complete else "; older changes are no longer logged")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"since": self.since, "revision": self.revision, "added": list(self.added),
+                "deleted": list(self.deleted), "complete": self.complete}
+
+
+@dataclass(frozen=True)
+class RuntimeInventory:
+    source: str  # where it came from, for people ("the lab of demo")
+    revision: int
+    namespaces: tuple[Namespace, ...]
+    pods: tuple[Pod, ...]
+    identities: Mapping[str, Any] = field(default_factory=dict)  # IdentityTable.as_dict()
+    endpoint_ids: Mapping[str, Any] = field(default_factory=dict)  # EndpointTable.as_dict()
+    log: tuple[tuple[int, str, str], ...] = ()  # (revision, "+" or "-", "ns/pod"), oldest first
+    log_start: int = 0  # the log holds every change after this revision
+
+    def apply_to(self, desired: DesiredState) -> DesiredState:
+        """`desired` with this inventory's namespaces and pods (policies stay the repo's)."""
+        return dataclasses.replace(desired, namespaces=self.namespaces, pods=self.pods)
+
+    def churn_since(self, revision: int) -> Churn:
+        added: dict[str, None] = {}
+        deleted: dict[str, None] = {}
+        for rev, op, key in self.log:
+            if rev <= revision:
+                continue
+            if op == "+":
+                if key in deleted:
+                    deleted.pop(key)  # deleted and added again: still there
+                else:
+                    added[key] = None
+            elif key in added:
+                added.pop(key)  # came and went between the two revisions
+            else:
+                deleted[key] = None
+        return Churn(revision, self.revision, tuple(added), tuple(deleted), revision >= self.log_start)
