@@ -8,11 +8,11 @@ is one that went missing on the node).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from meshctl.catalog import Catalog
-from meshctl.nodestate import NO_ENCRYPTION, NO_LOAD_BALANCER, ForeignProgram, NodeState
+from meshctl.nodestate import ForeignProgram, NodeState
 from meshctl.plan.change import describe_drift as describe
 from meshctl.plan.warnings import program_warning
 
@@ -114,8 +114,8 @@ def _detect_drift(ws: Workspace) -> DriftReport:
 
 
 def held_intents(ws: Workspace, runtime: RuntimeInventory, nodes: list[str]) -> dict[str, NodeState]:
-    """Each node's expected state: the intent it holds compiled with the inventory as it is now
-    (one compile per distinct intent). Nodes holding none keep their recorded state."""
+    """Each node's expected state: the intent it holds compiled with the inventory as it is now.
+    Nodes holding none keep their recorded state."""
     from meshctl.compile import EndpointTable, IdentityTable
     from meshctl.compile.spec import pod_specs
 
@@ -124,16 +124,12 @@ def held_intents(ws: Workspace, runtime: RuntimeInventory, nodes: list[str]) -> 
     identities = IdentityTable.from_dict(runtime.identities)
     endpoints = EndpointTable.from_dict(runtime.endpoint_ids)
     out: dict[str, NodeState] = {}
-    compiled: dict[str, Any] = {}
+    memo = None  # what one node's compile worked out serves the next
     for node in nodes:
         intent = ws.backend.intent(node, ws.state_dir)
-        if intent is None:
-            continue
-        text = replace(intent, encryption=NO_ENCRYPTION, load_balancer=NO_LOAD_BALANCER).to_text()
-        if text not in compiled:
-            compiled[text] = intent.compile(node, namespaces, pods, identities, endpoints)[1]
-        state = compiled[text].nodes.get(node) or NodeState(node)
-        out[node] = replace(state, encryption=intent.encryption, load_balancer=intent.load_balancer)
+        if intent is not None:
+            out[node], compiled = intent.compile(node, namespaces, pods, identities, endpoints, memo)
+            memo = compiled.memo
     return out
 
 

@@ -69,8 +69,10 @@ class NodeIntent:
     def compile(self, node: str, namespaces: Mapping[str, Mapping[str, str]], pods: Sequence[PodSpec],
                 identities: IdentityTable, endpoint_ids: EndpointTable,
                 memo: CompileMemo | None = None) -> tuple[NodeState, Compiled]:
-        """The node's state under this intent with these pods (and the compile, for its memo)."""
-        compiled = compile_spec(self.spec(namespaces, pods), identities, endpoint_ids, self.build, memo=memo)
+        """The node's state under this intent with these pods (and the compile, for its memo). Only
+        `node` is compiled: the other nodes' pods are its peers, not its endpoints."""
+        spec = replace(self.spec(namespaces, pods), nodes=(node,))
+        compiled = compile_spec(spec, identities, endpoint_ids, self.build, memo=memo)
         state = compiled.nodes.get(node) or NodeState(node)
         return replace(state, encryption=self.encryption, load_balancer=self.load_balancer), compiled
 

@@ -15,11 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshctl.catalog import Catalog
 from meshctl.errors import MeshctlError
 from meshctl.flows.enrich import EnrichContext
+
+if TYPE_CHECKING:
+    from meshctl.model.config import InventorySection
 from meshctl.nodestate import FrozenMap
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,7 @@ class RepoInfo:
     max_rows: int
     metrics_address: str
     metrics_base_port: int
-    inventory_source: str = "repo"  # [inventory] source: "lab" makes the lab's agents follow its pods
+    inventory: InventorySection | None = None  # [inventory]: where the agent follows pods from
 
     def metrics_port(self, node: str) -> int:
         if not self.metrics_base_port:
@@ -59,7 +62,7 @@ def repo_info(root: Path) -> RepoInfo:
     obs = cfg.observability
     return RepoInfo(Path(root), cfg.cluster, cfg.state_dir, tuple(n.name for n in cfg.nodes),
                     obs.flow_retention, obs.flow_max_rows, obs.metrics_address, obs.metrics_base_port,
-                    cfg.inventory.source)
+                    cfg.inventory)
 
 
 def change_token(info: RepoInfo, watched: Sequence[Path] = ()) -> tuple[int, ...]:

@@ -108,9 +108,11 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any
 
 
 def list_all(
-    call: Callable[..., Any], what: str, page_size: int = DEFAULT_PAGE_SIZE
+    call: Callable[..., Any], what: str, page_size: int = DEFAULT_PAGE_SIZE,
+    versions: list[str] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Every item of one list endpoint, page by page (limit + metadata.continue), as raw JSON."""
+    """Every item of one list endpoint, page by page (limit + metadata.continue), as raw JSON;
+    the list's resourceVersion (to watch from) is appended to `versions`."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
@@ -130,8 +132,11 @@ def list_all(
         except ValueError as err:
             raise KubernetesError(f"kubernetes: listing {what}: not JSON ({err})") from None
         yield from body.get("items") or ()
-        token = (body.get("metadata") or {}).get("continue") or None
+        meta = body.get("metadata") or {}
+        token = meta.get("continue") or None
         if token is None:
+            if versions is not None:
+                versions.append(str(meta.get("resourceVersion") or ""))
             return
 
 
