@@ -68,7 +68,7 @@ def store_all(spec, ips: dict[str, IPv4Address]) -> int:  # type: ignore[no-unty
             store.pods[p.key] = StoredPod(p.node, str(ips[p.key]), dict(p.labels),
                                           [list(port) for port in p.ports])
 
-    return inventory.update(CLUSTER, change).revision
+    return inventory.update(CLUSTER, change)
 
 
 def real_pod(key: str, ip: IPv4Address, tcp: list[int]) -> registry.PodRecord:

@@ -124,15 +124,24 @@ class AgentClient:
     def drops(self) -> MetricCounts:
         return counts_from_json(self._call("GET", "/v1/drops")["counts"])
 
-    def apply(self, target: NodeState, expected_fingerprint: str, plan_id: str = "") -> dict[str, Any]:
-        """Move the node to `target`; StaleNodeError when it is no longer at `expected_fingerprint`."""
+    def apply(self, target: NodeState, expected_fingerprint: str, plan_id: str = "",
+              session: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Move the node to `target`; StaleNodeError when it is no longer at `expected_fingerprint`.
+        With `session` ({"id", "lease_s"}) the node is held (meshctl.agentapi.session)."""
         answer = self._call("POST", "/v1/apply", {
             "target": target.canonical(), "expected_fingerprint": expected_fingerprint, "plan_id": plan_id,
+            **({"session": dict(session)} if session else {}),
         })
         if not answer.get("ok"):
             reverted = " (the agent reverted it to its before-state)" if answer.get("reverted") else ""
             raise AgentApiError(self.node, f"apply failed: {answer.get('failure')}{reverted}")
         return answer
+
+    def renew(self, session_id: str, lease_s: float) -> None:
+        self._call("POST", "/v1/session/renew", {"id": session_id, "lease_s": lease_s})
+
+    def end_session(self, session_id: str) -> None:
+        self._call("POST", "/v1/session/end", {"id": session_id})
 
     def held_intent(self) -> NodeIntent | None:
         """The intent the node holds (None before its first apply with a runtime inventory)."""

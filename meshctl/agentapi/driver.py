@@ -8,6 +8,8 @@ any failed node. Checks run on the agent of the source pod's node.
 
 from __future__ import annotations
 
+import threading
+import uuid
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -20,15 +22,26 @@ from meshctl.nodestate import NodeState
 
 
 class AgentDriver:
-    """Every node of one cluster, through the agent listening on that node's socket."""
+    """Every node of one cluster, through the agent listening on that node's socket.
+
+    With `lease_s`, the applies of this driver are one apply session (meshctl.agentapi.session):
+    each node it changes is held, a thread renews the leases every third of `lease_s` while the
+    rollout runs, and `end_session` lets the nodes go once the apply is recorded. If this process
+    dies, the leases run out and each node's agent puts its node back at its before-state."""
 
     def __init__(self, cluster: str, nodes: Iterable[str] | Mapping[str, Path | TcpEndpoint],
-                 directory: str | Path | None = None, plan_id: str = "") -> None:
+                 directory: str | Path | None = None, plan_id: str = "",
+                 lease_s: float | None = None) -> None:
         """`nodes`: names (their unix sockets in `directory`), or each node's endpoint."""
-        self.cluster, self.plan_id = cluster, plan_id
+        self.cluster, self.plan_id, self.lease_s = cluster, plan_id, lease_s
         if not isinstance(nodes, Mapping):
             nodes = {n: socket_path(cluster, n, directory) for n in nodes}
         self.clients = {n: AgentClient(n, where) for n, where in nodes.items()}
+        self.session_id = uuid.uuid4().hex
+        self.held: set[str] = set()
+        self.lost: dict[str, str] = {}  # node -> why its lease could not be renewed
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     def client(self, node: str) -> AgentClient:
         try:
@@ -40,7 +53,41 @@ class AgentDriver:
         return self.client(node).observe()
 
     def reconcile(self, node: str, current: NodeState, target: NodeState) -> None:
-        self.client(node).apply(target, current.fingerprint(), self.plan_id)
+        if self.lease_s is None:
+            self.client(node).apply(target, current.fingerprint(), self.plan_id)
+            return
+        answer = self.client(node).apply(target, current.fingerprint(), self.plan_id,
+                                         {"id": self.session_id, "lease_s": self.lease_s})
+        if answer.get("held"):
+            self.held.add(node)
+        else:  # back at the session's before-state (a revert): let go
+            self.held.discard(node)
+        if self._renewer is None:
+            self._renewer = threading.Thread(target=self._renew, name="lease-renewal", daemon=True)
+            self._renewer.start()
+
+    def _renew(self) -> None:
+        assert self.lease_s is not None
+        while not self._stop.wait(self.lease_s / 3):
+            for node in sorted(self.held - set(self.lost)):
+                try:
+                    self.client(node).renew(self.session_id, self.lease_s)
+                except AgentApiError as err:  # not held any more: its agent reverted it, or it ended
+                    self.lost[node] = str(err)
+
+    def end_session(self, nodes: Iterable[str]) -> list[str]:
+        """Stop renewing; let `nodes` go (they stay as they are). Returns the errors of nodes that
+        were no longer held (their lease ran out: their agents put them back)."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(5)
+        errors = [f"node {n}: {why}" for n, why in sorted(self.lost.items())]
+        for node in sorted(set(nodes) & self.held - set(self.lost)):
+            try:
+                self.client(node).end_session(self.session_id)
+            except AgentApiError as err:
+                errors.append(str(err))
+        return errors
 
     def drop_counts(self, node: str) -> MetricCounts:
         return self.client(node).drops()

@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 from meshctl.compile.identities import EndpointTable, IdentityTable
 from meshctl.compile.intent import NodeIntent
-from meshctl.compile.spec import pod_specs
+from meshctl.compile.spec import PodSpec, row_specs
+from meshctl.gcpause import paused_gc
 from meshctl.nodestate import NodeState
 from meshctl.source.runtime import RuntimeInventory
 from meshctl.state.atomic import atomic_write
@@ -92,6 +93,14 @@ class EndpointSync:
         self._intent: tuple[tuple[int, int, int], NodeIntent] | None = None
         self._memo: Any = None
         self._last: NodeState | None = None
+        self._specs: dict[str, Any] = {}  # pod key -> (row, PodSpec): new pods only are converted
+
+    def _pod_specs(self, inventory: RuntimeInventory) -> tuple[PodSpec, ...]:
+        specs = row_specs(inventory.rows, self._specs)
+        if len(self._specs) > 2 * len(specs) + 1024:  # forget pods long gone
+            keep = {s.key for s in specs}
+            self._specs = {k: v for k, v in self._specs.items() if k in keep}
+        return specs
 
     def _current_intent(self) -> tuple[tuple[int, int, int], NodeIntent] | None:
         try:
@@ -106,6 +115,7 @@ class EndpointSync:
             self._intent = (stamp, intent)
         return self._intent
 
+    @paused_gc()  # a compile and a diff of 10,000 pods' entries: acyclic objects only
     def sync(self) -> SyncResult | None:
         """One step: None when there is nothing to do (or an apply is in progress)."""
         held = self._current_intent()
@@ -119,7 +129,7 @@ class EndpointSync:
         started = time.monotonic()
         namespaces = {ns.name: dict(ns.labels) for ns in inventory.namespaces}
         target, compiled = intent.compile(
-            self.node, namespaces, pod_specs(inventory.pods), IdentityTable.from_dict(inventory.identities),
+            self.node, namespaces, self._pod_specs(inventory), IdentityTable.from_dict(inventory.identities),
             EndpointTable.from_dict(inventory.endpoint_ids), memo=self._memo)
         self._memo = compiled.memo
         with self.lock, self.writer():

@@ -24,7 +24,7 @@ from meshctl.compile.labels import is_identity_relevant, pod_identity_labels
 from meshctl.compile.spec import METADATA_NAME
 from meshctl.nodestate import CLUSTER_IDENTITY_MIN
 from meshctl.source.kubewatch import InventoryWatch
-from meshctl.source.runtime import RuntimeInventory
+from meshctl.source.runtime import PodRow, RuntimeInventory
 from meshctl.state.atomic import atomic_write
 
 if TYPE_CHECKING:
@@ -123,7 +123,8 @@ class KubeRuntime:
             atomic_write(self.path, json.dumps(endpoints.as_dict()).encode())
             self.endpoints = endpoints
         made = RuntimeInventory(f"the Kubernetes API of {self.cluster}", snap.revision, snap.namespaces,
-                                snap.pods, table.as_dict(), endpoints.as_dict())
+                                tuple(PodRow.of(p) for p in snap.pods), table.as_dict(), endpoints.as_dict())
+        made.__dict__["pods"] = snap.pods  # cached_property: the watch made them already
         self._made = (snap.revision, made)
         return made
 

@@ -3,7 +3,9 @@
     GET  /v1/observe  -> {"state": canonical NodeState, "fingerprint", "interrupted"}
     GET  /v1/drops    -> {"counts": [[verdict, reason, direction, packets], ...]}
     GET  /v1/conntrack -> {"connections": [[saddr, daddr, sport, dport, protocol, direction], ...]}
-    POST /v1/apply    {"target", "expected_fingerprint", "plan_id"}   409 when the node moved
+    POST /v1/apply    {"target", "expected_fingerprint", "plan_id", "session"}   409 when the node
+                      moved or another apply session holds it (meshctl.agentapi.session)
+    POST /v1/session/renew {"id", "lease_s"}  POST /v1/session/end {"id"}   409 when not held
     POST /v1/revert   {"before"}
     GET  /v1/intent   -> {"intent": the intent the node holds, or null}
     POST /v1/intent   {"intent", "fingerprint"}: the intent of the applied state (409 elsewhere);
@@ -78,6 +80,8 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", "/v1/apply"): lambda: svc.apply(self._body()),
             ("POST", "/v1/revert"): lambda: svc.revert(self._body()),
             ("POST", "/v1/intent"): lambda: svc.intent(self._body()),
+            ("POST", "/v1/session/renew"): lambda: svc.renew(self._body()),
+            ("POST", "/v1/session/end"): lambda: svc.end_session(self._body()),
             ("GET", "/v1/intent"): svc.held_intent,
             ("POST", "/v1/uninstall"): svc.uninstall,
             ("POST", "/v1/verify"): lambda: svc.verify(self._body()),

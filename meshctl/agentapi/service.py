@@ -11,6 +11,7 @@ other nodes the connection crossed whether their datapath dropped it (`flow_drop
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -20,17 +21,18 @@ from typing import Any
 
 from meshctl.agentapi.endpoints import read_intent, write_intent
 from meshctl.agentapi.protocol import WireCheck, counts_to_json
+from meshctl.agentapi.session import ApplySession, lease_of, load_session, save_session
 from meshctl.apply.engine import ApplyEngine, NodeDriver, NodeWork, RolloutSettings, restore_node
 from meshctl.apply.gates import CheckLike, CheckOutcome, ProbeAttempt, WitnessedDrop, drop_gate
 from meshctl.compile.intent import NodeIntent
 from meshctl.connections import TrackedConnection
 from meshctl.nodestate import NodeState
 
+log = logging.getLogger(__name__)
 CheckRunner = Callable[[CheckLike], CheckOutcome]
 FlowDrops = Callable[[ProbeAttempt], list[WitnessedDrop]]  # this node's recorded drops of a connection
 MAX_VERIFY_WINDOW_S = 60.0
 MAX_ATTEMPTS = 256
-SESSION_HOLD_S = 300.0  # an apply session that neither hands its intent nor reverts: give up the hold
 
 
 class Refused(Exception):
@@ -64,7 +66,9 @@ class NodeService:
         self.node_pods, self.check_runner, self.sleep = node_pods, check_runner, sleep
         self.conntrack, self.flow_drops, self.window_drops = conntrack, flow_drops, window_drops
         self.lock = threading.Lock()
-        self.session_until = 0.0  # monotonic: the endpoint sync holds off until then (applying())
+        # the apply session holding the node (meshctl.agentapi.session): kept on disk, so an
+        # agent restarted meanwhile still reverts the node when the lease runs out
+        self.session: ApplySession | None = load_session(journal_dir)
 
     def _journal(self, plan_id: str = "") -> Any:
         from meshctl.state import Journal
@@ -96,12 +100,24 @@ class NodeService:
         return state
 
     def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Move the node to `target` iff it is still at `expected_fingerprint` (else 409)."""
+        """Move the node to `target` iff it is still at `expected_fingerprint` (else 409). With
+        `session` ({"id", "lease_s"}) the node is held: back at the session's before-state unless
+        the lease is renewed or the session ended (a revert to that state ends it too)."""
         target = self._target(body, "target")
         expected = body.get("expected_fingerprint")
         if not isinstance(expected, str):
             raise Refused(400, "expected_fingerprint: required (the fingerprint the plan was made from)")
+        lease = None
+        if body.get("session") is not None:
+            try:
+                lease = lease_of(body["session"])
+            except ValueError as err:
+                raise Refused(400, str(err)) from None
         with self.lock:
+            held = self.session
+            if held is not None and (lease is None or held.id != lease[0]):
+                raise Refused(409, f"node {self.node} is held by apply session {held.id} until "
+                              f"{time.strftime('%H:%M:%S', time.localtime(held.deadline))}", held=held.id)
             journal = self._journal(str(body.get("plan_id", "")))
             if journal.records():
                 raise Refused(409, "an apply on this node was interrupted: revert it to its "
@@ -114,20 +130,25 @@ class NodeService:
             settings = RolloutSettings(verify_window_s=0.0, drop_rate_threshold=math.inf)
             engine = ApplyEngine(self.driver, journal, _no_checks, settings, sleep=lambda _s: None)
             result = engine.run([NodeWork(self.node, current, target)], [self.node])
-            self.session_until = time.monotonic() + SESSION_HOLD_S  # until the intent or a revert comes
+            if lease is not None:  # the node is held while it is away from the session's before-state
+                before = held.before if held is not None else current
+                where = target if result.ok else current  # a failed apply was reverted to `current`
+                deadline = time.time() + lease[1]
+                self._hold(None if where == before else ApplySession(lease[0], before, deadline))
             if result.ok or not result.revert_failures:
                 journal.clear()  # at target, or back at the before-state: nothing to recover
             now = self.driver.observe(self.node)
         return {"ok": result.ok, "changed": current != target, "failure": result.failure,
                 "reverted": self.node in result.reverted, "revert_failures": result.revert_failures,
-                "before_fingerprint": current.fingerprint(), "fingerprint": now.fingerprint()}
+                "before_fingerprint": current.fingerprint(), "fingerprint": now.fingerprint(),
+                "held": self.session is not None}
 
     def revert(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Put the node back at `before` from wherever it is, and prove it (exact match)."""
         before = self._target(body, "before")
         with self.lock:
             restore_node(self.driver, self.node, before)  # raises unless the live state equals `before`
-            self.session_until = 0.0
+            self._hold(None)
             journal = self._journal()
             if journal.records():
                 journal.reverted(self.node)
@@ -147,7 +168,6 @@ class NodeService:
                 raise Refused(409, f"node {self.node} is not at the applied state: live {live}, "
                               f"expected {fingerprint}", fingerprint=live)
             write_intent(self.journal_dir, intent)
-            self.session_until = 0.0
         return {"ok": True, "plan_id": intent.plan_id}
 
     def held_intent(self) -> dict[str, Any]:
@@ -158,8 +178,61 @@ class NodeService:
         return {"node": self.node, "intent": intent.to_json() if intent is not None else None}
 
     def applying(self) -> bool:
-        """An apply session wrote this node and has not yet handed its intent (or reverted)."""
-        return time.monotonic() < self.session_until
+        """An apply session holds this node (the endpoint sync waits for it)."""
+        return self.session is not None
+
+    def renew(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Extend the lease of the session holding the node; 409 when it holds it no more (the
+        lease ran out and the node went back, or the session ended)."""
+        try:
+            session_id, lease = lease_of(body)
+        except ValueError as err:
+            raise Refused(400, str(err)) from None
+        with self.lock:
+            if self.session is None or self.session.id != session_id:
+                raise Refused(409, f"apply session {session_id} no longer holds node {self.node}")
+            self._hold(self.session.renewed(lease))
+        return {"ok": True}
+
+    def end_session(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The rollout is recorded: the node stays where the session left it."""
+        session_id = body.get("id")
+        with self.lock:
+            if self.session is None or self.session.id != session_id:
+                raise Refused(409, f"apply session {session_id} no longer holds node {self.node}")
+            self._hold(None)
+        return {"ok": True}
+
+    def expire(self) -> bool:
+        """Revert the node to the held before-state once the lease ran out; True when it did."""
+        with self.lock:
+            held = self.session
+            if held is None or not held.expired():
+                return False
+            log.warning("node %s: apply session %s went silent: reverting to its before-state",
+                        self.node, held.id)
+            restore_node(self.driver, self.node, held.before)
+            self._hold(None)
+            journal = self._journal()
+            if journal.records():
+                journal.clear()
+        return True
+
+    def watch_sessions(self, stop: threading.Event, interval_s: float = 0.2) -> threading.Thread:
+        def run() -> None:
+            while not stop.wait(interval_s):
+                try:
+                    self.expire()
+                except Exception as err:  # the next tick tries again; the node stays held
+                    log.error("node %s: revert of an expired apply session failed: %s", self.node, err)
+
+        thread = threading.Thread(target=run, name=f"sessions-{self.node}", daemon=True)
+        thread.start()
+        return thread
+
+    def _hold(self, session: ApplySession | None) -> None:
+        save_session(self.journal_dir, session)
+        self.session = session
 
     def uninstall(self) -> dict[str, Any]:
         """Remove everything meshctl made on the node (the driver's `uninstall`); refused while an

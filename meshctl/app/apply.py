@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from meshctl.apply.crash import crash_point
 from meshctl.apply.engine import ApplyEngine, ApplyResult, NodeWork, RolloutSettings
-from meshctl.errors import PlanError, PlanStaleError
+from meshctl.errors import ApplyError, PlanError, PlanStaleError
 from meshctl.nodestate import NodeState
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def _apply_locked(
     from meshctl.plan.model import rule_json
     from meshctl.plan.staged import record_staged
     from meshctl.plan.stale import endpoint_catalog, explain_stale
-    from meshctl.state import Journal, load_state, save_state
+    from meshctl.state import load_state, save_state
 
     ensure_not_interrupted(ws.state_dir)
     backend = ws.backend  # the lab, or the nodes' agents ([apply] driver = "agent")
@@ -116,7 +116,7 @@ def _apply_locked(
     work = [NodeWork(n.node, observed[n.node], n.target_for(observed[n.node])) for n in plan.nodes]
     intent = plan_intent(plan)  # refused here, before any node is touched, when unreadable
     audit.gate(ws.state_dir, plan.enforcing, ws.config.rollout.require_clean_audit, force_enforce)
-    journal = Journal(ws.state_dir, plan.plan_id)
+    journal = backend.journal(ws.state_dir, plan.plan_id)  # the agents: each node journals itself
     from meshctl.apply.gates import predicted_drop_keys
 
     engine = ApplyEngine(
@@ -127,28 +127,38 @@ def _apply_locked(
     from meshctl.compile.services import frontend_nodes
 
     started = datetime.now(UTC).isoformat(timespec="seconds")  # staged policies are judged from here on
-    result = engine.run(
-        work, ws.node_order, ws.desired.checks if checks else (), ws.pod_nodes(),
-        frontend_nodes=frontend_nodes(ws.desired.services, ws.desired.pods),
-        predicted_keys=predicted_drop_keys((*plan.impact, *plan.cuts)),  # new and established connections
-        pods=probe_pods(ws) if checks else (), impact=plan.impact if checks else (),
-    )
-    crash_point("commit")
-    applied = {w.node: w.target for w in work if w.node in result.applied}
-    if applied:  # nodes that needed nothing are at their target too: record their intent as well
-        applied.update({w.node: w.target for w in work if w.before == w.target})
-        applied = known_after_apply(applied, backend)  # public keys generated on the nodes
-        rules = {str(cookie): rule_json(origin) for cookie, origin in plan.rules}
-        staged = record_staged(state.staged, plan.staged, started)
-        revision = int(plan.inventory["revision"]) if plan.inventory else None
-        state = save_state(ws.state_dir, state.record_apply(plan.plan_id, applied, rules=rules, staged=staged,
-                                                            inventory_revision=revision))
-        if intent is not None:  # each node's agent follows pods under what it now holds
-            for node, target in applied.items():
-                backend.record_intent(node, replace(intent, encryption=target.encryption,
-                                                    load_balancer=target.load_balancer), ws.state_dir)
-    crash_point("committed")
-    journal.clear()
+    try:
+        result = engine.run(
+            work, ws.node_order, ws.desired.checks if checks else (), ws.pod_nodes(),
+            frontend_nodes=frontend_nodes(ws.desired.services, ws.desired.pods),
+            predicted_keys=predicted_drop_keys((*plan.impact, *plan.cuts)),  # new and established connections
+            pods=probe_pods(ws) if checks else (), impact=plan.impact if checks else (),
+        )
+        crash_point("commit")
+        applied = {w.node: w.target for w in work if w.node in result.applied}
+        if applied:  # nodes that needed nothing are at their target too: record their intent as well
+            applied.update({w.node: w.target for w in work if w.before == w.target})
+            applied = known_after_apply(applied, backend)  # public keys generated on the nodes
+            rules = {str(cookie): rule_json(origin) for cookie, origin in plan.rules}
+            staged = record_staged(state.staged, plan.staged, started)
+            revision = int(plan.inventory["revision"]) if plan.inventory else None
+            recorded = state.record_apply(plan.plan_id, applied, rules=rules, staged=staged,
+                                          inventory_revision=revision)
+            state = save_state(ws.state_dir, recorded)
+            if intent is not None:  # each node's agent follows pods under what it now holds
+                for node, target in applied.items():
+                    backend.record_intent(node, replace(intent, encryption=target.encryption,
+                                                        load_balancer=target.load_balancer), ws.state_dir)
+        crash_point("committed")
+        journal.clear()
+    except BaseException:
+        backend.end_apply(driver, ())  # stop renewing: the nodes it holds go back when their leases run out
+        raise
+    lost = backend.end_apply(driver, applied)  # the nodes held by this apply stay as they are now
+    if lost:
+        raise ApplyError("the apply is recorded, but these nodes were no longer held by it (their "
+                         "agents reverted them when the lease ran out; `meshctl drift` shows them): "
+                         + "; ".join(lost))
     return ApplyOutcome(plan.plan_id, result, state.serial)
 
 

@@ -117,10 +117,10 @@ def held_intents(ws: Workspace, runtime: RuntimeInventory, nodes: list[str]) -> 
     """Each node's expected state: the intent it holds compiled with the inventory as it is now.
     Nodes holding none keep their recorded state."""
     from meshctl.compile import EndpointTable, IdentityTable
-    from meshctl.compile.spec import pod_specs
+    from meshctl.compile.spec import row_specs
 
     namespaces = {ns.name: dict(ns.labels) for ns in runtime.namespaces}
-    pods = pod_specs(runtime.pods)
+    pods = row_specs(runtime.rows)
     identities = IdentityTable.from_dict(runtime.identities)
     endpoints = EndpointTable.from_dict(runtime.endpoint_ids)
     out: dict[str, NodeState] = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from meshctl.apply.engine import CheckRunner, FlowDropSource, NodeDriver
+    from meshctl.apply.engine import CheckRunner, FlowDropSource, Journal, NodeDriver
     from meshctl.compile.intent import NodeIntent
     from meshctl.connections import TrackedConnection
     from meshctl.nodestate import NodeState, WireguardState
@@ -54,7 +54,17 @@ class Backend(Protocol):
         """Each node's live established connections (its conntrack table; runtime, not intent)."""
         ...
 
-    def driver(self, plan_id: str = "") -> NodeDriver: ...
+    def driver(self, plan_id: str = "") -> NodeDriver:
+        """The engine's driver; with a `plan_id`, for that apply (the agents: one apply session)."""
+        ...
+
+    def journal(self, state_dir: Path, plan_id: str) -> Journal:
+        """Where an apply journals: the state dir (lab), or memory (each agent journals its node)."""
+        ...
+
+    def end_apply(self, driver: NodeDriver, applied: Iterable[str]) -> list[str]:
+        """The apply is recorded: release the nodes it holds; the errors of nodes no longer held."""
+        ...
 
     def check_runner(self, driver: NodeDriver, pod_nodes: Mapping[str, str],
                      pod_ips: Mapping[str, IPv4Address], state_dir: Path) -> CheckRunner:

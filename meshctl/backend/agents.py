@@ -21,7 +21,7 @@ from meshctl.errors import LabError
 
 if TYPE_CHECKING:
     from meshctl.agentapi.tls import TcpEndpoint
-    from meshctl.apply.engine import CheckRunner, FlowDropSource, NodeDriver
+    from meshctl.apply.engine import CheckRunner, FlowDropSource, Journal, NodeDriver
     from meshctl.compile.intent import NodeIntent
     from meshctl.connections import TrackedConnection
     from meshctl.model.config import MeshConfig
@@ -41,12 +41,13 @@ class AgentBackend:
     kind = "agent"
 
     def __init__(self, cluster: str, nodes: Iterable[str], socket_dir: str | Path | None = None,
-                 endpoints: Mapping[str, TcpEndpoint] | None = None) -> None:
+                 endpoints: Mapping[str, TcpEndpoint] | None = None, lease_s: float = 30.0) -> None:
         from meshctl.agentapi.protocol import socket_dir as resolve_dir
 
         self.cluster, self.node_order = cluster, list(nodes)
         self.socket_dir = resolve_dir(socket_dir)
         self.endpoints = dict(endpoints or {})
+        self.lease_s = lease_s  # how long an apply holds a node without renewing ([apply] lease)
         self.runtime: RuntimeInventory | None = None
 
     @property
@@ -68,7 +69,18 @@ class AgentBackend:
     def driver(self, plan_id: str = "") -> NodeDriver:
         from meshctl.agentapi.driver import AgentDriver
 
-        return AgentDriver(self.cluster, {n: self.endpoint(n) for n in self.node_order}, plan_id=plan_id)
+        return AgentDriver(self.cluster, {n: self.endpoint(n) for n in self.node_order}, plan_id=plan_id,
+                           lease_s=self.lease_s if plan_id else None)
+
+    def journal(self, state_dir: Path, plan_id: str) -> Journal:
+        from meshctl.state.journal import MemoryJournal
+
+        return MemoryJournal(plan_id)  # each node journals itself, and reverts itself if we die
+
+    def end_apply(self, driver: NodeDriver, applied: Iterable[str]) -> list[str]:
+        from meshctl.agentapi.driver import AgentDriver
+
+        return driver.end_session(applied) if isinstance(driver, AgentDriver) else []
 
     def observe(self, node: str) -> NodeState:
         return self.driver().observe(node)
@@ -181,7 +193,7 @@ def agents_of(config: MeshConfig) -> AgentBackend:
     nodes = [n.name for n in config.nodes]
     a = config.agents
     if a.port is None:
-        return AgentBackend(config.cluster, nodes, config.apply.socket_dir)
+        return AgentBackend(config.cluster, nodes, config.apply.socket_dir, lease_s=config.apply.lease)
     from meshctl.agentapi.tls import TcpEndpoint, TlsFiles
     from meshctl.underlay import require_addresses
 
@@ -189,4 +201,4 @@ def agents_of(config: MeshConfig) -> AgentBackend:
     files = None if a.insecure else TlsFiles.from_env(a.ca, a.cert, a.key)
     tls = files.client_context() if files is not None else None
     endpoints = {n: TcpEndpoint(str(addresses[n]), a.port, tls, files.ca if files else None) for n in nodes}
-    return AgentBackend(config.cluster, nodes, config.apply.socket_dir, endpoints)
+    return AgentBackend(config.cluster, nodes, config.apply.socket_dir, endpoints, config.apply.lease)

@@ -18,7 +18,7 @@ from meshctl.errors import LabError
 from meshctl.gcpause import paused_gc
 
 if TYPE_CHECKING:
-    from meshctl.apply.engine import CheckRunner, FlowDropSource, NodeDriver
+    from meshctl.apply.engine import CheckRunner, FlowDropSource, Journal, NodeDriver
     from meshctl.compile.intent import NodeIntent
     from meshctl.connections import TrackedConnection
     from meshctl.lab.registry import PodRecord as LabPod
@@ -93,6 +93,14 @@ class LabBackend:
         from meshctl.apply.driver import LabDriver
 
         return LabDriver(self.cluster, self.netns)
+
+    def journal(self, state_dir: Path, plan_id: str) -> Journal:
+        from meshctl.state import Journal as StateJournal
+
+        return StateJournal(state_dir, plan_id)
+
+    def end_apply(self, driver: NodeDriver, applied: Iterable[str]) -> list[str]:
+        return []  # this host wrote the nodes: nothing holds them
 
     def check_runner(self, driver: NodeDriver, pod_nodes: Mapping[str, str],
                      pod_ips: Mapping[str, IPv4Address], state_dir: Path) -> CheckRunner:

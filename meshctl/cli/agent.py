@@ -87,6 +87,7 @@ def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = Clust
         service = lab_service(runner.s.cluster, node, node_netns(runner.s.cluster, node), journal_dir,
                               runner.s.store)
         api_thread = start_api(service, where or sock, runner.stop, tls)
+        service.watch_sessions(runner.stop)  # a silent apply session: this agent reverts its node
         source = info.inventory.source if has_repo and info.inventory is not None else "repo"
         if source == "lab":  # follow the lab's pods between applies
             lab_endpoint_sync(service, runner.s.cluster, info.state_dir).start(runner.stop)

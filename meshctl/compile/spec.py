@@ -57,6 +57,23 @@ def pod_specs(pods: Any) -> tuple[PodSpec, ...]:
     )
 
 
+def row_specs(rows: Any, cache: dict[str, tuple[Any, PodSpec]] | None = None) -> tuple[PodSpec, ...]:
+    """A runtime inventory's PodRows as PodSpecs; with `cache` (key -> (row, spec), kept by the
+    caller between calls) an unchanged row reuses its spec, so only new pods cost anything."""
+    out = []
+    for row in rows:
+        hit = cache.get(row.key) if cache is not None else None
+        if hit is not None and hit[0] == row:
+            out.append(hit[1])
+            continue
+        spec = PodSpec(row.namespace, row.name, dict(row.labels), row.node, tuple(row.ports),
+                       IPv4Address(row.ip) if row.ip else None)
+        if cache is not None:
+            cache[row.key] = (row, spec)
+        out.append(spec)
+    return tuple(out)
+
+
 def spec_from_desired(desired: Any) -> ClusterSpec:
     cfg = desired.config
     pods = pod_specs(desired.pods)

@@ -13,23 +13,24 @@ atomically under an flock; readers cache it by file stamp. `revision` grows with
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from meshctl.compile.identities import EndpointTable, IdentityTable
 from meshctl.compile.labels import is_identity_relevant, pod_identity_labels
 from meshctl.compile.spec import METADATA_NAME
 from meshctl.errors import LabError
+from meshctl.gcpause import paused_gc
 from meshctl.lab.registry import run_dir
 from meshctl.model.base import SourceRef
-from meshctl.model.inventory import ContainerPort, Namespace, Pod
-from meshctl.source.runtime import RuntimeInventory
+from meshctl.model.inventory import Namespace
+from meshctl.source.runtime import PodRow, RuntimeInventory
 from meshctl.state.atomic import atomic_write
 
 FORMAT_VERSION = 1
@@ -112,22 +113,6 @@ class Store:
             log=[list(e) for e in raw["log"]], log_start=int(raw["log_start"]),
         )
 
-    def runtime(self) -> RuntimeInventory:
-        source = f"lab:{self.cluster}"
-        namespaces = tuple(
-            Namespace(name=n, labels=dict(labels), source=SourceRef(file=f"{source}/namespaces/{n}", line=0))
-            for n, labels in sorted(self.namespaces.items()))
-        pods = tuple(
-            Pod(namespace=k.split("/", 1)[0], name=k.split("/", 1)[1], labels=dict(p.labels),
-                node_name=p.node, ports=tuple(ContainerPort(name=n, container_port=int(port), protocol=proto)
-                            for n, port, proto in p.ports),
-                podIP=IPv4Address(p.ip), source=SourceRef(file=f"{source}/pods/{k}", line=0))
-            for k, p in sorted(self.pods.items()))
-        return RuntimeInventory(
-            f"the lab of {self.cluster}", self.revision, namespaces, pods, self.identities.as_dict(),
-            self.endpoint_ids.as_dict(), tuple((int(r), str(op), str(k)) for r, op, k in self.log),
-            self.log_start)
-
 
 _CACHE: dict[Path, tuple[tuple[int, int, int], RuntimeInventory]] = {}
 
@@ -136,18 +121,39 @@ def load(cluster: str) -> RuntimeInventory | None:
     """The lab's inventory now (None when it has none); read once per version of the file."""
     path = inventory_path(cluster)
     try:
-        st = path.stat()
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        stamp = _stamp(path)
         hit = _CACHE.get(path)
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        inventory = Store.from_json(json.loads(path.read_bytes())).runtime()
+        with paused_gc():  # 10,000 pods are 100,000 small acyclic objects
+            inventory = _runtime(orjson.loads(path.read_bytes()))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise _unreadable(path, err) from err
     _CACHE[path] = (stamp, inventory)
     return inventory
+
+
+def _runtime(raw: Mapping[str, Any]) -> RuntimeInventory:
+    """The file's JSON straight into the runtime inventory (readers need no Store)."""
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"format {raw.get('format_version')!r}, expected {FORMAT_VERSION}")
+    cluster = str(raw["cluster"])
+    namespaces = tuple(
+        Namespace.model_construct(name=n, labels=dict(labels), source=SourceRef.model_construct(
+            file=f"lab:{cluster}/namespaces/{n}", line=0))
+        for n, labels in sorted(raw["namespaces"].items()))
+    rows = tuple(PodRow(*k.split("/", 1), v["node"], v["ip"], v["labels"], tuple(map(tuple, v["ports"])))
+                 for k, v in sorted(raw["pods"].items()))
+    log = tuple((int(r), str(op), str(k)) for r, op, k in raw["log"])
+    return RuntimeInventory(f"the lab of {cluster}", int(raw["revision"]), namespaces, rows,
+                            raw["identities"], raw["endpoint_ids"], log, int(raw["log_start"]))
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _unreadable(path: Path, err: Exception) -> LabError:
@@ -166,12 +172,13 @@ def _locked(cluster: str) -> Iterator[None]:
         os.close(fd)
 
 
-def update(cluster: str, change: Callable[[Store], None]) -> RuntimeInventory:
-    """Read, `change`, allocate numbers, write revision + 1: one writer at a time, atomically."""
+def update(cluster: str, change: Callable[[Store], None]) -> int:
+    """Read, `change`, allocate numbers, write revision + 1: one writer at a time, atomically.
+    Returns the new revision."""
     path = inventory_path(cluster)
     with _locked(cluster):
         try:
-            store = Store.from_json(json.loads(path.read_bytes()))
+            store = Store.from_json(orjson.loads(path.read_bytes()))
         except FileNotFoundError:
             store = Store(cluster)
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -183,10 +190,8 @@ def update(cluster: str, change: Callable[[Store], None]) -> RuntimeInventory:
             dropped = store.log[: len(store.log) - LOG_LIMIT]
             store.log = store.log[len(dropped):]
             store.log_start = int(dropped[-1][0])
-        atomic_write(path, json.dumps(store.to_json(), sort_keys=True).encode())
-    inventory = load(cluster)
-    assert inventory is not None
-    return inventory
+        atomic_write(path, orjson.dumps(store.to_json(), option=orjson.OPT_SORT_KEYS))
+    return store.revision
 
 
 def delete(cluster: str) -> None:

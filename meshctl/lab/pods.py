@@ -90,7 +90,7 @@ def add_pod(state_dir: Path, cluster: str, key: str, node: str, labels: Mapping[
         store = _store(cluster)
         if node not in reg.nodes:
             raise LabError(f"--node {node}: not a node of lab {cluster} ({', '.join(sorted(reg.nodes))})")
-        if key in reg.pods or any(p.key == key for p in store.pods):
+        if key in reg.pods or any(r.key == key for r in store.rows):
             raise LabError(f"pod {key} exists already (`meshctl lab pod delete {key}` first)")
         if namespace not in {ns.name for ns in store.namespaces}:
             known = ", ".join(sorted(ns.name for ns in store.namespaces))
@@ -111,7 +111,7 @@ def add_pod(state_dir: Path, cluster: str, key: str, node: str, labels: Mapping[
         if reg.datapath:
             datapath.attach_node(cluster, node, rec_node.netns, {rec.veth: rec.address})
         stored = StoredPod(node, str(ip), dict(labels), [list(p) for p in ports])
-        revision = inventory.update(cluster, lambda s: s.add_pod(key, stored)).revision
+        revision = inventory.update(cluster, lambda s: s.add_pod(key, stored))
     waited, lagging = wait_synced(state_dir, list(reg.nodes), revision, timeout)
     return PodChange(key, node, str(ip), revision, waited, lagging)
 
@@ -125,8 +125,8 @@ def delete_pod(state_dir: Path, cluster: str, key: str, timeout: float = SYNC_TI
             raise LabError(f"lab {cluster!r} has no pod {key!r}")
         store = _store(cluster)
         revision = store.revision
-        if any(p.key == key for p in store.pods):
-            revision = inventory.update(cluster, lambda s: s.delete_pod(key)).revision
+        if any(r.key == key for r in store.rows):
+            revision = inventory.update(cluster, lambda s: s.delete_pod(key))
         # the agents drop its endpoint (and its program) while the veth still exists
         waited, lagging = wait_synced(state_dir, list(reg.nodes), revision, timeout)
         servers.stop(cluster, rec.server_pid, key)
@@ -172,5 +172,5 @@ def seed(cluster: str, pods: Sequence[Pod], namespaces: Sequence[Namespace]) -> 
             ports: list[list[Any]] = [[cp.name, int(cp.container_port), str(cp.protocol)] for cp in pod.ports]
             store.add_pod(pod.key, StoredPod(pod.node_name, reg.pods[pod.key].ip, dict(pod.labels), ports))
 
-    return inventory.update(cluster, change).revision
+    return inventory.update(cluster, change)
 

@@ -129,6 +129,8 @@ class ApplySection(Model):
 
     driver: Literal["lab", "agent"] = "lab"
     socket_dir: str | None = None  # agent: where the agents' sockets are (default /run/meshctl)
+    # agent: seconds an apply holds a node without renewing before the node's agent reverts it
+    lease: float = Field(default=30.0, gt=0, le=3600)
 
 
 class AgentsSection(Model):

@@ -12,9 +12,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import cached_property
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from meshctl.model.inventory import Namespace, Pod
+from meshctl.model.base import SourceRef
+from meshctl.model.inventory import ContainerPort, Namespace, Pod
 
 if TYPE_CHECKING:
     from meshctl.source.desired import DesiredState
@@ -49,16 +52,51 @@ class Churn:
                 "deleted": list(self.deleted), "complete": self.complete}
 
 
+class PodRow(NamedTuple):
+    """A pod as the runtime inventory holds it: plain values, cheap to make 10,000 of."""
+
+    namespace: str
+    name: str
+    node: str
+    ip: str | None
+    labels: Mapping[str, str]
+    ports: tuple[tuple[str | None, int, str], ...] = ()  # (name, containerPort, protocol)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def of(cls, pod: Pod) -> PodRow:
+        ports = tuple((p.name, int(p.container_port), str(p.protocol)) for p in pod.ports)
+        return cls(pod.namespace, pod.name, pod.node_name, str(pod.pod_ip) if pod.pod_ip else None,
+                   dict(pod.labels), ports)
+
+
 @dataclass(frozen=True)
 class RuntimeInventory:
     source: str  # where it came from, for people ("the lab of demo")
     revision: int
     namespaces: tuple[Namespace, ...]
-    pods: tuple[Pod, ...]
+    rows: tuple[PodRow, ...]  # sorted by key
     identities: Mapping[str, Any] = field(default_factory=dict)  # IdentityTable.as_dict()
     endpoint_ids: Mapping[str, Any] = field(default_factory=dict)  # EndpointTable.as_dict()
     log: tuple[tuple[int, str, str], ...] = ()  # (revision, "+" or "-", "ns/pod"), oldest first
     log_start: int = 0  # the log holds every change after this revision
+
+    @cached_property
+    def pods(self) -> tuple[Pod, ...]:
+        """The rows as the loader's Pods (for a DesiredState), made on first use. They were
+        validated where they came from, so they are built without validating again."""
+        def pod(row: PodRow) -> Pod:
+            ports = tuple(ContainerPort.model_construct(name=n, container_port=p, protocol=proto)
+                          for n, p, proto in row.ports)
+            return Pod.model_construct(
+                namespace=row.namespace, name=row.name, labels=dict(row.labels), node_name=row.node,
+                ports=ports, pod_ip=IPv4Address(row.ip) if row.ip else None,
+                source=SourceRef.model_construct(file=f"{self.source}/pods/{row.key}", line=0))
+
+        return tuple(pod(r) for r in self.rows)
 
     def apply_to(self, desired: DesiredState) -> DesiredState:
         """`desired` with this inventory's namespaces and pods (policies stay the repo's)."""

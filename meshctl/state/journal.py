@@ -156,3 +156,30 @@ class Journal:
         except FileNotFoundError:
             return
         fsync_dir(self.path.parent)
+
+
+class MemoryJournal:
+    """The engine's journal kept in this process only: for nodes that journal themselves.
+
+    With the node agents, each node keeps its own journal and apply session (the agent reverts
+    a node whose session goes silent), so a CLI killed mid-apply must not leave a local journal
+    that makes plan and drift ask for `recover` on this machine."""
+
+    def __init__(self, plan_id: str = "") -> None:
+        self.plan_id = plan_id
+        self._records: list[JournalRecord] = []
+
+    def begin(self, node: str, before: NodeState, after: NodeState) -> None:
+        self._records.append(JournalRecord(self.plan_id, node, "begin", before, after))
+
+    def done(self, node: str) -> None:
+        self._records.append(JournalRecord(self.plan_id, node, "done"))
+
+    def reverted(self, node: str) -> None:
+        self._records.append(JournalRecord(self.plan_id, node, "reverted"))
+
+    def records(self) -> list[JournalRecord]:
+        return list(self._records)
+
+    def clear(self) -> None:
+        self._records.clear()

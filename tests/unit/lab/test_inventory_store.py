@@ -19,6 +19,12 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def load() -> inventory.RuntimeInventory:
+    loaded = inventory.load("c")
+    assert loaded is not None
+    return loaded
+
+
 def seed(store: inventory.Store) -> None:
     store.namespaces["demo"] = {"team": "a"}
     store.add_pod("demo/api", StoredPod("node-1", "10.0.1.2", {"app": "api"}, [["http", 80, "TCP"]]))
@@ -26,23 +32,25 @@ def seed(store: inventory.Store) -> None:
 
 
 def test_identities_once_per_label_set_endpoint_ids_per_node() -> None:
-    first = inventory.update("c", seed)
+    inventory.update("c", seed)
+    first = load()
     ids = IdentityTable.from_dict(first.identities)
     assert first.revision == 1 and len(ids.by_labels) == 2
-    second = inventory.update("c", lambda s: s.add_pod("demo/api-2", StoredPod("node-1", "10.0.1.3",
-                                                                                 {"app": "api"})))
+    inventory.update("c", lambda s: s.add_pod("demo/api-2", StoredPod("node-1", "10.0.1.3", {"app": "api"})))
+    second = load()
     again = IdentityTable.from_dict(second.identities)
     assert again.by_labels == ids.by_labels  # an existing label set keeps its number
-    third = inventory.update("c", lambda s: s.add_pod("demo/new", StoredPod("node-1", "10.0.1.4",
-                                                                              {"app": "new"})))
+    inventory.update("c", lambda s: s.add_pod("demo/new", StoredPod("node-1", "10.0.1.4", {"app": "new"})))
+    third = load()
     grown = IdentityTable.from_dict(third.identities)
     assert len(grown.by_labels) == 3 and max(grown.by_labels.values()) == max(ids.by_labels.values()) + 1
     eps = EndpointTable.from_dict(third.endpoint_ids)
     assert eps.get("node-1", "demo/api") == 1 and eps.get("node-1", "demo/api-2") == 2
     assert eps.get("node-2", "demo/web") == 1
-    fourth = inventory.update("c", lambda s: s.delete_pod("demo/api-2"))
-    fifth = inventory.update("c", lambda s: s.add_pod("demo/api-3", StoredPod("node-1", "10.0.1.3",
-                                                                                {"app": "api"})))
+    inventory.update("c", lambda s: s.delete_pod("demo/api-2"))
+    fourth = load()
+    inventory.update("c", lambda s: s.add_pod("demo/api-3", StoredPod("node-1", "10.0.1.3", {"app": "api"})))
+    fifth = load()
     assert EndpointTable.from_dict(fifth.endpoint_ids).get("node-1", "demo/api-3") == 4  # 2 is not reused
     assert fourth.churn_since(1).deleted == ()  # api-2 came after revision 1 and went
     assert fifth.churn_since(1).added == ("demo/new", "demo/api-3")
@@ -53,7 +61,8 @@ def test_the_compiler_allocates_nothing_new_with_the_store_tables() -> None:
     from meshctl.source.config import parse_config
     from meshctl.source.desired import DesiredState
 
-    inv = inventory.update("c", seed)
+    inventory.update("c", seed)
+    inv = load()
     config = parse_config('[cluster]\nname = "c"\n[[nodes]]\nname = "node-1"\npodCIDR = "10.0.1.0/24"\n'
                           '[[nodes]]\nname = "node-2"\npodCIDR = "10.0.2.0/24"\n', Path("."))
     desired = inv.apply_to(DesiredState(Path("."), None, False, config, (), (), (), ()))
