@@ -85,6 +85,9 @@ def up(repo: Path = RepoOpt,
             from meshctl.lab.pods import wait_synced
 
             waited, lagging = wait_synced(desired.config.state_dir, list(reg.nodes), revision, 30.0)
+            opened = " (no policy in force yet)" if res.fresh_nodes else ""
+            _err().print(f"lab {reg.cluster}: the node agents keep {len(reg.pods)} pods' endpoints in step "
+                         f"with the lab's inventory (revision {revision}){opened}", soft_wrap=True)
             if lagging:
                 _err().print(f"lab {reg.cluster}: the agents of {', '.join(lagging)} did not bring their "
                              f"endpoints in step within {waited:.0f} s (see their logs)", soft_wrap=True)
