@@ -153,7 +153,9 @@ class LabBackend:
 
 
 def lab_runtime(desired: DesiredState) -> RuntimeInventory | None:
-    """The lab's inventory store with `[inventory] source = "lab"` (None otherwise)."""
+    """The lab's inventory store with `[inventory] source = "lab"`. None otherwise, and for a
+    lab built without one (by the library rather than `meshctl lab up`): its pods are then the
+    repo's, with the lab's addresses."""
     if desired.config.inventory.source != "lab":
         return None
     from meshctl.lab import inventory, registry
@@ -162,11 +164,7 @@ def lab_runtime(desired: DesiredState) -> RuntimeInventory | None:
     if registry.load(cluster) is None:
         raise LabError(f"[inventory] source = \"lab\" but no lab named {cluster!r} is up: "
                        f"run `meshctl lab up -C {desired.root}`")
-    runtime = inventory.load(cluster)
-    if runtime is None:
-        raise LabError(f"[inventory] source = \"lab\" but the lab of {desired.config.cluster!r} has no "
-                       f"inventory: run `meshctl lab up -C {desired.root}`")
-    return runtime
+    return inventory.load(cluster)
 
 
 def open_lab(desired: DesiredState) -> tuple[DesiredState, LabBackend]:

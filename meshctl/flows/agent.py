@@ -25,6 +25,7 @@ from meshctl.flows.store import FlowStore
 from meshctl.flows.writer import StoreWriter
 
 log = logging.getLogger(__name__)
+LIVENESS_S = 30.0
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Agent:
         self._context, self._changed = context, changed
         self.counters = FlowCounters()
         self.stop = threading.Event()
+        self.beat = time.monotonic()  # the flow loop's last turn (liveness)
+        self.storing = False  # pins found, store open (readiness)
         pins = node_pin_dir(settings.cluster, settings.node)
         self._pins = pins
         self._events_pin, self._metrics_pin = pins / "events", pins / "metrics"
@@ -80,16 +83,27 @@ class Agent:
 
     def _wait_for_pins(self) -> bool:
         while not self._events_pin.exists():
+            self.beat = time.monotonic()
             if self.stop.wait(0.5):
                 return False
         return True
+
+    def live(self) -> tuple[bool, str]:
+        """/healthz: the flow loop turns (it polls the ring at least every poll interval)."""
+        stalled = time.monotonic() - self.beat
+        return (True, "ok") if stalled < LIVENESS_S else (False, f"flow loop stalled for {stalled:.0f} s")
+
+    def ready(self) -> tuple[bool, str]:
+        """/readyz: the node's datapath is loaded and its flows are being stored."""
+        return (True, "ok") if self.storing else (False, "waiting for the node's datapath pins")
 
     def run(self) -> None:
         s = self.s
         if s.metrics_port:
             registry = registry_for(self.counters, self._sources())
             try:
-                self.metrics_server = serve(registry, s.metrics_address, s.metrics_port)
+                self.metrics_server = serve(registry, s.metrics_address, s.metrics_port,
+                                            live=self.live, ready=self.ready)
                 log.info("agent %s: metrics on http://%s:%d/metrics", s.node, s.metrics_address,
                          s.metrics_port)
             except OSError as err:  # flows matter more than metrics: keep going
@@ -110,10 +124,11 @@ class Agent:
         now = time.monotonic()
         next_reload, next_lost = now + s.reload_every_s, now + s.lost_every_s
         log.info("agent %s: storing flows in %s", s.node, s.store)
+        self.storing = True
         try:
             while not self.stop.is_set():
                 raw = ring.poll(s.poll_ms)
-                now = time.monotonic()
+                now = self.beat = time.monotonic()
                 if raw:
                     floor = enricher.last_ns
                     enricher.missed = False

@@ -21,13 +21,14 @@ datapath counters also count established packets, which emit nothing).
 from __future__ import annotations
 
 import platform
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -310,9 +311,30 @@ def registry_for(counters: FlowCounters, sources: NodeSources | None = None) -> 
     return reg
 
 
-def serve(registry: CollectorRegistry, address: str, port: int) -> Any:
-    """Start the /metrics HTTP server in a daemon thread; returns the server."""
-    server, _thread = start_http_server(port, addr=address, registry=registry)
+Health = Callable[[], tuple[bool, str]]  # (ok, why) for a probe
+
+
+def serve(registry: CollectorRegistry, address: str, port: int, live: Health | None = None,
+          ready: Health | None = None) -> Any:
+    """Start the HTTP server in a daemon thread: /metrics, and the kubelet's probes /healthz
+    (`live`) and /readyz (`ready`): 200 when they answer ok, else 503 with the reason."""
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler, make_wsgi_app
+
+    metrics = make_wsgi_app(registry)
+    probes = {"/healthz": live, "/readyz": ready}
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        probe = probes.get(environ.get("PATH_INFO", ""))
+        if probe is None:
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        ok, why = probe()
+        start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+        return [(why or "ok").encode() + b"\n"]
+
+    server = make_server(address, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
 
 

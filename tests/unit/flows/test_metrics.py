@@ -170,3 +170,37 @@ def test_cookie_matches_over_endpoints() -> None:
             PolicyKey(Direction.EGRESS, ReservedIdentity.ANY, PROTO_UDP, 53, 16): PolicyEntry(cookie=9)},
     }
     assert cookie_matches(policies) == {7: "l3-l4", 8: "l3-only", 9: "l4-only"}
+
+
+def test_the_metrics_server_answers_the_kubelet_probes(counters: FlowCounters) -> None:
+    """/healthz and /readyz say 200 or 503 with the reason; /metrics is still the registry."""
+    import urllib.error
+    import urllib.request
+
+    from meshctl.flows.metrics import serve
+
+    state = {"live": (True, "ok"), "ready": (False, "waiting for the node's datapath pins")}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = serve(registry_for(counters), "127.0.0.1", port, live=lambda: state["live"],
+                   ready=lambda: state["ready"])
+    try:
+        def get(path: str) -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                    return resp.status, resp.read().decode()
+            except urllib.error.HTTPError as err:
+                return err.code, err.read().decode()
+
+        assert get("/healthz") == (200, "ok\n")
+        assert get("/readyz") == (503, "waiting for the node's datapath pins\n")
+        state["ready"] = (True, "ok")
+        assert get("/readyz") == (200, "ok\n")
+        state["live"] = (False, "flow loop stalled for 31 s")
+        assert get("/healthz") == (503, "flow loop stalled for 31 s\n")
+        status, body = get("/metrics")
+        assert status == 200 and "meshctl_build_info" in body
+    finally:
+        server.shutdown()
+        server.server_close()

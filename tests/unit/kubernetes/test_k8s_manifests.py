@@ -24,6 +24,7 @@ def _docs() -> list[tuple[str, dict[str, Any]]]:
 
 
 DOCS = _docs()
+CRDS = {"ServiceMonitor"}  # prometheus-operator's kind: no schema in kubernetes-validate
 
 
 def _kind(kind: str) -> dict[str, Any]:
@@ -32,10 +33,12 @@ def _kind(kind: str) -> dict[str, Any]:
 
 def test_every_expected_kind_is_there() -> None:
     kinds = {d["kind"] for _, d in DOCS}
-    assert {"DaemonSet", "CronJob", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"} <= kinds
+    assert {"DaemonSet", "CronJob", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service",
+            "ServiceMonitor"} <= kinds
 
 
-@pytest.mark.parametrize(("name", "doc"), DOCS, ids=[n for n, _ in DOCS])
+@pytest.mark.parametrize(("name", "doc"), [(n, d) for n, d in DOCS if d["kind"] not in CRDS],
+                         ids=[n for n, d in DOCS if d["kind"] not in CRDS])
 def test_manifest_validates_strictly(name: str, doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -65,7 +68,7 @@ def test_rbac_is_read_only_inventory() -> None:
     }
     assert granted == expected
     binding = _kind("ClusterRoleBinding")
-    sa = _kind("ServiceAccount")
+    sa = next(d for _, d in DOCS if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "meshctl")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}
@@ -76,7 +79,6 @@ def test_agent_daemonset_runs_meshctl_agent_on_the_host() -> None:
     pod = _kind("DaemonSet")["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True
     (agent,) = pod["containers"]
-    assert agent["securityContext"]["privileged"] is True
     assert agent["command"][:3] == ["meshctl", "agent", "--node"]
     env = {e["name"]: e for e in agent["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
@@ -91,3 +93,45 @@ def test_drift_cronjob_uses_detailed_exitcode() -> None:
     (container,) = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert container["command"][:2] == ["meshctl", "drift"] and "--detailed-exitcode" in container["command"]
     assert job["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_the_agent_is_not_privileged_and_an_init_container_mounts_bpffs() -> None:
+    pod = _kind("DaemonSet")["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    ctx = agent["securityContext"]
+    assert ctx["privileged"] is False and ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN"]}
+    (init,) = pod["initContainers"]
+    assert init["securityContext"]["privileged"] is True
+    assert "mount -t bpf bpf /sys/fs/bpf" in init["command"][-1]
+    propagation = {c["name"]: {m["mountPath"]: m.get("mountPropagation") for m in c["volumeMounts"]}
+                   for c in (agent, init)}
+    assert propagation["mount-bpf-fs"]["/sys/fs/bpf"] == "Bidirectional"  # only privileged may
+    assert propagation["agent"]["/sys/fs/bpf"] == "HostToContainer"
+
+
+def test_the_agent_uses_no_api_token() -> None:
+    pod = _kind("DaemonSet")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    account = next(d for _, d in DOCS if d["kind"] == "ServiceAccount"
+                   and d["metadata"]["name"] == pod["serviceAccountName"])
+    assert account["automountServiceAccountToken"] is False
+    bound = {s["name"] for _, d in DOCS if d["kind"] == "ClusterRoleBinding" for s in d["subjects"]}
+    assert pod["serviceAccountName"] not in bound
+
+
+def test_probes_and_metrics_reach_the_agents_metrics_port() -> None:
+    (agent,) = _kind("DaemonSet")["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in agent["ports"]}
+    assert agent["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert agent["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    command = agent["command"]
+    assert str(ports["metrics"]) == command[command.index("--metrics-port") + 1]
+    assert command[command.index("--metrics-address") + 1] == "0.0.0.0"
+    service, monitor = _kind("Service"), _kind("ServiceMonitor")
+    pod_labels = _kind("DaemonSet")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [service["spec"]["ports"][0]["name"]]
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
