@@ -176,7 +176,7 @@ def update(cluster: str, change: Callable[[Store], None]) -> int:
     """Read, `change`, allocate numbers, write revision + 1: one writer at a time, atomically.
     Returns the new revision."""
     path = inventory_path(cluster)
-    with _locked(cluster):
+    with _locked(cluster), paused_gc():  # 10,000 pods: acyclic objects only
         try:
             store = Store.from_json(orjson.loads(path.read_bytes()))
         except FileNotFoundError:
