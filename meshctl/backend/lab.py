@@ -35,10 +35,10 @@ class LabBackend:
     kind = "lab"
 
     def __init__(self, cluster: str, netns: Mapping[str, str],
-                 underlay: Mapping[str, str] | None = None, runtime: RuntimeInventory | None = None) -> None:
+                 underlay: Mapping[str, str] | None = None) -> None:
         self.cluster, self.netns = cluster, dict(netns)
         self.underlay_names = dict(underlay or {})  # underlay address -> node: names WireGuard peers
-        self.runtime = runtime
+        self.runtime: RuntimeInventory | None = None  # open_lab sets it (the lab's inventory store)
 
     @property
     def nodes(self) -> frozenset[str]:

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +15,8 @@ from meshctl.errors import LabError, MeshctlError
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from meshctl.lab.pods import PodChange
 
 lab_app = typer.Typer(help="The embedded lab cluster: nodes and pods as network namespaces.",
                       no_args_is_help=True)
@@ -197,7 +199,7 @@ def pod_delete(pod: Annotated[str, typer.Argument(help="NS/NAME")], repo: Path =
     _report(change, "deleted", f"from {change.node}")
 
 
-def _report(change: Any, verb: str, where: str) -> None:
+def _report(change: PodChange, verb: str, where: str) -> None:
     print(f"pod {change.key} {verb} {where} (inventory revision {change.revision}); "
           f"agents in step after {change.waited_s * 1000:.0f} ms")
     if change.lagging:

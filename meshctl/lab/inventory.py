@@ -12,10 +12,7 @@ atomically under an flock; readers cache it by file stamp. `revision` grows with
 
 from __future__ import annotations
 
-import fcntl
-import os
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,7 @@ from meshctl.compile.labels import is_identity_relevant, pod_identity_labels
 from meshctl.compile.spec import METADATA_NAME
 from meshctl.errors import LabError
 from meshctl.gcpause import paused_gc
-from meshctl.lab.registry import run_dir
+from meshctl.lab.registry import file_lock, run_dir
 from meshctl.model.base import SourceRef
 from meshctl.model.inventory import Namespace
 from meshctl.source.runtime import PodRow, RuntimeInventory
@@ -160,23 +157,12 @@ def _unreadable(path: Path, err: Exception) -> LabError:
     return LabError(f"lab inventory {path} is unreadable ({err}); `meshctl lab down` removes it")
 
 
-@contextmanager
-def _locked(cluster: str) -> Iterator[None]:
-    path = run_dir() / f".{cluster}.inventory.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def update(cluster: str, change: Callable[[Store], None]) -> int:
     """Read, `change`, allocate numbers, write revision + 1: one writer at a time, atomically.
     Returns the new revision."""
     path = inventory_path(cluster)
-    with _locked(cluster), paused_gc():  # 10,000 pods: acyclic objects only
+    # 10,000 pods are only acyclic objects: the cyclic collector pauses meanwhile
+    with file_lock(run_dir() / f".{cluster}.inventory.lock"), paused_gc():
         try:
             store = Store.from_json(orjson.loads(path.read_bytes()))
         except FileNotFoundError:

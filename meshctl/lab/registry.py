@@ -164,7 +164,13 @@ def save(reg: Registry) -> None:
 @contextmanager
 def locked(cluster: str) -> Iterator[None]:
     """Serialise `lab up`/`lab down` of one cluster across processes (flock on a lock file)."""
-    path = run_dir() / f".{cluster}.lock"
+    with file_lock(run_dir() / f".{cluster}.lock"):
+        yield
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (made if missing) for the block: one process at a time."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
