@@ -3,9 +3,10 @@
 Drift is measured against what meshctl last applied, not against the repo: a repo change that
 is not applied yet is a plan, not drift. With a runtime inventory (`[inventory] source = "lab"`)
 what was applied is the intent each node holds compiled with the pods of now, so pods that came
-and went since (which the node agents followed) are listed as churn, never as drift. The diff runs live -> intended, so its changes are
-exactly what `--heal` applies; the report words them from the node's side (an entry to create
-is one that went missing on the node).
+and went since (which the node agents followed) are listed as churn, never as drift.
+
+The diff runs live -> intended, so its changes are exactly what `--heal` applies; the report
+words them from the node's side (an entry to create is one that went missing on the node).
 """
 
 from __future__ import annotations
