@@ -14,14 +14,13 @@ import json
 import logging
 import threading
 from collections.abc import Iterable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshctl.agentapi.endpoints import EndpointSync
 from meshctl.compile.identities import CLUSTER_IDENTITY_MAX, EndpointTable, IdentityTable
-from meshctl.compile.labels import is_identity_relevant, pod_identity_labels
-from meshctl.compile.spec import METADATA_NAME
+from meshctl.compile.labels import identity_label_sets
+from meshctl.compile.spec import namespace_labels
 from meshctl.nodestate import CLUSTER_IDENTITY_MIN
 from meshctl.source.kubewatch import InventoryWatch
 from meshctl.source.runtime import PodRow, RuntimeInventory
@@ -110,12 +109,8 @@ class KubeRuntime:
         if self._made is not None and self._made[0] == snap.revision:
             return self._made[1]
         ns_labels = {ns.name: dict(ns.labels) for ns in snap.namespaces}
-        sets = []
-        for pod in snap.pods:
-            labels = dict(ns_labels.get(pod.namespace, {}))
-            labels.setdefault(METADATA_NAME, pod.namespace)
-            relevant = {k: v for k, v in pod.labels.items() if is_identity_relevant(k)}
-            sets.append(pod_identity_labels(pod.namespace, relevant, labels, self.cluster))
+        sets = identity_label_sets(((p.namespace, p.labels) for p in snap.pods),
+                                   lambda ns: namespace_labels(ns_labels, ns), self.cluster)
         table = self.identities.allocate(sets)
         local = [p.key for p in snap.pods if p.node_name == self.node and p.pod_ip is not None]
         endpoints = self.endpoints.allocate(self.node, local)
@@ -132,18 +127,12 @@ class KubeRuntime:
 def kube_endpoint_sync(service: NodeService, cluster: str, section: InventorySection, root: Path,
                        stop: threading.Event) -> EndpointSync:
     """Start following the cluster for the node of `service`: the watch threads and the sync."""
-    from meshctl.source.kubernetes import api_client
+    from meshctl.source.kubernetes import section_client
 
-    kubeconfig = section.kubeconfig
-    if kubeconfig is not None:
-        kubeconfig = str((Path(root) / Path(kubeconfig).expanduser()).resolve())
-    api = api_client(kubeconfig, section.context)
+    api = section_client(section, root)
     watch = InventoryWatch(api, cluster)
     watch.start(stop)
-    runtime = KubeRuntime(watch, CrdIdentities(api), cluster, service.node, service.journal_dir)
-    writer = getattr(service.driver, "writer", None)
-    sync = EndpointSync(service.node, service.driver, service.journal_dir, runtime, lock=service.lock,
-                        writer=(lambda: writer(service.node)) if writer else nullcontext,
-                        busy=service.applying)
+    sync = service.endpoint_sync(KubeRuntime(watch, CrdIdentities(api), cluster, service.node,
+                                             service.journal_dir))
     sync.start(stop)
     return sync

@@ -16,10 +16,11 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from meshctl.agentapi.endpoints import read_intent, write_intent
+from meshctl.agentapi.endpoints import EndpointSync, read_intent, write_intent
 from meshctl.agentapi.protocol import WireCheck, counts_to_json
 from meshctl.agentapi.session import ApplySession, lease_of, load_session, save_session
 from meshctl.apply.engine import ApplyEngine, NodeDriver, NodeWork, RolloutSettings, restore_node
@@ -27,6 +28,7 @@ from meshctl.apply.gates import CheckLike, CheckOutcome, ProbeAttempt, Witnessed
 from meshctl.compile.intent import NodeIntent
 from meshctl.connections import TrackedConnection
 from meshctl.nodestate import NodeState
+from meshctl.source.runtime import RuntimeInventory
 
 log = logging.getLogger(__name__)
 CheckRunner = Callable[[CheckLike], CheckOutcome]
@@ -176,6 +178,15 @@ class NodeService:
         except ValueError as err:
             raise Refused(500, f"the node's intent is unreadable: {err}") from None
         return {"node": self.node, "intent": intent.to_json() if intent is not None else None}
+
+    def endpoint_sync(self, inventory: Callable[[], RuntimeInventory | None],
+                      also_busy: Callable[[], bool] = lambda: False) -> EndpointSync:
+        """This node's endpoint lifecycle: it shares the service's lock and the driver's writer
+        lock, and waits while an apply session holds the node (or `also_busy` says so)."""
+        writer = getattr(self.driver, "writer", None)
+        return EndpointSync(self.node, self.driver, self.journal_dir, inventory, lock=self.lock,
+                            writer=(lambda: writer(self.node)) if writer else nullcontext,
+                            busy=lambda: self.applying() or also_busy())
 
     def applying(self) -> bool:
         """An apply session holds this node (the endpoint sync waits for it)."""

@@ -88,13 +88,12 @@ def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = Clust
                               runner.s.store)
         api_thread = start_api(service, where or sock, runner.stop, tls)
         service.watch_sessions(runner.stop)  # a silent apply session: this agent reverts its node
-        source = info.inventory.source if has_repo and info.inventory is not None else "repo"
+        source = info.inventory.source if has_repo else "repo"
         if source == "lab":  # follow the lab's pods between applies
             lab_endpoint_sync(service, runner.s.cluster, info.state_dir).start(runner.stop)
         elif source == "kubernetes":  # follow the API server's pods: watch, CiliumIdentity objects
             from meshctl.agentapi.kubeinventory import kube_endpoint_sync
 
-            assert info.inventory is not None
             kube_endpoint_sync(service, runner.s.cluster, info.inventory, info.root, runner.stop)
     runner.run()
     if api_thread is not None:

@@ -17,7 +17,7 @@ from meshctl.compile.cookies import assign_cookies
 from meshctl.compile.documents import Document
 from meshctl.compile.identities import RESERVED_LABELS, EndpointTable, IdentityTable, cidr_identities
 from meshctl.compile.ir import CidrRule, CompileWarning, Isolation, Peers, Rule, Translated
-from meshctl.compile.labels import is_identity_relevant, pod_identity_labels
+from meshctl.compile.labels import identity_label_sets
 from meshctl.compile.mapstate import Grant, MapState, build_mapstate
 from meshctl.compile.selectors import SelectorIndex
 from meshctl.compile.spec import ClusterSpec, PodSpec, spec_from_desired
@@ -162,17 +162,9 @@ class _Clock:
 class _Compiler:
     def __init__(self, spec: ClusterSpec, identities: IdentityTable) -> None:
         self.spec = spec
-        self.pod_labels: dict[str, tuple[str, ...]] = {}
-        # pods of one workload share their identity-relevant labels: make each label set once
-        made: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, ...]] = {}
-        for pod in spec.pods:
-            relevant = tuple(sorted(kv for kv in pod.labels.items() if is_identity_relevant(kv[0])))
-            labels = made.get((pod.namespace, relevant))
-            if labels is None:
-                labels = made[(pod.namespace, relevant)] = pod_identity_labels(
-                    pod.namespace, dict(relevant), spec.namespace_labels(pod.namespace), spec.cluster
-                )
-            self.pod_labels[pod.key] = labels
+        sets = identity_label_sets(((p.namespace, p.labels) for p in spec.pods), spec.namespace_labels,
+                                   spec.cluster)
+        self.pod_labels = {p.key: label_set for p, label_set in zip(spec.pods, sets, strict=True)}
         self.identities = identities.allocate(self.pod_labels.values())
         self.pod_identity = {k: self.identities.by_labels[ls] for k, ls in self.pod_labels.items()}
         self.cluster_ids = frozenset(self.pod_identity.values())

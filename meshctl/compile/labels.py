@@ -7,7 +7,7 @@ pod-template-hash or statefulset pod-name still share one identity.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 
 NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
@@ -72,6 +72,23 @@ def pod_identity_labels(
     if cluster:
         out.add(f"k8s:{CLUSTER_LABEL}={cluster}")
     return tuple(sorted(out))
+
+
+def identity_label_sets(pods: Iterable[tuple[str, Mapping[str, str]]],
+                        namespace_labels: Callable[[str], Mapping[str, str]],
+                        cluster: str) -> list[tuple[str, ...]]:
+    """Each (namespace, labels) pod's identity label set, in order. Pods of one workload share
+    theirs, so each distinct (namespace, identity-relevant labels) is made once."""
+    made: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, ...]] = {}
+    out = []
+    for namespace, labels in pods:
+        relevant = tuple(sorted(kv for kv in labels.items() if is_identity_relevant(kv[0])))
+        label_set = made.get((namespace, relevant))
+        if label_set is None:
+            label_set = made[(namespace, relevant)] = pod_identity_labels(
+                namespace, dict(relevant), namespace_labels(namespace), cluster)
+        out.append(label_set)
+    return out
 
 
 def split_label(label: str) -> tuple[str, str, str]:

@@ -30,6 +30,13 @@ class PodSpec:
         return f"{self.namespace}/{self.name}"
 
 
+def namespace_labels(namespaces: Mapping[str, Mapping[str, str]], namespace: str) -> dict[str, str]:
+    """Labels as the API server stores them (it always adds kubernetes.io/metadata.name)."""
+    labels = dict(namespaces.get(namespace, {}))
+    labels.setdefault(METADATA_NAME, namespace)
+    return labels
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     cluster: str
@@ -42,10 +49,7 @@ class ClusterSpec:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
-        """Labels as the API server stores them (it always adds kubernetes.io/metadata.name)."""
-        labels = dict(self.namespaces.get(namespace, {}))
-        labels.setdefault(METADATA_NAME, namespace)
-        return labels
+        return namespace_labels(self.namespaces, namespace)
 
 
 def pod_specs(pods: Any) -> tuple[PodSpec, ...]:

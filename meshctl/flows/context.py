@@ -40,7 +40,7 @@ class RepoInfo:
     max_rows: int
     metrics_address: str
     metrics_base_port: int
-    inventory: InventorySection | None = None  # [inventory]: where the agent follows pods from
+    inventory: InventorySection  # [inventory]: where the agent follows pods from
 
     def metrics_port(self, node: str) -> int:
         if not self.metrics_base_port:

@@ -318,9 +318,13 @@ def serve(registry: CollectorRegistry, address: str, port: int, live: Health | N
           ready: Health | None = None) -> Any:
     """Start the HTTP server in a daemon thread: /metrics, and the kubelet's probes /healthz
     (`live`) and /readyz (`ready`): 200 when they answer ok, else 503 with the reason."""
-    from wsgiref.simple_server import make_server
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler, make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # a scrape is not news
+            pass
 
     metrics = make_wsgi_app(registry)
     probes = {"/healthz": live, "/readyz": ready}
@@ -333,7 +337,7 @@ def serve(registry: CollectorRegistry, address: str, port: int, live: Health | N
         start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
         return [(why or "ok").encode() + b"\n"]
 
-    server = make_server(address, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+    server = make_server(address, port, app, ThreadingWSGIServer, handler_class=Quiet)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
 

@@ -71,17 +71,9 @@ def lab_service(cluster: str, node: str, netns: str | None, journal_dir: Path,
 
 def lab_endpoint_sync(service: NodeService, cluster: str, state_dir: Path) -> EndpointSync:
     """The node's endpoint lifecycle over the lab's inventory store (`[inventory] source = "lab"`).
-
-    It shares the service's lock and the lab driver's writer lock, and holds off while an apply
-    session holds the node (between its apply and its intent) or a CLI apply of the repo holds
-    its state lock (the lab driver writes the nodes' maps from the CLI)."""
-    from meshctl.apply.driver import LabDriver
+    It also waits while a CLI apply of the repo holds its state lock: the lab driver writes the
+    nodes' maps from the CLI."""
     from meshctl.lab import inventory
     from meshctl.state.lock import read_lock
 
-    driver = service.driver
-    assert isinstance(driver, LabDriver)
-    return EndpointSync(
-        service.node, driver, service.journal_dir, lambda: inventory.load(cluster), lock=service.lock,
-        writer=lambda: driver.writer(service.node),
-        busy=lambda: service.applying() or read_lock(state_dir) is not None)
+    return service.endpoint_sync(lambda: inventory.load(cluster), lambda: read_lock(state_dir) is not None)

@@ -85,10 +85,10 @@ def program_nodes(root: Path, cluster: str, fresh: Iterable[str],
     return out
 
 
-def open_intents(desired: DesiredState, fresh: Iterable[str]) -> list[str]:
+def open_intents(desired: DesiredState, fresh: Iterable[str]) -> None:
     """With `[inventory] source = "lab"` the node agents give pods their endpoints: hand each
     `fresh` node (datapath loaded by this `lab up`, so no policy is in force) the intent of no
-    policy, under which its agent opens its pods. Returns the nodes."""
+    policy, under which its agent opens its pods."""
     from meshctl.agentapi.endpoints import agent_dir, write_intent
     from meshctl.compile.intent import NodeIntent
     from meshctl.compile.spec import spec_from_desired
@@ -96,7 +96,5 @@ def open_intents(desired: DesiredState, fresh: Iterable[str]) -> list[str]:
 
     spec = spec_from_desired(dataclasses.replace(desired, policies=(), pods=()))
     intent = NodeIntent.of(spec, current_build(), NodeState(""))
-    opened = sorted(fresh)
-    for node in opened:
+    for node in fresh:
         write_intent(agent_dir(desired.config.state_dir, node), intent)
-    return opened

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 
 from meshctl.compile.identities import EndpointTable, IdentityTable
-from meshctl.compile.labels import is_identity_relevant, pod_identity_labels
-from meshctl.compile.spec import METADATA_NAME
+from meshctl.compile.labels import identity_label_sets
+from meshctl.compile.spec import namespace_labels
 from meshctl.errors import LabError
 from meshctl.gcpause import paused_gc
 from meshctl.lab.registry import file_lock, run_dir
@@ -70,16 +70,9 @@ class Store:
 
     def allocate(self) -> None:
         """Numbers for new label sets and new pods (kept forever, never reused)."""
-        made: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, ...]] = {}
-        for key, pod in self.pods.items():
-            namespace = key.split("/", 1)[0]
-            relevant = tuple(sorted(kv for kv in pod.labels.items() if is_identity_relevant(kv[0])))
-            if (namespace, relevant) not in made:
-                ns_labels = dict(self.namespaces.get(namespace, {}))
-                ns_labels.setdefault(METADATA_NAME, namespace)
-                made[(namespace, relevant)] = pod_identity_labels(namespace, dict(relevant), ns_labels,
-                                                                  self.cluster)
-        self.identities = self.identities.allocate(made.values())
+        sets = identity_label_sets(((k.split("/", 1)[0], p.labels) for k, p in self.pods.items()),
+                                   lambda ns: namespace_labels(self.namespaces, ns), self.cluster)
+        self.identities = self.identities.allocate(sets)
         by_node: dict[str, list[str]] = {}
         for key, pod in self.pods.items():
             by_node.setdefault(pod.node, []).append(key)

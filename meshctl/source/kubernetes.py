@@ -254,14 +254,19 @@ def load_inventory(api: Any, cluster: str = "", page_size: int = DEFAULT_PAGE_SI
     )
 
 
+def section_client(section: InventorySection, root: Path) -> Any:
+    """The ApiClient `[inventory]` names (its kubeconfig relative to the repo)."""
+    kubeconfig = section.kubeconfig
+    if kubeconfig is not None:
+        kubeconfig = str((Path(root) / Path(kubeconfig).expanduser()).resolve())
+    return api_client(kubeconfig, section.context)
+
+
 def inventory_from_config(
     section: InventorySection, root: Path, cluster: str = "", page_size: int = DEFAULT_PAGE_SIZE
 ) -> KubeInventory:
     """`[inventory]` of meshctl.toml -> the cluster's inventory (kubeconfig relative to the repo)."""
-    kubeconfig = section.kubeconfig
-    if kubeconfig is not None:
-        kubeconfig = str((Path(root) / Path(kubeconfig).expanduser()).resolve())
-    api = api_client(kubeconfig, section.context)
+    api = section_client(section, root)
     try:
         return load_inventory(api, cluster, page_size)
     finally:

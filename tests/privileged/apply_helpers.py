@@ -61,6 +61,15 @@ def three_tier_copy(dest: Path, cluster: str, verify_window: float = 0.05) -> Pa
     return example_copy("three-tier", dest, cluster, verify_window)
 
 
+def lab_inventory_copy(dest: Path, cluster: str, toml_tail: str = "") -> Path:
+    """The three-tier demo whose lab is the inventory (`[inventory] source = "lab"`: pods churn
+    with `lab pod add/delete`), with `toml_tail` appended to its meshctl.toml."""
+    root = three_tier_copy(dest, cluster)
+    with (root / "meshctl.toml").open("a") as toml:
+        toml.write(f'\n[inventory]\nsource = "lab"\n{toml_tail}')
+    return root
+
+
 @contextmanager
 def cli_lab(repo: Path) -> Iterator[Path]:
     """`meshctl lab up` (with its flow agents) for the block, `lab down` always after."""

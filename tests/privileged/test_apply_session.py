@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apply_helpers import cli_lab, connect, meshctl, three_tier_copy, unique_cluster
+from apply_helpers import cli_lab, connect, lab_inventory_copy, meshctl, unique_cluster
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -26,9 +26,8 @@ LEASE_S = 2.0
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = three_tier_copy(tmp_path_factory.mktemp("lease") / "repo", CLUSTER)
-    with (root / "meshctl.toml").open("a") as toml:
-        toml.write(f'\n[inventory]\nsource = "lab"\n\n[apply]\ndriver = "agent"\nlease = {LEASE_S}\n')
+    root = lab_inventory_copy(tmp_path_factory.mktemp("lease") / "repo", CLUSTER,
+                              f'\n[apply]\ndriver = "agent"\nlease = {LEASE_S}\n')
     with cli_lab(root):
         yield root
 

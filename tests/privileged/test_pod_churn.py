@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apply_helpers import cli_lab, connect, meshctl, observe_all, three_tier_copy, unique_cluster
+from apply_helpers import cli_lab, connect, lab_inventory_copy, meshctl, observe_all, unique_cluster
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -27,9 +27,7 @@ NODES = ("node-1", "node-2", "node-3")
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = three_tier_copy(tmp_path_factory.mktemp("churn") / "repo", CLUSTER)
-    with (root / "meshctl.toml").open("a") as toml:
-        toml.write('\n[inventory]\nsource = "lab"\n')
+    root = lab_inventory_copy(tmp_path_factory.mktemp("churn") / "repo", CLUSTER)
     with cli_lab(root):
         yield root
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apply_helpers import cli_lab, connect, meshctl, three_tier_copy, unique_cluster
+from apply_helpers import cli_lab, connect, lab_inventory_copy, meshctl, unique_cluster
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -20,9 +20,8 @@ CLUSTER = unique_cluster("t-churn-ag")
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = three_tier_copy(tmp_path_factory.mktemp("churn-ag") / "repo", CLUSTER)
-    with (root / "meshctl.toml").open("a") as toml:
-        toml.write('\n[inventory]\nsource = "lab"\n\n[apply]\ndriver = "agent"\n')
+    root = lab_inventory_copy(tmp_path_factory.mktemp("churn-ag") / "repo", CLUSTER,
+                              '\n[apply]\ndriver = "agent"\n')
     with cli_lab(root):
         yield root
 

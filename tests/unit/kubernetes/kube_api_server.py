@@ -37,6 +37,7 @@ class KubeApiServer:
         self.events: list[tuple[int, str, str, dict[str, Any]]] = []  # (version, resource, type, object)
         self.compacted = 0  # events up to this version are gone: a watch from before gets 410
         self.identities: dict[str, dict[str, Any]] = {}
+        self.creates: list[tuple[str, int]] = []  # CiliumIdentity POSTs: (name, status answered)
         self.held = threading.Event()  # set: watches get no events (a client that fell behind)
         self.changed = threading.Condition()
         outer = self
@@ -63,8 +64,10 @@ class KubeApiServer:
                 name = body["metadata"]["name"]
                 with outer.changed:
                     if name in outer.identities:
+                        outer.creates.append((name, 409))
                         return self._send(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
                     outer.identities[name] = body
+                    outer.creates.append((name, 201))
                 return self._send(201, body)
 
             def do_GET(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kube_api_server import IDENTITIES, KubeApiServer
+from kube_api_server import KubeApiServer
 
 from meshctl.agentapi.kubeinventory import CrdIdentities, KubeRuntime
 from meshctl.source.kubernetes import api_client
@@ -106,7 +106,7 @@ def test_identities_are_cilium_identity_objects_every_agent_agrees_on(
     first = one()
     assert first is not None and len(first.identities["identities"]) == 2
     created = dict(server.identities)
-    assert sorted(created) == ["256", "257"]
+    assert sorted(created) == ["256", "257"] and server.creates == [("256", 201), ("257", 201)]
     web = next(o for o in created.values() if o["security-labels"].get("k8s:app") == "web")
     assert web["security-labels"]["k8s:io.kubernetes.pod.namespace"] == "prod"
     assert web["security-labels"]["k8s:io.cilium.k8s.namespace.labels.team"] == "a"
@@ -114,15 +114,32 @@ def test_identities_are_cilium_identity_objects_every_agent_agrees_on(
     other = KubeRuntime(watching, CrdIdentities(api), "c1", "node-b", tmp_path / "b")
     second = other()
     assert second is not None and second.identities == first.identities and dict(server.identities) == created
-    # a new label set: the first agent creates 258; the second, whose table is stale, collides on
-    # the name, lists again and finds the number the label set already has
+    # a new label set: the first agent creates 258, the second finds it when it lists
     server.put("pods", pod("api", "node-b", "10.1.1.12", app="api"))
     until(lambda: "prod/api" in keys(watching))
     a, b = one(), other()
     assert a is not None and b is not None and a.identities == b.identities
     assert sorted(server.identities) == ["256", "257", "258"]
-    posts = [path for path, _q in server.requests if path == IDENTITIES]
-    assert posts
+
+    class Raced(CrdIdentities):
+        """Another agent takes the next number between this agent's list and its create."""
+
+        rival_made = False
+
+        def refresh(self) -> Any:
+            table = super().refresh()
+            if not self.rival_made:
+                self.rival_made = True
+                name = str(table.next_id)
+                rival = {"metadata": {"name": name}, "security-labels": {"k8s:app": "rival"}}
+                server.identities[name] = rival
+            return table
+
+    worker = ("k8s:app=worker", "k8s:io.kubernetes.pod.namespace=prod")
+    table = Raced(api).allocate([worker])
+    assert table.by_labels[worker] == 260 and table.by_labels[("k8s:app=rival",)] == 259
+    assert server.creates[-2:] == [("259", 409), ("260", 201)]
+    assert server.identities["260"]["security-labels"] == dict(label.split("=") for label in worker)
     # endpoint ids are each node's own, kept across restarts of the agent
     assert b.endpoint_ids["node-b"]["endpoints"] == {"prod/api": 2, "prod/db": 1}
     again = KubeRuntime(watching, CrdIdentities(api), "c1", "node-b", tmp_path / "b")()
