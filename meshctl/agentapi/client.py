@@ -23,6 +23,7 @@ from meshctl.nodestate import ForeignProgram, NodeState
 
 if TYPE_CHECKING:
     from meshctl.compile.intent import NodeIntent
+    from meshctl.state import State
 
 DEFAULT_TIMEOUT_S = 120.0  # an apply of a big node, or a verify window, can take a while
 
@@ -90,7 +91,7 @@ class AgentClient:
             raise AgentApiError(self.node, f"{route}: answer is not JSON (status {resp.status})",
                                 resp.status) from None
         if resp.status == 409:
-            raise StaleNodeError(self.node, answer.get("error", "conflict"), 409)
+            raise StaleNodeError(self.node, answer.get("error", "conflict"), 409, answer.get("held"))
         if resp.status != 200:
             message = answer.get("error", resp.reason)
             raise AgentApiError(self.node, f"{method} {route}: {message}", resp.status)
@@ -137,6 +138,9 @@ class AgentClient:
             raise AgentApiError(self.node, f"apply failed: {answer.get('failure')}{reverted}")
         return answer
 
+    def open_session(self, session_id: str, lease_s: float) -> None:
+        self._call("POST", "/v1/session/open", {"id": session_id, "lease_s": lease_s})
+
     def renew(self, session_id: str, lease_s: float) -> None:
         self._call("POST", "/v1/session/renew", {"id": session_id, "lease_s": lease_s})
 
@@ -156,6 +160,21 @@ class AgentClient:
     def record_intent(self, intent: NodeIntent, fingerprint: str) -> dict[str, Any]:
         """Hand the node the intent of its applied state (at `fingerprint`): its agent follows pods."""
         return self._call("POST", "/v1/intent", {"intent": intent.to_json(), "fingerprint": fingerprint})
+
+    def held_share(self) -> State | None:
+        """The node's share of the state (meshctl.state.cluster), or None."""
+        from meshctl.state.cluster import share_of
+
+        raw = self._call("GET", "/v1/share").get("share")
+        if raw is None:
+            return None
+        try:
+            return share_of(raw, self.node)
+        except ValueError as err:
+            raise AgentApiError(self.node, f"/v1/share: {err}") from None
+
+    def record_share(self, share: Mapping[str, Any]) -> None:
+        self._call("POST", "/v1/share", {"share": share})
 
     def revert(self, before: NodeState) -> dict[str, Any]:
         return self._call("POST", "/v1/revert", {"before": before.canonical()})

@@ -9,16 +9,19 @@ any failed node. Checks run on the agent of the source pod's node.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
 
 from meshctl.agentapi.client import AgentClient
-from meshctl.agentapi.protocol import AgentApiError, WireCheck, socket_path
+from meshctl.agentapi.protocol import AgentApiError, StaleNodeError, WireCheck, socket_path
 from meshctl.agentapi.tls import TcpEndpoint
 from meshctl.apply.gates import CheckLike, CheckOutcome, MetricCounts, ProbeAttempt
 from meshctl.nodestate import NodeState
+
+HOLD_POLL_S = 0.2
 
 
 class AgentDriver:
@@ -39,6 +42,7 @@ class AgentDriver:
         self.clients = {n: AgentClient(n, where) for n, where in nodes.items()}
         self.session_id = uuid.uuid4().hex
         self.held: set[str] = set()
+        self.changed: set[str] = set()  # nodes this session applied to
         self.lost: dict[str, str] = {}  # node -> why its lease could not be renewed
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -52,16 +56,38 @@ class AgentDriver:
     def observe(self, node: str) -> NodeState:
         return self.client(node).observe()
 
+    def hold(self, nodes: Iterable[str], wait_s: float = 0.0) -> None:
+        """Lock `nodes` for this session, one by one in the order given (every apply takes them in
+        the config's node order, so two applies never wait on each other in a circle). A node
+        another session holds is waited for up to `wait_s` (--lock-timeout); then the nodes taken
+        so far are let go and the holder is named."""
+        assert self.lease_s is not None, "only an apply session holds nodes"
+        deadline = time.monotonic() + wait_s
+        for node in nodes:
+            while True:
+                try:
+                    self.client(node).open_session(self.session_id, self.lease_s)
+                    break
+                except StaleNodeError as err:
+                    if err.held is None or time.monotonic() >= deadline:
+                        self.end_session(self.held)
+                        hint = "" if err.held is None else "; pass --lock-timeout (e.g. 5m) to wait for it"
+                        raise AgentApiError(node, f"{str(err).split(': ', 1)[1]}{hint}", 409) from None
+                    time.sleep(HOLD_POLL_S)
+            self.held.add(node)
+            self._start_renewing()
+
     def reconcile(self, node: str, current: NodeState, target: NodeState) -> None:
         if self.lease_s is None:
             self.client(node).apply(target, current.fingerprint(), self.plan_id)
             return
-        answer = self.client(node).apply(target, current.fingerprint(), self.plan_id,
-                                         {"id": self.session_id, "lease_s": self.lease_s})
-        if answer.get("held"):
-            self.held.add(node)
-        else:  # back at the session's before-state (a revert): let go
-            self.held.discard(node)
+        self.client(node).apply(target, current.fingerprint(), self.plan_id,
+                                {"id": self.session_id, "lease_s": self.lease_s})
+        self.held.add(node)  # held until the session ends (or its agent reverts it when silent)
+        self.changed.add(node)
+        self._start_renewing()
+
+    def _start_renewing(self) -> None:
         if self._renewer is None:
             self._renewer = threading.Thread(target=self._renew, name="lease-renewal", daemon=True)
             self._renewer.start()
@@ -76,13 +102,14 @@ class AgentDriver:
                     self.lost[node] = str(err)
 
     def end_session(self, nodes: Iterable[str]) -> list[str]:
-        """Stop renewing; let `nodes` go (they stay as they are). Returns the errors of nodes that
-        were no longer held (their lease ran out: their agents put them back)."""
+        """Stop renewing; let `nodes` and the held nodes this session never changed go (they stay
+        as they are). A changed node left out stays held until its lease runs out and its agent
+        puts it back. Returns the errors of nodes that were no longer held (their lease ran out)."""
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join(5)
         errors = [f"node {n}: {why}" for n, why in sorted(self.lost.items())]
-        for node in sorted(set(nodes) & self.held - set(self.lost)):
+        for node in sorted((set(nodes) | (self.held - self.changed)) & self.held - set(self.lost)):
             try:
                 self.client(node).end_session(self.session_id)
             except AgentApiError as err:

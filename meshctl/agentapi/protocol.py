@@ -29,7 +29,12 @@ class AgentApiError(MeshctlError):
 
 
 class StaleNodeError(AgentApiError):
-    """409: the node's live state is not the one the caller planned from."""
+    """409: the node's live state is not the one the caller planned from, or another apply
+    session holds the node (`held` names it)."""
+
+    def __init__(self, node: str, message: str, status: int = 409, held: str | None = None) -> None:
+        super().__init__(node, message, status)
+        self.held = held
 
 
 def socket_dir(explicit: str | Path | None = None) -> Path:

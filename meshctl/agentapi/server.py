@@ -5,11 +5,14 @@
     GET  /v1/conntrack -> {"connections": [[saddr, daddr, sport, dport, protocol, direction], ...]}
     POST /v1/apply    {"target", "expected_fingerprint", "plan_id", "session"}   409 when the node
                       moved or another apply session holds it (meshctl.agentapi.session)
+    POST /v1/session/open {"id", "lease_s"}: lock the node for an apply (409 with the holder)
     POST /v1/session/renew {"id", "lease_s"}  POST /v1/session/end {"id"}   409 when not held
     POST /v1/revert   {"before"}
     GET  /v1/intent   -> {"intent": the intent the node holds, or null}
     POST /v1/intent   {"intent", "fingerprint"}: the intent of the applied state (409 elsewhere);
                       the agent's endpoint sync follows pods under it
+    GET  /v1/share    -> {"share": the node's share of the state (meshctl.state.cluster), or null}
+    POST /v1/share    {"share"}: kept iff the node is at the share's fingerprint (409 elsewhere)
     POST /v1/uninstall {} -> {"before"}: meshctl's programs, maps and devices removed from the node
     POST /v1/verify   {"checks", "window_s", "threshold_per_s", "predicted"}
     POST /v1/flowdrops {"attempts": [connection 5-tuple and window, ...]} -> this node's drops of each
@@ -80,9 +83,12 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", "/v1/apply"): lambda: svc.apply(self._body()),
             ("POST", "/v1/revert"): lambda: svc.revert(self._body()),
             ("POST", "/v1/intent"): lambda: svc.intent(self._body()),
+            ("POST", "/v1/session/open"): lambda: svc.open_session(self._body()),
             ("POST", "/v1/session/renew"): lambda: svc.renew(self._body()),
             ("POST", "/v1/session/end"): lambda: svc.end_session(self._body()),
             ("GET", "/v1/intent"): svc.held_intent,
+            ("POST", "/v1/share"): lambda: svc.record_share(self._body()),
+            ("GET", "/v1/share"): svc.held_share,
             ("POST", "/v1/uninstall"): svc.uninstall,
             ("POST", "/v1/verify"): lambda: svc.verify(self._body()),
             ("POST", "/v1/flowdrops"): lambda: svc.drops_of(self._body()),

@@ -20,6 +20,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from meshctl.agentapi.applied import clear_share, read_share, write_share
 from meshctl.agentapi.endpoints import EndpointSync, read_intent, write_intent
 from meshctl.agentapi.protocol import WireCheck, counts_to_json
 from meshctl.agentapi.session import ApplySession, lease_of, load_session, save_session
@@ -118,8 +119,7 @@ class NodeService:
         with self.lock:
             held = self.session
             if held is not None and (lease is None or held.id != lease[0]):
-                raise Refused(409, f"node {self.node} is held by apply session {held.id} until "
-                              f"{time.strftime('%H:%M:%S', time.localtime(held.deadline))}", held=held.id)
+                raise self._held_by(held)
             journal = self._journal(str(body.get("plan_id", "")))
             if journal.records():
                 raise Refused(409, "an apply on this node was interrupted: revert it to its "
@@ -132,11 +132,9 @@ class NodeService:
             settings = RolloutSettings(verify_window_s=0.0, drop_rate_threshold=math.inf)
             engine = ApplyEngine(self.driver, journal, _no_checks, settings, sleep=lambda _s: None)
             result = engine.run([NodeWork(self.node, current, target)], [self.node])
-            if lease is not None:  # the node is held while it is away from the session's before-state
+            if lease is not None:  # held until the session ends, or reverted when it goes silent
                 before = held.before if held is not None else current
-                where = target if result.ok else current  # a failed apply was reverted to `current`
-                deadline = time.time() + lease[1]
-                self._hold(None if where == before else ApplySession(lease[0], before, deadline))
+                self._hold(ApplySession(lease[0], before, time.time() + lease[1]))
             if result.ok or not result.revert_failures:
                 journal.clear()  # at target, or back at the before-state: nothing to recover
             now = self.driver.observe(self.node)
@@ -179,6 +177,34 @@ class NodeService:
             raise Refused(500, f"the node's intent is unreadable: {err}") from None
         return {"node": self.node, "intent": intent.to_json() if intent is not None else None}
 
+    def record_share(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Keep the node's share of the state an apply recorded (meshctl.state.cluster), iff the
+        node is at the state the share's record names."""
+        from meshctl.state.cluster import share_of
+
+        try:
+            share = share_of(body.get("share"), self.node)
+        except ValueError as err:
+            raise Refused(400, f"share: {err}") from None
+        expected = share.nodes[self.node].fingerprint
+        with self.lock:
+            live = self.driver.observe(self.node).fingerprint()
+            if live != expected:
+                raise Refused(409, f"node {self.node} is not at the applied state: live {live}, "
+                              f"expected {expected}", fingerprint=live)
+            write_share(self.journal_dir, body["share"])
+        return {"ok": True, "serial": share.serial}
+
+    def held_share(self) -> dict[str, Any]:
+        """The node's share of the state (null: nothing applied here, or uninstalled)."""
+        import json
+
+        try:
+            share = read_share(self.journal_dir, self.node)
+        except ValueError as err:
+            raise Refused(500, f"the node's share of the state is unreadable: {err}") from None
+        return {"node": self.node, "share": None if share is None else json.loads(share.to_text())}
+
     def endpoint_sync(self, inventory: Callable[[], RuntimeInventory | None],
                       also_busy: Callable[[], bool] = lambda: False) -> EndpointSync:
         """This node's endpoint lifecycle: it shares the service's lock and the driver's writer
@@ -191,6 +217,30 @@ class NodeService:
     def applying(self) -> bool:
         """An apply session holds this node (the endpoint sync waits for it)."""
         return self.session is not None
+
+    def open_session(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Lock the node for an apply session before it is observed for the plan's freshness:
+        the node's before-state is the live one, and no other session may apply meanwhile (409
+        with the holder). The session's own id renews it."""
+        try:
+            session_id, lease = lease_of(body)
+        except ValueError as err:
+            raise Refused(400, str(err)) from None
+        with self.lock:
+            held = self.session
+            if held is not None and held.id != session_id:
+                raise self._held_by(held)
+            if self._journal().records():
+                raise Refused(409, "an apply on this node was interrupted: revert it to its "
+                              "before-state first", interrupted=True)
+            before = held.before if held is not None else self.driver.observe(self.node)
+            self._hold(ApplySession(session_id, before, time.time() + lease))
+        return {"ok": True, "held": True}
+
+    def _held_by(self, held: ApplySession) -> Refused:
+        until = time.strftime('%H:%M:%S', time.localtime(held.deadline))
+        return Refused(409, f"node {self.node} is held by apply session {held.id} until {until} "
+                       "(another apply is running)", held=held.id)
 
     def renew(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Extend the lease of the session holding the node; 409 when it holds it no more (the
@@ -255,6 +305,7 @@ class NodeService:
             if self._journal().records():
                 raise Refused(409, "an apply on this node was interrupted: revert it first", interrupted=True)
             before = remove(self.node)
+            clear_share(self.journal_dir)  # nothing of meshctl's is applied here any more
         return {"ok": True, "before": before.canonical()}
 
     def verify(self, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ apply refuse until `meshctl recover` has put every begun node back to its before
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from meshctl.compile.intent import NodeIntent
     from meshctl.plan import Plan
     from meshctl.plan.impact import PodTarget
+    from meshctl.state import State
 
 Rollback = Literal["node", "all"]
 STALE_DETAIL_LINES = 20
@@ -58,7 +59,6 @@ def apply_plan(
     """Apply `plan` (made from this workspace); raises PlanStaleError (or, under requireCleanAudit,
     AuditGateError) before touching anything."""
     from meshctl.app.workspace import ensure_not_interrupted
-    from meshctl.state import StateLock
     from meshctl.state.operations import measured
 
     with measured(ws.state_dir, "apply") as metric:  # counts and durations for the agents' /metrics
@@ -66,7 +66,7 @@ def apply_plan(
         if lock_held:
             outcome = _apply_locked(ws, plan, rollback, on_event, checks, force_enforce)
         else:
-            with StateLock(ws.state_dir, "apply"):
+            with ws.lock("apply"):
                 outcome = _apply_locked(ws, plan, rollback, on_event, checks, force_enforce)
         metric["result"] = "success" if outcome.result.ok else "failure"
         return outcome
@@ -82,52 +82,38 @@ def _apply_locked(
 ) -> ApplyOutcome:
     from meshctl import audit
     from meshctl.app.encryption import known_after_apply
-    from meshctl.app.workspace import ensure_not_interrupted
-    from meshctl.plan import check_fresh
+    from meshctl.app.workspace import ensure_not_interrupted, load_cluster_state
     from meshctl.plan.model import rule_json
     from meshctl.plan.staged import record_staged
-    from meshctl.plan.stale import endpoint_catalog, explain_stale
-    from meshctl.state import load_state, save_state
+    from meshctl.state import save_state
 
     ensure_not_interrupted(ws.state_dir)
     backend = ws.backend  # the lab, or the nodes' agents ([apply] driver = "agent")
     unknown = [n.node for n in plan.nodes if n.node not in backend.nodes]
     if unknown:
         raise PlanError(f"the plan names node(s) {', '.join(unknown)} that {backend.describe()} lacks")
-    state = load_state(ws.state_dir)
-    driver = backend.driver(plan.plan_id)
-    run_check = backend.check_runner(driver, ws.pod_nodes(), ws.pod_ips(), ws.state_dir)
-    observed = {n.node: driver.observe(n.node) for n in plan.nodes}
+    order = [n for n in ws.node_order if n in {p.node for p in plan.nodes}]
+    driver = backend.driver(plan.plan_id, hold=order)  # the agents: each node locked, in node order
     try:
-        check_fresh(plan, {n: s.fingerprint() for n, s in observed.items()}, state)
-    except PlanStaleError as err:
-        details = explain_stale(
-            plan, observed, {n: r.intended for n, r in state.nodes.items()},
-            endpoint_catalog(state.endpoint_ids),
-            replayed=lambda node_plan, live: stale_details(plan, {node_plan.node: live}),
+        state = load_cluster_state(ws).state  # lineage and serial as the nodes hold them
+        run_check = backend.check_runner(driver, ws.pod_nodes(), ws.pod_ips(), ws.state_dir)
+        observed = {n.node: driver.observe(n.node) for n in plan.nodes}
+        refuse_stale(plan, observed, state)
+        work = [NodeWork(n.node, observed[n.node], n.target_for(observed[n.node])) for n in plan.nodes]
+        intent = plan_intent(plan)  # refused here, before any node is touched, when unreadable
+        audit.gate(ws.state_dir, plan.enforcing, ws.config.rollout.require_clean_audit, force_enforce)
+        journal = backend.journal(ws.state_dir, plan.plan_id)  # the agents: each node journals itself
+        from meshctl.apply.gates import predicted_drop_keys
+
+        engine = ApplyEngine(
+            driver, journal, run_check,
+            settings_of(ws, rollback), on_event,
+            flow_drops=backend.drop_source(driver, ws.pod_ips(), ws.state_dir),  # drop gate: flows first
         )
-        if not details:
-            raise
-        shown = details[:STALE_DETAIL_LINES]
-        more = len(details) - len(shown)
-        text = "\n".join(["", "Changed on the nodes since the plan was made:", *shown])
-        text += f"\n  ... and {more} more" if more else ""
-        raise PlanStaleError(f"{err}{text}\nNothing was applied; make a new plan.") from err
-    work = [NodeWork(n.node, observed[n.node], n.target_for(observed[n.node])) for n in plan.nodes]
-    intent = plan_intent(plan)  # refused here, before any node is touched, when unreadable
-    audit.gate(ws.state_dir, plan.enforcing, ws.config.rollout.require_clean_audit, force_enforce)
-    journal = backend.journal(ws.state_dir, plan.plan_id)  # the agents: each node journals itself
-    from meshctl.apply.gates import predicted_drop_keys
+        from meshctl.compile.services import frontend_nodes
 
-    engine = ApplyEngine(
-        driver, journal, run_check,
-        settings_of(ws, rollback), on_event,
-        flow_drops=backend.drop_source(driver, ws.pod_ips(), ws.state_dir),  # drop gate: flows first
-    )
-    from meshctl.compile.services import frontend_nodes
-
-    started = datetime.now(UTC).isoformat(timespec="seconds")  # staged policies are judged from here on
-    try:
+        started = datetime.now(UTC).isoformat(timespec="seconds")  # staged policies are judged from here on
+        unshared: list[str] = []
         result = engine.run(
             work, ws.node_order, ws.desired.checks if checks else (), ws.pod_nodes(),
             frontend_nodes=frontend_nodes(ws.desired.services, ws.desired.pods),
@@ -145,6 +131,7 @@ def _apply_locked(
             recorded = state.record_apply(plan.plan_id, applied, rules=rules, staged=staged,
                                           inventory_revision=revision)
             state = save_state(ws.state_dir, recorded)
+            unshared = hand_out_shares(ws, state, applied)
             if intent is not None:  # each node's agent follows pods under what it now holds
                 for node, target in applied.items():
                     backend.record_intent(node, replace(intent, encryption=target.encryption,
@@ -158,8 +145,48 @@ def _apply_locked(
     if lost:
         raise ApplyError("the apply is recorded, but these nodes were no longer held by it (their "
                          "agents reverted them when the lease ran out; `meshctl drift` shows them): "
-                         + "; ".join(lost))
+                         + "; ".join(lost + unshared))
+    if unshared:
+        raise ApplyError("the apply is recorded, but: " + "; ".join(unshared))
     return ApplyOutcome(plan.plan_id, result, state.serial)
+
+
+def refuse_stale(plan: Plan, observed: dict[str, NodeState], state: State) -> None:
+    """Raise PlanStaleError, with what moved on the nodes when it can be told, unless the nodes
+    and the state are where the plan was made from."""
+    from meshctl.plan import check_fresh
+    from meshctl.plan.stale import endpoint_catalog, explain_stale
+
+    try:
+        check_fresh(plan, {n: s.fingerprint() for n, s in observed.items()}, state)
+    except PlanStaleError as err:
+        details = explain_stale(
+            plan, observed, {n: r.intended for n, r in state.nodes.items()},
+            endpoint_catalog(state.endpoint_ids),
+            replayed=lambda node_plan, live: stale_details(plan, {node_plan.node: live}),
+        )
+        if not details:
+            raise
+        shown = details[:STALE_DETAIL_LINES]
+        more = len(details) - len(shown)
+        text = "\n".join(["", "Changed on the nodes since the plan was made:", *shown])
+        text += f"\n  ... and {more} more" if more else ""
+        raise PlanStaleError(f"{err}{text}\nNothing was applied; make a new plan.") from err
+
+
+def hand_out_shares(ws: Workspace, state: State, applied: Iterable[str]) -> list[str]:
+    """Give each applied node its share of the recorded state (meshctl.state.cluster); the
+    errors of nodes that did not take it (the next plan names their older serial)."""
+    from meshctl.errors import MeshctlError
+    from meshctl.state.cluster import node_share
+
+    errors = []
+    for node in applied:
+        try:
+            ws.backend.record_share(node, node_share(state, node), ws.state_dir)
+        except MeshctlError as err:
+            errors.append(f"node {node}: its share of the state was not recorded ({err})")
+    return errors
 
 
 def plan_intent(plan: Plan) -> NodeIntent | None:

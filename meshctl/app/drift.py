@@ -1,20 +1,24 @@
-"""Drift: the live datapath against the last intent meshctl applied (from the state).
+"""Drift: the live nodes against the desired state at a git revision, the way Argo CD compares.
 
-Drift is measured against what meshctl last applied, not against the repo: a repo change that
-is not applied yet is a plan, not drift. With a runtime inventory (`[inventory] source = "lab"`)
-what was applied is the intent each node holds compiled with the pods of now, so pods that came
-and went since (which the node agents followed) are listed as churn, never as drift.
+The reference is the repo at a revision (default: HEAD; the working tree when the repo is not in
+git), compiled as a plan compiles it, with the pods of now when the cluster is the inventory, so
+pods that came and went (which the node agents followed) are churn, never drift. Each difference
+is told by its cause: changed on the node outside meshctl, or not applied yet (the node is as the
+last apply left it, and the desired state moved on). A node that could not be read is named as
+not checked, never as clean: the command exits 1 then.
 
-The diff runs live -> intended, so its changes are exactly what `--heal` applies; the report
-words them from the node's side (an entry to create is one that went missing on the node).
+The diff runs live -> desired, so its changes are exactly what `--heal` applies (the drift plan
+itself); the report words them from the node's side.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshctl.catalog import Catalog
+from meshctl.errors import MeshctlError
 from meshctl.nodestate import ForeignProgram, NodeState
 from meshctl.plan.change import describe_drift as describe
 from meshctl.plan.warnings import program_warning
@@ -30,95 +34,151 @@ if TYPE_CHECKING:
 class DriftReport:
     cluster: str
     serial: int
+    revision: str = "the working tree"  # what the nodes were compared with, in words
     nodes: dict[str, tuple[Change, ...]] = field(default_factory=dict)  # only nodes that drifted
     clean: list[str] = field(default_factory=list)
     never_applied: list[str] = field(default_factory=list)
+    unread: dict[str, str] = field(default_factory=dict)  # node -> why it could not be checked
+    # per drifted node, the addresses whose live value is what the last apply left: not applied yet
+    ahead: dict[str, frozenset[str]] = field(default_factory=dict)
     # programs of others on meshctl's interfaces: drift too, but heal leaves them (not meshctl's)
     programs: dict[str, tuple[ForeignProgram, ...]] = field(default_factory=dict)
-    # what heal needs (not part of the report)
-    observed: dict[str, NodeState] = field(default_factory=dict, repr=False)
-    intended: dict[str, NodeState] = field(default_factory=dict, repr=False)
-    catalog: Catalog = field(default_factory=Catalog, repr=False)
-    state: State | None = field(default=None, repr=False)
     churn: Churn | None = None  # pods that came and went since the last apply: runtime, not drift
+    mixed_serials: str | None = None
+    plan: Plan | None = field(default=None, repr=False)  # what heal applies
 
     @property
     def drifted(self) -> bool:
         return bool(self.nodes or self.programs)
 
+    @property
+    def checked(self) -> bool:
+        """Every node of the config was read."""
+        return not self.unread
+
+    def words(self, node: str, change: Change) -> str:
+        return describe(change, change.address in self.ahead.get(node, ()))["drift"]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "cluster": self.cluster,
             "state_serial": self.serial,
+            "revision": self.revision,
             "drift": self.drifted,
-            "nodes": {n: [describe(c) | c.to_json() for c in cs] for n, cs in self.nodes.items()},
+            "nodes": {n: [{"drift": self.words(n, c)} | c.to_json() for c in cs]
+                      for n, cs in self.nodes.items()},
             "clean": self.clean,
             "never_applied": self.never_applied,
+            "not_checked": self.unread,
             "foreign_programs": {n: [p.__dict__ for p in ps] for n, ps in self.programs.items()},
             **({"inventory_churn": self.churn.to_json()} if self.churn is not None else {}),
+            **({"mixed_serials": self.mixed_serials} if self.mixed_serials else {}),
         }
 
 
-def _catalog(ws: Workspace, state: State) -> Catalog:
-    """Names for the report: compile the repo if it compiles, else show raw numbers."""
-    from meshctl.dataplane.node import current_build
-    from meshctl.errors import MeshctlError
-    from meshctl.state.tables import compile_desired
+def drift_ref(root: Path, ref: str | None) -> str | None:
+    """The revision to compare with: `ref`, else HEAD when `root` is in a git repository, else
+    None (the working tree)."""
+    if ref is not None:
+        return ref
+    import git
 
     try:
-        return compile_desired(ws.desired, state, current_build()).catalog
-    except MeshctlError:
-        return Catalog()
+        git.Repo(root, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+    return "HEAD"
 
 
-def detect_drift(ws: Workspace) -> DriftReport:
-    """Compare every node of the config that meshctl applied with its last applied intent."""
+def open_drift_workspace(root: Path, ref: str | None = None) -> tuple[Workspace, str | None]:
+    """The repo at the revision drift compares with (drift_ref), and that revision."""
+    from meshctl.app.workspace import open_workspace
+
+    rev = drift_ref(Path(root), ref)
+    return open_workspace(root, rev), rev
+
+
+def detect_drift(ws: Workspace, ref: str | None = None) -> DriftReport:
+    """Compare every node of the config with the desired state of `ws` (opened at `ref`)."""
     from meshctl.state.operations import measured
 
     with measured(ws.state_dir, "drift") as metric:  # counts and durations for the agents' /metrics
-        report = _detect_drift(ws)
-        metric["result"] = "drifted" if report.drifted else "clean"
+        report = _detect_drift(ws, ref)
+        metric["result"] = "drifted" if report.drifted else ("clean" if report.checked else "unchecked")
         return report
 
 
-def _detect_drift(ws: Workspace) -> DriftReport:
+def _detect_drift(ws: Workspace, ref: str | None) -> DriftReport:
+    from meshctl.app.plan import make_plan
     from meshctl.app.workspace import ensure_not_interrupted
-    from meshctl.plan import diff_node
-    from meshctl.state import load_state
 
     ensure_not_interrupted(ws.state_dir)
-    state = load_state(ws.state_dir)
-    applied = [n for n in ws.node_order if n in state.nodes]
-    intended = {n: state.nodes[n].intended for n in applied}
+    observed, unread = read_nodes(ws)
+    outcome = make_plan(ws, list(observed), observed=observed)
+    state = outcome.state
     runtime = ws.backend.runtime
     churn = None
-    if runtime is not None:  # the pods now under the intent each node holds: churn is not drift
-        intended.update(held_intents(ws, runtime, applied))
-        if state.inventory_revision is not None:
-            churn = runtime.churn_since(state.inventory_revision)
+    if runtime is not None and state.inventory_revision is not None:
+        churn = runtime.churn_since(state.inventory_revision)
     report = DriftReport(
-        ws.cluster, state.serial,
-        never_applied=[n for n in ws.node_order if n not in state.nodes],
-        observed=ws.backend.observe_many(applied),  # the lab, or each node's agent
-        intended=intended,
-        catalog=_catalog(ws, state),
-        state=state,
-        churn=churn,
+        ws.cluster, state.serial, _revision_words(ws, ref),
+        never_applied=[n for n in observed if n not in state.nodes],
+        unread=unread, churn=churn, plan=outcome.plan, mixed_serials=outcome.mixed_serials,
     )
-    for node in applied:
-        changes = diff_node(report.observed[node], report.intended[node], report.catalog)
-        if changes:
-            report.nodes[node] = changes
-        elif not report.observed[node].foreign_programs:
+    last = last_applied(ws, state, runtime, [n for n in observed if n in state.nodes])
+    for node_plan in outcome.plan.nodes:
+        node, live = node_plan.node, observed[node_plan.node]
+        if node_plan.changes:
+            report.nodes[node] = node_plan.changes
+            report.ahead[node] = _ahead(node_plan.changes, live, last.get(node), outcome.compiled.catalog)
+        elif not live.foreign_programs:
             report.clean.append(node)
-        if report.observed[node].foreign_programs:
-            report.programs[node] = report.observed[node].foreign_programs
+        if live.foreign_programs:
+            report.programs[node] = live.foreign_programs
     return report
+
+
+def read_nodes(ws: Workspace) -> tuple[dict[str, NodeState], dict[str, str]]:
+    """(node -> live state, node -> why it could not be read): every node is asked, in parallel
+    first; when one fails, one by one, so the others are still checked."""
+    try:
+        return ws.backend.observe_many(ws.node_order), {}
+    except MeshctlError:
+        pass
+    observed, unread = {}, {}
+    for node in ws.node_order:
+        try:
+            observed[node] = ws.backend.observe(node)
+        except MeshctlError as err:
+            unread[node] = str(err)
+    return observed, unread
+
+
+def _ahead(changes: tuple[Change, ...], live: NodeState, last: NodeState | None,
+           catalog: Catalog | None = None) -> frozenset[str]:
+    """The addresses whose live value is the last applied one: the desired state moved on.
+    `catalog` must be the one that named `changes` (addresses carry names)."""
+    from meshctl.plan import diff_node
+
+    if last is None:
+        return frozenset(c.address for c in changes)  # never applied: nothing was changed by hand
+    by_hand = {c.address for c in diff_node(live, last, catalog or Catalog())}
+    return frozenset(c.address for c in changes if c.address not in by_hand)
+
+
+def last_applied(ws: Workspace, state: State, runtime: RuntimeInventory | None,
+                 nodes: list[str]) -> dict[str, NodeState]:
+    """What the last apply left on each node: its record, or with a runtime inventory the
+    intent the node holds compiled with the pods of now (pods the agents followed since)."""
+    out = {n: state.nodes[n].intended for n in nodes}
+    if runtime is not None:
+        out.update(held_intents(ws, runtime, nodes))
+    return out
 
 
 def held_intents(ws: Workspace, runtime: RuntimeInventory, nodes: list[str]) -> dict[str, NodeState]:
     """Each node's expected state: the intent it holds compiled with the inventory as it is now.
-    Nodes holding none keep their recorded state."""
+    Nodes holding none are left out."""
     from meshctl.compile import EndpointTable, IdentityTable
     from meshctl.compile.spec import row_specs
 
@@ -136,23 +196,26 @@ def held_intents(ws: Workspace, runtime: RuntimeInventory, nodes: list[str]) -> 
     return out
 
 
-def heal_plan(report: DriftReport) -> Plan:
-    """The plan that puts drifted nodes back to their last applied intent."""
-    from meshctl.plan import build_plan
+def _revision_words(ws: Workspace, ref: str | None) -> str:
+    commit = (ws.desired.commit or "")[:12]
+    if ref is None:
+        return "the working tree" + (f" (commit {commit}, uncommitted changes)" if ws.desired.dirty else "")
+    return f"{ref} (commit {commit})" if commit and commit != ref else ref
 
-    nodes = list(report.nodes)
-    return build_plan(
-        {n: report.observed[n] for n in nodes}, {n: report.intended[n] for n in nodes},
-        report.catalog, state=report.state, impact=False,
-    )
+
+def heal_plan(report: DriftReport) -> Plan:
+    """The plan that puts the drifted nodes at the desired state: the drift's own plan."""
+    assert report.plan is not None
+    return report.plan
 
 
 def render_text(report: DriftReport) -> str:
-    lines = [f"Drift of cluster {report.cluster} against the last applied intent (serial {report.serial}):"]
+    lines = [f"Drift of cluster {report.cluster} against the desired state at {report.revision} "
+             f"(state serial {report.serial}):"]
     for node, changes in report.nodes.items():
         lines.append(f"\n  node {node}: {len(changes)} object(s) drifted")
         for c in changes:
-            lines.append(f"    {c.action.symbol} {c.address}: {describe(c)['drift']}")
+            lines.append(f"    {c.action.symbol} {c.address}: {report.words(node, c)}")
             if c.reason:
                 lines.append(f"        {c.reason}")
     for node, programs in report.programs.items():
@@ -161,38 +224,54 @@ def render_text(report: DriftReport) -> str:
             w = program_warning(node, p)
             lines.append(f"    ! {w.summary}: {w.detail}")
     for node in report.clean:
-        lines.append(f"  node {node}: no drift")
-    for node in report.never_applied:
-        lines.append(f"  node {node}: never applied by meshctl (nothing to compare)")
+        if node not in report.never_applied:
+            lines.append(f"  node {node}: no drift")
+        else:
+            lines.append(f"  node {node}: never applied by meshctl, and nothing to apply")
+    for node, why in report.unread.items():
+        lines.append(f"  node {node}: NOT CHECKED: {why}")
     if report.churn is not None and report.churn.any:
         lines.append(f"  inventory: {report.churn.describe()}; the node agents kept the endpoints in step "
                      "(runtime, not drift)")
+    if report.mixed_serials:
+        lines.append(f"  state: {report.mixed_serials}")
     lines.append("")
     if report.drifted:
         total = sum(len(c) for c in report.nodes.values())
         if report.nodes:
             lines.append(
                 f"Drift: {total} object(s) on {len(report.nodes)} node(s). "
-                "`meshctl drift --heal` restores them."
+                "`meshctl drift --heal` applies the desired state to them."
             )
         if report.programs:
             count = sum(len(p) for p in report.programs.values())
             lines.append(f"Foreign programs: {count} on {len(report.programs)} node(s); --heal leaves them "
                          "(meshctl does not remove programs it did not attach).")
+    elif report.checked:
+        lines.append("No drift: the datapath matches the desired state.")
     else:
-        lines.append("No drift: the datapath matches the last applied intent.")
+        lines.append(f"No drift on the {len(report.clean)} node(s) read.")
+    if report.unread:
+        lines.append(f"Not checked: {len(report.unread)} node(s) could not be read "
+                     f"({', '.join(report.unread)}).")
     return "\n".join(lines)
 
 
 def render_markdown(report: DriftReport) -> str:
-    lines = [f"### meshctl drift: `{report.cluster}` (state serial {report.serial})", ""]
+    lines = [f"### meshctl drift: `{report.cluster}` against {report.revision} "
+             f"(state serial {report.serial})", ""]
+    for node, why in report.unread.items():
+        lines.append(f"- **node {node} not checked**: {why}")
+    if report.unread:
+        lines.append("")
     if not report.drifted:
-        lines.append("No drift: the datapath matches the last applied intent.")
+        lines.append("No drift: the datapath matches the desired state." if report.checked
+                     else f"No drift on the {len(report.clean)} node(s) read.")
         return "\n".join(lines) + "\n"
     lines += ["| node | object | what happened |", "|---|---|---|"]
     for node, changes in report.nodes.items():
         for c in changes:
-            lines.append(f"| {node} | `{c.address}` | {describe(c)['drift']} |")
+            lines.append(f"| {node} | `{c.address}` | {report.words(node, c)} |")
     for node, programs in report.programs.items():
         for p in programs:
             lines.append(f"| {node} | `{p.hook} {p.interface} program {p.prog_id}` | "

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from meshctl.app.workspace import Workspace, ensure_not_interrupted, select_nodes
+from meshctl.app.workspace import Workspace, ensure_not_interrupted, load_cluster_state, select_nodes
 from meshctl.gcpause import paused_gc
 from meshctl.nodestate import NodeState
 
@@ -28,30 +28,34 @@ class PlanOutcome:
     compiled: Compiled
     observed: dict[str, NodeState]
     state: State
+    mixed_serials: str | None = None  # the nodes hold different state serials (ClusterState.mixed)
 
 
 @paused_gc()  # every step makes acyclic values only; collections over them cost seconds
 def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = False,
-              record: bool = False) -> PlanOutcome:
+              record: bool = False, observed: dict[str, NodeState] | None = None) -> PlanOutcome:
     """Compile, observe and diff; saves newly allocated table entries into the state. `record`:
-    a plan that finds nothing to do leaves the baseline of incremental plans (meshctl.app.increment)."""
+    a plan that finds nothing to do leaves the baseline of incremental plans (meshctl.app.increment).
+    `observed` (drift): the nodes' live states, already read; only those nodes are asked for
+    their share of the state."""
     from meshctl.app.encryption import with_encryption
     from meshctl.audit import plan_inputs
     from meshctl.dataplane.node import current_build
     from meshctl.loadbalancer.hook import with_load_balancer
-    from meshctl.plan import build_plan
-    from meshctl.state import StateLock, load_state
+    from meshctl.plan import PlanWarning, build_plan
     from meshctl.state.tables import compile_desired, persist_tables
 
     ensure_not_interrupted(ws.state_dir)
     nodes = select_nodes(ws, only)
     compiled_build = current_build()
     runtime = ws.backend.runtime  # pods and their numbers from the cluster ([inventory] source = "lab")
-    with nullcontext() if lock_held else StateLock(ws.state_dir, "plan"):
-        state = load_state(ws.state_dir)
+    with nullcontext() if lock_held else ws.lock("plan"):
+        cluster = load_cluster_state(ws, None if observed is None else list(observed))  # the nodes' state
+        state = cluster.state
         compiled = compile_desired(ws.desired, state, compiled_build, runtime)
         state = persist_tables(ws.state_dir, state, compiled, runtime=runtime is not None)
-    observed = ws.backend.observe_many(nodes)  # the lab's maps, or each node's agent
+    if observed is None:
+        observed = ws.backend.observe_many(nodes)  # the lab's maps, or each node's agent
     intended = {n: compiled.nodes.get(n) or NodeState(n) for n in nodes}
     intended = with_encryption(ws.config, intended, observed, backend=ws.backend)  # next WireGuard step
     intended = with_load_balancer(ws.desired, intended, observed)  # services (kube-proxy replacement)
@@ -67,9 +71,14 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
     )
     if not with_impact and plan.has_changes:
         plan = with_impact_skipped(plan, len(ws.desired.pods), limit)
+    mixed = cluster.mixed()
+    if mixed is not None:
+        plan = replace(plan, warnings=(*plan.warnings, PlanWarning(
+            mixed, "the plan is made from the newest; a node behind it was left out of an apply "
+            "(--node) or did not get its share when one stopped early")))
     if runtime is not None:
         plan = with_runtime(plan, runtime, compiled, compiled_build, state.inventory_revision)
-    outcome = PlanOutcome(plan, compiled, observed, state)
+    outcome = PlanOutcome(plan, compiled, observed, state, mixed)
     if record:
         from meshctl.app.increment import record_baseline
 

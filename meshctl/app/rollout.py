@@ -58,12 +58,11 @@ def rollout(ws: Workspace, on_event: Callable[[str], None] | None = None,
     from meshctl.app.apply import apply_plan
     from meshctl.app.plan import make_plan
     from meshctl.dataplane.wireguard import rotation
-    from meshctl.state import StateLock
 
     say = on_event or (lambda _m: None)
     steps: list[Step] = []
     for number in range(1, max_steps + 1):
-        with StateLock(ws.state_dir, "encryption rollout"):
+        with ws.lock("encryption rollout"):
             outcome = make_plan(ws, lock_held=True)
             plan = outcome.plan
             if not plan.has_changes:

@@ -3,7 +3,7 @@
 Gathers facts only (nodes, programs and their build, map fill, agents, last apply, drift);
 the CLI renders them. Each node is read independently: a broken node says why and the others
 still report. Drift is `meshctl drift`'s own computation (meshctl.app.drift.detect_drift:
-live datapath against the last applied intent), so status and drift never disagree.
+live datapath against the desired state at HEAD), so status and drift never disagree.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class NodeStatus:
     endpoints: int = 0
     maps: list[MapFill] = field(default_factory=list)
     agent_pid: int | None = None
-    drift: str = "unknown"  # yes | no | unknown (never applied) | unknown (<why>)
+    drift: str = "unknown"  # yes | no | never applied | unknown (<why>)
     drift_objects: int = 0  # how many objects differ from the last applied intent
     foreign_programs: list[str] = field(default_factory=list)  # programs of others on its interfaces
     error: str = ""
@@ -130,19 +130,19 @@ def agent_node_status(access: AgentBackend, node: str) -> NodeStatus:
 def drift_by_node(repo: Path, nodes: list[str]) -> dict[str, tuple[str, int, list[str]]]:
     """node -> ("yes" | "no" | "unknown (...)", objects drifted, foreign programs), from
     detect_drift."""
-    from meshctl.app.drift import detect_drift
-    from meshctl.app.workspace import open_workspace
+    from meshctl.app.drift import detect_drift, open_drift_workspace
     from meshctl.plan.warnings import program_warning
 
     try:
-        report = detect_drift(open_workspace(repo))
+        report = detect_drift(*open_drift_workspace(repo))
     except MeshctlError as err:
         return {n: (f"unknown ({err})", 0, []) for n in nodes}
     programs = {n: [program_warning(n, p).detail for p in ps] for n, ps in report.programs.items()}
     out = {n: ("yes", len(changes), programs.get(n, [])) for n, changes in report.nodes.items()}
     out.update({n: ("yes", 0, ps) for n, ps in programs.items() if n not in out})
     out.update({n: ("no", 0, []) for n in report.clean})
-    out.update({n: ("unknown (never applied)", 0, []) for n in report.never_applied})
+    out.update({n: ("never applied", len(report.nodes.get(n, ())), []) for n in report.never_applied})
+    out.update({n: (f"unknown (not checked: {why})", 0, []) for n, why in report.unread.items()})
     return out
 
 

@@ -35,11 +35,13 @@ class Uninstalled:
 
 def uninstall_node(ws: Workspace, node: str) -> Uninstalled:
     """Remove everything meshctl made on `node`; refused while an apply is interrupted."""
-    from meshctl.state import StateLock, load_state, save_state
+    from meshctl.app.workspace import load_cluster_state
+    from meshctl.state import save_state
 
     (node,) = select_nodes(ws, [node])
     ensure_not_interrupted(ws.state_dir)
-    with StateLock(ws.state_dir, "uninstall"):
-        before = ws.backend.uninstall(node)
-        state = save_state(ws.state_dir, load_state(ws.state_dir).forget_node(node))
+    with ws.lock("uninstall"):
+        state = load_cluster_state(ws).state
+        before = ws.backend.uninstall(node, ws.state_dir)
+        state = save_state(ws.state_dir, state.forget_node(node))
     return Uninstalled(node, before, state.serial)

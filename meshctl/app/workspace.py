@@ -10,6 +10,7 @@ the identity and endpoint tables. Heavy imports (libbpf, pyroute2) happen inside
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from meshctl.backend import Backend
     from meshctl.model.config import MeshConfig
     from meshctl.source import DesiredState
+    from meshctl.state.cluster import ClusterState
 
 INTERRUPTED = "an apply was interrupted: run `meshctl recover`"
 
@@ -55,6 +57,10 @@ class Workspace:
     def node_order(self) -> list[str]:
         return [n.name for n in self.desired.config.nodes]
 
+    def lock(self, operation: str) -> AbstractContextManager[Any]:
+        """The local state's lock for `operation` (the backend says which kind)."""
+        return self.backend.state_lock(self.state_dir, operation)
+
     def pod_nodes(self) -> dict[str, str]:
         return {f"{p.namespace}/{p.name}": p.node_name for p in self.desired.pods}
 
@@ -73,6 +79,16 @@ def open_workspace(root: Path, ref: str | None = None) -> Workspace:
     files = repo_files(Path(root).resolve()) if ref is None else None  # before the load: edits meanwhile show
     desired, backend = open_backend(load_desired(root, ref))
     return Workspace(Path(root), desired, backend, files=files if backend.kind == "lab" else None)
+
+
+def load_cluster_state(ws: Workspace, nodes: Sequence[str] | None = None) -> ClusterState:
+    """The state as the config's nodes (or `nodes`) hold it, with the local state dir as their
+    cache (meshctl.state.cluster): lineage, serial and tables come from the nodes."""
+    from meshctl.state import load_state
+    from meshctl.state.cluster import merge_shares
+
+    asked = ws.node_order if nodes is None else nodes
+    return merge_shares(load_state(ws.state_dir), ws.backend.shares(asked, ws.state_dir))
 
 
 def ensure_not_interrupted(state_dir: Path) -> None:

@@ -12,10 +12,11 @@ lab's registry. Heavy imports (libbpf, pyroute2, the kubernetes client) stay ins
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from meshctl.apply.engine import CheckRunner, FlowDropSource, Journal, NodeDriver
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from meshctl.nodestate import NodeState, WireguardState
     from meshctl.source import DesiredState
     from meshctl.source.runtime import RuntimeInventory
+    from meshctl.state import State
 
 
 class Backend(Protocol):
@@ -54,8 +56,14 @@ class Backend(Protocol):
         """Each node's live established connections (its conntrack table; runtime, not intent)."""
         ...
 
-    def driver(self, plan_id: str = "") -> NodeDriver:
-        """The engine's driver; with a `plan_id`, for that apply (the agents: one apply session)."""
+    def state_lock(self, state_dir: Path, operation: str) -> AbstractContextManager[Any]:
+        """The local state's lock: the lab's state lives here (a lock file, broken by a person);
+        with the agents it is a cache of the nodes' (an flock that dies with its holder)."""
+        ...
+
+    def driver(self, plan_id: str = "", hold: Sequence[str] = ()) -> NodeDriver:
+        """The engine's driver; with a `plan_id`, for that apply (the agents: one apply session that
+        first locks the `hold` nodes, in that order, waiting up to --lock-timeout for another's)."""
         ...
 
     def journal(self, state_dir: Path, plan_id: str) -> Journal:
@@ -80,8 +88,17 @@ class Backend(Protocol):
         """Put `node` back at `before` exactly (recover), or raise."""
         ...
 
-    def uninstall(self, node: str) -> NodeState:
-        """Remove meshctl's programs, maps and devices from `node`; returns what was there."""
+    def uninstall(self, node: str, state_dir: Path) -> NodeState:
+        """Remove meshctl's programs, maps and devices from `node`, and its share of the state;
+        returns what was there."""
+        ...
+
+    def shares(self, nodes: Iterable[str], state_dir: Path) -> dict[str, State | None]:
+        """Each node's share of the state (meshctl.state.cluster); None: it holds none."""
+        ...
+
+    def record_share(self, node: str, share: dict[str, Any], state_dir: Path) -> None:
+        """Hand `node` its share of the state an apply recorded (it must be at the share's state)."""
         ...
 
     def intent(self, node: str, state_dir: Path) -> NodeIntent | None:

@@ -11,11 +11,12 @@ InternalIP (meshctl.underlay); the WireGuard reconcile runs in each node's agent
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from meshctl.errors import LabError
 
@@ -28,9 +29,11 @@ if TYPE_CHECKING:
     from meshctl.nodestate import NodeState, WireguardState
     from meshctl.source import DesiredState
     from meshctl.source.runtime import RuntimeInventory
+    from meshctl.state import State
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 MAX_PARALLEL_AGENTS = 16  # agents are separate processes: observing them in parallel is real work
 
 
@@ -66,11 +69,20 @@ class AgentBackend:
 
         return self.endpoints.get(node) or socket_path(self.cluster, node, self.socket_dir)
 
-    def driver(self, plan_id: str = "") -> NodeDriver:
-        from meshctl.agentapi.driver import AgentDriver
+    def state_lock(self, state_dir: Path, operation: str) -> AbstractContextManager[Any]:
+        from meshctl.state.lock import cache_lock
 
-        return AgentDriver(self.cluster, {n: self.endpoint(n) for n in self.node_order}, plan_id=plan_id,
-                           lease_s=self.lease_s if plan_id else None)
+        return cache_lock(state_dir, operation)  # the nodes' apply sessions are the cluster's locks
+
+    def driver(self, plan_id: str = "", hold: Sequence[str] = ()) -> NodeDriver:
+        from meshctl.agentapi.driver import AgentDriver
+        from meshctl.state.lock import wait_s
+
+        driver = AgentDriver(self.cluster, {n: self.endpoint(n) for n in self.node_order}, plan_id=plan_id,
+                             lease_s=self.lease_s if plan_id else None)
+        if plan_id:
+            driver.hold(hold, wait_s())
+        return driver
 
     def journal(self, state_dir: Path, plan_id: str) -> Journal:
         from meshctl.state.journal import MemoryJournal
@@ -90,21 +102,21 @@ class AgentBackend:
         order = list(nodes)
         if len(order) <= 1:
             return {n: self.observe(n) for n in order}
-        driver = self.driver()
-        with ThreadPoolExecutor(min(MAX_PARALLEL_AGENTS, len(order)), thread_name_prefix="observe") as pool:
-            states = list(pool.map(driver.observe, order))
-        return dict(zip(order, states, strict=True))
+        return self._each(order, self.driver().observe)
 
     def connections(self, nodes: Iterable[str]) -> dict[str, tuple[TrackedConnection, ...]]:
         """Each node's connections from its agent (GET /v1/conntrack), in parallel."""
         from meshctl.agentapi.client import AgentClient
 
+        return self._each(nodes, lambda node: AgentClient(node, self.endpoint(node)).connections())
+
+    @staticmethod
+    def _each(nodes: Iterable[str], ask: Callable[[str], T]) -> dict[str, T]:
+        """node -> ask(node), the agents asked in parallel; the first error raises."""
         order = list(nodes)
-        clients = [AgentClient(n, self.endpoint(n)) for n in order]
-        with ThreadPoolExecutor(max(1, min(MAX_PARALLEL_AGENTS, len(order))),
-                                thread_name_prefix="conntrack") as pool:
-            tables = list(pool.map(lambda c: c.connections(), clients))
-        return dict(zip(order, tables, strict=True))
+        workers = max(1, min(MAX_PARALLEL_AGENTS, len(order)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="agents") as pool:
+            return dict(zip(order, pool.map(ask, order), strict=True))
 
     def wireguard(self, nodes: Iterable[str]) -> dict[str, WireguardState]:
         return {n: s.encryption for n, s in self.observe_many(nodes).items()}
@@ -129,10 +141,21 @@ class AgentBackend:
 
         AgentClient(node, self.endpoint(node)).revert(before)  # the agent proves the live state is `before`
 
-    def uninstall(self, node: str) -> NodeState:
+    def uninstall(self, node: str, state_dir: Path) -> NodeState:
         from meshctl.agentapi.client import AgentClient
 
-        return AgentClient(node, self.endpoint(node)).uninstall()
+        return AgentClient(node, self.endpoint(node)).uninstall()  # the agent drops its share too
+
+    def shares(self, nodes: Iterable[str], state_dir: Path) -> dict[str, State | None]:
+        """Each node's share from its agent (GET /v1/share), in parallel; an unreachable agent raises."""
+        from meshctl.agentapi.client import AgentClient
+
+        return self._each(nodes, lambda node: AgentClient(node, self.endpoint(node)).held_share())
+
+    def record_share(self, node: str, share: dict[str, Any], state_dir: Path) -> None:
+        from meshctl.agentapi.client import AgentClient
+
+        AgentClient(node, self.endpoint(node)).record_share(share)
 
     def intent(self, node: str, state_dir: Path) -> NodeIntent | None:
         from meshctl.agentapi.client import AgentClient

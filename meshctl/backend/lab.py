@@ -8,11 +8,12 @@ reads the stores of the agents `meshctl lab up` started.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from meshctl.errors import LabError
 from meshctl.gcpause import paused_gc
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from meshctl.observe import EndpointMaps
     from meshctl.source import DesiredState
     from meshctl.source.runtime import RuntimeInventory
+    from meshctl.state import State
 
 
 class LabBackend:
@@ -89,7 +91,12 @@ class LabBackend:
 
         return {n: observe_connections(self.cluster, n, self.netns[n]) for n in nodes}
 
-    def driver(self, plan_id: str = "") -> NodeDriver:
+    def state_lock(self, state_dir: Path, operation: str) -> AbstractContextManager[Any]:
+        from meshctl.state import StateLock
+
+        return StateLock(state_dir, operation)
+
+    def driver(self, plan_id: str = "", hold: Sequence[str] = ()) -> NodeDriver:
         from meshctl.apply.driver import LabDriver
 
         return LabDriver(self.cluster, self.netns)
@@ -125,10 +132,34 @@ class LabBackend:
 
         return lab_pods(self.cluster)
 
-    def uninstall(self, node: str) -> NodeState:
+    def uninstall(self, node: str, state_dir: Path) -> NodeState:
+        from meshctl.agentapi.applied import clear_share
+        from meshctl.agentapi.endpoints import agent_dir
         from meshctl.apply.driver import LabDriver
 
-        return LabDriver(self.cluster, self.netns).uninstall(node)
+        before = LabDriver(self.cluster, self.netns).uninstall(node)
+        clear_share(agent_dir(state_dir, node))
+        return before
+
+    def shares(self, nodes: Iterable[str], state_dir: Path) -> dict[str, State | None]:
+        """Read where each node's lab agent keeps its files (<state>/agents/<node>)."""
+        from meshctl.agentapi.applied import read_share
+        from meshctl.agentapi.endpoints import agent_dir
+
+        out: dict[str, State | None] = {}
+        for node in nodes:
+            try:
+                out[node] = read_share(agent_dir(state_dir, node), node)
+            except ValueError as err:
+                raise LabError(f"node {node}: its share of the state is unreadable ({err}); "
+                               "apply again") from err
+        return out
+
+    def record_share(self, node: str, share: dict[str, Any], state_dir: Path) -> None:
+        from meshctl.agentapi.applied import write_share
+        from meshctl.agentapi.endpoints import agent_dir
+
+        write_share(agent_dir(state_dir, node), share)
 
     def intent(self, node: str, state_dir: Path) -> NodeIntent | None:
         from meshctl.agentapi.endpoints import agent_dir, read_intent

@@ -62,7 +62,6 @@ def _apply(plan_file: Path | None, auto_approve: bool, rollback: RollbackScope |
     from meshctl.app.workspace import ensure_not_interrupted, open_workspace
     from meshctl.cli.progress import apply_progress
     from meshctl.plan import read_plan
-    from meshctl.state import StateLock
 
     scope = rollback.value if rollback else None
     ws = open_workspace(repo)
@@ -73,7 +72,7 @@ def _apply(plan_file: Path | None, auto_approve: bool, rollback: RollbackScope |
             outcome = apply_plan(ws, plan, rollback=scope, on_event=sink, force_enforce=force_enforce)
         report_outcome(outcome)
         return
-    with StateLock(ws.state_dir, "apply"):
+    with ws.lock("apply"):
         plan = make_plan(ws, lock_held=True).plan
         print_plan(plan, output)
         if not plan.has_changes:

@@ -78,12 +78,19 @@ class Change:
         )
 
 
-def describe_drift(change: Change) -> dict[str, str]:
-    """What happened on the node, in words, for a change from the applied intent to the live
-    state (the change itself says what healing does)."""
+def describe_drift(change: Change, ahead: bool = False) -> dict[str, str]:
+    """What happened on the node, in words, for a change from the live state to the desired one
+    (the change itself says what healing does). `ahead`: the node is as the last apply left it
+    there, and the desired state moved on (a commit not applied yet)."""
+    if ahead:
+        what = {
+            Action.CREATE: "in the desired state, not applied yet",
+            Action.DELETE: "applied, but no longer in the desired state",
+        }.get(change.action, "changed in the desired state, not applied yet")
+        return {"drift": what}
     what = {
         Action.CREATE: "missing on the node (deleted outside meshctl)",
-        Action.DELETE: "present on the node but not in the applied intent (added outside meshctl)",
+        Action.DELETE: "present on the node but not in the desired state (added outside meshctl)",
         Action.UPDATE: "changed outside meshctl",
         Action.REPLACE: "changed outside meshctl",
     }.get(change.action, "differs")

@@ -7,10 +7,15 @@ leaving a journal to recover): the refusal says the holder looks dead, and a per
 progress (its pid, host and start) while its holder lives, a stale lock only when it is gone.
 `--lock-timeout` (Terraform's -lock-timeout) waits for a live holder instead of refusing at once:
 `with lock_timeout(seconds):` around a command sets it for every lock taken inside.
+
+With the agents, the nodes hold the state and their own locks (apply sessions), and the local
+state dir is a cache: `cache_lock` guards it with an flock, which goes with its holder's process,
+so a CI runner killed mid-apply leaves no lock for anyone to break.
 """
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import json
 import os
@@ -29,9 +34,15 @@ from meshctl.errors import StateError
 from meshctl.state.atomic import fsync_dir
 
 LOCK_FILE = "lock.json"
+CACHE_LOCK_FILE = "cache.lock"
 POLL_S = 0.2
 
 _timeout: ContextVar[float] = ContextVar("lock_timeout", default=0.0)
+
+
+def wait_s() -> float:
+    """How long a lock taken now waits for its holder (--lock-timeout)."""
+    return _timeout.get()
 
 
 @contextmanager
@@ -192,3 +203,28 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
+
+
+@contextmanager
+def cache_lock(state_dir: Path, operation: str) -> Iterator[None]:
+    """Hold an flock on the local state cache for the block, waiting up to the lock timeout."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / CACHE_LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + _timeout.get()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = path.read_text().strip() or "another meshctl"
+                    raise StateError(f"state {state_dir} is in use on this host by {holder}; wait for it, "
+                                     "or pass --lock-timeout (e.g. 5m) to wait for it") from None
+                time.sleep(POLL_S)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{operation} by pid {os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor lets go of the flock

@@ -1,11 +1,12 @@
 """kill -9 of the CLI in the middle of an apply through the node agents: the nodes put themselves back.
 
-Each node the apply changes is held by its apply session with a lease the CLI renews. The CLI
+Each node of the plan is locked by the apply's session (in node order, before it is observed)
+with a lease the CLI renews. The CLI
 is killed (SIGKILL, MESHCTL_TEST_CRASH_AT) right after it reconciled node-2, with node-1 (the
 canary) applied and verified before: both are half-way through the rollout, node-3 untouched.
 Within the lease every node's own agent reverts it to its before-state: the connection the new
 policy cut works again, and a drift check against the last recorded apply is clean. Nobody runs
-`recover`; no journal is left on the machine that ran the apply.
+`recover`; no journal and no lock is left on the machine that ran the apply: the next apply runs.
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ def test_a_killed_apply_is_reverted_by_the_nodes_within_the_lease(repo: Path) ->
     assert held(repo) == [], "a finished apply lets every node go"
     assert connect(CLUSTER, "demo/frontend", "demo/api", 3000)
 
-    (repo / "policies" / "frontend-to-api.yaml").unlink()  # frontend -> api stops working
+    policy = repo / "policies" / "frontend-to-api.yaml"
+    original = policy.read_text()
+    policy.unlink()  # frontend -> api stops working
     killed = meshctl(repo, "apply", "--auto-approve", env={"MESHCTL_TEST_CRASH_AT": "reconciled:node-2"},
                      timeout=180)
     assert killed.returncode == -9, killed.stdout + killed.stderr
     progress = killed.stderr  # the rollout's progress goes to stderr
     assert "canary 0: node-1: verified" in progress and "applying batch 1: node-2" in progress, progress
-    assert held(repo) == ["node-1", "node-2"]
+    assert held(repo) == ["node-1", "node-2", "node-3"], "the apply locked every node of its plan first"
     assert not connect(CLUSTER, "demo/frontend", "demo/api", 3000)  # half-way through the rollout
     sessions = [json.loads((repo / "state" / "agents" / n / "session.json").read_text()) for n in held(repo)]
     assert all(s["deadline"] <= time.time() + LEASE_S + 1 for s in sessions)
@@ -67,4 +70,8 @@ def test_a_killed_apply_is_reverted_by_the_nodes_within_the_lease(repo: Path) ->
 
     log = "".join((log_dir(CLUSTER) / f"agent-{n}.log").read_text() for n in ("node-1", "node-2"))
     assert log.count("went silent: reverting to its before-state") == 2
+
+    policy.write_text(original)
+    again = meshctl(repo, "apply", "--auto-approve", timeout=180)  # no `recover`, no `state unlock`
+    assert again.returncode == 0 and "No changes" in again.stdout, again.stdout + again.stderr
 

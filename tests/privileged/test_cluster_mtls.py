@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apply_helpers import cli_lab, connect, example_copy, meshctl, unique_cluster
+from apply_helpers import cli_lab, connect, example_copy, git_init, meshctl, unique_cluster
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -102,6 +102,97 @@ def test_an_agent_that_cannot_be_verified_stops_the_apply(repo: Path, no_lab: di
     assert res.returncode == 1 and "presents a certificate not signed by the CA" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
     assert _serial(repo) == serial, "nothing was applied"
+
+
+def test_a_runner_without_the_state_dir_plans_from_the_nodes(repo: Path, no_lab: dict[str, str]) -> None:
+    """A CI runner never saw the last apply: lineage, serial and tables come from the nodes'
+    shares. A plan applied to one node only leaves the nodes at different serials: the next
+    plan says so."""
+    state_file = repo / "state" / "state.json"
+    recorded = json.loads(state_file.read_text())
+    state_file.unlink()
+    plan = meshctl(repo, "plan", "--detailed-exitcode", "-o", "json", env=no_lab, timeout=120)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert json.loads(plan.stdout)["state"] == {"lineage": recorded["lineage"], "serial": recorded["serial"]}
+
+    policy = repo / "policies" / "frontend-to-api.yaml"
+    original = policy.read_text()
+    port = '- {port: "3000", protocol: TCP}'
+    policy.write_text(original.replace(port, port + '\n            - {port: "8080", protocol: TCP}', 1))
+    try:
+        saved = repo / "node-2.plan.json"
+        planned = meshctl(repo, "plan", "--node", "node-2", "--out", str(saved), env=no_lab, timeout=120)
+        assert planned.returncode == 0, planned.stdout + planned.stderr
+        state_file.unlink(missing_ok=True)  # the apply runs elsewhere too
+        applied = meshctl(repo, "apply", str(saved), env=no_lab, timeout=180)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        state_file.unlink()
+        mixed = meshctl(repo, "plan", env=no_lab, timeout=120)
+        assert mixed.returncode == 0, mixed.stdout + mixed.stderr
+        serial = recorded["serial"]
+        assert (f"the nodes hold different state serials: node-2 at {serial + 1}; "
+                f"node-1, node-3 at {serial}") in mixed.stdout
+    finally:
+        policy.write_text(original)
+    back = meshctl(repo, "apply", "--auto-approve", env=no_lab, timeout=180)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert _serial(repo) == recorded["serial"] + 2
+    shares = [json.loads((repo / "state" / "agents" / n / "applied.json").read_text())
+              for n in ("node-1", "node-2", "node-3")]
+    assert {(s["lineage"], s["serial"]) for s in shares} == {(recorded["lineage"], recorded["serial"] + 2)}
+
+
+def test_drift_names_a_node_it_could_not_read_and_exits_1(repo: Path, no_lab: dict[str, str]) -> None:
+    toml = repo / "meshctl.toml"
+    original = toml.read_text()
+    try:  # node-2's and node-3's addresses swapped: neither agent can be verified
+        toml.write_text(original.replace('address = "172.31.241.12"', 'address = "172.31.241.13"')
+                        .replace('address = "172.31.241.13"\n\n[lab]', 'address = "172.31.241.12"\n\n[lab]'))
+        drift = meshctl(repo, "drift", "--detailed-exitcode", env=no_lab, timeout=120)
+    finally:
+        toml.write_text(original)
+    assert drift.returncode == 1, drift.stdout + drift.stderr
+    assert "node node-1: no drift" in drift.stdout
+    assert ("node node-3: NOT CHECKED: agent of node node-3: the agent at 172.31.241.12:4250 presents a "
+            "certificate that does not name node node-3") in drift.stdout
+    assert "node node-2: NOT CHECKED" in drift.stdout
+    assert "No drift: the datapath matches" not in drift.stdout
+    assert "No drift on the 1 node(s) read." in drift.stdout
+    assert drift.stderr.strip() == "Error: 2 node(s) could not be checked: node-2, node-3"
+
+
+def test_drift_compares_with_the_desired_state_at_a_git_revision(repo: Path, no_lab: dict[str, str]) -> None:
+    """As Argo CD: HEAD is the reference. A commit not applied yet is drift, told apart from a
+    change by hand; --ref compares with another revision; --heal applies HEAD."""
+    git = git_init(repo, "the cluster as applied")
+    applied_commit = git.head.commit.hexsha
+    clean = meshctl(repo, "drift", "--detailed-exitcode", env=no_lab, timeout=120)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert f"against the desired state at HEAD (commit {applied_commit[:12]})" in clean.stdout
+
+    policy = repo / "policies" / "frontend-to-api.yaml"
+    original = policy.read_text()
+    port = '- {port: "3000", protocol: TCP}'
+    policy.write_text(original.replace(port, port + '\n            - {port: "8080", protocol: TCP}', 1))
+    git.git.commit("-am", "api takes 8080 too")
+    ahead = meshctl(repo, "drift", "--detailed-exitcode", env=no_lab, timeout=120)
+    assert ahead.returncode == 2, ahead.stdout + ahead.stderr
+    assert ("+ node-2 policy demo/api ingress allow demo/frontend tcp/8080: in the desired state, "
+            "not applied yet") in ahead.stdout
+    before = meshctl(repo, "drift", "--detailed-exitcode", "--ref", "HEAD~1", env=no_lab, timeout=120)
+    assert before.returncode == 0, before.stdout + before.stderr
+    assert f"at HEAD~1 (commit {applied_commit[:12]})" in before.stdout
+
+    healed = meshctl(repo, "drift", "--heal", env=no_lab, timeout=180)
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    assert "Healing: applying the desired state at HEAD (commit" in healed.stderr
+    assert meshctl(repo, "drift", "--detailed-exitcode", env=no_lab, timeout=120).returncode == 0
+    assert connect(CLUSTER, "demo/frontend", "demo/api", 3000)
+
+    policy.write_text(original)
+    git.git.commit("-am", "back to 3000 only")
+    back = meshctl(repo, "apply", "--auto-approve", env=no_lab, timeout=180)
+    assert back.returncode == 0, back.stdout + back.stderr
 
 
 def test_uninstall_removes_meshctl_from_one_node(repo: Path, no_lab: dict[str, str]) -> None:

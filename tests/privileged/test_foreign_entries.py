@@ -83,7 +83,7 @@ def test_prefix_32_allow_beside_the_compiled_prefix_40_is_reported_and_removed(r
     drift = meshctl(repo, "drift", "--detailed-exitcode")
     assert drift.returncode == 2, drift.stdout + drift.stderr
     assert "hand-made policymap demo/api entry" in drift.stdout
-    assert "present on the node but not in the applied intent" in drift.stdout
+    assert "present on the node but not in the desired state" in drift.stdout
 
     status = meshctl(repo, "status")
     assert "node-2: 1 object(s)" in status.stdout, status.stdout

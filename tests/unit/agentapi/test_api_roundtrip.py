@@ -7,6 +7,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -240,3 +241,42 @@ def test_interrupted_node_journal_blocks_apply_until_revert(served: Served) -> N
 def test_conntrack_rows_reach_the_plan_as_connections(served: Served) -> None:
     assert served.client.connections() == CONNS
 
+
+
+def test_the_node_keeps_its_share_of_the_state_only_at_the_shared_state(served: Served) -> None:
+    from meshctl.state import State
+    from meshctl.state.cluster import node_share
+
+    client = served.client
+    assert client.held_share() is None
+    state = State(lineage="lin").record_apply("sha256:p", {NODE: TARGET})
+    with pytest.raises(AgentApiError, match="not at the applied state") as err:
+        client.record_share(node_share(state, NODE))  # the node is still empty
+    assert err.value.status == 409 and client.held_share() is None
+    client.apply(TARGET, NodeState(NODE).fingerprint(), "plan-1")
+    client.record_share(node_share(state, NODE))
+    held = client.held_share()
+    assert held is not None and (held.lineage, held.serial) == ("lin", 1)
+    assert held.nodes[NODE].intended == TARGET
+    with pytest.raises(AgentApiError, match="not a share of node n1"):
+        client.record_share(node_share(State(lineage="lin").record_apply("p", {"n2": NodeState("n2")}), "n2"))
+    client.uninstall()
+    assert client.held_share() is None, "uninstall drops the share"
+
+
+def test_an_apply_session_locks_the_node_and_another_waits_up_to_the_lock_timeout(served: Served) -> None:
+    first = AgentDriver("c", {NODE: served.path}, plan_id="p1", lease_s=30)
+    first.hold([NODE])
+    second = AgentDriver("c", {NODE: served.path}, plan_id="p2", lease_s=30)
+    with pytest.raises(AgentApiError, match=rf"held by apply session {first.session_id} .*--lock-timeout"):
+        second.hold([NODE], wait_s=0.3)
+    waiter = threading.Thread(target=second.hold, args=([NODE], 10.0))
+    waiter.start()
+    time.sleep(0.3)
+    assert waiter.is_alive(), "the second apply waits while the first holds the node"
+    assert first.end_session([]) == []  # never changed: let go at the end
+    waiter.join(10)
+    assert not waiter.is_alive() and second.held == {NODE}
+    with pytest.raises(StaleNodeError, match="held by apply session"):
+        served.client.apply(TARGET, NodeState(NODE).fingerprint(), "p3")  # no session: refused
+    second.end_session([])

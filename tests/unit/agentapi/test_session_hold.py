@@ -1,4 +1,4 @@
-"""An apply session's hold on a node, on the agent's side: held while away from the before-state,
+"""An apply session's hold on a node, on the agent's side: a lock taken before the node changes,
 one session at a time, renewed or reverted by the node itself, and kept across an agent restart."""
 
 from __future__ import annotations
@@ -53,12 +53,38 @@ def test_held_while_away_one_session_at_a_time_released_at_the_end(tmp_path: Pat
     assert node.state == with_entry("10.0.0.3")  # ending keeps the node where it is
 
 
-def test_a_revert_to_the_before_state_releases(tmp_path: Path) -> None:
+def test_a_session_locks_the_node_before_changing_it_and_holds_it_until_it_ends(tmp_path: Path) -> None:
     node = Node()
     svc = NodeService("n1", node, tmp_path)
     before = node.state
+    assert svc.open_session({"id": "s1", "lease_s": 30})["held"] and svc.applying()
+    with pytest.raises(Refused, match=r"held by apply session s1 until .* \(another apply is running") as err:
+        svc.open_session({"id": "s2", "lease_s": 30})
+    assert err.value.status == 409 and err.value.extra == {"held": "s1"}
+    svc.open_session({"id": "s1", "lease_s": 30})  # the holder may ask again
     apply(svc, node, with_entry("10.0.0.1"))
-    assert not apply(svc, node, before)["held"] and not svc.applying()
+    assert apply(svc, node, before)["held"], "back at the before-state, still locked until the end"
+    assert svc.session is not None and svc.session.before == before
+    svc.end_session({"id": "s1"})
+    assert svc.open_session({"id": "s2", "lease_s": 30})["held"]
+
+
+def test_a_silent_lock_runs_out_and_leaves_the_node_as_it_was(tmp_path: Path) -> None:
+    node = Node()
+    node.state = with_entry("10.0.0.9")
+    svc = NodeService("n1", node, tmp_path)
+    svc.open_session({"id": "s1", "lease_s": 0.1})
+    time.sleep(0.15)
+    assert svc.expire() and not svc.applying() and node.state == with_entry("10.0.0.9")
+
+
+def test_no_lock_while_an_interrupted_apply_is_journalled(tmp_path: Path) -> None:
+    from meshctl.state import Journal
+
+    Journal(tmp_path, "p").begin("n1", NodeState("n1"), with_entry("10.0.0.1"))
+    with pytest.raises(Refused, match="interrupted") as err:
+        NodeService("n1", Node(), tmp_path).open_session({"id": "s1", "lease_s": 30})
+    assert err.value.status == 409
 
 
 def test_a_silent_session_is_reverted_by_the_node_even_after_a_restart(tmp_path: Path) -> None:
