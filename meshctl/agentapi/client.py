@@ -176,6 +176,13 @@ class AgentClient:
     def record_share(self, share: Mapping[str, Any]) -> None:
         self._call("POST", "/v1/share", {"share": share})
 
+    def endpoint_table(self) -> dict[str, Any] | None:
+        """The endpoint ids the node's agent gave its pods (EndpointTable.as_dict()), or None."""
+        table = self._call("GET", "/v1/endpoints").get("endpoint_ids")
+        if table is not None and not isinstance(table, dict):
+            raise AgentApiError(self.node, "/v1/endpoints: endpoint_ids is not an object")
+        return table
+
     def revert(self, before: NodeState) -> dict[str, Any]:
         return self._call("POST", "/v1/revert", {"before": before.canonical()})
 

@@ -132,7 +132,8 @@ def kube_endpoint_sync(service: NodeService, cluster: str, section: InventorySec
     api = section_client(section, root)
     watch = InventoryWatch(api, cluster)
     watch.start(stop)
-    sync = service.endpoint_sync(KubeRuntime(watch, CrdIdentities(api), cluster, service.node,
-                                             service.journal_dir))
+    runtime = KubeRuntime(watch, CrdIdentities(api), cluster, service.node, service.journal_dir)
+    service.endpoint_ids = lambda: runtime.endpoints.as_dict()  # the CLI plans with them (GET /v1/endpoints)
+    sync = service.endpoint_sync(runtime)
     sync.start(stop)
     return sync

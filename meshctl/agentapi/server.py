@@ -13,6 +13,7 @@
                       the agent's endpoint sync follows pods under it
     GET  /v1/share    -> {"share": the node's share of the state (meshctl.state.cluster), or null}
     POST /v1/share    {"share"}: kept iff the node is at the share's fingerprint (409 elsewhere)
+    GET  /v1/endpoints -> {"endpoint_ids": the endpoint ids this agent gave its node's pods, or null}
     POST /v1/uninstall {} -> {"before"}: meshctl's programs, maps and devices removed from the node
     POST /v1/verify   {"checks", "window_s", "threshold_per_s", "predicted"}
     POST /v1/flowdrops {"attempts": [connection 5-tuple and window, ...]} -> this node's drops of each
@@ -89,6 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", "/v1/intent"): svc.held_intent,
             ("POST", "/v1/share"): lambda: svc.record_share(self._body()),
             ("GET", "/v1/share"): svc.held_share,
+            ("GET", "/v1/endpoints"): svc.endpoint_table,
             ("POST", "/v1/uninstall"): svc.uninstall,
             ("POST", "/v1/verify"): lambda: svc.verify(self._body()),
             ("POST", "/v1/flowdrops"): lambda: svc.drops_of(self._body()),

@@ -72,6 +72,9 @@ class NodeService:
         # the apply session holding the node (meshctl.agentapi.session): kept on disk, so an
         # agent restarted meanwhile still reverts the node when the lease runs out
         self.session: ApplySession | None = load_session(journal_dir)
+        # the endpoint ids this agent gave its node's pods (a cluster's agents allocate them,
+        # meshctl.agentapi.kubeinventory): the CLI compiles with the same numbers
+        self.endpoint_ids: Callable[[], Mapping[str, Any]] | None = None
 
     def _journal(self, plan_id: str = "") -> Any:
         from meshctl.state import Journal
@@ -204,6 +207,11 @@ class NodeService:
         except ValueError as err:
             raise Refused(500, f"the node's share of the state is unreadable: {err}") from None
         return {"node": self.node, "share": None if share is None else json.loads(share.to_text())}
+
+    def endpoint_table(self) -> dict[str, Any]:
+        """{"endpoint_ids": EndpointTable.as_dict() of this node, or null when the agent allocates none}."""
+        table = None if self.endpoint_ids is None else dict(self.endpoint_ids())
+        return {"node": self.node, "endpoint_ids": table}
 
     def endpoint_sync(self, inventory: Callable[[], RuntimeInventory | None],
                       also_busy: Callable[[], bool] = lambda: False) -> EndpointSync:

@@ -141,7 +141,8 @@ def _apply_locked(
     except BaseException:
         backend.end_apply(driver, ())  # stop renewing: the nodes it holds go back when their leases run out
         raise
-    lost = backend.end_apply(driver, applied)  # the nodes held by this apply stay as they are now
+    # the nodes at their target or back at their before-state are let go as they are now
+    lost = backend.end_apply(driver, [*applied, *result.reverted])
     if lost:
         raise ApplyError("the apply is recorded, but these nodes were no longer held by it (their "
                          "agents reverted them when the lease ran out; `meshctl drift` shows them): "

@@ -13,11 +13,11 @@ itself); the report words them from the node's side.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from meshctl.catalog import Catalog
 from meshctl.errors import MeshctlError
 from meshctl.nodestate import ForeignProgram, NodeState
 from meshctl.plan.change import describe_drift as describe
@@ -39,7 +39,8 @@ class DriftReport:
     clean: list[str] = field(default_factory=list)
     never_applied: list[str] = field(default_factory=list)
     unread: dict[str, str] = field(default_factory=dict)  # node -> why it could not be checked
-    # per drifted node, the addresses whose live value is what the last apply left: not applied yet
+    # per drifted node, the changes (change_id) whose live value is what the last apply left there:
+    # the desired state moved on (not applied yet); the others were changed on the node
     ahead: dict[str, frozenset[str]] = field(default_factory=dict)
     # programs of others on meshctl's interfaces: drift too, but heal leaves them (not meshctl's)
     programs: dict[str, tuple[ForeignProgram, ...]] = field(default_factory=dict)
@@ -56,8 +57,16 @@ class DriftReport:
         """Every node of the config was read."""
         return not self.unread
 
+    def is_ahead(self, node: str, change: Change) -> bool:
+        return change_id(change) in self.ahead.get(node, ())
+
     def words(self, node: str, change: Change) -> str:
-        return describe(change, change.address in self.ahead.get(node, ()))["drift"]
+        return describe(change, self.is_ahead(node, change))["drift"]
+
+    def changed_on_node(self, node: str) -> bool:
+        """Something on `node` was changed outside meshctl (not only a desired state not applied)."""
+        changes = self.nodes.get(node, ())
+        return bool(self.programs.get(node)) or any(not self.is_ahead(node, c) for c in changes)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,7 +74,8 @@ class DriftReport:
             "state_serial": self.serial,
             "revision": self.revision,
             "drift": self.drifted,
-            "nodes": {n: [{"drift": self.words(n, c)} | c.to_json() for c in cs]
+            "nodes": {n: [{"drift": self.words(n, c), "cause": "desired" if self.is_ahead(n, c) else "node"}
+                          | c.to_json() for c in cs]
                       for n, cs in self.nodes.items()},
             "clean": self.clean,
             "never_applied": self.never_applied,
@@ -130,7 +140,7 @@ def _detect_drift(ws: Workspace, ref: str | None) -> DriftReport:
         node, live = node_plan.node, observed[node_plan.node]
         if node_plan.changes:
             report.nodes[node] = node_plan.changes
-            report.ahead[node] = _ahead(node_plan.changes, live, last.get(node), outcome.compiled.catalog)
+            report.ahead[node] = _ahead(node_plan.changes, live, last.get(node))
         elif not live.foreign_programs:
             report.clean.append(node)
         if live.foreign_programs:
@@ -154,16 +164,19 @@ def read_nodes(ws: Workspace) -> tuple[dict[str, NodeState], dict[str, str]]:
     return observed, unread
 
 
-def _ahead(changes: tuple[Change, ...], live: NodeState, last: NodeState | None,
-           catalog: Catalog | None = None) -> frozenset[str]:
-    """The addresses whose live value is the last applied one: the desired state moved on.
-    `catalog` must be the one that named `changes` (addresses carry names)."""
+def change_id(change: Change) -> str:
+    """What a change is about, whatever the names in its address (peers are named for people)."""
+    return f"{change.kind.value} {json.dumps(change.key, sort_keys=True, default=str)}"
+
+
+def _ahead(changes: tuple[Change, ...], live: NodeState, last: NodeState | None) -> frozenset[str]:
+    """The changes whose live value is the last applied one: the desired state moved on."""
     from meshctl.plan import diff_node
 
     if last is None:
-        return frozenset(c.address for c in changes)  # never applied: nothing was changed by hand
-    by_hand = {c.address for c in diff_node(live, last, catalog or Catalog())}
-    return frozenset(c.address for c in changes if c.address not in by_hand)
+        return frozenset(change_id(c) for c in changes)  # never applied: nothing was changed by hand
+    by_hand = {change_id(c) for c in diff_node(live, last)}
+    return frozenset(i for i in map(change_id, changes) if i not in by_hand)
 
 
 def last_applied(ws: Workspace, state: State, runtime: RuntimeInventory | None,
@@ -230,7 +243,7 @@ def render_text(report: DriftReport) -> str:
             lines.append(f"  node {node}: never applied by meshctl, and nothing to apply")
     for node, why in report.unread.items():
         lines.append(f"  node {node}: NOT CHECKED: {why}")
-    if report.churn is not None and report.churn.any:
+    if report.churn is not None and report.churn.noteworthy:
         lines.append(f"  inventory: {report.churn.describe()}; the node agents kept the endpoints in step "
                      "(runtime, not drift)")
     if report.mixed_serials:
@@ -239,9 +252,10 @@ def render_text(report: DriftReport) -> str:
     if report.drifted:
         total = sum(len(c) for c in report.nodes.values())
         if report.nodes:
+            ahead = sum(report.is_ahead(n, c) for n, cs in report.nodes.items() for c in cs)
             lines.append(
-                f"Drift: {total} object(s) on {len(report.nodes)} node(s). "
-                "`meshctl drift --heal` applies the desired state to them."
+                f"Drift: {total} object(s) on {len(report.nodes)} node(s): {ahead} not applied yet, "
+                f"{total - ahead} changed on the nodes. `meshctl drift --heal` applies the desired state."
             )
         if report.programs:
             count = sum(len(p) for p in report.programs.values())

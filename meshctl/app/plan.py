@@ -100,7 +100,7 @@ def with_runtime(plan: Plan, runtime: RuntimeInventory, compiled: Compiled, buil
     if applied_revision is not None:
         churn = runtime.churn_since(applied_revision)
         inventory["churn"] = churn.to_json()
-        if churn.any:
+        if churn.noteworthy:
             warnings = (*warnings, PlanWarning(
                 f"inventory: {churn.describe()}; the node agents kept the endpoints in step "
                 "(runtime, not part of this plan)", severity="info"))

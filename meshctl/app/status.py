@@ -40,7 +40,7 @@ class NodeStatus:
     endpoints: int = 0
     maps: list[MapFill] = field(default_factory=list)
     agent_pid: int | None = None
-    drift: str = "unknown"  # yes | no | never applied | unknown (<why>)
+    drift: str = "unknown"  # yes (changed on the node) | not applied | no | never applied | unknown (<why>)
     drift_objects: int = 0  # how many objects differ from the last applied intent
     foreign_programs: list[str] = field(default_factory=list)  # programs of others on its interfaces
     error: str = ""
@@ -138,7 +138,8 @@ def drift_by_node(repo: Path, nodes: list[str]) -> dict[str, tuple[str, int, lis
     except MeshctlError as err:
         return {n: (f"unknown ({err})", 0, []) for n in nodes}
     programs = {n: [program_warning(n, p).detail for p in ps] for n, ps in report.programs.items()}
-    out = {n: ("yes", len(changes), programs.get(n, [])) for n, changes in report.nodes.items()}
+    out = {n: ("yes" if report.changed_on_node(n) else "not applied", len(changes), programs.get(n, []))
+           for n, changes in report.nodes.items()}
     out.update({n: ("yes", 0, ps) for n, ps in programs.items() if n not in out})
     out.update({n: ("no", 0, []) for n in report.clean})
     out.update({n: ("never applied", len(report.nodes.get(n, ())), []) for n in report.never_applied})

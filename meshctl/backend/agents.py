@@ -152,6 +152,12 @@ class AgentBackend:
 
         return self._each(nodes, lambda node: AgentClient(node, self.endpoint(node)).held_share())
 
+    def endpoint_tables(self, nodes: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """Each node's endpoint ids as its agent allocated them (GET /v1/endpoints), in parallel."""
+        from meshctl.agentapi.client import AgentClient
+
+        return self._each(nodes, lambda node: AgentClient(node, self.endpoint(node)).endpoint_table())
+
     def record_share(self, node: str, share: dict[str, Any], state_dir: Path) -> None:
         from meshctl.agentapi.client import AgentClient
 
@@ -170,21 +176,14 @@ class AgentBackend:
 
 
 def agent_inventory(desired: DesiredState) -> DesiredState:
-    """Pods and their IPs for the agent driver, from the inventory `[inventory] source` names.
+    """Pod IPs for the agent driver, from the inventory `[inventory] source` names.
 
-    "kubernetes" replaces the repo's namespaces and pods with the cluster's (podIP from the API);
     "repo" (the default) keeps the repo's Pods with their status.podIP; "lab" fills the IPs the
-    repo lacks from a lab of the cluster on this host (the only case that reads the lab). Pods
-    left without an address get no endpoint (as in Cilium before the CNI assigned one): say so.
+    repo lacks from a lab of the cluster on this host (the only case that reads the lab);
+    "kubernetes" has the API server's pods already (open_agents). Pods left without an address
+    get no endpoint (as in Cilium before the CNI assigned one): say so.
     """
     config = desired.config
-    if config.inventory.source == "kubernetes":
-        from meshctl.source.kubernetes import inventory_from_config
-
-        inventory = inventory_from_config(config.inventory, desired.root, config.cluster)
-        desired = inventory.apply_to(desired)
-        for why in inventory.skipped:
-            log.info("kubernetes inventory: skipped %s", why)
     if config.inventory.source == "lab":
         from meshctl.backend.lab import lab_pod_ips
 
@@ -201,11 +200,25 @@ def agent_inventory(desired: DesiredState) -> DesiredState:
 
 
 def open_agents(desired: DesiredState) -> tuple[DesiredState, AgentBackend]:
-    """The desired state with pods from the inventory, and the nodes' agents."""
+    """The desired state with pods from the inventory, and the nodes' agents. With the
+    Kubernetes inventory the pods come with the numbers the agents gave them
+    (meshctl.backend.kuberuntime), so the nodes follow pods under the intent an apply hands them."""
     from meshctl.backend.lab import lab_runtime
 
     runtime = lab_runtime(desired)  # the lab's inventory store with [inventory] source = "lab"
+    listed = None
+    if desired.config.inventory.source == "kubernetes":
+        from meshctl.source.kubernetes import inventory_from_config
+
+        listed = inventory_from_config(desired.config.inventory, desired.root, desired.config.cluster)
+        for why in listed.skipped:
+            log.info("kubernetes inventory: skipped %s", why)
+        desired = listed.apply_to(desired)  # the Nodes' InternalIP for nodes without an address
     backend = agents_of(desired.config)
+    if listed is not None:
+        from meshctl.backend.kuberuntime import kube_runtime
+
+        runtime = kube_runtime(desired, listed, backend)
     backend.runtime = runtime
     return agent_inventory(runtime.apply_to(desired) if runtime is not None else desired), backend
 

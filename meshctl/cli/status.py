@@ -55,7 +55,10 @@ def status(repo: Path = RepoOpt, output: TextOrJson = OutOpt) -> None:
         f", {len(n.foreign_programs)} foreign program(s)" if n.foreign_programs else "")
         for n in st.nodes if n.drift == "yes"]
     unknown = [n.name for n in st.nodes if n.drift.startswith("unknown")]
+    pending = [n.name for n in st.nodes if n.drift in ("not applied", "never applied") and n.drift_objects]
     word = "yes (" + ", ".join(drifted) + "; `meshctl drift` shows them)" if drifted else "no"
+    if pending:
+        word += f"; the desired state is not applied yet on {', '.join(pending)} (`meshctl plan` shows it)"
     if unknown and not drifted:
         word = f"no ({', '.join(unknown)}: unknown)" if len(unknown) < len(st.nodes) else "unknown"
     console.print(f"Drift:          {word}")

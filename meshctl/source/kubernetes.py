@@ -71,6 +71,7 @@ class KubeInventory:
     services: tuple[KubeService, ...]
     nodes: tuple[KubeNode, ...]
     skipped: tuple[str, ...] = ()  # "ns/pod: why", for the log
+    revision: int = 0  # the pod list's resourceVersion (the cluster's version of its pods)
 
     def apply_to(self, desired: DesiredState) -> DesiredState:
         """The desired state with the cluster's namespaces and pods instead of the repo's, and
@@ -241,7 +242,8 @@ def load_inventory(api: Any, cluster: str = "", page_size: int = DEFAULT_PAGE_SI
     )
     pods: list[Pod] = []
     skipped: list[str] = []
-    for item in list_all(core.list_pod_for_all_namespaces, "pods", page_size):
+    versions: list[str] = []
+    for item in list_all(core.list_pod_for_all_namespaces, "pods", page_size, versions):
         parsed = parse_pod(item, cluster)
         (pods.append if isinstance(parsed, Pod) else skipped.append)(parsed)  # type: ignore[operator]
     services = tuple(
@@ -249,8 +251,10 @@ def load_inventory(api: Any, cluster: str = "", page_size: int = DEFAULT_PAGE_SI
     )
     nodes = tuple(parse_node(i) for i in list_all(core.list_node, "nodes", page_size))
     pods.sort(key=lambda p: p.key)
+    version = versions[-1] if versions else ""
     return KubeInventory(
-        tuple(sorted(namespaces, key=lambda n: n.name)), tuple(pods), services, nodes, tuple(skipped)
+        tuple(sorted(namespaces, key=lambda n: n.name)), tuple(pods), services, nodes, tuple(skipped),
+        int(version) if version.isdigit() else 0,
     )
 
 

@@ -37,14 +37,22 @@ class Churn:
     def any(self) -> bool:
         return bool(self.added or self.deleted)
 
+    @property
+    def noteworthy(self) -> bool:
+        """Pods churned, or the inventory cannot tell: either way a plan or drift says so."""
+        return self.any or not self.complete
+
     def describe(self) -> str:
         parts = []
         if self.added:
             parts.append(f"{len(self.added)} pod{'s' if len(self.added) != 1 else ''} added")
         if self.deleted:
             parts.append(f"{len(self.deleted)} pod{'s' if len(self.deleted) != 1 else ''} deleted")
+        revisions = f"inventory revision {self.since} -> {self.revision}"
+        if not parts and not self.complete:
+            return f"pod changes since the last apply are not logged by this inventory ({revisions})"
         text = " and ".join(parts) or "no pod changes"
-        return f"{text} since the last apply (inventory revision {self.since} -> {self.revision})" + (
+        return f"{text} since the last apply ({revisions})" + (
             "" if self.complete else "; older changes are no longer logged")
 
     def to_json(self) -> dict[str, Any]:

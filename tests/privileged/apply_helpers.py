@@ -160,3 +160,12 @@ def map_dumps(cluster: str, node: str) -> dict[str, object]:
         inner[str(key)] = bpftool_json("map", "dump", "id", str(inner_id))
     out["policy_maps"] = dict(sorted(inner.items()))
     return out
+
+
+def drift_causes(repo: Path, env: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """`meshctl drift` of the repo: node -> the causes of its drift ("desired": the desired state
+    is not applied yet, "node": changed on the node outside meshctl); clean nodes are absent."""
+    res = meshctl(repo, "drift", "-o", "json", env=env, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    return {node: {c["cause"] for c in changes} for node, changes in report["nodes"].items()}

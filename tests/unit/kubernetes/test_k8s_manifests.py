@@ -65,7 +65,7 @@ def test_rbac_is_read_only_inventory() -> None:
     }
     expected = {
         ("", r, v) for r in ("namespaces", "pods", "services", "nodes") for v in ("get", "list", "watch")
-    }
+    } | {("cilium.io", "ciliumidentities", v) for v in ("get", "list", "watch")}  # read: the agents allocate
     assert granted == expected
     binding = _kind("ClusterRoleBinding")
     sa = next(d for _, d in DOCS if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "meshctl")
@@ -135,3 +135,66 @@ def test_probes_and_metrics_reach_the_agents_metrics_port() -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [service["spec"]["ports"][0]["name"]]
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
+
+
+def _substituted(command: list[str], env: dict[str, str]) -> list[str]:
+    """The container's command as the kubelet runs it: $(VAR) replaced from `env`."""
+    out = []
+    for word in command:
+        for name, value in env.items():
+            word = word.replace(f"$({name})", value)
+        out.append(word)
+    return out
+
+
+def test_the_agent_serves_the_node_api_over_mutual_tls_with_the_nodes_own_certificate(tmp_path: Path) -> None:
+    """The DaemonSet's command line is one `meshctl agent` accepts, and its --listen/--tls-*
+    arguments make a mutual-TLS server context from a certificate naming the node."""
+    import typer.main
+
+    from meshctl.cli.agent import _api_address
+    from meshctl.cli.main import app
+    from meshctl.lab.pki import Authority, issue_node
+
+    pod = _kind("DaemonSet")["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    env = {e["name"]: e for e in agent["env"]}
+    assert env["NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    pki = next(m for m in agent["volumeMounts"] if m["name"] == "node-pki")
+    assert pki["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == "node-pki")
+    assert volume["hostPath"]["path"] == pki["mountPath"] == "/etc/meshctl/pki"  # the key stays on the node
+
+    authority = Authority.create("meshctl test CA")
+    cert, key = issue_node(authority, tmp_path, "node-1", "10.0.0.5")
+    ca = tmp_path / "ca.crt"
+    authority.write(ca, tmp_path / "ca.key")
+    files = {"/etc/meshctl/pki/ca.crt": str(ca), "/etc/meshctl/pki/node.crt": str(cert),
+             "/etc/meshctl/pki/node.key": str(key)}
+    args = [files.get(w, w) for w in _substituted(agent["command"][2:],
+                                                   {"NODE_NAME": "node-1", "NODE_IP": "10.0.0.5",
+                                                    "MESHCTL_CLUSTER": "production"})]
+    command = typer.main.get_command(app).commands["agent"]  # type: ignore[attr-defined]
+    params = command.make_context("agent", args).params
+    address, tls = _api_address(params["listen"], params["tls_ca"], params["tls_cert"], params["tls_key"],
+                                params["insecure"])
+    ports = {p["name"]: p["containerPort"] for p in agent["ports"]}
+    assert address == ("10.0.0.5", ports["node-api"]) and tls is not None
+    import ssl
+
+    assert tls.verify_mode == ssl.CERT_REQUIRED and params["insecure"] is False
+
+
+def test_the_drift_cronjob_reaches_every_agent_with_the_client_certificate_of_a_secret() -> None:
+    from meshctl.agentapi.tls import ENV_CA, ENV_CERT, ENV_KEY
+
+    pod = _kind("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (drift,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in drift["env"]}
+    mount = next(m for m in drift["volumeMounts"] if m["name"] == "client-tls")
+    assert mount["readOnly"] is True
+    assert env == {ENV_CA: f"{mount['mountPath']}/ca.crt", ENV_CERT: f"{mount['mountPath']}/tls.crt",
+                   ENV_KEY: f"{mount['mountPath']}/tls.key"}  # the keys of a kubernetes.io/tls Secret
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["client-tls"]["secret"]["secretName"] == "meshctl-drift-client"
+    assert not any("hostPath" in v for v in volumes.values()), "no node socket: the agents over the network"

@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from kube_api_server import KubeApiServer
+from served_agents import served_agents
 
 from meshctl.app.workspace import open_workspace
 
@@ -33,6 +34,7 @@ podCIDR = "10.1.2.0/24"
 driver = "agent"
 socketDir = "{sockets}"
 """
+NODES = ("node-a", "node-b", "node-c")
 KUBE = '[inventory]\nsource = "kubernetes"\nkubeconfig = "kubeconfig"\n'
 
 
@@ -68,8 +70,10 @@ def _repo(tmp_path: Path, toml: str) -> Path:
 
 
 def test_internal_ips_fill_the_nodes_without_an_address(tmp_path: Path) -> None:
-    with KubeApiServer(OBJECTS) as srv:
-        repo = _repo(tmp_path, CONFIG.format(sockets=tmp_path / "sockets") + KUBE)
+    sockets = tmp_path / "sockets"
+    sockets.mkdir()
+    with KubeApiServer(OBJECTS) as srv, served_agents("t-ad-k8s", sockets, dict.fromkeys(NODES)):
+        repo = _repo(tmp_path, CONFIG.format(sockets=sockets) + KUBE)
         (repo / "kubeconfig").write_text(srv.kubeconfig())
         ws = open_workspace(repo)
     assert [(n.name, n.address) for n in ws.config.nodes] == [

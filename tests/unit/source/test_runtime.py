@@ -27,3 +27,14 @@ def test_a_pod_that_came_and_went_is_no_churn_and_one_that_came_back_is_none_eit
 def test_a_log_that_no_longer_reaches_back_says_so() -> None:
     churn = inventory([(9, "+", "a/x")], 9, log_start=8).churn_since(3)
     assert not churn.complete and "older changes are no longer logged" in churn.describe()
+
+
+def test_an_inventory_without_a_change_log_says_so_instead_of_no_changes() -> None:
+    """The Kubernetes inventory of the CLI is one list: it cannot tell what churned since."""
+    from meshctl.source.runtime import RuntimeInventory
+
+    listed = RuntimeInventory("the Kubernetes API of c", 905, (), (), log_start=905)
+    churn = listed.churn_since(880)
+    assert not churn.any and not churn.complete
+    assert churn.describe() == ("pod changes since the last apply are not logged by this inventory "
+                                "(inventory revision 880 -> 905)")
