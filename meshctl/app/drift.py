@@ -223,8 +223,8 @@ def heal_plan(report: DriftReport) -> Plan:
 
 
 def render_text(report: DriftReport) -> str:
-    lines = [f"Drift of cluster {report.cluster} against the desired state at {report.revision} "
-             f"(state serial {report.serial}):"]
+    lines = [f"Drift of cluster {report.cluster} against the desired state at {report.revision}, "
+             f"state serial {report.serial}:"]
     for node, changes in report.nodes.items():
         lines.append(f"\n  node {node}: {len(changes)} object(s) drifted")
         for c in changes:

@@ -142,6 +142,41 @@ def test_a_runner_without_the_state_dir_plans_from_the_nodes(repo: Path, no_lab:
     assert {(s["lineage"], s["serial"]) for s in shares} == {(recorded["lineage"], recorded["serial"] + 2)}
 
 
+def test_an_apply_waits_for_another_that_holds_a_node(repo: Path, no_lab: dict[str, str]) -> None:
+    """Another apply session holds node-2 (as a second CI run would): an apply that needs node-2
+    is refused with the holder named, and with --lock-timeout it waits until node-2 is free."""
+    import threading
+    import time
+
+    from meshctl.backend.agents import agents_of
+    from meshctl.source.config import CONFIG_FILE, parse_config
+
+    policy = repo / "policies" / "frontend-to-api.yaml"
+    original = policy.read_text()
+    port = '- {port: "3000", protocol: TCP}'
+    policy.write_text(original.replace(port, port + '\n            - {port: "8080", protocol: TCP}', 1))
+    other = agents_of(parse_config((repo / CONFIG_FILE).read_text(), repo)).driver("sha256:other",
+                                                                                   hold=["node-2"])
+    try:
+        refused = meshctl(repo, "apply", "--auto-approve", env=no_lab, timeout=120)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert (f"Error: agent of node node-2: node node-2 is held by apply session {other.session_id} "
+                "until ") in refused.stderr
+        assert "(another apply is running); pass --lock-timeout (e.g. 5m) to wait for it" in refused.stderr
+        release = threading.Timer(3.0, lambda: other.end_session([]))
+        release.start()
+        started = time.monotonic()
+        waited = meshctl(repo, "apply", "--auto-approve", "--lock-timeout", "60s", env=no_lab, timeout=180)
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+        assert time.monotonic() - started >= 2.5, "it waited for node-2"
+        assert "Apply complete: 1 node(s) updated" in waited.stdout
+    finally:
+        other.end_session([])
+        policy.write_text(original)
+    back = meshctl(repo, "apply", "--auto-approve", env=no_lab, timeout=180)
+    assert back.returncode == 0, back.stdout + back.stderr
+
+
 def test_drift_names_a_node_it_could_not_read_and_exits_1(repo: Path, no_lab: dict[str, str]) -> None:
     toml = repo / "meshctl.toml"
     original = toml.read_text()
