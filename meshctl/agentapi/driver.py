@@ -72,7 +72,7 @@ class AgentDriver:
                     if err.held is None or time.monotonic() >= deadline:
                         self.end_session(self.held)
                         hint = "" if err.held is None else "; pass --lock-timeout (e.g. 5m) to wait for it"
-                        raise AgentApiError(node, f"{str(err).split(': ', 1)[1]}{hint}", 409) from None
+                        raise AgentApiError(node, f"{err.detail}{hint}", 409) from None
                     time.sleep(HOLD_POLL_S)
             self.held.add(node)
             self._start_renewing()

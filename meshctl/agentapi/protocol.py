@@ -25,7 +25,7 @@ class AgentApiError(MeshctlError):
 
     def __init__(self, node: str, message: str, status: int = 0) -> None:
         super().__init__(f"agent of node {node}: {message}")
-        self.node, self.status = node, status
+        self.node, self.status, self.detail = node, status, message
 
 
 class StaleNodeError(AgentApiError):

@@ -11,6 +11,7 @@ other nodes the connection crossed whether their datapath dropped it (`flow_drop
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -200,8 +201,6 @@ class NodeService:
 
     def held_share(self) -> dict[str, Any]:
         """The node's share of the state (null: nothing applied here, or uninstalled)."""
-        import json
-
         try:
             share = read_share(self.journal_dir, self.node)
         except ValueError as err:

@@ -220,8 +220,8 @@ def cache_lock(state_dir: Path, operation: str) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = path.read_text().strip() or "another meshctl"
-                    raise StateError(f"state {state_dir} is in use on this host by {holder}; wait for it, "
-                                     "or pass --lock-timeout (e.g. 5m) to wait for it") from None
+                    raise StateError(f"state {state_dir} is in use on this host by {holder}; "
+                                     "pass --lock-timeout (e.g. 5m) to wait for it") from None
                 time.sleep(POLL_S)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{operation} by pid {os.getpid()}\n".encode(), 0)

@@ -122,3 +122,29 @@ def test_ensure_not_interrupted_waits_for_the_running_apply_to_finish(tmp_path: 
     with lock_timeout(5):
         ensure_not_interrupted(tmp_path)  # returns once the apply ended cleanly
     assert read_lock(tmp_path) is None
+
+
+def test_the_cache_lock_dies_with_its_holder(tmp_path: Path) -> None:
+    """With the agents the local state is a cache: its flock is gone the moment its holder is,
+    even after kill -9, and nobody has to unlock it."""
+    import signal
+
+    from meshctl.state.lock import cache_lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+         "from meshctl.state.lock import cache_lock\n"
+         "with cache_lock(Path(sys.argv[1]), 'apply'):\n    print('held', flush=True)\n    time.sleep(60)\n",
+         str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        refused = rf"in use on this host by apply by pid {holder.pid}; pass --lock"
+        with pytest.raises(StateError, match=refused), cache_lock(tmp_path, "plan"):
+            pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        with lock_timeout(5), cache_lock(tmp_path, "plan"):
+            assert (tmp_path / "cache.lock").read_text().startswith("plan by pid ")
+    finally:
+        holder.kill()
+        holder.wait(10)
