@@ -11,19 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from meshctl.state.atomic import atomic_write
-from meshctl.state.cluster import share_of
-from meshctl.state.store import State
 
 APPLIED_FILE = "applied.json"
 
 
-def read_share(directory: Path, node: str) -> State | None:
-    """The share the node holds, or None; ValueError when the file is corrupt."""
+def read_share(directory: Path) -> Any:
+    """The share the node holds as written (its readers check it with share_of), or None;
+    ValueError when the file is not JSON."""
     try:
-        raw = (directory / APPLIED_FILE).read_bytes()
+        return json.loads((directory / APPLIED_FILE).read_bytes())
     except FileNotFoundError:
         return None
-    return share_of(json.loads(raw), node)
 
 
 def write_share(directory: Path, share: dict[str, Any]) -> None:

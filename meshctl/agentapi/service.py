@@ -11,7 +11,6 @@ other nodes the connection crossed whether their datapath dropped it (`flow_drop
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -125,9 +124,7 @@ class NodeService:
             if held is not None and (lease is None or held.id != lease[0]):
                 raise self._held_by(held)
             journal = self._journal(str(body.get("plan_id", "")))
-            if journal.records():
-                raise Refused(409, "an apply on this node was interrupted: revert it to its "
-                              "before-state first", interrupted=True)
+            self._refuse_if_interrupted(journal)
             current = self.driver.observe(self.node)
             live = current.fingerprint()
             if live != expected:
@@ -202,10 +199,10 @@ class NodeService:
     def held_share(self) -> dict[str, Any]:
         """The node's share of the state (null: nothing applied here, or uninstalled)."""
         try:
-            share = read_share(self.journal_dir, self.node)
+            raw = read_share(self.journal_dir)
         except ValueError as err:
             raise Refused(500, f"the node's share of the state is unreadable: {err}") from None
-        return {"node": self.node, "share": None if share is None else json.loads(share.to_text())}
+        return {"node": self.node, "share": raw}
 
     def endpoint_table(self) -> dict[str, Any]:
         """{"endpoint_ids": EndpointTable.as_dict() of this node, or null when the agent allocates none}."""
@@ -237,12 +234,17 @@ class NodeService:
             held = self.session
             if held is not None and held.id != session_id:
                 raise self._held_by(held)
-            if self._journal().records():
-                raise Refused(409, "an apply on this node was interrupted: revert it to its "
-                              "before-state first", interrupted=True)
+            self._refuse_if_interrupted(self._journal())
             before = held.before if held is not None else self.driver.observe(self.node)
             self._hold(ApplySession(session_id, before, time.time() + lease))
         return {"ok": True, "held": True}
+
+    @staticmethod
+    def _refuse_if_interrupted(journal: Any) -> None:
+        """409 while the journal of an apply that did not finish says what to restore first."""
+        if journal.records():
+            raise Refused(409, "an apply on this node was interrupted: revert it first (to the "
+                          "journalled before-state)", interrupted=True)
 
     def _held_by(self, held: ApplySession) -> Refused:
         until = time.strftime('%H:%M:%S', time.localtime(held.deadline))
@@ -309,8 +311,7 @@ class NodeService:
         if remove is None:
             raise Refused(501, f"node {self.node}: this agent's driver cannot uninstall")
         with self.lock:
-            if self._journal().records():
-                raise Refused(409, "an apply on this node was interrupted: revert it first", interrupted=True)
+            self._refuse_if_interrupted(self._journal())
             before = remove(self.node)
             clear_share(self.journal_dir)  # nothing of meshctl's is applied here any more
         return {"ok": True, "before": before.canonical()}

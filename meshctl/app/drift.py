@@ -124,7 +124,7 @@ def _detect_drift(ws: Workspace, ref: str | None) -> DriftReport:
 
     ensure_not_interrupted(ws.state_dir)
     observed, unread = read_nodes(ws)
-    outcome = make_plan(ws, list(observed), observed=observed)
+    outcome = make_plan(ws, observed=observed, impact=False)
     state = outcome.state
     runtime = ws.backend.runtime
     churn = None
@@ -135,7 +135,8 @@ def _detect_drift(ws: Workspace, ref: str | None) -> DriftReport:
         never_applied=[n for n in observed if n not in state.nodes],
         unread=unread, churn=churn, plan=outcome.plan, mixed_serials=outcome.mixed_serials,
     )
-    last = last_applied(ws, state, runtime, [n for n in observed if n in state.nodes])
+    changed = [n.node for n in outcome.plan.nodes if n.changes and n.node in state.nodes]
+    last = last_applied(ws, state, runtime, changed)  # only drifted nodes need telling apart
     for node_plan in outcome.plan.nodes:
         node, live = node_plan.node, observed[node_plan.node]
         if node_plan.changes:

@@ -33,11 +33,13 @@ class PlanOutcome:
 
 @paused_gc()  # every step makes acyclic values only; collections over them cost seconds
 def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = False,
-              record: bool = False, observed: dict[str, NodeState] | None = None) -> PlanOutcome:
+              record: bool = False, observed: dict[str, NodeState] | None = None,
+              impact: bool = True) -> PlanOutcome:
     """Compile, observe and diff; saves newly allocated table entries into the state. `record`:
     a plan that finds nothing to do leaves the baseline of incremental plans (meshctl.app.increment).
-    `observed` (drift): the nodes' live states, already read; only those nodes are asked for
-    their share of the state."""
+    `observed` (drift): the live states of the nodes to plan, already read (`only` is then unused);
+    only those nodes are asked for their share of the state. `impact=False` skips the
+    connectivity impact (drift reports objects, not connections)."""
     from meshctl.app.encryption import with_encryption
     from meshctl.audit import plan_inputs
     from meshctl.dataplane.node import current_build
@@ -46,11 +48,11 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
     from meshctl.state.tables import compile_desired, persist_tables
 
     ensure_not_interrupted(ws.state_dir)
-    nodes = select_nodes(ws, only)
+    nodes = select_nodes(ws, only) if observed is None else list(observed)
     compiled_build = current_build()
     runtime = ws.backend.runtime  # pods and their numbers from the cluster ([inventory] source = "lab")
     with nullcontext() if lock_held else ws.lock("plan"):
-        cluster = load_cluster_state(ws, None if observed is None else list(observed))  # the nodes' state
+        cluster = load_cluster_state(ws, nodes)  # lineage, serial and tables as the nodes hold them
         state = cluster.state
         compiled = compile_desired(ws.desired, state, compiled_build, runtime)
         state = persist_tables(ws.state_dir, state, compiled, runtime=runtime is not None)
@@ -60,7 +62,7 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
     intended = with_encryption(ws.config, intended, observed, backend=ws.backend)  # next WireGuard step
     intended = with_load_balancer(ws.desired, intended, observed)  # services (kube-proxy replacement)
     limit = ws.config.policy.impact_max_pods  # impact is pods x pods x ports verdicts: big plans skip it
-    with_impact = len(ws.desired.pods) <= limit
+    with_impact = impact and len(ws.desired.pods) <= limit
     staged, enforcing = plan_inputs(ws.state_dir, state.staged, compiled.staged_digests,
                                     (d.title for d in compiled.spec.policies))
     plan = build_plan(
@@ -69,7 +71,7 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
         connections=ws.backend.connections,  # read only on nodes whose changes can cut
         staged=staged, enforcing=enforcing,
     )
-    if not with_impact and plan.has_changes:
+    if impact and not with_impact and plan.has_changes:
         plan = with_impact_skipped(plan, len(ws.desired.pods), limit)
     mixed = cluster.mixed()
     if mixed is not None:

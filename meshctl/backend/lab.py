@@ -145,11 +145,13 @@ class LabBackend:
         """Read where each node's lab agent keeps its files (<state>/agents/<node>)."""
         from meshctl.agentapi.applied import read_share
         from meshctl.agentapi.endpoints import agent_dir
+        from meshctl.state.cluster import share_of
 
         out: dict[str, State | None] = {}
         for node in nodes:
             try:
-                out[node] = read_share(agent_dir(state_dir, node), node)
+                raw = read_share(agent_dir(state_dir, node))
+                out[node] = None if raw is None else share_of(raw, node)
             except ValueError as err:
                 raise LabError(f"node {node}: its share of the state is unreadable ({err}); "
                                "apply again") from err

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "kubernetes"))
+sys.path.insert(0, str(Path(__file__).parent / "agentapi"))
 from kube_api_server import KubeApiServer
 from served_agents import served_agents
 

@@ -8,36 +8,24 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
+from served_agents import ValueNode
 
 from meshctl.agentapi.service import NodeService, Refused
 from meshctl.nodestate import FrozenMap, IpcacheEntry, NodeState
-
-
-class Node:
-    def __init__(self) -> None:
-        self.state = NodeState("n1")
-
-    def observe(self, node: str) -> NodeState:
-        return self.state
-
-    def reconcile(self, node: str, current: NodeState, target: NodeState) -> None:
-        self.state = target
-
-    def drop_counts(self, node: str) -> dict[tuple[int, int, int], int]:
-        return {}
 
 
 def with_entry(ip: str) -> NodeState:
     return NodeState("n1", ipcache=FrozenMap({IPv4Network(f"{ip}/32"): IpcacheEntry(300, 0)}))
 
 
-def apply(svc: NodeService, node: Node, target: NodeState, session: str = "s1", lease: float = 30) -> dict:
+def apply(svc: NodeService, node: ValueNode, target: NodeState, session: str = "s1",
+          lease: float = 30) -> dict:
     return svc.apply({"target": target.canonical(), "expected_fingerprint": node.state.fingerprint(),
                       "plan_id": "p", "session": {"id": session, "lease_s": lease}})
 
 
 def test_held_while_away_one_session_at_a_time_released_at_the_end(tmp_path: Path) -> None:
-    node = Node()
+    node = ValueNode("n1")
     svc = NodeService("n1", node, tmp_path)
     before = node.state
     assert apply(svc, node, with_entry("10.0.0.1"))["held"] and svc.applying()
@@ -54,7 +42,7 @@ def test_held_while_away_one_session_at_a_time_released_at_the_end(tmp_path: Pat
 
 
 def test_a_session_locks_the_node_before_changing_it_and_holds_it_until_it_ends(tmp_path: Path) -> None:
-    node = Node()
+    node = ValueNode("n1")
     svc = NodeService("n1", node, tmp_path)
     before = node.state
     assert svc.open_session({"id": "s1", "lease_s": 30})["held"] and svc.applying()
@@ -70,7 +58,7 @@ def test_a_session_locks_the_node_before_changing_it_and_holds_it_until_it_ends(
 
 
 def test_a_silent_lock_runs_out_and_leaves_the_node_as_it_was(tmp_path: Path) -> None:
-    node = Node()
+    node = ValueNode("n1")
     node.state = with_entry("10.0.0.9")
     svc = NodeService("n1", node, tmp_path)
     svc.open_session({"id": "s1", "lease_s": 0.1})
@@ -83,12 +71,12 @@ def test_no_lock_while_an_interrupted_apply_is_journalled(tmp_path: Path) -> Non
 
     Journal(tmp_path, "p").begin("n1", NodeState("n1"), with_entry("10.0.0.1"))
     with pytest.raises(Refused, match="interrupted") as err:
-        NodeService("n1", Node(), tmp_path).open_session({"id": "s1", "lease_s": 30})
+        NodeService("n1", ValueNode("n1"), tmp_path).open_session({"id": "s1", "lease_s": 30})
     assert err.value.status == 409
 
 
 def test_a_silent_session_is_reverted_by_the_node_even_after_a_restart(tmp_path: Path) -> None:
-    node = Node()
+    node = ValueNode("n1")
     before = node.state
     apply(NodeService("n1", node, tmp_path), node, with_entry("10.0.0.1"), lease=0.2)
     restarted = NodeService("n1", node, tmp_path)  # the agent restarted: the hold is on disk
@@ -100,7 +88,7 @@ def test_a_silent_session_is_reverted_by_the_node_even_after_a_restart(tmp_path:
 
 
 def test_a_bad_session_is_a_400(tmp_path: Path) -> None:
-    node = Node()
+    node = ValueNode("n1")
     svc = NodeService("n1", node, tmp_path)
     for bad in ({"id": ""}, {"id": "x", "lease_s": 0}, {"id": "x", "lease_s": 99999}, "x"):
         with pytest.raises(Refused) as err:

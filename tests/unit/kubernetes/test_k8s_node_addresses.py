@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "agentapi"))
 from kube_api_server import KubeApiServer
 from served_agents import served_agents
 
