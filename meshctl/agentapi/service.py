@@ -163,12 +163,7 @@ class NodeService:
         fingerprint = body.get("fingerprint")
         if intent is None or not isinstance(fingerprint, str):
             raise Refused(400, "intent and fingerprint: required")
-        with self.lock:
-            live = self.driver.observe(self.node).fingerprint()
-            if live != fingerprint:
-                raise Refused(409, f"node {self.node} is not at the applied state: live {live}, "
-                              f"expected {fingerprint}", fingerprint=live)
-            write_intent(self.journal_dir, intent)
+        self._keep_at(fingerprint, lambda: write_intent(self.journal_dir, intent))
         return {"ok": True, "plan_id": intent.plan_id}
 
     def held_intent(self) -> dict[str, Any]:
@@ -187,14 +182,19 @@ class NodeService:
             share = share_of(body.get("share"), self.node)
         except ValueError as err:
             raise Refused(400, f"share: {err}") from None
-        expected = share.nodes[self.node].fingerprint
+        applied = share.nodes[self.node].fingerprint
+        self._keep_at(applied, lambda: write_share(self.journal_dir, body["share"]))
+        return {"ok": True, "serial": share.serial}
+
+    def _keep_at(self, expected: str, keep: Callable[[], None]) -> None:
+        """Run `keep` (a write of what an apply left here) iff the node is at the applied state
+        `expected`, under the service's lock; 409 otherwise."""
         with self.lock:
             live = self.driver.observe(self.node).fingerprint()
             if live != expected:
                 raise Refused(409, f"node {self.node} is not at the applied state: live {live}, "
                               f"expected {expected}", fingerprint=live)
-            write_share(self.journal_dir, body["share"])
-        return {"ok": True, "serial": share.serial}
+            keep()
 
     def held_share(self) -> dict[str, Any]:
         """The node's share of the state (null: nothing applied here, or uninstalled)."""
