@@ -6,8 +6,9 @@
  *   to_pod    tc egress: packets to the pod; E = endpoint(daddr), INGRESS policy,
  *             peer = ipcache(saddr).
  *
- * Order: parse -> policy revision -> endpoint -> conntrack -> enforcement -> policy -> audit
- * (staged policies, endpoints that have them) -> verdict.
+ * Order: parse -> policy revision -> (service translation, the proxy's sockets) -> endpoint ->
+ * conntrack -> enforcement -> policy -> audit (staged policies, endpoints that have them) ->
+ * verdict (or the L7 proxy: lib/proxy.h).
  * Conntrack: a reply passes; a forward packet passes when its connection was judged at the
  * current policy revision, else it is judged again like a new one (and dropped, with a flow
  * event naming the policy, when the policy no longer allows it).
@@ -25,6 +26,7 @@
 #include "lib/conntrack.h"
 #include "lib/flow.h"
 #include "lib/lb.h"
+#include "lib/proxy.h"
 
 /* Put into the object's BTF the structs no top-level map definition carries: flow_event (the
  * ringbuf record) and the inner policy map's key and value (see policy.h). */
@@ -59,8 +61,9 @@ static __always_inline void audit(const struct verdict_info *enforced, const str
 {
 	struct verdict_info vi = *enforced;
 	__u32 cookie = 0;
+	__u16 proxy_port;
 	int staged = policy_lookup(enforced->endpoint_id | AUDIT_MAP_BIT, peer, dir, p->protocol,
-				   p->policy_dport, &cookie);
+				   p->policy_dport, &cookie, &proxy_port);
 
 	if ((staged == POLICY_ALLOW) == allowed)
 		return;
@@ -85,6 +88,61 @@ static __always_inline int admit(struct verdict_info *vi, const struct pkt *p, _
 	return verdict_pass(vi, p, now, 1);
 }
 
+/* The ingress policy of a pod of this node sends this new connection's port to the proxy: the
+ * redirect must happen here, at tc ingress (to_pod runs after routing, too late to redirect). */
+static __always_inline struct endpoint_value *local_l7_port(const struct pkt *p, __u32 src_identity, __u16 *port)
+{
+	struct endpoint_value *dst = endpoint_lookup(p->daddr);
+	__u32 cookie;
+
+	if (!dst || !endpoint_enforces(dst, DIR_INGRESS))
+		return 0;
+	if (policy_lookup(dst->endpoint_id, src_identity, DIR_INGRESS, p->protocol, p->policy_dport,
+			  &cookie, port) != POLICY_ALLOW || !*port)
+		return 0;
+	return dst;
+}
+
+/* An allowed new connection to an L7 port: its SYN goes to the proxy, or is dropped when the
+ * proxy does not listen (fail closed). Any other packet is dropped: a connection opened before
+ * the L7 rule must not go on unchecked. */
+static __always_inline int to_proxy(struct __sk_buff *skb, struct verdict_info *vi, const struct pkt *p, __u8 dir,
+				    const struct datapath_config *cfg, __u64 now, struct ct_value *fwd, __u32 rev,
+				    __u16 port)
+{
+	if (!tcp_syn(p))
+		return verdict_drop(vi, p, now, REASON_PROXY_REQUIRED);
+	if (proxy_redirect(skb, p, port))
+		return verdict_drop(vi, p, now, REASON_PROXY_DOWN);
+	vi->reason = REASON_PROXY_REDIRECT;
+	return admit(vi, p, dir, cfg, now, fwd, rev);
+}
+
+/* Admit a new connection leaving a pod, unless the ingress of its destination on this node is L7. */
+static __always_inline int admit_egress(struct __sk_buff *skb, struct verdict_info *vi, const struct pkt *p,
+					const struct datapath_config *cfg, __u64 now, struct ct_value *fwd, __u32 rev)
+{
+	__u16 port = 0;
+
+	if (p->protocol == IPPROTO_TCP && local_l7_port(p, vi->src_identity, &port))
+		return to_proxy(skb, vi, p, DIR_EGRESS, cfg, now, fwd, rev, port);
+	return admit(vi, p, DIR_EGRESS, cfg, now, fwd, rev);
+}
+
+/* Admit an allowed connection whose entry may name the proxy: egress goes to the proxy; an
+ * ingress L7 port takes only the proxy's upstream connections. */
+static __always_inline int admit_allowed(struct __sk_buff *skb, struct verdict_info *vi, const struct pkt *p,
+					 __u8 dir, const struct datapath_config *cfg, __u64 now, struct ct_value *fwd,
+					 __u32 rev, __u16 proxy_port)
+{
+	if (dir == DIR_EGRESS)
+		return proxy_port ? to_proxy(skb, vi, p, dir, cfg, now, fwd, rev, proxy_port) :
+				    admit_egress(skb, vi, p, cfg, now, fwd, rev);
+	if (proxy_port && !from_proxy(skb))
+		return verdict_drop(vi, p, now, REASON_PROXY_REQUIRED);
+	return admit(vi, p, dir, cfg, now, fwd, rev);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct datapath_config cfg;
@@ -94,6 +152,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	struct ct_value *fwd = 0;
 	__u64 now = bpf_ktime_get_ns();
 	__u32 peer, rev, cookie = 0;
+	__u16 proxy_port = 0;
 	int res;
 
 	res = parse_packet(skb, &p);
@@ -119,6 +178,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			vi.dst_identity = ipcache_identity(p.daddr);
 			return verdict_drop(&vi, &p, now, res == LB_ERROR ? REASON_MALFORMED : REASON_NO_SERVICE_BACKEND);
 		}
+		/* Judged when it began: a packet of a connection the proxy holds goes to its socket. */
+		if (proxy_established(skb, &p))
+			return TC_ACT_OK;
 	}
 
 	ep = endpoint_lookup(dir == DIR_EGRESS ? p.saddr : p.daddr);
@@ -153,17 +215,19 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		vi.reason = REASON_NOT_ENFORCED;
 		if (endpoint_audits(ep, dir))
 			audit(&vi, &p, now, peer, dir, 1);
+		if (dir == DIR_EGRESS)
+			return admit_egress(skb, &vi, &p, &cfg, now, fwd, rev);
 		return admit(&vi, &p, dir, &cfg, now, fwd, rev);
 	}
 
-	res = policy_lookup(ep->endpoint_id, peer, dir, p.protocol, p.policy_dport, &cookie);
+	res = policy_lookup(ep->endpoint_id, peer, dir, p.protocol, p.policy_dport, &cookie, &proxy_port);
 	if (endpoint_audits(ep, dir))
 		audit(&vi, &p, now, peer, dir, res == POLICY_ALLOW);
 	switch (res) {
 	case POLICY_ALLOW:
 		vi.cookie = cookie;
 		vi.reason = REASON_ALLOWED;
-		return admit(&vi, &p, dir, &cfg, now, fwd, rev);
+		return admit_allowed(skb, &vi, &p, dir, &cfg, now, fwd, rev, proxy_port);
 	case POLICY_DENY:
 		vi.cookie = cookie;
 		return verdict_drop(&vi, &p, now, REASON_EXPLICIT_DENY);
@@ -190,8 +254,31 @@ int to_pod(struct __sk_buff *skb)
 	return ret;
 }
 
+/* A packet from another node: the proxy's connections, and new connections to an L7 port of a
+ * pod here (the redirect must happen at tc ingress). */
+static __always_inline int netdev_proxy(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct verdict_info vi = { .direction = DIR_INGRESS, .verdict = VERDICT_DROPPED };
+	struct endpoint_value *dst;
+	__u64 now = bpf_ktime_get_ns();
+	__u16 port = 0;
+
+	if (proxy_established(skb, p) || !tcp_syn(p))
+		return TC_ACT_OK;   /* not new: to_pod judges it (an L7 port admits only the proxy) */
+	vi.src_identity = ipcache_identity(p->saddr);
+	dst = local_l7_port(p, vi.src_identity, &port);
+	if (!dst)
+		return TC_ACT_OK;
+	vi.endpoint_id = dst->endpoint_id;
+	vi.dst_identity = dst->identity;
+	if (proxy_redirect(skb, p, port))
+		return verdict_drop(&vi, p, now, REASON_PROXY_DOWN);
+	vi.reason = REASON_PROXY_REDIRECT;
+	return verdict_pass(&vi, p, now, 1);
+}
+
 /* from_netdev  tc ingress of the node's underlay interface: north-south service translation,
- *              DSR arrivals, SNAT replies. No policy here: pods enforce theirs. */
+ *              DSR arrivals, SNAT replies, the L7 redirect. No policy here: pods enforce theirs. */
 SEC("tc")
 int from_netdev(struct __sk_buff *skb)
 {
@@ -206,7 +293,7 @@ int from_netdev(struct __sk_buff *skb)
 	case LB_ERROR:
 		return TC_ACT_SHOT;
 	default:
-		return TC_ACT_OK;
+		return p.protocol == IPPROTO_TCP ? netdev_proxy(skb, &p) : TC_ACT_OK;
 	}
 }
 

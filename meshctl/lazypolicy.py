@@ -109,7 +109,7 @@ class CompiledPolicyMap(FrozenMap[PolicyKey, PolicyEntry]):
         rows = self._rows
         if self._text is None and rows is not None:
             self._text = "[" + ",".join(
-                f"[{d},{i},{p},{port},{plen},{v.cookie},{'true' if v.deny else 'false'}]"
+                f"[{d},{i},{p},{port},{plen},{v.row_tail}"
                 for (d, i, p, port, plen), v in zip(rows[0], rows[1], strict=True)
             ) + "]"
         return super().canonical_text(make)

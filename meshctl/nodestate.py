@@ -321,10 +321,17 @@ class PolicyKey:
 
 @dataclass(frozen=True, order=True)
 class PolicyEntry:
-    """struct policy_value."""
+    """struct policy_value. proxy_port: an allow whose connections the node's L7 proxy judges."""
 
     cookie: int
     deny: bool = False
+    proxy_port: int = 0
+
+    @property
+    def row_tail(self) -> str:
+        """The value's half of a canonical policy row: "cookie,deny]" (",port" only with a proxy)."""
+        deny = "true" if self.deny else "false"
+        return f"{self.cookie},{deny},{self.proxy_port}]" if self.proxy_port else f"{self.cookie},{deny}]"
 
 
 # Interned policy keys and values, shared by every producer of NodeStates in one process (observe
@@ -332,7 +339,7 @@ class PolicyEntry:
 # (tuple comparison short-cuts on identity) instead of calling the dataclass __eq__ per entry.
 PolicyKeyTuple = tuple[int, int, int, int, int]  # (direction, identity, protocol, port, port_prefix)
 POLICY_KEYS: dict[PolicyKeyTuple, PolicyKey] = {}
-POLICY_ENTRIES: dict[tuple[int, bool], PolicyEntry] = {}
+POLICY_ENTRIES: dict[tuple[int, bool, int], PolicyEntry] = {}
 _INTERN_LIMIT = 1_000_000
 
 
@@ -346,12 +353,12 @@ def intern_policy_key(t: PolicyKeyTuple) -> PolicyKey:
     return key
 
 
-def intern_policy_entry(cookie: int, deny: bool) -> PolicyEntry:
-    entry = POLICY_ENTRIES.get((cookie, deny))
+def intern_policy_entry(cookie: int, deny: bool, proxy_port: int = 0) -> PolicyEntry:
+    entry = POLICY_ENTRIES.get((cookie, deny, proxy_port))
     if entry is None:
         if len(POLICY_ENTRIES) >= _INTERN_LIMIT:
             POLICY_ENTRIES.clear()
-        entry = POLICY_ENTRIES[(cookie, deny)] = PolicyEntry(cookie, deny)
+        entry = POLICY_ENTRIES[(cookie, deny, proxy_port)] = PolicyEntry(cookie, deny, proxy_port)
     return entry
 
 
@@ -561,6 +568,65 @@ class ForeignEntry:
         return [self.map, self.owner, self.key, self.value]
 
 
+# The port of the node's HTTP proxy listener (127.0.0.1): policy entries of L7 ports carry it.
+HTTP_PROXY_PORT = 15001
+
+
+@dataclass(frozen=True, order=True)
+class HttpRule:
+    """One `rules.http[]` item (Cilium's PortRuleHTTP): every field that is set must match.
+
+    method, path and host are extended regular expressions matched in full (empty = any);
+    headers: "Name" (present) or "Name: value" (exactly that value); header_matches:
+    headerMatches as (name, value) with the default mismatch action (the request is denied)."""
+
+    method: str = ""
+    path: str = ""
+    host: str = ""
+    headers: tuple[str, ...] = ()
+    header_matches: tuple[tuple[str, str], ...] = ()
+
+    def canonical(self) -> list[Any]:
+        return [self.method, self.path, self.host, list(self.headers), [list(h) for h in self.header_matches]]
+
+    @classmethod
+    def from_canonical(cls, row: list[Any]) -> HttpRule:
+        method, path, host, headers, matches = row
+        return cls(method, path, host, tuple(headers), tuple((n, v) for n, v in matches))
+
+
+@dataclass(frozen=True, order=True)
+class HttpPolicy:
+    """What the node's L7 proxy allows on one L7 port of a local endpoint, from one peer.
+
+    The policy map entry of (endpoint, direction, peer, port) carries the proxy port, so the
+    datapath hands such connections to the proxy; the proxy allows a request when any HttpPolicy
+    of its endpoint, direction and port whose peer matches the connection has a rule that
+    matches the request. identity 0 = any peer; cookie = the rule that gives these."""
+
+    endpoint: IPv4Address
+    direction: Direction
+    port: int
+    last_port: int  # port..last_port: a range (Cilium's endPort), or one port
+    identity: int
+    cookie: int
+    rules: tuple[HttpRule, ...]
+
+    def canonical(self) -> list[Any]:
+        return [str(self.endpoint), int(self.direction), self.port, self.last_port, self.identity,
+                self.cookie, [r.canonical() for r in self.rules]]
+
+    @classmethod
+    def from_canonical(cls, row: list[Any]) -> HttpPolicy:
+        ep, direction, port, last, identity, cookie, rules = row
+        return cls(IPv4Address(ep), Direction(direction), int(port), int(last), int(identity), int(cookie),
+                   tuple(HttpRule.from_canonical(r) for r in rules))
+
+    @property
+    def ports(self) -> str:
+        return str(self.port) if self.port == self.last_port else f"{self.port}-{self.last_port}"
+
+
 @dataclass(frozen=True, order=True)
 class ForeignProgram:
     """A tc or tcx program on an interface meshctl manages that meshctl did not attach.
@@ -604,6 +670,7 @@ class NodeState:
     encryption: WireguardState = NO_ENCRYPTION
     load_balancer: LoadBalancerState = NO_LOAD_BALANCER
     foreign: frozenset[ForeignEntry] = frozenset()  # observed only: entries compile never makes
+    http: frozenset[HttpPolicy] = frozenset()  # the L7 proxy's HTTP rules (Envoy's config)
     # observed only, never compared: programs of others on meshctl's interfaces
     foreign_programs: tuple[ForeignProgram, ...] = field(default=(), compare=False)
 
@@ -619,7 +686,8 @@ class NodeState:
                 [
                     ep,
                     [
-                        [int(k.direction), k.identity, k.protocol, k.port, k.port_prefix, v.cookie, v.deny]
+                        [int(k.direction), k.identity, k.protocol, k.port, k.port_prefix, v.cookie, v.deny,
+                         *([v.proxy_port] if v.proxy_port else [])]
                         for k, v in entries.items()
                     ],
                 ]
@@ -630,6 +698,7 @@ class NodeState:
             **({"load_balancer": self.load_balancer.canonical()} if self.load_balancer != NO_LOAD_BALANCER
                else {}),
             **({"foreign": _foreign_rows(self.foreign)} if self.foreign else {}),
+            **({"http": http_rows(self.http)} if self.http else {}),
         }
 
     @classmethod
@@ -648,8 +717,9 @@ class NodeState:
                 {
                     int(ep): FrozenMap(
                         {
-                            PolicyKey(Direction(dr), ident, proto, port, pfx): PolicyEntry(cookie, bool(deny))
-                            for dr, ident, proto, port, pfx, cookie, deny in entries
+                            PolicyKey(Direction(dr), ident, proto, port, pfx):
+                                PolicyEntry(cookie, bool(deny), *proxy)
+                            for dr, ident, proto, port, pfx, cookie, deny, *proxy in entries
                         }
                     )
                     for ep, entries in d["policies"]
@@ -665,6 +735,7 @@ class NodeState:
                 else NO_LOAD_BALANCER
             ),
             foreign=frozenset(ForeignEntry(m, int(o), k, v) for m, o, k, v in d.get("foreign", ())),
+            http=frozenset(HttpPolicy.from_canonical(r) for r in d.get("http", ())),
         )
 
     def fingerprint(self, parts: Mapping[str, str] | None = None) -> str:
@@ -711,6 +782,8 @@ class NodeState:
             parts["load_balancer"] = dumps(self.load_balancer.canonical())
         if self.foreign:
             parts["foreign"] = dumps(_foreign_rows(self.foreign))
+        if self.http:
+            parts["http"] = dumps(http_rows(self.http))
         return parts
 
 
@@ -728,6 +801,10 @@ def attachments_text(attachments: frozenset[Attachment], known: str | None = Non
             sorted([str(a.endpoint), a.hook, a.build] for a in attachments))
         hit = _ATTACHMENT_TEXTS[id(attachments)] = (attachments, text)
     return hit[1]
+
+
+def http_rows(http: frozenset[HttpPolicy]) -> list[list[Any]]:
+    return [p.canonical() for p in sorted(http)]
 
 
 def _foreign_rows(foreign: frozenset[ForeignEntry]) -> list[list[Any]]:
@@ -810,6 +887,6 @@ def _policy_text(entries: Mapping[PolicyKey, PolicyEntry]) -> str:
             h = heads[id(k)] = (k, f"[{int(k.direction)},{k.identity},{k.protocol},{k.port},{k.port_prefix},")
         t = tails.get(id(v))
         if t is None or t[0] is not v:
-            t = tails[id(v)] = (v, f"{v.cookie},{'true' if v.deny else 'false'}]")
+            t = tails[id(v)] = (v, v.row_tail)
         rows.append(h[1] + t[1])
     return "[" + ",".join(rows) + "]"

@@ -11,7 +11,7 @@
 
 #include <linux/types.h>
 
-#define MESHCTL_ABI_VERSION 1
+#define MESHCTL_ABI_VERSION 2
 
 /* Reserved numeric identities (Cilium's pkg/identity/numericidentity.go). */
 enum reserved_identity {
@@ -48,6 +48,11 @@ enum flow_reason {
 	REASON_IPV6 = 4,             /* IPv6 dropped by setting (CONFIG_F_IPV6_PASS unset) */
 	REASON_MALFORMED = 5,        /* truncated or unparseable packet */
 	REASON_NO_ENDPOINT = 6,      /* packet on a pod veth for an address with no endpoint entry */
+	/* 7 is REASON_NO_SERVICE_BACKEND (load balancer, below). */
+	REASON_PROXY_DOWN = 8,       /* an L7 port, and the node's proxy does not listen: fail closed */
+	REASON_PROXY_REQUIRED = 9,   /* an L7 port reached outside the proxy (a connection opened
+	                              * before the L7 rule, or a packet that bypassed the redirect) */
+	REASON_PROXY_REDIRECT = 10,  /* forwarded: allowed at L4 and handed to the L7 proxy */
 };
 
 /* ipcache: LPM trie, IPv4 prefix -> identity. No match means IDENTITY_WORLD. */
@@ -107,8 +112,16 @@ struct policy_key {
 struct policy_value {
 	__u32 cookie;                /* stable id of the rule that made this entry */
 	__u8 flags;                  /* POLICY_F_* */
-	__u8 pad[3];
+	__u8 pad;
+	__u16 proxy_port;            /* allow with L7 rules: the node's proxy listener (host order) */
 };
+
+/* L7 proxy redirect (lib/proxy.h). The datapath marks a packet it hands to the proxy with
+ * MARK_TO_PROXY (a policy routing rule of the node delivers it locally); the proxy marks its
+ * upstream connections MARK_FROM_PROXY, and an L7 port admits only those. */
+#define MARK_PROXY_MASK 0xf00
+#define MARK_TO_PROXY 0x200
+#define MARK_FROM_PROXY 0xa00
 
 /* Connection tracking: LRU hash on the 5-tuple plus the direction in which the connection was
  * first seen by this node's endpoint (ingress at the receiver, egress at the sender).

@@ -57,7 +57,7 @@ enum policy_verdict {
 };
 
 static __always_inline int policy_lookup(__u32 endpoint_id, __u32 peer_identity, __u8 dir,
-					 __u8 protocol, __be16 dport, __u32 *cookie)
+					 __u8 protocol, __be16 dport, __u32 *cookie, __u16 *proxy_port)
 {
 	struct policy_key key = {
 		.prefixlen = POLICY_PREFIX_FULL,
@@ -70,6 +70,7 @@ static __always_inline int policy_lookup(__u32 endpoint_id, __u32 peer_identity,
 	void *inner;
 
 	*cookie = 0;
+	*proxy_port = 0;
 	inner = bpf_map_lookup_elem(&policy_maps, &endpoint_id);
 	if (!inner)
 		return POLICY_NO_MATCH;
@@ -87,10 +88,12 @@ static __always_inline int policy_lookup(__u32 endpoint_id, __u32 peer_identity,
 	}
 	if (l3) {
 		*cookie = l3->cookie;
+		*proxy_port = l3->proxy_port;
 		return POLICY_ALLOW;
 	}
 	if (l4) {
 		*cookie = l4->cookie;
+		*proxy_port = l4->proxy_port;
 		return POLICY_ALLOW;
 	}
 	return POLICY_NO_MATCH;

@@ -41,6 +41,7 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
     only those nodes are asked for their share of the state. `impact=False` skips the
     connectivity impact (drift reports objects, not connections)."""
     from meshctl.app.encryption import with_encryption
+    from meshctl.app.proxyrules import check_http_rules
     from meshctl.audit import plan_inputs
     from meshctl.dataplane.node import current_build
     from meshctl.loadbalancer.hook import with_load_balancer
@@ -55,6 +56,7 @@ def make_plan(ws: Workspace, only: Sequence[str] = (), *, lock_held: bool = Fals
         cluster = load_cluster_state(ws, nodes)  # lineage, serial and tables as the nodes hold them
         state = cluster.state
         compiled = compile_desired(ws.desired, state, compiled_build, runtime)
+        check_http_rules(compiled)  # Envoy's own verdict on the L7 regexes, before any node sees them
         state = persist_tables(ws.state_dir, state, compiled, runtime=runtime is not None)
     if observed is None:
         observed = ws.backend.observe_many(nodes)  # the lab's maps, or each node's agent

@@ -42,7 +42,8 @@ REASON_NO_ENDPOINT = 6
 POLICY_DROP_REASONS = frozenset({REASON_DEFAULT_DENY, REASON_EXPLICIT_DENY})
 # enum flow_reason of bpf/lib/common.h, the drop reasons (REASON_NO_SERVICE_BACKEND is 7)
 DROP_REASON_NAMES = {2: "default deny", 3: "explicit deny", 4: "IPv6 dropped", 5: "malformed packet",
-                     6: "no endpoint", 7: "no service backend"}
+                     6: "no endpoint", 7: "no service backend", 8: "L7 proxy down",
+                     9: "L7 port outside the proxy"}
 
 # (verdict, reason, direction) -> packets, summed over CPUs (struct metrics_key of common.h)
 MetricCounts = Mapping[tuple[int, int, int], int]

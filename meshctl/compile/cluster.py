@@ -18,7 +18,7 @@ from meshctl.compile.documents import Document
 from meshctl.compile.identities import RESERVED_LABELS, EndpointTable, IdentityTable, cidr_identities
 from meshctl.compile.ir import CidrRule, CompileWarning, Isolation, Peers, Rule, Translated
 from meshctl.compile.labels import identity_label_sets
-from meshctl.compile.mapstate import Grant, MapState, build_mapstate
+from meshctl.compile.mapstate import Grant, HttpGrant, MapState, build_mapstate
 from meshctl.compile.selectors import SelectorIndex
 from meshctl.compile.spec import ClusterSpec, PodSpec, spec_from_desired
 from meshctl.compile.translate import PROTOCOLS, translate
@@ -30,6 +30,7 @@ from meshctl.nodestate import (
     Direction,
     EndpointEntry,
     FrozenMap,
+    HttpPolicy,
     IpcacheEntry,
     NodeState,
     PolicyEntry,
@@ -386,6 +387,7 @@ def _compile_spec(
 
         endpoints: dict[IPv4Address, EndpointEntry] = {}
         policies: dict[int, FrozenMap[PolicyKey, PolicyEntry]] = {}
+        http: list[HttpPolicy] = []
         eps_cat: dict[int, str] = {}
         node_eps = endpoint_ids.by_pod.get(node, {})
         for pod in sorted(local, key=lambda p: pod_key[id(p)]):
@@ -411,6 +413,8 @@ def _compile_spec(
             entries, enf_in, enf_out, audit = made.entries, made.enforce_in, made.enforce_out, made.audit
             policies[ep_id] = entries
             eps_cat[ep_id] = key
+            http.extend(HttpPolicy(pod.ip, Direction(d), first, last, peer, cookies[origin], rules)  # type: ignore[arg-type]
+                        for d, peer, first, last, origin, rules in made.http)
             if audit is None:
                 endpoints[pod.ip] = EndpointEntry(ep_id, ident, enf_in, enf_out)  # type: ignore[index]
             else:
@@ -439,6 +443,7 @@ def _compile_spec(
             endpoints=FrozenMap.from_sorted(sorted(endpoints.items(), key=lambda kv: int(kv[0]))),
             policies=FrozenMap(policies),
             attachments=attachments,
+            http=frozenset(http),
         )
         catalog_eps[node] = FrozenMap(eps_cat)
 
@@ -527,6 +532,7 @@ class _Memoized:
     audit: _Audit | None
     warnings: tuple[CompileWarning, ...]
     ineffective_l7: tuple[tuple[RuleOrigin, RuleOrigin], ...]
+    http: tuple[HttpGrant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -559,7 +565,7 @@ def _endpoint(
     ms, enf_in, enf_out = _endpoint_policy(c, mode, rules, isos, pod, node_cidrs, cookies, said)
     audit = _audit_policy(c, mode, rules, isos, list(inputs.staged_rules), list(inputs.staged_isolations),
                           pod, node_cidrs, cookies, said)
-    return _Memoized(inputs, ms.entries, enf_in, enf_out, audit, tuple(said), ms.ineffective_l7)
+    return _Memoized(inputs, ms.entries, enf_in, enf_out, audit, tuple(said), ms.ineffective_l7, ms.http)
 
 
 def _endpoint_policy(
@@ -590,7 +596,8 @@ def _endpoint_policy(
         if not peer_ids:
             continue
         for idents, ports in _ports_for(c, rule, peer_ids, pod, warnings):
-            grants.append(Grant(rule.origin, rule.direction, rule.deny, idents, ports, bool(rule.l7)))
+            grants.append(Grant(rule.origin, rule.direction, rule.deny, idents, ports, bool(rule.l7),
+                                rule.http))
     return build_mapstate(grants, cookies), enforce[Direction.INGRESS], enforce[Direction.EGRESS]
 
 

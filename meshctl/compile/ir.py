@@ -13,7 +13,7 @@ from ipaddress import IPv4Network
 
 from meshctl.catalog import RuleOrigin
 from meshctl.compile.selectors import Selector
-from meshctl.nodestate import Direction
+from meshctl.nodestate import Direction, HttpRule
 
 
 @dataclass(frozen=True, order=True)
@@ -124,7 +124,8 @@ class Rule:
     deny: bool
     peers: Peers
     ports: tuple[PortSpec, ...] | None = None
-    l7: str = ""  # description of L7 rules riding on this rule (not enforced)
+    l7: str = ""  # description of the L7 rules riding on this rule
+    http: tuple[HttpRule, ...] | None = None  # rules.http: the node's proxy judges each request
 
 
 @dataclass(frozen=True, order=True)

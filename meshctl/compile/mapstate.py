@@ -14,7 +14,16 @@ from functools import lru_cache
 from meshctl.catalog import RuleOrigin
 from meshctl.compile.ports import range_to_prefixes
 from meshctl.lazypolicy import CompiledPolicyMap
-from meshctl.nodestate import PROTO_ANY, Direction, FrozenMap, PolicyEntry, PolicyKey, intern_policy_entry
+from meshctl.nodestate import (
+    HTTP_PROXY_PORT,
+    PROTO_ANY,
+    Direction,
+    FrozenMap,
+    HttpRule,
+    PolicyEntry,
+    PolicyKey,
+    intern_policy_entry,
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,7 @@ class Grant:
     identities: tuple[int, ...]
     ports: tuple[tuple[int, int, int], ...] | None  # None = any protocol
     l7: bool = False
+    http: tuple[HttpRule, ...] | None = None  # the proxy judges these ports' requests
 
 
 Tup = tuple[int, int, int, int, int]  # (direction, identity, protocol, port, port_prefix)
@@ -46,12 +56,19 @@ def _covers(a: Tup, b: Tup) -> bool:
     return (a[3] ^ b[3]) >> (16 - a[4]) == 0
 
 
+# (direction, peer identity or 0, first port, last port, the rule, its HTTP rules): what the
+# proxy allows
+HttpGrant = tuple[int, int, int, int, RuleOrigin, tuple[HttpRule, ...]]
+
+
 @dataclass(frozen=True)
 class MapState:
-    """One endpoint's entries (origins: catalog.cookies[entry.cookie]) and ineffective L7 pairs."""
+    """One endpoint's entries (origins: catalog.cookies[entry.cookie]), ineffective L7 pairs and
+    the HTTP rules of the ports whose entries send connections to the proxy."""
 
     entries: FrozenMap[PolicyKey, PolicyEntry]
     ineffective_l7: tuple[tuple[RuleOrigin, RuleOrigin], ...]  # (l7 rule, L4-only rule)
+    http: tuple[HttpGrant, ...] = ()
 
 
 @lru_cache(maxsize=65536)
@@ -95,15 +112,31 @@ def build_mapstate(grants: Iterable[Grant], cookies: dict[RuleOrigin, int]) -> M
                     del allow[key]
                     break
     ineffective: set[tuple[RuleOrigin, RuleOrigin]] = set()
+    wildcarded: set[Tup] = set()
     if l7_keys:
         plain_by_ident: dict[tuple[int, int], list[Tup]] = {}
         for key in plain_allow:
             plain_by_ident.setdefault((key[0], key[1]), []).append(key)
+        # An L4-only allow of the same peer (or of every peer) and port wildcards L7 (Cilium).
         for key, l7_origin in l7_keys.items():
-            for pkey in plain_by_ident.get((key[0], key[1]), ()):
-                if _covers(pkey, key) and plain_allow[pkey] != l7_origin:
-                    ineffective.add((l7_origin, plain_allow[pkey]))
+            for pkey in (*plain_by_ident.get((key[0], key[1]), ()), *plain_by_ident.get((key[0], 0), ())):
+                if _covers(pkey, key):
+                    wildcarded.add(key)
+                    if plain_allow[pkey] != l7_origin:
+                        ineffective.add((l7_origin, plain_allow[pkey]))
+    http: list[HttpGrant] = []
+    for grant in ordered:
+        if grant.http is None or grant.deny:
+            continue
+        for key in _grant_keys(grant):
+            if key in wildcarded or key not in allow:  # wildcarded, or a deny shadows it
+                continue
+            entry = allow[key]
+            if not entry.proxy_port:
+                allow[key] = _entry(entry.cookie, False, HTTP_PROXY_PORT)
+            http.append((key[0], key[1], key[3], key[3] + (1 << (16 - key[4])) - 1, grant.origin, grant.http))
     merged = {**allow, **deny}
     # Tuples sort exactly like PolicyKey (same fields, same order); the keys are made when read.
     order = sorted(merged)
-    return MapState(CompiledPolicyMap(order, [merged[t] for t in order]), tuple(sorted(ineffective)))
+    return MapState(CompiledPolicyMap(order, [merged[t] for t in order]), tuple(sorted(ineffective)),
+                    tuple(sorted(set(http))))

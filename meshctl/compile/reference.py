@@ -272,6 +272,8 @@ class Reference:
             for item in tp.get("ports") or [{}]:
                 name = str(item.get("protocol") or "ANY").upper()
                 protos = (PROTO_TCP, PROTO_UDP, PROTO_SCTP) if name == "ANY" else (PROTOCOLS[name],)
+                if (tp.get("rules") or {}).get("http"):  # Cilium: HTTP rules make ANY mean TCP
+                    protos = (PROTO_TCP,)
                 if self._port_matches(protos, item, q, local, peer, direction):
                     return True
         return False

@@ -27,7 +27,7 @@ from meshctl.compile.ir import (
 from meshctl.compile.labels import NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX
 from meshctl.compile.selectors import Requirement, Selector, parse_selector
 from meshctl.errors import CompileError
-from meshctl.nodestate import PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction
+from meshctl.nodestate import PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction, HttpRule
 
 PROTOCOLS = {"TCP": PROTO_TCP, "UDP": PROTO_UDP, "SCTP": PROTO_SCTP}
 NS_EXISTS = Requirement("k8s", NAMESPACE_LABEL, "Exists")
@@ -227,20 +227,57 @@ def _scoped(doc: Document, raw: Mapping[str, Any] | None, path: str) -> Selector
     return sel.with_requirement(_ns_is(doc.namespace))
 
 
+HttpPart = tuple[tuple[PortSpec, ...], tuple[HttpRule, ...]]
+
+
+def _http_rule(raw: Mapping[str, Any]) -> HttpRule:
+    """Cilium's PortRuleHTTP as the proxy matches it; a header "Name: value" (or "Name value")
+    must have that value, a bare "Name" must be present (Cilium's getHTTPRule)."""
+    headers = []
+    for h in raw.get("headers") or ():
+        name, _, value = str(h).partition(" ")
+        headers.append(f"{name.rstrip(':')}: {value}" if value else name.rstrip(":"))
+    matches = tuple((str(m["name"]), str(m.get("value") or "")) for m in raw.get("headerMatches") or ())
+    return HttpRule(str(raw.get("method") or ""), str(raw.get("path") or ""), str(raw.get("host") or ""),
+                    tuple(headers), matches)
+
+
+def _http_ports(b: _Builder, tp: Mapping[str, Any], path: str) -> tuple[PortSpec, ...]:
+    """The ports of a toPorts item with HTTP rules: TCP only (Cilium: ANY means TCP here)."""
+    specs = []
+    for j, p in enumerate(tp.get("ports") or ()):
+        ppath = f"{path}.ports[{j}]"
+        proto_name = str(p.get("protocol") or "ANY").upper()
+        if proto_name not in ("ANY", "TCP"):
+            raise CompileError(f"{_where(b.doc, ppath + '.protocol')}: HTTP rules apply to TCP ports only")
+        specs.append(_port_spec(b.doc, PROTO_TCP, p.get("port"), p.get("endPort"), ppath))
+    return tuple(specs) or (PortSpec(PROTO_TCP),)
+
+
 def _cilium_ports(
     b: _Builder, rule: Mapping[str, Any], path: str, deny: bool
-) -> tuple[tuple[PortSpec, ...] | None, str]:
+) -> tuple[tuple[PortSpec, ...] | None, str, list[HttpPart]]:
+    """Plain ports (None = any protocol), a description of the L7 rules, and the toPorts items
+    with HTTP rules (each becomes its own rule: the proxy judges those ports)."""
     to_ports = rule.get("toPorts")
     icmps = rule.get("icmps")
     if to_ports is None and icmps is None:
-        return None, ""
+        return None, "", []
     specs: list[PortSpec] = []
     l7: list[str] = []
+    http: list[HttpPart] = []
     for i, tp in enumerate(to_ports or ()):
+        tpath = f"{path}.toPorts[{i}]"
+        rules = tp.get("rules") or {}
+        if rules.get("http"):
+            ports = _http_ports(b, tp, tpath)
+            http.append((ports, tuple(_http_rule(r or {}) for r in rules["http"])))
+            l7.append(f"http on {','.join(str(s) for s in ports)}")
+            continue
         ports = tp.get("ports") or [{}]
         for j, p in enumerate(ports):
             proto_name = str(p.get("protocol") or "ANY").upper()
-            ppath = f"{path}.toPorts[{i}].ports[{j}]"
+            ppath = f"{tpath}.ports[{j}]"
             if proto_name == "ANY":
                 protos = [PROTO_TCP, PROTO_UDP, PROTO_SCTP]
             elif proto_name in PROTOCOLS:
@@ -249,15 +286,13 @@ def _cilium_ports(
                 raise CompileError(f"{_where(b.doc, ppath + '.protocol')}: unknown protocol {proto_name!r}")
             for proto in protos:
                 specs.append(_port_spec(b.doc, proto, p.get("port"), p.get("endPort"), ppath))
-        rules = tp.get("rules")
-        if rules and any(rules.get(k) for k in rules):
+        if any(rules.get(k) for k in rules):
             kinds = ",".join(sorted(k for k in rules if rules.get(k)))
             ports_txt = ",".join(str(s) for s in specs[-len(ports) * 3 :]) or "all ports"
             l7.append(f"{kinds} on {ports_txt}")
             b.warn(
                 "l7-not-enforced",
-                f"{path}.toPorts[{i}].rules: L7 rules are not enforced yet: "
-                f"{kinds} rules ignored, port is allowed at L4",
+                f"{tpath}.rules: {kinds} rules are not enforced yet: ignored, port is allowed at L4",
             )
     if icmps:
         specs.append(PortSpec(PROTO_ICMP))
@@ -265,7 +300,7 @@ def _cilium_ports(
             "unsupported",
             f"{path}.icmps: ICMP types are not matched yet: all ICMP is {'denied' if deny else 'allowed'}",
         )
-    return tuple(sorted(set(specs))), "; ".join(l7)
+    return tuple(sorted(set(specs))), "; ".join(l7), http
 
 
 def _cilium_peers(b: _Builder, direction: Direction, rule: Mapping[str, Any], path: str) -> Peers | None:
@@ -332,15 +367,14 @@ def _cilium_spec(b: _Builder, spec: Mapping[str, Any], prefix: str, at: tuple[st
                 first = first or (section, i)
                 path = f"{prefix}{section}[{i}]"
                 peers = _cilium_peers(b, direction, rule or {}, path)
-                ports, l7 = _cilium_ports(b, rule or {}, path, deny)
+                ports, l7, http = _cilium_ports(b, rule or {}, path, deny)
                 if peers is None:
                     peers = Peers(wildcard=True) if ports is not None else Peers()
-                b.rules.append(
-                    Rule(
-                        b.origin(prefix + section, i, (*at, section, i)),
-                        subject, direction, deny, peers, ports, l7,
-                    )
-                )
+                origin = b.origin(prefix + section, i, (*at, section, i))
+                if ports or not http:  # HTTP ports are rules of their own: the proxy judges them
+                    b.rules.append(Rule(origin, subject, direction, deny, peers, ports, l7))
+                b.rules.extend(Rule(origin, subject, direction, deny, peers, p, l7, rules)
+                               for p, rules in http)
         if enforced and first:
             dd = default_deny.get(direction.label)
             b.isolations.append(

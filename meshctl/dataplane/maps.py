@@ -177,7 +177,8 @@ def encode_policy(key: PolicyKey, entry: PolicyEntry) -> tuple[bytes, bytes]:
         protocol=key.protocol,
         dport_be=be16(key.port),
     )
-    v = S.PolicyValue(cookie=entry.cookie, flags=int(S.PolicyFlags.DENY) if entry.deny else 0)
+    v = S.PolicyValue(cookie=entry.cookie, flags=int(S.PolicyFlags.DENY) if entry.deny else 0,
+                      proxy_port=entry.proxy_port)
     return bytes(k), bytes(v)
 
 
@@ -186,9 +187,10 @@ def decode_policy(key: bytes, value: bytes) -> tuple[PolicyKey, PolicyEntry]:
     decode_policy_dump, which keeps such entries as foreign)."""
     t = policy_key_fields(key)
     v = S.PolicyValue.from_buffer_copy(value)
-    if t is None or v.flags & ~int(S.PolicyFlags.DENY) or bytes(v.pad) != b"\0\0\0":
+    if t is None or v.flags & ~int(S.PolicyFlags.DENY) or v.pad:
         raise ValueError(f"policy entry {key.hex()}={value.hex()} is not in a form meshctl writes")
-    return PolicyKey(Direction(t[0]), *t[1:]), PolicyEntry(v.cookie, bool(v.flags & S.PolicyFlags.DENY))
+    return (PolicyKey(Direction(t[0]), *t[1:]),
+            PolicyEntry(v.cookie, bool(v.flags & S.PolicyFlags.DENY), v.proxy_port))
 
 
 POLICY_KEY_SIZE = 12  # sizeof(struct policy_key); checked against structs.py at import below
@@ -240,14 +242,14 @@ def _raw_key(raw: bytes) -> tuple[int, PolicyKey | None, str]:
 
 def _raw_value(raw: bytes) -> tuple[PolicyEntry | None, str]:
     """As _raw_key for a value: _FOREIGN_VALUE for unknown flag bits or a non-zero pad."""
-    cookie, flags = IPCACHE_VALUE.unpack(raw[:8])  # u32 cookie, u8 flags + pad: same layout
+    cookie, word = IPCACHE_VALUE.unpack(raw[:8])  # u32 cookie; u8 flags, u8 pad, u16 proxy_port
     if len(_RAW_VALUES) >= _CACHE_LIMIT:
         _RAW_VALUES.clear()
-    if flags & ~int(S.PolicyFlags.DENY):
+    if word & 0xFFFF & ~int(S.PolicyFlags.DENY):
         _RAW_VALUES[raw] = _FOREIGN_VALUE
         return _FOREIGN_VALUE
-    entry = intern_policy_entry(cookie, bool(flags & S.PolicyFlags.DENY))
-    out = _RAW_VALUES[raw] = (entry, f"{entry.cookie},{'true' if entry.deny else 'false'}]")
+    entry = intern_policy_entry(cookie, bool(word & S.PolicyFlags.DENY), word >> 16)
+    out = _RAW_VALUES[raw] = (entry, entry.row_tail)
     return out
 
 

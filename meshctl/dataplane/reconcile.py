@@ -1,10 +1,12 @@
 """Make one node's kernel hold a target NodeState, make-before-break.
 
-Order: load the object (if this build is not loaded yet), config, ipcache adds/updates, each
+Order: load the object (if this build is not loaded yet), the L7 proxy's rules (old and new
+together, so no redirect meets a proxy without its rules), config, ipcache adds/updates, each
 changed endpoint's policy swapped in whole (new inner map, then one pointer update), endpoint
 adds/updates, attachments added; then deletions last: attachments, endpoints, policy outer
-entries, ipcache prefixes, and entries in forms compile never writes (NodeState.foreign). So a
-packet never meets an endpoint whose policy or peers are missing.
+entries, ipcache prefixes, and entries in forms compile never writes (NodeState.foreign), and
+the proxy's rules as the target has them. So a packet never meets an endpoint whose policy or
+peers are missing.
 
 Every step is idempotent (upserts; deleting what is gone is fine), so running reconcile again
 from any half-done point converges on the target: the apply engine uses it for apply, revert
@@ -20,10 +22,12 @@ from __future__ import annotations
 import errno as errno_mod
 import logging
 from collections.abc import Iterable, Mapping
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TypeVar
 
 from meshctl.dataplane import lb_maps
+from meshctl.dataplane.envoy import ProxyFiles, envoy_running, wait_version, write_routes
 from meshctl.dataplane.foreign import ARRAYS, lpm_slot
 from meshctl.dataplane.libbpf import Map
 from meshctl.dataplane.maps import (
@@ -41,7 +45,7 @@ from meshctl.dataplane.node import NodeDatapath
 from meshctl.dataplane.policy_rev import bump_revision
 from meshctl.dataplane.wireguard.reconcile import reconcile_wireguard
 from meshctl.errors import DataplaneError
-from meshctl.nodestate import ForeignEntry, NodeState
+from meshctl.nodestate import ForeignEntry, HttpPolicy, IpcacheEntry, NodeState
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -52,6 +56,13 @@ def reconcile(datapath: NodeDatapath, current: NodeState, target: NodeState) -> 
     """Drive the node from `current` (observed) to `target`."""
     datapath.ensure_loaded()
     pins = datapath.pin_dir
+    proxy = ProxyFiles.of(datapath.cluster, datapath.node)
+    # The proxy matches peers by address: its rules follow the ipcache as well as the HTTP rules.
+    proxy_moves = bool(target.http or current.http) and (
+        target.http != current.http or target.ipcache != current.ipcache)
+    # The proxy's rules before the redirects that need them: old and new rules together first.
+    if proxy_moves and target.http:
+        _proxy_rules(proxy, current.http | target.http, {**current.ipcache, **target.ipcache})
     with ConfigMap.from_dir(pins) as cfg:
         cfg.write(target.config)  # one syscall: always written, so a zeroed map converges too
 
@@ -89,9 +100,20 @@ def reconcile(datapath: NodeDatapath, current: NodeState, target: NodeState) -> 
             ipcache.remove(gone_prefixes)
     if current.foreign:
         _remove_foreign(pins, current.foreign, target)
+    if proxy_moves:  # the redirects are gone: now the rules may go
+        _proxy_rules(proxy, target.http, target.ipcache)
     reconcile_wireguard(datapath.cluster, datapath.node, datapath.netns, current.encryption,
                         target.encryption)
     bump_revision(pins)  # last: tracked connections are judged again, against the whole target
+
+
+def _proxy_rules(proxy: ProxyFiles, http: frozenset[HttpPolicy],
+                 ipcache: Mapping[IPv4Network, IpcacheEntry]) -> None:
+    """Hand the node's Envoy its HTTP rules and wait until it runs them (the supervisor starts it
+    when the node first has rules). With no rule and no Envoy there is nothing to wait for."""
+    version = write_routes(proxy, http, ipcache)
+    if http or envoy_running(proxy):
+        wait_version(proxy, version)
 
 
 def _written_slots(target: NodeState) -> dict[str, set[bytes]]:

@@ -13,7 +13,7 @@ import ctypes
 import enum
 from ctypes import c_uint8, c_uint16, c_uint32, c_uint64
 
-MESHCTL_ABI_VERSION = 1
+MESHCTL_ABI_VERSION = 2
 
 
 class Verdict(enum.IntEnum):
@@ -116,7 +116,7 @@ class PolicyKey(ctypes.Structure):
 class PolicyValue(ctypes.Structure):
     """struct policy_value."""
 
-    _fields_ = [("cookie", c_uint32), ("flags", c_uint8), ("pad", c_uint8 * 3)]
+    _fields_ = [("cookie", c_uint32), ("flags", c_uint8), ("pad", c_uint8), ("proxy_port", c_uint16)]
 
 
 class CtKey(ctypes.Structure):

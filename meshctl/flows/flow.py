@@ -24,6 +24,10 @@ REASONS = {
     4: "IPv6 dropped",
     5: "malformed packet",
     6: "no endpoint",
+    7: "no service backend",
+    8: "L7 proxy down",
+    9: "L7 port outside the proxy",
+    10: "to L7 proxy",
 }
 REASON_ALLOWED = 0
 REASON_NOT_ENFORCED = 1

@@ -59,6 +59,8 @@ DROP_REASONS = {
     4: "UNSUPPORTED_L3_PROTOCOL",  # IPv6, dropped by [datapath] ipv6 = "drop"
     5: "INVALID_PACKET_DROPPED",  # malformed headers
     6: "NO_ENDPOINT",  # a pod veth with no endpoint entry: the node fails closed
+    8: "PROXY_LOOKUP_FAILED",  # an L7 port while the node's proxy does not listen (fail closed)
+    9: "PROXY_REQUIRED",  # an L7 port reached outside the proxy
 }
 # Reasons decided by the endpoint's policy (the others are not policy verdicts).
 REASON_ALLOWED, REASON_NOT_ENFORCED, REASON_DEFAULT_DENY, REASON_EXPLICIT_DENY = 0, 1, 2, 3

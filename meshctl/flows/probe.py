@@ -1,12 +1,13 @@
 """Connections for `connectivity test` that know their own source port.
 
-Same success rules as the lab's probes (meshctl.lab.probe; TCP: connected and the server's
-line arrived; UDP: the echo came back), but the socket is bound before it connects, so the check can find ITS
+Same success rules as the lab's probes (meshctl.lab.probe; TCP: connected and an HTTP answer
+arrived; UDP: the echo came back), but the socket is bound before it connects, so the check can find ITS
 flow in the store by source port (checks run in parallel, often between the same pods).
 """
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
 
@@ -18,6 +19,31 @@ class Attempt:
     ok: bool
     sport: int
     error: str = ""
+
+
+PROBE_REQUEST = b"GET / HTTP/1.1\r\nHost: probe\r\nUser-Agent: meshctl-probe\r\nConnection: close\r\n\r\n"
+
+
+def tcp_exchange(sock: socket.socket) -> str:
+    """Ask a connected lab pod server (or the L7 proxy in front of it) as curl would; its answer:
+    the first line of the response body ("ns/pod:port", or the proxy's "Access denied"), "" when
+    the connection closed without one. Reads Content-Length bytes, not until the close: a proxy
+    may hold the connection open a while after its answer."""
+    sock.sendall(PROBE_REQUEST)
+    data = b""
+    while True:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep and head.startswith(b"HTTP/"):
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if length and len(body) >= int(length.group(1)):
+                break
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, sep, body = data.partition(b"\r\n\r\n")
+    text = (body if sep and head.startswith(b"HTTP/") else data).decode(errors="replace").strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _describe(err: OSError) -> str:
@@ -40,13 +66,7 @@ def attempt(netns: str, dst_ip: str, port: int, protocol: str, timeout: float) -
             if udp:
                 sock.send(b"probe")
                 return Attempt(bool(sock.recv(65535)), sport)
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(256)
-                if not chunk:
-                    break
-                data += chunk
-            if not data.strip():
+            if not tcp_exchange(sock):
                 return Attempt(False, sport, "connection closed without a reply")
             return Attempt(True, sport)
         except OSError as err:

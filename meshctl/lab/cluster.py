@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
+from meshctl.dataplane.envoy import ProxyFiles, proxy_root
 from meshctl.dataplane.wireguard.teardown import remove_cluster as remove_wireguard
 from meshctl.dataplane.writer import lock_path
 from meshctl.errors import LabError
@@ -18,6 +19,7 @@ from meshctl.lab import agents, datapath, inventory, names, network, registry, s
 from meshctl.lab.netns import exists, list_netns
 from meshctl.lab.registry import ExternalRecord, NodeRecord, PodRecord, Registry
 from meshctl.lab.topology import Addresses, Topology, allocate, external_address
+from meshctl.proxy.supervisor import envoy_pid, stop_envoy
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +168,12 @@ def _down(cluster: str, nodes: tuple[str, ...]) -> DownResult:
     for pid in servers.find_all(cluster):
         servers.stop(cluster, pid)
         killed.append(pid)
+    for node in known_nodes:  # an Envoy its agent did not stop (adopted, or the agent was killed)
+        files = ProxyFiles.of(cluster, node)
+        pid = envoy_pid(files)
+        stop_envoy(files)
+        killed += [pid] if pid else []
+    shutil.rmtree(proxy_root() / cluster, ignore_errors=True)
     pins = names.pin_dir(cluster).exists()
     if reg is not None:
         for node in reg.nodes.values():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from meshctl.errors import LabError
+from meshctl.flows.probe import tcp_exchange
 from meshctl.lab import registry
 from meshctl.lab.netns import entered
 
@@ -78,13 +79,7 @@ def tcp_connect_in(netns: str, dst_ip: str, port: int, timeout: float = 1.0) -> 
     try:
         sock.settimeout(timeout)
         sock.connect((dst_ip, port))
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(256)
-            if not chunk:
-                break
-            data += chunk
-        reply = data.decode(errors="replace").strip()
+        reply = tcp_exchange(sock)
         if not reply:
             return ProbeResult(False, error="connection closed without a reply",
                                elapsed_s=time.perf_counter() - start)

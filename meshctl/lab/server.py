@@ -1,6 +1,10 @@
 """The small server inside every lab pod: answers each declared containerPort, TCP and UDP.
 
-TCP: sends one line `ns/pod:port` and closes, so a client sees who answered (like curl).
+TCP speaks HTTP/1.1, so the seed's curl checks work as written: every request gets `200 OK` with
+the body `ns/pod:port` and, on a second line, the method and path it received (keep-alive,
+pipelining and chunked or sized request bodies included; `Upgrade` gets `101` and then an echo
+of the bytes). A client that sends nothing within BANNER_WAIT_S gets the line `ns/pod:port` and
+the connection closes (like a banner: nc sees who answered).
 UDP: echoes each datagram prefixed with `ns/pod:port ` back to its sender.
 Run as `python -m meshctl.lab.server --cluster C --name ns/pod --tcp 80 --udp 53 [--ready-fd N]`
 inside the pod netns; the cluster argument lets `lab down` recognise its own processes.
@@ -14,6 +18,116 @@ import selectors
 import signal
 import socket
 import sys
+import threading
+
+BANNER_WAIT_S = 0.05
+IDLE_S = 30.0
+MAX_HEAD = 65536
+
+
+class _Conn:
+    """Buffered reads of one client connection."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buf = sock, b""
+
+    def fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buf += chunk
+        return bool(chunk)
+
+    def until(self, sep: bytes, limit: int = MAX_HEAD) -> bytes | None:
+        while sep not in self.buf:
+            if len(self.buf) > limit or not self.fill():
+                return None
+        line, _, self.buf = self.buf.partition(sep)
+        return line
+
+    def take(self, n: int) -> bytes | None:
+        while len(self.buf) < n:
+            if not self.fill():
+                return None
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+def _body(conn: _Conn, headers: dict[str, str]) -> bool:
+    """Read (and drop) the request body; False when the connection ended inside it."""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        while True:
+            size_line = conn.until(b"\r\n")
+            if size_line is None:
+                return False
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if conn.take(size + 2) is None:
+                return False
+            if size == 0:
+                return True
+    length = int(headers.get("content-length", "0") or 0)
+    return conn.take(length) is not None
+
+
+def serve_http(sock: socket.socket, name: str, first: bytes) -> None:
+    """Answer requests on one connection until the client closes or asks to."""
+    conn = _Conn(sock)
+    conn.buf = first
+    sock.settimeout(IDLE_S)
+    while True:
+        head = conn.until(b"\r\n\r\n")
+        if head is None:
+            return
+        lines = head.decode("latin-1").split("\r\n")
+        try:
+            method, target, version = lines[0].split(" ", 2)
+        except ValueError:
+            sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        headers = {}
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        if not _body(conn, headers):
+            return
+        if "upgrade" in headers:
+            sock.sendall(f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                         f"Upgrade: {headers['upgrade']}\r\n\r\n".encode())
+            _echo(conn)
+            return
+        body = f"{name}\n{method} {target}\n".encode()
+        close = headers.get("connection", "").lower() == "close" or (
+            version == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive")
+        out = (f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+               f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n").encode()
+        sock.sendall(out if method == "HEAD" else out + body)
+        if close:
+            return
+
+
+def _echo(conn: _Conn) -> None:
+    if conn.buf:
+        conn.sock.sendall(conn.buf)
+    while True:
+        chunk = conn.sock.recv(65536)
+        if not chunk:
+            return
+        conn.sock.sendall(chunk)
+
+
+def _handle(sock: socket.socket, name: str) -> None:
+    try:
+        sock.settimeout(BANNER_WAIT_S)
+        try:
+            first = sock.recv(65536)
+        except TimeoutError:
+            sock.sendall(f"{name}\n".encode())
+            sock.shutdown(socket.SHUT_WR)
+            return
+        if first:
+            serve_http(sock, name, first)
+    except (OSError, ValueError):
+        pass
+    finally:
+        sock.close()
 
 
 def _listeners(tcp: list[int], udp: list[int]) -> list[tuple[socket.socket, str, int]]:
@@ -50,15 +164,8 @@ def serve(name: str, tcp: list[int], udp: list[int], ready_fd: int | None) -> No
                     conn, _peer = sock.accept()
                 except BlockingIOError:
                     continue
-                try:
-                    conn.setblocking(True)
-                    conn.settimeout(1.0)
-                    conn.sendall(f"{name}:{port}\n".encode())
-                    conn.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-                finally:
-                    conn.close()
+                conn.setblocking(True)
+                threading.Thread(target=_handle, args=(conn, f"{name}:{port}"), daemon=True).start()
             else:
                 try:
                     data, peer = sock.recvfrom(65535)

@@ -31,7 +31,15 @@ def with_load_balancer(desired: Any, intended: Mapping[str, NodeState],
     """`intended` with each node's LoadBalancerState (unchanged when the LB never ran)."""
     settings = desired.config.load_balancer
     if not settings.kube_proxy_replacement and not any(s.load_balancer.enabled for s in observed.values()):
-        return dict(intended)
+        return _netdev_for_l7(intended)
     nodes = lab_nodes(desired.config) if settings.kube_proxy_replacement else []  # off: nothing to place
     targets = compile_load_balancer(desired.services, desired.pods, nodes, settings)
-    return {n: replace(s, load_balancer=targets[n]) if n in targets else s for n, s in intended.items()}
+    return _netdev_for_l7({n: replace(s, load_balancer=targets[n]) if n in targets else s
+                           for n, s in intended.items()})
+
+
+def _netdev_for_l7(nodes: Mapping[str, NodeState]) -> dict[str, NodeState]:
+    """A node whose pods have L7 ports needs from_netdev on its underlay device even without the
+    load balancer: connections from other nodes are handed to its proxy there (bpf/lib/proxy.h)."""
+    return {n: replace(s, load_balancer=replace(s.load_balancer, interface=UNDERLAY_DEVICE))
+            if s.http and not s.load_balancer.interface else s for n, s in nodes.items()}

@@ -2,13 +2,15 @@
 
 Field names follow Cilium's rule.go, ingress.go, egress.go, l4.go, cidr.go, fqdn.go. Omitted
 lists are None and written-empty lists are (): Cilium treats `ingress: []` as "does not apply",
-and plan/trace must be able to warn about it. L7 rules (`rules.http`, `rules.dns`) and
-`toFQDNs` are kept so plan/trace can say they are not enforced yet. Cilium fields meshctl does
+and plan/trace must be able to warn about it. HTTP rules (`rules.http`) are
+enforced by the node's L7 proxy; `rules.dns` and `toFQDNs` are kept so plan/trace can say they
+are not enforced yet. Cilium fields meshctl does
 not implement are recognised and rejected by name instead of being silently dropped.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, field_validator, model_validator
@@ -80,14 +82,38 @@ class PortProtocol(Model):
         return self
 
 
-class PortRuleHTTP(Model):
-    """An HTTP request matcher (parsed, not enforced yet)."""
+def _regex(value: str | None) -> str | None:
+    """Cilium's method, path and host are extended POSIX regexes; Envoy runs them as RE2. Both
+    reject what Python's re rejects here; Envoy's validation at plan time catches the rest."""
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"invalid regular expression {value!r}: {err}") from None
+    return value
 
-    path: str | None = None
-    method: str | None = None
-    host: str | None = None
+
+Regex = Annotated[str | None, AfterValidator(_regex)]
+
+
+class HeaderMatch(Model):
+    """headerMatches[]: the header must have exactly `value` (or be present without one).
+    Only the default mismatch action (deny the request) is supported."""
+
+    name: str = Field(min_length=1)
+    value: str | None = None
+    mismatch: Unsupported = unsupported("mismatch")
+    secret: Unsupported = unsupported("secret")
+
+
+class PortRuleHTTP(Model):
+    """An HTTP request matcher (Cilium's PortRuleHTTP), enforced by the node's L7 proxy."""
+
+    path: Regex = None
+    method: Regex = None
+    host: Regex = None
     headers: tuple[str, ...] | None = None
-    header_matches: Unsupported = unsupported("headerMatches")
+    header_matches: tuple[HeaderMatch, ...] | None = None
 
 
 class PortRuleDNS(Model):

@@ -18,6 +18,7 @@ from meshctl.observe import mapcache
 
 def observe_node(cluster: str, node: str, netns: str | None) -> NodeState:
     """The node's live datapath state; a node never loaded observes as NodeState(node)."""
+    from meshctl.dataplane.envoy import ProxyFiles, running_http
     from meshctl.observe.parse import parse_node  # here: an incremental plan reads only endpoint maps
     from meshctl.observe.read import read_node
     from meshctl.observe.wireguard import observe_wireguard
@@ -26,7 +27,8 @@ def observe_node(cluster: str, node: str, netns: str | None) -> NodeState:
         cache = mapcache.load()
         state = parse_node(read_node(NodeDatapath(cluster, node, netns)), cache)
         cache.save()
-        return replace(state, encryption=observe_wireguard(cluster, node, netns))
+        return replace(state, encryption=observe_wireguard(cluster, node, netns),
+                       http=running_http(ProxyFiles.of(cluster, node)))
     except DataplaneError as err:
         raise ObserveError(node, str(err)) from err
 

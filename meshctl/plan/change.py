@@ -22,6 +22,7 @@ class ChangeKind(enum.Enum):
     POLICY_MAP = "policymap"  # an endpoint's inner policy map (exists or not)
     POLICY = "policy"  # one entry of an endpoint's policy map
     ATTACHMENT = "attachment"
+    HTTP_RULE = "http-rule"  # what the node's HTTP proxy allows on one L7 port from one peer
     WIREGUARD = "wireguard"  # a node's WireGuard interface, key, routing rules, strict mode
     WIREGUARD_PEER = "wireguard-peer"  # one WireGuard peer (keyed by its public key)
     LOAD_BALANCER = "loadbalancer"  # a node's LB settings (on/off, device, SNAT address, mode...)

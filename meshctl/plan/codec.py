@@ -11,6 +11,8 @@ from meshctl.nodestate import (
     Direction,
     EndpointEntry,
     ForeignEntry,
+    HttpPolicy,
+    HttpRule,
     IpcacheEntry,
     PolicyEntry,
     PolicyKey,
@@ -70,11 +72,31 @@ def policy_key_from(d: dict[str, Any]) -> tuple[int, PolicyKey]:
 
 
 def policy_value(e: PolicyEntry) -> dict[str, Any]:
-    return {"cookie": e.cookie, "deny": e.deny}
+    return {"cookie": e.cookie, "deny": e.deny, **({"proxy_port": e.proxy_port} if e.proxy_port else {})}
 
 
 def policy_from(v: dict[str, Any]) -> PolicyEntry:
-    return PolicyEntry(v["cookie"], v["deny"])
+    return PolicyEntry(v["cookie"], v["deny"], v.get("proxy_port", 0))
+
+
+def http_key(p: HttpPolicy) -> dict[str, Any]:
+    return {"endpoint": str(p.endpoint), "direction": p.direction.label, "port": p.port,
+            "last_port": p.last_port, "identity": p.identity, "cookie": p.cookie}
+
+
+def http_value(p: HttpPolicy) -> dict[str, Any]:
+    return {"rules": [{k: v for k, v in (("method", r.method), ("path", r.path), ("host", r.host),
+                                          ("headers", list(r.headers)),
+                                          ("header_matches", [list(h) for h in r.header_matches])) if v}
+                      for r in p.rules]}
+
+
+def http_from(key: dict[str, Any], value: dict[str, Any]) -> HttpPolicy:
+    rules = tuple(HttpRule(r.get("method", ""), r.get("path", ""), r.get("host", ""),
+                           tuple(r.get("headers", ())), tuple((n, v) for n, v in r.get("header_matches", ())))
+                  for r in value["rules"])
+    return HttpPolicy(IPv4Address(key["endpoint"]), Direction[key["direction"].upper()], int(key["port"]),
+                      int(key["last_port"]), int(key["identity"]), int(key["cookie"]), rules)
 
 
 def attachment_key(a: Attachment) -> dict[str, Any]:

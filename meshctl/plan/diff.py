@@ -18,6 +18,7 @@ from meshctl.nodestate import (
     Direction,
     EndpointEntry,
     ForeignEntry,
+    HttpPolicy,
     NodeState,
     PolicyEntry,
     PolicyKey,
@@ -46,7 +47,9 @@ def _action(before: object, after: object) -> Action:
 def _changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
     if not before or not after:
         return ""
-    return ", ".join(f"{k} {before[k]} -> {after[k]}" for k in after if before.get(k) != after[k])
+    keys = [*after, *(k for k in before if k not in after)]  # a field left out when zero: proxy_port
+    return ", ".join(f"{k} {before.get(k, 0)} -> {after.get(k, 0)}" for k in keys
+                     if before.get(k, 0) != after.get(k, 0))
 
 
 def _keyed(
@@ -137,6 +140,7 @@ class _NodeDiff:
         self.endpoints()
         self.policies()
         self.attachments()
+        self.http()
         self.changes.extend(wireguard_changes(self.before, self.after))
         self.changes.extend(lb_changes(self.before, self.after))
         self.foreign()
@@ -233,7 +237,10 @@ class _NodeDiff:
         if a is None:
             reason = "no rule produces this entry any more"
         elif b is None:
-            reason = f"new {verb} entry"
+            reason = f"new {verb} entry" + (" through the node's L7 proxy" if a.proxy_port else "")
+        elif b.proxy_port != a.proxy_port and (b.cookie, b.deny) == (a.cookie, a.deny):
+            reason = ("the node's L7 proxy now judges these connections' requests" if a.proxy_port
+                      else "no longer through the L7 proxy: allowed at L4")
         else:
             reason = _changed_fields(codec.policy_value(b), codec.policy_value(a))
         self.add(
@@ -245,6 +252,31 @@ class _NodeDiff:
             reason,
             origins,
         )
+
+    def http(self) -> None:
+        """One change per HttpPolicy (an HTTP rule set of one L7 port and peer) that differs."""
+        if self.before.http == self.after.http:
+            return
+        gone, made = self.before.http - self.after.http, self.after.http - self.before.http
+
+        def ident(p: HttpPolicy) -> tuple[Any, ...]:
+            return (p.endpoint, p.direction, p.port, p.last_port, p.identity, p.cookie)
+
+        old = {ident(p): p for p in gone}
+        new = {ident(p): p for p in made}
+        for k in sorted(old.keys() | new.keys()):
+            b, a = old.get(k), new.get(k)
+            shown = a or b
+            assert shown is not None
+            address = (f"http {self.names.endpoint_at(shown.endpoint)}:{shown.ports} {shown.direction.label} "
+                       f"from {self.names.peer(shown.identity)}" if shown.direction == Direction.INGRESS else
+                       f"http {self.names.endpoint_at(shown.endpoint)} {shown.direction.label} "
+                       f"to {self.names.peer(shown.identity)}:{shown.ports}")
+            rules = "; ".join(_rule_text(r) for r in (a or b).rules) or "every request"  # type: ignore[union-attr]
+            reason = ("the proxy allows " if a else "the proxy no longer allows ") + rules
+            self.add(ChangeKind.HTTP_RULE, codec.http_key(shown), address,
+                     codec.http_value(b) if b else None, codec.http_value(a) if a else None,
+                     reason, (self._origin(shown.cookie),))
 
     def _origin(self, cookie: int) -> str:
         origin = self.catalog.cookies.get(cookie)
@@ -300,6 +332,14 @@ class _NodeDiff:
     def foreign_address(self, entry: ForeignEntry) -> str:
         where = f"policymap {self.names.endpoint(entry.owner)}" if entry.map == "policy" else entry.map
         return f"hand-made {where} entry {entry.key}"
+
+
+def _rule_text(rule: Any) -> str:
+    """`GET /api/v1/users/[0-9]+ host=... Content-Type: application/json` (unset fields: any)."""
+    parts = [rule.method or "*", rule.path or "*"]
+    parts += [f"host={rule.host}"] if rule.host else []
+    parts += list(rule.headers) + [f"{n}: {v}" if v else n for n, v in rule.header_matches]
+    return " ".join(parts)
 
 
 def _short(build: str) -> str:

@@ -20,8 +20,8 @@ from meshctl.nodestate import FrozenMap, NodeState, policy_map_sha
 DIGEST_HEX = 16
 # Components of NodeState.canonical_parts() with their own digest, in report order; "policies"
 # is recorded per endpoint instead, "node" never changes.
-COMPONENTS = ("config", "ipcache", "endpoints", "attachments", "encryption", "load_balancer")
-LABELS = {"load_balancer": "load balancer"}
+COMPONENTS = ("config", "ipcache", "endpoints", "attachments", "encryption", "load_balancer", "http")
+LABELS = {"load_balancer": "load balancer", "http": "HTTP proxy rules"}
 
 _DIGESTS: dict[str, str] = {}  # canonical text -> digest (str hashes are cached on the object)
 _DIGEST_LIMIT = 65536
@@ -71,6 +71,7 @@ class NodeDigests:
             "attachments": len(state.attachments),
             "encryption": len(state.encryption.peers),
             "load_balancer": len(state.load_balancer.services),
+            "http": len(state.http),
         }
         components = {c: Digest(counts[c] if c in parts else 0, digest(parts.get(c, ""))) for c in COMPONENTS}
         by_map: dict[int, Digest] = {}  # id(map) -> Digest: maps are shared by many endpoints

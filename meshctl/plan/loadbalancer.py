@@ -138,6 +138,11 @@ def lb_changes(before: NodeState, after: NodeState) -> Iterator[Change]:
         else:
             if ha and ha["enabled"] and not (hb and hb["enabled"]):
                 why = "kube-proxy replacement on"
+            elif ha and not ha["enabled"] and ha["interface"] and not (hb and hb["interface"]):
+                why = (f"the netdev programs on {ha['interface']}: connections from other nodes to "
+                       "L7 ports reach the node's proxy")
+            elif hb and not hb["enabled"] and hb["interface"] and not (ha and ha["interface"]):
+                why = "no L7 port on the node any more: the netdev programs go"
             elif not ha or not ha["enabled"]:
                 why = "kube-proxy replacement off"
             else:

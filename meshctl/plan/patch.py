@@ -44,6 +44,7 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
     wireguard = WireguardPatch(state.encryption)
     lb = LbPatch(state.load_balancer)
     foreign = _SetEdits(state.foreign)
+    http = _SetEdits(state.http)
 
     for ch in changes:
         if ch.node != state.node:
@@ -92,6 +93,15 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
             lb.apply(ch, strict, _check)
         elif ch.kind is ChangeKind.FOREIGN:
             _swap(foreign.edit(), ch, codec.foreign_from, strict)
+        elif ch.kind is ChangeKind.HTTP_RULE:
+            edit = http.edit()
+            if ch.before is not None:
+                old = codec.http_from(ch.key, ch.before)
+                if strict and old not in edit:
+                    _check(ch, None, strict)
+                edit.discard(old)
+            if ch.after is not None:
+                edit.add(codec.http_from(ch.key, ch.after))
     for eid, entries in entries_of.items():
         policies.put(eid, entries.result())
     return replace(
@@ -104,6 +114,7 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
         encryption=wireguard.result(),
         load_balancer=lb.result(),
         foreign=foreign.result(),
+        http=http.result(),
     )
 
 

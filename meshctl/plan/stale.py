@@ -70,6 +70,7 @@ _KIND_COMPONENT = {
     ChangeKind.IPCACHE: "ipcache",
     ChangeKind.ENDPOINT: "endpoints",
     ChangeKind.ATTACHMENT: "attachments",
+    ChangeKind.HTTP_RULE: "http",
     ChangeKind.WIREGUARD: "encryption",
     ChangeKind.WIREGUARD_PEER: "encryption",
     ChangeKind.LOAD_BALANCER: "load_balancer",

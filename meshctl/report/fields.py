@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from typing import Any
 
 from meshctl.plan.action import Action
@@ -42,13 +43,18 @@ def _fmt(v: Any) -> str:
 
 # fields the plan writes only when set (meshctl.plan.codec): absent means false
 FLAGS_WHEN_SET = frozenset({"audit_ingress", "audit_egress"})
+ZERO_WHEN_UNSET = frozenset({"proxy_port"})  # absent means 0
 
 
 def _field(change: Change, key: str, v: Any) -> str:
     if change.kind is ChangeKind.LB_SERVICE and key == "maglev":
         return _maglev(v)
+    if change.kind is ChangeKind.HTTP_RULE and key == "rules":
+        return json.dumps(v)
     if v is None and key in FLAGS_WHEN_SET:
         return "false"
+    if v is None and key in ZERO_WHEN_UNSET:
+        return "0"
     return _fmt(v)
 
 

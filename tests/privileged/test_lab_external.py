@@ -40,6 +40,7 @@ def _serve_once(netns: str, addr: str, port: int, reply: bytes) -> threading.Thr
     def run() -> None:
         try:
             conn, _ = srv.accept()
+            conn.recv(4096)  # the probe asks as curl does: read its request, then answer
             conn.sendall(reply)
             conn.close()
         finally:

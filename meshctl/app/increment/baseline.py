@@ -28,14 +28,14 @@ from meshctl.lazypolicy import map_cookies
 from meshctl.nodestate import NO_ENCRYPTION, NO_LOAD_BALANCER, NodeState, policy_map_sha
 from meshctl.source.tree import CONFIG_FILE, YAML_SUFFIXES
 
-FORMAT = "meshctl-baseline/3"  # bump whenever a key or row layout changes
+FORMAT = "meshctl-baseline/4"  # bump whenever a key or row layout changes
 
 
 KEYS = frozenset({  # every key record() and record_baseline() write
     "format", "version", "stamps", "files", "file_titles", "mixed", "docs", "cookies", "salted", "universe",
     "classes", "nodes", "cluster", "node_order", "mode", "ipv6_pass", "cidrs", "identities", "isolations",
     "isolation", "identity_table", "state_dir", "netns", "pods", "impact_max_pods", "audit_namespaces",
-    "fingerprints", "state_stamp",
+    "fingerprints", "state_stamp", "http",
 })
 
 
@@ -120,7 +120,9 @@ def record(compiled: Any, stamps: Stamps, files: Mapping[str, tuple[int, int]],
     cidrs = compiled.memo.universe[2] if compiled.memo is not None else ()
     partial = PartialCompiler.of(uni, compiled.identities, dict(cidrs))
     docs: dict[str, Any] = {}
+    http = False  # the proxy's HTTP rules are not planned incrementally: with any, plans are full
     for doc, t in translations(compiled):
+        http = http or any(r.http for r in t.rules)
         docs[doc.title] = (
             sorted(partial.subjects(t)),
             [(sorted(idents), sorted(prefixes)) for idents, prefixes in partial.cidr_rules(t)],
@@ -169,6 +171,7 @@ def record(compiled: Any, stamps: Stamps, files: Mapping[str, tuple[int, int]],
         "files": dict(files),
         "file_titles": {rel: list(ts) for rel, ts in file_titles.items()},
         "mixed": sorted(mixed),
+        "http": http,
         "docs": docs,
         "cookies": [(origin_row(o), c) for c, o in cat.cookies.items()],
         "salted": _salted(cat.cookies),

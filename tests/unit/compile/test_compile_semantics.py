@@ -275,7 +275,10 @@ def test_l7_rule_shadowed_by_an_l4_allow_warns_and_port_stays_allowed() -> None:
     )
     c = compile_spec(spec, IdentityTable(), EndpointTable(), "h")
     codes = {w.code for w in c.warnings}
-    assert {"l7-not-enforced", "l7-ineffective"} <= codes
+    assert "l7-ineffective" in codes and "l7-not-enforced" not in codes
+    # the L4 allow wildcards L7: no redirect to the proxy, no HTTP rule on the node
+    assert not any(e.proxy_port for st in c.nodes.values() for m in st.policies.values() for e in m.values())
+    assert not any(st.http for st in c.nodes.values())
     ineffective = next(w for w in c.warnings if w.code == "l7-ineffective")
     assert "ingress[0]" in ineffective.message and "ingress[1]" in ineffective.message
     assert _allowed(spec, B, A, 80) and not _allowed(spec, B, A, 81)

@@ -215,7 +215,9 @@ def cilium_rule(draw: st.DrawFn, direction: Direction, deny: bool) -> dict[str, 
     if draw(st.booleans()):
         rule["toPorts"] = [{"ports": draw(st.lists(cilium_port(), min_size=1, max_size=2))}]
         if not deny and draw(st.integers(0, 3)) == 0:  # L7 rides on the port: allowed at L4
-            rule["toPorts"][0]["rules"] = {"http": [{"method": "GET"}]}
+            rule["toPorts"][0]["rules"] = {"http": [{"method": "GET"}]}  # Cilium: TCP (or ANY) only
+            rule["toPorts"][0]["ports"] = [{**p, "protocol": draw(st.sampled_from(("TCP", "ANY")))}
+                                           for p in rule["toPorts"][0]["ports"]]
     return rule
 
 

@@ -1,0 +1,1 @@
+"""The node's L7 proxies, supervised by its agent (or the lab): Envoy for HTTP."""
