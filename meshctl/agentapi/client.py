@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -19,6 +18,7 @@ from meshctl.agentapi.protocol import AgentApiError, StaleNodeError, WireCheck, 
 from meshctl.agentapi.tls import TcpEndpoint, refused_or_plain
 from meshctl.apply.gates import MetricCounts, ProbeAttempt, WitnessedDrop
 from meshctl.connections import TrackedConnection
+from meshctl.localproc import UnixHTTPConnection
 from meshctl.nodestate import ForeignProgram, NodeState
 
 if TYPE_CHECKING:
@@ -26,22 +26,6 @@ if TYPE_CHECKING:
     from meshctl.state import State
 
 DEFAULT_TIMEOUT_S = 120.0  # an apply of a big node, or a verify window, can take a while
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(self.socket_path))
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 class _TcpConnection(http.client.HTTPConnection):
@@ -64,7 +48,7 @@ class AgentClient:
     def _connection(self) -> http.client.HTTPConnection:
         if isinstance(self.path, TcpEndpoint):
             return _TcpConnection(self.node, self.path, self.timeout_s)
-        return _UnixConnection(self.path, self.timeout_s)
+        return UnixHTTPConnection(self.path, self.timeout_s)
 
     def _call(self, method: str, route: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         conn = self._connection()

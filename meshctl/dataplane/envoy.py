@@ -8,10 +8,8 @@ reports their version; observe reads the routes Envoy runs from its config dump.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +21,7 @@ from typing import Any
 
 from meshctl.dataplane import envoy_config as cfg
 from meshctl.errors import MeshctlError
+from meshctl.localproc import UnixHTTPConnection
 from meshctl.nodestate import HttpPolicy, IpcacheEntry
 
 ROOT_ENV = "MESHCTL_PROXY_DIR"
@@ -72,23 +71,11 @@ class ProxyFiles:
         _atomic_write(self.bootstrap, cfg.bootstrap(node, cluster, self.routes, self.admin, self.access_log))
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self.path))
-        self.sock = sock
-
-
 def admin_get(files: ProxyFiles, path: str, timeout: float = 2.0) -> str | None:
     """GET on Envoy's admin API; None when Envoy does not answer (not running)."""
     if not files.admin.exists():
         return None
-    conn = _UnixConnection(files.admin, timeout)
+    conn = UnixHTTPConnection(files.admin, timeout)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()

@@ -21,6 +21,7 @@ from typing import Any
 
 from meshctl.lab.netns import nsenter_argv
 from meshctl.lab.registry import Registry, log_dir, run_dir
+from meshctl.localproc import cmdline
 
 
 def pid_file(cluster: str) -> Path:
@@ -33,16 +34,8 @@ def _argv(repo: Path, cluster: str, node: str) -> list[str]:
     return [*head, "agent", "--node", node, "-C", str(repo.resolve()), "--cluster", cluster]
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
 def is_agent(pid: int, cluster: str, node: str) -> bool:
-    argv = _cmdline(pid)
+    argv = cmdline(pid)
     if "agent" not in argv or "--node" not in argv or "--cluster" not in argv:
         return False
     try:

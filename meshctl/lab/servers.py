@@ -18,6 +18,7 @@ from pathlib import Path
 from meshctl.errors import LabError
 from meshctl.lab.netns import nsenter_argv
 from meshctl.lab.registry import PodRecord, log_dir
+from meshctl.localproc import cmdline
 
 MODULE = "meshctl.lab.server"
 
@@ -31,17 +32,9 @@ def server_argv(cluster: str, pod: PodRecord) -> list[str]:
     return argv
 
 
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
 def is_lab_server(pid: int, cluster: str, pod: str | None = None) -> bool:
     """True when pid is a running meshctl lab server of `cluster` (and of `pod` if given)."""
-    argv = _cmdline(pid)
+    argv = cmdline(pid)
     if not argv or MODULE not in argv:
         return False
     try:
@@ -56,7 +49,7 @@ def matches(pid: int | None, cluster: str, pod: PodRecord) -> bool:
     """The running server is this pod's and serves exactly the declared ports."""
     if pid is None or not is_lab_server(pid, cluster, pod.key):
         return False
-    argv = _cmdline(pid) or []
+    argv = cmdline(pid)
     return argv[: len(server_argv(cluster, pod))][1:] == server_argv(cluster, pod)[1:]
 
 

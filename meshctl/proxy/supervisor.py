@@ -16,21 +16,13 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 from meshctl.dataplane.envoy import ProxyFiles, ensure_proxy_routing, envoy_binary
 from meshctl.dataplane.netns import netns_path
+from meshctl.localproc import cmdline
 
 log = logging.getLogger(__name__)
 POLL_S = 0.1
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
 def envoy_pid(files: ProxyFiles) -> int | None:
@@ -39,7 +31,7 @@ def envoy_pid(files: ProxyFiles) -> int | None:
         pid = int((files.dir / "envoy.pid").read_text())
     except (OSError, ValueError):
         return None
-    return pid if str(files.bootstrap) in _cmdline(pid) else None
+    return pid if str(files.bootstrap) in cmdline(pid) else None
 
 
 def stop_envoy(files: ProxyFiles, timeout: float = 5.0) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from meshctl.agentapi.client import AgentClient, _UnixConnection
+from meshctl.agentapi.client import AgentClient
 from meshctl.agentapi.driver import AgentCheckRunner, AgentDriver
 from meshctl.agentapi.protocol import (
     SOCKET_DIR_ENV,
@@ -31,6 +31,7 @@ from meshctl.agentapi.service import NodeService
 from meshctl.apply.engine import ApplyEngine, NodeWork, RolloutSettings
 from meshctl.apply.gates import CheckLike, CheckOutcome
 from meshctl.connections import TrackedConnection
+from meshctl.localproc import UnixHTTPConnection
 from meshctl.nodestate import PROTO_TCP, Direction, FrozenMap, IpcacheEntry, NodeState
 
 NODE = "n1"
@@ -166,7 +167,7 @@ def test_verify_runs_checks_of_this_node_and_the_gate(served: Served) -> None:
 
 
 def test_protocol_errors_are_json(served: Served) -> None:
-    conn = _UnixConnection(served.path, 5)
+    conn = UnixHTTPConnection(served.path, 5)
     try:
         conn.request("POST", "/v1/apply", body=b"{not json", headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
