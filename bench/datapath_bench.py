@@ -14,6 +14,9 @@ Staged policies (a second table, with the small map): endpoint A without staged 
 staged policies that judge like the enforced ones (one more policy lookup per new connection, no
 event), and with staged policies that would drop the allowed connection (the lookup and an AUDIT
 event). Established packets and drops must not pay anything.
+L7 ports (a third table): the same scenarios on a node whose config has CONFIG_F_PROXY (it holds
+HTTP rules), where each TCP packet from a pod first looks for a proxy socket; a node without L7
+ports pays nothing for the redirect.
 The kernel times the loop itself (bpf_test_run), so syscall cost is excluded. Compare ratios
 within one run, not absolutes (a shared machine is noisy).
 """
@@ -32,7 +35,7 @@ from datapath_harness import TC_ACT_OK, TC_ACT_SHOT, Datapath, Rule, build_objec
 
 from meshctl.dataplane import frames
 from meshctl.dataplane.frames import IPPROTO_TCP, TCP_ACK, TCP_SYN
-from meshctl.dataplane.structs import PolicyKey
+from meshctl.dataplane.structs import ConfigFlags, DatapathConfig, PolicyKey
 from meshctl.nodestate import AUDIT_MAP_BIT, Direction
 
 A, B, WORLD_HOST = "10.0.1.1", "10.0.1.2", "192.0.2.10"
@@ -93,8 +96,11 @@ def per_packet_single(dp: Datapath, frame: bytes, expect: int, runs: int, delete
     return float(statistics.median(samples))
 
 
-def measure(dp: Datapath, entries: int, repeat: int, runs: int, staged: str = "") -> dict[str, float]:
+def measure(dp: Datapath, entries: int, repeat: int, runs: int, staged: str = "",
+            proxy: bool = False) -> dict[str, float]:
     install(dp, entries, staged)
+    if proxy:  # the node has L7 ports: TCP packets look up the proxy's sockets first
+        dp.set_config(DatapathConfig(flags=int(ConfigFlags.PROXY)))
     deny = frames.tcp_frame(A, WORLD_HOST, 40000, 443, TCP_SYN)
     syn = frames.tcp_frame(A, B, 40001, ALLOWED_PORT, TCP_SYN)
     ack = frames.tcp_frame(A, B, 40001, ALLOWED_PORT, TCP_ACK)
@@ -128,6 +134,7 @@ def main() -> None:
         big = measure(dp, args.entries, args.repeat, args.runs)
         same = measure(dp, 0, args.repeat, args.runs, staged="same")
         differs = measure(dp, 0, args.repeat, args.runs, staged="differs")
+        proxied = measure(dp, 0, args.repeat, args.runs, proxy=True)
     finally:
         dp.reset()
         dp.close()
@@ -140,6 +147,9 @@ def main() -> None:
     for name in small:
         print(f"{name:<16}{small[name]:>9.0f} ns{same[name]:>11.0f} ns{same[name] / small[name]:>8.2f}"
               f"{differs[name]:>11.0f} ns{differs[name] / small[name]:>8.2f}")
+    print(f"\n{'L7 ports':<16}{'none':>12}{'on the node':>14}{'ratio':>8}")
+    for name in small:
+        print(f"{name:<16}{small[name]:>9.0f} ns{proxied[name]:>11.0f} ns{proxied[name] / small[name]:>8.2f}")
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ static __always_inline int admit_egress(struct __sk_buff *skb, struct verdict_in
 {
 	__u16 port = 0;
 
-	if (p->protocol == IPPROTO_TCP && local_l7_port(p, vi->src_identity, &port))
+	if ((cfg->flags & CONFIG_F_PROXY) && p->protocol == IPPROTO_TCP && local_l7_port(p, vi->src_identity, &port))
 		return to_proxy(skb, vi, p, DIR_EGRESS, cfg, now, fwd, rev, port);
 	return admit(vi, p, DIR_EGRESS, cfg, now, fwd, rev);
 }
@@ -179,7 +179,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			return verdict_drop(&vi, &p, now, res == LB_ERROR ? REASON_MALFORMED : REASON_NO_SERVICE_BACKEND);
 		}
 		/* Judged when it began: a packet of a connection the proxy holds goes to its socket. */
-		if (proxy_established(skb, &p))
+		if ((cfg.flags & CONFIG_F_PROXY) && proxy_established(skb, &p))
 			return TC_ACT_OK;
 	}
 
@@ -282,6 +282,7 @@ static __always_inline int netdev_proxy(struct __sk_buff *skb, const struct pkt 
 SEC("tc")
 int from_netdev(struct __sk_buff *skb)
 {
+	struct datapath_config cfg;
 	struct pkt p = {};
 
 	if (parse_packet(skb, &p) != PARSE_IPV4)
@@ -293,7 +294,10 @@ int from_netdev(struct __sk_buff *skb)
 	case LB_ERROR:
 		return TC_ACT_SHOT;
 	default:
-		return p.protocol == IPPROTO_TCP ? netdev_proxy(skb, &p) : TC_ACT_OK;
+		if (p.protocol != IPPROTO_TCP)
+			return TC_ACT_OK;
+		config_read(&cfg);
+		return (cfg.flags & CONFIG_F_PROXY) ? netdev_proxy(skb, &p) : TC_ACT_OK;
 	}
 }
 

@@ -380,6 +380,11 @@ class DatapathConfig:
     ct_timeout_non_tcp_s: int = 60
     ct_timeout_syn_s: int = 60
     ct_timeout_close_s: int = 10
+    proxy: bool = False  # the node has L7 ports: its datapath looks up the proxy's sockets
+
+    def canonical(self) -> dict[str, Any]:
+        """The fields; `proxy` only when set, so nodes without L7 keep the fingerprints they had."""
+        return {k: v for k, v in self.__dict__.items() if k != "proxy" or v}
 
 
 @dataclass(frozen=True, order=True)
@@ -679,7 +684,7 @@ class NodeState:
         `policies`, the policy maps are left out (the state stores them apart, by digest)."""
         return {
             "node": self.node,
-            "config": self.config.__dict__,
+            "config": self.config.canonical(),
             "ipcache": [[str(p), e.identity, e.flags] for p, e in self.ipcache.items()],
             "endpoints": [_endpoint_row(str(a), e) for a, e in self.endpoints.items()],
             **({"policies": [
@@ -768,7 +773,7 @@ class NodeState:
         dumps = _dumps
         parts = {
             "node": dumps(self.node),
-            "config": dumps(self.config.__dict__),
+            "config": dumps(self.config.canonical()),
             "ipcache": self.ipcache.canonical_text(_ipcache_text),
             "endpoints": self.endpoints.canonical_text(_endpoints_text),
             "policies": "[" + ",".join(

@@ -184,6 +184,7 @@ struct metrics_value {
 
 /* Datapath settings: ARRAY with one entry (key 0). */
 #define CONFIG_F_IPV6_PASS (1 << 0)  /* pass IPv6 unenforced; unset = drop with REASON_IPV6 */
+#define CONFIG_F_PROXY (1 << 1)      /* L7 ports here: look up the proxy's sockets (lib/proxy.h) */
 
 struct datapath_config {
 	__u32 flags;                 /* CONFIG_F_* */

@@ -8,19 +8,23 @@ them before any node sees them; the message names the rule's file and line.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from meshctl.errors import CompileError
 
+if TYPE_CHECKING:
+    from meshctl.compile import Compiled
 
-def check_http_rules(compiled: Any) -> None:
+
+def check_http_rules(compiled: Compiled) -> None:
     """Raise CompileError for the first HTTP rule Envoy refuses (nothing to do without any)."""
     from meshctl.dataplane.envoy import validate
     from meshctl.dataplane.envoy_config import route_config
 
     # every peer as "any": the peers' addresses do not matter to Envoy's verdict on the rules
     policies = {replace(p, identity=0) for state in compiled.nodes.values() for p in state.http}
-    if not policies or validate(route_config(policies, {})) is None:
+    whole = validate(route_config(policies, {})) if policies else None
+    if whole is None:
         return
     seen = set()
     for p in sorted(policies):
@@ -36,4 +40,4 @@ def check_http_rules(compiled: Any) -> None:
             shown = ", ".join(f"{k}: {v!r}" for k, v in (("method", rule.method), ("path", rule.path),
                                                            ("host", rule.host)) if v)
             raise CompileError(f"{where}: the HTTP rule {{{shown}}} is refused by Envoy (RE2 regexes): {err}")
-    raise CompileError(f"Envoy refuses the HTTP rules: {validate(route_config(policies, {}))}")
+    raise CompileError(f"Envoy refuses the HTTP rules: {whole}")

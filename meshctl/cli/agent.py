@@ -84,12 +84,12 @@ def agent(node: str = NodeOpt, repo: Path = RepoOpt, cluster: str | None = Clust
 
         sock = api_socket or socket_path(runner.s.cluster, node)
         journal_dir = journal_dir or sock.parent / f"journal-{runner.s.cluster}-{node}"
-        service = lab_service(runner.s.cluster, node, node_netns(runner.s.cluster, node), journal_dir,
-                              runner.s.store)
+        netns = node_netns(runner.s.cluster, node)
+        service = lab_service(runner.s.cluster, node, netns, journal_dir, runner.s.store)
         api_thread = start_api(service, where or sock, runner.stop, tls)
         from meshctl.proxy.supervisor import start_supervisor  # the node's Envoy, once it has rules
 
-        start_supervisor(runner.s.cluster, node, node_netns(runner.s.cluster, node), runner.stop)
+        start_supervisor(runner.s.cluster, node, netns, runner.stop)
         service.watch_sessions(runner.stop)  # a silent apply session: this agent reverts its node
         source = info.inventory.source if has_repo else "repo"
         if source == "lab":  # follow the lab's pods between applies

@@ -438,7 +438,7 @@ def _compile_spec(
         )
         nodes[node] = NodeState(
             node=node,
-            config=DatapathConfig(ipv6_pass=spec.ipv6_pass),
+            config=DatapathConfig(ipv6_pass=spec.ipv6_pass, proxy=bool(http)),
             ipcache=ipcache,
             endpoints=FrozenMap.from_sorted(sorted(endpoints.items(), key=lambda kv: int(kv[0]))),
             policies=FrozenMap(policies),

@@ -23,6 +23,7 @@ from meshctl.dataplane import envoy_config as cfg
 from meshctl.errors import MeshctlError
 from meshctl.localproc import UnixHTTPConnection
 from meshctl.nodestate import HttpPolicy, IpcacheEntry
+from meshctl.state.atomic import atomic_write
 
 ROOT_ENV = "MESHCTL_PROXY_DIR"
 
@@ -68,7 +69,7 @@ class ProxyFiles:
         self.routes.parent.mkdir(parents=True, exist_ok=True)
         if not self.routes.exists():  # Envoy needs the file at start: no rule yet, every request denied
             write_routes(self, frozenset(), {})
-        _atomic_write(self.bootstrap, cfg.bootstrap(node, cluster, self.routes, self.admin, self.access_log))
+        _write_json(self.bootstrap, cfg.bootstrap(node, cluster, self.routes, self.admin, self.access_log))
 
 
 def admin_get(files: ProxyFiles, path: str, timeout: float = 2.0) -> str | None:
@@ -106,14 +107,9 @@ def running_http(files: ProxyFiles) -> frozenset[HttpPolicy]:
     return (cfg.http_from_dump(dump) if dump else None) or frozenset()
 
 
-def _atomic_write(path: Path, doc: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
+    """Atomically: Envoy reloads on the rename and never reads half a file."""
+    atomic_write(path, json.dumps(doc, sort_keys=True).encode())
 
 
 def write_routes(files: ProxyFiles, http: frozenset[HttpPolicy],
@@ -121,7 +117,7 @@ def write_routes(files: ProxyFiles, http: frozenset[HttpPolicy],
     """Replace the routes Envoy runs (it reloads on the rename); returns their version."""
     route = cfg.route_config(http, ipcache)
     doc = cfg.routes_file(route)
-    _atomic_write(files.routes, doc)
+    _write_json(files.routes, doc)
     return str(doc["version_info"])
 
 
@@ -153,24 +149,3 @@ def validate(route: Mapping[str, Any], timeout: float = 30.0) -> str | None:
     lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
     last = lines[-1] if lines else f"envoy exited {proc.returncode}"
     return last.split("json': ", 1)[-1]  # what Envoy says, without its log prefix and our temp file
-
-
-PROXY_TABLE = 2004  # as Cilium's: marked packets are delivered to a local socket
-PROXY_RULE_PREF = 9
-
-
-def ensure_proxy_routing(netns: str | None) -> None:
-    """The node's policy routing for MARK_TO_PROXY (bpf/lib/proxy.h): the packets the datapath
-    assigned to the proxy's sockets carry an address that is not the node's; this delivers them
-    locally. Idempotent."""
-    ns = ["-n", netns] if netns else []
-    rules = subprocess.run(["ip", *ns, "rule", "show", "pref", str(PROXY_RULE_PREF)],
-                           capture_output=True, text=True, check=True).stdout
-    cmds = [] if f"lookup {PROXY_TABLE}" in rules else [
-        ["rule", "add", "pref", str(PROXY_RULE_PREF), "fwmark", "0x200/0xf00", "lookup", str(PROXY_TABLE)]]
-    cmds.append(["route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", str(PROXY_TABLE)])
-    for cmd in cmds:
-        proc = subprocess.run(["ip", *ns, *cmd], capture_output=True, text=True)
-        if proc.returncode:
-            raise MeshctlError(f"proxy routing in {netns or 'the host netns'}: ip {' '.join(cmd)}: "
-                               f"{proc.stderr.strip()}")

@@ -20,13 +20,12 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from meshctl.nodestate import HTTP_PROXY_PORT, Direction, HttpPolicy, HttpRule, IpcacheEntry
+from meshctl.dataplane.structs import MARK_FROM_PROXY
+from meshctl.nodestate import HTTP_PROXY_PORT, Direction, HttpPolicy, HttpRule, IpcacheEntry, ReservedIdentity
 
-MARK_FROM_PROXY = 0xA00  # bpf/lib/common.h: the proxy's upstream connections
 ROUTE_NAME = "meshctl-http"
 METADATA_KEY = "meshctl"
 DENIED_BODY = "Access denied"
-WORLD = 2
 _T = "type.googleapis.com/envoy."
 
 
@@ -34,15 +33,6 @@ def policy_name(p: HttpPolicy, index: int) -> str:
     """The RBAC policy of rule `index` of `p`: access logs name it, flows map the cookie back to
     the CNP and its line."""
     return f"cookie={p.cookie} rule={index} {p.direction.label} {p.endpoint}:{p.ports} peer={p.identity}"
-
-
-def parse_policy_name(name: str) -> tuple[int, int] | None:
-    """(cookie, rule index) of a policy_name(), None for any other text."""
-    parts = dict(p.split("=", 1) for p in name.split() if "=" in p)
-    try:
-        return int(parts["cookie"]), int(parts["rule"])
-    except (KeyError, ValueError):
-        return None
 
 
 def _cidr(net: IPv4Network) -> dict[str, Any]:
@@ -79,25 +69,21 @@ def peer_prefixes(ipcache: Mapping[IPv4Network, IpcacheEntry]) -> dict[int, list
     return out
 
 
+# RBAC's words for "any of" and "none of" in a principal (direct_remote_ip) and a permission
+_SETS = {"direct_remote_ip": ("or_ids", "ids", "not_id"), "destination_ip": ("or_rules", "rules", "not_rule")}
+
+
 def _addresses(kind: str, identity: int, prefixes: Mapping[int, list[IPv4Network]]) -> dict[str, Any] | None:
     """A principal or permission matching the addresses of `identity` (`kind` names the RBAC
     field: direct_remote_ip or destination_ip); None when the identity has no address here."""
-    if identity == 0:
+    if identity == ReservedIdentity.ANY:
         return {"any": True}
-    if identity == WORLD:
-        known = [net for ident, nets in prefixes.items() if ident != WORLD for net in nets]
-        if not known:
-            return {"any": True}
-        inside = [{kind: _cidr(n)} for n in sorted(known)]
-        return {"not_id": {"or_ids": {"ids": inside}}} if kind == "direct_remote_ip" else \
-            {"not_rule": {"or_rules": {"rules": inside}}}
+    any_of, items, none_of = _SETS[kind]
+    if identity == ReservedIdentity.WORLD:  # every address the ipcache does not know
+        known = sorted(n for ident, nets in prefixes.items() if ident != identity for n in nets)
+        return {none_of: {any_of: {items: [{kind: _cidr(n)} for n in known]}}} if known else {"any": True}
     nets = sorted(prefixes.get(identity, ()))
-    if not nets:
-        return None
-    ids = [{kind: _cidr(n)} for n in nets]
-    if kind == "direct_remote_ip":
-        return {"or_ids": {"ids": ids}}
-    return {"or_rules": {"rules": ids}}
+    return {any_of: {items: [{kind: _cidr(n)} for n in nets]}} if nets else None
 
 
 def rbac_policies(http: Iterable[HttpPolicy], ipcache: Mapping[IPv4Network, IpcacheEntry]) -> dict[str, Any]:
@@ -142,8 +128,7 @@ def route_config(http: Iterable[HttpPolicy], ipcache: Mapping[IPv4Network, Ipcac
             "domains": ["*"],
             "routes": [{
                 "match": {"prefix": "/"},
-                "route": {"cluster": "original_dst", "timeout": "0s",
-                          "upgrade_configs": [{"upgrade_type": "websocket"}]},
+                "route": {"cluster": "original_dst", "timeout": "0s"},
                 "metadata": {"filter_metadata": {METADATA_KEY: {"http": http_rows_text(http)}}},
                 "typed_per_filter_config": {"envoy.filters.http.rbac": {
                     "@type": _T + "extensions.filters.http.rbac.v3.RBACPerRoute",
@@ -253,11 +238,10 @@ def validation_bootstrap(route: Mapping[str, Any], access_log: Path) -> dict[str
 
 
 def _our_route(dump: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """Our DynamicRouteConfig in a config dump (whole, or `?resource=dynamic_route_configs`)."""
-    for section in dump.get("configs", ()):
-        for dyn in section.get("dynamic_route_configs", (section,)):
-            if (dyn.get("route_config") or {}).get("name") == ROUTE_NAME:
-                return dyn  # type: ignore[no-any-return]
+    """Our DynamicRouteConfig in a config dump of `?resource=dynamic_route_configs`."""
+    for dyn in dump.get("configs", ()):
+        if (dyn.get("route_config") or {}).get("name") == ROUTE_NAME:
+            return dyn  # type: ignore[no-any-return]
     return None
 
 

@@ -308,7 +308,8 @@ def decode_policy_dump(keys: bytes, values: bytes) -> PolicyTable:
 def encode_config(cfg: DatapathConfig) -> bytes:
     return bytes(
         S.DatapathConfig(
-            flags=int(S.ConfigFlags.IPV6_PASS) if cfg.ipv6_pass else 0,
+            flags=(int(S.ConfigFlags.IPV6_PASS) if cfg.ipv6_pass else 0)
+            | (int(S.ConfigFlags.PROXY) if cfg.proxy else 0),
             ct_timeout_tcp_s=cfg.ct_timeout_tcp_s,
             ct_timeout_non_tcp_s=cfg.ct_timeout_non_tcp_s,
             ct_timeout_syn_s=cfg.ct_timeout_syn_s,
@@ -325,7 +326,8 @@ def decode_config(value: bytes | None) -> DatapathConfig:
         return DatapathConfig()
     c = S.DatapathConfig.from_buffer_copy(value)
     timeouts = {name: getattr(c, name) for name in CT_TIMEOUTS}
-    return DatapathConfig(ipv6_pass=bool(c.flags & S.ConfigFlags.IPV6_PASS), **timeouts)
+    return DatapathConfig(ipv6_pass=bool(c.flags & S.ConfigFlags.IPV6_PASS),
+                          proxy=bool(c.flags & S.ConfigFlags.PROXY), **timeouts)
 
 
 def decode_config_entry(value: bytes | None) -> tuple[DatapathConfig, Foreign]:

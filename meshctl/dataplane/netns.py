@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 from meshctl.dataplane.libbpf import BPF_TCX_EGRESS, BPF_TCX_INGRESS, Link
 from meshctl.errors import DataplaneError
@@ -85,6 +86,19 @@ def attach_tcx(prog_fd: int, ifname: str, hook: str) -> Link:
     if index is None:
         raise DataplaneError("attach to", f"device {ifname}", errno_mod.ENODEV)
     return Link.create(prog_fd, index, HOOKS[hook], label=f"{hook} program on {ifname}")
+
+
+@contextmanager
+def netlink(netns: str | None, op: str) -> Iterator[Any]:
+    """An IPRoute socket in `netns`; netlink errors become DataplaneError naming `op`."""
+    from pyroute2 import IPRoute  # ~150 ms to import: only where netlink is needed
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        with in_netns(netns), IPRoute() as ipr:
+            yield ipr
+    except NetlinkError as err:
+        raise DataplaneError(op, netns or "root netns", err.code) from None
 
 
 def host_routes(netns: str | None) -> dict[IPv4Address, str]:

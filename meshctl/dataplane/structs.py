@@ -58,10 +58,17 @@ class CtFlags(enum.IntFlag):
     CLOSING = 1 << 1
 
 
+# L7 redirect marks (skb->mark): what the datapath hands the proxy, what the proxy sends
+MARK_PROXY_MASK = 0xF00
+MARK_TO_PROXY = 0x200
+MARK_FROM_PROXY = 0xA00
+
+
 class ConfigFlags(enum.IntFlag):
     """CONFIG_F_* of struct datapath_config.flags."""
 
     IPV6_PASS = 1 << 0
+    PROXY = 1 << 1
 
 
 POLICY_PREFIX_STATIC = 40

@@ -33,16 +33,15 @@ def tcp_exchange(sock: socket.socket) -> str:
     data = b""
     while True:
         head, sep, body = data.partition(b"\r\n\r\n")
-        if sep and head.startswith(b"HTTP/"):
-            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-            if length and len(body) >= int(length.group(1)):
-                break
+        http = bool(sep) and head.startswith(b"HTTP/")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head) if http else None
+        if length and len(body) >= int(length.group(1)):
+            break
         chunk = sock.recv(4096)
         if not chunk:
             break
         data += chunk
-    head, sep, body = data.partition(b"\r\n\r\n")
-    text = (body if sep and head.startswith(b"HTTP/") else data).decode(errors="replace").strip()
+    text = (body if http else data).decode(errors="replace").strip()
     return text.splitlines()[0] if text else ""
 
 

@@ -19,7 +19,7 @@ from meshctl.lab import agents, datapath, inventory, names, network, registry, s
 from meshctl.lab.netns import exists, list_netns
 from meshctl.lab.registry import ExternalRecord, NodeRecord, PodRecord, Registry
 from meshctl.lab.topology import Addresses, Topology, allocate, external_address
-from meshctl.proxy.supervisor import envoy_pid, stop_envoy
+from meshctl.proxy.supervisor import stop_envoy
 
 log = logging.getLogger(__name__)
 
@@ -169,10 +169,8 @@ def _down(cluster: str, nodes: tuple[str, ...]) -> DownResult:
         servers.stop(cluster, pid)
         killed.append(pid)
     for node in known_nodes:  # an Envoy its agent did not stop (adopted, or the agent was killed)
-        files = ProxyFiles.of(cluster, node)
-        pid = envoy_pid(files)
-        stop_envoy(files)
-        killed += [pid] if pid else []
+        if (pid := stop_envoy(ProxyFiles.of(cluster, node))) is not None:
+            killed.append(pid)
     shutil.rmtree(proxy_root() / cluster, ignore_errors=True)
     pins = names.pin_dir(cluster).exists()
     if reg is not None:

@@ -18,9 +18,13 @@ from meshctl.nodestate import (
     PolicyKey,
 )
 
+# Fields a value leaves out at their zero value, so plans and states without them stay as they
+# were (staged policies, L7): field -> the value its absence means.
+IMPLICIT: dict[str, Any] = {"audit_ingress": False, "audit_egress": False, "proxy": False, "proxy_port": 0}
+
 
 def config_value(c: DatapathConfig) -> dict[str, Any]:
-    return dict(c.__dict__)
+    return c.canonical()
 
 
 def config_from(v: dict[str, Any]) -> DatapathConfig:

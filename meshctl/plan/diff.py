@@ -19,6 +19,7 @@ from meshctl.nodestate import (
     EndpointEntry,
     ForeignEntry,
     HttpPolicy,
+    HttpRule,
     NodeState,
     PolicyEntry,
     PolicyKey,
@@ -47,9 +48,9 @@ def _action(before: object, after: object) -> Action:
 def _changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
     if not before or not after:
         return ""
-    keys = [*after, *(k for k in before if k not in after)]  # a field left out when zero: proxy_port
-    return ", ".join(f"{k} {before.get(k, 0)} -> {after.get(k, 0)}" for k in keys
-                     if before.get(k, 0) != after.get(k, 0))
+    keys = [*after, *(k for k in before if k not in after)]
+    b, a = ({k: d.get(k, codec.IMPLICIT.get(k)) for k in keys} for d in (before, after))
+    return ", ".join(f"{k} {b[k]} -> {a[k]}" for k in keys if b[k] != a[k])
 
 
 def _keyed(
@@ -268,11 +269,10 @@ class _NodeDiff:
             b, a = old.get(k), new.get(k)
             shown = a or b
             assert shown is not None
-            address = (f"http {self.names.endpoint_at(shown.endpoint)}:{shown.ports} {shown.direction.label} "
-                       f"from {self.names.peer(shown.identity)}" if shown.direction == Direction.INGRESS else
-                       f"http {self.names.endpoint_at(shown.endpoint)} {shown.direction.label} "
-                       f"to {self.names.peer(shown.identity)}:{shown.ports}")
-            rules = "; ".join(_rule_text(r) for r in (a or b).rules) or "every request"  # type: ignore[union-attr]
+            pod, peer = self.names.endpoint_at(shown.endpoint), self.names.peer(shown.identity)
+            address = (f"http {pod}:{shown.ports} ingress from {peer}" if shown.direction == Direction.INGRESS
+                       else f"http {pod} egress to {peer}:{shown.ports}")
+            rules = "; ".join(map(_rule_text, shown.rules)) or "every request"
             reason = ("the proxy allows " if a else "the proxy no longer allows ") + rules
             self.add(ChangeKind.HTTP_RULE, codec.http_key(shown), address,
                      codec.http_value(b) if b else None, codec.http_value(a) if a else None,
@@ -334,7 +334,7 @@ class _NodeDiff:
         return f"hand-made {where} entry {entry.key}"
 
 
-def _rule_text(rule: Any) -> str:
+def _rule_text(rule: HttpRule) -> str:
     """`GET /api/v1/users/[0-9]+ host=... Content-Type: application/json` (unset fields: any)."""
     parts = [rule.method or "*", rule.path or "*"]
     parts += [f"host={rule.host}"] if rule.host else []
@@ -370,14 +370,19 @@ def change_counts(changes: Iterable[Change]) -> dict[Action, int]:
 
 
 # DatapathConfig field -> the meshctl.toml setting it comes from and how it reads there
-_CONFIG_SOURCE = {"ipv6_pass": ("meshctl.toml [datapath] ipv6", {True: '"pass"', False: '"drop"'})}
+_CONFIG_SOURCE = {
+    "ipv6_pass": ("meshctl.toml [datapath] ipv6", {True: '"pass"', False: '"drop"'}),
+    "proxy": ("L7 ports on the node (the datapath looks up the proxy's sockets)", {True: "yes", False: "no"}),
+}
 
 
 def _config_reason(b: dict[str, Any], a: dict[str, Any]) -> str:
     """Which settings moved, in meshctl.toml's words: 'meshctl.toml [datapath] ipv6 "drop" -> "pass"';
     a setting meshctl.toml does not hold (a conntrack timeout) is named by its field."""
     moved = []
-    for key in sorted(k for k in {*b, *a} if b.get(k) != a.get(k)):
-        name, words = _CONFIG_SOURCE.get(key, (f"datapath setting {key}", {}))
-        moved.append(f"{name} {words.get(b.get(key), b.get(key))} -> {words.get(a.get(key), a.get(key))}")
+    for key in sorted({*b, *a}):
+        old, new = (d.get(key, codec.IMPLICIT.get(key)) for d in (b, a))
+        if old != new:
+            name, words = _CONFIG_SOURCE.get(key, (f"datapath setting {key}", {}))
+            moved.append(f"{name} {words.get(old, old)} -> {words.get(new, new)}")
     return "; ".join(moved) or "datapath settings changed"

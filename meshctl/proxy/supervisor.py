@@ -17,8 +17,9 @@ import subprocess
 import threading
 import time
 
-from meshctl.dataplane.envoy import ProxyFiles, ensure_proxy_routing, envoy_binary
+from meshctl.dataplane.envoy import ProxyFiles, envoy_binary
 from meshctl.dataplane.netns import netns_path
+from meshctl.dataplane.proxyroute import ensure_proxy_routing
 from meshctl.localproc import cmdline
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,11 @@ def envoy_pid(files: ProxyFiles) -> int | None:
     return pid if str(files.bootstrap) in cmdline(pid) else None
 
 
-def stop_envoy(files: ProxyFiles, timeout: float = 5.0) -> None:
-    """SIGTERM (then SIGKILL) the node's Envoy, only after its cmdline shows it is ours."""
+def stop_envoy(files: ProxyFiles, timeout: float = 5.0) -> int | None:
+    """SIGTERM (then SIGKILL) the node's Envoy, only after its cmdline shows it is ours; its pid."""
     pid = envoy_pid(files)
     if pid is None:
-        return
+        return None
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -49,6 +50,7 @@ def stop_envoy(files: ProxyFiles, timeout: float = 5.0) -> None:
     if envoy_pid(files) == pid:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 class EnvoySupervisor:
@@ -58,7 +60,6 @@ class EnvoySupervisor:
         self.cluster, self.node, self.netns = cluster, node, netns
         self.files = ProxyFiles.of(cluster, node)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
 
     def argv(self) -> list[str]:
         argv = [str(envoy_binary()), "-c", str(self.files.bootstrap), "--concurrency", "1",
@@ -74,7 +75,6 @@ class EnvoySupervisor:
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                          start_new_session=True, cwd="/")
         (self.files.dir / "envoy.pid").write_text(str(self.proc.pid))
-        self.starts += 1
         log.info("proxy %s: envoy started (pid %d)", self.node, self.proc.pid)
 
     def alive(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 from meshctl.plan.action import Action
 from meshctl.plan.change import Change, ChangeKind
+from meshctl.plan.codec import IMPLICIT
 
 LONG_VALUE = 200
 DIGEST_CHARS = 12
@@ -41,21 +42,13 @@ def _fmt(v: Any) -> str:
     return text
 
 
-# fields the plan writes only when set (meshctl.plan.codec): absent means false
-FLAGS_WHEN_SET = frozenset({"audit_ingress", "audit_egress"})
-ZERO_WHEN_UNSET = frozenset({"proxy_port"})  # absent means 0
-
 
 def _field(change: Change, key: str, v: Any) -> str:
     if change.kind is ChangeKind.LB_SERVICE and key == "maglev":
         return _maglev(v)
     if change.kind is ChangeKind.HTTP_RULE and key == "rules":
         return json.dumps(v)
-    if v is None and key in FLAGS_WHEN_SET:
-        return "false"
-    if v is None and key in ZERO_WHEN_UNSET:
-        return "0"
-    return _fmt(v)
+    return _fmt(IMPLICIT.get(key) if v is None else v)
 
 
 def value_lines(change: Change) -> list[str]:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
 
+from meshctl.dataplane.netns import netlink
 from meshctl.dataplane.wireguard.names import RULE_PREF, TABLE
 from meshctl.errors import DataplaneError
 
@@ -63,21 +63,6 @@ def format_rule(flags: int, src: str | None, src_len: int, fwmark: int | None) -
     return None
 
 
-@contextmanager
-def _netlink(netns: str | None, op: str) -> Iterator[Any]:
-    """An IPRoute socket in `netns`; netlink errors become DataplaneError naming `op`."""
-    from pyroute2 import IPRoute  # ~150 ms to import: only on the encryption path
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    from meshctl.dataplane.netns import in_netns
-
-    try:
-        with in_netns(netns), IPRoute() as ipr:
-            yield ipr
-    except NetlinkError as err:
-        raise DataplaneError(op, netns or "root netns", err.code) from None
-
-
 def _tolerate(code: int, call: Callable[[], T]) -> T | None:
     """`call()`, or None when it fails with errno `code` (already absent on delete)."""
     from pyroute2.netlink.exceptions import NetlinkError
@@ -92,7 +77,7 @@ def _tolerate(code: int, call: Callable[[], T]) -> T | None:
 
 def tunnel_routes(netns: str | None, ifname: str) -> set[IPv4Network]:
     """Destinations the table sends through `ifname` (none when `ifname` does not exist)."""
-    with _netlink(netns, f"read routes of table {TABLE} in") as ipr:
+    with netlink(netns, f"read routes of table {TABLE} in") as ipr:
         index = ipr.link_lookup(ifname=ifname)
         if not index:
             return set()
@@ -105,7 +90,7 @@ def tunnel_routes(netns: str | None, ifname: str) -> set[IPv4Network]:
 
 
 def add_route(netns: str | None, ifname: str, dst: IPv4Network, src: IPv4Address | None) -> None:
-    with _netlink(netns, f"route {dst} dev {ifname} table {TABLE} in") as ipr:
+    with netlink(netns, f"route {dst} dev {ifname} table {TABLE} in") as ipr:
         index = ipr.link_lookup(ifname=ifname)
         if not index:
             raise DataplaneError(f"route {dst} dev {ifname} in", netns or "root netns", errno.ENODEV)
@@ -115,14 +100,14 @@ def add_route(netns: str | None, ifname: str, dst: IPv4Network, src: IPv4Address
 
 def del_route(netns: str | None, dst: IPv4Network) -> None:
     """Remove the table's route to `dst`; a route already gone is fine."""
-    with _netlink(netns, f"delete route {dst} table {TABLE} in") as ipr:
+    with netlink(netns, f"delete route {dst} table {TABLE} in") as ipr:
         _tolerate(errno.ESRCH, lambda: ipr.route("del", dst=str(dst), table=TABLE))
 
 
 def rules(netns: str | None) -> tuple[str, ...]:
     """Selectors of our rules (pref RULE_PREF into TABLE): "from 10.1.0.0/24", "not fwmark 0xe57"."""
     found = []
-    with _netlink(netns, "read rules in") as ipr:
+    with netlink(netns, "read rules in") as ipr:
         for r in ipr.get_rules(family=socket.AF_INET):
             if r.get_attr("FRA_PRIORITY") != RULE_PREF or r.get_attr("FRA_TABLE") != TABLE:
                 continue
@@ -144,11 +129,11 @@ def _rule_args(selector: str) -> dict[str, Any]:
 
 
 def add_rule(netns: str | None, selector: str) -> None:
-    with _netlink(netns, f"rule {selector} lookup {TABLE} in") as ipr:
+    with netlink(netns, f"rule {selector} lookup {TABLE} in") as ipr:
         ipr.rule("add", **_rule_args(selector))
 
 
 def del_rule(netns: str | None, selector: str) -> None:
     """Remove our rule with this selector; a rule already gone is fine."""
-    with _netlink(netns, f"delete rule {selector} in") as ipr:
+    with netlink(netns, f"delete rule {selector} in") as ipr:
         _tolerate(errno.ENOENT, lambda: ipr.rule("del", **_rule_args(selector)))

@@ -49,6 +49,8 @@ def test_an_http_rule_sends_its_port_to_the_proxy_and_gives_the_proxy_the_rules(
         A, Direction.INGRESS, 80, 80, b_id)
     assert policy.rules == (HttpRule("GET", "/api/.*"),) and policy.cookie == entry.cookie
     assert not c.nodes["n2"].http  # type: ignore[attr-defined]
+    # only the node with L7 ports pays for the datapath's socket lookups
+    assert c.nodes["n1"].config.proxy and not c.nodes["n2"].config.proxy  # type: ignore[attr-defined]
 
 
 def test_headers_are_split_as_cilium_does_and_header_matches_are_kept() -> None:

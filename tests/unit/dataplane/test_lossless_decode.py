@@ -103,7 +103,7 @@ def test_endpoint_unknown_flags_are_foreign(rows: list[tuple[int, int]]) -> None
 def test_config_unknown_flags_and_pad_are_foreign() -> None:
     good = encode_config(DatapathConfig())
     assert decode_config_entry(good) == (DatapathConfig(), [])
-    for bad in (b"\x02" + good[1:], good[:20] + b"\x01\0\0\0"):
+    for bad in (b"\x04" + good[1:], good[:20] + b"\x01\0\0\0"):  # bits 0..1 are known
         _, foreign = decode_config_entry(bad)
         assert [f.value for f in foreign] == [bad.hex()]
 

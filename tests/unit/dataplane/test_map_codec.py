@@ -86,6 +86,10 @@ def test_config_decodes_exactly_what_is_stored() -> None:
     cfg = DatapathConfig(ipv6_pass=True, ct_timeout_tcp_s=5, ct_timeout_non_tcp_s=6, ct_timeout_syn_s=7,
                          ct_timeout_close_s=8)
     assert decode_config(encode_config(cfg)) == cfg
+    proxied = DatapathConfig(proxy=True)
+    assert decode_config(encode_config(proxied)) == proxied != DatapathConfig()
+    # the flag only where it is set: a node without L7 ports keeps its fingerprint
+    assert "proxy" not in DatapathConfig().canonical() and proxied.canonical()["proxy"] is True
 
 
 def test_metrics_sum_over_cpus() -> None:
