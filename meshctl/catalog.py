@@ -64,6 +64,15 @@ class Catalog:
     # the same as `isolation`, with the staged policies counted: who an AUDIT default deny names
     staged_isolation: FrozenMap[str, FrozenMap[Direction, tuple[str, ...]]] = field(default_factory=FrozenMap)
 
+    def rule_text(self, cookie: int, http_rule: int | None = None) -> str:
+        """The rule behind a cookie with its place in the repo, and one of its HTTP rules:
+        `CiliumNetworkPolicy demo/x ingress[0] rules.http[1] (policies/x.yaml:12)`."""
+        origin = self.cookies.get(cookie)
+        http = f" rules.http[{http_rule}]" if http_rule is not None else ""
+        if origin is None:
+            return f"cookie {cookie:#x}{http}"
+        return f"{origin}{http}" + (f" ({origin.file}:{origin.line})" if origin.file else "")
+
     def identity_name(self, identity: int) -> str:
         info = self.identities.get(identity)
         return info.display if info else f"identity:{identity}"

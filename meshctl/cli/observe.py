@@ -33,6 +33,7 @@ NEGATABLE = {
     "--from-label": "from_labels", "--to-label": "to_labels",
     "--from-identity": "from_identities", "--to-identity": "to_identities",
     "--verdict": "verdicts", "--protocol": "protocols", "--port": "ports", "--to-port": "to_ports",
+    "--http-method": "http_methods", "--http-path": "http_paths", "--http-status": "http_statuses",
 }
 EXCLUDE = "--exclude-filter"  # hidden: what `--not FLAG VALUE` becomes before click parses
 
@@ -82,7 +83,13 @@ ToIdentityOpt = Annotated[list[str] | None, typer.Option(
     "--to-identity", help="Destination numeric identity.")]
 VerdictOpt = Annotated[list[str] | None, typer.Option(
     "--verdict", help="FORWARDED, DROPPED or AUDIT (what staged policies would decide otherwise).")]
-ProtocolOpt = Annotated[list[str] | None, typer.Option("--protocol", help="tcp, udp or icmp.")]
+ProtocolOpt = Annotated[list[str] | None, typer.Option(
+    "--protocol", help="tcp, udp, icmp, or http (the L7 proxy's request and response records).")]
+HttpMethodOpt = Annotated[list[str] | None, typer.Option("--http-method", help="HTTP method (GET, POST).")]
+HttpPathOpt = Annotated[list[str] | None, typer.Option(
+    "--http-path", help="A regular expression found in the request's path (e.g. '/users/[0-9]+').")]
+HttpStatusOpt = Annotated[list[str] | None, typer.Option(
+    "--http-status", help="A response status code or prefix: 403, 4+, 50+.")]
 PortOpt = Annotated[list[str] | None, typer.Option("--port", help="Source or destination port.")]
 ToPortOpt = Annotated[list[str] | None, typer.Option("--to-port", help="Destination port.")]
 NodeOpt = Annotated[list[str] | None, typer.Option("--node", help="Only flows seen by this node.")]
@@ -122,6 +129,9 @@ def observe(  # one parameter per hubble-observe flag
     protocol: ProtocolOpt = None,
     port: PortOpt = None,
     to_port: ToPortOpt = None,
+    http_method: HttpMethodOpt = None,
+    http_path: HttpPathOpt = None,
+    http_status: HttpStatusOpt = None,
     negate: NotOpt = False, excluded: ExcludeOpt = None, node: NodeOpt = None,
     since: SinceOpt = None, until: UntilOpt = None, last: LastOpt = None, first: FirstOpt = None,
     follow: FollowOpt = False, output: OutOpt = FlowOutput.compact,
@@ -142,6 +152,7 @@ def observe(  # one parameter per hubble-observe flag
         "to_ips": to_ip, "from_labels": from_label, "to_labels": to_label,
         "from_identities": from_identity, "to_identities": to_identity, "verdicts": verdict,
         "protocols": protocol, "ports": port, "to_ports": to_port,
+        "http_methods": http_method, "http_paths": http_path, "http_statuses": http_status,
     }
     denied: dict[str, list[str]] = {}
     for item in excluded or ():

@@ -83,10 +83,20 @@ def trace_cmd(
     batch: Annotated[
         Path | None, typer.Option("--batch", metavar="FILE", help="JSONL queries {src,dst,port,protocol}")
     ] = None,
+    http: Annotated[str | None, typer.Option(
+        "--http", metavar="'METHOD /PATH'", help="An HTTP request: the L7 proxy's verdict on it too")] = None,
+    header: Annotated[list[str] | None, typer.Option(
+        "--header", metavar="'NAME: VALUE'",
+        help="A header of the --http request (repeat it; Host sets the host)")] = None,
     output: Annotated[TextOrJson, typer.Option("-o", "--output", help="text or json.")] = TextOrJson.text,
 ) -> None:
     """Verdict at the source (egress) and destination (ingress), and the rules behind it."""
     from meshctl.compile.trace import Tracer, parse_port
+    from meshctl.httpverdicts import HttpRequest
+
+    if header and not http:
+        raise MeshctlError("--header needs --http 'METHOD /PATH'")
+    request = HttpRequest.parse(http, header or ()) if http else None
 
     compiled = load_for_trace(repo, ref, directory)
     tracer = Tracer(compiled)
@@ -111,7 +121,7 @@ def trace_cmd(
     if not (src and dst and port):
         raise MeshctlError("policy trace needs --from, --to and --port (or --batch FILE)")
     p, proto = parse_port(port)
-    t = tracer.trace(src, dst, p, proto)
+    t = tracer.trace(src, dst, p, proto, request)
     if output is TextOrJson.json:
         typer.echo(json.dumps(t.as_dict(), indent=2, sort_keys=True))
     else:

@@ -13,8 +13,9 @@ from typing import Any
 
 from meshctl.compile.cluster import Compiled
 from meshctl.errors import MeshctlError
+from meshctl.httpverdicts import HttpRequest, HttpVerdict, side_http_verdict
 from meshctl.nodestate import PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction
-from meshctl.verdicts import Verdict, connection_verdict
+from meshctl.verdicts import Verdict, connection_verdict, ipcache_lookup
 
 PROTOCOLS = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "sctp": PROTO_SCTP}
 
@@ -61,11 +62,30 @@ def parse_port(text: str) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
+class HttpSide:
+    """The L7 proxy's verdict on the traced request at one end (an L7 port there)."""
+
+    verdict: HttpVerdict
+    explanation: str
+
+    def as_dict(self) -> dict[str, Any]:
+        v = self.verdict
+        return {"allowed": v.allowed, "status": 200 if v.allowed else 403, "cookie": v.cookie,
+                "rule": v.rule, "explanation": self.explanation}
+
+
+@dataclass(frozen=True)
 class Side:
     direction: Direction
     who: str  # "ns/pod" or address
     verdict: Verdict | None
     explanation: str
+    http: HttpSide | None = None  # with --http, when the port is an L7 port at this end
+
+    @property
+    def allowed(self) -> bool:
+        l4 = self.verdict is None or self.verdict.allowed
+        return l4 and (self.http is None or self.http.verdict.allowed)
 
     def as_dict(self) -> dict[str, Any]:
         v = self.verdict
@@ -76,6 +96,7 @@ class Side:
             "reason": "no-endpoint" if v is None else v.reason,
             "cookie": 0 if v is None else v.cookie,
             "explanation": self.explanation,
+            **({"http": self.http.as_dict()} if self.http else {}),
         }
 
 
@@ -89,6 +110,7 @@ class Trace:
     egress: Side
     ingress: Side
     warnings: tuple[str, ...]
+    request: HttpRequest | None = None  # --http
 
     def as_dict(self) -> dict[str, Any]:
         proto = {v: k.upper() for k, v in PROTOCOLS.items()}[self.protocol]
@@ -101,17 +123,26 @@ class Trace:
             "egress": self.egress.as_dict(),
             "ingress": self.ingress.as_dict(),
             "warnings": list(self.warnings),
+            **({"http": {"method": self.request.method, "path": self.request.path, "host": self.request.host,
+                         "headers": [f"{n}: {v}" for n, v in self.request.headers]}} if self.request else {}),
         }
 
     def text(self) -> str:
         proto = {v: k.upper() for k, v in PROTOCOLS.items()}[self.protocol]
         short = lambda s: s.split("/", 1)[1] if "/" in s and not s[0].isdigit() else s  # noqa: E731
+        request = f" {self.request.line}" if self.request else ""
         lines = [
-            f"{short(self.src)} -> {short(self.dst)}:{self.port}/{proto} "
+            f"{short(self.src)} -> {short(self.dst)}:{self.port}/{proto}{request} "
             f"{'FORWARDED' if self.allowed else 'DROPPED'}"
         ]
         lines.append(f"  egress  {self.egress.who}: {self.egress.explanation}")
         lines.append(f"  ingress {self.ingress.who}: {self.ingress.explanation}")
+        for side in (self.egress, self.ingress):
+            if side.http is not None:
+                lines.append(f"  L7 {side.direction.label:<7} {side.who}: {side.http.explanation}")
+        if self.request and self.egress.http is None and self.ingress.http is None:
+            lines.append(f"  L7: {self.port}/{proto} is not an L7 port at either end: the proxy does not "
+                         "look at the request")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -150,19 +181,46 @@ class Tracer:
         by = ", ".join(policies) if policies else "policyEnforcementMode always"
         return f"DROPPED (default deny: {who} {direction.label} isolated by {by})"
 
-    def trace(self, src: str, dst: str, port: int, protocol: int) -> Trace:
+    def explain_http(self, request: HttpRequest, v: HttpVerdict) -> str:
+        cat = self.compiled.catalog
+        if v.allowed:
+            rule = None if v.rule < 0 else v.rule
+            every = " (an L4 allow of this peer: every request)" if rule is None else ""
+            return f"{request.line} ALLOWED by {cat.rule_text(v.cookie, rule)}{every}"
+        judges = ", ".join(cat.rule_text(c) for c in v.judges) or "no rule for this peer"
+        return f"{request.line} DENIED (403 Access denied): no L7 rule of {judges} matches"
+
+    def _http_side(self, endpoint: IPv4Address, direction: Direction, peer_ip: IPv4Address, port: int,
+                   request: HttpRequest) -> HttpSide | None:
+        nodes = self.compiled.nodes
+        state = next((st for st in nodes.values() if endpoint in st.endpoints), None)
+        if state is None:
+            return None
+        peer = ipcache_lookup(state.ipcache, peer_ip)
+        v = side_http_verdict(nodes, endpoint, direction, peer, port, request)
+        return None if v is None else HttpSide(v, self.explain_http(request, v))
+
+    def trace(self, src: str, dst: str, port: int, protocol: int,
+              request: HttpRequest | None = None) -> Trace:
+        """The connection's verdict at both ends; with `request`, also the L7 proxy's verdict on
+        it at each end where the port is an L7 port and the connection passes L4."""
         src_name, src_ip = self.address(src)
         dst_name, dst_ip = self.address(dst)
+        if request is not None and protocol != PROTO_TCP:
+            raise MeshctlError("--http: HTTP rules apply to TCP ports only")
         cv = connection_verdict(self.compiled.nodes, src_ip, dst_ip, protocol, port)
-        egress = Side(
-            Direction.EGRESS, src_name, cv.egress, self.explain(Direction.EGRESS, src_name, cv.egress)
-        )
-        ingress = Side(
-            Direction.INGRESS, dst_name, cv.ingress, self.explain(Direction.INGRESS, dst_name, cv.ingress)
-        )
+        sides = []
+        for direction, name, v, endpoint, peer in ((Direction.EGRESS, src_name, cv.egress, src_ip, dst_ip),
+                                                   (Direction.INGRESS, dst_name, cv.ingress, dst_ip, src_ip)):
+            http = None
+            if request is not None and v is not None and v.allowed:
+                http = self._http_side(endpoint, direction, peer, port, request)
+            sides.append(Side(direction, name, v, self.explain(direction, name, v), http))
+        egress, ingress = sides
         warnings = tuple(
             str(w)
             for w in self.compiled.warnings
             if w.code in ("l7-not-enforced", "l7-ineffective", "empty-section")
         )
-        return Trace(src_name, dst_name, port, protocol, cv.allowed, egress, ingress, warnings)
+        allowed = egress.allowed and ingress.allowed
+        return Trace(src_name, dst_name, port, protocol, allowed, egress, ingress, warnings, request)

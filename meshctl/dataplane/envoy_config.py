@@ -157,6 +157,7 @@ ACCESS_LOG_FIELDS = {
     "protocol": "%PROTOCOL%",
     "status": "%RESPONSE_CODE%",
     "duration_ms": "%DURATION%",
+    "latency_us": "%COMMON_DURATION(DS_RX_BEG:DS_TX_BEG:us)%",  # to the response's first byte
     "client": "%DOWNSTREAM_REMOTE_ADDRESS%",
     "server": "%DOWNSTREAM_LOCAL_ADDRESS%",
     "policy": "%DYNAMIC_METADATA(envoy.filters.http.rbac:enforced_effective_policy_id)%",

@@ -1,4 +1,5 @@
-"""The per-node flow agent: ringbuf -> enrich -> SQLite store, plus Prometheus metrics.
+"""The per-node flow agent: ringbuf -> enrich -> SQLite store, plus Prometheus metrics; and the
+node's L7 proxy's access log -> HTTP records in the same store (meshctl.flows.httplog).
 
 Runs in its own process (never inside a latency-sensitive one: GIL contention). The ring buffer
 is read through mmap (meshctl.flows.ring: no per-record callback); decoding, naming and the
@@ -16,8 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from meshctl.dataplane.envoy import ProxyFiles
 from meshctl.dataplane.libbpf import Map
 from meshctl.flows.enrich import EnrichContext, Enricher, Row
+from meshctl.flows.filters import HTTP
+from meshctl.flows.httplog import AccessLogTail, HttpRecords, HttpRow
 from meshctl.flows.mapstats import MapPressure, PolicyMatches
 from meshctl.flows.metrics import FlowCounters, NodeSources, datapath_drops, registry_for, serve
 from meshctl.flows.ring import MmapRing
@@ -41,6 +45,7 @@ class AgentSettings:
     reload_every_s: float = 3.0
     prune_every_s: float = 30.0
     lost_every_s: float = 1.0
+    http_every_s: float = 0.25  # how often the proxy's access log is read
     state_dir: Path | None = None  # apply/drift counts for /metrics (meshctl.state.operations)
 
 
@@ -119,10 +124,13 @@ class Agent:
         enricher = Enricher(ctx, store.dims, floor_ns=store.last_ns)
         ring, ring_ino = self._open_ring()
         writer = StoreWriter(store, self._stored, s.max_age_s, s.max_rows, s.prune_every_s)
+        proxy = ProxyFiles.of(s.cluster, s.node)
+        access_log = AccessLogTail(proxy.access_log)
+        http = HttpRecords(ctx, store.dims, last_ns=store.max_time(HTTP))
         drops_base = self._datapath_drops()
         counted = 0
         now = time.monotonic()
-        next_reload, next_lost = now + s.reload_every_s, now + s.lost_every_s
+        next_reload, next_lost, next_http = now + s.reload_every_s, now + s.lost_every_s, now
         log.info("agent %s: storing flows in %s", s.node, s.store)
         self.storing = True
         try:
@@ -155,18 +163,24 @@ class Agent:
                         log.info("agent %s: the datapath was loaded again: reading its new ring buffer",
                                  s.node)
                     next_lost = now + s.lost_every_s
+                if now >= next_http:
+                    http.refresh_rules(proxy.routes)
+                    self._accept_http(writer, http.rows(access_log.lines()))
+                    next_http = now + s.http_every_s
                 if self._changed and now >= next_reload:
                     new = self._changed()
                     if new != token:
                         token = new
                         ctx = self._context(ctx)
                         enricher = Enricher(ctx, store.dims, enricher.offset_ns, enricher.last_ns)
+                        http.set_context(ctx)
                         self.counters.catalog_reloads += 1
                         log.info("agent %s: names reloaded", s.node)
                     next_reload = now + s.reload_every_s
                 if raw:  # held back for a reload check: store it now, with the newest names
                     self._accept(writer, enricher.rows(raw, framed=True))
             self._accept(writer, enricher.rows(ring.consume(), framed=True))
+            self._accept_http(writer, http.rows(access_log.lines()))
         finally:
             try:
                 writer.close()
@@ -203,6 +217,11 @@ class Agent:
         if rows:
             self.counters.add(rows)
             writer.put(rows)
+
+    def _accept_http(self, writer: StoreWriter, rows: list[HttpRow]) -> None:
+        if rows:
+            self.counters.add_http(rows)
+            writer.put([], rows)
 
     def _stored(self, n: int) -> None:
         self.counters.stored += n

@@ -22,6 +22,8 @@ from functools import lru_cache
 from meshctl.errors import MeshctlError
 from meshctl.flows.flow import PROTOCOL_NUMBERS, VERDICT_NUMBERS
 
+FLOWS, HTTP = "flows", "http"  # the store's tables: the datapath's flows, the proxy's HTTP records
+_STATUS = re.compile(r"^([1-5])(\d\d|\+)$|^([1-5]\d)\+$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -104,9 +106,34 @@ def _in_cidr(ip: str, cidr: str) -> bool:
         return False
 
 
+@lru_cache(maxsize=256)
+def _path_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _path_matches(pattern: str, url: str) -> bool:
+    """Hubble's --http-path: the regex found in the URL's path (the query left out)."""
+    return _path_regex(pattern).search(url.partition("?")[0]) is not None
+
+
+def _status_range(text: str) -> tuple[int, int]:
+    """`404`, `4+` (every 4xx) or `40+` (400-409), as Hubble's --http-status."""
+    m = _STATUS.match(text.strip())
+    if not m:
+        raise FilterError(f"--http-status: {text!r} is not a status code or prefix (200, 4+, 50+)")
+    t = text.strip()
+    if not t.endswith("+"):
+        return int(t), int(t)
+    prefix = t[:-1]
+    scale = 10 ** (3 - len(prefix))
+    return int(prefix) * scale, (int(prefix) + 1) * scale - 1
+
+
 def register_sql(db: sqlite3.Connection) -> None:
-    """The SQL functions where() may use (CIDR matching); call on every connection that queries."""
+    """The SQL functions where() may use (CIDR and path matching); call on every connection that
+    queries."""
     db.create_function("mc_in_cidr", 2, _in_cidr, deterministic=True)
+    db.create_function("mc_path_matches", 2, _path_matches, deterministic=True)
 
 
 def _ip_clause(value: str) -> tuple[str, list[object]]:
@@ -142,6 +169,9 @@ class FlowFilter:
     ips: tuple[str, ...] = ()
     from_ips: tuple[str, ...] = ()
     to_ips: tuple[str, ...] = ()
+    http_methods: tuple[str, ...] = ()
+    http_paths: tuple[str, ...] = ()  # regexes found in the request's path
+    http_statuses: tuple[str, ...] = ()  # `200`, `4+`
     excluded: FlowFilter | None = field(default=None)  # `--not FLAG`: flows matching it are left out
 
     def __post_init__(self) -> None:
@@ -149,8 +179,18 @@ class FlowFilter:
             if v.upper() not in VERDICT_NUMBERS:
                 raise FilterError(f"--verdict: {v!r} is not {', '.join(VERDICT_NUMBERS)}")
         for p in self.protocols:
-            if p.lower() not in PROTOCOL_NUMBERS:
-                raise FilterError(f"--protocol: {p!r} is not tcp, udp or icmp")
+            if p.lower() not in PROTOCOL_NUMBERS and p.lower() != HTTP:
+                raise FilterError(f"--protocol: {p!r} is not tcp, udp, icmp or http")
+        for m in self.http_methods:
+            if not m.strip().isalpha():
+                raise FilterError(f"--http-method: {m!r} is not an HTTP method (GET, POST, ...)")
+        for path in self.http_paths:
+            try:
+                re.compile(path)
+            except re.error as err:
+                raise FilterError(f"--http-path: {path!r} is not a regular expression: {err}") from None
+        for status in self.http_statuses:
+            _status_range(status)
         for flag, ports in (("--port", self.ports), ("--to-port", self.to_ports)):
             for port in ports:
                 if not 0 <= port <= 65535:
@@ -178,8 +218,17 @@ class FlowFilter:
         if self.since_ns is not None and self.until_ns is not None and self.since_ns > self.until_ns:
             raise FilterError("--since is after --until: no flow can match")
 
-    def where(self) -> tuple[str, list[object]]:
-        """SQL condition over `flows f` (never empty: "1" when nothing filters) and its parameters."""
+    @property
+    def http_only(self) -> bool:
+        """Only HTTP records can match (an HTTP field is filtered on, or the only protocol is http)."""
+        protocols = {p.lower() for p in self.protocols}
+        return bool(self.http_methods or self.http_paths or self.http_statuses) or protocols == {HTTP}
+
+    def where(self, table: str = FLOWS) -> tuple[str, list[object]]:
+        """SQL condition over `flows f` or `http f` (never empty: "1" when nothing filters, "0"
+        when no row of that table can match) and its parameters."""
+        if table == FLOWS and self.http_only:
+            return "0", []
         clauses: list[str] = []
         params: list[object] = []
 
@@ -211,7 +260,11 @@ class FlowFilter:
         peer_filter([("identity = ?", [i]) for i in self.from_identities], ("src_peer",))
         peer_filter([("identity = ?", [i]) for i in self.to_identities], ("dst_peer",))
         any_of([("f.verdict = ?", [VERDICT_NUMBERS[v.upper()]]) for v in self.verdicts])
-        any_of([("f.protocol = ?", [PROTOCOL_NUMBERS[p.lower()]]) for p in self.protocols])
+        any_of([("1", []) if p.lower() == HTTP else ("f.protocol = ?", [PROTOCOL_NUMBERS[p.lower()]])
+                for p in self.protocols if p.lower() != HTTP or table == HTTP])
+        any_of([("f.method = ?", [m.strip().upper()]) for m in self.http_methods])
+        any_of([("mc_path_matches(?, f.url)", [path]) for path in self.http_paths])
+        any_of([("f.status BETWEEN ? AND ?", list(_status_range(st))) for st in self.http_statuses])
         any_of([(f"f.{c} = ?", [p]) for p in self.ports for c in ("src_port", "dst_port")])
         any_of([("f.dst_port = ?", [p]) for p in self.to_ports])
         if self.since_ns is not None:
@@ -219,8 +272,8 @@ class FlowFilter:
         if self.until_ns is not None:
             add("f.time_ns <= ?", [self.until_ns])
         if self.excluded is not None:
-            sql, ps = self.excluded.where()
-            if sql != "1":  # an empty denylist leaves nothing out
+            sql, ps = self.excluded.where(table)
+            if sql != "1" and sql != "0":  # an empty denylist leaves nothing out, nor one for the other table
                 add(f"NOT ({sql})", ps)
         return (" AND ".join(clauses) or "1"), params
 

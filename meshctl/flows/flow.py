@@ -28,11 +28,17 @@ REASONS = {
     8: "L7 proxy down",
     9: "L7 port outside the proxy",
     10: "to L7 proxy",
+    11: "L7 policy denied",  # the proxy's verdict on a request (HTTP records), not a datapath one
 }
 REASON_ALLOWED = 0
 REASON_NOT_ENFORCED = 1
 REASON_DEFAULT_DENY = 2
 REASON_EXPLICIT_DENY = 3
+REASON_HTTP_DENIED = 11
+# An HTTP record (meshctl.flows.httplog): Hubble's l7 flow types.
+L7_NONE, L7_REQUEST, L7_RESPONSE = 0, 1, 2
+L7_TYPES = {L7_REQUEST: "http-request", L7_RESPONSE: "http-response"}
+HTTP_KEYS = ("l7", "http_method", "http_url", "http_host", "http_protocol", "http_status", "latency_ns")
 TCP_FLAG_NAMES = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x20, "URG"))
 
 
@@ -69,7 +75,15 @@ class Flow:
     src_labels: tuple[str, ...] = ()
     dst_labels: tuple[str, ...] = ()
     policy: str = ""  # the matched rule, e.g. "CiliumNetworkPolicy demo/x ingress[0]"
-    isolated_by: tuple[str, ...] = field(default=())  # default deny: the isolating policies
+    isolated_by: tuple[str, ...] = field(default=())  # default deny: the isolating policies;
+    # an HTTP request no rule allowed: the policies whose L7 rules it did not match
+    l7: int = L7_NONE  # L7_REQUEST | L7_RESPONSE: an HTTP record from the node's proxy
+    http_method: str = ""
+    http_url: str = ""  # the path with its query, as the request line had it
+    http_host: str = ""
+    http_protocol: str = ""  # HTTP/1.1
+    http_status: int = 0  # the response's code (responses only)
+    latency_ns: int = 0  # request start to the response's first byte (responses only)
 
     @property
     def verdict_name(self) -> str:
@@ -108,6 +122,9 @@ class Flow:
             return ""
         if self.reason == REASON_EXPLICIT_DENY:
             return f"denied by {self.policy}" if self.policy else f"explicit deny (cookie {self.cookie:#x})"
+        if self.reason == REASON_HTTP_DENIED:
+            by = f" of {', '.join(self.isolated_by)}" if self.isolated_by else ""
+            return f"no L7 rule{by} matches"
         if self.reason == REASON_DEFAULT_DENY:
             who = f"{self.subject} {self.direction_name} isolated"
             if self.isolated_by:
@@ -115,9 +132,30 @@ class Flow:
             return f"default deny: {who}"
         return self.reason_name
 
+    @property
+    def l7_type(self) -> str:
+        return L7_TYPES.get(self.l7, "")
+
+    @property
+    def http_summary(self) -> str:
+        """Hubble's: `HTTP/1.1 GET /api/users` and `HTTP/1.1 200 2ms (GET /api/users)`."""
+        request = f"{self.http_method} {self.http_url}"
+        if self.l7 == L7_RESPONSE:
+            return f"{self.http_protocol} {self.http_status} {self.latency_ns // 1_000_000}ms ({request})"
+        return f"{self.http_protocol} {request}"
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: numbers and their names, hubble-like keys."""
+        """JSON-ready: numbers and their names, hubble-like keys (HTTP fields under `l7`)."""
         d = asdict(self)
+        for key in HTTP_KEYS:
+            del d[key]
+        if self.l7:
+            http: dict[str, Any] = {"method": self.http_method, "url": self.http_url, "host": self.http_host,
+                                    "protocol": self.http_protocol}
+            if self.l7 == L7_RESPONSE:
+                http["code"] = self.http_status
+            d["l7"] = {"type": "REQUEST" if self.l7 == L7_REQUEST else "RESPONSE",
+                       "latency_ns": self.latency_ns, "http": http}
         d["src_labels"] = list(self.src_labels)
         d["dst_labels"] = list(self.dst_labels)
         d["isolated_by"] = list(self.isolated_by)

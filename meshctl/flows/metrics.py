@@ -20,6 +20,7 @@ datapath counters also count established packets, which emit nothing).
 
 from __future__ import annotations
 
+import bisect
 import platform
 import threading
 from collections import Counter
@@ -43,7 +44,8 @@ from meshctl.flows.enrich import (
     STORED_FIELDS,
     Row,
 )
-from meshctl.flows.flow import DIRECTIONS, VERDICTS
+from meshctl.flows.flow import DIRECTIONS, L7_REQUEST, L7_RESPONSE, VERDICTS
+from meshctl.flows.httplog import HTTP_FIELDS, HttpRow
 from meshctl.nodestate import PROTO_ANY, PolicyKey, ReservedIdentity
 
 if TYPE_CHECKING:
@@ -68,6 +70,11 @@ POLICY_REASONS = (REASON_ALLOWED, REASON_NOT_ENFORCED, REASON_DEFAULT_DENY, REAS
 # Hubble's v1.FlowProtocol names.
 PROTOCOL_LABELS = {1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
 
+# Hubble's http metrics: the reporter is the side whose proxy saw it (ingress: server).
+REPORTERS = {0: "server", 1: "client"}
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # Prometheus's defaults
+_H = {name: HTTP_FIELDS.index(name)
+      for name in ("direction", "l7", "method", "version", "status", "latency_ns")}
 _KEY = itemgetter(R_VERDICT, R_REASON, R_DIRECTION, R_PROTOCOL, R_COOKIE)
 _ATTR_KEY = itemgetter(R_ATTRIBUTION, R_VERDICT)
 Verdict5 = tuple[int, int, int, int, int]  # verdict, reason, direction, protocol, cookie
@@ -118,12 +125,30 @@ class FlowCounters:
         self.stored = 0
         self.catalog_reloads = 0
         self.ring_peak_fill = 0.0  # highest ring buffer fill seen (0..1): near 1 means events at risk
+        self.http_requests: Counter[tuple[str, str, str]] = Counter()  # method, protocol, reporter
+        self.http_responses: Counter[tuple[str, str, str]] = Counter()  # method, status, reporter
+        # (method, reporter) -> [count per HTTP_BUCKETS bound (not cumulative), +Inf count, sum s]
+        self.http_durations: dict[tuple[str, str], list[float]] = {}
 
     def add(self, rows: Sequence[Row]) -> None:
         self.received += len(rows)
         self.verdicts.update(map(_KEY, rows))  # type: ignore[arg-type]
         self.received_drops += sum(1 for r in rows if r[R_VERDICT] == VERDICT_DROPPED)
         self.by_attribution.update(map(_ATTR_KEY, rows))  # type: ignore[arg-type]
+
+    def add_http(self, rows: Sequence[HttpRow]) -> None:
+        """The proxy's records (meshctl.flows.httplog): Hubble's http requests/responses/duration."""
+        for r in rows:
+            method, reporter = str(r[_H["method"]]), REPORTERS.get(int(r[_H["direction"]]), "server")  # type: ignore[call-overload]
+            if r[_H["l7"]] == L7_REQUEST:
+                self.http_requests[(method, str(r[_H["version"]]), reporter)] += 1
+            elif r[_H["l7"]] == L7_RESPONSE:
+                self.http_responses[(method, str(r[_H["status"]]), reporter)] += 1
+                seconds = int(r[_H["latency_ns"]]) / 1e9  # type: ignore[call-overload]
+                hist = self.http_durations.setdefault((method, reporter), [0.0] * (len(HTTP_BUCKETS) + 2))
+                slot = bisect.bisect_left(HTTP_BUCKETS, seconds)  # the first bound >= seconds
+                hist[slot] += 1
+                hist[-1] += seconds
 
     @property
     def flows(self) -> Counter[tuple[int, int, int]]:
@@ -217,6 +242,7 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Any]:
         yield from self._flows()
+        yield from self._http()
         yield from self._events()
         yield from self._maps()
         yield from self._operations()
@@ -247,6 +273,30 @@ class _Collector(Collector):
         for (direction, match, action), n in sorted(c.policy_verdicts.items()):
             pol.add_metric([direction, match, action], n)
         yield pol
+
+    def _http(self) -> Iterator[Any]:
+        c = self.c
+        requests = CounterMetricFamily("meshctl_http_requests", "HTTP requests seen by the L7 proxy",
+                                       labels=["method", "protocol", "reporter"])
+        for labels, n in sorted(c.http_requests.items()):
+            requests.add_metric(list(labels), n)
+        yield requests
+        responses = CounterMetricFamily("meshctl_http_responses", "HTTP responses seen by the L7 proxy",
+                                        labels=["method", "status", "reporter"])
+        for labels, n in sorted(c.http_responses.items()):
+            responses.add_metric(list(labels), n)
+        yield responses
+        duration = HistogramMetricFamily("meshctl_http_request_duration_seconds",
+                                         "Time from a request to its response's first byte",
+                                         labels=["method", "reporter"])
+        for labels, hist in sorted(c.http_durations.items()):
+            cumulative, buckets = 0.0, []
+            for bound, n in zip(HTTP_BUCKETS, hist, strict=False):
+                cumulative += n
+                buckets.append((_bound(bound), cumulative))
+            buckets.append(("+Inf", cumulative + hist[len(HTTP_BUCKETS)]))
+            duration.add_metric(list(labels), buckets, sum_value=hist[-1])
+        yield duration
 
     def _events(self) -> Iterator[Any]:
         c = self.c

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from datetime import datetime
 
-from meshctl.flows.flow import Flow, tcp_flags_text
+from meshctl.flows.flow import L7_REQUEST, Flow, tcp_flags_text
 
 FORMATS = ("compact", "json", "table", "dict")
 
@@ -35,13 +35,24 @@ def verdict_text(f: Flow) -> str:
     return f"FORWARDED ({detail})"
 
 
+def http_text(f: Flow) -> str:
+    """Hubble's L7 line: `http-request FORWARDED (HTTP/1.1 GET /api/users)`, with the rule that
+    allowed a request, or the policies whose L7 rules a denied one did not match."""
+    line = f"{f.l7_type} {f.verdict_name} ({f.http_summary})"
+    if f.l7 == L7_REQUEST and f.verdict == 1 and f.policy:
+        line += f" by {f.policy}"
+    elif f.l7 == L7_REQUEST and f.verdict == 2:
+        line += f": {f.drop_reason}"
+    return line
+
+
 def compact(f: Flow) -> str:
     ports = f.protocol in (6, 17)
     src = endpoint(f.src_pod, f.src_ip, f.src_port, f.src_identity, ports)
     dst = endpoint(f.dst_pod, f.dst_ip, f.dst_port, f.dst_identity, ports)
     line = (f"{timestamp(f.time_ns)} {src} (ID:{f.src_identity}) -> {dst} (ID:{f.dst_identity}) "
-            f"{verdict_text(f)}")
-    if f.verdict == 1 and f.policy:
+            f"{http_text(f) if f.l7 else verdict_text(f)}")
+    if f.verdict == 1 and f.policy and not f.l7:
         line += f" by {f.policy}"
     return line
 
@@ -59,6 +70,7 @@ def as_dict(f: Flow) -> str:
         "time": timestamp(f.time_ns), "node": f.node,
         "src": f"{f.src_pod or '-'} {f.src_ip}:{f.src_port}",
         "dst": f"{f.dst_pod or '-'} {f.dst_ip}:{f.dst_port}",
+        **({"type": f.l7_type, "summary": f.http_summary} if f.l7 else {}),
         **{k: d[k] for k in keys if k in d},
     }
     width = max(len(k) for k in view)
@@ -72,11 +84,14 @@ TABLE_HEADER = ("TIMESTAMP", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT",
 
 def table_row(f: Flow) -> tuple[str, ...]:
     ports = f.protocol in (6, 17)
-    summary = f.drop_reason if f.verdict == 2 else verdict_text(f) if f.verdict == 4 else (
-        f"TCP Flags: {tcp_flags_text(f.tcp_flags)}" if f.protocol == 6 else f.protocol_name)
+    if f.l7:
+        summary = f.http_summary + (f": {f.drop_reason}" if f.verdict == 2 else "")
+    else:
+        summary = f.drop_reason if f.verdict == 2 else verdict_text(f) if f.verdict == 4 else (
+            f"TCP Flags: {tcp_flags_text(f.tcp_flags)}" if f.protocol == 6 else f.protocol_name)
     return (timestamp(f.time_ns), f.node, endpoint(f.src_pod, f.src_ip, f.src_port, f.src_identity, ports),
             endpoint(f.dst_pod, f.dst_ip, f.dst_port, f.dst_identity, ports),
-            f"policy-verdict:{f.direction_name}", f.verdict_name, summary)
+            f.l7_type or f"policy-verdict:{f.direction_name}", f.verdict_name, summary)
 
 
 def table(flows: Iterable[Flow]) -> str:

@@ -10,6 +10,9 @@ WAL lets readers run during writes. Built for 100k+ stored flows/s from one Pyth
   append, `--last N` reads the last N rows of the B-tree, `--since/--until` are range scans
   and retention (age and size) is one range delete; no secondary index to maintain;
 - executemany in one transaction per batch, WAL with synchronous=NORMAL (no fsync per commit).
+The L7 proxy's HTTP records (meshctl.flows.httplog) live in a second table, `http`, keyed by time
+the same way, with the same peer and attribution ids plus method, URL, host, version, status and
+latency; queries read both and merge them by time.
 """
 
 from __future__ import annotations
@@ -17,16 +20,25 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from meshctl.errors import MeshctlError
 from meshctl.flows.dims import ATTRIBUTIONS_SCHEMA, PEERS_SCHEMA, Dimensions
 from meshctl.flows.enrich import STORED_FIELDS, WIDE_FIELDS, Row, flow_of
-from meshctl.flows.filters import FlowFilter, register_sql
+from meshctl.flows.filters import FLOWS, HTTP, FlowFilter, register_sql
 from meshctl.flows.flow import Flow
+from meshctl.flows.httplog import HTTP_FIELDS, HttpRow
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 3: the `http` table (an older store gets it when its agent opens it)
+HTTP_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS http (time_ns INTEGER PRIMARY KEY, "
+    + ", ".join(f"{c} {'TEXT' if c in ('method', 'url', 'host', 'version') else 'INTEGER'} NOT NULL"
+                for c in HTTP_FIELDS[1:])
+    + ")"
+)
 SCHEMA = (
+    HTTP_SCHEMA,
     "CREATE TABLE IF NOT EXISTS flows (time_ns INTEGER PRIMARY KEY, "
     + ", ".join(f"{c} INTEGER NOT NULL" for c in STORED_FIELDS[1:])
     + ")",
@@ -42,6 +54,8 @@ SCHEMA = (
 )
 INSERT = f"INSERT INTO flows ({', '.join(STORED_FIELDS)}) VALUES ({', '.join('?' * len(STORED_FIELDS))})"
 COLUMNS = ", ".join(f"f.{c}" for c in STORED_FIELDS)
+INSERT_HTTP = f"INSERT INTO http VALUES ({', '.join('?' * len(HTTP_FIELDS))})"
+HTTP_COLUMNS = ", ".join(f"f.{c}" for c in HTTP_FIELDS)
 _V1_MARK = "src_pod"  # a column only the first (wide, four-index) schema had
 
 
@@ -133,31 +147,35 @@ class FlowStore:
         self.close()
 
     # -- writing (the agent)
-    def insert(self, rows: Sequence[Row]) -> None:
+    def insert(self, rows: Sequence[Row], http: Sequence[HttpRow] = ()) -> None:
         """One transaction per batch (new dimension rows included): one fsync-free commit."""
-        if not rows:
+        if not rows and not http:
             return
         try:
             with self.db:
                 self.dims.flush(self.db)
                 self.db.executemany(INSERT, rows)
+                self.db.executemany(INSERT_HTTP, http)
         except sqlite3.Error as err:
             self.dims.reload()  # the rollback took this batch's new ids with it
             raise StoreError(f"flow store {self.path}: {err}") from err
-        self.last_ns = int(rows[-1][0])  # type: ignore[call-overload]
+        if rows:
+            self.last_ns = int(rows[-1][0])  # type: ignore[call-overload]
 
     def prune(self, max_age_s: float | None, max_rows: int | None, now: float | None = None) -> int:
         """Enforce retention (two range deletes on the time key); returns rows deleted."""
         deleted = 0
         with self.db:
-            if max_age_s is not None:
-                cutoff = int(((time.time() if now is None else now) - max_age_s) * 1e9)
-                deleted += self.db.execute("DELETE FROM flows WHERE time_ns < ?", (cutoff,)).rowcount
-            if max_rows is not None:
-                sql = "SELECT time_ns FROM flows ORDER BY time_ns DESC LIMIT 1 OFFSET ?"
-                cut = self.db.execute(sql, (max_rows,)).fetchone()
-                if cut is not None:
-                    deleted += self.db.execute("DELETE FROM flows WHERE time_ns <= ?", (cut[0],)).rowcount
+            for table in ("flows", "http"):
+                if max_age_s is not None:
+                    cutoff = int(((time.time() if now is None else now) - max_age_s) * 1e9)
+                    deleted += self.db.execute(f"DELETE FROM {table} WHERE time_ns < ?", (cutoff,)).rowcount
+                if max_rows is not None:
+                    sql = f"SELECT time_ns FROM {table} ORDER BY time_ns DESC LIMIT 1 OFFSET ?"
+                    cut = self.db.execute(sql, (max_rows,)).fetchone()
+                    if cut is not None:
+                        deleted += self.db.execute(f"DELETE FROM {table} WHERE time_ns <= ?",
+                                                   (cut[0],)).rowcount
         return deleted
 
     def set_meta(self, key: str, value: str) -> None:
@@ -172,10 +190,16 @@ class FlowStore:
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM flows").fetchone()[0])
 
-    def max_time(self) -> int:
-        return int(self.db.execute("SELECT coalesce(max(time_ns), 0) FROM flows").fetchone()[0])
+    def max_time(self, table: str = FLOWS) -> int:
+        if table == HTTP and not self._columns(HTTP):  # a store its agent has not opened since 3
+            return 0
+        return int(self.db.execute(f"SELECT coalesce(max(time_ns), 0) FROM {table}").fetchone()[0])
 
-    max_rowid = max_time  # follow marks: the time key is the rowid
+    max_rowid = max_time  # the UI's follow mark over the datapath's flows: the time key is the rowid
+
+    def marks(self) -> dict[str, int]:
+        """Where `follow` goes on from: the newest key of each table."""
+        return {FLOWS: self.max_time(FLOWS), HTTP: self.max_time(HTTP)}
 
     def _names(self) -> None:
         """Refresh the cached dimension tables (new peers appear while the agent runs)."""
@@ -196,28 +220,47 @@ class FlowStore:
                 spod, dpod, sns, dns, slab, dlab, policy, isolated)
 
     def query(self, flt: FlowFilter | None = None, last: int | None = None,
-              after_rowid: int | None = None, first: int | None = None) -> list[tuple[int, Flow]]:
+              after_rowid: int | None = None, first: int | None = None,
+              table: str = FLOWS) -> list[tuple[int, Flow]]:
         """(time key, flow) in time order; `last` keeps the newest N, `first` the oldest N;
-        `after_rowid` for --follow."""
-        where, params = (flt or FlowFilter()).where()
+        `after_rowid` for --follow. `table`: the datapath's flows, or the proxy's HTTP records."""
+        where, params = (flt or FlowFilter()).where(table)
+        if where == "0" or (table == HTTP and not self._columns(HTTP)):
+            return []
         if after_rowid is not None:
             where += " AND f.time_ns > ?"
             params = [*params, after_rowid]
+        columns = COLUMNS if table == FLOWS else HTTP_COLUMNS
+        select = f"SELECT {columns} FROM {table} f WHERE {where} ORDER BY f.time_ns"
         try:
             register_sql(self.db)
             if first is not None:
-                sql = f"SELECT {COLUMNS} FROM flows f WHERE {where} ORDER BY f.time_ns LIMIT ?"
-                rows = self.db.execute(sql, [*params, first]).fetchall()
+                rows = self.db.execute(select + " LIMIT ?", [*params, first]).fetchall()
             elif last is not None:
-                sql = f"SELECT {COLUMNS} FROM flows f WHERE {where} ORDER BY f.time_ns DESC LIMIT ?"
-                rows = self.db.execute(sql, [*params, last]).fetchall()
+                rows = self.db.execute(select + " DESC LIMIT ?", [*params, last]).fetchall()
                 rows.reverse()
             else:
-                sql = f"SELECT {COLUMNS} FROM flows f WHERE {where} ORDER BY f.time_ns"
-                rows = self.db.execute(sql, params).fetchall()
+                rows = self.db.execute(select, params).fetchall()
         except sqlite3.Error as err:
             raise StoreError(f"flow store {self.path}: {err}") from err
+        if table == HTTP:
+            return [(int(r[0]), self._http_flow(r)) for r in rows]
         return [(int(r[0]), flow_of(self._wide(r), self.node)) for r in rows]
+
+    def _http_flow(self, r: HttpRow) -> Flow:
+        (t, verdict, reason, direction, proto, sport, dport, s, d, a, l7, method, url, host, version, status,
+         latency) = r
+        wide = self._wide((t, verdict, reason, direction, proto, sport, dport, 0, 0, 0, s, d, a))
+        return replace(flow_of(wide, self.node), l7=int(l7), http_method=str(method),  # type: ignore[call-overload]
+                       http_url=str(url), http_host=str(host), http_protocol=str(version),
+                       http_status=int(status), latency_ns=int(latency))  # type: ignore[call-overload]
+
+    def query_both(self, flt: FlowFilter | None = None, last: int | None = None,
+                   first: int | None = None) -> list[Flow]:
+        """The datapath's flows and the proxy's HTTP records, merged by time."""
+        flows = [f for table in (FLOWS, HTTP) for _, f in self.query(flt, last, first=first, table=table)]
+        flows.sort(key=lambda f: f.time_ns)
+        return flows
 
 
 def open_stores(state_dir: Path, nodes: Iterable[str] = ()) -> list[FlowStore]:
@@ -232,7 +275,7 @@ def open_stores(state_dir: Path, nodes: Iterable[str] = ()) -> list[FlowStore]:
 def query_all(stores: Sequence[FlowStore], flt: FlowFilter | None = None,
               last: int | None = None, first: int | None = None) -> list[Flow]:
     """Merge nodes by time; `last` (newest N) and `first` (oldest N) apply to the merged result."""
-    flows = [f for s in stores for _, f in s.query(flt, last, first=first)]
+    flows = [f for s in stores for f in s.query_both(flt, last, first=first)]
     flows.sort(key=lambda f: f.time_ns)
     if first is not None:
         return flows[:first]
@@ -242,13 +285,14 @@ def query_all(stores: Sequence[FlowStore], flt: FlowFilter | None = None,
 def follow(stores: Sequence[FlowStore], flt: FlowFilter, interval: float = 0.2,
            start_at_end: bool = True) -> Iterator[Flow]:
     """Yield new flows as the agents store them (polls rowids; stop by closing the generator)."""
-    marks = {s.path: (s.max_rowid() if start_at_end else 0) for s in stores}
+    marks = {s.path: (s.marks() if start_at_end else {FLOWS: 0, HTTP: 0}) for s in stores}
     while True:
         batch: list[Flow] = []
         for s in stores:
-            for rowid, flow in s.query(flt, after_rowid=marks[s.path]):
-                marks[s.path] = rowid
-                batch.append(flow)
+            for table, mark in marks[s.path].items():
+                for key, flow in s.query(flt, after_rowid=mark, table=table):
+                    marks[s.path][table] = key
+                    batch.append(flow)
         batch.sort(key=lambda f: f.time_ns)
         yield from batch
         if not batch:

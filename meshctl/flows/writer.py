@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from meshctl.flows.enrich import Row
+from meshctl.flows.httplog import HttpRow
 from meshctl.flows.store import FlowStore
 
 log = logging.getLogger(__name__)
@@ -32,34 +33,36 @@ class StoreWriter:
         self._on_stored = on_stored
         self._retention = (max_age_s, max_rows)
         self._prune_every_s = prune_every_s
-        self._queue: queue.Queue[list[Row] | None] = queue.Queue(MAX_QUEUED)
+        self._queue: queue.Queue[tuple[list[Row], list[HttpRow]] | None] = queue.Queue(MAX_QUEUED)
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="flow-store-writer", daemon=True)
         self._thread.start()
 
-    def put(self, rows: list[Row]) -> None:
+    def put(self, rows: list[Row], http: list[HttpRow] | None = None) -> None:
+        """Datapath flow rows and the proxy's HTTP rows (meshctl.flows.httplog)."""
         if self.error is not None:
             raise self.error
-        while rows:
+        while rows or http:
             try:
-                self._queue.put(rows, timeout=1.0)
+                self._queue.put((rows, http or []), timeout=1.0)
                 return
             except queue.Full:
                 if self.error is not None:
                     raise self.error from None
 
-    def _take(self, first: list[Row]) -> tuple[list[Row], bool]:
+    def _take(self, first: tuple[list[Row], list[HttpRow]]) -> tuple[list[Row], list[HttpRow], bool]:
         """The first batch plus batches already queued behind it, up to MAX_TRANSACTION rows."""
-        rows = list(first)
-        while len(rows) < MAX_TRANSACTION:
+        rows, http = list(first[0]), list(first[1])
+        while len(rows) + len(http) < MAX_TRANSACTION:
             try:
                 more = self._queue.get_nowait()
             except queue.Empty:
-                return rows, False
+                return rows, http, False
             if more is None:
-                return rows, True
-            rows.extend(more)
-        return rows, False
+                return rows, http, True
+            rows.extend(more[0])
+            http.extend(more[1])
+        return rows, http, False
 
     def _run(self) -> None:
         next_prune = time.monotonic()
@@ -68,13 +71,13 @@ class StoreWriter:
                 try:
                     first = self._queue.get(timeout=1.0)
                 except queue.Empty:
-                    first = []
+                    first = ([], [])
                 if first is None:
                     return
-                rows, stop = self._take(first)
-                if rows:
-                    self.store.insert(rows)
-                    self._on_stored(len(rows))
+                rows, http, stop = self._take(first)
+                if rows or http:
+                    self.store.insert(rows, http)
+                    self._on_stored(len(rows) + len(http))
                 if time.monotonic() >= next_prune:
                     self.store.prune(*self._retention)
                     next_prune = time.monotonic() + self._prune_every_s

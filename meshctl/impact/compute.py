@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from meshctl.impact.explain import side_rules
+from meshctl.impact.http import http_changes
 from meshctl.impact.inventory import resolve_inventory, with_inventory
-from meshctl.impact.model import FlowReplay, ImpactPair, ImpactReport, Revision
+from meshctl.impact.model import FlowReplay, HttpChange, ImpactPair, ImpactReport, Revision
 from meshctl.nodestate import NodeState
 
 BUILD = "impact"  # attachments do not change verdicts: any build hash will do
@@ -30,6 +31,7 @@ class ComparedStates:
     head: Any  # Compiled
     pairs: tuple[ImpactPair, ...]
     pods: Any  # PodTargets
+    http: tuple[HttpChange, ...] = ()
 
 
 def compare_states(base: Any, head: Any) -> ComparedStates:
@@ -54,7 +56,8 @@ def compare_states(base: Any, head: Any) -> ComparedStates:
             base_rules=side_rules(base_nodes, base_c.catalog, *ends),
             head_rules=side_rules(head_nodes, head_c.catalog, *ends),
         ))
-    return ComparedStates(base_nodes, head_nodes, base_c, head_c, tuple(pairs), pods)
+    return ComparedStates(base_nodes, head_nodes, base_c, head_c, tuple(pairs), pods,
+                          http_changes(base_nodes, head_nodes, pods))
 
 
 def _policy_ids(desired: Any) -> dict[str, Any]:
@@ -113,5 +116,6 @@ def compare_revisions(
         replay=replay,
         warnings=tuple(dict.fromkeys(warnings)),
         policies_changed=policy_changes(base_d, head_d),
+        http=compared.http,
     )
     return report, compared

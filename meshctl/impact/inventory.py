@@ -10,6 +10,7 @@ node's podCIDR, in sorted pod order (used only inside the emulation, never appli
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -65,3 +66,13 @@ def resolve_inventory(head: Any, use_lab: bool = True) -> tuple[Any, str]:
 def with_inventory(desired: Any, inventory: Any) -> Any:
     """`desired` (policies and config of one revision) over another revision's pods/namespaces."""
     return dataclasses.replace(desired, namespaces=inventory.namespaces, pods=inventory.pods)
+
+
+def replay_addresses(addresses: Mapping[str, Any], src: str, dst: str,
+                     newest: Any) -> tuple[IPv4Address, IPv4Address] | None:
+    """The ends of a recorded flow now: pods by name in the inventory, else the recorded address."""
+    try:
+        return (IPv4Address(addresses.get(src) or newest.src_ip),
+                IPv4Address(addresses.get(dst) or newest.dst_ip))
+    except ValueError:
+        return None

@@ -10,7 +10,8 @@ import json
 import time
 from collections.abc import Sequence
 
-from meshctl.impact.model import ImpactPair, ImpactReport, ReplayedFlow
+from meshctl.impact.http import EVERY
+from meshctl.impact.model import HttpChange, ImpactPair, ImpactReport, ReplayedFlow
 from meshctl.report.mermaid import markdown_block, verdict_edge
 
 MARKDOWN_LIMIT = 65_000
@@ -46,6 +47,31 @@ def _replay_line(report: ImpactReport) -> str:
     return line + "."
 
 
+def _http_effect(h: HttpChange) -> list[str]:
+    """What starts and stops passing on one L7 port, in words."""
+    if h.base == (EVERY,):
+        return ["stop passing: every request that matches none of the head's shapes"]
+    if h.head == (EVERY,):
+        return ["start passing: every request that matches none of the base's shapes"]
+    out = [f"start passing: {' | '.join(h.starts)}"] if h.starts else []
+    return out + ([f"stop passing: {' | '.join(h.stops)}"] if h.stops else [])
+
+
+def _http_heading(report: ImpactReport) -> str:
+    return f"{len(report.http)} L7 port(s) change which HTTP requests pass (request shapes):"
+
+
+def _requests_line(report: ImpactReport) -> str:
+    r = report.replay
+    if r is None or r.note or not r.requests_seen:
+        return ""
+    drop = [q for q in r.requests if q.head == "DROPPED"]
+    allow = [q for q in r.requests if q.head == "FORWARDED"]
+    return (f"HTTP replay: {sum(q.count for q in drop)} recorded request(s) would be DROPPED, "
+            f"{sum(q.count for q in allow)} newly FORWARDED ({r.requests_seen} replayed; recorded requests "
+            "carry no headers, so a rule that needs one judges them as sent without)")
+
+
 def render_text(report: ImpactReport) -> str:
     out = [f"Impact of {report.base.short} -> {report.head.short} on cluster {report.cluster}",
            f"Inventory: {report.inventory} ({report.pods} pods)"]
@@ -56,12 +82,24 @@ def render_text(report: ImpactReport) -> str:
         out.append(f"  {p.src} -> {p.dst}:{p.port}/{p.protocol}  {p.base} -> {p.head}")
         out += [f"      base: {r}" for r in p.base_rules]
         out += [f"      head: {r}" for r in p.head_rules]
+    if report.http:
+        out += ["", _http_heading(report)]
+        for h in report.http:
+            out.append(f"  {h.src} -> {h.dst}:{h.port}/tcp ({h.side} proxy)")
+            out += [f"      base: {' | '.join(h.base)}", f"      head: {' | '.join(h.head)}"]
+            out += [f"      {e}" for e in _http_effect(h)]
     line = _replay_line(report)
     if line:
         out += ["", line]
         for f in report.replay.changed[:EXAMPLES] if report.replay else ():
             out.append(f"  {f.count:>6} x {f.src} -> {f.dst}:{f.port}/{f.protocol}  {f.base} -> {f.head}"
                        f"  (last {_when(f.last_seen_ns)})")
+    line = _requests_line(report)
+    if line:
+        out += ["", line + "."]
+        for q in report.replay.requests[:EXAMPLES] if report.replay else ():
+            out.append(f"  {q.count:>6} x {q.src} -> {q.dst}:{q.port} {q.method} {q.url}  "
+                       f"{q.base} -> {q.head}  (last {_when(q.last_seen_ns)})")
     for w in report.warnings:
         out.append(f"Warning: {w}")
     return "\n".join(out) + "\n"
@@ -105,9 +143,20 @@ def _flows_block(flows: Sequence[ReplayedFlow]) -> str:
     return "\n".join(out)
 
 
+def _http_block(report: ImpactReport) -> str:
+    rows = [f"**{_http_heading(report)}**", "", "| From | To | Port | Base | Head | Effect |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    rows += [f"| `{_cell(h.src)}` | `{_cell(h.dst)}` | {h.port}/tcp | {_cell(' | '.join(h.base))} | "
+             f"{_cell(' | '.join(h.head))} | {_cell('; '.join(_http_effect(h)))} |" for h in report.http]
+    return "\n".join(rows) + "\n"
+
+
 def markdown_blocks(report: ImpactReport) -> list[str]:
     """The comment's blocks in order; the cut happens between blocks."""
-    icon = "⚠️" if report.breaking or (report.replay and report.replay.would_drop) else "✅"
+    requests_drop = report.replay and any(q.head == "DROPPED" for q in report.replay.requests)
+    stops = any(h.stops for h in report.http)
+    warn = report.breaking or (report.replay and report.replay.would_drop) or requests_drop or stops
+    icon = "⚠️" if warn else "✅"
     blocks = [
         f"{MARKER}\n### {icon} meshctl impact: `{report.cluster}` "
         f"{_cell(report.base.short)} → {_cell(report.head.short)}\n\n",
@@ -122,8 +171,13 @@ def markdown_blocks(report: ImpactReport) -> list[str]:
     if report.pairs:
         graph = markdown_block(verdict_edge(p.src, p.dst, p.protocol, p.port, p.head) for p in report.pairs)
         blocks += [graph + "\n", _pairs_table(report.pairs) + "\n", _rules_block(report.pairs) + "\n"]
+    if report.http:
+        blocks.append(_http_block(report) + "\n")
     if report.replay and report.replay.changed:
         blocks.append(_flows_block(report.replay.changed) + "\n")
+    line = _requests_line(report)
+    if line:
+        blocks.append(f"{line}.\n\n")
     for w in report.warnings:
         blocks.append(f"> **Warning:** {_cell(w)}\n\n")
     blocks.append(f"<sub>Judged on the {_cell(report.inventory)} ({report.pods} pods).</sub>\n")

@@ -9,10 +9,10 @@ before a pod was re-addressed still replays.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from ipaddress import IPv4Address
 from typing import Any
 
 from meshctl.impact.explain import side_rules
+from meshctl.impact.inventory import replay_addresses
 from meshctl.impact.model import FlowReplay, ReplayedFlow
 from meshctl.nodestate import PROTOCOL_NAMES
 
@@ -24,9 +24,12 @@ def _label(allowed: bool) -> str:
 
 
 def replay_flows(flows: Sequence[Any], compared: Any, inventory: Any, window: str) -> FlowReplay:
+    from meshctl.impact.http import replay_requests
     from meshctl.verdicts import connection_verdict
 
     addresses = {p.key: p.pod_ip for p in inventory.pods if p.pod_ip is not None}
+    requests_seen, requests = replay_requests(flows, compared.base_nodes, compared.head_nodes, addresses)
+    flows = [f for f in flows if not f.l7]  # the datapath's flows: connections
     groups: dict[tuple[str, str, int, int], list[Any]] = {}
     for f in flows:
         src = f.src_pod or f.src_ip
@@ -35,11 +38,10 @@ def replay_flows(flows: Sequence[Any], compared: Any, inventory: Any, window: st
     changed: list[ReplayedFlow] = []
     for (src, dst, proto, port), group in groups.items():
         newest = max(group, key=lambda f: f.time_ns)
-        try:
-            src_ip = IPv4Address(addresses.get(src) or newest.src_ip)
-            dst_ip = IPv4Address(addresses.get(dst) or newest.dst_ip)
-        except ValueError:
+        ends = replay_addresses(addresses, src, dst, newest)
+        if ends is None:
             continue
+        src_ip, dst_ip = ends
         before = connection_verdict(compared.base_nodes, src_ip, dst_ip, proto, port)
         after = connection_verdict(compared.head_nodes, src_ip, dst_ip, proto, port)
         if before.allowed == after.allowed:
@@ -51,4 +53,5 @@ def replay_flows(flows: Sequence[Any], compared: Any, inventory: Any, window: st
             _label(before.allowed), _label(after.allowed), rules,
         ))
     changed.sort(key=lambda r: (r.head != "DROPPED", -r.count, r.dst, r.port, r.src))
-    return FlowReplay(window, len(flows), len(groups), tuple(changed))
+    return FlowReplay(window, len(flows), len(groups), tuple(changed), requests_seen=requests_seen,
+                      requests=requests)

@@ -24,6 +24,7 @@ from meshctl.localproc import cmdline
 
 log = logging.getLogger(__name__)
 POLL_S = 0.1
+ACCESS_LOG_FLUSH_MS = 200  # the access log feeds the flow store: flows show up within a poll or two
 
 
 def envoy_pid(files: ProxyFiles) -> int | None:
@@ -63,7 +64,8 @@ class EnvoySupervisor:
 
     def argv(self) -> list[str]:
         argv = [str(envoy_binary()), "-c", str(self.files.bootstrap), "--concurrency", "1",
-                "--disable-hot-restart", "-l", "warning", "--service-node", self.node]
+                "--disable-hot-restart", "-l", "warning", "--service-node", self.node,
+                "--file-flush-interval-msec", str(ACCESS_LOG_FLUSH_MS)]
         if self.netns:
             argv = ["nsenter", f"--net={netns_path(self.netns)}", "--", *argv]
         return argv

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from meshctl.dataplane.envoy import ProxyFiles, running_http
 from meshctl.dataplane.netns import in_netns
 from meshctl.lab import agents, registry
 from meshctl.proxy.supervisor import envoy_pid
-from tests.privileged.apply_helpers import REPO, cli_lab, git_init, meshctl, three_tier_copy, unique_cluster
+from tests.l7_requests import REQUESTS
+from tests.privileged.apply_helpers import REPO, cli_lab, example_copy, git_init, meshctl, unique_cluster
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -53,55 +56,39 @@ spec:
 # The seed's api-http-policy: three request shapes, anything else denied.
 API_HTTP_POLICY = REPO / "examples" / "l7-changes" / "frontend-to-api.yaml"
 
-JSON = {"Content-Type": "application/json"}
-# (method, path, headers, expected status): the three rules' edges (method, case, anchoring of
-# path regexes at both ends, the query string as part of the path, exact header values).
-REQUESTS: list[tuple[str, str, dict[str, str], int]] = [
-    ("GET", "/api/v1/products", {}, 200),
-    ("GET", "/api/v1/products/", {}, 200),
-    ("GET", "/api/v1/products/42", {}, 200),
-    ("GET", "/api/v1/products?page=2", {}, 200),
-    ("GET", "/api/v1/productsXYZ", {}, 200),
-    ("GET", "/api/v1/product", {}, 403),
-    ("GET", "/API/v1/products", {}, 403),
-    ("GET", "/v2/api/v1/products", {}, 403),
-    ("GET", "//api/v1/products", {}, 403),
-    ("HEAD", "/api/v1/products", {}, 403),
-    ("POST", "/api/v1/products", JSON, 403),
-    ("PUT", "/api/v1/products", {}, 403),
-    ("DELETE", "/api/v1/products/1", {}, 403),
-    ("OPTIONS", "/api/v1/products", {}, 403),
-    ("GET", "/api/v1/users/42", {}, 200),
-    ("GET", "/api/v1/users/0", {}, 200),
-    ("GET", "/api/v1/users/1234567890", {}, 200),
-    ("GET", "/api/v1/users/", {}, 403),
-    ("GET", "/api/v1/users", {}, 403),
-    ("GET", "/api/v1/users/abc", {}, 403),
-    ("GET", "/api/v1/users/42/orders", {}, 403),
-    ("GET", "/api/v1/users/42?expand=1", {}, 403),
-    ("GET", "/api/v1/users/-1", {}, 403),
-    ("POST", "/api/v1/users/42", JSON, 403),
-    ("POST", "/api/v1/orders", JSON, 200),
-    ("POST", "/api/v1/orders", {"content-type": "application/json"}, 200),
-    ("POST", "/api/v1/orders", {}, 403),
-    ("POST", "/api/v1/orders", {"Content-Type": "text/plain"}, 403),
-    ("POST", "/api/v1/orders", {"Content-Type": "application/json; charset=utf-8"}, 403),
-    ("POST", "/api/v1/orders/1", JSON, 403),
-    ("POST", "/api/v1/Orders", JSON, 403),
-    ("GET", "/api/v1/orders", JSON, 403),
-    ("PUT", "/api/v1/orders", JSON, 403),
-    ("PATCH", "/api/v1/orders", JSON, 403),
-]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = three_tier_copy(tmp_path_factory.mktemp("l7") / "repo", unique_cluster("t-l7"))
+    root = example_copy("three-tier", tmp_path_factory.mktemp("l7") / "repo", unique_cluster("t-l7"),
+                        metrics_base_port=_free_port())
     git_init(root, "three-tier at L4")
     with cli_lab(root):
         done = meshctl(root, "apply", "--auto-approve", timeout=180)
         assert done.returncode == 0, done.stdout + done.stderr
         yield root
+
+
+def _free_port() -> int:
+    """A free port with two after it (node-1..3 serve /metrics on base + 0..2)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base < 65000:
+            return base
+
+
+def _http_flows(root: Path, want: int, *filters: str) -> list[dict[str, object]]:
+    """`meshctl observe --protocol http` as JSON, once it shows `want` records (Envoy writes its
+    log within 0.2 s, the agent reads it every 0.25 s)."""
+    deadline = time.monotonic() + 15
+    while True:
+        shown = meshctl(root, "observe", "--protocol", "http", "--to-pod", "demo/api", "--since", "5m",
+                        *filters, "-o", "json", timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        flows = [json.loads(line) for line in shown.stdout.splitlines()]
+        if len(flows) >= want or time.monotonic() > deadline:
+            return flows
+        time.sleep(0.3)
 
 
 def _cluster(root: Path) -> str:
@@ -203,6 +190,36 @@ def test_get_passes_post_is_denied_the_gitops_way_and_revert_restores_l4(lab: Pa
         assert c.request("POST", "/api/v1/orders") == (403, "Access denied")
         assert not c.closing
         assert c.request("GET", "/again")[0] == 200
+    # the flows show both requests, with the rule that allowed GET and the one POST failed
+    flows = _http_flows(lab, 6, "--not", "--http-path", "^/$")  # apply's verify probes GET /
+    seen = [(f["l7"]["type"], f["verdict"], f["l7"]["http"]["method"], f["l7"]["http"]["url"],
+             f["l7"]["http"].get("code")) for f in flows]
+    assert seen == [("REQUEST", "FORWARDED", "GET", "/api/v1/users", None),
+                    ("RESPONSE", "FORWARDED", "GET", "/api/v1/users", 200),
+                    ("REQUEST", "DROPPED", "POST", "/api/v1/orders", None),
+                    ("RESPONSE", "DROPPED", "POST", "/api/v1/orders", 403),
+                    ("REQUEST", "FORWARDED", "GET", "/again", None),
+                    ("RESPONSE", "FORWARDED", "GET", "/again", 200)], seen
+    rule = "CiliumNetworkPolicy demo/api-from-frontend ingress[0]"
+    assert flows[0]["policy"] == f"{rule} rules.http[0] (policies/frontend-to-api.yaml:11)"
+    assert flows[2]["drop_reason"] == f"no L7 rule of {rule} (policies/frontend-to-api.yaml:11) matches"
+    assert (flows[0]["src_pod"], flows[0]["dst_pod"], flows[0]["dst_port"], flows[0]["node"]) == (
+        "demo/frontend", "demo/api", 3000, "node-2")
+    compact = meshctl(lab, "observe", "--protocol", "http", "--http-method", "POST", "--since", "5m",
+                      timeout=60).stdout.splitlines()
+    assert compact[0].endswith(f"demo/api:3000 (ID:{flows[2]['dst_identity']}) http-request DROPPED "
+                               f"(HTTP/1.1 POST /api/v1/orders): {flows[2]['drop_reason']}"), compact
+    assert "http-response DROPPED (HTTP/1.1 403 0ms (POST /api/v1/orders))" in compact[1]
+    assert [f["l7"]["http"]["code"] for f in _http_flows(lab, 1, "--http-status", "4+")] == [403]
+    base = int(re.search(r"metricsBasePort = (\d+)", (lab / "meshctl.toml").read_text()).group(1))  # type: ignore[union-attr]
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{base + 1}/metrics", timeout=5).read().decode()
+    gets = sum(1 for f in _http_flows(lab, 6, "--http-method", "GET") if f["l7"]["type"] == "REQUEST")
+    assert gets >= 2  # with apply's probes
+    server = 'method="GET",protocol="HTTP/1.1",reporter="server"'
+    assert f"meshctl_http_requests_total{{{server}}} {gets}.0" in metrics
+    assert 'meshctl_http_responses_total{method="POST",reporter="server",status="403"} 1.0' in metrics
+    duration = 'meshctl_http_request_duration_seconds_count{method="GET",reporter="server"}'
+    assert f"{duration} {gets}.0" in metrics
     by_path = _access_log(lab, "node-2", {"/api/v1/users", "/api/v1/orders"})
     assert by_path["/api/v1/users"]["rbac"] == "allowed"
     assert by_path["/api/v1/users"]["policy"].startswith("cookie=")

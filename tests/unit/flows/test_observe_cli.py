@@ -188,7 +188,7 @@ def test_outputs(state: Path, capsys, monkeypatch, fmt: str) -> None:  # type: i
 
 @pytest.mark.parametrize(("args", "message"), [
     (("--verdict", "MAYBE"), "--verdict: 'MAYBE' is not FORWARDED, DROPPED, AUDIT"),
-    (("--protocol", "sctp"), "--protocol: 'sctp' is not tcp, udp or icmp"),
+    (("--protocol", "sctp"), "--protocol: 'sctp' is not tcp, udp, icmp or http"),
     (("--port", "http"), "--port: 'http' is not a port number (0-65535)"),
     (("--to-port", "70000"), "--to-port: 70000 is not a port number (0-65535)"),
     (("--from-identity", "-1"), "--from-identity: -1 is not a numeric identity (0 to 2^32-1)"),
