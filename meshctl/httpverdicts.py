@@ -17,6 +17,7 @@ from ipaddress import IPv4Address
 
 from meshctl.errors import MeshctlError
 from meshctl.nodestate import Direction, HttpPolicy, HttpRule, NodeState, ReservedIdentity
+from meshctl.verdicts import find_endpoint, ipcache_lookup
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 
@@ -100,12 +101,10 @@ def peer_matches(p: HttpPolicy, peer: int) -> bool:
     return p.identity in (ReservedIdentity.ANY, peer)
 
 
-def http_verdict(policies: Iterable[HttpPolicy], peer: int, request: HttpRequest) -> HttpVerdict:
-    """The proxy's verdict on `request` from `peer` over the HttpPolicies of its port."""
+def http_verdict(policies: Iterable[HttpPolicy], request: HttpRequest) -> HttpVerdict:
+    """The proxy's verdict on `request` over the HttpPolicies of its port and peer."""
     judges: list[int] = []
     for p in policies:
-        if not peer_matches(p, peer):
-            continue
         if not p.rules:
             return HttpVerdict(True, p.cookie)
         for i, rule in enumerate(p.rules):
@@ -115,11 +114,24 @@ def http_verdict(policies: Iterable[HttpPolicy], peer: int, request: HttpRequest
     return HttpVerdict(False, judges=tuple(dict.fromkeys(judges)))
 
 
+def peer_policies(states: Mapping[str, NodeState], endpoint: IPv4Address, direction: Direction,
+                  peer_ip: IPv4Address, port: int) -> list[HttpPolicy] | None:
+    """The HttpPolicies of one L7 port of `endpoint` that match the peer at `peer_ip` (its
+    identity from the endpoint's node's ipcache, as the proxy's RBAC sees addresses); None when
+    the port is not an L7 port there (or the endpoint is on no node)."""
+    node = find_endpoint(states, endpoint)
+    if node is None:
+        return None
+    state = states[node]
+    policies = port_policies(state.http, endpoint, direction, port)
+    if not policies:
+        return None
+    peer = ipcache_lookup(state.ipcache, peer_ip)
+    return [p for p in policies if peer_matches(p, peer)]
+
+
 def side_http_verdict(states: Mapping[str, NodeState], endpoint: IPv4Address, direction: Direction,
-                      peer: int, port: int, request: HttpRequest) -> HttpVerdict | None:
+                      peer_ip: IPv4Address, port: int, request: HttpRequest) -> HttpVerdict | None:
     """The L7 verdict at one side of a connection; None when its port is not an L7 port there."""
-    for state in states.values():
-        if endpoint in state.endpoints:
-            policies = port_policies(state.http, endpoint, direction, port)
-            return http_verdict(policies, peer, request) if policies else None
-    return None
+    policies = peer_policies(states, endpoint, direction, peer_ip, port)
+    return None if policies is None else http_verdict(policies, request)

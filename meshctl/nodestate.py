@@ -594,6 +594,15 @@ class HttpRule:
     def canonical(self) -> list[Any]:
         return [self.method, self.path, self.host, list(self.headers), [list(h) for h in self.header_matches]]
 
+    @property
+    def text(self) -> str:
+        """`GET /api/v1/users/[0-9]+ host=... Content-Type: application/json` (unset fields: *):
+        the request shape the rule lets through, as plan and impact show it."""
+        parts = [self.method or "*", self.path or "*"]
+        parts += [f"host={self.host}"] if self.host else []
+        parts += list(self.headers) + [f"{n}: {v}" if v else n for n, v in self.header_matches]
+        return " ".join(parts)
+
     @classmethod
     def from_canonical(cls, row: list[Any]) -> HttpRule:
         method, path, host, headers, matches = row

@@ -15,7 +15,7 @@ from meshctl.compile.cluster import Compiled
 from meshctl.errors import MeshctlError
 from meshctl.httpverdicts import HttpRequest, HttpVerdict, side_http_verdict
 from meshctl.nodestate import PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction
-from meshctl.verdicts import Verdict, connection_verdict, ipcache_lookup
+from meshctl.verdicts import Verdict, connection_verdict
 
 PROTOCOLS = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "sctp": PROTO_SCTP}
 
@@ -171,10 +171,8 @@ class Tracer:
         if v is None:
             return "not a local endpoint of any node: no check"
         if v.reason in ("allowed", "explicit-deny"):
-            origin = cat.cookies.get(v.cookie)
-            where = f" ({origin.file}:{origin.line})" if origin and origin.file else ""
             word = "ALLOWED by" if v.allowed else "DENIED by"
-            return f"{word} {origin if origin else f'cookie {v.cookie:#x}'}{where}"
+            return f"{word} {cat.rule_text(v.cookie)}"
         if v.reason == "not-enforced":
             return f"ALLOWED (not enforced: no policy isolates {who} for {direction.label})"
         policies = cat.isolation.get(who, {}).get(direction, ())
@@ -190,16 +188,6 @@ class Tracer:
         judges = ", ".join(cat.rule_text(c) for c in v.judges) or "no rule for this peer"
         return f"{request.line} DENIED (403 Access denied): no L7 rule of {judges} matches"
 
-    def _http_side(self, endpoint: IPv4Address, direction: Direction, peer_ip: IPv4Address, port: int,
-                   request: HttpRequest) -> HttpSide | None:
-        nodes = self.compiled.nodes
-        state = next((st for st in nodes.values() if endpoint in st.endpoints), None)
-        if state is None:
-            return None
-        peer = ipcache_lookup(state.ipcache, peer_ip)
-        v = side_http_verdict(nodes, endpoint, direction, peer, port, request)
-        return None if v is None else HttpSide(v, self.explain_http(request, v))
-
     def trace(self, src: str, dst: str, port: int, protocol: int,
               request: HttpRequest | None = None) -> Trace:
         """The connection's verdict at both ends; with `request`, also the L7 proxy's verdict on
@@ -214,7 +202,8 @@ class Tracer:
                                                    (Direction.INGRESS, dst_name, cv.ingress, dst_ip, src_ip)):
             http = None
             if request is not None and v is not None and v.allowed:
-                http = self._http_side(endpoint, direction, peer, port, request)
+                hv = side_http_verdict(self.compiled.nodes, endpoint, direction, peer, port, request)
+                http = None if hv is None else HttpSide(hv, self.explain_http(request, hv))
             sides.append(Side(direction, name, v, self.explain(direction, name, v), http))
         egress, ingress = sides
         warnings = tuple(

@@ -107,6 +107,16 @@ def running_http(files: ProxyFiles) -> frozenset[HttpPolicy]:
     return (cfg.http_from_dump(dump) if dump else None) or frozenset()
 
 
+def routes_http(files: ProxyFiles) -> frozenset[HttpPolicy]:
+    """The HttpPolicies of the routes file (what Envoy runs once it has read it); none when the
+    file is missing or not ours."""
+    try:
+        route = json.loads(files.routes.read_text())["resources"][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return frozenset()
+    return cfg.http_from_route(route) or frozenset()
+
+
 def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
     """Atomically: Envoy reloads on the rename and never reads half a file."""
     atomic_write(path, json.dumps(doc, sort_keys=True).encode())

@@ -31,8 +31,19 @@ _T = "type.googleapis.com/envoy."
 
 def policy_name(p: HttpPolicy, index: int) -> str:
     """The RBAC policy of rule `index` of `p`: access logs name it, flows map the cookie back to
-    the CNP and its line."""
+    the CNP and its line (parse_policy_name)."""
     return f"cookie={p.cookie} rule={index} {p.direction.label} {p.endpoint}:{p.ports} peer={p.identity}"
+
+
+def parse_policy_name(name: str) -> tuple[int, int, Direction] | None:
+    """(cookie, rule index, direction) of a policy_name; None for any other text."""
+    parts = name.split()
+    try:
+        cookie, rule, direction = parts[0], parts[1], parts[2]
+        return (int(cookie.removeprefix("cookie=")), int(rule.removeprefix("rule=")),
+                Direction.EGRESS if direction == Direction.EGRESS.label else Direction.INGRESS)
+    except (IndexError, ValueError):
+        return None
 
 
 def _cidr(net: IPv4Network) -> dict[str, Any]:
@@ -246,17 +257,21 @@ def _our_route(dump: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-def http_from_dump(dump: Mapping[str, Any]) -> frozenset[HttpPolicy] | None:
-    """The HttpPolicies of the route Envoy runs (its config dump); None when it holds none of ours."""
-    dyn = _our_route(dump)
-    if dyn is None:
-        return None
+def http_from_route(route_config: Mapping[str, Any]) -> frozenset[HttpPolicy] | None:
+    """The HttpPolicies a RouteConfiguration was made from (its metadata rows); None when it is
+    not one of ours."""
     try:
-        route = dyn["route_config"]["virtual_hosts"][0]["routes"][0]
+        route = route_config["virtual_hosts"][0]["routes"][0]
         rows = json.loads(route["metadata"]["filter_metadata"][METADATA_KEY]["http"])
         return frozenset(HttpPolicy.from_canonical(row) for row in rows)
     except (KeyError, IndexError, ValueError, TypeError):
         return None
+
+
+def http_from_dump(dump: Mapping[str, Any]) -> frozenset[HttpPolicy] | None:
+    """The HttpPolicies of the route Envoy runs (its config dump); None when it holds none of ours."""
+    dyn = _our_route(dump)
+    return None if dyn is None else http_from_route(dyn.get("route_config") or {})
 
 
 def version_from_dump(dump: Mapping[str, Any]) -> str | None:

@@ -164,7 +164,7 @@ class Agent:
                                  s.node)
                     next_lost = now + s.lost_every_s
                 if now >= next_http:
-                    http.refresh_rules(proxy.routes)
+                    http.refresh_rules(proxy)
                     self._accept_http(writer, http.rows(access_log.lines()))
                     next_http = now + s.http_every_s
                 if self._changed and now >= next_reload:

@@ -14,11 +14,13 @@ import json
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
 
+from meshctl.dataplane.envoy import ProxyFiles, routes_http
+from meshctl.dataplane.envoy_config import parse_policy_name
+from meshctl.flows.dims import Dimensions
 from meshctl.flows.enrich import EnrichContext, labels_text
 from meshctl.flows.flow import (
     L7_REQUEST,
@@ -29,10 +31,9 @@ from meshctl.flows.flow import (
     VERDICT_FORWARDED,
 )
 from meshctl.httpverdicts import peer_matches, port_policies
-from meshctl.nodestate import Direction, HttpPolicy, ReservedIdentity
+from meshctl.nodestate import PROTO_TCP, Direction, HttpPolicy, ReservedIdentity
 
 log = logging.getLogger(__name__)
-PROTO_TCP = 6
 # Columns of a stored HTTP row (the `http` table), in order.
 HTTP_FIELDS = (
     "time_ns", "verdict", "reason", "direction", "protocol", "src_port", "dst_port", "src_peer", "dst_peer",
@@ -82,28 +83,6 @@ def _address(text: str) -> tuple[str, int]:
     return ip, int(port)
 
 
-def parse_policy_name(name: str) -> tuple[int, int, Direction] | None:
-    """(cookie, rule index, direction) of an RBAC policy name (envoy_config.policy_name)."""
-    try:
-        fields = dict(part.split("=", 1) for part in name.split() if "=" in part)
-        direction = Direction.EGRESS if " egress " in f" {name} " else Direction.INGRESS
-        return int(fields["cookie"]), int(fields["rule"]), direction
-    except (KeyError, ValueError):
-        return None
-
-
-def routes_http(path: Path) -> frozenset[HttpPolicy]:
-    """The HttpPolicies in the routes file Envoy reads (the route's metadata rows)."""
-    from meshctl.dataplane.envoy_config import METADATA_KEY
-
-    try:
-        route = json.loads(path.read_text())["resources"][0]["virtual_hosts"][0]["routes"][0]
-        rows = json.loads(route["metadata"]["filter_metadata"][METADATA_KEY]["http"])
-        return frozenset(HttpPolicy.from_canonical(r) for r in rows)
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return frozenset()
-
-
 class AccessLogTail:
     """New complete lines of a file that only grows; starts over when it was replaced or cut."""
 
@@ -131,35 +110,33 @@ class AccessLogTail:
         return [raw.decode(errors="replace") for raw in complete if raw.strip()]
 
 
-@dataclass
 class HttpRecords:
-    """Access log lines -> stored HTTP rows for one node, named from the enrich context."""
+    """Access log lines -> stored HTTP rows for one node, named from the enrich context.
 
-    ctx: EnrichContext
-    dims: Any  # meshctl.flows.dims.Dimensions
-    http: frozenset[HttpPolicy] = frozenset()
-    last_ns: int = 0  # the newest stored key: keys increase; lines older were stored before
-    _identity: dict[str, int] = field(default_factory=dict)
-    _routes_mark: tuple[int, int] = (0, 0)
+    `last_ns` is the newest key stored: keys increase, and a restarted agent, which reads the log
+    from its start again, skips the lines it stored before."""
 
-    def __post_init__(self) -> None:
-        self._stored_until = self.last_ns  # a restarted agent reads the log from its start again
-        self.set_context(self.ctx)
+    def __init__(self, ctx: EnrichContext, dims: Dimensions, last_ns: int = 0) -> None:
+        self.dims = dims
+        self.last_ns = self._stored_until = last_ns
+        self.http: frozenset[HttpPolicy] = frozenset()
+        self._routes_mark: tuple[int, int] = (0, 0)
+        self.set_context(ctx)
 
     def set_context(self, ctx: EnrichContext) -> None:
         self.ctx = ctx
         by_pod = {pod: ident for ident, info in ctx.catalog.identities.items() for pod in info.pods}
         self._identity = {ip: by_pod.get(pod, ReservedIdentity.WORLD) for ip, pod in ctx.pod_by_ip.items()}
 
-    def refresh_rules(self, routes: Path) -> None:
+    def refresh_rules(self, files: ProxyFiles) -> None:
         """Read the proxy's rules again when the routes file was replaced (an apply wrote it)."""
         try:
-            st = os.stat(routes)
+            st = os.stat(files.routes)
         except FileNotFoundError:
             self.http, self._routes_mark = frozenset(), (0, 0)
             return
         if (st.st_ino, st.st_mtime_ns) != self._routes_mark:
-            self.http, self._routes_mark = routes_http(routes), (st.st_ino, st.st_mtime_ns)
+            self.http, self._routes_mark = routes_http(files), (st.st_ino, st.st_mtime_ns)
 
     def _peer(self, ip: str) -> int:
         identity = self._identity.get(ip, ReservedIdentity.WORLD)

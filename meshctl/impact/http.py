@@ -13,42 +13,22 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from meshctl.flows.flow import L7_REQUEST
-from meshctl.httpverdicts import HttpRequest, port_policies, side_http_verdict
+from meshctl.httpverdicts import HttpRequest, peer_policies, side_http_verdict
 from meshctl.impact.inventory import replay_addresses
 from meshctl.impact.model import HttpChange, ReplayedRequest
-from meshctl.nodestate import PROTO_TCP, Direction, HttpRule, NodeState
-from meshctl.verdicts import connection_verdict, ipcache_lookup
+from meshctl.nodestate import PROTO_TCP, Direction, NodeState
+from meshctl.verdicts import connection_verdict
 
 EVERY = "every request"
-
-
-def shape_text(rule: HttpRule) -> str:
-    """`GET /api/v1/orders [Content-Type: application/json]`: what one HTTP rule lets through."""
-    text = f"{rule.method or 'any method'} {rule.path or 'any path'}"
-    extras = ([f"host {rule.host}"] if rule.host else []) + list(rule.headers)
-    extras += [f"{n}: {v}" if v else n for n, v in rule.header_matches]
-    return text + (f" [{', '.join(extras)}]" if extras else "")
-
-
-def _state_of(nodes: Mapping[str, NodeState], ip: IPv4Address) -> NodeState | None:
-    return next((st for st in nodes.values() if ip in st.endpoints), None)
 
 
 def _shapes(nodes: Mapping[str, NodeState], endpoint: IPv4Address, direction: Direction, peer_ip: IPv4Address,
             port: int) -> tuple[str, ...]:
     """What the proxy lets through on this port for this peer: shapes, or (EVERY,)."""
-    state = _state_of(nodes, endpoint)
-    if state is None:
+    policies = peer_policies(nodes, endpoint, direction, peer_ip, port) or ()
+    if any(not p.rules for p in policies):
         return (EVERY,)
-    peer = ipcache_lookup(state.ipcache, peer_ip)
-    shapes: list[str] = []
-    for p in port_policies(state.http, endpoint, direction, port):
-        if p.identity not in (0, peer):
-            continue
-        if not p.rules:
-            return (EVERY,)
-        shapes += [shape_text(r) for r in p.rules]
-    return tuple(sorted(set(shapes))) or (EVERY,)
+    return tuple(sorted({r.text for p in policies for r in p.rules})) or (EVERY,)
 
 
 def _l7_ports(nodes: Mapping[str, NodeState]) -> set[tuple[IPv4Address, Direction, int]]:
@@ -85,11 +65,7 @@ def request_allowed(nodes: Mapping[str, NodeState], src: IPv4Address, dst: IPv4A
     if not connection_verdict(nodes, src, dst, PROTO_TCP, port).allowed:
         return False
     for endpoint, direction, peer_ip in ((src, Direction.EGRESS, dst), (dst, Direction.INGRESS, src)):
-        state = _state_of(nodes, endpoint)
-        if state is None:
-            continue
-        peer = ipcache_lookup(state.ipcache, peer_ip)
-        v = side_http_verdict(nodes, endpoint, direction, peer, port, request)
+        v = side_http_verdict(nodes, endpoint, direction, peer_ip, port, request)
         if v is not None and not v.allowed:
             return False
     return True

@@ -19,7 +19,6 @@ from meshctl.nodestate import (
     EndpointEntry,
     ForeignEntry,
     HttpPolicy,
-    HttpRule,
     NodeState,
     PolicyEntry,
     PolicyKey,
@@ -234,7 +233,7 @@ class _NodeDiff:
         verb = "deny" if shown.deny else "allow"
         peer = self.names.peer(key.identity)
         address = f"policy {name} {key.direction.label} {verb} {peer} {ports_label(key)}"
-        origins = tuple(dict.fromkeys(self._origin(e.cookie) for e in (a, b) if e is not None))
+        origins = tuple(dict.fromkeys(self.catalog.rule_text(e.cookie) for e in (a, b) if e is not None))
         if a is None:
             reason = "no rule produces this entry any more"
         elif b is None:
@@ -272,18 +271,11 @@ class _NodeDiff:
             pod, peer = self.names.endpoint_at(shown.endpoint), self.names.peer(shown.identity)
             address = (f"http {pod}:{shown.ports} ingress from {peer}" if shown.direction == Direction.INGRESS
                        else f"http {pod} egress to {peer}:{shown.ports}")
-            rules = "; ".join(map(_rule_text, shown.rules)) or "every request"
+            rules = "; ".join(r.text for r in shown.rules) or "every request"
             reason = ("the proxy allows " if a else "the proxy no longer allows ") + rules
             self.add(ChangeKind.HTTP_RULE, codec.http_key(shown), address,
                      codec.http_value(b) if b else None, codec.http_value(a) if a else None,
-                     reason, (self._origin(shown.cookie),))
-
-    def _origin(self, cookie: int) -> str:
-        origin = self.catalog.cookies.get(cookie)
-        if origin is None:
-            return f"cookie {cookie:#x}"
-        where = f" ({origin.file}:{origin.line})" if origin.file else ""
-        return f"{origin}{where}"
+                     reason, (self.catalog.rule_text(shown.cookie),))
 
     def attachments(self) -> None:
         def group(atts: frozenset[Attachment]) -> dict[tuple[Any, str], list[Attachment]]:
@@ -332,14 +324,6 @@ class _NodeDiff:
     def foreign_address(self, entry: ForeignEntry) -> str:
         where = f"policymap {self.names.endpoint(entry.owner)}" if entry.map == "policy" else entry.map
         return f"hand-made {where} entry {entry.key}"
-
-
-def _rule_text(rule: HttpRule) -> str:
-    """`GET /api/v1/users/[0-9]+ host=... Content-Type: application/json` (unset fields: any)."""
-    parts = [rule.method or "*", rule.path or "*"]
-    parts += [f"host={rule.host}"] if rule.host else []
-    parts += list(rule.headers) + [f"{n}: {v}" if v else n for n, v in rule.header_matches]
-    return " ".join(parts)
 
 
 def _short(build: str) -> str:

@@ -75,10 +75,7 @@ def _label(o: _Outcome) -> str:
 
 def _rules(o: _Outcome, src: str, dst: str, catalog: Catalog) -> tuple[str, ...]:
     out: list[str] = []
-    for cookie in o.cookies:
-        origin = catalog.cookies.get(cookie)
-        where = f" ({origin.file}:{origin.line})" if origin is not None and origin.file else ""
-        out.append(f"{origin}{where}" if origin is not None else f"cookie {cookie:#x}")
+    out += [catalog.rule_text(cookie) for cookie in o.cookies]
     for direction in o.default_deny:
         pod = dst if direction == Direction.INGRESS else src
         isolating = catalog.isolation.get(pod, {}).get(direction, ())

@@ -65,7 +65,7 @@ def records(tmp_path: Path) -> HttpRecords:
     ipcache = {IPv4Network(f"{FRONTEND}/32"): IpcacheEntry(300), IPv4Network(f"{API}/32"): IpcacheEntry(400)}
     write_routes(files, frozenset({HTTP}), ipcache)
     rec = HttpRecords(context(), Dimensions())
-    rec.refresh_rules(files.routes)
+    rec.refresh_rules(files)
     return rec
 
 
@@ -174,7 +174,8 @@ def test_the_access_log_is_read_in_whole_lines_once_and_again_after_it_was_repla
 
 def test_a_restarted_agent_does_not_store_a_line_twice(records: HttpRecords) -> None:
     stored = records.rows(LINES[:2])
-    again = HttpRecords(context(), records.dims, http=records.http, last_ns=int(stored[-1][0]))  # type: ignore[call-overload]
+    again = HttpRecords(context(), records.dims, last_ns=int(stored[-1][0]))  # type: ignore[call-overload]
+    again.http = records.http
     rows = again.rows(LINES)  # the whole log again: only the line it had not stored
     assert [r[HTTP_FIELDS.index("url")] for r in rows] == ["/api/v1/products"] * 2
     assert int(rows[0][0]) > int(stored[-1][0])  # type: ignore[call-overload]
