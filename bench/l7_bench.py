@@ -8,6 +8,9 @@ One lab node with two pods, a client and a server, set up the GitOps way (`meshc
            (started and supervised by the node's agent, which also stores every request as flows)
   haproxy  a second haproxy in the node's netns, as the reference proxy, with the same path ACL
            (`path_reg ^/api/.*`, 403 otherwise), forwarding to the server's 9090
+  envoy    Envoy alone as a second reference, next to haproxy with the same ACL as a regex route (no
+           RBAC, access log or transparent sockets): the floor of the proxy meshctl drives, so the
+           report can split the gap to haproxy into Envoy's own cost and what meshctl adds to it
 wrk (Debian's) runs in the client pod with keep-alive connections. Rounds alternate between the
 three paths and two loads (--connections, which saturates the proxy's core, and 1 connection,
 where the p50 a proxy hop adds is not queueing); each figure is the median of the rounds.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -111,6 +115,32 @@ backend server
   http-reuse always
   server s1 {server_ip}:9090
 """
+# Envoy itself as a second reference: the same ACL as haproxy's (a regex route to a static cluster,
+# 403 otherwise), no RBAC, no access log, no transparent sockets: what Envoy costs on this machine
+# before meshctl adds anything.
+_T = "type.googleapis.com/envoy.extensions."
+
+
+def envoy_reference(node_ip: str, server_ip: str) -> str:
+    """Envoy's bootstrap (JSON, which Envoy reads as YAML)."""
+    routes = [{"match": {"safe_regex": {"regex": "/api/.*"}}, "route": {"cluster": "server"}},
+              {"match": {"prefix": "/"},
+               "direct_response": {"status": 403, "body": {"inline_string": "Access denied"}}}]
+    manager = {"@type": _T + "filters.network.http_connection_manager.v3.HttpConnectionManager",
+               "stat_prefix": "reference",
+               "http_filters": [{"name": "envoy.filters.http.router",
+                                 "typed_config": {"@type": _T + "filters.http.router.v3.Router"}}],
+               "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}}
+    server = {"socket_address": {"address": server_ip, "port_value": 9090}}
+    chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
+    return json.dumps({"static_resources": {
+        "listeners": [{"address": {"socket_address": {"address": node_ip, "port_value": 7001}},
+                       "filter_chains": [chain]}],
+        "clusters": [{"name": "server", "connect_timeout": "2s", "load_assignment": {
+            "cluster_name": "server", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": server}}]}]}}],
+    }})
+
+
 PATH = "/api/v1/items"
 
 
@@ -137,6 +167,25 @@ def haproxy(netns: str, config: str, tmp: Path, name: str, cpu: int) -> Iterator
         time.sleep(0.5)
         if proc.poll() is not None:
             raise SystemExit(f"haproxy {name} did not start: {proc.stderr.read().decode()[-1000:]}")  # type: ignore[union-attr]
+        yield proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def envoy(netns: str, config: str, tmp: Path, cpu: int) -> Iterator[int]:
+    from meshctl.dataplane.envoy import envoy_binary
+
+    path = tmp / "envoy-reference.json"
+    path.write_text(config)
+    proc = subprocess.Popen(["taskset", "-c", str(cpu), "ip", "netns", "exec", netns, str(envoy_binary()),
+                             "-c", str(path), "--concurrency", "1", "--disable-hot-restart", "-l", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.5)
+        if proc.poll() is not None:
+            raise SystemExit(f"reference Envoy did not start: {proc.stderr.read().decode()[-1000:]}")  # type: ignore[union-attr]
         yield proc.pid
     finally:
         proc.terminate()
@@ -186,16 +235,16 @@ def _goal(met: bool) -> str:
 def report(args: argparse.Namespace, cores: int, gen_cpu: int, server_cpu: int, loaded: dict[str, Run],
            single: dict[str, Run]) -> None:
     print(f"HTTP/1.1 keep-alive GET {PATH}, {args.rounds} rounds x {args.seconds} s per path and load, "
-          f"medians. {cores} cores: wrk (1 thread) on CPU {gen_cpu}; the backend haproxy, Envoy "
-          f"(--concurrency 1) and the reference haproxy (nbthread 1) on CPU {server_cpu}; the node's agent "
-          "(it stores every request as two flow records) unpinned.")
+          f"medians. {cores} cores: wrk (1 thread) on CPU {gen_cpu}; the backend haproxy, both Envoys "
+          f"(--concurrency 1) and the reference haproxy (nbthread 1) on CPU {server_cpu}; the node's "
+          "agent (it stores every request as two flow records) unpinned.")
     print(f"  {'path':<12} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8}   "
           f"{'1 connection: requests/s':>24} {'p50 ms':>8} {'p99 ms':>8}")
     for name in loaded:
         (rps, p50, p99), (rps1, p50_1, p99_1) = loaded[name], single[name]
         print(f"  {name:<12} {rps:>11,.0f} {p50:>8.3f} {p99:>8.3f}   "
               f"{rps1:>24,.0f} {p50_1:>8.3f} {p99_1:>8.3f}")
-    ours, ref = loaded["meshctl L7"][0], loaded["haproxy"][0]
+    ours, ref, plain = loaded["meshctl L7"][0], loaded["haproxy"][0], loaded["envoy plain"][0]
     added = single["meshctl L7"][1] - single["direct"][1]
     added_ref = single["haproxy"][1] - single["direct"][1]
     print(f"  ({args.connections} connections on the left: the proxy's core is saturated, so latency there "
@@ -203,6 +252,8 @@ def report(args: argparse.Namespace, cores: int, gen_cpu: int, server_cpu: int, 
     print(f"  meshctl L7 {ours:,.0f} requests/s: goal >= 10,000 {_goal(ours >= 10_000)}; p50 added "
           f"{added:.3f} ms (haproxy {added_ref:.3f} ms): goal <= 0.5 {_goal(added <= 0.5)}; "
           f"haproxy / meshctl throughput {ref / ours:.2f}x: goal <= 1.5 {_goal(ref / ours <= 1.5)}")
+    print(f"  of that: haproxy / Envoy alone {ref / plain:.2f}x (Envoy's own cost), Envoy alone / meshctl "
+          f"{plain / ours:.2f}x (what meshctl's RBAC, transparency and access log add)")
 
 
 def main() -> int:
@@ -238,9 +289,11 @@ def main() -> int:
             run("taskset", "-a", "-p", "-c", str(server_cpu), str(pid))  # every Envoy thread
             with haproxy(server.netns, BACKEND, tmp, "backend", server_cpu), \
                     haproxy(node.netns, REFERENCE.format(node_ip=node_ip, server_ip=server.ip), tmp,
-                            "reference", server_cpu):
+                            "reference", server_cpu), \
+                    envoy(node.netns, envoy_reference(node_ip, server.ip), tmp,
+                          server_cpu):
                 paths = {"direct": (server.ip, 9090), "meshctl L7": (server.ip, 8080),
-                         "haproxy": (node_ip, 7000)}
+                         "haproxy": (node_ip, 7000), "envoy plain": (node_ip, 7001)}
                 for name, (host, port) in paths.items():
                     got = (status(client.netns, host, port, PATH), status(client.netns, host, port, "/x"))
                     want = (200, 200) if name == "direct" else (200, 403)
