@@ -32,6 +32,11 @@ class RuleOrigin:
     def __str__(self) -> str:
         return f"{self.kind} {self.policy} {self.section}[{self.index}]"
 
+    @property
+    def located(self) -> str:
+        """With its place in the repo: `CiliumNetworkPolicy demo/x egress[0] (policies/x.yaml:12)`."""
+        return f"{self}" + (f" ({self.file}:{self.line})" if self.file else "")
+
 
 @dataclass(frozen=True)
 class IdentityInfo:

@@ -25,6 +25,8 @@ from meshctl.compile.translate import PROTOCOLS, translate
 from meshctl.gcpause import paused_gc
 from meshctl.model.staging import policy_digest
 from meshctl.nodestate import (
+    PROTO_TCP,
+    PROTO_UDP,
     Attachment,
     DatapathConfig,
     Direction,
@@ -62,6 +64,7 @@ class ResolvedPeers:
     wildcard: bool
     identities: frozenset[int]
     cidrs: tuple[CidrRule, ...]
+    fqdn_ids: frozenset[int] = frozenset()  # every toFQDNs identity: world selects them too
 
     def on_node(self, node_cidrs: NodeCidrs) -> tuple[int, ...]:
         if self.wildcard:
@@ -70,8 +73,9 @@ class ResolvedPeers:
         if hit is not None:
             return hit
         ids = set(self.identities)
-        if R.WORLD in ids:  # CIDR identities carry reserved:world too
+        if R.WORLD in ids:  # CIDR identities and the IPs learned for toFQDNs are world too
             ids.update(node_cidrs.ids.values())
+            ids.update(self.fqdn_ids)
         for rule in self.cidrs:
             if rule.cidr.prefixlen == 0:
                 ids.add(R.WORLD)
@@ -182,6 +186,15 @@ class _Compiler:
                     table.setdefault((name, PROTOCOLS[proto.upper()]), set()).add(port)
         self._peer_cache: dict[Peers, ResolvedPeers] = {}
         self.warnings: list[CompileWarning] = []
+        self.fqdn_ids: frozenset[int] = frozenset()
+
+    def allocate_fqdns(self, rules: Iterable[Rule]) -> None:
+        """An identity per toFQDNs selector, made when the selector first appears (Cilium's
+        pre-allocation): a learned IP then costs one ipcache write, and the plan shows them."""
+        labels = {(sel.label,) for r in rules for sel in r.peers.fqdns}
+        self.identities = self.identities.allocate(labels)
+        self.fqdn_ids = frozenset(i for ls, i in self.identities.by_labels.items() if ls in labels)
+        self._rev = {i: ls for ls, i in self.identities.by_labels.items()}
 
     @classmethod
     def restored(cls, spec: ClusterSpec, identities: IdentityTable, cluster_ids: Iterable[int],
@@ -194,6 +207,7 @@ class _Compiler:
         self.cluster_ids = frozenset(cluster_ids)
         self.index, self.named = index, named
         self._peer_cache, self.warnings = {}, []
+        self.fqdn_ids = frozenset()
         return self
 
     def identities_labels(self, ident: int) -> tuple[str, ...]:
@@ -215,7 +229,8 @@ class _Compiler:
                 ids.update(CLUSTER_ENTITY_RESERVED)
             else:
                 ids.update(ENTITY_IDS.get(ent, ()))
-        out = ResolvedPeers(wildcard, frozenset(ids), peers.cidrs)
+        ids.update(self.identities.by_labels[(sel.label,)] for sel in peers.fqdns)
+        out = ResolvedPeers(wildcard, frozenset(ids), peers.cidrs, self.fqdn_ids)
         self._peer_cache[peers] = out
         return out
 
@@ -328,6 +343,7 @@ def _compile_spec(
     cookies = assign_cookies(
         [r.origin for r in rules + staged_rules] + [i.origin for i in isolations + staged_isolations]
     )
+    c.allocate_fqdns(rules + staged_rules)
 
     clock("translate")
     # subject identity -> rules / isolations, enforced and staged
@@ -457,6 +473,8 @@ def _compile_spec(
         infos[ident] = IdentityInfo(ident, c.identities_labels(ident), tuple(sorted(pods_by_ident[ident])))
     for ident, prefix in cidr_catalog.items():
         infos[ident] = IdentityInfo(ident, (f"cidr:{prefix}", "reserved:world"))
+    for ident in c.fqdn_ids:
+        infos[ident] = IdentityInfo(ident, (*c.identities_labels(ident), "reserved:world"))
     origin_by_cookie = {ck: o for o, ck in cookies.items()}
     catalog = Catalog(
         identities=FrozenMap(infos),
@@ -589,6 +607,8 @@ def _endpoint_policy(
         if mode != "always" and isos and not any(i.default_deny for i in isos):
             first = min(i.origin for i in isos)
             grants.append(Grant(first, d, False, (0,), None))
+    if enforce[Direction.EGRESS]:
+        warnings.extend(unlearned_fqdns(rules))
     for rule in rules:
         if not enforce[rule.direction]:
             continue
@@ -599,6 +619,41 @@ def _endpoint_policy(
             grants.append(Grant(rule.origin, rule.direction, rule.deny, idents, ports, bool(rule.l7),
                                 rule.http))
     return build_mapstate(grants, cookies), enforce[Direction.INGRESS], enforce[Direction.EGRESS]
+
+
+DNS_PORT = 53
+
+
+def unlearned_fqdns(rules: Iterable[Rule]) -> list[CompileWarning]:
+    """Cilium's most copied trap: toFQDNs selects only IPs that the DNS proxy learns from the
+    answers it sees, and it sees an endpoint's queries only when an egress rule with `rules.dns`
+    allows them. Without one, every connection to those names is dropped."""
+    egress = [r for r in rules if r.direction == Direction.EGRESS and not r.deny]
+    if not any(r.peers.fqdns for r in egress) or any(r.dns is not None for r in egress):
+        return []
+    plain_dns = [r for r in egress if r.ports and any(p.protocol in (PROTO_UDP, PROTO_TCP) and not p.name
+                                                      and p.first <= DNS_PORT <= p.last for p in r.ports)]
+    out = []
+    for rule in egress:
+        if not rule.peers.fqdns:
+            continue
+        names = ", ".join(s.text for s in rule.peers.fqdns)
+        where = rule.origin.located
+        if plain_dns:
+            # the port-53 rule of the same policy first: the one its author is looking at
+            dns = min(plain_dns, key=lambda r: (r.origin.policy != rule.origin.policy, r.origin)).origin
+            cause = (f"{dns.located} allows DNS (port 53) without `rules.dns`, so the DNS proxy never "
+                     "sees the answers")
+            fix = f"add `rules: {{dns: [{{matchPattern: \"*\"}}]}}` to the port-53 toPorts of {dns}"
+        else:
+            cause = "no egress rule of this endpoint allows DNS (port 53) through the DNS proxy"
+            fix = ("allow DNS to kube-dns on 53/UDP and 53/TCP with `rules: {dns: [{matchPattern: \"*\"}]}` "
+                   "(or the names this rule needs)")
+        out.append(CompileWarning(
+            "fqdn-not-learned",
+            f"{where}: toFQDNs ({names}) will never learn an IP and every connection to these names "
+            f"will be dropped: {cause}. Fix: {fix}", None))
+    return out
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from ipaddress import IPv4Network
 
 from meshctl.catalog import RuleOrigin
 from meshctl.compile.selectors import Selector
+from meshctl.fqdnmatch import FqdnSelector
 from meshctl.nodestate import Direction, HttpRule
 
 
@@ -43,7 +44,8 @@ class SourceRef:
 
 @dataclass(frozen=True, order=True)
 class CompileWarning:
-    code: str  # empty-section | l7-not-enforced | l7-ineffective | unsupported | named-port
+    code: str  # empty-section | l7-not-enforced | l7-ineffective | unsupported | named-port |
+    # fqdn-not-learned | fqdn-wildcard
     message: str
     source: SourceRef | None = None
 
@@ -86,10 +88,11 @@ class Peers:
     selectors: tuple[Selector, ...] = ()
     entities: tuple[str, ...] = ()
     cidrs: tuple[CidrRule, ...] = ()
+    fqdns: tuple[FqdnSelector, ...] = ()  # toFQDNs: each selects the identity of its learned IPs
 
     @property
     def empty(self) -> bool:
-        return not (self.wildcard or self.selectors or self.entities or self.cidrs)
+        return not (self.wildcard or self.selectors or self.entities or self.cidrs or self.fqdns)
 
 
 @dataclass(frozen=True, order=True)
@@ -126,6 +129,7 @@ class Rule:
     ports: tuple[PortSpec, ...] | None = None
     l7: str = ""  # description of the L7 rules riding on this rule
     http: tuple[HttpRule, ...] | None = None  # rules.http: the node's proxy judges each request
+    dns: tuple[FqdnSelector, ...] | None = None  # rules.dns: the names the DNS proxy lets through
 
 
 @dataclass(frozen=True, order=True)

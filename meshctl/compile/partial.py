@@ -27,7 +27,7 @@ from meshctl.compile.cluster import (
 )
 from meshctl.compile.documents import Document
 from meshctl.compile.identities import IdentityTable
-from meshctl.compile.ir import Translated
+from meshctl.compile.ir import Rule, Translated
 from meshctl.compile.selectors import SelectorIndex
 from meshctl.compile.spec import ClusterSpec, PodSpec
 from meshctl.nodestate import Direction, FrozenMap
@@ -113,6 +113,13 @@ class PartialCompiler:
         return out
 
 
+def needs_full_plan(rule: Rule) -> bool:
+    """A rule a partial compile cannot redo: HTTP rules (the node's proxy rules are planned whole)
+    and toFQDNs (world takes in every selector's identity: one policy's selectors shape the
+    entries of others)."""
+    return bool(rule.http or rule.peers.fqdns)
+
+
 def _ports_of(key: ClassKey) -> PodSpec:
     """All an endpoint's policy reads of its pod is the ports (named ingress ports): the class
     holds them."""
@@ -139,4 +146,5 @@ def translations(compiled: Compiled) -> list[tuple[Document, Translated]]:
     return [(doc, known.get(_doc_key(doc)) or translate(doc)) for doc in compiled.spec.policies]
 
 
-__all__ = ["ClassKey", "ClassPolicy", "PartialCompiler", "class_of", "translations", "universe_spec"]
+__all__ = ["ClassKey", "ClassPolicy", "PartialCompiler", "class_of", "needs_full_plan", "translations",
+           "universe_spec"]

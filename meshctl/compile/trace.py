@@ -18,6 +18,8 @@ from meshctl.nodestate import PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction
 from meshctl.verdicts import Verdict, connection_verdict
 
 PROTOCOLS = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "sctp": PROTO_SCTP}
+# the compile warnings a trace repeats: those that change what a policy does
+TRACE_WARNINGS = ("l7-not-enforced", "l7-ineffective", "empty-section", "fqdn-not-learned", "fqdn-wildcard")
 
 
 def placeholder_ips(desired: Any) -> dict[str, IPv4Address]:
@@ -209,7 +211,7 @@ class Tracer:
         warnings = tuple(
             str(w)
             for w in self.compiled.warnings
-            if w.code in ("l7-not-enforced", "l7-ineffective", "empty-section")
+            if w.code in TRACE_WARNINGS
         )
         allowed = egress.allowed and ingress.allowed
         return Trace(src_name, dst_name, port, protocol, allowed, egress, ingress, warnings, request)

@@ -27,6 +27,7 @@ from meshctl.compile.ir import (
 from meshctl.compile.labels import NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX
 from meshctl.compile.selectors import Requirement, Selector, parse_selector
 from meshctl.errors import CompileError
+from meshctl.fqdnmatch import FqdnSelector
 from meshctl.nodestate import PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction, HttpRule
 
 PROTOCOLS = {"TCP": PROTO_TCP, "UDP": PROTO_UDP, "SCTP": PROTO_SCTP}
@@ -254,18 +255,24 @@ def _http_ports(b: _Builder, tp: Mapping[str, Any], path: str) -> tuple[PortSpec
     return tuple(specs) or (PortSpec(PROTO_TCP),)
 
 
+def _fqdn_selectors(raw: Any) -> tuple[FqdnSelector, ...]:
+    return tuple(sorted({FqdnSelector.of(r.get("matchName"), r.get("matchPattern")) for r in raw or ()}))
+
+
 def _cilium_ports(
     b: _Builder, rule: Mapping[str, Any], path: str, deny: bool
-) -> tuple[tuple[PortSpec, ...] | None, str, list[HttpPart]]:
-    """Plain ports (None = any protocol), a description of the L7 rules, and the toPorts items
-    with HTTP rules (each becomes its own rule: the proxy judges those ports)."""
+) -> tuple[tuple[PortSpec, ...] | None, str, list[HttpPart], tuple[FqdnSelector, ...] | None]:
+    """Plain ports (None = any protocol), a description of the L7 rules, the toPorts items
+    with HTTP rules (each becomes its own rule: the proxy judges those ports) and the names of
+    the items' DNS rules (None: no DNS rules)."""
     to_ports = rule.get("toPorts")
     icmps = rule.get("icmps")
     if to_ports is None and icmps is None:
-        return None, "", []
+        return None, "", [], None
     specs: list[PortSpec] = []
     l7: list[str] = []
     http: list[HttpPart] = []
+    dns: set[FqdnSelector] | None = None
     for i, tp in enumerate(to_ports or ()):
         tpath = f"{path}.toPorts[{i}]"
         rules = tp.get("rules") or {}
@@ -286,13 +293,16 @@ def _cilium_ports(
                 raise CompileError(f"{_where(b.doc, ppath + '.protocol')}: unknown protocol {proto_name!r}")
             for proto in protos:
                 specs.append(_port_spec(b.doc, proto, p.get("port"), p.get("endPort"), ppath))
+        if rules.get("dns"):
+            dns = (dns or set()) | set(_fqdn_selectors(rules["dns"]))
         if any(rules.get(k) for k in rules):
             kinds = ",".join(sorted(k for k in rules if rules.get(k)))
             ports_txt = ",".join(str(s) for s in specs[-len(ports) * 3 :]) or "all ports"
             l7.append(f"{kinds} on {ports_txt}")
             b.warn(
                 "l7-not-enforced",
-                f"{tpath}.rules: {kinds} rules are not enforced yet: ignored, port is allowed at L4",
+                f"{tpath}.rules: {kinds} rules are not enforced yet (the node's DNS proxy is not built): "
+                "every name is let through, the port is allowed at L4",
             )
     if icmps:
         specs.append(PortSpec(PROTO_ICMP))
@@ -300,7 +310,7 @@ def _cilium_ports(
             "unsupported",
             f"{path}.icmps: ICMP types are not matched yet: all ICMP is {'denied' if deny else 'allowed'}",
         )
-    return tuple(sorted(set(specs))), "; ".join(l7), http
+    return tuple(sorted(set(specs))), "; ".join(l7), http, None if dns is None else tuple(sorted(dns))
 
 
 def _cilium_peers(b: _Builder, direction: Direction, rule: Mapping[str, Any], path: str) -> Peers | None:
@@ -325,17 +335,17 @@ def _cilium_peers(b: _Builder, direction: Direction, rule: Mapping[str, Any], pa
             continue
         excepts = tuple(_cidr(b.doc, e, f"{path}.{set_key}[{j}].except") for e in cs.get("except") or ())
         cidrs.append(CidrRule(_cidr(b.doc, cs["cidr"], f"{path}.{set_key}[{j}].cidr"), excepts))
+    fqdns = _fqdn_selectors(rule.get("toFQDNs"))
+    for sel in fqdns:
+        if sel.selects_everything:
+            b.warn("fqdn-wildcard", f"{path}.toFQDNs: `matchPattern: \"*\"` selects every IP any DNS answer "
+                   "brings (one more identity per learned name set): to allow all of the outside, write "
+                   "`toEntities: [world]`")
     for key in _PEER_KEYS[direction][4:]:
-        if rule.get(key):
-            what = (
-                "toFQDNs is not enforced yet: the rule selects no peer"
-                if key == "toFQDNs"
-                else (f"{key} is not supported: ignored")
-            )
-            b.warn("l7-not-enforced" if key == "toFQDNs" else "unsupported", f"{path}.{key}: {what}")
-    return Peers(
-        False, tuple(sorted(set(selectors))), tuple(sorted(set(entities))), tuple(sorted(set(cidrs)))
-    )
+        if rule.get(key) and key != "toFQDNs":
+            b.warn("unsupported", f"{path}.{key}: {key} is not supported: ignored")
+    return Peers(False, tuple(sorted(set(selectors))), tuple(sorted(set(entities))),
+                 tuple(sorted(set(cidrs))), fqdns)
 
 
 def _cilium_spec(b: _Builder, spec: Mapping[str, Any], prefix: str, at: tuple[str | int, ...]) -> None:
@@ -367,12 +377,12 @@ def _cilium_spec(b: _Builder, spec: Mapping[str, Any], prefix: str, at: tuple[st
                 first = first or (section, i)
                 path = f"{prefix}{section}[{i}]"
                 peers = _cilium_peers(b, direction, rule or {}, path)
-                ports, l7, http = _cilium_ports(b, rule or {}, path, deny)
+                ports, l7, http, dns = _cilium_ports(b, rule or {}, path, deny)
                 if peers is None:
                     peers = Peers(wildcard=True) if ports is not None else Peers()
                 origin = b.origin(prefix + section, i, (*at, section, i))
                 if ports or not http:  # HTTP ports are rules of their own: the proxy judges them
-                    b.rules.append(Rule(origin, subject, direction, deny, peers, ports, l7))
+                    b.rules.append(Rule(origin, subject, direction, deny, peers, ports, l7, dns=dns))
                 b.rules.extend(Rule(origin, subject, direction, deny, peers, p, l7, rules)
                                for p, rules in http)
         if enforced and first:

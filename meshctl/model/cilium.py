@@ -2,19 +2,21 @@
 
 Field names follow Cilium's rule.go, ingress.go, egress.go, l4.go, cidr.go, fqdn.go. Omitted
 lists are None and written-empty lists are (): Cilium treats `ingress: []` as "does not apply",
-and plan/trace must be able to warn about it. HTTP rules (`rules.http`) are
-enforced by the node's L7 proxy; `rules.dns` and `toFQDNs` are kept so plan/trace can say they
-are not enforced yet. Cilium fields meshctl does
+and plan/trace must be able to warn about it. HTTP rules (`rules.http`) are enforced by the
+node's L7 proxy; `toFQDNs` selects the identities of the IPs learned for its names, and names
+and patterns are checked as Cilium checks them (meshctl.fqdnmatch). Cilium fields meshctl does
 not implement are recognised and rejected by name instead of being silently dropped.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, field_validator, model_validator
 
+from meshctl.fqdnmatch import name_error, pattern_error
 from meshctl.model.base import Model, SourceRef, source_field
 from meshctl.model.cidr import CiliumCidr, check_excepts
 from meshctl.model.meta import IGNORED, ObjectMeta, default_namespace
@@ -116,11 +118,21 @@ class PortRuleHTTP(Model):
     header_matches: tuple[HeaderMatch, ...] | None = None
 
 
-class PortRuleDNS(Model):
-    """A DNS name matcher (parsed, not enforced yet): exactly one of matchName, matchPattern."""
+def _checked(check: Callable[[str], str | None]) -> Callable[[Any], Any]:
+    def validate(value: Any) -> Any:
+        if isinstance(value, str) and (error := check(value)):
+            raise ValueError(error)
+        return value
 
-    match_name: str | None = None
-    match_pattern: str | None = None
+    return validate
+
+
+class PortRuleDNS(Model):
+    """A DNS name matcher (Cilium's FQDNSelector; meshctl.fqdnmatch judges names): exactly one of
+    matchName and matchPattern."""
+
+    match_name: Annotated[str | None, AfterValidator(_checked(name_error))] = None
+    match_pattern: Annotated[str | None, AfterValidator(_checked(pattern_error))] = None
 
     @model_validator(mode="after")
     def _one(self) -> PortRuleDNS:

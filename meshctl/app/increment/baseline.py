@@ -28,14 +28,14 @@ from meshctl.lazypolicy import map_cookies
 from meshctl.nodestate import NO_ENCRYPTION, NO_LOAD_BALANCER, NodeState, policy_map_sha
 from meshctl.source.tree import CONFIG_FILE, YAML_SUFFIXES
 
-FORMAT = "meshctl-baseline/4"  # bump whenever a key or row layout changes
+FORMAT = "meshctl-baseline/5"  # bump whenever a key or row layout changes
 
 
 KEYS = frozenset({  # every key record() and record_baseline() write
     "format", "version", "stamps", "files", "file_titles", "mixed", "docs", "cookies", "salted", "universe",
     "classes", "nodes", "cluster", "node_order", "mode", "ipv6_pass", "cidrs", "identities", "isolations",
     "isolation", "identity_table", "state_dir", "netns", "pods", "impact_max_pods", "audit_namespaces",
-    "fingerprints", "state_stamp", "http",
+    "fingerprints", "state_stamp", "full_only",
 })
 
 
@@ -113,16 +113,24 @@ def record(compiled: Any, stamps: Stamps, files: Mapping[str, tuple[int, int]],
     policies it holds, in order; `mixed`: the files holding anything else (an edit there means
     a full plan)."""
     from meshctl.compile.cluster import l7_warning
-    from meshctl.compile.partial import PartialCompiler, class_of, translations, universe_spec
+    from meshctl.compile.partial import (
+        PartialCompiler,
+        class_of,
+        needs_full_plan,
+        translations,
+        universe_spec,
+    )
 
     spec = compiled.spec
     uni = universe_spec(compiled)
     cidrs = compiled.memo.universe[2] if compiled.memo is not None else ()
     partial = PartialCompiler.of(uni, compiled.identities, dict(cidrs))
     docs: dict[str, Any] = {}
-    http = False  # the proxy's HTTP rules are not planned incrementally: with any, plans are full
+    # the proxy's HTTP rules and toFQDNs selectors (world takes in every selector's identity) are
+    # not planned incrementally: with any, plans are full
+    full_only = False
     for doc, t in translations(compiled):
-        http = http or any(r.http for r in t.rules)
+        full_only = full_only or any(needs_full_plan(r) for r in t.rules)
         docs[doc.title] = (
             sorted(partial.subjects(t)),
             [(sorted(idents), sorted(prefixes)) for idents, prefixes in partial.cidr_rules(t)],
@@ -171,7 +179,7 @@ def record(compiled: Any, stamps: Stamps, files: Mapping[str, tuple[int, int]],
         "files": dict(files),
         "file_titles": {rel: list(ts) for rel, ts in file_titles.items()},
         "mixed": sorted(mixed),
-        "http": http,
+        "full_only": full_only,
         "docs": docs,
         "cookies": [(origin_row(o), c) for c, o in cat.cookies.items()],
         "salted": _salted(cat.cookies),

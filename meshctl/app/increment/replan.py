@@ -21,7 +21,7 @@ from meshctl.compile.cookies import assign_cookies
 from meshctl.compile.documents import Document, as_document
 from meshctl.compile.identities import IdentityTable
 from meshctl.compile.ir import CompileWarning, SourceRef, Translated
-from meshctl.compile.partial import ClassKey, ClassPolicy, PartialCompiler
+from meshctl.compile.partial import ClassKey, ClassPolicy, PartialCompiler, needs_full_plan
 from meshctl.compile.spec import ClusterSpec
 from meshctl.compile.translate import translate
 from meshctl.nodestate import (
@@ -81,7 +81,7 @@ def replan(base: Mapping[str, Any], edits: Edits, read: Callable[[str], str | No
     """`edits`: the policy files changed since the baseline; `read(rel)`: an unchanged file's text
     (the policies that share a class with the edited ones are translated again)."""
     file_titles: dict[str, list[str]] = base["file_titles"]
-    if base["http"] or any(rel in base["mixed"] for rel in edits):
+    if base["full_only"] or any(rel in base["mixed"] for rel in edits):
         return None
     new_docs: dict[str, Document] = {}
     titles = {rel: list(ts) for rel, ts in file_titles.items()}
@@ -130,8 +130,8 @@ def replan(base: Mapping[str, Any], edits: Edits, read: Callable[[str], str | No
                 return None
             translated[t] = translate(doc)
         enforced.append(translated[t])
-    if any(r.http for t in enforced for r in t.rules):
-        return None  # the proxy's HTTP rules: a full plan
+    if any(needs_full_plan(r) for t in enforced for r in t.rules):
+        return None
     classes = base["classes"]
     keys = [(row[0], row[1]) for row in classes]
     redo = [k for k in keys if k[0] in affected]

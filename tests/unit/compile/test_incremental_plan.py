@@ -159,6 +159,18 @@ def test_an_edit_the_baseline_cannot_answer_plans_in_full() -> None:
     assert staged != same and replan(base, {"policies/web.yaml": staged}, files.get) is None
 
 
+def test_to_fqdns_plans_in_full_added_or_already_there() -> None:
+    """World takes in every toFQDNs identity: one policy's selectors shape other policies' entries."""
+    universe, files = _repo("toEntities: [world]")
+    first = compile_spec(_spec(universe, files), IdentityTable(), EndpointTable(), BUILD)
+    same = files["policies/web.yaml"]
+    fqdn = same.replace("toEntities:\n    - world", "toFQDNs:\n    - matchName: api.stripe.com")
+    assert fqdn != same and replan(_baseline(first, files), {"policies/web.yaml": fqdn}, files.get) is None
+    with_fqdn = {"policies/web.yaml": fqdn}
+    second = compile_spec(_spec(universe, with_fqdn), first.identities, first.endpoint_ids, BUILD)
+    assert replan(_baseline(second, with_fqdn), {"policies/web.yaml": same}, with_fqdn.get) is None
+
+
 def test_an_edit_reads_only_the_endpoints_it_selects() -> None:
     universe, files = _repo("toEntities: [world]")
     other = dict(universe.pods[0].__dict__, name="db-0", labels={"app": "db"}, ip=IPv4Address("10.0.0.9"))

@@ -1,0 +1,91 @@
+"""toFQDNs compiles to one identity per selector (the IPs the DNS proxy learns for it), and the
+trap of DNS allowed without `rules.dns` is named with its fix."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from meshctl.compile import EndpointTable, IdentityTable, compile_spec
+from meshctl.compile.documents import as_document
+from meshctl.compile.spec import ClusterSpec, PodSpec
+from meshctl.nodestate import PROTO_TCP, Direction, ReservedIdentity
+
+A, DNS = IPv4Address("10.0.0.1"), IPv4Address("10.0.0.53")
+KUBE_DNS = [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": "kube-system", "k8s-app": "kube-dns"}}]
+STRIPE = {"toFQDNs": [{"matchName": "api.stripe.com"}, {"matchPattern": "*.amazonaws.com"}],
+          "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]}
+
+
+def _dns(rules: dict | None = None) -> dict:
+    port = {"ports": [{"port": "53", "protocol": "UDP"}]}
+    return {"toEndpoints": KUBE_DNS, "toPorts": [{**port, **({"rules": rules} if rules else {})}]}
+
+
+def _compile(*egress: dict, identities: IdentityTable | None = None) -> object:
+    pods = (PodSpec("demo", "payment", {"app": "payment"}, "n1", (), A),
+            PodSpec("kube-system", "kube-dns", {"k8s-app": "kube-dns"}, "n1", (), DNS))
+    doc = {"kind": "CiliumNetworkPolicy", "metadata": {"name": "payment-egress", "namespace": "demo"},
+           "spec": {"endpointSelector": {"matchLabels": {"app": "payment"}}, "egress": list(egress)}}
+    spec = ClusterSpec("t", ("n1",), {"demo": {}, "kube-system": {}}, pods, (as_document(doc),), "default")
+    return compile_spec(spec, identities or IdentityTable(), EndpointTable(), "h")
+
+
+def _egress(c: object) -> dict:
+    state = c.nodes["n1"]  # type: ignore[attr-defined]
+    return {k: v for k, v in state.policies[state.endpoints[A].endpoint_id].items()
+            if k.direction == Direction.EGRESS}
+
+
+def test_each_selector_gets_an_identity_that_is_allowed_and_selects_no_ip_until_learned() -> None:
+    c = _compile(STRIPE, _dns({"dns": [{"matchPattern": "*"}]}))
+    table = c.identities  # type: ignore[attr-defined]
+    stripe, aws = table.get(("fqdn:api.stripe.com",)), table.get(("fqdn:*.amazonaws.com",))
+    assert stripe and aws and stripe != aws
+    ports = {(k.identity, k.protocol, k.port) for k in _egress(c)}
+    assert {(stripe, PROTO_TCP, 443), (aws, PROTO_TCP, 443)} <= ports
+    # nothing in the ipcache carries them: a selector that learned no IP selects nothing
+    assert not {stripe, aws} & {e.identity for e in c.nodes["n1"].ipcache.values()}  # type: ignore[attr-defined]
+    catalog = c.catalog  # type: ignore[attr-defined]
+    assert catalog.identities[stripe].labels == ("fqdn:api.stripe.com", "reserved:world")
+    assert not any(w.code.startswith("fqdn") for w in c.warnings)  # type: ignore[attr-defined]
+
+
+def test_selector_identities_are_stable_across_compiles_and_new_ones_take_new_numbers() -> None:
+    first = _compile(STRIPE, _dns({"dns": [{"matchPattern": "*"}]}))
+    table = first.identities  # type: ignore[attr-defined]
+    paypal = {"toFQDNs": [{"matchName": "api.paypal.com"}]}
+    again = _compile(paypal, STRIPE, _dns({"dns": [{"matchPattern": "*"}]}), identities=table)
+    after = again.identities  # type: ignore[attr-defined]
+    for labels in (("fqdn:api.stripe.com",), ("fqdn:*.amazonaws.com",)):
+        assert after.get(labels) == table.get(labels)
+    assert after.get(("fqdn:api.paypal.com",)) >= table.next_id
+
+
+def test_world_selects_the_learned_ips_too() -> None:
+    c = _compile({"toEntities": ["world"]}, STRIPE)
+    stripe = c.identities.get(("fqdn:api.stripe.com",))  # type: ignore[attr-defined]
+    world_keys = {k.identity for k in _egress(c) if k.port == 0}
+    assert {ReservedIdentity.WORLD, stripe} <= world_keys
+
+
+def test_dns_allowed_without_dns_rules_is_the_trap_and_names_the_rule_and_the_fix() -> None:
+    c = _compile(STRIPE, _dns())
+    (w,) = [w for w in c.warnings if w.code == "fqdn-not-learned"]  # type: ignore[attr-defined]
+    text = str(w)
+    assert text.startswith("CiliumNetworkPolicy demo/payment-egress egress[0]")
+    assert "api.stripe.com" in text and "will be dropped" in text
+    assert "egress[1]" in text and "without `rules.dns`" in text
+    assert 'add `rules: {dns: [{matchPattern: "*"}]}`' in text
+
+
+def test_no_dns_rule_at_all_says_so_and_a_dns_rule_anywhere_clears_it() -> None:
+    (w,) = [w for w in _compile(STRIPE).warnings if w.code == "fqdn-not-learned"]  # type: ignore[attr-defined]
+    assert "no egress rule of this endpoint allows DNS" in str(w)
+    c = _compile(STRIPE, _dns({"dns": [{"matchName": "api.stripe.com"}]}))
+    assert not [w for w in c.warnings if w.code == "fqdn-not-learned"]  # type: ignore[attr-defined]
+
+
+def test_match_pattern_star_warns_and_suggests_world() -> None:
+    c = _compile({"toFQDNs": [{"matchPattern": "*"}]}, _dns({"dns": [{"matchPattern": "*"}]}))
+    (w,) = [w for w in c.warnings if w.code == "fqdn-wildcard"]  # type: ignore[attr-defined]
+    assert "toEntities: [world]" in str(w)
