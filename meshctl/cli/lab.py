@@ -137,6 +137,7 @@ def _print_status(name: str) -> None:
     from rich.table import Table
 
     from meshctl.lab.cluster import status as lab_status
+    from meshctl.lab.servers import is_lab_server
 
     reg, nodes = lab_status(name)
     table = Table(title=f"lab {name} (underlay {reg.underlay_cidr}, datapath "
@@ -159,6 +160,10 @@ def _print_status(name: str) -> None:
                       f"{ext.underlay_ip} (via {ext.via_node}: {', '.join(ext.routes) or 'no routes'})",
                       "eth0", "", "ok" if os.path.exists(f"/run/netns/{ext.netns}")
                       else "[red]netns missing[/red]")
+        for h in ext.hosts:  # [[lab.externalHosts]]: the lab's kube-dns answers for these names
+            up = h.server_pid is not None and is_lab_server(h.server_pid, name, h.key)
+            table.add_row(f"  {h.key}", ext.netns, h.ip, "eth0", " ".join(f"{x}/tcp" for x in h.tcp_ports),
+                          "ok" if up else "[red]server down[/red]")
     Console(width=160).print(table)
 
 

@@ -15,7 +15,7 @@ from meshctl.dataplane.envoy import ProxyFiles, proxy_root
 from meshctl.dataplane.wireguard.teardown import remove_cluster as remove_wireguard
 from meshctl.dataplane.writer import lock_path
 from meshctl.errors import LabError
-from meshctl.lab import agents, datapath, inventory, names, network, registry, servers
+from meshctl.lab import agents, datapath, dnszone, inventory, names, network, registry, servers
 from meshctl.lab.netns import exists, list_netns
 from meshctl.lab.registry import ExternalRecord, NodeRecord, PodRecord, Registry
 from meshctl.lab.topology import Addresses, Topology, allocate, external_address
@@ -43,12 +43,19 @@ def plan_registry(topo: Topology, prev: Registry | None) -> Registry:
         reg.pods[p.key] = PodRecord(
             key=p.key, node=p.node, netns=names.pod_netns(topo.cluster, p.key), ip=str(addr.pods[p.key]),
             veth=names.pod_veth(p.key), tcp_ports=list(p.tcp_ports), udp_ports=list(p.udp_ports),
-            server_pid=old.server_pid if old else None)
+            server_pid=old.server_pid if old else None, dns=p.dns)
     if topo.external and topo.nodes:
         reg.external = ExternalRecord(
             netns=names.external_netns(topo.cluster), underlay_ip=str(external_address(topo.underlay_cidr)),
             underlay_port=names.EXTERNAL_PORT, via_node=topo.external_via or topo.nodes[0].name,
             routes=[str(r) for r in topo.external_routes])
+        old_hosts = {h.key: h for h in prev.external.hosts} if prev and prev.external else {}
+        for host in topo.external_hosts:
+            key = f"external/{host.name}"
+            reg.external.hosts.append(PodRecord(
+                key=key, node="", netns=reg.external.netns, ip=str(host.address), veth="",
+                tcp_ports=sorted(set(host.ports)), bind=str(host.address),
+                server_pid=old_hosts[key].server_pid if key in old_hosts else None))
     return reg
 
 
@@ -101,11 +108,12 @@ def _up(topo: Topology, with_datapath: bool) -> UpResult:
 
     network.ensure_underlay(topo.cluster)
     nodes = list(reg.nodes.values())
+    outside = {h.ip: reg.external.underlay_ip for h in reg.external.hosts} if reg.external else {}
     for node in nodes:
-        network.ensure_node(topo.cluster, node, IPv4Network(reg.underlay_cidr), nodes)
+        network.ensure_node(topo.cluster, node, IPv4Network(reg.underlay_cidr), nodes, outside)
     if reg.external is not None:
         network.ensure_external(topo.cluster, reg.external, IPv4Network(reg.underlay_cidr),
-                                reg.nodes[reg.external.via_node])
+                                reg.nodes[reg.external.via_node], nodes)
     elif prev is not None and prev.external is not None:
         network.remove_external(topo.cluster, prev.external)
     created = []
@@ -114,9 +122,11 @@ def _up(topo: Topology, with_datapath: bool) -> UpResult:
             created.append(key)
     registry.save(reg)
 
-    for key, pod in reg.pods.items():
-        if not servers.matches(pod.server_pid, topo.cluster, pod) or key in created:
-            servers.stop(topo.cluster, pod.server_pid, key)
+    dnszone.write(topo.cluster, dnszone.records(reg, topo.services, topo.external_hosts))
+    hosts = reg.external.hosts if reg.external else []
+    for pod in [*reg.pods.values(), *hosts]:
+        if not servers.matches(pod.server_pid, topo.cluster, pod) or pod.key in created:
+            servers.stop(topo.cluster, pod.server_pid, pod.key)
             pod.server_pid = None
             if pod.tcp_ports or pod.udp_ports:
                 pod.server_pid = servers.start(topo.cluster, pod)

@@ -71,8 +71,9 @@ def remove_host_link(cluster: str) -> None:
 
 
 def ensure_node(cluster: str, node: NodeRecord, underlay_cidr: IPv4Network,
-                peers: list[NodeRecord]) -> None:
-    """Node netns with its uplink on the underlay bridge, forwarding on, routes to peer CIDRs."""
+                peers: list[NodeRecord], outside: dict[str, str] | None = None) -> None:
+    """Node netns with its uplink on the underlay bridge, forwarding on, routes to peer CIDRs and
+    to the `outside` addresses (external hosts: destination -> the external netns' address)."""
     uns = names.underlay_netns(cluster)
     ensure_netns(node.netns)
     sysctl(node.netns, {"net.ipv4.ip_forward": "1"})
@@ -96,6 +97,7 @@ def ensure_node(cluster: str, node: NodeRecord, underlay_cidr: IPv4Network,
     for peer in peers:
         if peer.name != node.name:
             want[str(IPv4Network(peer.pod_cidr))] = peer.underlay_ip
+    want.update(outside or {})
     for dst, via in want.items():
         cmds.append(f"route replace {dst} via {via} dev {names.NODE_UPLINK} proto {LAB_RTPROTO}")
     ip_batch(node.netns, cmds)
@@ -115,7 +117,8 @@ def _drop_stale_routes(netns: str, keep: set[str], keep_dev_routes: bool) -> Non
     ip_batch(netns, stale, force=True)
 
 
-def ensure_external(cluster: str, ext: ExternalRecord, underlay_cidr: IPv4Network, via: NodeRecord) -> None:
+def ensure_external(cluster: str, ext: ExternalRecord, underlay_cidr: IPv4Network, via: NodeRecord,
+                    nodes: list[NodeRecord]) -> None:
     """The external client: eth0 on the underlay bridge, service addresses routed via node `via`.
 
     It is outside the cluster: it reaches nodes' underlay addresses (NodePorts) directly and
@@ -135,9 +138,16 @@ def ensure_external(cluster: str, ext: ExternalRecord, underlay_cidr: IPv4Networ
     ]
     cmds += [f"route replace {dst} via {via.underlay_ip} dev {names.POD_IFNAME} proto {LAB_RTPROTO}"
              for dst in ext.routes]
+    # External hosts: their addresses here, and the way back to the pods that reach them (the lab
+    # does not masquerade: a pod's packets reach the outside with the pod's address)
+    cmds += [f"addr replace {h.ip}/32 dev {names.POD_IFNAME}" for h in ext.hosts]
+    pod_routes = {n.pod_cidr: n.underlay_ip for n in nodes} if ext.hosts else {}
+    cmds += [f"route replace {dst} via {gw} dev {names.POD_IFNAME} proto {LAB_RTPROTO}"
+             for dst, gw in pod_routes.items()]
     ip_batch(ext.netns, cmds)
     # `ip -j route` shows a /32 destination as a bare address.
-    keep = {str(n.network_address) if n.prefixlen == 32 else str(n) for n in map(IPv4Network, ext.routes)}
+    keep = {str(n.network_address) if n.prefixlen == 32 else str(n)
+            for n in map(IPv4Network, [*ext.routes, *pod_routes])}
     _drop_stale_routes(ext.netns, keep=keep, keep_dev_routes=True)
 
 

@@ -59,6 +59,8 @@ class PodRecord:
     tcp_ports: list[int] = field(default_factory=list)
     udp_ports: list[int] = field(default_factory=list)
     server_pid: int | None = None
+    dns: bool = False  # kube-dns: its server answers DNS on port 53 from the lab's zone
+    bind: str = ""  # an external host: its server binds this address only (hosts share a netns)
 
     @property
     def address(self) -> IPv4Address:
@@ -74,6 +76,8 @@ class ExternalRecord:
     underlay_port: str  # its bridge port in the underlay netns
     via_node: str  # the node whose underlay address the routes use
     routes: list[str] = field(default_factory=list)  # service addresses (CIDRs) routed via that node
+    # [[lab.externalHosts]]: addresses of this netns with a server each (key "external/NAME")
+    hosts: list[PodRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -128,8 +132,12 @@ def _registry(raw: dict[str, Any]) -> Registry:
         nodes={k: NodeRecord(**v) for k, v in raw["nodes"].items()},
         pods={k: PodRecord(**v) for k, v in raw["pods"].items()},
         datapath=raw.get("datapath", False),
-        external=ExternalRecord(**raw["external"]) if raw.get("external") else None,
+        external=_external(raw["external"]) if raw.get("external") else None,
     )
+
+
+def _external(raw: dict[str, Any]) -> ExternalRecord:
+    return ExternalRecord(**{**raw, "hosts": [PodRecord(**h) for h in raw.get("hosts", ())]})
 
 
 def require(cluster: str) -> Registry:

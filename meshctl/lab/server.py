@@ -6,6 +6,10 @@ pipelining and chunked or sized request bodies included; `Upgrade` gets `101` an
 of the bytes). A client that sends nothing within BANNER_WAIT_S gets the line `ns/pod:port` and
 the connection closes (like a banner: nc sees who answered).
 UDP: echoes each datagram prefixed with `ns/pod:port ` back to its sender.
+With `--dns-zone FILE` (the kube-dns pods), port 53 speaks DNS over UDP and TCP instead: A
+queries for the zone's names (meshctl.lab.dnszone) get their addresses and TTL, other types of
+those names an empty answer, unknown names NXDOMAIN. `--bind ADDR` listens on that address only
+(the external hosts share one netns).
 Run as `python -m meshctl.lab.server --cluster C --name ns/pod --tcp 80 --udp 53 [--ready-fd N]`
 inside the pod netns; the cluster argument lets `lab down` recognise its own processes.
 """
@@ -17,8 +21,12 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import sys
 import threading
+from pathlib import Path
+
+from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
 BANNER_WAIT_S = 0.05
 IDLE_S = 30.0
@@ -130,26 +138,71 @@ def _handle(sock: socket.socket, name: str) -> None:
         sock.close()
 
 
-def _listeners(tcp: list[int], udp: list[int]) -> list[tuple[socket.socket, str, int]]:
+DNS_PORT = 53
+
+
+class Zone:
+    """The zone file, read again whenever it changes (lab up rewrites it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.stamp, self.names = path, 0, {}  # type: ignore[var-annotated]
+
+    def answer(self, query: bytes) -> bytes:
+        from meshctl.lab.dnszone import read
+
+        stamp = self.path.stat().st_mtime_ns
+        if stamp != self.stamp:
+            self.names, self.stamp = read(self.path), stamp
+        request = DNSRecord.parse(query)
+        reply = request.reply()
+        name = str(request.q.qname).rstrip(".").lower()
+        known = self.names.get(name)
+        if known is None:
+            reply.header.rcode = RCODE.NXDOMAIN
+        elif request.q.qtype == QTYPE.A:
+            addresses, ttl = known
+            for address in addresses:
+                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(address), ttl=ttl))
+        return reply.pack()  # type: ignore[no-any-return]
+
+
+def _dns_tcp(sock: socket.socket, zone: Zone) -> None:
+    """DNS over TCP: two-byte length, message; as many as the client sends."""
+    conn = _Conn(sock)
+    try:
+        while (head := conn.take(2)) is not None:
+            query = conn.take(struct.unpack("!H", head)[0])
+            if query is None:
+                return
+            out = zone.answer(query)
+            sock.sendall(struct.pack("!H", len(out)) + out)
+    except (OSError, DNSError, ValueError):  # a malformed query ends its connection only
+        return
+    finally:
+        sock.close()
+
+
+def _listeners(tcp: list[int], udp: list[int], bind: str = "0.0.0.0") -> list[tuple[socket.socket, str, int]]:
     out = []
     for port in tcp:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
+        s.bind((bind, port))
         s.listen(512)
         s.setblocking(False)
         out.append((s, "tcp", port))
     for port in udp:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("0.0.0.0", port))
+        s.bind((bind, port))
         s.setblocking(False)
         out.append((s, "udp", port))
     return out
 
 
-def serve(name: str, tcp: list[int], udp: list[int], ready_fd: int | None) -> None:
+def serve(name: str, tcp: list[int], udp: list[int], ready_fd: int | None, bind: str = "0.0.0.0",
+          zone: Zone | None = None) -> None:
     sel = selectors.DefaultSelector()
-    for sock, proto, port in _listeners(tcp, udp):
+    for sock, proto, port in _listeners(tcp, udp, bind):
         sel.register(sock, selectors.EVENT_READ, (proto, port))
     if ready_fd is not None:
         os.write(ready_fd, b"ready\n")
@@ -165,12 +218,18 @@ def serve(name: str, tcp: list[int], udp: list[int], ready_fd: int | None) -> No
                 except BlockingIOError:
                     continue
                 conn.setblocking(True)
-                threading.Thread(target=_handle, args=(conn, f"{name}:{port}"), daemon=True).start()
+                if zone is not None and port == DNS_PORT:
+                    threading.Thread(target=_dns_tcp, args=(conn, zone), daemon=True).start()
+                else:
+                    threading.Thread(target=_handle, args=(conn, f"{name}:{port}"), daemon=True).start()
             else:
                 try:
                     data, peer = sock.recvfrom(65535)
-                    sock.sendto(f"{name}:{port} ".encode() + data, peer)
-                except OSError:
+                    if zone is not None and port == DNS_PORT:
+                        sock.sendto(zone.answer(data), peer)
+                    else:
+                        sock.sendto(f"{name}:{port} ".encode() + data, peer)
+                except (OSError, DNSError, ValueError):  # a bad datagram must not stop the server
                     pass
 
 
@@ -181,9 +240,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tcp", type=int, action="append", default=[])
     ap.add_argument("--udp", type=int, action="append", default=[])
     ap.add_argument("--ready-fd", type=int)
+    ap.add_argument("--bind", default="0.0.0.0")
+    ap.add_argument("--dns-zone", type=Path)
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve(args.name, args.tcp, args.udp, args.ready_fd)
+    serve(args.name, args.tcp, args.udp, args.ready_fd, args.bind,
+          Zone(args.dns_zone) if args.dns_zone else None)
 
 
 if __name__ == "__main__":

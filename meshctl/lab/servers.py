@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from meshctl.errors import LabError
+from meshctl.lab import dnszone
 from meshctl.lab.netns import nsenter_argv
 from meshctl.lab.registry import PodRecord, log_dir
 from meshctl.localproc import cmdline
@@ -29,6 +30,10 @@ def server_argv(cluster: str, pod: PodRecord) -> list[str]:
         argv += ["--tcp", str(p)]
     for p in pod.udp_ports:
         argv += ["--udp", str(p)]
+    if pod.bind:
+        argv += ["--bind", pod.bind]
+    if pod.dns:
+        argv += ["--dns-zone", str(dnszone.zone_path(cluster))]
     return argv
 
 

@@ -40,6 +40,7 @@ class LabPod:
     pod_ip: IPv4Address | None = None  # status.podIP when the manifest gives one
     file: str = ""
     line: int | None = None
+    dns: bool = False  # a kube-dns pod (kube-system, k8s-app=kube-dns): answers DNS from the lab's zone
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class Topology:
     external: bool = False
     external_routes: tuple[IPv4Network, ...] = ()
     external_via: str | None = None
+    # [[lab.externalHosts]] (on the external netns) and the Services' clusterIPs: the lab's DNS zone
+    external_hosts: tuple[Any, ...] = ()
+    services: tuple[tuple[str, IPv4Address], ...] = ()
     agents: Any = None  # [agents] of meshctl.toml (AgentsSettings): a port puts the agents on TCP
 
     def node(self, name: str) -> LabNode:
@@ -83,6 +87,7 @@ def from_desired(desired: Any) -> Topology:
             key=f"{p.namespace}/{p.name}", node=p.node_name or "", tcp_ports=tuple(tcp),
             udp_ports=tuple(udp), pod_ip=p.pod_ip,
             file=str(getattr(src, "file", "") or ""), line=getattr(src, "line", None),
+            dns=p.namespace == "kube-system" and p.labels.get("k8s-app") == "kube-dns",
         ))
     lb = getattr(cfg, "load_balancer", None)
     routes = {IPv4Network(f"{ip}/32") for svc in getattr(desired, "services", ())
@@ -91,7 +96,10 @@ def from_desired(desired: Any) -> Topology:
         cluster=cfg.cluster, underlay_cidr=cfg.lab.underlay_cidr,
         nodes=tuple(LabNode(n.name, n.pod_cidr, n.address) for n in cfg.nodes), pods=tuple(pods),
         root=getattr(desired, "root", None),
-        external=bool(lb and lb.kube_proxy_replacement), external_routes=tuple(sorted(routes)),
+        external=bool(lb and lb.kube_proxy_replacement) or bool(cfg.lab.external_hosts),
+        external_routes=tuple(sorted(routes)), external_hosts=cfg.lab.external_hosts,
+        services=tuple((svc.key, svc.cluster_ip) for svc in getattr(desired, "services", ())
+                       if svc.cluster_ip is not None),
         agents=getattr(cfg, "agents", None),
     )
     validate(topo)

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, field_validator, model_validator
 
+from meshctl.fqdnmatch import name_error, normalize
 from meshctl.model.base import Model, check_dns_label
 from meshctl.model.lbconfig import (
     DEFAULT_MAGLEV_SEED,
@@ -103,8 +104,25 @@ class DatapathSection(Model):
     ipv6: Literal["drop", "pass"] = "drop"
 
 
+def _dns_name(value: str) -> str:
+    if error := name_error(value):
+        raise ValueError(error)
+    return normalize(value)
+
+
+class ExternalHost(Model):
+    """[[lab.externalHosts]]: a host outside the cluster (a netns on the lab's underlay) that
+    the lab's kube-dns answers for, serving TCP on `ports`; `ttl`: of its DNS answers."""
+
+    name: Annotated[str, AfterValidator(_dns_name)]
+    address: IPv4Address
+    ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = ()
+    ttl: int = Field(default=60, ge=0, le=86400)
+
+
 class LabSection(Model):
     underlay_cidr: StrictNetwork = Field(default=DEFAULT_UNDERLAY, alias="underlayCIDR")
+    external_hosts: tuple[ExternalHost, ...] = ()
 
 
 class ObservabilitySection(Model):
@@ -245,7 +263,23 @@ class ConfigFile(Model):
             for n in self.nodes
             if n.pod_cidr.overlaps(self.lab.underlay_cidr)
         ]
-        return problems + self._address_errors()
+        return problems + self._external_host_errors() + self._address_errors()
+
+    def _external_host_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Each external host once, outside the cluster's pods, services and underlay."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        inside = [(n.pod_cidr, f"podCIDR of {n.name}") for n in self.nodes] + [
+            (self.cluster.service_cidr, "serviceCIDR"), (self.lab.underlay_cidr, "the lab's underlayCIDR")]
+        first: dict[str, int] = {}
+        for i, h in enumerate(self.lab.external_hosts):
+            if h.name in first:
+                problems.append((("lab", "externalHosts", i, "name"),
+                                 f"{h.name} is already externalHosts[{first[h.name]}]"))
+            first.setdefault(h.name, i)
+            problems += [(("lab", "externalHosts", i, "address"),
+                          f"{h.address} of external host {h.name} is inside the cluster ({where})")
+                         for net, where in inside if h.address in net]
+        return problems
 
     def _address_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
         """A node address must be unique and outside every podCIDR and the serviceCIDR."""
@@ -306,6 +340,7 @@ class AgentsSettings(Model):
 
 class LabSettings(Model):
     underlay_cidr: IPv4Network = DEFAULT_UNDERLAY
+    external_hosts: tuple[ExternalHost, ...] = ()
 
 
 class LoadBalancerSettings(Model):
@@ -356,7 +391,7 @@ class MeshConfig(Model):
             ),
             policy=raw.policy,
             datapath=DatapathSettings(ipv6=raw.datapath.ipv6),
-            lab=LabSettings(underlay_cidr=raw.lab.underlay_cidr),
+            lab=LabSettings(underlay_cidr=raw.lab.underlay_cidr, external_hosts=raw.lab.external_hosts),
             observability=raw.observability,
             encryption=raw.encryption,
             inventory=raw.inventory,
@@ -376,6 +411,7 @@ class MeshConfig(Model):
 
 __all__ = [
     "AgentsSection", "AgentsSettings", "ApplySection", "ConfigFile", "DatapathSettings", "EncryptionSection",
+    "ExternalHost",
     "InventorySection", "LabSettings",
     "LoadBalancerSettings",
     "MeshConfig", "NodeConfig", "ObservabilitySection", "Rollout",
