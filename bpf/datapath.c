@@ -84,7 +84,25 @@ static __always_inline int admit(struct verdict_info *vi, const struct pkt *p, _
 		ct_pass_fwd(fwd, p, cfg, now, rev, vi->cookie);
 		return verdict_pass(vi, p, now, 0);
 	}
-	ct_create(p, dir, cfg, now, rev, vi->cookie);
+	ct_create(p, dir, cfg, now, rev, vi->cookie, 0);
+	return verdict_pass(vi, p, now, 1);
+}
+
+/* A UDP datagram to a port the proxy judges (DNS): to the proxy's socket, every one of them
+ * (the flow's entry carries CT_F_PROXY, so it is judged again rather than passed as
+ * established); the proxy answers from the original destination, a reply of the entry. */
+static __always_inline int to_proxy_udp(struct __sk_buff *skb, struct verdict_info *vi, const struct pkt *p,
+					__u8 dir, const struct datapath_config *cfg, __u64 now, struct ct_value *fwd,
+					__u32 rev, __u16 port)
+{
+	if (proxy_redirect_udp(skb, p, port))
+		return verdict_drop(vi, p, now, REASON_PROXY_DOWN);
+	vi->reason = REASON_PROXY_REDIRECT;
+	if (fwd) {
+		ct_pass_fwd(fwd, p, cfg, now, rev, vi->cookie);
+		return verdict_pass(vi, p, now, 0);
+	}
+	ct_create(p, dir, cfg, now, rev, vi->cookie, CT_F_PROXY);
 	return verdict_pass(vi, p, now, 1);
 }
 
@@ -110,6 +128,8 @@ static __always_inline int to_proxy(struct __sk_buff *skb, struct verdict_info *
 				    const struct datapath_config *cfg, __u64 now, struct ct_value *fwd, __u32 rev,
 				    __u16 port)
 {
+	if (p->protocol == IPPROTO_UDP)
+		return to_proxy_udp(skb, vi, p, dir, cfg, now, fwd, rev, port);
 	if (!tcp_syn(p))
 		return verdict_drop(vi, p, now, REASON_PROXY_REQUIRED);
 	if (proxy_redirect(skb, p, port))
@@ -202,7 +222,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		vi.reason = cookie ? REASON_ALLOWED : REASON_NOT_ENFORCED;
 		return verdict_pass(&vi, &p, now, 0);
 	case CT_ESTABLISHED:
-		if (fwd->policy_rev == rev) {
+		if (fwd->policy_rev == rev && !(fwd->flags & CT_F_PROXY)) {
 			ct_touch(fwd, &p, &cfg, now, 0);
 			vi.cookie = fwd->cookie;
 			vi.reason = vi.cookie ? REASON_ALLOWED : REASON_NOT_ENFORCED;

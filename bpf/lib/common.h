@@ -138,6 +138,7 @@ struct ct_key {
 
 #define CT_F_SEEN_REPLY (1 << 0)
 #define CT_F_CLOSING (1 << 1)        /* FIN or RST seen: short lifetime */
+#define CT_F_PROXY (1 << 2)          /* a UDP flow the proxy judges: every datagram goes to it */
 
 struct ct_value {
 	__u64 expires_ns;            /* bpf_ktime_get_ns() deadline; past = expired = miss */

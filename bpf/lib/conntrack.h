@@ -130,13 +130,13 @@ static __always_inline void ct_pass_fwd(struct ct_value *v, const struct pkt *p,
 
 /* Record a connection the verdict let through (replaces an expired entry of the same key). */
 static __always_inline void ct_create(const struct pkt *p, __u8 dir, const struct datapath_config *cfg,
-				      __u64 now, __u32 rev, __u32 cookie)
+				      __u64 now, __u32 rev, __u32 cookie, __u32 flags)
 {
 	struct ct_key key;
 	struct ct_value v = {};
 
 	ct_key_fwd(&key, p, dir);
-	v.flags = ct_flags_for(p, 0);
+	v.flags = ct_flags_for(p, flags);
 	v.expires_ns = now + ct_lifetime(cfg, p->protocol, v.flags);
 	v.packets = 1;
 	v.bytes = p->len;

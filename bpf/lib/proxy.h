@@ -72,6 +72,30 @@ static __always_inline int proxy_redirect(struct __sk_buff *skb, const struct pk
 	return proxy_assign(skb, &t, 1);
 }
 
+/* A datagram to a port the proxy judges (DNS): assigned to the proxy's unconnected UDP socket
+ * at 127.0.0.1:port (transparent; IP_RECVORIGDSTADDR gives it the original destination);
+ * -1 when the proxy does not listen. Every datagram of the flow comes here (CT_F_PROXY). */
+static __always_inline int proxy_redirect_udp(struct __sk_buff *skb, const struct pkt *p, __u16 port)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	long err;
+
+	t.ipv4.saddr = p->saddr;
+	t.ipv4.daddr = bpf_htonl(PROXY_LISTEN_ADDR);
+	t.ipv4.sport = p->sport;
+	t.ipv4.dport = bpf_htons(port);
+	sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return -1;
+	err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (err)
+		return -1;
+	skb->mark = MARK_TO_PROXY;
+	return 0;
+}
+
 static __always_inline int tcp_syn(const struct pkt *p)
 {
 	return p->protocol == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;

@@ -56,6 +56,7 @@ class CtFlags(enum.IntFlag):
 
     SEEN_REPLY = 1 << 0
     CLOSING = 1 << 1
+    PROXY = 1 << 2  # a UDP flow the proxy judges: every datagram goes to it
 
 
 # L7 redirect marks (skb->mark): what the datapath hands the proxy, what the proxy sends
