@@ -575,6 +575,8 @@ class ForeignEntry:
 
 # The port of the node's HTTP proxy listener (127.0.0.1): policy entries of L7 ports carry it.
 HTTP_PROXY_PORT = 15001
+# The port of the node's DNS proxy (127.0.0.1, UDP and TCP): entries of ports with DNS rules carry it.
+DNS_PROXY_PORT = 15053
 
 
 @dataclass(frozen=True, order=True)
@@ -642,6 +644,33 @@ class HttpPolicy:
 
 
 @dataclass(frozen=True, order=True)
+class DnsPolicy:
+    """What the node's DNS proxy lets through from one local endpoint to one peer on a DNS port
+    (`rules.dns`, egress only): queries whose name matches one of `names` (toFQDNs-style
+    selector texts: a name, or a pattern with `*`; "*" = every name). identity 0 = any peer;
+    cookie = the rule that gives these."""
+
+    endpoint: IPv4Address
+    port: int
+    last_port: int
+    identity: int
+    cookie: int
+    names: tuple[str, ...]
+
+    def canonical(self) -> list[Any]:
+        return [str(self.endpoint), self.port, self.last_port, self.identity, self.cookie, list(self.names)]
+
+    @classmethod
+    def from_canonical(cls, row: list[Any]) -> DnsPolicy:
+        ep, port, last, identity, cookie, names = row
+        return cls(IPv4Address(ep), int(port), int(last), int(identity), int(cookie), tuple(names))
+
+    @property
+    def ports(self) -> str:
+        return str(self.port) if self.port == self.last_port else f"{self.port}-{self.last_port}"
+
+
+@dataclass(frozen=True, order=True)
 class ForeignProgram:
     """A tc or tcx program on an interface meshctl manages that meshctl did not attach.
 
@@ -685,6 +714,9 @@ class NodeState:
     load_balancer: LoadBalancerState = NO_LOAD_BALANCER
     foreign: frozenset[ForeignEntry] = frozenset()  # observed only: entries compile never makes
     http: frozenset[HttpPolicy] = frozenset()  # the L7 proxy's HTTP rules (Envoy's config)
+    dns: frozenset[DnsPolicy] = frozenset()  # the DNS proxy's rules
+    # toFQDNs selector text -> its identity: the names whose answers the DNS proxy learns IPs for
+    fqdn: FrozenMap[str, int] = field(default_factory=FrozenMap)
     # observed only, never compared: programs of others on meshctl's interfaces
     foreign_programs: tuple[ForeignProgram, ...] = field(default=(), compare=False)
 
@@ -713,6 +745,8 @@ class NodeState:
                else {}),
             **({"foreign": _foreign_rows(self.foreign)} if self.foreign else {}),
             **({"http": http_rows(self.http)} if self.http else {}),
+            **({"dns": dns_rows(self.dns)} if self.dns else {}),
+            **({"fqdn": dict(self.fqdn.items())} if self.fqdn else {}),
         }
 
     @classmethod
@@ -750,6 +784,8 @@ class NodeState:
             ),
             foreign=frozenset(ForeignEntry(m, int(o), k, v) for m, o, k, v in d.get("foreign", ())),
             http=frozenset(HttpPolicy.from_canonical(r) for r in d.get("http", ())),
+            dns=frozenset(DnsPolicy.from_canonical(r) for r in d.get("dns", ())),
+            fqdn=FrozenMap({str(k): int(v) for k, v in sorted(d.get("fqdn", {}).items())}),
         )
 
     def fingerprint(self, parts: Mapping[str, str] | None = None) -> str:
@@ -798,6 +834,10 @@ class NodeState:
             parts["foreign"] = dumps(_foreign_rows(self.foreign))
         if self.http:
             parts["http"] = dumps(http_rows(self.http))
+        if self.dns:
+            parts["dns"] = dumps(dns_rows(self.dns))
+        if self.fqdn:
+            parts["fqdn"] = dumps(dict(self.fqdn.items()))
         return parts
 
 
@@ -819,6 +859,10 @@ def attachments_text(attachments: frozenset[Attachment], known: str | None = Non
 
 def http_rows(http: frozenset[HttpPolicy]) -> list[list[Any]]:
     return [p.canonical() for p in sorted(http)]
+
+
+def dns_rows(dns: frozenset[DnsPolicy]) -> list[list[Any]]:
+    return [p.canonical() for p in sorted(dns)]
 
 
 def _foreign_rows(foreign: frozenset[ForeignEntry]) -> list[list[Any]]:

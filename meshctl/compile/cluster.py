@@ -18,7 +18,7 @@ from meshctl.compile.documents import Document
 from meshctl.compile.identities import RESERVED_LABELS, EndpointTable, IdentityTable, cidr_identities
 from meshctl.compile.ir import CidrRule, CompileWarning, Isolation, Peers, Rule, Translated
 from meshctl.compile.labels import identity_label_sets
-from meshctl.compile.mapstate import Grant, HttpGrant, MapState, build_mapstate
+from meshctl.compile.mapstate import DnsGrant, Grant, HttpGrant, MapState, build_mapstate
 from meshctl.compile.selectors import SelectorIndex
 from meshctl.compile.spec import ClusterSpec, PodSpec, spec_from_desired
 from meshctl.compile.translate import PROTOCOLS, translate
@@ -30,6 +30,7 @@ from meshctl.nodestate import (
     Attachment,
     DatapathConfig,
     Direction,
+    DnsPolicy,
     EndpointEntry,
     FrozenMap,
     HttpPolicy,
@@ -375,6 +376,7 @@ def _compile_spec(
     sorted_ports: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     isolation_by_ident: dict[int, FrozenMap[Direction, tuple[str, ...]]] = {}
     node_cidr_index = NodeCidrs(cluster_cidrs)
+    fqdn_table = FrozenMap({c.identities_labels(i)[0].removeprefix("fqdn:"): i for i in c.fqdn_ids})
     universe = _universe(c, cluster_cidrs, spec.mode)
     previous = memo.endpoints if memo is not None and memo.universe == universe else {}
     cache: dict[tuple[int, tuple[Any, ...]], _Memoized] = {}
@@ -404,6 +406,7 @@ def _compile_spec(
         endpoints: dict[IPv4Address, EndpointEntry] = {}
         policies: dict[int, FrozenMap[PolicyKey, PolicyEntry]] = {}
         http: list[HttpPolicy] = []
+        dns: list[DnsPolicy] = []
         eps_cat: dict[int, str] = {}
         node_eps = endpoint_ids.by_pod.get(node, {})
         for pod in sorted(local, key=lambda p: pod_key[id(p)]):
@@ -431,6 +434,8 @@ def _compile_spec(
             eps_cat[ep_id] = key
             http.extend(HttpPolicy(pod.ip, Direction(d), first, last, peer, cookies[origin], rules)  # type: ignore[arg-type]
                         for d, peer, first, last, origin, rules in made.http)
+            dns.extend(DnsPolicy(pod.ip, first, last, peer, cookies[origin], names)  # type: ignore[arg-type]
+                       for peer, first, last, origin, names in made.dns)
             if audit is None:
                 endpoints[pod.ip] = EndpointEntry(ep_id, ident, enf_in, enf_out)  # type: ignore[index]
             else:
@@ -454,12 +459,16 @@ def _compile_spec(
         )
         nodes[node] = NodeState(
             node=node,
-            config=DatapathConfig(ipv6_pass=spec.ipv6_pass, proxy=bool(http)),
+            config=DatapathConfig(ipv6_pass=spec.ipv6_pass, proxy=bool(http or dns)),
             ipcache=ipcache,
             endpoints=FrozenMap.from_sorted(sorted(endpoints.items(), key=lambda kv: int(kv[0]))),
             policies=FrozenMap(policies),
             attachments=attachments,
             http=frozenset(http),
+            dns=frozenset(dns),
+            # the DNS proxy of a node whose endpoints ask it learns IPs for every selector: world
+            # rules take them in wherever they are used
+            fqdn=fqdn_table if dns else FrozenMap(),
         )
         catalog_eps[node] = FrozenMap(eps_cat)
 
@@ -551,6 +560,7 @@ class _Memoized:
     warnings: tuple[CompileWarning, ...]
     ineffective_l7: tuple[tuple[RuleOrigin, RuleOrigin], ...]
     http: tuple[HttpGrant, ...] = ()
+    dns: tuple[DnsGrant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -583,7 +593,8 @@ def _endpoint(
     ms, enf_in, enf_out = _endpoint_policy(c, mode, rules, isos, pod, node_cidrs, cookies, said)
     audit = _audit_policy(c, mode, rules, isos, list(inputs.staged_rules), list(inputs.staged_isolations),
                           pod, node_cidrs, cookies, said)
-    return _Memoized(inputs, ms.entries, enf_in, enf_out, audit, tuple(said), ms.ineffective_l7, ms.http)
+    return _Memoized(inputs, ms.entries, enf_in, enf_out, audit, tuple(said), ms.ineffective_l7, ms.http,
+                     ms.dns)
 
 
 def _endpoint_policy(
@@ -617,7 +628,7 @@ def _endpoint_policy(
             continue
         for idents, ports in _ports_for(c, rule, peer_ids, pod, warnings):
             grants.append(Grant(rule.origin, rule.direction, rule.deny, idents, ports, bool(rule.l7),
-                                rule.http))
+                                rule.http, None if rule.dns is None else tuple(s.text for s in rule.dns)))
     return build_mapstate(grants, cookies), enforce[Direction.INGRESS], enforce[Direction.EGRESS]
 
 

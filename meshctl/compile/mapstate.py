@@ -15,6 +15,7 @@ from meshctl.catalog import RuleOrigin
 from meshctl.compile.ports import range_to_prefixes
 from meshctl.lazypolicy import CompiledPolicyMap
 from meshctl.nodestate import (
+    DNS_PROXY_PORT,
     HTTP_PROXY_PORT,
     PROTO_ANY,
     Direction,
@@ -37,6 +38,7 @@ class Grant:
     ports: tuple[tuple[int, int, int], ...] | None  # None = any protocol
     l7: bool = False
     http: tuple[HttpRule, ...] | None = None  # the proxy judges these ports' requests
+    dns: tuple[str, ...] | None = None  # the DNS proxy lets through queries for these names
 
 
 Tup = tuple[int, int, int, int, int]  # (direction, identity, protocol, port, port_prefix)
@@ -59,6 +61,9 @@ def _covers(a: Tup, b: Tup) -> bool:
 # (direction, peer identity or 0, first port, last port, the rule, its HTTP rules): what the
 # proxy allows
 HttpGrant = tuple[int, int, int, int, RuleOrigin, tuple[HttpRule, ...]]
+# (peer identity or 0, first port, last port, the rule, the names): what the DNS proxy lets through
+DnsGrant = tuple[int, int, int, RuleOrigin, tuple[str, ...]]
+ANY_NAME = ("*",)  # an L4 allow of a DNS port's peer wildcards its DNS rules (the proxy still sees all)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class MapState:
     entries: FrozenMap[PolicyKey, PolicyEntry]
     ineffective_l7: tuple[tuple[RuleOrigin, RuleOrigin], ...]  # (l7 rule, L4-only rule)
     http: tuple[HttpGrant, ...] = ()
+    dns: tuple[DnsGrant, ...] = ()
 
 
 @lru_cache(maxsize=65536)
@@ -112,7 +118,7 @@ def build_mapstate(grants: Iterable[Grant], cookies: dict[RuleOrigin, int]) -> M
                     del allow[key]
                     break
     ineffective: set[tuple[RuleOrigin, RuleOrigin]] = set()
-    wildcarded: set[Tup] = set()
+    wildcarded: dict[Tup, RuleOrigin] = {}  # an L7 key -> the L4-only rule that wildcards it
     if l7_keys:
         plain_by_ident: dict[tuple[int, int], list[Tup]] = {}
         for key in plain_allow:
@@ -121,22 +127,33 @@ def build_mapstate(grants: Iterable[Grant], cookies: dict[RuleOrigin, int]) -> M
         for key, l7_origin in l7_keys.items():
             for pkey in (*plain_by_ident.get((key[0], key[1]), ()), *plain_by_ident.get((key[0], 0), ())):
                 if _covers(pkey, key):
-                    wildcarded.add(key)
+                    wildcarded.setdefault(key, plain_allow[pkey])
                     if plain_allow[pkey] != l7_origin:
                         ineffective.add((l7_origin, plain_allow[pkey]))
     http: list[HttpGrant] = []
+    dns: list[DnsGrant] = []
     for grant in ordered:
-        if grant.http is None or grant.deny:
+        if (grant.http is None and grant.dns is None) or grant.deny:
             continue
         for key in _grant_keys(grant):
-            if key in wildcarded or key not in allow:  # wildcarded, or a deny shadows it
+            if key not in allow:  # a deny shadows it
                 continue
+            last = key[3] + (1 << (16 - key[4])) - 1
             entry = allow[key]
+            if grant.dns is not None:
+                # DNS stays with the proxy even when an L4 rule wildcards it: it learns the answers
+                allow[key] = _entry(entry.cookie, False, DNS_PROXY_PORT)
+                dns.append((key[1], key[3], last, grant.origin, grant.dns))
+                if key in wildcarded:
+                    dns.append((key[1], key[3], last, wildcarded[key], ANY_NAME))
+                continue
+            if key in wildcarded:
+                continue
             if not entry.proxy_port:
                 allow[key] = _entry(entry.cookie, False, HTTP_PROXY_PORT)
-            http.append((key[0], key[1], key[3], key[3] + (1 << (16 - key[4])) - 1, grant.origin, grant.http))
+            http.append((key[0], key[1], key[3], last, grant.origin, grant.http))
     merged = {**allow, **deny}
     # Tuples sort exactly like PolicyKey (same fields, same order); the keys are made when read.
     order = sorted(merged)
     return MapState(CompiledPolicyMap(order, [merged[t] for t in order]), tuple(sorted(ineffective)),
-                    tuple(sorted(set(http))))
+                    tuple(sorted(set(http))), tuple(sorted(set(dns))))

@@ -114,10 +114,10 @@ class PartialCompiler:
 
 
 def needs_full_plan(rule: Rule) -> bool:
-    """A rule a partial compile cannot redo: HTTP rules (the node's proxy rules are planned whole)
-    and toFQDNs (world takes in every selector's identity: one policy's selectors shape the
+    """A rule a partial compile cannot redo: HTTP and DNS rules (the node's proxy rules are
+    planned whole) and toFQDNs (world takes in every selector's identity: one policy's selectors shape the
     entries of others)."""
-    return bool(rule.http or rule.peers.fqdns)
+    return bool(rule.http or rule.dns is not None or rule.peers.fqdns)
 
 
 def _ports_of(key: ClassKey) -> PodSpec:

@@ -228,7 +228,9 @@ def _scoped(doc: Document, raw: Mapping[str, Any] | None, path: str) -> Selector
     return sel.with_requirement(_ns_is(doc.namespace))
 
 
-HttpPart = tuple[tuple[PortSpec, ...], tuple[HttpRule, ...]]
+# A toPorts item with L7 rules, a rule of its own (the node's proxy judges those ports): its ports,
+# and its HTTP rules or its DNS names
+L7Part = tuple[tuple[PortSpec, ...], tuple[HttpRule, ...] | None, tuple[FqdnSelector, ...] | None]
 
 
 def _http_rule(raw: Mapping[str, Any]) -> HttpRule:
@@ -243,16 +245,21 @@ def _http_rule(raw: Mapping[str, Any]) -> HttpRule:
                     tuple(headers), matches)
 
 
-def _http_ports(b: _Builder, tp: Mapping[str, Any], path: str) -> tuple[PortSpec, ...]:
-    """The ports of a toPorts item with HTTP rules: TCP only (Cilium: ANY means TCP here)."""
+def _l7_ports(b: _Builder, tp: Mapping[str, Any], path: str, dns: bool) -> tuple[PortSpec, ...]:
+    """The ports of a toPorts item with L7 rules: HTTP on TCP only (Cilium: ANY means TCP), DNS
+    on UDP and TCP (ANY means both)."""
+    allowed = {"TCP": (PROTO_TCP,), "UDP": (PROTO_UDP,), "ANY": (PROTO_UDP, PROTO_TCP)} if dns else {
+        "TCP": (PROTO_TCP,), "ANY": (PROTO_TCP,)}
     specs = []
     for j, p in enumerate(tp.get("ports") or ()):
         ppath = f"{path}.ports[{j}]"
         proto_name = str(p.get("protocol") or "ANY").upper()
-        if proto_name not in ("ANY", "TCP"):
-            raise CompileError(f"{_where(b.doc, ppath + '.protocol')}: HTTP rules apply to TCP ports only")
-        specs.append(_port_spec(b.doc, PROTO_TCP, p.get("port"), p.get("endPort"), ppath))
-    return tuple(specs) or (PortSpec(PROTO_TCP),)
+        if proto_name not in allowed:
+            what = "DNS rules apply to UDP and TCP ports" if dns else "HTTP rules apply to TCP ports"
+            raise CompileError(f"{_where(b.doc, ppath + '.protocol')}: {what} only")
+        specs += [_port_spec(b.doc, proto, p.get("port"), p.get("endPort"), ppath)
+                  for proto in allowed[proto_name]]
+    return tuple(specs) or tuple(PortSpec(proto) for proto in allowed["ANY"])
 
 
 def _fqdn_selectors(raw: Any) -> tuple[FqdnSelector, ...]:
@@ -261,25 +268,25 @@ def _fqdn_selectors(raw: Any) -> tuple[FqdnSelector, ...]:
 
 def _cilium_ports(
     b: _Builder, rule: Mapping[str, Any], path: str, deny: bool
-) -> tuple[tuple[PortSpec, ...] | None, str, list[HttpPart], tuple[FqdnSelector, ...] | None]:
-    """Plain ports (None = any protocol), a description of the L7 rules, the toPorts items
-    with HTTP rules (each becomes its own rule: the proxy judges those ports) and the names of
-    the items' DNS rules (None: no DNS rules)."""
+) -> tuple[tuple[PortSpec, ...] | None, str, list[L7Part]]:
+    """Plain ports (None = any protocol), a description of the L7 rules, and the toPorts items
+    with HTTP or DNS rules (each becomes its own rule: the node's proxy judges those ports)."""
     to_ports = rule.get("toPorts")
     icmps = rule.get("icmps")
     if to_ports is None and icmps is None:
-        return None, "", [], None
+        return None, "", []
     specs: list[PortSpec] = []
     l7: list[str] = []
-    http: list[HttpPart] = []
-    dns: set[FqdnSelector] | None = None
+    parts: list[L7Part] = []
     for i, tp in enumerate(to_ports or ()):
         tpath = f"{path}.toPorts[{i}]"
         rules = tp.get("rules") or {}
-        if rules.get("http"):
-            ports = _http_ports(b, tp, tpath)
-            http.append((ports, tuple(_http_rule(r or {}) for r in rules["http"])))
-            l7.append(f"http on {','.join(str(s) for s in ports)}")
+        if rules.get("http") or rules.get("dns"):
+            dns = bool(rules.get("dns"))
+            ports = _l7_ports(b, tp, tpath, dns)
+            parts.append((ports, None if dns else tuple(_http_rule(r or {}) for r in rules["http"]),
+                          _fqdn_selectors(rules["dns"]) if dns else None))
+            l7.append(f"{'dns' if dns else 'http'} on {','.join(str(s) for s in ports)}")
             continue
         ports = tp.get("ports") or [{}]
         for j, p in enumerate(ports):
@@ -293,24 +300,13 @@ def _cilium_ports(
                 raise CompileError(f"{_where(b.doc, ppath + '.protocol')}: unknown protocol {proto_name!r}")
             for proto in protos:
                 specs.append(_port_spec(b.doc, proto, p.get("port"), p.get("endPort"), ppath))
-        if rules.get("dns"):
-            dns = (dns or set()) | set(_fqdn_selectors(rules["dns"]))
-        if any(rules.get(k) for k in rules):
-            kinds = ",".join(sorted(k for k in rules if rules.get(k)))
-            ports_txt = ",".join(str(s) for s in specs[-len(ports) * 3 :]) or "all ports"
-            l7.append(f"{kinds} on {ports_txt}")
-            b.warn(
-                "l7-not-enforced",
-                f"{tpath}.rules: {kinds} rules are not enforced yet (the node's DNS proxy is not built): "
-                "every name is let through, the port is allowed at L4",
-            )
     if icmps:
         specs.append(PortSpec(PROTO_ICMP))
         b.warn(
             "unsupported",
             f"{path}.icmps: ICMP types are not matched yet: all ICMP is {'denied' if deny else 'allowed'}",
         )
-    return tuple(sorted(set(specs))), "; ".join(l7), http, None if dns is None else tuple(sorted(dns))
+    return tuple(sorted(set(specs))), "; ".join(l7), parts
 
 
 def _cilium_peers(b: _Builder, direction: Direction, rule: Mapping[str, Any], path: str) -> Peers | None:
@@ -377,14 +373,14 @@ def _cilium_spec(b: _Builder, spec: Mapping[str, Any], prefix: str, at: tuple[st
                 first = first or (section, i)
                 path = f"{prefix}{section}[{i}]"
                 peers = _cilium_peers(b, direction, rule or {}, path)
-                ports, l7, http, dns = _cilium_ports(b, rule or {}, path, deny)
+                ports, l7, parts = _cilium_ports(b, rule or {}, path, deny)
                 if peers is None:
                     peers = Peers(wildcard=True) if ports is not None else Peers()
                 origin = b.origin(prefix + section, i, (*at, section, i))
-                if ports or not http:  # HTTP ports are rules of their own: the proxy judges them
-                    b.rules.append(Rule(origin, subject, direction, deny, peers, ports, l7, dns=dns))
-                b.rules.extend(Rule(origin, subject, direction, deny, peers, p, l7, rules)
-                               for p, rules in http)
+                if ports or not parts:  # L7 ports are rules of their own: the proxy judges them
+                    b.rules.append(Rule(origin, subject, direction, deny, peers, ports, l7))
+                b.rules.extend(Rule(origin, subject, direction, deny, peers, p, l7, http, dns)
+                               for p, http, dns in parts)
         if enforced and first:
             dd = default_deny.get(direction.label)
             b.isolations.append(

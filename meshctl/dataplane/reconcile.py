@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from meshctl.dataplane import lb_maps
+from meshctl.dataplane.dnsproxy import DnsFiles, proxy_running, write_rules
+from meshctl.dataplane.dnsproxy import wait_version as dns_wait
 from meshctl.dataplane.envoy import ProxyFiles, envoy_running, wait_version, write_routes
 from meshctl.dataplane.foreign import ARRAYS, lpm_slot
 from meshctl.dataplane.libbpf import Map
@@ -45,7 +47,7 @@ from meshctl.dataplane.node import NodeDatapath
 from meshctl.dataplane.policy_rev import bump_revision
 from meshctl.dataplane.wireguard.reconcile import reconcile_wireguard
 from meshctl.errors import DataplaneError
-from meshctl.nodestate import ForeignEntry, HttpPolicy, IpcacheEntry, NodeState
+from meshctl.nodestate import DnsPolicy, ForeignEntry, FrozenMap, HttpPolicy, IpcacheEntry, NodeState
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -60,9 +62,15 @@ def reconcile(datapath: NodeDatapath, current: NodeState, target: NodeState) -> 
     # The proxy matches peers by address: its rules follow the ipcache as well as the HTTP rules.
     proxy_moves = bool(target.http or current.http) and (
         target.http != current.http or target.ipcache != current.ipcache)
-    # The proxy's rules before the redirects that need them: old and new rules together first.
+    dns = DnsFiles.of(datapath.cluster, datapath.node)
+    dns_moves = bool(target.dns or current.dns) and (
+        target.dns != current.dns or target.fqdn != current.fqdn or target.ipcache != current.ipcache)
+    # The proxies' rules before the redirects that need them: old and new rules together first.
     if proxy_moves and target.http:
         _proxy_rules(proxy, current.http | target.http, {**current.ipcache, **target.ipcache})
+    if dns_moves and target.dns:
+        _dns_rules(dns, current.dns | target.dns, FrozenMap({**current.fqdn, **target.fqdn}),
+                   {**current.ipcache, **target.ipcache})
     with ConfigMap.from_dir(pins) as cfg:
         cfg.write(target.config)  # one syscall: always written, so a zeroed map converges too
 
@@ -102,6 +110,8 @@ def reconcile(datapath: NodeDatapath, current: NodeState, target: NodeState) -> 
         _remove_foreign(pins, current.foreign, target)
     if proxy_moves:  # the redirects are gone: now the rules may go
         _proxy_rules(proxy, target.http, target.ipcache)
+    if dns_moves:
+        _dns_rules(dns, target.dns, target.fqdn, target.ipcache)
     reconcile_wireguard(datapath.cluster, datapath.node, datapath.netns, current.encryption,
                         target.encryption)
     bump_revision(pins)  # last: tracked connections are judged again, against the whole target
@@ -114,6 +124,15 @@ def _proxy_rules(proxy: ProxyFiles, http: frozenset[HttpPolicy],
     version = write_routes(proxy, http, ipcache)
     if http or envoy_running(proxy):
         wait_version(proxy, version)
+
+
+def _dns_rules(files: DnsFiles, dns: frozenset[DnsPolicy], fqdn: FrozenMap[str, int],
+               ipcache: Mapping[IPv4Network, IpcacheEntry]) -> None:
+    """Hand the node's DNS proxy its rules and wait until it runs them (its supervisor starts it
+    when the node first has rules)."""
+    version = write_rules(files, dns, fqdn, ipcache)
+    if dns or proxy_running(files):
+        dns_wait(files, version)
 
 
 def _written_slots(target: NodeState) -> dict[str, set[bytes]]:

@@ -2,14 +2,19 @@
 
 Same success rules as the lab's probes (meshctl.lab.probe; TCP: connected and an HTTP answer
 arrived; UDP: the echo came back), but the socket is bound before it connects, so the check can find ITS
-flow in the store by source port (checks run in parallel, often between the same pods).
+flow in the store by source port (checks run in parallel, often between the same pods). Port 53
+is asked a DNS query (over UDP, or length-prefixed over TCP): a DNS proxy judges only DNS, and
+any answer, REFUSED included, shows the connection passes.
 """
 
 from __future__ import annotations
 
 import re
 import socket
+import struct
 from dataclasses import dataclass
+
+from dnslib import RCODE, DNSError, DNSRecord
 
 from meshctl.dataplane.netns import in_netns
 
@@ -22,6 +27,34 @@ class Attempt:
 
 
 PROBE_REQUEST = b"GET / HTTP/1.1\r\nHost: probe\r\nUser-Agent: meshctl-probe\r\nConnection: close\r\n\r\n"
+DNS_PORT = 53
+PROBE_NAME = "probe.meshctl.invalid"
+
+
+def udp_payload(port: int) -> bytes:
+    """What a UDP probe sends to `port`."""
+    return DNSRecord.question(PROBE_NAME).pack() if port == DNS_PORT else b"probe"  # type: ignore[no-any-return]
+
+
+def exchange(sock: socket.socket, port: int) -> str:
+    """A connected TCP probe's question and answer (see tcp_exchange and dns_exchange)."""
+    return dns_exchange(sock) if port == DNS_PORT else tcp_exchange(sock)
+
+
+def dns_exchange(sock: socket.socket) -> str:
+    """One DNS query over TCP; its answer's rcode ("" when none came)."""
+    query = DNSRecord.question(PROBE_NAME).pack()
+    sock.sendall(struct.pack("!H", len(query)) + query)
+    data = b""
+    while len(data) < 2 or len(data) < 2 + struct.unpack("!H", data[:2])[0]:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return ""
+        data += chunk
+    try:
+        return f"dns {RCODE.get(DNSRecord.parse(data[2:]).header.rcode)}"
+    except DNSError:
+        return ""
 
 
 def tcp_exchange(sock: socket.socket) -> str:
@@ -63,9 +96,9 @@ def attempt(netns: str, dst_ip: str, port: int, protocol: str, timeout: float) -
         try:
             sock.connect((dst_ip, port))
             if udp:
-                sock.send(b"probe")
+                sock.send(udp_payload(port))
                 return Attempt(bool(sock.recv(65535)), sport)
-            if not tcp_exchange(sock):
+            if not exchange(sock, port):
                 return Attempt(False, sport, "connection closed without a reply")
             return Attempt(True, sport)
         except OSError as err:

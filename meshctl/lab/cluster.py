@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
+from meshctl.dataplane.dnsproxy import DnsFiles
 from meshctl.dataplane.envoy import ProxyFiles, proxy_root
 from meshctl.dataplane.wireguard.teardown import remove_cluster as remove_wireguard
 from meshctl.dataplane.writer import lock_path
@@ -19,7 +20,7 @@ from meshctl.lab import agents, datapath, dnszone, inventory, names, network, re
 from meshctl.lab.netns import exists, list_netns
 from meshctl.lab.registry import ExternalRecord, NodeRecord, PodRecord, Registry
 from meshctl.lab.topology import Addresses, Topology, allocate, external_address
-from meshctl.proxy.supervisor import stop_envoy
+from meshctl.proxy.supervisor import stop_dns_proxy, stop_envoy
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,8 @@ def _down(cluster: str, nodes: tuple[str, ...]) -> DownResult:
         killed.append(pid)
     for node in known_nodes:  # an Envoy its agent did not stop (adopted, or the agent was killed)
         if (pid := stop_envoy(ProxyFiles.of(cluster, node))) is not None:
+            killed.append(pid)
+        if (pid := stop_dns_proxy(DnsFiles.of(cluster, node))) is not None:
             killed.append(pid)
     shutil.rmtree(proxy_root() / cluster, ignore_errors=True)
     pins = names.pin_dir(cluster).exists()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from meshctl.errors import LabError
-from meshctl.flows.probe import tcp_exchange
+from meshctl.flows.probe import exchange, udp_payload
 from meshctl.lab import registry
 from meshctl.lab.netns import entered
 
@@ -49,7 +49,7 @@ def connect(cluster: str, src: str, dst_ip: IPv4Address | str, port: int, protoc
     """
     netns = _netns_of(cluster, src)
     if protocol.upper() == "UDP":
-        return udp_exchange_in(netns, str(dst_ip), port, b"probe", timeout)
+        return udp_exchange_in(netns, str(dst_ip), port, udp_payload(port), timeout)
     if protocol.upper() != "TCP":
         return ProbeResult(False, error=f"protocol {protocol} not supported by the lab probe")
     return tcp_connect_in(netns, str(dst_ip), port, timeout)
@@ -67,7 +67,7 @@ def connect_external(cluster: str, dst_ip: IPv4Address | str, port: int, protoco
         raise LabError(f"lab {cluster!r} has no external client: set kubeProxyReplacement = true "
                        "under [cluster] in meshctl.toml and run `meshctl lab up` again")
     if protocol.upper() == "UDP":
-        return udp_exchange_in(ext.netns, str(dst_ip), port, b"probe", timeout)
+        return udp_exchange_in(ext.netns, str(dst_ip), port, udp_payload(port), timeout)
     if protocol.upper() != "TCP":
         return ProbeResult(False, error=f"protocol {protocol} not supported by the lab probe")
     return tcp_connect_in(ext.netns, str(dst_ip), port, timeout)
@@ -79,7 +79,7 @@ def tcp_connect_in(netns: str, dst_ip: str, port: int, timeout: float = 1.0) -> 
     try:
         sock.settimeout(timeout)
         sock.connect((dst_ip, port))
-        reply = tcp_exchange(sock)
+        reply = exchange(sock, port)
         if not reply:
             return ProbeResult(False, error="connection closed without a reply",
                                elapsed_s=time.perf_counter() - start)

@@ -225,10 +225,13 @@ def serve(name: str, tcp: list[int], udp: list[int], ready_fd: int | None, bind:
             else:
                 try:
                     data, peer = sock.recvfrom(65535)
-                    if zone is not None and port == DNS_PORT:
-                        sock.sendto(zone.answer(data), peer)
-                    else:
-                        sock.sendto(f"{name}:{port} ".encode() + data, peer)
+                    try:
+                        if zone is not None and port == DNS_PORT:
+                            sock.sendto(zone.answer(data), peer)
+                            continue
+                    except DNSError:
+                        pass  # not DNS: echoed, as every other port is
+                    sock.sendto(f"{name}:{port} ".encode() + data, peer)
                 except (OSError, DNSError, ValueError):  # a bad datagram must not stop the server
                     pass
 

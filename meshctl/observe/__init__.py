@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 from meshctl.dataplane.node import NodeDatapath
 from meshctl.errors import DataplaneError, ObserveError
-from meshctl.nodestate import EndpointEntry, FrozenMap, NodeState, PolicyEntry, PolicyKey
+from meshctl.nodestate import EndpointEntry, FrozenMap, IpcacheEntry, NodeState, PolicyEntry, PolicyKey
 from meshctl.observe import mapcache
 
 
 def observe_node(cluster: str, node: str, netns: str | None) -> NodeState:
     """The node's live datapath state; a node never loaded observes as NodeState(node)."""
+    from meshctl.dataplane.dnsproxy import DnsFiles, learned_ipcache, read_rules
     from meshctl.dataplane.envoy import ProxyFiles, running_http
     from meshctl.observe.parse import parse_node  # here: an incremental plan reads only endpoint maps
     from meshctl.observe.read import read_node
@@ -27,10 +28,22 @@ def observe_node(cluster: str, node: str, netns: str | None) -> NodeState:
         cache = mapcache.load()
         state = parse_node(read_node(NodeDatapath(cluster, node, netns)), cache)
         cache.save()
+        dns_files = DnsFiles.of(cluster, node)
+        dns, fqdn = read_rules(dns_files)
         return replace(state, encryption=observe_wireguard(cluster, node, netns),
-                       http=running_http(ProxyFiles.of(cluster, node)))
+                       http=running_http(ProxyFiles.of(cluster, node)), dns=dns, fqdn=fqdn,
+                       ipcache=without_learned(state.ipcache, learned_ipcache(dns_files)))
     except DataplaneError as err:
         raise ObserveError(node, str(err)) from err
+
+
+def without_learned(ipcache: FrozenMap[IPv4Network, IpcacheEntry],
+                    learned: Mapping[IPv4Network, int]) -> FrozenMap[IPv4Network, IpcacheEntry]:
+    """The ipcache without the IPs the DNS proxy learned (runtime state, not intent): an entry
+    stays when its identity is not the one the proxy wrote (a hand change is drift)."""
+    if not learned:
+        return ipcache
+    return FrozenMap({p: e for p, e in ipcache.items() if learned.get(p) != e.identity})
 
 
 @dataclass(frozen=True)

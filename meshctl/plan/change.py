@@ -23,6 +23,8 @@ class ChangeKind(enum.Enum):
     POLICY = "policy"  # one entry of an endpoint's policy map
     ATTACHMENT = "attachment"
     HTTP_RULE = "http-rule"  # what the node's HTTP proxy allows on one L7 port from one peer
+    DNS_RULE = "dns-rule"  # the names the node's DNS proxy lets one endpoint ask one peer for
+    FQDN = "fqdn"  # the node's toFQDNs selectors and their identities (what the DNS proxy learns)
     WIREGUARD = "wireguard"  # a node's WireGuard interface, key, routing rules, strict mode
     WIREGUARD_PEER = "wireguard-peer"  # one WireGuard peer (keyed by its public key)
     LOAD_BALANCER = "loadbalancer"  # a node's LB settings (on/off, device, SNAT address, mode...)

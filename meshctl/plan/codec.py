@@ -9,6 +9,7 @@ from meshctl.nodestate import (
     Attachment,
     DatapathConfig,
     Direction,
+    DnsPolicy,
     EndpointEntry,
     ForeignEntry,
     HttpPolicy,
@@ -101,6 +102,20 @@ def http_from(key: dict[str, Any], value: dict[str, Any]) -> HttpPolicy:
                   for r in value["rules"])
     return HttpPolicy(IPv4Address(key["endpoint"]), Direction[key["direction"].upper()], int(key["port"]),
                       int(key["last_port"]), int(key["identity"]), int(key["cookie"]), rules)
+
+
+def dns_key(p: DnsPolicy) -> dict[str, Any]:
+    return {"endpoint": str(p.endpoint), "port": p.port, "last_port": p.last_port, "identity": p.identity,
+            "cookie": p.cookie}
+
+
+def dns_value(p: DnsPolicy) -> dict[str, Any]:
+    return {"names": list(p.names)}
+
+
+def dns_from(key: dict[str, Any], value: dict[str, Any]) -> DnsPolicy:
+    return DnsPolicy(IPv4Address(key["endpoint"]), int(key["port"]), int(key["last_port"]),
+                     int(key["identity"]), int(key["cookie"]), tuple(value["names"]))
 
 
 def attachment_key(a: Attachment) -> dict[str, Any]:

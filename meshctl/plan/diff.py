@@ -16,8 +16,10 @@ from meshctl.lazypolicy import maps_equal
 from meshctl.nodestate import (
     Attachment,
     Direction,
+    DnsPolicy,
     EndpointEntry,
     ForeignEntry,
+    FrozenMap,
     HttpPolicy,
     NodeState,
     PolicyEntry,
@@ -141,6 +143,8 @@ class _NodeDiff:
         self.policies()
         self.attachments()
         self.http()
+        self.dns()
+        self.fqdn()
         self.changes.extend(wireguard_changes(self.before, self.after))
         self.changes.extend(lb_changes(self.before, self.after))
         self.foreign()
@@ -277,6 +281,40 @@ class _NodeDiff:
                      codec.http_value(b) if b else None, codec.http_value(a) if a else None,
                      reason, (self.catalog.rule_text(shown.cookie),))
 
+    def dns(self) -> None:
+        """One change per DnsPolicy (the names one endpoint may ask one peer for) that differs."""
+        if self.before.dns == self.after.dns:
+            return
+
+        def ident(p: DnsPolicy) -> tuple[Any, ...]:
+            return (p.endpoint, p.port, p.last_port, p.identity, p.cookie)
+
+        old = {ident(p): p for p in self.before.dns - self.after.dns}
+        new = {ident(p): p for p in self.after.dns - self.before.dns}
+        for k in sorted(old.keys() | new.keys()):
+            b, a = old.get(k), new.get(k)
+            shown = a or b
+            assert shown is not None
+            pod, peer = self.names.endpoint_at(shown.endpoint), self.names.peer(shown.identity)
+            names = ", ".join(shown.names)
+            verb = "lets through queries for " if a else "no longer lets through "
+            reason = f"the DNS proxy {verb}{names}"
+            self.add(ChangeKind.DNS_RULE, codec.dns_key(shown), f"dns {pod} egress to {peer}:{shown.ports}",
+                     codec.dns_value(b) if b else None, codec.dns_value(a) if a else None,
+                     reason, (self.catalog.rule_text(shown.cookie),))
+
+    def fqdn(self) -> None:
+        """The node's toFQDNs selectors, one change: the DNS proxy learns IPs for these names."""
+        if self.before.fqdn == self.after.fqdn:
+            return
+        b, a = fqdn_value(self.before.fqdn), fqdn_value(self.after.fqdn)
+        added = sorted(set(self.after.fqdn) - set(self.before.fqdn))
+        gone = sorted(set(self.before.fqdn) - set(self.after.fqdn))
+        reason = "; ".join(part for part in (
+            f"learns IPs for {', '.join(added)}" if added else "",
+            f"no longer learns IPs for {', '.join(gone)}" if gone else "") if part) or "identities move"
+        self.add(ChangeKind.FQDN, None, "fqdn selectors", b or None, a or None, reason)
+
     def attachments(self) -> None:
         def group(atts: frozenset[Attachment]) -> dict[tuple[Any, str], list[Attachment]]:
             out: dict[tuple[Any, str], list[Attachment]] = {}
@@ -358,6 +396,10 @@ _CONFIG_SOURCE = {
     "ipv6_pass": ("meshctl.toml [datapath] ipv6", {True: '"pass"', False: '"drop"'}),
     "proxy": ("L7 ports on the node (the datapath looks up the proxy's sockets)", {True: "yes", False: "no"}),
 }
+
+
+def fqdn_value(fqdn: FrozenMap[str, int]) -> dict[str, Any]:
+    return {"selectors": dict(fqdn.items())} if fqdn else {}
 
 
 def _config_reason(b: dict[str, Any], a: dict[str, Any]) -> str:

@@ -20,8 +20,10 @@ from meshctl.nodestate import FrozenMap, NodeState, policy_map_sha
 DIGEST_HEX = 16
 # Components of NodeState.canonical_parts() with their own digest, in report order; "policies"
 # is recorded per endpoint instead, "node" never changes.
-COMPONENTS = ("config", "ipcache", "endpoints", "attachments", "encryption", "load_balancer", "http")
-LABELS = {"load_balancer": "load balancer", "http": "HTTP proxy rules"}
+COMPONENTS = ("config", "ipcache", "endpoints", "attachments", "encryption", "load_balancer", "http", "dns",
+              "fqdn")
+LABELS = {"load_balancer": "load balancer", "http": "HTTP proxy rules", "dns": "DNS proxy rules",
+          "fqdn": "toFQDNs selectors"}
 
 _DIGESTS: dict[str, str] = {}  # canonical text -> digest (str hashes are cached on the object)
 _DIGEST_LIMIT = 65536
@@ -72,6 +74,8 @@ class NodeDigests:
             "encryption": len(state.encryption.peers),
             "load_balancer": len(state.load_balancer.services),
             "http": len(state.http),
+            "dns": len(state.dns),
+            "fqdn": len(state.fqdn),
         }
         components = {c: Digest(counts[c] if c in parts else 0, digest(parts.get(c, ""))) for c in COMPONENTS}
         by_map: dict[int, Digest] = {}  # id(map) -> Digest: maps are shared by many endpoints
@@ -101,7 +105,8 @@ class NodeDigests:
             n, _, eps = str(group).partition(":")
             policies.update(dict.fromkeys(unpack_ids(eps), Digest(int(n), str(sha))))
         return cls(
-            FrozenMap({c: Digest.from_json(d[c]) for c in COMPONENTS}),
+            # a component a plan file does not list (written before it existed) is absent there
+            FrozenMap({c: Digest.from_json(d[c]) if c in d else Digest(0, digest("")) for c in COMPONENTS}),
             FrozenMap(policies),
         )
 

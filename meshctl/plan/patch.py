@@ -45,6 +45,8 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
     lb = LbPatch(state.load_balancer)
     foreign = _SetEdits(state.foreign)
     http = _SetEdits(state.http)
+    dns = _SetEdits(state.dns)
+    fqdn = state.fqdn
 
     for ch in changes:
         if ch.node != state.node:
@@ -102,6 +104,18 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
                 edit.discard(old)
             if ch.after is not None:
                 edit.add(codec.http_from(ch.key, ch.after))
+        elif ch.kind is ChangeKind.DNS_RULE:
+            edit = dns.edit()
+            if ch.before is not None:
+                old_dns = codec.dns_from(ch.key, ch.before)
+                if strict and old_dns not in edit:
+                    _check(ch, None, strict)
+                edit.discard(old_dns)
+            if ch.after is not None:
+                edit.add(codec.dns_from(ch.key, ch.after))
+        elif ch.kind is ChangeKind.FQDN:
+            _check(ch, {"selectors": dict(fqdn.items())} if fqdn else None, strict)
+            fqdn = FrozenMap({str(k): int(v) for k, v in (ch.after or {}).get("selectors", {}).items()})
     for eid, entries in entries_of.items():
         policies.put(eid, entries.result())
     return replace(
@@ -115,6 +129,8 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
         load_balancer=lb.result(),
         foreign=foreign.result(),
         http=http.result(),
+        dns=dns.result(),
+        fqdn=fqdn,
     )
 
 

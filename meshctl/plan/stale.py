@@ -71,6 +71,8 @@ _KIND_COMPONENT = {
     ChangeKind.ENDPOINT: "endpoints",
     ChangeKind.ATTACHMENT: "attachments",
     ChangeKind.HTTP_RULE: "http",
+    ChangeKind.DNS_RULE: "dns",
+    ChangeKind.FQDN: "fqdn",
     ChangeKind.WIREGUARD: "encryption",
     ChangeKind.WIREGUARD_PEER: "encryption",
     ChangeKind.LOAD_BALANCER: "load_balancer",

@@ -2,7 +2,7 @@
 
 Egress default deny introduced without DNS,
 hand-made map entries and foreign programs on meshctl's interfaces, and the compiler's own
-warnings (parts not enforced yet: L7, FQDN, ...), passed through. Map fill is
+warnings (ineffective L7 rules, toFQDNs without a DNS rule, ...), passed through. Map fill is
 meshctl.plan.capacity's.
 """
 

@@ -46,7 +46,8 @@ def _fmt(v: Any) -> str:
 def _field(change: Change, key: str, v: Any) -> str:
     if change.kind is ChangeKind.LB_SERVICE and key == "maglev":
         return _maglev(v)
-    if change.kind is ChangeKind.HTTP_RULE and key == "rules":
+    if (change.kind, key) in ((ChangeKind.HTTP_RULE, "rules"), (ChangeKind.DNS_RULE, "names"),
+                              (ChangeKind.FQDN, "selectors")):
         return json.dumps(v)
     return _fmt(IMPLICIT.get(key) if v is None else v)
 

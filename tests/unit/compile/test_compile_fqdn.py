@@ -8,7 +8,7 @@ from ipaddress import IPv4Address
 from meshctl.compile import EndpointTable, IdentityTable, compile_spec
 from meshctl.compile.documents import as_document
 from meshctl.compile.spec import ClusterSpec, PodSpec
-from meshctl.nodestate import PROTO_TCP, Direction, ReservedIdentity
+from meshctl.nodestate import DNS_PROXY_PORT, PROTO_TCP, PROTO_UDP, Direction, ReservedIdentity
 
 A, DNS = IPv4Address("10.0.0.1"), IPv4Address("10.0.0.53")
 KUBE_DNS = [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": "kube-system", "k8s-app": "kube-dns"}}]
@@ -89,3 +89,41 @@ def test_match_pattern_star_warns_and_suggests_world() -> None:
     c = _compile({"toFQDNs": [{"matchPattern": "*"}]}, _dns({"dns": [{"matchPattern": "*"}]}))
     (w,) = [w for w in c.warnings if w.code == "fqdn-wildcard"]  # type: ignore[attr-defined]
     assert "toEntities: [world]" in str(w)
+
+
+def _dns_state(c: object) -> tuple[frozenset, object]:
+    state = c.nodes["n1"]  # type: ignore[attr-defined]
+    return state.dns, state.fqdn
+
+
+def test_dns_rules_send_port_53_to_the_dns_proxy_with_their_names() -> None:
+    c = _compile(STRIPE, _dns({"dns": [{"matchPattern": "*.stripe.com"}, {"matchName": "API.Paypal.com"}]}))
+    dns_id = c.nodes["n1"].endpoints[DNS].identity  # type: ignore[attr-defined]
+    proxied = {(k.protocol, k.port): v.proxy_port for k, v in _egress(c).items() if k.identity == dns_id}
+    assert proxied == {(PROTO_UDP, 53): DNS_PROXY_PORT}  # the rule names UDP: TCP 53 is not allowed
+    (policy,), fqdn = _dns_state(c)
+    assert (policy.endpoint, policy.port, policy.last_port, policy.identity) == (A, 53, 53, dns_id)
+    assert policy.names == ("*.stripe.com", "api.paypal.com")
+    assert dict(fqdn.items()) == {"*.amazonaws.com": c.identities.get(("fqdn:*.amazonaws.com",)),  # type: ignore[attr-defined]
+                                  "api.stripe.com": c.identities.get(("fqdn:api.stripe.com",))}  # type: ignore[attr-defined]
+    assert c.nodes["n1"].config.proxy  # type: ignore[attr-defined]
+
+
+def test_any_protocol_dns_rules_cover_udp_and_tcp_and_an_l4_allow_keeps_the_proxy_with_every_name() -> None:
+    any_proto = {"toEndpoints": KUBE_DNS, "toPorts": [{"ports": [{"port": "53"}],
+                                                       "rules": {"dns": [{"matchName": "api.stripe.com"}]}}]}
+    plain = _dns()
+    c = _compile(STRIPE, any_proto, plain)
+    dns_id = c.nodes["n1"].endpoints[DNS].identity  # type: ignore[attr-defined]
+    proxied = {(k.protocol, k.port): v.proxy_port for k, v in _egress(c).items() if k.identity == dns_id}
+    # UDP is also allowed at L4 by the plain rule: DNS stays with the proxy, which learns the answers
+    assert proxied == {(PROTO_UDP, 53): DNS_PROXY_PORT, (PROTO_TCP, 53): DNS_PROXY_PORT}
+    names = sorted(p.names for p in _dns_state(c)[0])
+    assert names == [("*",), ("api.stripe.com",)]  # the L4 rule wildcards the names on UDP
+    assert any(w.code == "l7-ineffective" for w in c.warnings)  # type: ignore[attr-defined]
+
+
+def test_a_node_without_dns_rules_has_no_selector_table() -> None:
+    c = _compile(STRIPE)
+    assert _dns_state(c) == (frozenset(), {})
+    assert not c.nodes["n1"].config.proxy  # type: ignore[attr-defined]

@@ -1,0 +1,138 @@
+"""The node's DNS proxy as live state: its rules file, its status, the IPs it learned.
+
+One directory per node (next to Envoy's): `rules.json` (what reconcile hands the proxy, replaced
+atomically; the proxy reloads it when it changes and reports the version it runs in
+`status.json`), and `learned.json` (the IPs the proxy learned from answers, with their
+identities and expiry: runtime state, kept across restarts, written by the proxy alone).
+Observe reads the rules file back as the node's DNS rules, and leaves the learned IPs out of
+the ipcache it reports: they are not intent, so never drift (a hand-made entry still is).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
+
+from meshctl.dataplane.envoy import ProxyFiles
+from meshctl.errors import MeshctlError
+from meshctl.nodestate import DnsPolicy, FrozenMap, IpcacheEntry
+from meshctl.state.atomic import atomic_write
+
+FORMAT = "meshctl-dns-rules/1"
+
+
+@dataclass(frozen=True)
+class DnsFiles:
+    """One node's DNS proxy directory."""
+
+    dir: Path
+
+    @classmethod
+    def of(cls, cluster: str, node: str) -> DnsFiles:
+        return cls(ProxyFiles.of(cluster, node).dir / "dns")
+
+    @property
+    def rules(self) -> Path:
+        return self.dir / "rules.json"
+
+    @property
+    def status(self) -> Path:
+        return self.dir / "status.json"
+
+    @property
+    def learned(self) -> Path:
+        return self.dir / "learned.json"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "queries.log"
+
+    @property
+    def pid(self) -> Path:
+        return self.dir / "proxy.pid"
+
+
+def peer_prefixes(ipcache: Mapping[IPv4Network, IpcacheEntry]) -> dict[int, list[str]]:
+    """identity -> its prefixes: the proxy knows a query's peer by its address."""
+    out: dict[int, list[str]] = {}
+    for prefix, entry in ipcache.items():
+        out.setdefault(entry.identity, []).append(str(prefix))
+    return out
+
+
+def rules_doc(dns: frozenset[DnsPolicy], fqdn: FrozenMap[str, int],
+              ipcache: Mapping[IPv4Network, IpcacheEntry]) -> dict[str, Any]:
+    rules = [p.canonical() for p in sorted(dns)]
+    peers = {str(i): sorted(p) for i, p in peer_prefixes(ipcache).items()
+             if any(p.identity == i for p in dns)}
+    body = {"rules": rules, "fqdn": dict(fqdn.items()), "peers": peers}
+    version = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    return {"format": FORMAT, "version": version, **body}
+
+
+def write_rules(files: DnsFiles, dns: frozenset[DnsPolicy], fqdn: FrozenMap[str, int],
+                ipcache: Mapping[IPv4Network, IpcacheEntry]) -> str:
+    """Replace the rules the proxy runs (it reloads them on change); returns their version."""
+    doc = rules_doc(dns, fqdn, ipcache)
+    files.dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(files.rules, json.dumps(doc, sort_keys=True).encode())
+    return str(doc["version"])
+
+
+def read_rules(files: DnsFiles) -> tuple[frozenset[DnsPolicy], FrozenMap[str, int]]:
+    """The DNS rules and selectors of the rules file (none when it is missing or not ours)."""
+    try:
+        doc = json.loads(files.rules.read_text())
+        if doc.get("format") != FORMAT:
+            return frozenset(), FrozenMap()
+        return (frozenset(DnsPolicy.from_canonical(r) for r in doc["rules"]),
+                FrozenMap({str(k): int(v) for k, v in doc["fqdn"].items()}))
+    except (OSError, ValueError, KeyError, TypeError):
+        return frozenset(), FrozenMap()
+
+
+def running_version(files: DnsFiles) -> str | None:
+    try:
+        return str(json.loads(files.status.read_text())["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def proxy_running(files: DnsFiles) -> bool:
+    from meshctl.localproc import cmdline
+
+    try:
+        pid = int(files.pid.read_text())
+    except (OSError, ValueError):
+        return False
+    return str(files.dir) in " ".join(cmdline(pid))
+
+
+def wait_version(files: DnsFiles, version: str, timeout: float = 15.0) -> None:
+    """Until the proxy reports `version`: its rules are in force for the next query."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running_version(files) == version:
+            return
+        time.sleep(0.02)
+    raise MeshctlError(f"the DNS proxy in {files.dir} did not load rules {version} within {timeout:.0f}s "
+                       f"(it runs {running_version(files)})")
+
+
+def learned_ipcache(files: DnsFiles) -> dict[IPv4Network, int]:
+    """prefix -> identity of the IPs the proxy learned (and wrote into the ipcache)."""
+    try:
+        doc = json.loads(files.learned.read_text())
+        return {IPv4Network(f"{ip}/32"): int(rec["identity"]) for ip, rec in doc["ips"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+__all__ = ["DnsFiles", "learned_ipcache", "proxy_running", "read_rules", "rules_doc", "running_version",
+           "wait_version", "write_rules"]

@@ -1,0 +1,83 @@
+"""The DNS proxy's judgement: the rules file reconcile writes, read back as the proxy reads it."""
+
+from __future__ import annotations
+
+import json
+import time
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+from meshctl.dataplane.dnsproxy import DnsFiles, learned_ipcache, read_rules, write_rules
+from meshctl.nodestate import DnsPolicy, FrozenMap, IpcacheEntry
+from meshctl.proxy.dns import Learned, Rules
+
+CLIENT, OTHER, DNS, ELSEWHERE = "10.0.1.2", "10.0.1.3", "10.0.2.2", "10.0.3.3"
+KUBE_DNS = 300
+POLICIES = frozenset({
+    DnsPolicy(IPv4Address(CLIENT), 53, 53, KUBE_DNS, 7, ("*.stripe.com", "api.paypal.com")),
+    DnsPolicy(IPv4Address(OTHER), 53, 53, 0, 8, ("*",)),
+})
+FQDN = FrozenMap({"api.stripe.com": 262, "*.stripe.com": 270, "*.amazonaws.com": 260})
+IPCACHE = {IPv4Network(f"{DNS}/32"): IpcacheEntry(KUBE_DNS),
+           IPv4Network(f"{ELSEWHERE}/32"): IpcacheEntry(400)}
+
+
+def _rules(tmp_path: Path) -> Rules:
+    files = DnsFiles(tmp_path)
+    version = write_rules(files, POLICIES, FQDN, IPCACHE)
+    rules = Rules.read(files.rules)
+    assert rules.version == version
+    assert read_rules(files) == (POLICIES, FQDN)  # observe reads back what reconcile wrote
+    return rules
+
+
+def test_a_query_passes_when_a_rule_of_its_endpoint_peer_and_port_names_it(tmp_path: Path) -> None:
+    rules = _rules(tmp_path)
+    assert rules.judge(CLIENT, DNS, 53, "api.stripe.com") == (True, 7)
+    assert rules.judge(CLIENT, DNS, 53, "api.paypal.com") == (True, 7)
+    assert rules.judge(CLIENT, DNS, 53, "www.paypal.com") == (False, 7)  # the rule applies, the name does not
+    assert rules.judge(CLIENT, ELSEWHERE, 53, "api.stripe.com") == (False, None)  # another peer
+    assert rules.judge(CLIENT, DNS, 5353, "api.stripe.com") == (False, None)  # another port
+    assert rules.judge(OTHER, ELSEWHERE, 53, "anything.example") == (True, 8)  # identity 0: any peer
+
+
+def test_an_answer_takes_the_identity_of_the_selector_that_selects_it(tmp_path: Path) -> None:
+    rules = _rules(tmp_path)
+    assert rules.identity_for({"s3.amazonaws.com"}) == 260
+    assert rules.identity_for({"www.example.org", "cdn.amazonaws.com"}) == 260  # a CNAME target
+    assert rules.identity_for({"www.example.org"}) is None
+    assert rules.identity_for({"api.stripe.com"}) == 262  # two selectors: the lowest identity
+
+
+def test_learned_ips_persist_with_their_expiry_and_leave_after_ttl_and_grace(tmp_path: Path) -> None:
+    files = DnsFiles(tmp_path)
+    learned = Learned(files.learned, min_ttl=2)
+    learned.add({"203.0.113.10": (262, "api.stripe.com", 0)})
+    again = Learned(files.learned, min_ttl=2)  # a restarted proxy
+    assert again.ips["203.0.113.10"]["identity"] == 262
+    assert again.ips["203.0.113.10"]["expires"] >= time.time() + 1.5  # the minimum TTL holds
+    assert learned_ipcache(files) == {IPv4Network("203.0.113.10/32"): 262}
+    assert again.expired(grace=0) == []
+    again.ips["203.0.113.10"]["expires"] = time.time() - 1
+    assert again.expired(grace=5) == [] and again.expired(grace=0) == ["203.0.113.10"]
+    again.drop(["203.0.113.10"])
+    assert json.loads(files.learned.read_text()) == {"ips": {}}
+
+
+def test_dns_rule_and_selector_changes_diff_patch_and_survive_the_canonical_form() -> None:
+    from meshctl.catalog import Catalog
+    from meshctl.nodestate import NodeState
+    from meshctl.plan.change import ChangeKind
+    from meshctl.plan.diff import diff_node
+    from meshctl.plan.patch import apply_changes
+
+    first = min(POLICIES)
+    moved = DnsPolicy(first.endpoint, 53, 53, KUBE_DNS, 7, ("*.stripe.com",))
+    before = NodeState("n", dns=POLICIES, fqdn=FQDN)
+    after = NodeState("n", dns=frozenset({moved}), fqdn=FrozenMap({"api.stripe.com": 262}))
+    changes = diff_node(before, after, Catalog())
+    assert {(c.kind, c.action.name) for c in changes} == {
+        (ChangeKind.DNS_RULE, "UPDATE"), (ChangeKind.DNS_RULE, "DELETE"), (ChangeKind.FQDN, "UPDATE")}
+    assert apply_changes(before, changes) == after
+    assert NodeState.from_canonical(json.loads(json.dumps(after.canonical()))) == after
+    assert before.fingerprint() != after.fingerprint()
