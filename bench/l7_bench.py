@@ -158,38 +158,37 @@ def write_repo(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def haproxy(netns: str, config: str, tmp: Path, name: str, cpu: int) -> Iterator[int]:
-    path = tmp / f"{name}.cfg"
-    path.write_text(config)
-    proc = subprocess.Popen(["taskset", "-c", str(cpu), "ip", "netns", "exec", netns, "haproxy", "-db", "-f",
-                             str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def pinned(netns: str, cpu: int, argv: list[str], name: str, warmup: float) -> Iterator[int]:
+    """`argv` in `netns` on CPU `cpu` for the block (its pid), stopped after."""
+    proc = subprocess.Popen(["taskset", "-c", str(cpu), "ip", "netns", "exec", netns, *argv],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        time.sleep(0.5)
+        time.sleep(warmup)
         if proc.poll() is not None:
-            raise SystemExit(f"haproxy {name} did not start: {proc.stderr.read().decode()[-1000:]}")  # type: ignore[union-attr]
+            raise SystemExit(f"{name} did not start: {proc.stderr.read().decode()[-1000:]}")  # type: ignore[union-attr]
         yield proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-@contextlib.contextmanager
-def envoy(netns: str, config: str, tmp: Path, cpu: int) -> Iterator[int]:
+Running = contextlib.AbstractContextManager[int]
+
+
+def haproxy(netns: str, config: str, tmp: Path, name: str, cpu: int) -> Running:
+    path = tmp / f"{name}.cfg"
+    path.write_text(config)
+    return pinned(netns, cpu, ["haproxy", "-db", "-f", str(path)], f"haproxy {name}", 0.5)
+
+
+def envoy(netns: str, config: str, tmp: Path, cpu: int) -> Running:
     from meshctl.dataplane.envoy import envoy_binary
 
     path = tmp / "envoy-reference.json"
     path.write_text(config)
-    proc = subprocess.Popen(["taskset", "-c", str(cpu), "ip", "netns", "exec", netns, str(envoy_binary()),
-                             "-c", str(path), "--concurrency", "1", "--disable-hot-restart", "-l", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        time.sleep(1.5)
-        if proc.poll() is not None:
-            raise SystemExit(f"reference Envoy did not start: {proc.stderr.read().decode()[-1000:]}")  # type: ignore[union-attr]
-        yield proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    argv = [str(envoy_binary()), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
+            "-l", "warning"]
+    return pinned(netns, cpu, argv, "reference Envoy", 1.5)
 
 
 def status(netns: str, host: str, port: int, path: str) -> int:

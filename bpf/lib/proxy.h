@@ -25,10 +25,21 @@
 
 #define PROXY_LISTEN_ADDR 0x7f000001 /* 127.0.0.1 */
 
+/* Hand the packet to `sk` (looked up by the caller, released here); 0 when assigned. */
+static __always_inline int proxy_take(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+	long err = bpf_sk_assign(skb, sk, 0);
+
+	bpf_sk_release(sk);
+	if (err)
+		return -1;
+	skb->mark = MARK_TO_PROXY;
+	return 0;
+}
+
 static __always_inline int proxy_assign(struct __sk_buff *skb, struct bpf_sock_tuple *t, int listener)
 {
 	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, t, sizeof(t->ipv4), BPF_F_CURRENT_NETNS, 0);
-	long err;
 
 	if (!sk)
 		return -1;
@@ -36,12 +47,7 @@ static __always_inline int proxy_assign(struct __sk_buff *skb, struct bpf_sock_t
 		bpf_sk_release(sk);
 		return -1;
 	}
-	err = bpf_sk_assign(skb, sk, 0);
-	bpf_sk_release(sk);
-	if (err)
-		return -1;
-	skb->mark = MARK_TO_PROXY;
-	return 0;
+	return proxy_take(skb, sk);
 }
 
 /* A packet of a connection the proxy (or any socket of the node) already holds: assigned,
@@ -79,21 +85,13 @@ static __always_inline int proxy_redirect_udp(struct __sk_buff *skb, const struc
 {
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
-	long err;
 
 	t.ipv4.saddr = p->saddr;
 	t.ipv4.daddr = bpf_htonl(PROXY_LISTEN_ADDR);
 	t.ipv4.sport = p->sport;
 	t.ipv4.dport = bpf_htons(port);
 	sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-	if (!sk)
-		return -1;
-	err = bpf_sk_assign(skb, sk, 0);
-	bpf_sk_release(sk);
-	if (err)
-		return -1;
-	skb->mark = MARK_TO_PROXY;
-	return 0;
+	return sk ? proxy_take(skb, sk) : -1;
 }
 
 static __always_inline int tcp_syn(const struct pkt *p)

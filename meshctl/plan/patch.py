@@ -96,23 +96,9 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
         elif ch.kind is ChangeKind.FOREIGN:
             _swap(foreign.edit(), ch, codec.foreign_from, strict)
         elif ch.kind is ChangeKind.HTTP_RULE:
-            edit = http.edit()
-            if ch.before is not None:
-                old = codec.http_from(ch.key, ch.before)
-                if strict and old not in edit:
-                    _check(ch, None, strict)
-                edit.discard(old)
-            if ch.after is not None:
-                edit.add(codec.http_from(ch.key, ch.after))
+            _swap(http.edit(), ch, codec.http_from, strict)
         elif ch.kind is ChangeKind.DNS_RULE:
-            edit = dns.edit()
-            if ch.before is not None:
-                old_dns = codec.dns_from(ch.key, ch.before)
-                if strict and old_dns not in edit:
-                    _check(ch, None, strict)
-                edit.discard(old_dns)
-            if ch.after is not None:
-                edit.add(codec.dns_from(ch.key, ch.after))
+            _swap(dns.edit(), ch, codec.dns_from, strict)
         elif ch.kind is ChangeKind.FQDN:
             _check(ch, {"selectors": dict(fqdn.items())} if fqdn else None, strict)
             fqdn = FrozenMap({str(k): int(v) for k, v in (ch.after or {}).get("selectors", {}).items()})
@@ -169,7 +155,8 @@ class _SetEdits(Generic[K]):
 
 
 def _swap(items: set[Any], ch: Change, decode: Callable[[Any, Any], Any], strict: bool) -> None:
-    """A change of a set-like component (attachments, foreign entries): before out, after in."""
+    """A change of a set-like component (attachments, foreign entries, proxy rules): before out,
+    after in."""
     if ch.before is not None:
         old = decode(ch.key, ch.before)
         if strict and old not in items:
