@@ -20,6 +20,16 @@ def cmdline(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
+def pid_in_file(pid_file: Path, arg: str) -> int | None:
+    """The pid `pid_file` names when that process runs with `arg` among its arguments (a proxy's
+    config path): a stale file or a reused pid gives None."""
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if arg in cmdline(pid) else None
+
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     """http.client over a unix socket."""
 

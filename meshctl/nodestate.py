@@ -575,6 +575,7 @@ class ForeignEntry:
 
 # The port of the node's HTTP proxy listener (127.0.0.1): policy entries of L7 ports carry it.
 HTTP_PROXY_PORT = 15001
+DNS_PORT = 53
 # The port of the node's DNS proxy (127.0.0.1, UDP and TCP): entries of ports with DNS rules carry it.
 DNS_PROXY_PORT = 15053
 

@@ -25,6 +25,7 @@ from meshctl.compile.translate import PROTOCOLS, translate
 from meshctl.gcpause import paused_gc
 from meshctl.model.staging import policy_digest
 from meshctl.nodestate import (
+    DNS_PORT,
     PROTO_TCP,
     PROTO_UDP,
     Attachment,
@@ -187,15 +188,16 @@ class _Compiler:
                     table.setdefault((name, PROTOCOLS[proto.upper()]), set()).add(port)
         self._peer_cache: dict[Peers, ResolvedPeers] = {}
         self.warnings: list[CompileWarning] = []
+        self.fqdn: FrozenMap[str, int] = FrozenMap()  # toFQDNs selector text -> its identity
         self.fqdn_ids: frozenset[int] = frozenset()
 
     def allocate_fqdns(self, rules: Iterable[Rule]) -> None:
         """An identity per toFQDNs selector, made when the selector first appears (Cilium's
         pre-allocation): a learned IP then costs one ipcache write, and the plan shows them."""
-        labels = {(sel.label,) for r in rules for sel in r.peers.fqdns}
-        self.identities = self.identities.allocate(labels)
-        self.fqdn_ids = frozenset(i for ls, i in self.identities.by_labels.items() if ls in labels)
-        self._rev = {i: ls for ls, i in self.identities.by_labels.items()}
+        selectors = {sel.text: (sel.label,) for r in rules for sel in r.peers.fqdns}
+        self.identities = self.identities.allocate(selectors.values())
+        self.fqdn = FrozenMap({text: self.identities.by_labels[ls] for text, ls in selectors.items()})
+        self.fqdn_ids = frozenset(self.fqdn.values())
 
     @classmethod
     def restored(cls, spec: ClusterSpec, identities: IdentityTable, cluster_ids: Iterable[int],
@@ -208,7 +210,7 @@ class _Compiler:
         self.cluster_ids = frozenset(cluster_ids)
         self.index, self.named = index, named
         self._peer_cache, self.warnings = {}, []
-        self.fqdn_ids = frozenset()
+        self.fqdn, self.fqdn_ids = FrozenMap(), frozenset()
         return self
 
     def identities_labels(self, ident: int) -> tuple[str, ...]:
@@ -230,7 +232,7 @@ class _Compiler:
                 ids.update(CLUSTER_ENTITY_RESERVED)
             else:
                 ids.update(ENTITY_IDS.get(ent, ()))
-        ids.update(self.identities.by_labels[(sel.label,)] for sel in peers.fqdns)
+        ids.update(self.fqdn[sel.text] for sel in peers.fqdns)
         out = ResolvedPeers(wildcard, frozenset(ids), peers.cidrs, self.fqdn_ids)
         self._peer_cache[peers] = out
         return out
@@ -376,7 +378,6 @@ def _compile_spec(
     sorted_ports: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     isolation_by_ident: dict[int, FrozenMap[Direction, tuple[str, ...]]] = {}
     node_cidr_index = NodeCidrs(cluster_cidrs)
-    fqdn_table = FrozenMap({c.identities_labels(i)[0].removeprefix("fqdn:"): i for i in c.fqdn_ids})
     universe = _universe(c, cluster_cidrs, spec.mode)
     previous = memo.endpoints if memo is not None and memo.universe == universe else {}
     cache: dict[tuple[int, tuple[Any, ...]], _Memoized] = {}
@@ -468,7 +469,7 @@ def _compile_spec(
             dns=frozenset(dns),
             # the DNS proxy of a node whose endpoints ask it learns IPs for every selector: world
             # rules take them in wherever they are used
-            fqdn=fqdn_table if dns else FrozenMap(),
+            fqdn=c.fqdn if dns else FrozenMap(),
         )
         catalog_eps[node] = FrozenMap(eps_cat)
 
@@ -482,8 +483,8 @@ def _compile_spec(
         infos[ident] = IdentityInfo(ident, c.identities_labels(ident), tuple(sorted(pods_by_ident[ident])))
     for ident, prefix in cidr_catalog.items():
         infos[ident] = IdentityInfo(ident, (f"cidr:{prefix}", "reserved:world"))
-    for ident in c.fqdn_ids:
-        infos[ident] = IdentityInfo(ident, (*c.identities_labels(ident), "reserved:world"))
+    for text, ident in c.fqdn.items():
+        infos[ident] = IdentityInfo(ident, (f"fqdn:{text}", "reserved:world"))
     origin_by_cookie = {ck: o for o, ck in cookies.items()}
     catalog = Catalog(
         identities=FrozenMap(infos),
@@ -630,9 +631,6 @@ def _endpoint_policy(
             grants.append(Grant(rule.origin, rule.direction, rule.deny, idents, ports, bool(rule.l7),
                                 rule.http, None if rule.dns is None else tuple(s.text for s in rule.dns)))
     return build_mapstate(grants, cookies), enforce[Direction.INGRESS], enforce[Direction.EGRESS]
-
-
-DNS_PORT = 53
 
 
 def unlearned_fqdns(rules: Iterable[Rule]) -> list[CompileWarning]:

@@ -44,7 +44,7 @@ class SourceRef:
 
 @dataclass(frozen=True, order=True)
 class CompileWarning:
-    code: str  # empty-section | l7-not-enforced | l7-ineffective | unsupported | named-port |
+    code: str  # empty-section | l7-ineffective | unsupported | named-port |
     # fqdn-not-learned | fqdn-wildcard
     message: str
     source: SourceRef | None = None

@@ -19,7 +19,7 @@ from meshctl.verdicts import Verdict, connection_verdict
 
 PROTOCOLS = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "sctp": PROTO_SCTP}
 # the compile warnings a trace repeats: those that change what a policy does
-TRACE_WARNINGS = ("l7-not-enforced", "l7-ineffective", "empty-section", "fqdn-not-learned", "fqdn-wildcard")
+TRACE_WARNINGS = ("l7-ineffective", "empty-section", "fqdn-not-learned", "fqdn-wildcard")
 
 
 def placeholder_ips(desired: Any) -> dict[str, IPv4Address]:

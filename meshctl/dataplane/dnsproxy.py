@@ -21,6 +21,7 @@ from typing import Any
 
 from meshctl.dataplane.envoy import ProxyFiles
 from meshctl.errors import MeshctlError
+from meshctl.localproc import pid_in_file
 from meshctl.nodestate import DnsPolicy, FrozenMap, IpcacheEntry
 from meshctl.state.atomic import atomic_write
 
@@ -104,14 +105,9 @@ def running_version(files: DnsFiles) -> str | None:
         return None
 
 
-def proxy_running(files: DnsFiles) -> bool:
-    from meshctl.localproc import cmdline
-
-    try:
-        pid = int(files.pid.read_text())
-    except (OSError, ValueError):
-        return False
-    return str(files.dir) in " ".join(cmdline(pid))
+def proxy_pid(files: DnsFiles) -> int | None:
+    """The pid of this node's DNS proxy when it runs (its cmdline names this directory)."""
+    return pid_in_file(files.pid, str(files.dir))
 
 
 def wait_version(files: DnsFiles, version: str, timeout: float = 15.0) -> None:
@@ -134,5 +130,5 @@ def learned_ipcache(files: DnsFiles) -> dict[IPv4Network, int]:
         return {}
 
 
-__all__ = ["DnsFiles", "learned_ipcache", "proxy_running", "read_rules", "rules_doc", "running_version",
+__all__ = ["DnsFiles", "learned_ipcache", "proxy_pid", "read_rules", "rules_doc", "running_version",
            "wait_version", "write_rules"]

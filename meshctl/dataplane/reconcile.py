@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from meshctl.dataplane import lb_maps
-from meshctl.dataplane.dnsproxy import DnsFiles, proxy_running, write_rules
+from meshctl.dataplane.dnsproxy import DnsFiles, proxy_pid, write_rules
 from meshctl.dataplane.dnsproxy import wait_version as dns_wait
 from meshctl.dataplane.envoy import ProxyFiles, envoy_running, wait_version, write_routes
 from meshctl.dataplane.foreign import ARRAYS, lpm_slot
@@ -131,7 +131,7 @@ def _dns_rules(files: DnsFiles, dns: frozenset[DnsPolicy], fqdn: FrozenMap[str, 
     """Hand the node's DNS proxy its rules and wait until it runs them (its supervisor starts it
     when the node first has rules)."""
     version = write_rules(files, dns, fqdn, ipcache)
-    if dns or proxy_running(files):
+    if dns or proxy_pid(files) is not None:
         dns_wait(files, version)
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 import socket
-import struct
 from dataclasses import dataclass
 
 from dnslib import RCODE, DNSError, DNSRecord
 
 from meshctl.dataplane.netns import in_netns
+from meshctl.dnswire import recv_message, send_message
+from meshctl.nodestate import DNS_PORT
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,6 @@ class Attempt:
 
 
 PROBE_REQUEST = b"GET / HTTP/1.1\r\nHost: probe\r\nUser-Agent: meshctl-probe\r\nConnection: close\r\n\r\n"
-DNS_PORT = 53
 PROBE_NAME = "probe.meshctl.invalid"
 
 
@@ -43,16 +43,10 @@ def exchange(sock: socket.socket, port: int) -> str:
 
 def dns_exchange(sock: socket.socket) -> str:
     """One DNS query over TCP; its answer's rcode ("" when none came)."""
-    query = DNSRecord.question(PROBE_NAME).pack()
-    sock.sendall(struct.pack("!H", len(query)) + query)
-    data = b""
-    while len(data) < 2 or len(data) < 2 + struct.unpack("!H", data[:2])[0]:
-        chunk = sock.recv(4096)
-        if not chunk:
-            return ""
-        data += chunk
+    send_message(sock, DNSRecord.question(PROBE_NAME).pack())
+    answer = recv_message(sock)
     try:
-        return f"dns {RCODE.get(DNSRecord.parse(data[2:]).header.rcode)}"
+        return f"dns {RCODE.get(DNSRecord.parse(answer).header.rcode)}" if answer else ""
     except DNSError:
         return ""
 

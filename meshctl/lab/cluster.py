@@ -107,6 +107,13 @@ def _up(topo: Topology, with_datapath: bool) -> UpResult:
         if exists(reg.underlay_netns):
             network.ip(reg.underlay_netns, "link", "del", node.underlay_port, check=False)
 
+    kept = {(h.key, h.ip) for h in reg.external.hosts} if reg.external else set()
+    for host in prev.external.hosts if prev and prev.external else ():
+        if (host.key, host.ip) not in kept:  # no longer declared, or at another address
+            servers.stop(topo.cluster, host.server_pid, host.key)
+            if exists(host.netns):
+                network.ip(host.netns, "addr", "del", f"{host.ip}/32", "dev", names.POD_IFNAME, check=False)
+
     network.ensure_underlay(topo.cluster)
     nodes = list(reg.nodes.values())
     outside = {h.ip: reg.external.underlay_ip for h in reg.external.hosts} if reg.external else {}

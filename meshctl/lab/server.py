@@ -21,12 +21,14 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import sys
 import threading
 from pathlib import Path
 
 from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSRecord
+
+from meshctl.dnswire import recv_message, send_message
+from meshctl.nodestate import DNS_PORT
 
 BANNER_WAIT_S = 0.05
 IDLE_S = 30.0
@@ -138,14 +140,12 @@ def _handle(sock: socket.socket, name: str) -> None:
         sock.close()
 
 
-DNS_PORT = 53
-
-
 class Zone:
     """The zone file, read again whenever it changes (lab up rewrites it)."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.stamp, self.names = path, 0, {}  # type: ignore[var-annotated]
+        self.path, self.stamp = path, 0
+        self.names: dict[str, tuple[list[str], int]] = {}
 
     def answer(self, query: bytes) -> bytes:
         from meshctl.lab.dnszone import read
@@ -167,15 +167,10 @@ class Zone:
 
 
 def _dns_tcp(sock: socket.socket, zone: Zone) -> None:
-    """DNS over TCP: two-byte length, message; as many as the client sends."""
-    conn = _Conn(sock)
+    """DNS over TCP: as many queries as the client sends."""
     try:
-        while (head := conn.take(2)) is not None:
-            query = conn.take(struct.unpack("!H", head)[0])
-            if query is None:
-                return
-            out = zone.answer(query)
-            sock.sendall(struct.pack("!H", len(out)) + out)
+        while (query := recv_message(sock)) is not None:
+            send_message(sock, zone.answer(query))
     except (OSError, DNSError, ValueError):  # a malformed query ends its connection only
         return
     finally:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from meshctl.catalog import Catalog
 from meshctl.dataplane.foreign import explain
 from meshctl.nodestate import (
+    DNS_PORT,
     PROTO_ANY,
     PROTO_UDP,
     Direction,
@@ -23,8 +24,6 @@ from meshctl.nodestate import (
 )
 from meshctl.plan.model import PlanWarning
 from meshctl.plan.names import Namer
-
-DNS_PORT = 53
 
 
 def _allows_dns(entries: Mapping[PolicyKey, PolicyEntry]) -> bool:

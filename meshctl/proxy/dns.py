@@ -38,6 +38,7 @@ from typing import Any
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
 from meshctl.dataplane.dnsproxy import FORMAT, DnsFiles
+from meshctl.dnswire import recv_message, send_message
 from meshctl.fqdnmatch import FqdnSelector, normalize
 from meshctl.nodestate import DNS_PROXY_PORT, DnsPolicy, IpcacheEntry
 from meshctl.state.atomic import atomic_write
@@ -55,7 +56,8 @@ class Rules:
     """The rules file: DNS rules per endpoint and peer, the node's toFQDNs selectors."""
 
     version: str = ""
-    policies: tuple[DnsPolicy, ...] = ()
+    # each rule with its names parsed once (a query is judged against them)
+    policies: tuple[tuple[DnsPolicy, tuple[FqdnSelector, ...]], ...] = ()
     selectors: tuple[tuple[FqdnSelector, int], ...] = ()
     peers: dict[int, list[IPv4Network]] = field(default_factory=dict)
 
@@ -64,21 +66,22 @@ class Rules:
         doc = json.loads(path.read_text())
         if doc.get("format") != FORMAT:
             raise ValueError(f"{path}: not {FORMAT}")
-        return cls(str(doc["version"]), tuple(DnsPolicy.from_canonical(r) for r in doc["rules"]),
-                   tuple((FqdnSelector.of(match_pattern=t), int(i)) for t, i in doc["fqdn"].items()),
+        policies = [DnsPolicy.from_canonical(r) for r in doc["rules"]]
+        return cls(str(doc["version"]), tuple((p, _selectors(p.names)) for p in policies),
+                   tuple(zip(_selectors(doc["fqdn"]), map(int, doc["fqdn"].values()), strict=True)),
                    {int(i): [IPv4Network(p) for p in ps] for i, ps in doc["peers"].items()})
 
     def judge(self, client: str, server: str, port: int, name: str) -> tuple[bool, int | None]:
         """(allowed, the cookie of the rule that allows it, or of the first that applies)."""
         client_ip, server_ip = IPv4Address(client), IPv4Address(server)
         first: int | None = None
-        for p in self.policies:
+        for p, names in self.policies:
             if p.endpoint != client_ip or not p.port <= port <= p.last_port:
                 continue
             if p.identity and not any(server_ip in net for net in self.peers.get(p.identity, ())):
                 continue
             first = p.cookie if first is None else first
-            if any(FqdnSelector.of(match_pattern=n).matches(name) for n in p.names):
+            if any(sel.matches(name) for sel in names):
                 return True, p.cookie
         return False, first
 
@@ -87,6 +90,11 @@ class Rules:
         match: the lowest (a limit: an identity per selector set is not built yet)."""
         hits = sorted({i for sel, i in self.selectors for n in names if sel.matches(n)})
         return hits[0] if hits else None
+
+
+def _selectors(texts: Iterable[str]) -> tuple[FqdnSelector, ...]:
+    """Selector texts as the rules file writes them (a name, or a pattern with `*`)."""
+    return tuple(FqdnSelector.of(match_pattern=t) for t in texts)
 
 
 class Learned:
@@ -210,14 +218,11 @@ class Proxy:
         with conn:
             conn.settimeout(30)
             try:
-                while (head := _recv_exact(conn, 2)) is not None:
-                    query = _recv_exact(conn, struct.unpack("!H", head)[0])
-                    if query is None:
-                        return
+                while (query := recv_message(conn)) is not None:
                     out = self.handle(query, client, original, "tcp")
                     if out is None:
                         return
-                    conn.sendall(struct.pack("!H", len(out)) + out)
+                    send_message(conn, out)
             except OSError:
                 return
 
@@ -250,21 +255,22 @@ class Proxy:
             return reply.pack()  # type: ignore[no-any-return]
         names = {name} | {normalize(str(rr.rdata)) for rr in answer.rr if rr.rtype == QTYPE.CNAME}
         ips = [(str(rr.rdata), rr.ttl) for rr in answer.rr if rr.rtype == QTYPE.A]
-        learned = self.learn(names, ips)
+        learned = self.learn(name, names, ips)
         self._log({**record, "verdict": "FORWARDED", "rcode": RCODE.get(answer.header.rcode),
                    "answers": [ip for ip, _ in ips], "ttl": min((t for _, t in ips), default=None),
                    "learned": learned})
         return raw
 
-    def learn(self, names: set[str], ips: list[tuple[str, int]]) -> dict[str, int]:
-        """Write the answer's IPs that a selector selects into the ipcache, then the learned file:
-        both before the answer leaves (no first-packet drop)."""
+    def learn(self, query: str, names: set[str], ips: list[tuple[str, int]]) -> dict[str, int]:
+        """Write the answer's IPs that a selector selects (by the query's name or a CNAME of it)
+        into the ipcache, then the learned file: both before the answer leaves (no first-packet
+        drop)."""
         from meshctl.dataplane.maps import IpcacheMap
 
         identity = self.rules.identity_for(names)
         if identity is None or not ips:
             return {}
-        found = {ip: (identity, sorted(names)[0], ttl) for ip, ttl in ips}
+        found = {ip: (identity, query, ttl) for ip, ttl in ips}
         with self.learned.lock, IpcacheMap.from_dir(self.pins) as ipcache:
             ipcache.upsert({IPv4Network(f"{ip}/32"): IpcacheEntry(identity) for ip in found})
             self.learned.add(found)
@@ -274,8 +280,9 @@ class Proxy:
         """IPs past their TTL and grace that no tracked connection uses leave the ipcache."""
         from meshctl.dataplane.maps import CtMap, IpcacheMap
 
-        if not self.learned.expired(self.grace):
-            return
+        with self.learned.lock:
+            if not self.learned.expired(self.grace):
+                return
         with CtMap.from_dir(self.pins) as ct:
             now_ns = time.monotonic_ns()  # the datapath's clock (bpf_ktime_get_ns)
             in_use = {str(ip) for e in ct.read() if e.expires_ns > now_ns for ip in (e.daddr, e.saddr)}
@@ -300,23 +307,12 @@ def _original_destination(ancillary: list[tuple[int, int, bytes]]) -> tuple[str,
     return None
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
-    buf = b""
-    while len(buf) < n:
-        chunk = conn.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
-
-
 def _forward(data: bytes, server: tuple[str, int], proto: str) -> bytes:
     """The query to the resolver the pod asked, from the node's own address."""
     if proto == "tcp":
         with socket.create_connection(server, timeout=UPSTREAM_TIMEOUT_S) as conn:
-            conn.sendall(struct.pack("!H", len(data)) + data)
-            head = _recv_exact(conn, 2)
-            body = _recv_exact(conn, struct.unpack("!H", head)[0]) if head else None
+            send_message(conn, data)
+            body = recv_message(conn)
             if body is None:
                 raise OSError("the resolver closed the connection")
             return body

@@ -18,13 +18,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from meshctl.dataplane.dnsproxy import DnsFiles
+from meshctl.dataplane.dnsproxy import DnsFiles, proxy_pid
 from meshctl.dataplane.envoy import ProxyFiles, envoy_binary
 from meshctl.dataplane.netns import netns_path
 from meshctl.dataplane.proxyroute import ensure_proxy_routing
-from meshctl.localproc import cmdline
+from meshctl.localproc import pid_in_file
 
 log = logging.getLogger(__name__)
 POLL_S = 0.1
@@ -33,20 +34,7 @@ ACCESS_LOG_FLUSH_MS = 200  # the access log feeds the flow store: flows show up 
 
 def envoy_pid(files: ProxyFiles) -> int | None:
     """The pid of this node's Envoy when it runs (its cmdline names this bootstrap)."""
-    return _our_pid(files.dir / "envoy.pid", str(files.bootstrap))
-
-
-def dns_proxy_pid(files: DnsFiles) -> int | None:
-    """The pid of this node's DNS proxy when it runs (its cmdline names this directory)."""
-    return _our_pid(files.pid, str(files.dir))
-
-
-def _our_pid(pid_file: Path, mark: str) -> int | None:
-    try:
-        pid = int(pid_file.read_text())
-    except (OSError, ValueError):
-        return None
-    return pid if mark in cmdline(pid) else None
+    return pid_in_file(files.dir / "envoy.pid", str(files.bootstrap))
 
 
 def stop_envoy(files: ProxyFiles, timeout: float = 5.0) -> int | None:
@@ -56,7 +44,7 @@ def stop_envoy(files: ProxyFiles, timeout: float = 5.0) -> int | None:
 
 def stop_dns_proxy(files: DnsFiles, timeout: float = 5.0) -> int | None:
     """The same for the node's DNS proxy."""
-    return _stop(lambda: dns_proxy_pid(files), timeout)
+    return _stop(lambda: proxy_pid(files), timeout)
 
 
 def _stop(pid_of: Callable[[], int | None], timeout: float) -> int | None:
@@ -76,40 +64,24 @@ def _stop(pid_of: Callable[[], int | None], timeout: float) -> int | None:
     return pid
 
 
+@dataclass
 class Supervisor:
     """Keeps one proxy process of the node running in its netns (None: this host's), once its
-    rules file (`trigger`) exists; adopts one a previous agent left running."""
+    rules file (`trigger`) exists; adopts one a previous agent left running (`pid_of`)."""
 
-    name = ""
-
-    def __init__(self, cluster: str, node: str, netns: str | None) -> None:
-        self.cluster, self.node, self.netns = cluster, node, netns
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def trigger(self) -> Path:
-        raise NotImplementedError
-
-    @property
-    def logfile(self) -> Path:
-        raise NotImplementedError
-
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def running_pid(self) -> int | None:
-        raise NotImplementedError
-
-    def stop_running(self) -> None:
-        raise NotImplementedError
-
-    def prepare(self) -> None:
-        ensure_proxy_routing(self.netns)
-
-    def started(self, pid: int) -> None:
-        """Called with the new process's pid."""
+    name: str
+    node: str
+    netns: str | None
+    trigger: Path
+    logfile: Path
+    command: Callable[[], list[str]]
+    pid_of: Callable[[], int | None]
+    prepare: Callable[[], None]
+    pid_file: Path | None = None  # where its pid is written (None: the process writes its own)
+    proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        ensure_proxy_routing(self.netns)
         self.prepare()
         argv = self.command()
         if self.netns:
@@ -117,7 +89,8 @@ class Supervisor:
         with open(self.logfile, "ab") as out:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                          start_new_session=True, cwd="/")
-        self.started(self.proc.pid)
+        if self.pid_file is not None:
+            self.pid_file.write_text(str(self.proc.pid))
         log.info("proxy %s: %s started (pid %d)", self.node, self.name, self.proc.pid)
 
     def alive(self) -> bool:
@@ -127,7 +100,7 @@ class Supervisor:
             log.warning("proxy %s: %s exited (%s)", self.node, self.name, self.proc.returncode)
             self.proc = None
             return False
-        return self.running_pid() is not None  # adopted: started by an agent before this one
+        return self.pid_of() is not None  # adopted: started by an agent before this one
 
     def run(self, stop: threading.Event) -> None:
         backoff = POLL_S
@@ -141,80 +114,37 @@ class Supervisor:
                     backoff = min(backoff * 2, 5.0)
             stop.wait(backoff)
         if self.proc is not None:
-            self.stop_running()
+            _stop(self.pid_of, 5.0)
 
 
-class EnvoySupervisor(Supervisor):
+def envoy_supervisor(cluster: str, node: str, netns: str | None) -> Supervisor:
     """The node's Envoy: starts once a reconcile wrote its routes file."""
-
-    name = "envoy"
-
-    def __init__(self, cluster: str, node: str, netns: str | None) -> None:
-        super().__init__(cluster, node, netns)
-        self.files = ProxyFiles.of(cluster, node)
-
-    @property
-    def trigger(self) -> Path:
-        return self.files.routes
-
-    @property
-    def logfile(self) -> Path:
-        return self.files.dir / "envoy.log"
-
-    def command(self) -> list[str]:
-        return [str(envoy_binary()), "-c", str(self.files.bootstrap), "--concurrency", "1",
-                "--disable-hot-restart", "-l", "warning", "--service-node", self.node,
-                "--file-flush-interval-msec", str(ACCESS_LOG_FLUSH_MS)]
-
-    def running_pid(self) -> int | None:
-        return envoy_pid(self.files)
-
-    def stop_running(self) -> None:
-        stop_envoy(self.files)
-
-    def prepare(self) -> None:
-        super().prepare()
-        self.files.write_bootstrap(self.node, self.cluster)
-
-    def started(self, pid: int) -> None:
-        (self.files.dir / "envoy.pid").write_text(str(pid))
+    files = ProxyFiles.of(cluster, node)
+    return Supervisor(
+        "envoy", node, netns, files.routes, files.dir / "envoy.log",
+        lambda: [str(envoy_binary()), "-c", str(files.bootstrap), "--concurrency", "1",
+                 "--disable-hot-restart", "-l", "warning", "--service-node", node,
+                 "--file-flush-interval-msec", str(ACCESS_LOG_FLUSH_MS)],
+        lambda: envoy_pid(files), lambda: files.write_bootstrap(node, cluster), files.dir / "envoy.pid")
 
 
-class DnsSupervisor(Supervisor):
+def dns_supervisor(cluster: str, node: str, netns: str | None) -> Supervisor:
     """The node's DNS proxy (meshctl.proxy.dns): starts once a reconcile wrote its rules file."""
+    from meshctl.dataplane.node import node_pin_dir
 
-    name = "dns proxy"
-
-    def __init__(self, cluster: str, node: str, netns: str | None) -> None:
-        super().__init__(cluster, node, netns)
-        self.files = DnsFiles.of(cluster, node)
-
-    @property
-    def trigger(self) -> Path:
-        return self.files.rules
-
-    @property
-    def logfile(self) -> Path:
-        return self.files.dir / "proxy.log"
-
-    def command(self) -> list[str]:
-        from meshctl.dataplane.node import node_pin_dir
-
-        return [sys.executable, "-m", "meshctl.proxy.dns", "--dir", str(self.files.dir),
-                "--pins", str(node_pin_dir(self.cluster, self.node))]
-
-    def running_pid(self) -> int | None:
-        return dns_proxy_pid(self.files)
-
-    def stop_running(self) -> None:
-        stop_dns_proxy(self.files)
+    files = DnsFiles.of(cluster, node)
+    return Supervisor(
+        "dns proxy", node, netns, files.rules, files.dir / "proxy.log",
+        lambda: [sys.executable, "-m", "meshctl.proxy.dns", "--dir", str(files.dir),
+                 "--pins", str(node_pin_dir(cluster, node))],
+        lambda: proxy_pid(files), lambda: None)
 
 
 def start_supervisor(cluster: str, node: str, netns: str | None,
                      stop: threading.Event) -> list[threading.Thread]:
     """The node's proxies (Envoy, the DNS proxy), each kept running by a thread of the agent."""
     threads = []
-    for sup in (EnvoySupervisor(cluster, node, netns), DnsSupervisor(cluster, node, netns)):
+    for sup in (envoy_supervisor(cluster, node, netns), dns_supervisor(cluster, node, netns)):
         thread = threading.Thread(target=sup.run, args=(stop,), name=f"proxy-{sup.name}-{node}", daemon=True)
         thread.start()
         threads.append(thread)

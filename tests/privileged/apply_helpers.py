@@ -46,6 +46,14 @@ def example_copy(
     return dest
 
 
+def inline_repo(root: Path, toml: str, pods: str) -> Path:
+    """A desired-state repo at `root` made of a meshctl.toml and one inventory file."""
+    (root / "inventory").mkdir(parents=True)
+    (root / "meshctl.toml").write_text(toml)
+    (root / "inventory" / "pods.yaml").write_text(pods)
+    return root
+
+
 def git_init(root: Path, message: str) -> git.Repo:
     """`root` as a git repository on `main` with everything committed (state/ and plans/ ignored)."""
     (root / ".gitignore").write_text("state/\nplans/\n")

@@ -21,13 +21,12 @@ import pytest
 from apply_helpers import cli_lab, example_copy, meshctl, unique_cluster
 from dnslib import RCODE, DNSRecord
 
-from meshctl.dataplane.dnsproxy import DnsFiles
+from meshctl.dataplane.dnsproxy import DnsFiles, proxy_pid
 from meshctl.dataplane.maps import IpcacheMap
 from meshctl.dataplane.netns import in_netns
 from meshctl.dataplane.node import node_pin_dir
 from meshctl.lab import registry
 from meshctl.nodestate import IpcacheEntry
-from meshctl.proxy.supervisor import dns_proxy_pid
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -124,12 +123,12 @@ def test_a_thousand_resolve_then_connect_cycles_drop_no_first_packet(lab: Path) 
 def test_a_proxy_restart_between_resolve_and_connect_keeps_the_connection(lab: Path) -> None:
     files = DnsFiles.of(CLUSTER, "node-1")
     assert [str(rr.rdata) for rr in _resolve("s3.amazonaws.com").rr] == ["203.0.113.20"]
-    old = dns_proxy_pid(files)
+    old = proxy_pid(files)
     assert old is not None
     os.kill(old, signal.SIGKILL)
     assert _connect("203.0.113.20") == b"external/s3.amazonaws.com:443\n"
     deadline = time.monotonic() + 15
-    while dns_proxy_pid(files) in (None, old):  # the node's agent starts it again
+    while proxy_pid(files) in (None, old):  # the node's agent starts it again
         assert time.monotonic() < deadline, "the DNS proxy was not restarted"
         time.sleep(0.1)
     deadline = time.monotonic() + 5

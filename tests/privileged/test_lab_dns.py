@@ -8,11 +8,12 @@ and a pod reaches an external host's server by the address DNS gave, across the 
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apply_helpers import cli_lab, meshctl, unique_cluster
+from apply_helpers import cli_lab, inline_repo, meshctl, unique_cluster
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from meshctl.dataplane.netns import in_netns
@@ -77,10 +78,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("labdns")
-    (root / "inventory").mkdir()
-    (root / "meshctl.toml").write_text(TOML)
-    (root / "inventory" / "pods.yaml").write_text(PODS)
+    root = inline_repo(tmp_path_factory.mktemp("labdns") / "repo", TOML, PODS)
     with cli_lab(root):
         yield root
 
@@ -125,12 +123,30 @@ def test_lab_down_removes_the_external_hosts(tmp_path: Path) -> None:
     from meshctl.lab.servers import find_all
 
     cluster = unique_cluster("t-lab-dns-down")
-    (tmp_path / "inventory").mkdir()
-    (tmp_path / "meshctl.toml").write_text(TOML.replace(CLUSTER, cluster))
-    (tmp_path / "inventory" / "pods.yaml").write_text(PODS)
-    with cli_lab(tmp_path):
+    with cli_lab(inline_repo(tmp_path / "repo", TOML.replace(CLUSTER, cluster), PODS)):
         ext = registry.require(cluster).external
         assert ext is not None and [h.key for h in ext.hosts] == ["external/api.stripe.com",
                                                                    "external/s3.amazonaws.com"]
         assert all(h.server_pid in find_all(cluster) for h in ext.hosts)
     assert ext.netns not in list_netns() and not find_all(cluster)
+
+
+def test_an_external_host_taken_out_of_the_config_leaves_with_its_server_and_address(tmp_path: Path) -> None:
+    from meshctl.lab.servers import find_all
+
+    cluster = unique_cluster("t-lab-dns-edit")
+    root = inline_repo(tmp_path / "repo", TOML.replace(CLUSTER, cluster), PODS)
+    with cli_lab(root):
+        ext = registry.require(cluster).external
+        assert ext is not None
+        s3 = next(h for h in ext.hosts if h.key == "external/s3.amazonaws.com")
+        cut = TOML.replace(CLUSTER, cluster).split('[[lab.externalHosts]]\nname = "s3.amazonaws.com"')[0]
+        (root / "meshctl.toml").write_text(cut)
+        again = meshctl(root, "lab", "up", timeout=120)
+        assert again.returncode == 0, again.stderr
+        left = registry.require(cluster).external
+        assert left is not None and [h.key for h in left.hosts] == ["external/api.stripe.com"]
+        assert s3.server_pid not in find_all(cluster)
+        addresses = subprocess.run(["ip", "-n", ext.netns, "-4", "-o", "addr"], capture_output=True,
+                                   text=True, check=True).stdout
+        assert "203.0.113.10/32" in addresses and "203.0.113.20/32" not in addresses

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-from apply_helpers import cli_lab, unique_cluster
+from apply_helpers import cli_lab, inline_repo, unique_cluster
 
 from meshctl.dataplane.maps import EndpointsMap, IpcacheMap, MetricsMap, PolicyMaps
 from meshctl.dataplane.netns import in_netns
@@ -65,11 +65,7 @@ spec:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
     """(client address, kube-dns address, node-1 netns), the client's egress sent to the proxy."""
-    root = tmp_path_factory.mktemp("udpredir")
-    (root / "inventory").mkdir()
-    (root / "meshctl.toml").write_text(TOML)
-    (root / "inventory" / "pods.yaml").write_text(PODS)
-    with cli_lab(root):
+    with cli_lab(inline_repo(tmp_path_factory.mktemp("udpredir") / "repo", TOML, PODS)):
         reg = registry.require(CLUSTER)
         client, dns = reg.pods["kube-system/client"], reg.pods["kube-system/kube-dns"]
         pins = node_pin_dir(CLUSTER, "node-1")

@@ -14,21 +14,12 @@ from typing import Any
 
 import pytest
 
-from meshctl.cli.main import build_command, main, version
+from meshctl.cli.main import build_command, version
+from tests.climain import call
 
 REPO = Path(__file__).resolve().parents[2]
 MESHCTL = Path(sys.executable).with_name("meshctl")
 THREE_TIER = REPO / "examples" / "three-tier"
-
-
-def call(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def commands(cmd: Any = None, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:

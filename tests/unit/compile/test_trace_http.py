@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from meshctl.cli.main import main
 from meshctl.cli.policy import load_for_trace
 from meshctl.compile.trace import Tracer
 from meshctl.httpverdicts import HttpRequest
+from tests.climain import call
 from tests.l7_requests import REQUESTS
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -61,22 +60,10 @@ def test_the_trace_names_the_rule_with_its_line_or_the_rules_a_request_failed(tr
         tracer.trace("demo/frontend", "demo/api", 3000, 17, HttpRequest.parse("GET /"))
 
 
-def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-         *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["meshctl", "policy", "trace", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_the_cli_takes_headers_and_refuses_a_bad_request_line(
-        repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ("-C", str(repo), "--from", "demo/frontend", "--to", "demo/api", "--port", "3000")
-    code, out, _ = _cli(monkeypatch, capsys, *base, "--http", "POST /api/v1/orders", "--header",
+    code, out, _ = call(capsys, "policy", "trace", *base, "--http", "POST /api/v1/orders", "--header",
                         "Content-Type: application/json", "-o", "json")
     assert code == 0
     t = json.loads(out)
@@ -85,5 +72,5 @@ def test_the_cli_takes_headers_and_refuses_a_bad_request_line(
     for args, message in ((("--http", "GET"), "--http 'GET': expected METHOD /path"),
                           (("--http", "GET /", "--header", "nocolon"), "--header 'nocolon': expected"),
                           (("--header", "A: b"), "--header needs --http")):
-        code, _, err = _cli(monkeypatch, capsys, *base, *args)
+        code, _, err = call(capsys, "policy", "trace", *base, *args)
         assert code == 1 and message in err and "Traceback" not in err

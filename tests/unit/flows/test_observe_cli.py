@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from meshctl.cli.main import main
 from meshctl.flows.enrich import EnrichContext, Enricher
 from meshctl.flows.store import FlowStore, store_path
+from tests.climain import call
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_flows import IPS, catalog, record
@@ -47,27 +47,19 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def run(state: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["meshctl", "observe", "--state-dir", str(state), *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+def run(state: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    return call(capsys, "observe", "--state-dir", str(state), *args)
 
 
 @pytest.fixture
-def obs(state: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def obs(state: Path, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     def call(*args: str) -> list[dict]:  # type: ignore[type-arg]
-        code, out, err = run(state, capsys, monkeypatch, "-o", "json", *args)
+        code, out, err = run(state, capsys, "-o", "json", *args)
         assert code == 0, err
         return [json.loads(line) for line in out.splitlines()]
 
     def fail(*args: str) -> str:
-        code, out, err = run(state, capsys, monkeypatch, *args)
+        code, out, err = run(state, capsys, *args)
         assert code == 1 and not out, out
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in err, err
@@ -152,14 +144,14 @@ def test_since_absolute_time(obs) -> None:  # type: ignore[no-untyped-def]
     assert ports(obs("--since", stamp)) == [53, 8080]
 
 
-def test_default_is_the_last_20(state: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    code, out, _ = run(state, capsys, monkeypatch)
+def test_default_is_the_last_20(state: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run(state, capsys)
     assert code == 0 and len(out.splitlines()) == 5
 
 
 @pytest.mark.parametrize("fmt", ["compact", "json", "table", "dict"])
-def test_outputs(state: Path, capsys, monkeypatch, fmt: str) -> None:  # type: ignore[no-untyped-def]
-    code, out, err = run(state, capsys, monkeypatch, "-o", fmt, "--to-pod", "production/postgres")
+def test_outputs(state: Path, capsys, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = run(state, capsys, "-o", fmt, "--to-pod", "production/postgres")
     assert code == 0, err
     if fmt == "compact":
         lines = out.splitlines()
