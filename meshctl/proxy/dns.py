@@ -22,6 +22,8 @@ import contextlib
 import json
 import logging
 import os
+import secrets
+import selectors
 import signal
 import socket
 import struct
@@ -29,8 +31,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ IP_RECVORIGDSTADDR = 20
 UPSTREAM_TIMEOUT_S = 2.0
 RELOAD_S = 0.02  # how often the rules file is checked: an apply waits for the version
 EXPIRY_S = 1.0
+BATCH = 64  # datagrams read per wakeup before the other socket gets its turn
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Rules:
     policies: tuple[tuple[DnsPolicy, tuple[FqdnSelector, ...]], ...] = ()
     selectors: tuple[tuple[FqdnSelector, int], ...] = ()
     peers: dict[int, list[IPv4Network]] = field(default_factory=dict)
+    verdicts: dict[tuple[str, str, int, str], tuple[bool, int | None]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, path: Path) -> Rules:
@@ -72,7 +76,17 @@ class Rules:
                    {int(i): [IPv4Network(p) for p in ps] for i, ps in doc["peers"].items()})
 
     def judge(self, client: str, server: str, port: int, name: str) -> tuple[bool, int | None]:
-        """(allowed, the cookie of the rule that allows it, or of the first that applies)."""
+        """(allowed, the cookie of the rule that allows it, or of the first that applies);
+        remembered per query shape for as long as these rules run."""
+        key = (client, server, port, name)
+        verdict = self.verdicts.get(key)
+        if verdict is None:
+            if len(self.verdicts) >= 65536:
+                self.verdicts.clear()
+            verdict = self.verdicts[key] = self._judge(client, server, port, name)
+        return verdict
+
+    def _judge(self, client: str, server: str, port: int, name: str) -> tuple[bool, int | None]:
         client_ip, server_ip = IPv4Address(client), IPv4Address(server)
         first: int | None = None
         for p, names in self.policies:
@@ -98,28 +112,40 @@ def _selectors(texts: Iterable[str]) -> tuple[FqdnSelector, ...]:
 
 
 class Learned:
-    """IP -> (identity, names, expiry), persisted atomically after every change. Callers hold
-    `lock` across a change and its ipcache write: an IP learned again while it expires is never
-    removed after it was written."""
+    """IP -> (identity, names, expiry), persisted atomically. A new IP (or a new identity or name
+    of one) is saved before its answer leaves, so a restarted proxy or agent keeps it; a longer
+    expiry alone is saved by the next `flush` (at most a second later). Callers hold `lock`
+    across a change and its ipcache write: an IP learned again while it expires is never removed
+    after it was written."""
 
     def __init__(self, path: Path, min_ttl: int) -> None:
         self.path, self.min_ttl = path, min_ttl
         self.lock = threading.Lock()
+        self.dirty = False
         try:
             self.ips: dict[str, dict[str, Any]] = json.loads(path.read_text())["ips"]
         except (OSError, ValueError, KeyError, TypeError):
             self.ips = {}
 
-    def add(self, found: dict[str, tuple[int, str, int]]) -> None:
-        """found: ip -> (identity, name, ttl)."""
+    def add(self, found: dict[str, tuple[int, str, int]]) -> list[str]:
+        """found: ip -> (identity, name, ttl). The IPs new to the ipcache (or with a new identity)."""
         now = time.time()
+        fresh: list[str] = []
+        changed = False
         for ip, (identity, name, ttl) in found.items():
-            rec = self.ips.setdefault(ip, {"identity": identity, "names": [], "expires": 0.0})
-            rec["identity"] = identity
+            rec = self.ips.setdefault(ip, {"identity": 0, "names": [], "expires": 0.0})
+            if rec["identity"] != identity:
+                fresh.append(ip)
+                rec["identity"] = identity
             if name not in rec["names"]:
                 rec["names"] = sorted([*rec["names"], name])
+                changed = True
             rec["expires"] = max(rec["expires"], now + max(ttl, self.min_ttl))
-        self._save()
+        if fresh or changed:
+            self._save()
+        else:
+            self.dirty = True
+        return fresh
 
     def expired(self, grace: float) -> list[str]:
         now = time.time()
@@ -130,11 +156,32 @@ class Learned:
             self.ips.pop(ip, None)
         self._save()
 
+    def flush(self) -> None:
+        if self.dirty:
+            self._save()
+
     def _save(self) -> None:
+        self.dirty = False
         atomic_write(self.path, json.dumps({"ips": self.ips}, sort_keys=True).encode())
 
 
+@dataclass
+class Pending:
+    """A forwarded query waiting for the resolver's answer."""
+
+    client: tuple[str, int]
+    server: tuple[str, int]
+    query_id: bytes  # the pod's id (the resolver saw ours)
+    question: Question
+    record: dict[str, Any]
+    sent: float
+
+
 class Proxy:
+    """UDP on one thread, with one event loop: queries in, forwarded with ids of our own, answers
+    matched back by id (no thread, socket or parse per query beyond the answer's); TCP with a
+    thread per connection."""
+
     def __init__(self, files: DnsFiles, pins: Path, port: int, min_ttl: int, grace: float,
                  reject: str) -> None:
         self.files, self.pins, self.port, self.grace = files, pins, port, grace
@@ -143,9 +190,10 @@ class Proxy:
         self.rules_mark: tuple[int, int] | None = None
         self.learned = Learned(files.learned, min_ttl)
         self.answer_socks: dict[tuple[str, int], socket.socket] = {}
+        self.pending: dict[int, Pending] = {}
         self.lock = threading.Lock()
-        self.log_lock = threading.Lock()
-        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dns-query")
+        self._ipcache: tuple[int, Any] | None = None  # (pin inode, IpcacheMap)
+        self._log_fd = os.open(files.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     # rules ----------------------------------------------------------------------------------
 
@@ -176,6 +224,7 @@ class Proxy:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
         udp.setsockopt(socket.SOL_IP, IP_RECVORIGDSTADDR, 1)
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         udp.bind(("127.0.0.1", self.port))
         tcp.bind(("127.0.0.1", self.port))
         tcp.listen(128)
@@ -195,18 +244,79 @@ class Proxy:
             return sock
 
     def serve_udp(self, udp: socket.socket) -> None:
+        """Queries from the datapath and answers from resolvers, until the process ends."""
+        upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # from the node's own address
+        upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        upstream.bind(("0.0.0.0", 0))
+        for sock in (udp, upstream):
+            sock.setblocking(False)
+        sel = selectors.DefaultSelector()
+        sel.register(udp, selectors.EVENT_READ, self._udp_queries)
+        sel.register(upstream, selectors.EVENT_READ, self._udp_answers)
+        next_sweep = time.monotonic() + UPSTREAM_TIMEOUT_S / 4
         while True:
-            data, ancillary, _flags, client = udp.recvmsg(4096, socket.CMSG_SPACE(16))
-            original = _original_destination(ancillary)
-            if original is None:
-                continue
-            self.pool.submit(self._udp_query, data, client, original)
+            for key, _ in sel.select(UPSTREAM_TIMEOUT_S / 4):
+                try:
+                    key.data(key.fileobj, upstream)
+                except Exception:  # one bad datagram must not stop the proxy
+                    log.exception("dns proxy: udp")
+            if time.monotonic() >= next_sweep:
+                self._sweep()
+                next_sweep = time.monotonic() + UPSTREAM_TIMEOUT_S / 4
 
-    def _udp_query(self, data: bytes, client: tuple[str, int], original: tuple[str, int]) -> None:
-        out = self.handle(data, client, original, "udp")
-        if out is not None:
+    def _udp_queries(self, udp: socket.socket, upstream: socket.socket) -> None:
+        for _ in range(BATCH):
+            try:
+                data, ancillary, _flags, client = udp.recvmsg(4096, socket.CMSG_SPACE(16))
+            except BlockingIOError:
+                return
+            original = _original_destination(ancillary)
+            question = Question.of(data)
+            if original is None or question is None:
+                continue
+            judged = self.judge(data, question, client, original, "udp")
+            if isinstance(judged, bytes):
+                self._send(judged, original, client)
+                continue
+            query_id = self._new_id()
+            self.pending[query_id] = Pending(client, original, data[:2], question, judged, time.monotonic())
             with contextlib.suppress(OSError):
-                self.answer_socket(original).sendto(out, client)
+                upstream.sendto(struct.pack("!H", query_id) + data[2:], original)
+
+    def _udp_answers(self, upstream: socket.socket, _udp: socket.socket) -> None:
+        for _ in range(BATCH):
+            try:
+                raw, server = upstream.recvfrom(65535)
+            except BlockingIOError:
+                return
+            if len(raw) < 12:
+                continue
+            wait = self.pending.get(struct.unpack_from("!H", raw)[0])
+            if wait is None or server != wait.server:
+                continue  # late, or not from the resolver asked: dropped
+            del self.pending[struct.unpack_from("!H", raw)[0]]
+            out = self.answered(raw, wait.question, wait.record)
+            if out is not None:
+                self._send(wait.query_id + out[2:], wait.server, wait.client)
+
+    def _new_id(self) -> int:
+        while True:
+            query_id = secrets.randbits(16)
+            if query_id not in self.pending:
+                return query_id
+
+    def _sweep(self) -> None:
+        """Queries the resolver did not answer in time: SERVFAIL to the pod."""
+        late = time.monotonic() - UPSTREAM_TIMEOUT_S
+        for query_id, wait in list(self.pending.items()):
+            if wait.sent < late:
+                del self.pending[query_id]
+                self._log({**wait.record, "verdict": "ERROR", "error": "the resolver did not answer"})
+                self._send(wait.query_id + wait.question.reply(RCODE.SERVFAIL)[2:], wait.server, wait.client)
+
+    def _send(self, data: bytes, source: tuple[str, int], client: tuple[str, int]) -> None:
+        with contextlib.suppress(OSError):
+            self.answer_socket(source).sendto(data, client)
 
     def serve_tcp(self, tcp: socket.socket) -> None:
         while True:
@@ -230,57 +340,78 @@ class Proxy:
 
     def handle(self, data: bytes, client: tuple[str, int], server: tuple[str, int],
                proto: str) -> bytes | None:
-        try:
-            query = DNSRecord.parse(data)
-        except DNSError:
+        """One query, start to end (TCP): the answer for the pod, None for no answer."""
+        question = Question.of(data)
+        if question is None:
             return None
-        name = normalize(str(query.q.qname))
-        qtype = QTYPE.get(query.q.qtype)
-        allowed, cookie = self.rules.judge(client[0], server[0], server[1], name)
-        record: dict[str, Any] = {"time": time.time(), "client": f"{client[0]}:{client[1]}",
-                                  "server": f"{server[0]}:{server[1]}", "protocol": proto, "query": name,
-                                  "qtype": qtype, "cookie": cookie}
-        if not allowed:
-            reply = query.reply()
-            reply.header.rcode = self.reject
-            self._log({**record, "verdict": "DENIED", "rcode": RCODE.get(self.reject)})
-            return reply.pack()  # type: ignore[no-any-return]
+        judged = self.judge(data, question, client, server, proto)
+        if isinstance(judged, bytes):
+            return judged
         try:
-            raw = _forward(data, server, proto)
-            answer = DNSRecord.parse(raw)
-        except (OSError, DNSError) as err:
-            self._log({**record, "verdict": "ERROR", "error": str(err)})
-            reply = query.reply()
-            reply.header.rcode = RCODE.SERVFAIL
-            return reply.pack()  # type: ignore[no-any-return]
-        names = {name} | {normalize(str(rr.rdata)) for rr in answer.rr if rr.rtype == QTYPE.CNAME}
-        ips = [(str(rr.rdata), rr.ttl) for rr in answer.rr if rr.rtype == QTYPE.A]
-        learned = self.learn(name, names, ips)
-        self._log({**record, "verdict": "FORWARDED", "rcode": RCODE.get(answer.header.rcode),
-                   "answers": [ip for ip, _ in ips], "ttl": min((t for _, t in ips), default=None),
-                   "learned": learned})
+            raw = _forward_tcp(data, server)
+        except OSError as err:
+            self._log({**judged, "verdict": "ERROR", "error": str(err)})
+            return data[:2] + question.reply(RCODE.SERVFAIL)[2:]
+        return self.answered(raw, question, judged)
+
+    def judge(self, data: bytes, question: Question, client: tuple[str, int], server: tuple[str, int],
+              proto: str) -> bytes | dict[str, Any]:
+        """The reply for a query no rule allows (logged), or the log record of one to forward."""
+        allowed, cookie = self.rules.judge(client[0], server[0], server[1], question.name)
+        record: dict[str, Any] = {"time": time.time(), "client": f"{client[0]}:{client[1]}",
+                                  "server": f"{server[0]}:{server[1]}", "protocol": proto,
+                                  "query": question.name, "qtype": question.qtype, "cookie": cookie}
+        if allowed:
+            return record
+        self._log({**record, "verdict": "DENIED", "rcode": RCODE.get(self.reject)})
+        return data[:2] + question.reply(self.reject)[2:]
+
+    def answered(self, raw: bytes, question: Question, record: dict[str, Any]) -> bytes | None:
+        """The resolver's answer: its IPs learned, then logged; returned for the pod."""
+        answer = Answer.of(raw)
+        if answer is None:
+            self._log({**record, "verdict": "ERROR", "error": "the resolver's answer is not DNS"})
+            return None
+        learned = self.learn(question.name, answer.names | {question.name}, answer.ips)
+        self._log({**record, "verdict": "FORWARDED", "rcode": answer.rcode,
+                   "answers": [ip for ip, _ in answer.ips],
+                   "ttl": min((t for _, t in answer.ips), default=None),
+                   "learned": learned, "latency_us": int((time.time() - record["time"]) * 1e6)})
         return raw
 
-    def learn(self, query: str, names: set[str], ips: list[tuple[str, int]]) -> dict[str, int]:
+    def learn(self, query: str, names: frozenset[str] | set[str], ips: tuple[tuple[str, int], ...]
+              ) -> dict[str, int]:
         """Write the answer's IPs that a selector selects (by the query's name or a CNAME of it)
         into the ipcache, then the learned file: both before the answer leaves (no first-packet
-        drop)."""
-        from meshctl.dataplane.maps import IpcacheMap
-
+        drop). An IP already learned with the same identity costs no write."""
         identity = self.rules.identity_for(names)
         if identity is None or not ips:
             return {}
         found = {ip: (identity, query, ttl) for ip, ttl in ips}
-        with self.learned.lock, IpcacheMap.from_dir(self.pins) as ipcache:
-            ipcache.upsert({IPv4Network(f"{ip}/32"): IpcacheEntry(identity) for ip in found})
+        with self.learned.lock:
+            fresh = [ip for ip in found if self.learned.ips.get(ip, {}).get("identity") != identity]
+            if fresh:
+                self.ipcache().upsert({IPv4Network(f"{ip}/32"): IpcacheEntry(identity) for ip in fresh})
             self.learned.add(found)
         return {ip: identity for ip in found}
 
+    def ipcache(self) -> Any:
+        """The node's ipcache, opened again when its pin was replaced (a datapath reload)."""
+        from meshctl.dataplane.maps import IpcacheMap
+
+        ino = os.stat(self.pins / IpcacheMap.map_name).st_ino
+        if self._ipcache is None or self._ipcache[0] != ino:
+            if self._ipcache is not None:
+                self._ipcache[1].close()
+            self._ipcache = (ino, IpcacheMap.from_dir(self.pins))
+        return self._ipcache[1]
+
     def expire(self) -> None:
         """IPs past their TTL and grace that no tracked connection uses leave the ipcache."""
-        from meshctl.dataplane.maps import CtMap, IpcacheMap
+        from meshctl.dataplane.maps import CtMap
 
         with self.learned.lock:
+            self.learned.flush()
             if not self.learned.expired(self.grace):
                 return
         with CtMap.from_dir(self.pins) as ct:
@@ -289,14 +420,65 @@ class Proxy:
         with self.learned.lock:  # again under the lock: an answer may have renewed one meanwhile
             gone = [ip for ip in self.learned.expired(self.grace) if ip not in in_use]
             if gone:
-                with IpcacheMap.from_dir(self.pins) as ipcache:
-                    ipcache.remove([IPv4Network(f"{ip}/32") for ip in gone])
+                self.ipcache().remove([IPv4Network(f"{ip}/32") for ip in gone])
                 self.learned.drop(gone)
 
     def _log(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, sort_keys=True) + "\n"
-        with self.log_lock, open(self.files.log, "a") as out:
-            out.write(line)
+        """One line, one write (O_APPEND): the agent never reads half a record it cannot finish."""
+        os.write(self._log_fd, (json.dumps(record, sort_keys=True) + "\n").encode())
+
+
+@dataclass(frozen=True)
+class Question:
+    """A query's question, parsed once per distinct query (cached by its bytes after the id)."""
+
+    name: str
+    qtype: str
+    record: DNSRecord
+
+    @classmethod
+    def of(cls, data: bytes) -> Question | None:
+        return _question(data[2:]) if len(data) >= 12 else None
+
+    def reply(self, rcode: int) -> bytes:
+        reply = self.record.reply()
+        reply.header.rcode = rcode
+        return reply.pack()  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What an answer says: its rcode, A records (ip, ttl) and CNAME targets."""
+
+    rcode: str
+    ips: tuple[tuple[str, int], ...]
+    names: frozenset[str]
+
+    @classmethod
+    def of(cls, raw: bytes) -> Answer | None:
+        return _answer(raw[2:]) if len(raw) >= 12 else None
+
+
+@lru_cache(maxsize=4096)
+def _question(body: bytes) -> Question | None:
+    try:
+        record = DNSRecord.parse(b"\0\0" + body)
+    except DNSError:
+        return None
+    if not record.questions:
+        return None
+    return Question(normalize(str(record.q.qname)), QTYPE.get(record.q.qtype), record)
+
+
+@lru_cache(maxsize=4096)
+def _answer(body: bytes) -> Answer | None:
+    try:
+        record = DNSRecord.parse(b"\0\0" + body)
+    except DNSError:
+        return None
+    return Answer(RCODE.get(record.header.rcode),
+                  tuple((str(rr.rdata), rr.ttl) for rr in record.rr if rr.rtype == QTYPE.A),
+                  frozenset(normalize(str(rr.rdata)) for rr in record.rr if rr.rtype == QTYPE.CNAME))
 
 
 def _original_destination(ancillary: list[tuple[int, int, bytes]]) -> tuple[str, int] | None:
@@ -307,20 +489,14 @@ def _original_destination(ancillary: list[tuple[int, int, bytes]]) -> tuple[str,
     return None
 
 
-def _forward(data: bytes, server: tuple[str, int], proto: str) -> bytes:
-    """The query to the resolver the pod asked, from the node's own address."""
-    if proto == "tcp":
-        with socket.create_connection(server, timeout=UPSTREAM_TIMEOUT_S) as conn:
-            send_message(conn, data)
-            body = recv_message(conn)
-            if body is None:
-                raise OSError("the resolver closed the connection")
-            return body
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as up:
-        up.settimeout(UPSTREAM_TIMEOUT_S)
-        up.connect(server)
-        up.send(data)
-        return up.recv(65535)
+def _forward_tcp(data: bytes, server: tuple[str, int]) -> bytes:
+    """A TCP query to the resolver the pod asked, from the node's own address."""
+    with socket.create_connection(server, timeout=UPSTREAM_TIMEOUT_S) as conn:
+        send_message(conn, data)
+        body = recv_message(conn)
+        if body is None:
+            raise OSError("the resolver closed the connection")
+        return body
 
 
 def _loop(every: float, step: Any) -> None:

@@ -81,3 +81,17 @@ def test_dns_rule_and_selector_changes_diff_patch_and_survive_the_canonical_form
     assert apply_changes(before, changes) == after
     assert NodeState.from_canonical(json.loads(json.dumps(after.canonical()))) == after
     assert before.fingerprint() != after.fingerprint()
+
+
+def test_only_a_new_ip_or_identity_is_saved_before_the_answer_a_longer_expiry_waits_for_flush(
+        tmp_path: Path) -> None:
+    files = DnsFiles(tmp_path)
+    learned = Learned(files.learned, min_ttl=0)
+    assert learned.add({"203.0.113.10": (262, "api.stripe.com", 30)}) == ["203.0.113.10"]
+    saved = json.loads(files.learned.read_text())["ips"]["203.0.113.10"]["expires"]
+    assert learned.add({"203.0.113.10": (262, "api.stripe.com", 300)}) == []  # known: no ipcache write
+    assert learned.dirty and json.loads(files.learned.read_text())["ips"]["203.0.113.10"]["expires"] == saved
+    learned.flush()
+    assert json.loads(files.learned.read_text())["ips"]["203.0.113.10"]["expires"] > saved + 200
+    assert learned.add({"203.0.113.10": (270, "www.stripe.com", 30)}) == ["203.0.113.10"]  # a new identity
+    assert Learned(files.learned, 0).ips["203.0.113.10"]["names"] == ["api.stripe.com", "www.stripe.com"]
