@@ -18,6 +18,7 @@ from meshctl.agentapi.protocol import AgentApiError, StaleNodeError, WireCheck, 
 from meshctl.agentapi.tls import TcpEndpoint, refused_or_plain
 from meshctl.apply.gates import MetricCounts, ProbeAttempt, WitnessedDrop
 from meshctl.connections import TrackedConnection
+from meshctl.dataplane.dnsproxy import CachedIp
 from meshctl.localproc import UnixHTTPConnection
 from meshctl.nodestate import ForeignProgram, NodeState
 
@@ -105,6 +106,15 @@ class AgentClient:
             return tuple(TrackedConnection.from_json(r) for r in rows)
         except (TypeError, ValueError) as err:
             raise AgentApiError(self.node, f"/v1/conntrack: bad row ({err})") from None
+
+    def fqdn_cache(self) -> list[CachedIp]:
+        try:
+            return [CachedIp.from_json(r) for r in self._call("GET", "/v1/fqdn/cache")["ips"]]
+        except (TypeError, ValueError, KeyError) as err:
+            raise AgentApiError(self.node, f"/v1/fqdn/cache: bad row ({err})") from None
+
+    def fqdn_clean(self, pattern: str) -> list[str]:
+        return [str(ip) for ip in self._call("POST", "/v1/fqdn/clean", {"pattern": pattern})["removed"]]
 
     def drops(self) -> MetricCounts:
         return counts_from_json(self._call("GET", "/v1/drops")["counts"])

@@ -3,6 +3,8 @@
     GET  /v1/observe  -> {"state": canonical NodeState, "fingerprint", "interrupted"}
     GET  /v1/drops    -> {"counts": [[verdict, reason, direction, packets], ...]}
     GET  /v1/conntrack -> {"connections": [[saddr, daddr, sport, dport, protocol, direction], ...]}
+    GET  /v1/fqdn/cache -> {"ips": [{ip, identity, names, expires}, ...]}  (the DNS proxy's learned IPs)
+    POST /v1/fqdn/clean {"pattern"} -> {"removed": [ip, ...]}
     POST /v1/apply    {"target", "expected_fingerprint", "plan_id", "session"}   409 when the node
                       moved or another apply session holds it (meshctl.agentapi.session)
     POST /v1/session/open {"id", "lease_s"}: lock the node for an apply (409 with the holder)
@@ -81,6 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", "/v1/observe"): svc.observe,
             ("GET", "/v1/drops"): svc.drops,
             ("GET", "/v1/conntrack"): svc.connections,
+            ("GET", "/v1/fqdn/cache"): svc.fqdn_cache,
+            ("POST", "/v1/fqdn/clean"): lambda: svc.fqdn_clean(self._body()),
             ("POST", "/v1/apply"): lambda: svc.apply(self._body()),
             ("POST", "/v1/revert"): lambda: svc.revert(self._body()),
             ("POST", "/v1/intent"): lambda: svc.intent(self._body()),

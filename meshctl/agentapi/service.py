@@ -28,6 +28,8 @@ from meshctl.apply.engine import ApplyEngine, NodeDriver, NodeWork, RolloutSetti
 from meshctl.apply.gates import CheckLike, CheckOutcome, ProbeAttempt, WitnessedDrop, drop_gate
 from meshctl.compile.intent import NodeIntent
 from meshctl.connections import TrackedConnection
+from meshctl.dataplane.dnsproxy import DnsFiles, clean_cache, fqdn_cache
+from meshctl.fqdnmatch import pattern_error
 from meshctl.nodestate import NodeState
 from meshctl.source.runtime import RuntimeInventory
 
@@ -64,7 +66,9 @@ class NodeService:
         conntrack: Callable[[], Sequence[TrackedConnection]] = tuple,
         flow_drops: FlowDrops | None = None,
         window_drops: Callable[[int, int, int], list[list[Any]]] | None = None,
+        dns_files: DnsFiles | None = None,
     ) -> None:
+        self.dns_files = dns_files  # the node's DNS proxy (its learned IPs)
         self.node, self.driver, self.journal_dir = node, driver, journal_dir
         self.node_pods, self.check_runner, self.sleep = node_pods, check_runner, sleep
         self.conntrack, self.flow_drops, self.window_drops = conntrack, flow_drops, window_drops
@@ -91,6 +95,18 @@ class NodeService:
     def connections(self) -> dict[str, Any]:
         """The node's live established connections (for the plan's "cuts N established")."""
         return {"node": self.node, "connections": [c.to_json() for c in self.conntrack()]}
+
+    def fqdn_cache(self) -> dict[str, Any]:
+        """The IPs the node's DNS proxy learned (`meshctl fqdn cache list`)."""
+        ips = fqdn_cache(self.dns_files) if self.dns_files else []
+        return {"node": self.node, "ips": [c.to_json() for c in ips]}
+
+    def fqdn_clean(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        pattern = body.get("pattern", "")
+        if not isinstance(pattern, str) or (pattern and pattern_error(pattern)):
+            raise Refused(400, f"pattern: {pattern!r} is not a matchPattern")
+        removed = clean_cache(self.dns_files, pattern) if self.dns_files else []
+        return {"node": self.node, "removed": removed}
 
     def drops(self) -> dict[str, Any]:
         with self.lock:

@@ -8,11 +8,14 @@ live datapath against the desired state at HEAD), so status and drift never disa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshctl.errors import MeshctlError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from meshctl.backend.agents import AgentBackend
@@ -44,6 +47,7 @@ class NodeStatus:
     drift_objects: int = 0  # how many objects differ from the last applied intent
     foreign_programs: list[str] = field(default_factory=list)  # programs of others on its interfaces
     error: str = ""
+    learned_ips: int = 0  # IPs its DNS proxy learned for toFQDNs (runtime state: `meshctl fqdn cache list`)
     agent: str = ""  # agent driver: "up (unix:<socket>)" | "down"; lab: see agent_pid
 
 
@@ -80,6 +84,7 @@ def _map_fill(pin_dir: Path) -> list[MapFill]:
 
 def node_status(cluster: str, node: str, netns: str | None) -> NodeStatus:
     """Programs, build and map fill of one node (drift comes from `drift_by_node`)."""
+    from meshctl.dataplane.dnsproxy import DnsFiles, fqdn_cache
     from meshctl.dataplane.node import NodeDatapath
 
     st = NodeStatus(node, netns)
@@ -92,6 +97,7 @@ def node_status(cluster: str, node: str, netns: str | None) -> NodeStatus:
         st.attachments = len(dp.link_pins())
         st.maps = _map_fill(dp.pin_dir)
         st.endpoints = next((m.entries for m in st.maps if m.name == "endpoints"), 0)
+        st.learned_ips = len(fqdn_cache(DnsFiles.of(cluster, node)))
     except MeshctlError as err:
         st.error = str(err)
     return st
@@ -124,6 +130,10 @@ def agent_node_status(access: AgentBackend, node: str) -> NodeStatus:
         MapFill("ipcache", len(state.ipcache), S.IPCACHE_MAP_SIZE),
         MapFill("policy_maps", len(state.policies), S.POLICY_OUTER_MAP_SIZE),
     ]
+    try:
+        st.learned_ips = len(access.fqdn_cache([node])[node])
+    except MeshctlError as err:  # an agent without the route: the rest of its status stands
+        log.info("status %s: no learned IPs (%s)", node, err)
     return st
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from meshctl.apply.engine import CheckRunner, FlowDropSource, Journal, NodeDriver
     from meshctl.compile.intent import NodeIntent
     from meshctl.connections import TrackedConnection
+    from meshctl.dataplane.dnsproxy import CachedIp
     from meshctl.nodestate import NodeState, WireguardState
     from meshctl.source import DesiredState
     from meshctl.source.runtime import RuntimeInventory
@@ -54,6 +55,14 @@ class Backend(Protocol):
 
     def connections(self, nodes: Iterable[str]) -> dict[str, tuple[TrackedConnection, ...]]:
         """Each node's live established connections (its conntrack table; runtime, not intent)."""
+        ...
+
+    def fqdn_cache(self, nodes: Iterable[str]) -> dict[str, list[CachedIp]]:
+        """Each node's IPs learned by its DNS proxy (runtime state, not intent)."""
+        ...
+
+    def fqdn_clean(self, nodes: Iterable[str], pattern: str) -> dict[str, list[str]]:
+        """Each node's DNS proxy forgets the IPs learned for names `pattern` matches ("" = all)."""
         ...
 
     def state_lock(self, state_dir: Path, operation: str) -> AbstractContextManager[Any]:

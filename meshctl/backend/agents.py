@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from meshctl.apply.engine import CheckRunner, FlowDropSource, Journal, NodeDriver
     from meshctl.compile.intent import NodeIntent
     from meshctl.connections import TrackedConnection
+    from meshctl.dataplane.dnsproxy import CachedIp
     from meshctl.model.config import MeshConfig
     from meshctl.nodestate import NodeState, WireguardState
     from meshctl.source import DesiredState
@@ -109,6 +110,17 @@ class AgentBackend:
         from meshctl.agentapi.client import AgentClient
 
         return self._each(nodes, lambda node: AgentClient(node, self.endpoint(node)).connections())
+
+    def fqdn_cache(self, nodes: Iterable[str]) -> dict[str, list[CachedIp]]:
+        """Each node's learned IPs from its agent (GET /v1/fqdn/cache), in parallel."""
+        from meshctl.agentapi.client import AgentClient
+
+        return self._each(nodes, lambda node: AgentClient(node, self.endpoint(node)).fqdn_cache())
+
+    def fqdn_clean(self, nodes: Iterable[str], pattern: str) -> dict[str, list[str]]:
+        from meshctl.agentapi.client import AgentClient
+
+        return self._each(nodes, lambda node: AgentClient(node, self.endpoint(node)).fqdn_clean(pattern))
 
     @staticmethod
     def _each(nodes: Iterable[str], ask: Callable[[str], T]) -> dict[str, T]:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from meshctl.apply.engine import CheckRunner, FlowDropSource, Journal, NodeDriver
     from meshctl.compile.intent import NodeIntent
     from meshctl.connections import TrackedConnection
+    from meshctl.dataplane.dnsproxy import CachedIp
     from meshctl.lab.registry import PodRecord as LabPod
     from meshctl.lab.registry import Registry
     from meshctl.nodestate import NodeState, WireguardState
@@ -90,6 +91,16 @@ class LabBackend:
         from meshctl.observe.conntrack import observe_connections
 
         return {n: observe_connections(self.cluster, n, self.netns[n]) for n in nodes}
+
+    def fqdn_cache(self, nodes: Iterable[str]) -> dict[str, list[CachedIp]]:
+        from meshctl.dataplane.dnsproxy import DnsFiles, fqdn_cache
+
+        return {n: fqdn_cache(DnsFiles.of(self.cluster, n)) for n in nodes}
+
+    def fqdn_clean(self, nodes: Iterable[str], pattern: str) -> dict[str, list[str]]:
+        from meshctl.dataplane.dnsproxy import DnsFiles, clean_cache
+
+        return {n: clean_cache(DnsFiles.of(self.cluster, n), pattern) for n in nodes}
 
     def state_lock(self, state_dir: Path, operation: str) -> AbstractContextManager[Any]:
         from meshctl.state import StateLock

@@ -7,6 +7,7 @@ from meshctl.cli import audit  # noqa: F401
 from meshctl.cli import connectivity  # noqa: F401
 from meshctl.cli import drift  # noqa: F401
 from meshctl.cli import encryption  # noqa: F401
+from meshctl.cli import fqdn  # noqa: F401
 from meshctl.cli import impact  # noqa: F401
 from meshctl.cli import identity  # noqa: F401
 from meshctl.cli import agent  # noqa: F401

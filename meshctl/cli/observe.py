@@ -34,6 +34,7 @@ NEGATABLE = {
     "--from-identity": "from_identities", "--to-identity": "to_identities",
     "--verdict": "verdicts", "--protocol": "protocols", "--port": "ports", "--to-port": "to_ports",
     "--http-method": "http_methods", "--http-path": "http_paths", "--http-status": "http_statuses",
+    "--fqdn": "fqdns", "--from-fqdn": "from_fqdns", "--to-fqdn": "to_fqdns",
 }
 EXCLUDE = "--exclude-filter"  # hidden: what `--not FLAG VALUE` becomes before click parses
 
@@ -84,7 +85,12 @@ ToIdentityOpt = Annotated[list[str] | None, typer.Option(
 VerdictOpt = Annotated[list[str] | None, typer.Option(
     "--verdict", help="FORWARDED, DROPPED or AUDIT (what staged policies would decide otherwise).")]
 ProtocolOpt = Annotated[list[str] | None, typer.Option(
-    "--protocol", help="tcp, udp, icmp, or http (the L7 proxy's request and response records).")]
+    "--protocol", help="tcp, udp, icmp; http or dns (the proxies' request and response records).")]
+FqdnOpt = Annotated[list[str] | None, typer.Option(
+    "--fqdn", help="A DNS name of either end, or asked by a DNS record ('*' within a label: *.stripe.com).")]
+FromFqdnOpt = Annotated[list[str] | None, typer.Option("--from-fqdn", help="A DNS name of the source.")]
+ToFqdnOpt = Annotated[list[str] | None, typer.Option(
+    "--to-fqdn", help="A DNS name of the destination, or asked by a DNS record.")]
 HttpMethodOpt = Annotated[list[str] | None, typer.Option("--http-method", help="HTTP method (GET, POST).")]
 HttpPathOpt = Annotated[list[str] | None, typer.Option(
     "--http-path", help="A regular expression found in the request's path (e.g. '/users/[0-9]+').")]
@@ -132,6 +138,9 @@ def observe(  # one parameter per hubble-observe flag
     http_method: HttpMethodOpt = None,
     http_path: HttpPathOpt = None,
     http_status: HttpStatusOpt = None,
+    fqdn: FqdnOpt = None,
+    from_fqdn: FromFqdnOpt = None,
+    to_fqdn: ToFqdnOpt = None,
     negate: NotOpt = False, excluded: ExcludeOpt = None, node: NodeOpt = None,
     since: SinceOpt = None, until: UntilOpt = None, last: LastOpt = None, first: FirstOpt = None,
     follow: FollowOpt = False, output: OutOpt = FlowOutput.compact,
@@ -153,6 +162,7 @@ def observe(  # one parameter per hubble-observe flag
         "from_identities": from_identity, "to_identities": to_identity, "verdicts": verdict,
         "protocols": protocol, "ports": port, "to_ports": to_port,
         "http_methods": http_method, "http_paths": http_path, "http_statuses": http_status,
+        "fqdns": fqdn, "from_fqdns": from_fqdn, "to_fqdns": to_fqdn,
     }
     denied: dict[str, list[str]] = {}
     for item in excluded or ():

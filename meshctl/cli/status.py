@@ -68,14 +68,16 @@ def status(repo: Path = RepoOpt, output: TextOrJson = OutOpt) -> None:
     for policy, since in st.staged.items():
         console.print(f"  {policy}: audit mode for {age_text(_seconds_since(since))} (since {since})")
     table = Table(title="Nodes")
-    for col in ("node", "programs", "build", "endpoints", "map fill", "agent", "drift", "error"):
+    for col in ("node", "programs", "build", "endpoints", "map fill", "learned IPs", "agent", "drift",
+                "error"):
         table.add_column(col)
     for n in st.nodes:
         build = "-" if not n.loaded_build else (
             n.loaded_build[:12] + ("" if n.loaded_build == st.current_build else " (outdated)"))
         fill = ", ".join(f"{m.name} {m.entries}/{m.capacity} ({m.percent:.1f}%)" for m in n.maps)
         table.add_row(n.name, f"{n.attachments} attached", build, str(n.endpoints), fill or "-",
-                      n.agent or (f"up (pid {n.agent_pid})" if n.agent_pid else "down"), n.drift, n.error)
+                      str(n.learned_ips), n.agent or (f"up (pid {n.agent_pid})" if n.agent_pid else "down"),
+                      n.drift, n.error)
     console.print(table)
     for n in st.nodes:
         for text in n.foreign_programs:

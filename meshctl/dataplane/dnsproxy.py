@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -57,6 +58,16 @@ class DnsFiles:
     @property
     def pid(self) -> Path:
         return self.dir / "proxy.pid"
+
+    @property
+    def clean(self) -> Path:
+        """A request to forget learned IPs (`meshctl fqdn cache clean`), taken by the proxy."""
+        return self.dir / "clean.json"
+
+    @property
+    def cleaned(self) -> Path:
+        """The proxy's answer to the last clean request."""
+        return self.dir / "cleaned.json"
 
 
 def peer_prefixes(ipcache: Mapping[IPv4Network, IpcacheEntry]) -> dict[int, list[str]]:
@@ -130,5 +141,67 @@ def learned_ipcache(files: DnsFiles) -> dict[IPv4Network, int]:
         return {}
 
 
-__all__ = ["DnsFiles", "learned_ipcache", "proxy_pid", "read_rules", "rules_doc", "running_version",
-           "wait_version", "write_rules"]
+@dataclass(frozen=True)
+class CachedIp:
+    """One learned IP (`meshctl fqdn cache list`): runtime state, written by the proxy alone."""
+
+    ip: str
+    identity: int
+    names: tuple[str, ...]
+    expires: float  # wall clock; the proxy keeps it past this while a connection uses it
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ip": self.ip, "identity": self.identity, "names": list(self.names), "expires": self.expires}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> CachedIp:
+        return cls(str(d["ip"]), int(d["identity"]), tuple(map(str, d["names"])), float(d["expires"]))
+
+
+def fqdn_cache(files: DnsFiles) -> list[CachedIp]:
+    """The IPs the node's DNS proxy learned, by IP."""
+    try:
+        ips = json.loads(files.learned.read_text())["ips"]
+        return sorted((CachedIp.from_json({"ip": ip, **rec}) for ip, rec in ips.items()),
+                      key=lambda c: IPv4Network(f"{c.ip}/32"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise MeshctlError(f"{files.learned}: not a learned-IP file ({err})") from None
+
+
+def clean_cache(files: DnsFiles, pattern: str, timeout: float = 5.0) -> list[str]:
+    """Ask the node's DNS proxy to forget the learned IPs of names `pattern` matches ("" = all):
+    they leave the ipcache (tracked connections keep going; new ones need a new answer). The
+    proxy owns the learned IPs, so it does the work; returns the IPs it removed."""
+    if proxy_pid(files) is None:
+        if not files.learned.exists():
+            return []  # no proxy ever ran here: nothing learned
+        raise MeshctlError(f"no DNS proxy runs for {files.dir}: its agent starts it")
+    request = {"id": uuid.uuid4().hex, "pattern": pattern}
+    atomic_write(files.clean, json.dumps(request).encode())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            answer = json.loads(files.cleaned.read_text())
+            if answer.get("id") == request["id"]:
+                return [str(ip) for ip in answer["removed"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        time.sleep(0.02)
+    raise MeshctlError(f"the DNS proxy in {files.dir} did not clean its cache within {timeout:.0f}s")
+
+
+__all__ = [
+    "CachedIp",
+    "DnsFiles",
+    "clean_cache",
+    "fqdn_cache",
+    "learned_ipcache",
+    "proxy_pid",
+    "read_rules",
+    "rules_doc",
+    "running_version",
+    "wait_version",
+    "write_rules",
+]

@@ -1,5 +1,7 @@
 """The per-node flow agent: ringbuf -> enrich -> SQLite store, plus Prometheus metrics; and the
-node's L7 proxy's access log -> HTTP records in the same store (meshctl.flows.httplog).
+node's L7 proxy's access log -> HTTP records in the same store (meshctl.flows.httplog), its DNS
+proxy's query log -> DNS records, and the names answered addresses had on their flows
+(meshctl.flows.dnslog).
 
 Runs in its own process (never inside a latency-sensitive one: GIL contention). The ring buffer
 is read through mmap (meshctl.flows.ring: no per-record callback); decoding, naming and the
@@ -17,10 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from meshctl.dataplane.dnsproxy import DnsFiles
 from meshctl.dataplane.envoy import ProxyFiles
 from meshctl.dataplane.libbpf import Map
+from meshctl.flows.dnslog import DnsRecords, DnsRow
 from meshctl.flows.enrich import EnrichContext, Enricher, Row
-from meshctl.flows.filters import HTTP
+from meshctl.flows.filters import DNS, HTTP
 from meshctl.flows.httplog import AccessLogTail, HttpRecords, HttpRow
 from meshctl.flows.mapstats import MapPressure, PolicyMatches
 from meshctl.flows.metrics import FlowCounters, NodeSources, datapath_drops, registry_for, serve
@@ -121,12 +125,14 @@ class Agent:
         store = FlowStore(s.store, s.node)
         store.set_meta("node", s.node)
         self.counters.attr_names = store.dims.attr_names
-        enricher = Enricher(ctx, store.dims, floor_ns=store.last_ns)
         ring, ring_ino = self._open_ring()
         writer = StoreWriter(store, self._stored, s.max_age_s, s.max_rows, s.prune_every_s)
         proxy = ProxyFiles.of(s.cluster, s.node)
         access_log = AccessLogTail(proxy.access_log)
         http = HttpRecords(ctx, store.dims, last_ns=store.max_time(HTTP))
+        query_log = AccessLogTail(DnsFiles.of(s.cluster, s.node).log)
+        dns = DnsRecords(ctx, store.dims, last_ns=store.max_time(DNS))
+        enricher = Enricher(ctx, store.dims, floor_ns=store.last_ns, names=dns.names)
         drops_base = self._datapath_drops()
         counted = 0
         now = time.monotonic()
@@ -137,6 +143,12 @@ class Agent:
             while not self.stop.is_set():
                 raw = ring.poll(s.poll_ms)
                 now = self.beat = time.monotonic()
+                # DNS answers before the flows: a pod connects only after its answer, which the
+                # proxy logged before sending it, so the flow finds the name
+                self._accept_dns(writer, dns.rows(query_log.lines()))
+                if dns.renamed:
+                    enricher.forget(dns.renamed)
+                    dns.renamed.clear()
                 if raw:
                     floor = enricher.last_ns
                     enricher.missed = False
@@ -172,8 +184,10 @@ class Agent:
                     if new != token:
                         token = new
                         ctx = self._context(ctx)
-                        enricher = Enricher(ctx, store.dims, enricher.offset_ns, enricher.last_ns)
+                        enricher = Enricher(ctx, store.dims, enricher.offset_ns, enricher.last_ns,
+                                            names=dns.names)
                         http.set_context(ctx)
+                        dns.set_context(ctx)
                         self.counters.catalog_reloads += 1
                         log.info("agent %s: names reloaded", s.node)
                     next_reload = now + s.reload_every_s
@@ -181,6 +195,7 @@ class Agent:
                     self._accept(writer, enricher.rows(raw, framed=True))
             self._accept(writer, enricher.rows(ring.consume(), framed=True))
             self._accept_http(writer, http.rows(access_log.lines()))
+            self._accept_dns(writer, dns.rows(query_log.lines()))
         finally:
             try:
                 writer.close()
@@ -222,6 +237,11 @@ class Agent:
         if rows:
             self.counters.add_http(rows)
             writer.put([], rows)
+
+    def _accept_dns(self, writer: StoreWriter, rows: list[DnsRow]) -> None:
+        if rows:
+            self.counters.add_dns(rows)
+            writer.put([], [], rows)
 
     def _stored(self, n: int) -> None:
         self.counters.stored += n

@@ -17,14 +17,17 @@ import threading
 
 PEERS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS peers (id INTEGER PRIMARY KEY, ip TEXT NOT NULL, "
-    "identity INTEGER NOT NULL, pod TEXT NOT NULL, ns TEXT NOT NULL, labels TEXT NOT NULL)"
+    "identity INTEGER NOT NULL, pod TEXT NOT NULL, ns TEXT NOT NULL, labels TEXT NOT NULL, "
+    "names TEXT NOT NULL DEFAULT '')"
 )
+# The DNS names of an address (meshctl.flows.dnslog), added to stores made before they existed.
+PEER_NAMES_COLUMN = "ALTER TABLE peers ADD COLUMN names TEXT NOT NULL DEFAULT ''"
 ATTRIBUTIONS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS attributions (id INTEGER PRIMARY KEY, policy TEXT NOT NULL, "
     "isolated_by TEXT NOT NULL)"
 )
 
-PeerKey = tuple[str, int, str, str]  # ip, identity, pod ("ns/name" or ""), labels text
+PeerKey = tuple[str, int, str, str, str]  # ip, identity, pod ("ns/name" or ""), labels, DNS names
 AttrKey = tuple[str, str]  # policy rule, isolating policies (comma-separated)
 
 
@@ -44,21 +47,24 @@ class Dimensions:
     def reload(self) -> None:
         """Read the tables back (at open, and after a failed transaction rolled new ids back)."""
         assert self.db is not None
-        self.peers = {(str(ip), int(i), str(pod), str(lab)): int(pid) for pid, ip, i, pod, lab in
-                      self.db.execute("SELECT id, ip, identity, pod, labels FROM peers")}
+        rows = self.db.execute("SELECT id, ip, identity, pod, labels, names FROM peers")
+        self.peers = {(str(ip), int(i), str(pod), str(lab), str(names)): int(pid)
+                      for pid, ip, i, pod, lab, names in rows}
         rows = self.db.execute("SELECT id, policy, isolated_by FROM attributions").fetchall()
         self.attrs = {(str(p), str(iso)): int(aid) for aid, p, iso in rows}
         self.attr_names.clear()  # in place: the metrics collector holds this dict
         self.attr_names.update({aid: key for key, aid in self.attrs.items()})
 
-    def peer(self, ip: str, identity: int, pod: str, labels: str) -> int:
-        key = (ip, identity, pod, labels)
+    def peer(self, ip: str, identity: int, pod: str, labels: str, names: str = "") -> int:
+        """`names`: the DNS names the address was answered for, comma-separated."""
+        key = (ip, identity, pod, labels, names)
         pid = self.peers.get(key)
         if pid is None:
             pid = len(self.peers) + 1
-            row = (pid, ip, identity, pod, pod.partition("/")[0] if pod else "", labels)
+            row = (pid, ip, identity, pod, pod.partition("/")[0] if pod else "", labels, names)
             with self._lock:
-                self._pending.append(("INSERT INTO peers VALUES (?, ?, ?, ?, ?, ?)", row))
+                self._pending.append(("INSERT INTO peers (id, ip, identity, pod, ns, labels, names) "
+                                      "VALUES (?, ?, ?, ?, ?, ?, ?)", row))
             self.peers[key] = pid
         return pid
 

@@ -71,8 +71,9 @@ class Enricher:
     """
 
     def __init__(self, ctx: EnrichContext, dims: Dimensions | None = None, offset_ns: int | None = None,
-                 floor_ns: int = 0) -> None:
+                 floor_ns: int = 0, names: Mapping[str, tuple[str, ...]] | None = None) -> None:
         self.ctx = ctx
+        self.names = names if names is not None else {}  # address -> DNS names (the agent's DnsRecords)
         self.dims = dims if dims is not None else Dimensions()
         self.offset_ns = boot_offset_ns() if offset_ns is None else offset_ns
         self.last_ns = floor_ns
@@ -87,9 +88,16 @@ class Enricher:
         ip = socket.inet_ntoa(raw)
         pod = self.ctx.pod_by_ip.get(ip, "")
         info = self.ctx.catalog.identities.get(identity)
-        pid = self.dims.peer(ip, identity, pod, labels_text(info.labels) if info else "")
+        pid = self.dims.peer(ip, identity, pod, labels_text(info.labels) if info else "",
+                             ",".join(self.names.get(ip, ())))
         self._peers[(raw, identity)] = pid
         return pid
+
+    def forget(self, ips: Iterable[str]) -> None:
+        """Name these addresses again (a DNS answer gave them new names)."""
+        raws = {socket.inet_aton(ip) for ip in ips}
+        for key in [k for k in self._peers if k[0] in raws]:
+            del self._peers[key]
 
     def _attribution(self, key: tuple[int, int, int, int, int]) -> int:
         """(policy rule, isolating policies) of one verdict, interned."""
@@ -141,8 +149,8 @@ class Enricher:
         peer_of = {pid: key for key, pid in self.dims.peers.items()}
         out: list[Row] = []
         for (t, verdict, reason, direction, proto, sport, dport, flags, length, cookie, s, d, a) in rows:
-            sip, sid, spod, slab = peer_of[s]  # type: ignore[index]
-            dip, did, dpod, dlab = peer_of[d]  # type: ignore[index]
+            sip, sid, spod, slab, _ = peer_of[s]  # type: ignore[index]
+            dip, did, dpod, dlab, _ = peer_of[d]  # type: ignore[index]
             policy, isolated = self.dims.attr_names[a]  # type: ignore[index]
             out.append((t, verdict, reason, direction, proto, sip, dip, sport, dport, sid, did, flags, length,
                         cookie, spod, dpod, spod.partition("/")[0], dpod.partition("/")[0], slab, dlab,

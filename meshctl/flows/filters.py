@@ -21,8 +21,11 @@ from functools import lru_cache
 
 from meshctl.errors import MeshctlError
 from meshctl.flows.flow import PROTOCOL_NUMBERS, VERDICT_NUMBERS
+from meshctl.fqdnmatch import FqdnSelector, pattern_error
 
-FLOWS, HTTP = "flows", "http"  # the store's tables: the datapath's flows, the proxy's HTTP records
+# The store's tables: the datapath's flows, the proxies' HTTP and DNS records (`--protocol http|dns`).
+FLOWS, HTTP, DNS = "flows", "http", "dns"
+L7_TABLES = (HTTP, DNS)
 _STATUS = re.compile(r"^([1-5])(\d\d|\+)$|^([1-5]\d)\+$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -129,11 +132,22 @@ def _status_range(text: str) -> tuple[int, int]:
     return int(prefix) * scale, (int(prefix) + 1) * scale - 1
 
 
+@lru_cache(maxsize=256)
+def _fqdn_selector(pattern: str) -> FqdnSelector:
+    return FqdnSelector.of(match_pattern=pattern)
+
+
+def _fqdn_matches(pattern: str, names: str) -> bool:
+    """Hubble's --fqdn: one of the comma-separated names matches the pattern (Cilium's `*`)."""
+    return bool(names) and any(_fqdn_selector(pattern).matches(n) for n in names.split(","))
+
+
 def register_sql(db: sqlite3.Connection) -> None:
-    """The SQL functions where() may use (CIDR and path matching); call on every connection that
-    queries."""
+    """The SQL functions where() may use (CIDR, path and name matching); call on every connection
+    that queries."""
     db.create_function("mc_in_cidr", 2, _in_cidr, deterministic=True)
     db.create_function("mc_path_matches", 2, _path_matches, deterministic=True)
+    db.create_function("mc_fqdn_matches", 2, _fqdn_matches, deterministic=True)
 
 
 def _ip_clause(value: str) -> tuple[str, list[object]]:
@@ -172,6 +186,9 @@ class FlowFilter:
     http_methods: tuple[str, ...] = ()
     http_paths: tuple[str, ...] = ()  # regexes found in the request's path
     http_statuses: tuple[str, ...] = ()  # `200`, `4+`
+    fqdns: tuple[str, ...] = ()  # names (or `*` patterns) of either end, or the name a DNS record asks
+    from_fqdns: tuple[str, ...] = ()
+    to_fqdns: tuple[str, ...] = ()
     excluded: FlowFilter | None = field(default=None)  # `--not FLAG`: flows matching it are left out
 
     def __post_init__(self) -> None:
@@ -179,8 +196,14 @@ class FlowFilter:
             if v.upper() not in VERDICT_NUMBERS:
                 raise FilterError(f"--verdict: {v!r} is not {', '.join(VERDICT_NUMBERS)}")
         for p in self.protocols:
-            if p.lower() not in PROTOCOL_NUMBERS and p.lower() != HTTP:
-                raise FilterError(f"--protocol: {p!r} is not tcp, udp, icmp or http")
+            if p.lower() not in PROTOCOL_NUMBERS and p.lower() not in L7_TABLES:
+                raise FilterError(f"--protocol: {p!r} is not tcp, udp, icmp, http or dns")
+        for flag, patterns in (("--fqdn", self.fqdns), ("--from-fqdn", self.from_fqdns),
+                               ("--to-fqdn", self.to_fqdns)):
+            for pattern in patterns:
+                problem = pattern_error(pattern)
+                if problem:
+                    raise FilterError(f"{flag}: {pattern!r}: {problem}")
         for m in self.http_methods:
             if not m.strip().isalpha():
                 raise FilterError(f"--http-method: {m!r} is not an HTTP method (GET, POST, ...)")
@@ -218,16 +241,18 @@ class FlowFilter:
         if self.since_ns is not None and self.until_ns is not None and self.since_ns > self.until_ns:
             raise FilterError("--since is after --until: no flow can match")
 
-    @property
-    def http_only(self) -> bool:
-        """Only HTTP records can match (an HTTP field is filtered on, or the only protocol is http)."""
+    def matches_table(self, table: str) -> bool:
+        """Whether rows of `table` can match: HTTP fields only HTTP records; `--protocol` names
+        tables (http, dns) or L4 protocols (every table)."""
+        if (self.http_methods or self.http_paths or self.http_statuses) and table != HTTP:
+            return False
         protocols = {p.lower() for p in self.protocols}
-        return bool(self.http_methods or self.http_paths or self.http_statuses) or protocols == {HTTP}
+        return not protocols or table in protocols or bool(protocols - set(L7_TABLES))
 
     def where(self, table: str = FLOWS) -> tuple[str, list[object]]:
-        """SQL condition over `flows f` or `http f` (never empty: "1" when nothing filters, "0"
-        when no row of that table can match) and its parameters."""
-        if table == FLOWS and self.http_only:
+        """SQL condition over `flows f`, `http f` or `dns f` (never empty: "1" when nothing
+        filters, "0" when no row of that table can match) and its parameters."""
+        if not self.matches_table(table):
             return "0", []
         clauses: list[str] = []
         params: list[object] = []
@@ -260,8 +285,16 @@ class FlowFilter:
         peer_filter([("identity = ?", [i]) for i in self.from_identities], ("src_peer",))
         peer_filter([("identity = ?", [i]) for i in self.to_identities], ("dst_peer",))
         any_of([("f.verdict = ?", [VERDICT_NUMBERS[v.upper()]]) for v in self.verdicts])
-        any_of([("1", []) if p.lower() == HTTP else ("f.protocol = ?", [PROTOCOL_NUMBERS[p.lower()]])
-                for p in self.protocols if p.lower() != HTTP or table == HTTP])
+        any_of([("1", []) if p.lower() in L7_TABLES else ("f.protocol = ?", [PROTOCOL_NUMBERS[p.lower()]])
+                for p in self.protocols if p.lower() not in L7_TABLES or p.lower() == table])
+        for patterns, ends in ((self.fqdns, both), (self.from_fqdns, ("src_peer",)),
+                               (self.to_fqdns, ("dst_peer",))):
+            if patterns:  # a DNS record is about the name it asks: --fqdn and --to-fqdn match it too
+                names = [("mc_fqdn_matches(?, names)", [p]) for p in patterns]
+                parts = [_peers_in(end, names) for end in ends]
+                if table == DNS and ends != ("src_peer",):
+                    parts += [("mc_fqdn_matches(?, f.query)", [p]) for p in patterns]
+                any_of(parts)
         any_of([("f.method = ?", [m.strip().upper()]) for m in self.http_methods])
         any_of([("mc_path_matches(?, f.url)", [path]) for path in self.http_paths])
         any_of([("f.status BETWEEN ? AND ?", list(_status_range(st))) for st in self.http_statuses])

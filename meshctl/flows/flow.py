@@ -35,10 +35,12 @@ REASON_NOT_ENFORCED = 1
 REASON_DEFAULT_DENY = 2
 REASON_EXPLICIT_DENY = 3
 REASON_HTTP_DENIED = 11
-# An HTTP record (meshctl.flows.httplog): Hubble's l7 flow types.
-L7_NONE, L7_REQUEST, L7_RESPONSE = 0, 1, 2
-L7_TYPES = {L7_REQUEST: "http-request", L7_RESPONSE: "http-response"}
-HTTP_KEYS = ("l7", "http_method", "http_url", "http_host", "http_protocol", "http_status", "latency_ns")
+# An HTTP or DNS record (meshctl.flows.httplog, meshctl.flows.dnslog): Hubble's l7 flow types.
+L7_NONE, L7_REQUEST, L7_RESPONSE, L7_DNS_REQUEST, L7_DNS_RESPONSE = 0, 1, 2, 3, 4
+L7_TYPES = {L7_REQUEST: "http-request", L7_RESPONSE: "http-response", L7_DNS_REQUEST: "dns-request",
+            L7_DNS_RESPONSE: "dns-response"}
+L7_KEYS = ("l7", "http_method", "http_url", "http_host", "http_protocol", "http_status", "latency_ns",
+           "dns_query", "dns_qtypes", "dns_rcode", "dns_ips", "dns_ttl")
 TCP_FLAG_NAMES = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x20, "URG"))
 
 
@@ -84,6 +86,13 @@ class Flow:
     http_protocol: str = ""  # HTTP/1.1
     http_status: int = 0  # the response's code (responses only)
     latency_ns: int = 0  # request start to the response's first byte (responses only)
+    dns_query: str = ""  # the name asked (DNS records)
+    dns_qtypes: str = ""  # A, AAAA, ...
+    dns_rcode: str = ""  # the answer's code (responses only): NOERROR, REFUSED, ...
+    dns_ips: tuple[str, ...] = ()  # the answer's addresses
+    dns_ttl: int = 0
+    src_names: tuple[str, ...] = ()  # the DNS names this address was answered for (Hubble's)
+    dst_names: tuple[str, ...] = ()
 
     @property
     def verdict_name(self) -> str:
@@ -124,7 +133,7 @@ class Flow:
             return f"denied by {self.policy}" if self.policy else f"explicit deny (cookie {self.cookie:#x})"
         if self.reason == REASON_HTTP_DENIED:
             by = f" of {', '.join(self.isolated_by)}" if self.isolated_by else ""
-            return f"no L7 rule{by} matches"
+            return f"no {'DNS' if self.is_dns else 'L7'} rule{by} matches"
         if self.reason == REASON_DEFAULT_DENY:
             who = f"{self.subject} {self.direction_name} isolated"
             if self.isolated_by:
@@ -137,6 +146,23 @@ class Flow:
         return L7_TYPES.get(self.l7, "")
 
     @property
+    def is_dns(self) -> bool:
+        return self.l7 in (L7_DNS_REQUEST, L7_DNS_RESPONSE)
+
+    @property
+    def l7_summary(self) -> str:
+        """Hubble's: `DNS Query api.stripe.com A`, `DNS Answer "203.0.113.10" TTL: 1 (api.stripe.com
+        A)`, `DNS Answer RCode: REFUSED (www.google.com A)`; or the HTTP summary."""
+        if not self.is_dns:
+            return self.http_summary
+        asked = f"{self.dns_query} {self.dns_qtypes}"
+        if self.l7 == L7_DNS_REQUEST:
+            return f"DNS Query {asked}"
+        if self.dns_rcode != "NOERROR":
+            return f"DNS Answer RCode: {self.dns_rcode} ({asked})"
+        return f'DNS Answer "{",".join(self.dns_ips)}" TTL: {self.dns_ttl} ({asked})'
+
+    @property
     def http_summary(self) -> str:
         """Hubble's: `HTTP/1.1 GET /api/users` and `HTTP/1.1 200 2ms (GET /api/users)`."""
         request = f"{self.http_method} {self.http_url}"
@@ -147,9 +173,15 @@ class Flow:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: numbers and their names, hubble-like keys (HTTP fields under `l7`)."""
         d = asdict(self)
-        for key in HTTP_KEYS:
+        for key in L7_KEYS:
             del d[key]
-        if self.l7:
+        if self.is_dns:
+            dns: dict[str, Any] = {"query": self.dns_query, "qtypes": [self.dns_qtypes]}
+            if self.l7 == L7_DNS_RESPONSE:
+                dns.update(rcode=self.dns_rcode, ips=list(self.dns_ips), ttl=self.dns_ttl)
+            d["l7"] = {"type": "REQUEST" if self.l7 == L7_DNS_REQUEST else "RESPONSE",
+                       "latency_ns": self.latency_ns, "dns": dns}
+        elif self.l7:
             http: dict[str, Any] = {"method": self.http_method, "url": self.http_url, "host": self.http_host,
                                     "protocol": self.http_protocol}
             if self.l7 == L7_RESPONSE:
@@ -159,6 +191,8 @@ class Flow:
         d["src_labels"] = list(self.src_labels)
         d["dst_labels"] = list(self.dst_labels)
         d["isolated_by"] = list(self.isolated_by)
+        d["src_names"] = list(self.src_names)
+        d["dst_names"] = list(self.dst_names)
         d.update(
             verdict=self.verdict_name, direction=self.direction_name, protocol=self.protocol_name,
             reason=self.reason_name, drop_reason=self.drop_reason, tcp_flags=tcp_flags_text(self.tcp_flags),

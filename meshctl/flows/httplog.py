@@ -63,7 +63,7 @@ class LogLine:
         """None for a line that is not one of our records (a partial write, a foreign format)."""
         try:
             d = json.loads(text)
-            client, server = _address(d["client"]), _address(d["server"])
+            client, server = parse_address(d["client"]), parse_address(d["server"])
             latency_us = d.get("latency_us")
             return cls(
                 start_ns=int(float(d["start"]) * 1e9), method=str(d.get("method") or ""),
@@ -77,7 +77,7 @@ class LogLine:
             return None
 
 
-def _address(text: str) -> tuple[str, int]:
+def parse_address(text: str) -> tuple[str, int]:
     ip, _, port = str(text).rpartition(":")
     IPv4Address(ip)
     return ip, int(port)
@@ -110,8 +110,8 @@ class AccessLogTail:
         return [raw.decode(errors="replace") for raw in complete if raw.strip()]
 
 
-class HttpRecords:
-    """Access log lines -> stored HTTP rows for one node, named from the enrich context.
+class ProxyRecords:
+    """A proxy's log lines -> stored rows for one node, named from the enrich context.
 
     `last_ns` is the newest key stored: keys increase, and a restarted agent, which reads the log
     from its start again, skips the lines it stored before."""
@@ -119,14 +119,27 @@ class HttpRecords:
     def __init__(self, ctx: EnrichContext, dims: Dimensions, last_ns: int = 0) -> None:
         self.dims = dims
         self.last_ns = self._stored_until = last_ns
-        self.http: frozenset[HttpPolicy] = frozenset()
-        self._routes_mark: tuple[int, int] = (0, 0)
         self.set_context(ctx)
 
     def set_context(self, ctx: EnrichContext) -> None:
         self.ctx = ctx
         by_pod = {pod: ident for ident, info in ctx.catalog.identities.items() for pod in info.pods}
         self._identity = {ip: by_pod.get(pod, ReservedIdentity.WORLD) for ip, pod in ctx.pod_by_ip.items()}
+
+    def peer(self, ip: str) -> int:
+        identity = self._identity.get(ip, ReservedIdentity.WORLD)
+        info = self.ctx.catalog.identities.get(identity)
+        return int(self.dims.peer(ip, identity, self.ctx.pod_by_ip.get(ip, ""),
+                                  labels_text(info.labels) if info else ""))
+
+
+class HttpRecords(ProxyRecords):
+    """Access log lines -> stored HTTP rows for one node."""
+
+    def __init__(self, ctx: EnrichContext, dims: Dimensions, last_ns: int = 0) -> None:
+        super().__init__(ctx, dims, last_ns)
+        self.http: frozenset[HttpPolicy] = frozenset()
+        self._routes_mark: tuple[int, int] = (0, 0)
 
     def refresh_rules(self, files: ProxyFiles) -> None:
         """Read the proxy's rules again when the routes file was replaced (an apply wrote it)."""
@@ -137,12 +150,6 @@ class HttpRecords:
             return
         if (st.st_ino, st.st_mtime_ns) != self._routes_mark:
             self.http, self._routes_mark = routes_http(files), (st.st_ino, st.st_mtime_ns)
-
-    def _peer(self, ip: str) -> int:
-        identity = self._identity.get(ip, ReservedIdentity.WORLD)
-        info = self.ctx.catalog.identities.get(identity)
-        return int(self.dims.peer(ip, identity, self.ctx.pod_by_ip.get(ip, ""),
-                                  labels_text(info.labels) if info else ""))
 
     def _judged(self, line: LogLine) -> tuple[Direction, str, str]:
         """Direction, the allowing rule and the policies whose rules a denied request failed."""
@@ -174,7 +181,7 @@ class HttpRecords:
             direction, rule, judges = self._judged(line)
             verdict = VERDICT_DROPPED if line.denied else VERDICT_FORWARDED
             reason = REASON_HTTP_DENIED if line.denied else REASON_ALLOWED
-            src, dst = self._peer(line.client[0]), self._peer(line.server[0])
+            src, dst = self.peer(line.client[0]), self.peer(line.server[0])
             attribution = self.dims.attribution(rule, judges)
             common = (verdict, reason, int(direction), PROTO_TCP, line.client[1], line.server[1], src, dst,
                       attribution)

@@ -35,6 +35,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from meshctl.flows.dnslog import DNS_FIELDS, DnsRow
 from meshctl.flows.enrich import (
     R_ATTRIBUTION,
     R_DIRECTION,
@@ -44,7 +45,7 @@ from meshctl.flows.enrich import (
     STORED_FIELDS,
     Row,
 )
-from meshctl.flows.flow import DIRECTIONS, L7_REQUEST, L7_RESPONSE, VERDICTS
+from meshctl.flows.flow import DIRECTIONS, L7_DNS_REQUEST, L7_REQUEST, L7_RESPONSE, VERDICTS
 from meshctl.flows.httplog import HTTP_FIELDS, HttpRow
 from meshctl.nodestate import PROTO_ANY, PolicyKey, ReservedIdentity
 
@@ -75,6 +76,7 @@ REPORTERS = {0: "server", 1: "client"}
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # Prometheus's defaults
 _H = {name: HTTP_FIELDS.index(name)
       for name in ("direction", "l7", "method", "version", "status", "latency_ns")}
+_D = {name: DNS_FIELDS.index(name) for name in ("l7", "qtypes", "rcode", "ips")}
 _KEY = itemgetter(R_VERDICT, R_REASON, R_DIRECTION, R_PROTOCOL, R_COOKIE)
 _ATTR_KEY = itemgetter(R_ATTRIBUTION, R_VERDICT)
 Verdict5 = tuple[int, int, int, int, int]  # verdict, reason, direction, protocol, cookie
@@ -129,6 +131,9 @@ class FlowCounters:
         self.http_responses: Counter[tuple[str, str, str]] = Counter()  # method, status, reporter
         # (method, reporter) -> [count per HTTP_BUCKETS bound (not cumulative), +Inf count, sum s]
         self.http_durations: dict[tuple[str, str], list[float]] = {}
+        # Hubble's dns metrics: (rcode, qtypes, ips_returned); a query has no rcode nor IPs yet
+        self.dns_queries: Counter[tuple[str, str, str]] = Counter()
+        self.dns_responses: Counter[tuple[str, str, str]] = Counter()
 
     def add(self, rows: Sequence[Row]) -> None:
         self.received += len(rows)
@@ -149,6 +154,16 @@ class FlowCounters:
                 slot = bisect.bisect_left(HTTP_BUCKETS, seconds)  # the first bound >= seconds
                 hist[slot] += 1
                 hist[-1] += seconds
+
+    def add_dns(self, rows: Sequence[DnsRow]) -> None:
+        """The DNS proxy's records (meshctl.flows.dnslog)."""
+        for r in rows:
+            qtypes = str(r[_D["qtypes"]])
+            if r[_D["l7"]] == L7_DNS_REQUEST:
+                self.dns_queries[("", qtypes, "")] += 1
+            else:
+                ips = str(r[_D["ips"]])
+                self.dns_responses[(str(r[_D["rcode"]]), qtypes, str(ips.count(",") + 1 if ips else 0))] += 1
 
     @property
     def flows(self) -> Counter[tuple[int, int, int]]:
@@ -297,6 +312,13 @@ class _Collector(Collector):
             buckets.append(("+Inf", cumulative + hist[len(HTTP_BUCKETS)]))
             duration.add_metric(list(labels), buckets, sum_value=hist[-1])
         yield duration
+        for name, what, counts in (
+                ("meshctl_dns_queries", "DNS queries seen by the DNS proxy", c.dns_queries),
+                ("meshctl_dns_responses", "DNS answers the DNS proxy sent", c.dns_responses)):
+            family = CounterMetricFamily(name, what, labels=["rcode", "qtypes", "ips_returned"])
+            for labels, n in sorted(counts.items()):
+                family.add_metric(list(labels), n)
+            yield family
 
     def _events(self) -> Iterator[Any]:
         c = self.c

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from datetime import datetime
 
-from meshctl.flows.flow import L7_REQUEST, Flow, tcp_flags_text
+from meshctl.flows.flow import L7_DNS_REQUEST, L7_REQUEST, Flow, tcp_flags_text
 
 FORMATS = ("compact", "json", "table", "dict")
 
@@ -17,8 +17,10 @@ def timestamp(time_ns: int) -> str:
     return f"{dt:%b} {dt.day:2d} {dt:%H:%M:%S}.{dt.microsecond // 1000:03d}"
 
 
-def endpoint(pod: str, ip: str, port: int, identity: int, with_port: bool) -> str:
-    name = pod or ip
+def endpoint(pod: str, ip: str, port: int, identity: int, with_port: bool,
+             names: tuple[str, ...] = ()) -> str:
+    """The pod, else the DNS names the address was answered for (as Hubble), else the address."""
+    name = pod or ",".join(names) or ip
     return f"{name}:{port}" if with_port else name
 
 
@@ -35,23 +37,24 @@ def verdict_text(f: Flow) -> str:
     return f"FORWARDED ({detail})"
 
 
-def http_text(f: Flow) -> str:
-    """Hubble's L7 line: `http-request FORWARDED (HTTP/1.1 GET /api/users)`, with the rule that
-    allowed a request, or the policies whose L7 rules a denied one did not match."""
-    line = f"{f.l7_type} {f.verdict_name} ({f.http_summary})"
-    if f.l7 == L7_REQUEST and f.verdict == 1 and f.policy:
+def l7_text(f: Flow) -> str:
+    """Hubble's L7 line: `http-request FORWARDED (HTTP/1.1 GET /api/users)`, `dns-request
+    FORWARDED (DNS Query api.stripe.com A)`, with the rule that allowed a request, or the
+    policies whose L7 rules a denied one did not match."""
+    line = f"{f.l7_type} {f.verdict_name} ({f.l7_summary})"
+    if f.l7 in (L7_REQUEST, L7_DNS_REQUEST) and f.verdict == 1 and f.policy:
         line += f" by {f.policy}"
-    elif f.l7 == L7_REQUEST and f.verdict == 2:
+    elif f.l7 in (L7_REQUEST, L7_DNS_REQUEST) and f.verdict == 2:
         line += f": {f.drop_reason}"
     return line
 
 
 def compact(f: Flow) -> str:
     ports = f.protocol in (6, 17)
-    src = endpoint(f.src_pod, f.src_ip, f.src_port, f.src_identity, ports)
-    dst = endpoint(f.dst_pod, f.dst_ip, f.dst_port, f.dst_identity, ports)
+    src = endpoint(f.src_pod, f.src_ip, f.src_port, f.src_identity, ports, f.src_names)
+    dst = endpoint(f.dst_pod, f.dst_ip, f.dst_port, f.dst_identity, ports, f.dst_names)
     line = (f"{timestamp(f.time_ns)} {src} (ID:{f.src_identity}) -> {dst} (ID:{f.dst_identity}) "
-            f"{http_text(f) if f.l7 else verdict_text(f)}")
+            f"{l7_text(f) if f.l7 else verdict_text(f)}")
     if f.verdict == 1 and f.policy and not f.l7:
         line += f" by {f.policy}"
     return line
@@ -70,7 +73,7 @@ def as_dict(f: Flow) -> str:
         "time": timestamp(f.time_ns), "node": f.node,
         "src": f"{f.src_pod or '-'} {f.src_ip}:{f.src_port}",
         "dst": f"{f.dst_pod or '-'} {f.dst_ip}:{f.dst_port}",
-        **({"type": f.l7_type, "summary": f.http_summary} if f.l7 else {}),
+        **({"type": f.l7_type, "summary": f.l7_summary} if f.l7 else {}),
         **{k: d[k] for k in keys if k in d},
     }
     width = max(len(k) for k in view)
@@ -85,12 +88,13 @@ TABLE_HEADER = ("TIMESTAMP", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT",
 def table_row(f: Flow) -> tuple[str, ...]:
     ports = f.protocol in (6, 17)
     if f.l7:
-        summary = f.http_summary + (f": {f.drop_reason}" if f.verdict == 2 else "")
+        summary = f.l7_summary + (f": {f.drop_reason}" if f.verdict == 2 else "")
     else:
         summary = f.drop_reason if f.verdict == 2 else verdict_text(f) if f.verdict == 4 else (
             f"TCP Flags: {tcp_flags_text(f.tcp_flags)}" if f.protocol == 6 else f.protocol_name)
-    return (timestamp(f.time_ns), f.node, endpoint(f.src_pod, f.src_ip, f.src_port, f.src_identity, ports),
-            endpoint(f.dst_pod, f.dst_ip, f.dst_port, f.dst_identity, ports),
+    return (timestamp(f.time_ns), f.node,
+            endpoint(f.src_pod, f.src_ip, f.src_port, f.src_identity, ports, f.src_names),
+            endpoint(f.dst_pod, f.dst_ip, f.dst_port, f.dst_identity, ports, f.dst_names),
             f.l7_type or f"policy-verdict:{f.direction_name}", f.verdict_name, summary)
 
 

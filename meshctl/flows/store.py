@@ -12,7 +12,8 @@ WAL lets readers run during writes. Built for 100k+ stored flows/s from one Pyth
 - executemany in one transaction per batch, WAL with synchronous=NORMAL (no fsync per commit).
 The L7 proxy's HTTP records (meshctl.flows.httplog) live in a second table, `http`, keyed by time
 the same way, with the same peer and attribution ids plus method, URL, host, version, status and
-latency; queries read both and merge them by time.
+latency; the DNS proxy's records (meshctl.flows.dnslog) in a third, `dns` (query, type, rcode,
+addresses, TTL, latency); queries read all three and merge them by time.
 """
 
 from __future__ import annotations
@@ -24,21 +25,26 @@ from dataclasses import replace
 from pathlib import Path
 
 from meshctl.errors import MeshctlError
-from meshctl.flows.dims import ATTRIBUTIONS_SCHEMA, PEERS_SCHEMA, Dimensions
+from meshctl.flows.dims import ATTRIBUTIONS_SCHEMA, PEER_NAMES_COLUMN, PEERS_SCHEMA, Dimensions
+from meshctl.flows.dnslog import DNS_FIELDS, DNS_TEXT_FIELDS, DnsRow
 from meshctl.flows.enrich import STORED_FIELDS, WIDE_FIELDS, Row, flow_of
-from meshctl.flows.filters import FLOWS, HTTP, FlowFilter, register_sql
+from meshctl.flows.filters import DNS, FLOWS, HTTP, L7_TABLES, FlowFilter, register_sql
 from meshctl.flows.flow import Flow
 from meshctl.flows.httplog import HTTP_FIELDS, HttpRow
 
-SCHEMA_VERSION = "3"  # 3: the `http` table (an older store gets it when its agent opens it)
-HTTP_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS http (time_ns INTEGER PRIMARY KEY, "
-    + ", ".join(f"{c} {'TEXT' if c in ('method', 'url', 'host', 'version') else 'INTEGER'} NOT NULL"
-                for c in HTTP_FIELDS[1:])
-    + ")"
-)
+# 3: the `http` table; 4: the `dns` table and peers' DNS names (an older store gets them when its
+# agent opens it)
+SCHEMA_VERSION = "4"
+
+
+def _l7_schema(table: str, fields: tuple[str, ...], text: tuple[str, ...]) -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {table} (time_ns INTEGER PRIMARY KEY, "
+            + ", ".join(f"{c} {'TEXT' if c in text else 'INTEGER'} NOT NULL" for c in fields[1:]) + ")")
+
+
 SCHEMA = (
-    HTTP_SCHEMA,
+    _l7_schema(HTTP, HTTP_FIELDS, ("method", "url", "host", "version")),
+    _l7_schema(DNS, DNS_FIELDS, DNS_TEXT_FIELDS),
     "CREATE TABLE IF NOT EXISTS flows (time_ns INTEGER PRIMARY KEY, "
     + ", ".join(f"{c} INTEGER NOT NULL" for c in STORED_FIELDS[1:])
     + ")",
@@ -55,7 +61,9 @@ SCHEMA = (
 INSERT = f"INSERT INTO flows ({', '.join(STORED_FIELDS)}) VALUES ({', '.join('?' * len(STORED_FIELDS))})"
 COLUMNS = ", ".join(f"f.{c}" for c in STORED_FIELDS)
 INSERT_HTTP = f"INSERT INTO http VALUES ({', '.join('?' * len(HTTP_FIELDS))})"
-HTTP_COLUMNS = ", ".join(f"f.{c}" for c in HTTP_FIELDS)
+INSERT_DNS = f"INSERT INTO dns VALUES ({', '.join('?' * len(DNS_FIELDS))})"
+TABLE_COLUMNS = {FLOWS: COLUMNS, HTTP: ", ".join(f"f.{c}" for c in HTTP_FIELDS),
+                 DNS: ", ".join(f"f.{c}" for c in DNS_FIELDS)}
 _V1_MARK = "src_pod"  # a column only the first (wide, four-index) schema had
 
 
@@ -77,7 +85,7 @@ class FlowStore:
     def __init__(self, path: Path, node: str | None = None, readonly: bool = False) -> None:
         self.path = Path(path)
         self.node = node or self.path.stem
-        self._peers: dict[int, tuple[str, int, str, str, str]] = {}
+        self._peers: dict[int, tuple[str, int, str, str, str, str]] = {}
         self._attrs: dict[int, tuple[str, str]] = {}
         try:
             if readonly:
@@ -93,6 +101,8 @@ class FlowStore:
                     self.db.execute("ALTER TABLE flows RENAME TO flows_v1")
                 for stmt in SCHEMA:
                     self.db.execute(stmt)
+                if "names" not in self._columns("peers"):
+                    self.db.execute(PEER_NAMES_COLUMN)
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
                 self.db.commit()
                 self.dims = Dimensions(self.db)
@@ -147,15 +157,16 @@ class FlowStore:
         self.close()
 
     # -- writing (the agent)
-    def insert(self, rows: Sequence[Row], http: Sequence[HttpRow] = ()) -> None:
+    def insert(self, rows: Sequence[Row], http: Sequence[HttpRow] = (), dns: Sequence[DnsRow] = ()) -> None:
         """One transaction per batch (new dimension rows included): one fsync-free commit."""
-        if not rows and not http:
+        if not rows and not http and not dns:
             return
         try:
             with self.db:
                 self.dims.flush(self.db)
                 self.db.executemany(INSERT, rows)
                 self.db.executemany(INSERT_HTTP, http)
+                self.db.executemany(INSERT_DNS, dns)
         except sqlite3.Error as err:
             self.dims.reload()  # the rollback took this batch's new ids with it
             raise StoreError(f"flow store {self.path}: {err}") from err
@@ -166,7 +177,7 @@ class FlowStore:
         """Enforce retention (two range deletes on the time key); returns rows deleted."""
         deleted = 0
         with self.db:
-            for table in ("flows", "http"):
+            for table in (FLOWS, *L7_TABLES):
                 if max_age_s is not None:
                     cutoff = int(((time.time() if now is None else now) - max_age_s) * 1e9)
                     deleted += self.db.execute(f"DELETE FROM {table} WHERE time_ns < ?", (cutoff,)).rowcount
@@ -191,7 +202,7 @@ class FlowStore:
         return int(self.db.execute("SELECT count(*) FROM flows").fetchone()[0])
 
     def max_time(self, table: str = FLOWS) -> int:
-        if table == HTTP and not self._columns(HTTP):  # a store its agent has not opened since 3
+        if table != FLOWS and not self._columns(table):  # a store its agent has not opened since
             return 0
         return int(self.db.execute(f"SELECT coalesce(max(time_ns), 0) FROM {table}").fetchone()[0])
 
@@ -199,12 +210,13 @@ class FlowStore:
 
     def marks(self) -> dict[str, int]:
         """Where `follow` goes on from: the newest key of each table."""
-        return {FLOWS: self.max_time(FLOWS), HTTP: self.max_time(HTTP)}
+        return {table: self.max_time(table) for table in (FLOWS, *L7_TABLES)}
 
     def _names(self) -> None:
         """Refresh the cached dimension tables (new peers appear while the agent runs)."""
-        self._peers = {int(r[0]): (str(r[1]), int(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in
-                       self.db.execute("SELECT id, ip, identity, pod, ns, labels FROM peers")}
+        names = "names" if "names" in self._columns("peers") else "''"  # an agent not yet restarted
+        self._peers = {int(r[0]): (str(r[1]), int(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6])) for r in
+                       self.db.execute(f"SELECT id, ip, identity, pod, ns, labels, {names} FROM peers")}
         self._attrs = {int(r[0]): (str(r[1]), str(r[2])) for r in
                        self.db.execute("SELECT id, policy, isolated_by FROM attributions")}
 
@@ -213,8 +225,8 @@ class FlowStore:
         if s not in self._peers or d not in self._peers or a not in self._attrs:
             self._names()
         peers, attrs = self._peers, self._attrs
-        sip, sid, spod, sns, slab = peers.get(s, ("", 0, "", "", ""))  # type: ignore[call-overload]
-        dip, did, dpod, dns, dlab = peers.get(d, ("", 0, "", "", ""))  # type: ignore[call-overload]
+        sip, sid, spod, sns, slab, _ = peers.get(s, ("", 0, "", "", "", ""))  # type: ignore[call-overload]
+        dip, did, dpod, dns, dlab, _ = peers.get(d, ("", 0, "", "", "", ""))  # type: ignore[call-overload]
         policy, isolated = attrs.get(a, ("", ""))  # type: ignore[call-overload]
         return (t, verdict, reason, direction, proto, sip, dip, sport, dport, sid, did, flags, length, cookie,
                 spod, dpod, sns, dns, slab, dlab, policy, isolated)
@@ -225,13 +237,12 @@ class FlowStore:
         """(time key, flow) in time order; `last` keeps the newest N, `first` the oldest N;
         `after_rowid` for --follow. `table`: the datapath's flows, or the proxy's HTTP records."""
         where, params = (flt or FlowFilter()).where(table)
-        if where == "0" or (table == HTTP and not self._columns(HTTP)):
+        if where == "0" or (table != FLOWS and not self._columns(table)):
             return []
         if after_rowid is not None:
             where += " AND f.time_ns > ?"
             params = [*params, after_rowid]
-        columns = COLUMNS if table == FLOWS else HTTP_COLUMNS
-        select = f"SELECT {columns} FROM {table} f WHERE {where} ORDER BY f.time_ns"
+        select = f"SELECT {TABLE_COLUMNS[table]} FROM {table} f WHERE {where} ORDER BY f.time_ns"
         try:
             register_sql(self.db)
             if first is not None:
@@ -243,22 +254,41 @@ class FlowStore:
                 rows = self.db.execute(select, params).fetchall()
         except sqlite3.Error as err:
             raise StoreError(f"flow store {self.path}: {err}") from err
-        if table == HTTP:
-            return [(int(r[0]), self._http_flow(r)) for r in rows]
-        return [(int(r[0]), flow_of(self._wide(r), self.node)) for r in rows]
+        make = {FLOWS: self._flow, HTTP: self._http_flow, DNS: self._dns_flow}[table]
+        return [(int(r[0]), make(r)) for r in rows]
+
+    def _flow(self, r: Row) -> Flow:
+        flow = flow_of(self._wide(r), self.node)
+        src_names, dst_names = self._peers[r[10]][5], self._peers[r[11]][5]  # type: ignore[index]
+        if src_names or dst_names:
+            return replace(flow, src_names=tuple(src_names.split(",")) if src_names else (),
+                           dst_names=tuple(dst_names.split(",")) if dst_names else ())
+        return flow
+
+    def _l4(self, r: Row) -> Flow:
+        """An L7 record's connection part (its first ten columns) as a Flow."""
+        t, verdict, reason, direction, proto, sport, dport, s, d, a = r[:10]
+        return flow_of(self._wide((t, verdict, reason, direction, proto, sport, dport, 0, 0, 0, s, d, a)),
+                       self.node)
 
     def _http_flow(self, r: HttpRow) -> Flow:
-        (t, verdict, reason, direction, proto, sport, dport, s, d, a, l7, method, url, host, version, status,
-         latency) = r
-        wide = self._wide((t, verdict, reason, direction, proto, sport, dport, 0, 0, 0, s, d, a))
-        return replace(flow_of(wide, self.node), l7=int(l7), http_method=str(method),  # type: ignore[call-overload]
+        l7, method, url, host, version, status, latency = r[10:]
+        return replace(self._l4(r), l7=int(l7), http_method=str(method),  # type: ignore[call-overload]
                        http_url=str(url), http_host=str(host), http_protocol=str(version),
                        http_status=int(status), latency_ns=int(latency))  # type: ignore[call-overload]
 
+    def _dns_flow(self, r: DnsRow) -> Flow:
+        l7, query, qtypes, rcode, ips, ttl, latency = r[10:]
+        return replace(self._l4(r), l7=int(l7), dns_query=str(query),  # type: ignore[call-overload]
+                       dns_qtypes=str(qtypes), dns_rcode=str(rcode),
+                       dns_ips=tuple(str(ips).split(",")) if ips else (), dns_ttl=int(ttl),  # type: ignore[call-overload]
+                       latency_ns=int(latency))  # type: ignore[call-overload]
+
     def query_both(self, flt: FlowFilter | None = None, last: int | None = None,
                    first: int | None = None) -> list[Flow]:
-        """The datapath's flows and the proxy's HTTP records, merged by time."""
-        flows = [f for table in (FLOWS, HTTP) for _, f in self.query(flt, last, first=first, table=table)]
+        """The datapath's flows and the proxies' HTTP and DNS records, merged by time."""
+        tables = (FLOWS, *L7_TABLES)
+        flows = [f for table in tables for _, f in self.query(flt, last, first=first, table=table)]
         flows.sort(key=lambda f: f.time_ns)
         return flows
 
@@ -285,7 +315,7 @@ def query_all(stores: Sequence[FlowStore], flt: FlowFilter | None = None,
 def follow(stores: Sequence[FlowStore], flt: FlowFilter, interval: float = 0.2,
            start_at_end: bool = True) -> Iterator[Flow]:
     """Yield new flows as the agents store them (polls rowids; stop by closing the generator)."""
-    marks = {s.path: (s.marks() if start_at_end else {FLOWS: 0, HTTP: 0}) for s in stores}
+    marks = {s.path: (s.marks() if start_at_end else dict.fromkeys((FLOWS, *L7_TABLES), 0)) for s in stores}
     while True:
         batch: list[Flow] = []
         for s in stores:

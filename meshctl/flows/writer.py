@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from meshctl.flows.dnslog import DnsRow
 from meshctl.flows.enrich import Row
 from meshctl.flows.httplog import HttpRow
 from meshctl.flows.store import FlowStore
@@ -22,6 +23,7 @@ from meshctl.flows.store import FlowStore
 log = logging.getLogger(__name__)
 MAX_QUEUED = 256  # batches; when SQLite falls this far behind, the reader waits (the ring buffers)
 MAX_TRANSACTION = 100_000  # rows per commit: steady progress and bounded memory under a backlog
+Batch = tuple[list[Row], list[HttpRow], list[DnsRow]]
 
 
 class StoreWriter:
@@ -33,36 +35,37 @@ class StoreWriter:
         self._on_stored = on_stored
         self._retention = (max_age_s, max_rows)
         self._prune_every_s = prune_every_s
-        self._queue: queue.Queue[tuple[list[Row], list[HttpRow]] | None] = queue.Queue(MAX_QUEUED)
+        self._queue: queue.Queue[Batch | None] = queue.Queue(MAX_QUEUED)
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="flow-store-writer", daemon=True)
         self._thread.start()
 
-    def put(self, rows: list[Row], http: list[HttpRow] | None = None) -> None:
-        """Datapath flow rows and the proxy's HTTP rows (meshctl.flows.httplog)."""
+    def put(self, rows: list[Row], http: list[HttpRow] | None = None,
+            dns: list[DnsRow] | None = None) -> None:
+        """Datapath flow rows and the proxies' HTTP and DNS rows (meshctl.flows.httplog, dnslog)."""
         if self.error is not None:
             raise self.error
-        while rows or http:
+        while rows or http or dns:
             try:
-                self._queue.put((rows, http or []), timeout=1.0)
+                self._queue.put((rows, http or [], dns or []), timeout=1.0)
                 return
             except queue.Full:
                 if self.error is not None:
                     raise self.error from None
 
-    def _take(self, first: tuple[list[Row], list[HttpRow]]) -> tuple[list[Row], list[HttpRow], bool]:
+    def _take(self, first: Batch) -> tuple[Batch, bool]:
         """The first batch plus batches already queued behind it, up to MAX_TRANSACTION rows."""
-        rows, http = list(first[0]), list(first[1])
-        while len(rows) + len(http) < MAX_TRANSACTION:
+        batch: Batch = (list(first[0]), list(first[1]), list(first[2]))
+        while sum(map(len, batch)) < MAX_TRANSACTION:
             try:
                 more = self._queue.get_nowait()
             except queue.Empty:
-                return rows, http, False
+                return batch, False
             if more is None:
-                return rows, http, True
-            rows.extend(more[0])
-            http.extend(more[1])
-        return rows, http, False
+                return batch, True
+            for mine, theirs in zip(batch, more, strict=True):
+                mine.extend(theirs)
+        return batch, False
 
     def _run(self) -> None:
         next_prune = time.monotonic()
@@ -71,13 +74,13 @@ class StoreWriter:
                 try:
                     first = self._queue.get(timeout=1.0)
                 except queue.Empty:
-                    first = ([], [])
+                    first = ([], [], [])
                 if first is None:
                     return
-                rows, http, stop = self._take(first)
-                if rows or http:
-                    self.store.insert(rows, http)
-                    self._on_stored(len(rows) + len(http))
+                batch, stop = self._take(first)
+                if any(batch):
+                    self.store.insert(*batch)
+                    self._on_stored(sum(map(len, batch)))
                 if time.monotonic() >= next_prune:
                     self.store.prune(*self._retention)
                     next_prune = time.monotonic() + self._prune_every_s

@@ -64,9 +64,12 @@ def lab_service(cluster: str, node: str, netns: str | None, journal_dir: Path,
 
         return observe_connections(cluster, node, netns)
 
+    from meshctl.dataplane.dnsproxy import DnsFiles
+
     driver = LabDriver(cluster, {node: netns})  # type: ignore[dict-item]  # None = the host netns
     return NodeService(node, driver, journal_dir, pods, runner, flow_drops=drops if store else None,
-                       conntrack=conntrack, window_drops=window if store else None)
+                       conntrack=conntrack, window_drops=window if store else None,
+                       dns_files=DnsFiles.of(cluster, node))
 
 
 def lab_endpoint_sync(service: NodeService, cluster: str, state_dir: Path) -> EndpointSync:

@@ -213,6 +213,11 @@ class Proxy:
         self.rules, self.rules_mark = rules, mark
         atomic_write(self.files.status, json.dumps({"version": rules.version, "pid": os.getpid()}).encode())
 
+    def tick(self) -> None:
+        """The main loop's turn: new rules, then a clean request."""
+        self.reload()
+        self.clean()
+
     # the datapath's sockets -----------------------------------------------------------------
 
     def listen(self) -> tuple[socket.socket, socket.socket]:
@@ -406,6 +411,29 @@ class Proxy:
             self._ipcache = (ino, IpcacheMap.from_dir(self.pins))
         return self._ipcache[1]
 
+    def clean(self) -> None:
+        """A `meshctl fqdn cache clean` request: the learned IPs of matching names leave."""
+        try:
+            request = json.loads(self.files.clean.read_text())
+            pattern = str(request.get("pattern") or "")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, AttributeError) as err:
+            log.error("bad clean request %s: %s", self.files.clean, err)
+            self.files.clean.unlink(missing_ok=True)
+            return
+        selector = FqdnSelector.of(match_pattern=pattern) if pattern else None
+        with self.learned.lock:
+            gone = [ip for ip, rec in self.learned.ips.items()
+                    if selector is None or any(selector.matches(n) for n in rec["names"])]
+            if gone:
+                self.ipcache().remove([IPv4Network(f"{ip}/32") for ip in gone])
+                self.learned.drop(gone)
+        answer = {"id": request.get("id"), "removed": sorted(gone)}
+        atomic_write(self.files.cleaned, json.dumps(answer).encode())
+        self.files.clean.unlink(missing_ok=True)
+        log.info("fqdn cache clean %r: %d IP(s) removed", pattern or "*", len(gone))
+
     def expire(self) -> None:
         """IPs past their TTL and grace that no tracked connection uses leave the ipcache."""
         from meshctl.dataplane.maps import CtMap
@@ -528,7 +556,7 @@ def main(argv: list[str] | None = None) -> None:
     for target, arg in ((proxy.serve_udp, udp), (proxy.serve_tcp, tcp)):
         threading.Thread(target=target, args=(arg,), daemon=True).start()
     threading.Thread(target=_loop, args=(EXPIRY_S, proxy.expire), daemon=True).start()
-    _loop(RELOAD_S, proxy.reload)
+    _loop(RELOAD_S, proxy.tick)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,9 @@ class Supervisor:
     pid_of: Callable[[], int | None]
     prepare: Callable[[], None]
     pid_file: Path | None = None  # where its pid is written (None: the process writes its own)
+    # left running when the agent stops, for the next agent to adopt (`lab down` stops it): a
+    # restarted agent costs no DNS outage (cilium/cilium#16364)
+    outlives_agent: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -113,7 +116,7 @@ class Supervisor:
                     log.error("proxy %s: cannot start %s: %s", self.node, self.name, err)
                     backoff = min(backoff * 2, 5.0)
             stop.wait(backoff)
-        if self.proc is not None:
+        if self.proc is not None and not self.outlives_agent:
             _stop(self.pid_of, 5.0)
 
 
@@ -137,7 +140,7 @@ def dns_supervisor(cluster: str, node: str, netns: str | None) -> Supervisor:
         "dns proxy", node, netns, files.rules, files.dir / "proxy.log",
         lambda: [sys.executable, "-m", "meshctl.proxy.dns", "--dir", str(files.dir),
                  "--pins", str(node_pin_dir(cluster, node))],
-        lambda: proxy_pid(files), lambda: None)
+        lambda: proxy_pid(files), lambda: None, outlives_agent=True)
 
 
 def start_supervisor(cluster: str, node: str, netns: str | None,

@@ -25,7 +25,7 @@ from meshctl.dataplane.dnsproxy import DnsFiles, proxy_pid
 from meshctl.dataplane.maps import IpcacheMap
 from meshctl.dataplane.netns import in_netns
 from meshctl.dataplane.node import node_pin_dir
-from meshctl.lab import registry
+from meshctl.lab import agents, registry
 from meshctl.nodestate import IpcacheEntry
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
@@ -81,6 +81,30 @@ def test_allowed_names_connect_others_are_dropped_or_refused(lab: Path) -> None:
         ("DENIED", "REFUSED", "udp"), ("DENIED", "REFUSED", "tcp")]
     stripe = next(q for q in _queries() if q["query"] == "api.stripe.com")
     assert stripe["verdict"] == "FORWARDED" and stripe["answers"] == ["203.0.113.10"] and stripe["ttl"] == 1
+    # the node's agent stored it all: the drop names the FQDN and why, the refusal shows as such
+    (drop,) = _observe(lab, "--to-fqdn", "evil.example.net", "--verdict", "DROPPED", "--protocol", "tcp")
+    assert drop["dst_names"] == ["evil.example.net"] and drop["dst_ip"] == "203.0.113.66"
+    assert drop["drop_reason"].startswith("default deny: payments/payment-processor egress isolated by ")
+    refused = _observe(lab, "--protocol", "dns", "--verdict", "DROPPED", "--to-fqdn", "www.google.com")
+    assert [(f["l7"]["type"], f["l7"]["dns"].get("rcode"), f["protocol"]) for f in refused] == [
+        ("REQUEST", None, "UDP"), ("RESPONSE", "REFUSED", "UDP"), ("REQUEST", None, "TCP"),
+        ("RESPONSE", "REFUSED", "TCP")]
+    assert "no DNS rule of CiliumNetworkPolicy payments/payment-egress egress[1]" in refused[0]["drop_reason"]
+    compact = meshctl(lab, "observe", "--to-fqdn", "api.stripe.com", "--last", "3")
+    assert "dns-response FORWARDED (DNS Answer \"203.0.113.10\" TTL: 1 (api.stripe.com A))" in compact.stdout
+    assert "-> api.stripe.com:443 (ID:" in compact.stdout, compact.stdout
+
+
+def _observe(lab: Path, *flags: str, want: int = 1, timeout: float = 10.0) -> list[dict[str, object]]:
+    """The flows `observe -o json` shows, once at least `want` are stored (the agent batches)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = meshctl(lab, "observe", "-o", "json", "--last", "100", *flags)
+        assert done.returncode == 0, done.stderr
+        flows = [json.loads(line) for line in done.stdout.splitlines()]
+        if len(flows) >= want or time.monotonic() > deadline:
+            return flows
+        time.sleep(0.2)
 
 
 def test_learned_ips_are_runtime_state_not_drift_but_a_hand_made_entry_is(lab: Path) -> None:
@@ -141,3 +165,56 @@ def test_a_proxy_restart_between_resolve_and_connect_keeps_the_connection(lab: P
             time.sleep(0.1)
     assert [str(rr.rdata) for rr in answer.rr] == ["203.0.113.10"]
     assert "203.0.113.20" in json.loads(files.learned.read_text())["ips"]
+
+
+def test_an_agent_restart_between_resolve_and_connect_keeps_the_connection_and_the_proxy(lab: Path) -> None:
+    """The DNS proxy is a process of its own: an agent that stops leaves it running, the next one
+    adopts it; the learned IPs stay in the ipcache all along."""
+    files = DnsFiles.of(CLUSTER, "node-1")
+    proxy = proxy_pid(files)
+    assert [str(rr.rdata) for rr in _resolve("api.stripe.com").rr] == ["203.0.113.10"]
+    agent = agents.running(CLUSTER)["node-1"]
+    os.kill(agent, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while agents.is_agent(agent, CLUSTER, "node-1"):
+        assert time.monotonic() < deadline, "the agent did not stop"
+        time.sleep(0.05)
+    assert _connect("203.0.113.10") == b"external/api.stripe.com:443\n"
+    assert proxy_pid(files) == proxy  # still answering while no agent runs
+    assert [str(rr.rdata) for rr in _resolve("s3.amazonaws.com").rr] == ["203.0.113.20"]
+    up = meshctl(lab, "lab", "up", timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert agents.running(CLUSTER)["node-1"] != agent
+    assert _connect("203.0.113.20") == b"external/s3.amazonaws.com:443\n"
+    assert proxy_pid(files) == proxy  # adopted, never restarted
+    # the new agent read the queries its predecessor missed: the flow carries the name
+    (flow,) = _observe(lab, "--to-fqdn", "s3.amazonaws.com", "--protocol", "tcp", "--last", "1")
+    assert flow["dst_names"] == ["s3.amazonaws.com"] and flow["verdict"] == "FORWARDED"
+
+
+def test_fqdn_cache_lists_the_learned_ips_and_clean_makes_new_connections_wait_for_an_answer(
+        lab: Path) -> None:
+    _resolve("api.stripe.com")
+    _resolve("s3.amazonaws.com")
+    listed = meshctl(lab, "fqdn", "cache", "list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["ip"]: r for r in json.loads(listed.stdout)}
+    assert rows["203.0.113.10"]["names"] == ["api.stripe.com"] and rows["203.0.113.10"]["node"] == "node-1"
+    assert rows["203.0.113.20"]["names"] == ["s3.amazonaws.com"] and "203.0.113.66" not in rows
+    status = meshctl(lab, "status", "-o", "json")
+    learned = {n["name"]: n["learned_ips"] for n in json.loads(status.stdout)["nodes"]}
+    assert learned == {"node-1": len(rows), "node-2": 0}, status.stdout
+    table = meshctl(lab, "fqdn", "cache", "list", "--matchpattern", "*.amazonaws.com")
+    assert "203.0.113.20" in table.stdout and "203.0.113.10" not in table.stdout, table.stdout
+    clean = meshctl(lab, "fqdn", "cache", "clean", "-p", "*.amazonaws.com", "--force")
+    assert clean.returncode == 0, clean.stderr
+    assert "node-1: 1 IP(s) removed: 203.0.113.20" in clean.stdout
+    assert "node-2: 0 IP(s) removed" in clean.stdout
+    with IpcacheMap.from_dir(node_pin_dir(CLUSTER, "node-1")) as ipcache:
+        left = ipcache.read()
+    assert IPv4Network("203.0.113.20/32") not in left and IPv4Network("203.0.113.10/32") in left
+    assert _connect("203.0.113.20", timeout=1.0) is None  # a new connection needs a new answer
+    _resolve("s3.amazonaws.com")
+    assert _connect("203.0.113.20") == b"external/s3.amazonaws.com:443\n"
+    bad = meshctl(lab, "fqdn", "cache", "list", "-p", "api.**.com")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "--matchpattern" in bad.stderr, bad.stderr

@@ -3,6 +3,7 @@ tests/privileged/test_agent_api.py): stale refusal, revert on a failed reconcile
 
 from __future__ import annotations
 
+import json
 import shutil
 import stat
 import tempfile
@@ -31,6 +32,7 @@ from meshctl.agentapi.service import NodeService
 from meshctl.apply.engine import ApplyEngine, NodeWork, RolloutSettings
 from meshctl.apply.gates import CheckLike, CheckOutcome
 from meshctl.connections import TrackedConnection
+from meshctl.dataplane.dnsproxy import CachedIp, DnsFiles
 from meshctl.localproc import UnixHTTPConnection
 from meshctl.nodestate import PROTO_TCP, Direction, FrozenMap, IpcacheEntry, NodeState
 
@@ -91,8 +93,12 @@ def served() -> Iterator[Served]:
         return run
 
     pods = lambda: {"demo/a": object()}  # noqa: E731
+    dns = DnsFiles(base / "dns")
+    dns.dir.mkdir()
+    dns.learned.write_text(json.dumps({"ips": {"203.0.113.10": {
+        "identity": 262, "names": ["api.stripe.com"], "expires": 1_700_000_000.5}}}))
     svc = NodeService(NODE, node, base / "journal", pods, runner, sleep=lambda _s: None,
-                      conntrack=lambda: CONNS)
+                      conntrack=lambda: CONNS, dns_files=dns)
     path, stop, ready = base / "agent.sock", threading.Event(), threading.Event()
     thread = threading.Thread(target=serve, args=(svc, path, stop), kwargs={"ready": ready}, daemon=True)
     thread.start()
@@ -241,6 +247,15 @@ def test_interrupted_node_journal_blocks_apply_until_revert(served: Served) -> N
 
 def test_conntrack_rows_reach_the_plan_as_connections(served: Served) -> None:
     assert served.client.connections() == CONNS
+
+
+def test_the_dns_proxys_learned_ips_are_listed_and_a_bad_clean_pattern_is_refused(served: Served) -> None:
+    assert served.client.fqdn_cache() == [CachedIp("203.0.113.10", 262, ("api.stripe.com",), 1_700_000_000.5)]
+    with pytest.raises(AgentApiError, match="is not a matchPattern") as err:
+        served.client.fqdn_clean("api.**.com")
+    assert err.value.status == 400
+    with pytest.raises(AgentApiError, match="no DNS proxy runs"):  # learned IPs, but no proxy to clean them
+        served.client.fqdn_clean("")
 
 
 

@@ -146,7 +146,7 @@ def test_observe_filters_pick_http_records_like_hubbles(records: HttpRecords, tm
     for bad, message in ((dict(http_statuses=("6xx",)), "--http-status: '6xx' is not a status code"),
                          (dict(http_paths=("(",)), "--http-path: '(' is not a regular expression"),
                          (dict(http_methods=("G T",)), "--http-method: 'G T' is not an HTTP method"),
-                         (dict(protocols=("sctp",)), "--protocol: 'sctp' is not tcp, udp, icmp or http")):
+                         (dict(protocols=("sctp",)), "--protocol: 'sctp' is not tcp, udp, icmp, http")):
         with pytest.raises(FilterError) as err:
             FlowFilter(**bad)  # type: ignore[arg-type]
         assert message in str(err.value)

@@ -180,7 +180,7 @@ def test_outputs(state: Path, capsys, fmt: str) -> None:  # type: ignore[no-unty
 
 @pytest.mark.parametrize(("args", "message"), [
     (("--verdict", "MAYBE"), "--verdict: 'MAYBE' is not FORWARDED, DROPPED, AUDIT"),
-    (("--protocol", "sctp"), "--protocol: 'sctp' is not tcp, udp, icmp or http"),
+    (("--protocol", "sctp"), "--protocol: 'sctp' is not tcp, udp, icmp, http or dns"),
     (("--port", "http"), "--port: 'http' is not a port number (0-65535)"),
     (("--to-port", "70000"), "--to-port: 70000 is not a port number (0-65535)"),
     (("--from-identity", "-1"), "--from-identity: -1 is not a numeric identity (0 to 2^32-1)"),
