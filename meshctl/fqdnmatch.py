@@ -11,8 +11,9 @@ a leading `**.` matches one or more whole labels (`**.cilium.io` matches `a.cili
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 _LABEL = "[-a-z0-9_]"
 _NAME = re.compile(r"^([-a-z0-9_]+\.?)+$")
@@ -97,4 +98,75 @@ class FqdnSelector:
         return f"matchPattern: {self.pattern}" if self.pattern else f"matchName: {self.name}"
 
 
-__all__ = ["FqdnSelector", "name_error", "normalize", "pattern_error", "pattern_regex"]
+def _labels_overlap(p: str, q: str) -> bool:
+    """Whether one label matches both label patterns (`*`: any run of label characters)."""
+
+    @cache
+    def joint(i: int, j: int) -> bool:  # can p[i:] and q[j:] produce the same text?
+        if i == len(p) and j == len(q):
+            return True
+        if i < len(p) and p[i] == "*" and joint(i + 1, j):
+            return True
+        if j < len(q) and q[j] == "*" and joint(i, j + 1):
+            return True
+        if i == len(p) or j == len(q):
+            return False
+        a, b = p[i], q[j]
+        if a == "*" and b != "*":
+            return joint(i, j + 1)  # the star takes q's character
+        if b == "*" and a != "*":
+            return joint(i + 1, j)
+        return a == b and joint(i + 1, j + 1)
+
+    return joint(0, 0)
+
+
+def overlaps(a: FqdnSelector, b: FqdnSelector) -> bool:
+    """Whether some name matches both selectors: its IPs then need an identity of the pair."""
+    if a.selects_everything or b.selects_everything:
+        return True
+
+    def labels(s: FqdnSelector) -> tuple[bool, list[str]]:
+        t = s.text
+        return (True, t[3:].split(".")) if t.startswith("**.") else (False, t.split("."))
+
+    (deep_a, la), (deep_b, lb) = labels(a), labels(b)
+    if deep_a != deep_b:  # `**.` takes one label or more: the other must be longer
+        if (len(lb) <= len(la)) if deep_a else (len(la) <= len(lb)):
+            return False
+    elif not deep_a and len(la) != len(lb):
+        return False
+    n = min(len(la), len(lb))
+    return all(_labels_overlap(x, y) for x, y in zip(la[len(la) - n:], lb[len(lb) - n:], strict=True))
+
+
+def selector_sets(selectors: Iterable[FqdnSelector], limit: int = 256) -> list[tuple[FqdnSelector, ...]]:
+    """The sets of two or more selectors that overlap pairwise (the overlap graph's cliques), in a
+    stable order, at most `limit`: the identities a name several selectors select can take."""
+    order = sorted(set(selectors), key=lambda s: s.text)
+    near = [{j for j, other in enumerate(order) if j != i and overlaps(sel, other)}
+            for i, sel in enumerate(order)]
+    out: list[tuple[FqdnSelector, ...]] = []
+
+    def grow(members: tuple[int, ...], candidates: list[int]) -> None:
+        for j in candidates:
+            if len(out) >= limit:
+                return
+            bigger = (*members, j)
+            if len(bigger) >= 2:
+                out.append(tuple(order[k] for k in bigger))
+            grow(bigger, [k for k in candidates if k > j and k in near[j]])
+
+    grow((), list(range(len(order))))
+    return out
+
+
+SET_SEPARATOR = ","  # a selector set's key in the node's fqdn table: its texts, sorted, joined
+
+
+def set_key(members: Iterable[FqdnSelector]) -> str:
+    return SET_SEPARATOR.join(sorted(s.text for s in members))
+
+
+__all__ = ["SET_SEPARATOR", "FqdnSelector", "name_error", "normalize", "overlaps", "pattern_error",
+           "pattern_regex", "selector_sets", "set_key"]

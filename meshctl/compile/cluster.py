@@ -22,6 +22,7 @@ from meshctl.compile.mapstate import DnsGrant, Grant, HttpGrant, MapState, build
 from meshctl.compile.selectors import SelectorIndex
 from meshctl.compile.spec import ClusterSpec, PodSpec, spec_from_desired
 from meshctl.compile.translate import PROTOCOLS, translate
+from meshctl.fqdnmatch import SET_SEPARATOR, selector_sets, set_key
 from meshctl.gcpause import paused_gc
 from meshctl.model.staging import policy_digest
 from meshctl.nodestate import (
@@ -190,14 +191,25 @@ class _Compiler:
         self.warnings: list[CompileWarning] = []
         self.fqdn: FrozenMap[str, int] = FrozenMap()  # toFQDNs selector text -> its identity
         self.fqdn_ids: frozenset[int] = frozenset()
+        self.fqdn_with: dict[str, set[int]] = {}  # selector text -> its identity and its sets'
 
     def allocate_fqdns(self, rules: Iterable[Rule]) -> None:
         """An identity per toFQDNs selector, made when the selector first appears (Cilium's
-        pre-allocation): a learned IP then costs one ipcache write, and the plan shows them."""
-        selectors = {sel.text: (sel.label,) for r in rules for sel in r.peers.fqdns}
-        self.identities = self.identities.allocate(selectors.values())
-        self.fqdn = FrozenMap({text: self.identities.by_labels[ls] for text, ls in selectors.items()})
+        pre-allocation): a learned IP then costs one ipcache write, and the plan shows them. A
+        name several selectors select (api.stripe.com and *.stripe.com) needs an identity every
+        one of their rules allows: one per set of overlapping selectors, allowed wherever a
+        member is (Cilium allocates the label set's identity when the answer comes)."""
+        selectors = {sel for r in rules for sel in r.peers.fqdns}
+        labels = {sel.text: (sel.label,) for sel in selectors}
+        sets = selector_sets(selectors)
+        labels.update({set_key(members): tuple(sorted(s.label for s in members)) for members in sets})
+        self.identities = self.identities.allocate(labels.values())
+        self.fqdn = FrozenMap({text: self.identities.by_labels[ls] for text, ls in labels.items()})
         self.fqdn_ids = frozenset(self.fqdn.values())
+        self.fqdn_with = {sel.text: {self.fqdn[sel.text]} for sel in selectors}
+        for members in sets:
+            for sel in members:
+                self.fqdn_with[sel.text].add(self.fqdn[set_key(members)])
 
     @classmethod
     def restored(cls, spec: ClusterSpec, identities: IdentityTable, cluster_ids: Iterable[int],
@@ -210,7 +222,7 @@ class _Compiler:
         self.cluster_ids = frozenset(cluster_ids)
         self.index, self.named = index, named
         self._peer_cache, self.warnings = {}, []
-        self.fqdn, self.fqdn_ids = FrozenMap(), frozenset()
+        self.fqdn, self.fqdn_ids, self.fqdn_with = FrozenMap(), frozenset(), {}
         return self
 
     def identities_labels(self, ident: int) -> tuple[str, ...]:
@@ -232,7 +244,8 @@ class _Compiler:
                 ids.update(CLUSTER_ENTITY_RESERVED)
             else:
                 ids.update(ENTITY_IDS.get(ent, ()))
-        ids.update(self.fqdn[sel.text] for sel in peers.fqdns)
+        for sel in peers.fqdns:
+            ids |= self.fqdn_with[sel.text]
         out = ResolvedPeers(wildcard, frozenset(ids), peers.cidrs, self.fqdn_ids)
         self._peer_cache[peers] = out
         return out
@@ -484,7 +497,8 @@ def _compile_spec(
     for ident, prefix in cidr_catalog.items():
         infos[ident] = IdentityInfo(ident, (f"cidr:{prefix}", "reserved:world"))
     for text, ident in c.fqdn.items():
-        infos[ident] = IdentityInfo(ident, (f"fqdn:{text}", "reserved:world"))
+        infos[ident] = IdentityInfo(ident, (*sorted(f"fqdn:{t}" for t in text.split(SET_SEPARATOR)),
+                                            "reserved:world"))
     origin_by_cookie = {ck: o for o, ck in cookies.items()}
     catalog = Catalog(
         identities=FrozenMap(infos),

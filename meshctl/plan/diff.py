@@ -12,6 +12,7 @@ from typing import Any
 
 from meshctl.catalog import Catalog
 from meshctl.dataplane.foreign import explain
+from meshctl.fqdnmatch import SET_SEPARATOR
 from meshctl.lazypolicy import maps_equal
 from meshctl.nodestate import (
     Attachment,
@@ -308,8 +309,11 @@ class _NodeDiff:
         if self.before.fqdn == self.after.fqdn:
             return
         b, a = fqdn_value(self.before.fqdn), fqdn_value(self.after.fqdn)
-        added = sorted(set(self.after.fqdn) - set(self.before.fqdn))
-        gone = sorted(set(self.before.fqdn) - set(self.after.fqdn))
+        def selectors(fqdn: FrozenMap[str, int]) -> set[str]:  # not the sets of overlapping ones
+            return {text for text in fqdn if SET_SEPARATOR not in text}
+
+        added = sorted(selectors(self.after.fqdn) - selectors(self.before.fqdn))
+        gone = sorted(selectors(self.before.fqdn) - selectors(self.after.fqdn))
         reason = "; ".join(part for part in (
             f"learns IPs for {', '.join(added)}" if added else "",
             f"no longer learns IPs for {', '.join(gone)}" if gone else "") if part) or "identities move"

@@ -41,7 +41,7 @@ from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
 from meshctl.dataplane.dnsproxy import FORMAT, DnsFiles
 from meshctl.dnswire import recv_message, send_message
-from meshctl.fqdnmatch import FqdnSelector, normalize
+from meshctl.fqdnmatch import SET_SEPARATOR, FqdnSelector, normalize
 from meshctl.nodestate import DNS_PROXY_PORT, DnsPolicy, IpcacheEntry
 from meshctl.state.atomic import atomic_write
 
@@ -62,6 +62,7 @@ class Rules:
     # each rule with its names parsed once (a query is judged against them)
     policies: tuple[tuple[DnsPolicy, tuple[FqdnSelector, ...]], ...] = ()
     selectors: tuple[tuple[FqdnSelector, int], ...] = ()
+    sets: dict[frozenset[str], int] = field(default_factory=dict)  # overlapping selectors' identities
     peers: dict[int, list[IPv4Network]] = field(default_factory=dict)
     verdicts: dict[tuple[str, str, int, str], tuple[bool, int | None]] = field(default_factory=dict)
 
@@ -71,8 +72,11 @@ class Rules:
         if doc.get("format") != FORMAT:
             raise ValueError(f"{path}: not {FORMAT}")
         policies = [DnsPolicy.from_canonical(r) for r in doc["rules"]]
+        fqdn = {str(text): int(i) for text, i in doc["fqdn"].items()}
+        single = {text: i for text, i in fqdn.items() if SET_SEPARATOR not in text}
+        sets = {frozenset(text.split(SET_SEPARATOR)): i for text, i in fqdn.items() if text not in single}
         return cls(str(doc["version"]), tuple((p, _selectors(p.names)) for p in policies),
-                   tuple(zip(_selectors(doc["fqdn"]), map(int, doc["fqdn"].values()), strict=True)),
+                   tuple(zip(_selectors(single), single.values(), strict=True)), sets,
                    {int(i): [IPv4Network(p) for p in ps] for i, ps in doc["peers"].items()})
 
     def judge(self, client: str, server: str, port: int, name: str) -> tuple[bool, int | None]:
@@ -100,10 +104,19 @@ class Rules:
         return False, first
 
     def identity_for(self, names: Iterable[str]) -> int | None:
-        """The identity of the IPs answered for `names`: the selector's that matches. Several
-        match: the lowest (a limit: an identity per selector set is not built yet)."""
-        hits = sorted({i for sel, i in self.selectors for n in names if sel.matches(n)})
-        return hits[0] if hits else None
+        """The identity of the IPs answered for `names` (the query's and its CNAMEs'): the
+        selector's that matches, or the identity of the set of selectors that match (the
+        compiler made one per set of overlapping selectors). A set it did not foresee (a CNAME
+        into another selector's names) takes its largest known part, then the lowest id."""
+        names = tuple(names)
+        hits = {sel.text: i for sel, i in self.selectors if any(sel.matches(n) for n in names)}
+        if len(hits) <= 1:
+            return next(iter(hits.values()), None)
+        matched = frozenset(hits)
+        if matched in self.sets:
+            return self.sets[matched]
+        parts = [(len(members), -i) for members, i in self.sets.items() if members <= matched]
+        return -max(parts)[1] if parts else min(hits.values())
 
 
 def _selectors(texts: Iterable[str]) -> tuple[FqdnSelector, ...]:

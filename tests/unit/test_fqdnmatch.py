@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from meshctl.fqdnmatch import FqdnSelector, name_error, pattern_error
+from meshctl.fqdnmatch import FqdnSelector, name_error, overlaps, pattern_error, selector_sets, set_key
 
 # (selector, name, matches): the docs' examples first (docs.cilium.io "DNS Policy and IP Discovery")
 CASES = [
@@ -66,3 +68,40 @@ def test_valid_patterns_and_names_pass() -> None:
     assert all(pattern_error(p) is None for p, _, _ in CASES)
     assert name_error("api.stripe.com.") is None
     assert name_error("*.stripe.com") is not None and name_error("a/b") is not None
+
+
+def _sel(text: str) -> FqdnSelector:
+    return FqdnSelector.of(match_pattern=text)
+
+
+@pytest.mark.parametrize(("a", "b", "joint"), [
+    ("api.stripe.com", "*.stripe.com", True), ("stripe.com", "*.stripe.com", False),
+    ("a.b.stripe.com", "*.stripe.com", False), ("a.b.stripe.com", "**.stripe.com", True),
+    ("*.stripe.com", "**.stripe.com", True), ("stripe.com", "**.stripe.com", False),
+    ("api.*.com", "*.stripe.com", True), ("a*.x.com", "*b.x.com", True), ("ab*.x.com", "ac*.x.com", False),
+    ("**.a.com", "**.b.com", False), ("**.x.a.com", "**.a.com", True), ("*", "x.y", True),
+    ("api.stripe.com", "api.paypal.com", False), ("s*3.x", "s3.x", True), ("s*4.x", "s3.x", False),
+])
+def test_two_selectors_overlap_when_some_name_matches_both(a: str, b: str, joint: bool) -> None:
+    assert overlaps(_sel(a), _sel(b)) is joint and overlaps(_sel(b), _sel(a)) is joint
+
+
+def test_overlap_agrees_with_the_matcher_on_every_short_name() -> None:
+    """Every name of up to three labels over a small alphabet: a pair with a common name overlaps,
+    a pair without one does not (these patterns need no longer names to meet)."""
+    patterns = ["*.a.com", "a*.a.com", "*b.a.com", "**.a.com", "x.a.com", "ab.a.com", "*.*.com", "a.*.com",
+                "**.com", "*", "b*", "*a*.a.com"]
+    words = ["a", "b", "x", "ab", "ba", "com", "xab"]
+    names = [".".join(p) for n in (1, 2, 3, 4) for p in itertools.product(words, repeat=n)]
+    for p, q in itertools.product(patterns, repeat=2):
+        sp, sq = _sel(p), _sel(q)
+        common = any(sp.matches(n) and sq.matches(n) for n in names)
+        assert overlaps(sp, sq) is common, (p, q)
+
+
+def test_selector_sets_are_the_cliques_of_overlapping_selectors() -> None:
+    sets = {set_key(s) for s in selector_sets(map(_sel, [
+        "api.stripe.com", "*.stripe.com", "**.stripe.com", "api.paypal.com", "s3.amazonaws.com"]))}
+    assert sets == {"**.stripe.com,*.stripe.com", "*.stripe.com,api.stripe.com",  # sorted: "**" before "*."
+                    "**.stripe.com,api.stripe.com", "**.stripe.com,*.stripe.com,api.stripe.com"}
+    assert len(selector_sets(map(_sel, ["*", *(f"h{i}.x" for i in range(40))]), limit=16)) == 16

@@ -127,3 +127,39 @@ def test_a_node_without_dns_rules_has_no_selector_table() -> None:
     c = _compile(STRIPE)
     assert _dns_state(c) == (frozenset(), {})
     assert not c.nodes["n1"].config.proxy  # type: ignore[attr-defined]
+
+
+def test_overlapping_selectors_get_a_set_identity_that_each_selectors_rules_allow() -> None:
+    """api.stripe.com is selected by `matchName: api.stripe.com` (payment's policy) and by
+    `matchPattern: *.stripe.com` (billing's): its IPs take the identity of the pair, which both
+    pods' rules allow; a name only the pattern selects keeps the pattern's own identity."""
+    b = IPv4Address("10.0.0.2")
+    pods = (PodSpec("demo", "payment", {"app": "payment"}, "n1", (), A),
+            PodSpec("demo", "billing", {"app": "billing"}, "n1", (), b),
+            PodSpec("kube-system", "kube-dns", {"k8s-app": "kube-dns"}, "n1", (), DNS))
+
+    def policy(name: str, fqdns: list[dict[str, str]]) -> object:
+        egress = [{"toFQDNs": fqdns, "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]},
+                  _dns({"dns": [{"matchPattern": "*"}]})]
+        return as_document({"kind": "CiliumNetworkPolicy", "metadata": {"name": name, "namespace": "demo"},
+                            "spec": {"endpointSelector": {"matchLabels": {"app": name}}, "egress": egress}})
+
+    docs = (policy("payment", [{"matchName": "api.stripe.com"}]),
+            policy("billing", [{"matchPattern": "*.stripe.com"}, {"matchName": "api.paypal.com"}]))
+    spec = ClusterSpec("t", ("n1",), {"demo": {}, "kube-system": {}}, pods, docs, "default")
+    c = compile_spec(spec, IdentityTable(), EndpointTable(), "h")
+    table = c.identities
+    name, pattern = table.get(("fqdn:api.stripe.com",)), table.get(("fqdn:*.stripe.com",))
+    pair = table.get(("fqdn:*.stripe.com", "fqdn:api.stripe.com"))
+    assert name and pattern and pair and len({name, pattern, pair}) == 3
+    assert table.get(("fqdn:api.paypal.com", "fqdn:api.stripe.com")) is None  # never the same name
+    state = c.nodes["n1"]
+
+    def allowed(ip: IPv4Address) -> set[int]:
+        entries = state.policies[state.endpoints[ip].endpoint_id]
+        return {k.identity for k in entries if k.direction == Direction.EGRESS and k.port == 443}
+
+    assert {name, pair} <= allowed(A) and pattern not in allowed(A)
+    assert {pattern, pair} <= allowed(b) and name not in allowed(b)
+    assert state.fqdn["*.stripe.com,api.stripe.com"] == pair  # the proxy's table names the set
+    assert c.catalog.identities[pair].labels == ("fqdn:*.stripe.com", "fqdn:api.stripe.com", "reserved:world")

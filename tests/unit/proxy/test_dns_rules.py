@@ -17,7 +17,8 @@ POLICIES = frozenset({
     DnsPolicy(IPv4Address(CLIENT), 53, 53, KUBE_DNS, 7, ("*.stripe.com", "api.paypal.com")),
     DnsPolicy(IPv4Address(OTHER), 53, 53, 0, 8, ("*",)),
 })
-FQDN = FrozenMap({"api.stripe.com": 262, "*.stripe.com": 270, "*.amazonaws.com": 260})
+FQDN = FrozenMap({"api.stripe.com": 262, "*.stripe.com": 270, "*.amazonaws.com": 260,
+                  "*.stripe.com,api.stripe.com": 271})  # the set identity of two overlapping selectors
 IPCACHE = {IPv4Network(f"{DNS}/32"): IpcacheEntry(KUBE_DNS),
            IPv4Network(f"{ELSEWHERE}/32"): IpcacheEntry(400)}
 
@@ -46,7 +47,11 @@ def test_an_answer_takes_the_identity_of_the_selector_that_selects_it(tmp_path: 
     assert rules.identity_for({"s3.amazonaws.com"}) == 260
     assert rules.identity_for({"www.example.org", "cdn.amazonaws.com"}) == 260  # a CNAME target
     assert rules.identity_for({"www.example.org"}) is None
-    assert rules.identity_for({"api.stripe.com"}) == 262  # two selectors: the lowest identity
+    assert rules.identity_for({"api.stripe.com"}) == 271  # two selectors: the identity of the pair
+    assert rules.identity_for({"www.stripe.com"}) == 270
+    # a set the compiler did not foresee (a CNAME into another selector's names): its largest
+    # known part, so the rules of at least those selectors hold
+    assert rules.identity_for({"api.stripe.com", "s3.amazonaws.com"}) == 271
 
 
 def test_learned_ips_persist_with_their_expiry_and_leave_after_ttl_and_grace(tmp_path: Path) -> None:
