@@ -578,6 +578,9 @@ HTTP_PROXY_PORT = 15001
 DNS_PORT = 53
 # The port of the node's DNS proxy (127.0.0.1, UDP and TCP): entries of ports with DNS rules carry it.
 DNS_PROXY_PORT = 15053
+# The DNS proxy's settings in a node's fqdn table ([dns] of meshctl.toml): '@' is no name's.
+DNS_MIN_TTL, DNS_NXDOMAIN = "@minTTL", "@nameError"
+DNS_SETTINGS = (DNS_MIN_TTL, DNS_NXDOMAIN)
 
 
 @dataclass(frozen=True, order=True)
@@ -717,6 +720,8 @@ class NodeState:
     http: frozenset[HttpPolicy] = frozenset()  # the L7 proxy's HTTP rules (Envoy's config)
     dns: frozenset[DnsPolicy] = frozenset()  # the DNS proxy's rules
     # toFQDNs selector text -> its identity: the names whose answers the DNS proxy learns IPs for
+    # toFQDNs selector text (or a set of them, comma-joined) -> identity; and the DNS proxy's
+    # settings under DNS_SETTINGS keys (present only when not the default)
     fqdn: FrozenMap[str, int] = field(default_factory=FrozenMap)
     # observed only, never compared: programs of others on meshctl's interfaces
     foreign_programs: tuple[ForeignProgram, ...] = field(default=(), compare=False)

@@ -482,7 +482,7 @@ def _compile_spec(
             dns=frozenset(dns),
             # the DNS proxy of a node whose endpoints ask it learns IPs for every selector: world
             # rules take them in wherever they are used
-            fqdn=c.fqdn if dns else FrozenMap(),
+            fqdn=FrozenMap({**c.fqdn, **dict(spec.dns_settings)}) if dns else FrozenMap(),
         )
         catalog_eps[node] = FrozenMap(eps_cat)
 

@@ -46,6 +46,7 @@ class ClusterSpec:
     policies: tuple[Document, ...]
     mode: str = "default"  # policyEnforcementMode: default | always | never
     ipv6_pass: bool = False
+    dns_settings: tuple[tuple[str, int], ...] = ()  # [dns] as the nodes' fqdn tables carry it
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
@@ -92,4 +93,13 @@ def spec_from_desired(desired: Any) -> ClusterSpec:
         ),
         mode=cfg.policy_enforcement_mode,
         ipv6_pass=cfg.datapath.ipv6 == "pass",
+        dns_settings=dns_settings(cfg.dns),
     )
+
+
+def dns_settings(dns: Any) -> tuple[tuple[str, int], ...]:
+    """meshctl.toml [dns] as fqdn-table entries, the defaults left out."""
+    from meshctl.nodestate import DNS_MIN_TTL, DNS_NXDOMAIN
+
+    out = [(DNS_MIN_TTL, int(dns.min_ttl))] if dns.min_ttl else []
+    return (*out, *([(DNS_NXDOMAIN, 1)] if dns.reject_response_code == "nameError" else []))

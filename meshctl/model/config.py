@@ -210,6 +210,14 @@ class EncryptionSection(Model):
     node_encryption: bool = False  # node-to-node traffic through the tunnel too
 
 
+class DnsSection(Model):
+    """The nodes' DNS proxies (FQDN egress), as Cilium's --tofqdns-min-ttl and
+    --tofqdns-dns-reject-response-code."""
+
+    min_ttl: int = Field(default=0, ge=0, le=86400, alias="minTTL")  # seconds a learned IP stays at least
+    reject_response_code: Literal["refused", "nameError"] = "refused"  # the answer to a query no rule allows
+
+
 class ConfigFile(Model):
     """The TOML document as written."""
 
@@ -228,6 +236,7 @@ class ConfigFile(Model):
     inventory: InventorySection = InventorySection()
     apply: ApplySection = ApplySection()
     agents: AgentsSection = AgentsSection()
+    dns: DnsSection = DnsSection()
 
     @field_validator("nodes")
     @classmethod
@@ -370,6 +379,7 @@ class MeshConfig(Model):
     inventory: InventorySection = InventorySection()
     apply: ApplySection = ApplySection()
     agents: AgentsSettings = AgentsSettings()
+    dns: DnsSection = DnsSection()
 
     def node(self, name: str) -> NodeConfig | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -401,6 +411,7 @@ class MeshConfig(Model):
                 **{n: (root / p).resolve() for n in ("ca", "cert", "key") if (p := getattr(raw.agents, n))},
             ),
             service_cidr=raw.cluster.service_cidr,
+            dns=raw.dns,
             load_balancer=LoadBalancerSettings(
                 kube_proxy_replacement=raw.cluster.kube_proxy_replacement,
                 mode=raw.load_balancer.mode, algorithm=raw.load_balancer.algorithm,
@@ -410,7 +421,8 @@ class MeshConfig(Model):
 
 
 __all__ = [
-    "AgentsSection", "AgentsSettings", "ApplySection", "ConfigFile", "DatapathSettings", "EncryptionSection",
+    "AgentsSection", "AgentsSettings", "ApplySection", "ConfigFile", "DatapathSettings", "DnsSection",
+    "EncryptionSection",
     "ExternalHost",
     "InventorySection", "LabSettings",
     "LoadBalancerSettings",

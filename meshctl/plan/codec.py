@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from meshctl.nodestate import (
+    DNS_MIN_TTL,
+    DNS_NXDOMAIN,
+    DNS_SETTINGS,
     Attachment,
     DatapathConfig,
     Direction,
     DnsPolicy,
     EndpointEntry,
     ForeignEntry,
+    FrozenMap,
     HttpPolicy,
     HttpRule,
     IpcacheEntry,
@@ -107,6 +112,26 @@ def http_from(key: dict[str, Any], value: dict[str, Any]) -> HttpPolicy:
 def dns_key(p: DnsPolicy) -> dict[str, Any]:
     return {"endpoint": str(p.endpoint), "port": p.port, "last_port": p.last_port, "identity": p.identity,
             "cookie": p.cookie}
+
+
+def fqdn_value(fqdn: FrozenMap[str, int]) -> dict[str, Any]:
+    """A node's fqdn table: its selectors and, when set, the DNS proxy's settings by their
+    meshctl.toml names."""
+    value: dict[str, Any] = {"selectors": {k: v for k, v in fqdn.items() if k not in DNS_SETTINGS}}
+    if DNS_MIN_TTL in fqdn:
+        value["minTTL"] = fqdn[DNS_MIN_TTL]
+    if fqdn.get(DNS_NXDOMAIN):
+        value["rejectResponseCode"] = "nameError"
+    return value
+
+
+def fqdn_from(value: Mapping[str, Any]) -> FrozenMap[str, int]:
+    table = {str(k): int(v) for k, v in value.get("selectors", {}).items()}
+    if "minTTL" in value:
+        table[DNS_MIN_TTL] = int(value["minTTL"])
+    if value.get("rejectResponseCode") == "nameError":
+        table[DNS_NXDOMAIN] = 1
+    return FrozenMap(table)
 
 
 def dns_value(p: DnsPolicy) -> dict[str, Any]:

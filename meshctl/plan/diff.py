@@ -305,18 +305,23 @@ class _NodeDiff:
                      reason, (self.catalog.rule_text(shown.cookie),))
 
     def fqdn(self) -> None:
-        """The node's toFQDNs selectors, one change: the DNS proxy learns IPs for these names."""
+        """The node's toFQDNs selectors (and the DNS proxy's settings), one change: the DNS proxy
+        learns IPs for these names."""
         if self.before.fqdn == self.after.fqdn:
             return
         b, a = fqdn_value(self.before.fqdn), fqdn_value(self.after.fqdn)
-        def selectors(fqdn: FrozenMap[str, int]) -> set[str]:  # not the sets of overlapping ones
-            return {text for text in fqdn if SET_SEPARATOR not in text}
 
-        added = sorted(selectors(self.after.fqdn) - selectors(self.before.fqdn))
-        gone = sorted(selectors(self.before.fqdn) - selectors(self.after.fqdn))
+        def selectors(value: dict[str, Any]) -> set[str]:  # not the sets of overlapping ones
+            return {text for text in value.get("selectors", {}) if SET_SEPARATOR not in text}
+
+        added, gone = sorted(selectors(a) - selectors(b)), sorted(selectors(b) - selectors(a))
+        settings = [f"{key} {b.get(key, default)} -> {a.get(key, default)}"
+                    for key, default in (("minTTL", 0), ("rejectResponseCode", "refused"))
+                    if b.get(key, default) != a.get(key, default)]
         reason = "; ".join(part for part in (
             f"learns IPs for {', '.join(added)}" if added else "",
-            f"no longer learns IPs for {', '.join(gone)}" if gone else "") if part) or "identities move"
+            f"no longer learns IPs for {', '.join(gone)}" if gone else "",
+            f"meshctl.toml [dns] {', '.join(settings)}" if settings else "") if part) or "identities move"
         self.add(ChangeKind.FQDN, None, "fqdn selectors", b or None, a or None, reason)
 
     def attachments(self) -> None:
@@ -403,7 +408,7 @@ _CONFIG_SOURCE = {
 
 
 def fqdn_value(fqdn: FrozenMap[str, int]) -> dict[str, Any]:
-    return {"selectors": dict(fqdn.items())} if fqdn else {}
+    return codec.fqdn_value(fqdn) if fqdn else {}
 
 
 def _config_reason(b: dict[str, Any], a: dict[str, Any]) -> str:

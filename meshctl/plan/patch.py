@@ -100,8 +100,8 @@ def apply_changes(state: NodeState, changes: Iterable[Change], *, strict: bool =
         elif ch.kind is ChangeKind.DNS_RULE:
             _swap(dns.edit(), ch, codec.dns_from, strict)
         elif ch.kind is ChangeKind.FQDN:
-            _check(ch, {"selectors": dict(fqdn.items())} if fqdn else None, strict)
-            fqdn = FrozenMap({str(k): int(v) for k, v in (ch.after or {}).get("selectors", {}).items()})
+            _check(ch, codec.fqdn_value(fqdn) if fqdn else None, strict)
+            fqdn = codec.fqdn_from(ch.after or {})
     for eid, entries in entries_of.items():
         policies.put(eid, entries.result())
     return replace(

@@ -42,7 +42,14 @@ from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 from meshctl.dataplane.dnsproxy import FORMAT, DnsFiles
 from meshctl.dnswire import recv_message, send_message
 from meshctl.fqdnmatch import SET_SEPARATOR, FqdnSelector, normalize
-from meshctl.nodestate import DNS_PROXY_PORT, DnsPolicy, IpcacheEntry
+from meshctl.nodestate import (
+    DNS_MIN_TTL,
+    DNS_NXDOMAIN,
+    DNS_PROXY_PORT,
+    DNS_SETTINGS,
+    DnsPolicy,
+    IpcacheEntry,
+)
 from meshctl.state.atomic import atomic_write
 
 log = logging.getLogger("meshctl.proxy.dns")
@@ -63,6 +70,8 @@ class Rules:
     policies: tuple[tuple[DnsPolicy, tuple[FqdnSelector, ...]], ...] = ()
     selectors: tuple[tuple[FqdnSelector, int], ...] = ()
     sets: dict[frozenset[str], int] = field(default_factory=dict)  # overlapping selectors' identities
+    min_ttl: int = 0  # meshctl.toml [dns] minTTL
+    nxdomain: bool = False  # [dns] rejectResponseCode = "nameError"
     peers: dict[int, list[IPv4Network]] = field(default_factory=dict)
     verdicts: dict[tuple[str, str, int, str], tuple[bool, int | None]] = field(default_factory=dict)
 
@@ -73,10 +82,12 @@ class Rules:
             raise ValueError(f"{path}: not {FORMAT}")
         policies = [DnsPolicy.from_canonical(r) for r in doc["rules"]]
         fqdn = {str(text): int(i) for text, i in doc["fqdn"].items()}
+        settings = {key: fqdn.pop(key) for key in DNS_SETTINGS if key in fqdn}
         single = {text: i for text, i in fqdn.items() if SET_SEPARATOR not in text}
         sets = {frozenset(text.split(SET_SEPARATOR)): i for text, i in fqdn.items() if text not in single}
         return cls(str(doc["version"]), tuple((p, _selectors(p.names)) for p in policies),
                    tuple(zip(_selectors(single), single.values(), strict=True)), sets,
+                   settings.get(DNS_MIN_TTL, 0), bool(settings.get(DNS_NXDOMAIN)),
                    {int(i): [IPv4Network(p) for p in ps] for i, ps in doc["peers"].items()})
 
     def judge(self, client: str, server: str, port: int, name: str) -> tuple[bool, int | None]:
@@ -198,6 +209,7 @@ class Proxy:
     def __init__(self, files: DnsFiles, pins: Path, port: int, min_ttl: int, grace: float,
                  reject: str) -> None:
         self.files, self.pins, self.port, self.grace = files, pins, port, grace
+        self.flags = (min_ttl, reject == "nxdomain")  # the settings' floor; meshctl.toml [dns] adds
         self.reject = RCODE.NXDOMAIN if reject == "nxdomain" else RCODE.REFUSED
         self.rules = Rules()
         self.rules_mark: tuple[int, int] | None = None
@@ -224,6 +236,8 @@ class Proxy:
             log.error("cannot read %s: %s", self.files.rules, err)
             return
         self.rules, self.rules_mark = rules, mark
+        self.learned.min_ttl = max(self.flags[0], rules.min_ttl)
+        self.reject = RCODE.NXDOMAIN if self.flags[1] or rules.nxdomain else RCODE.REFUSED
         atomic_write(self.files.status, json.dumps({"version": rules.version, "pid": os.getpid()}).encode())
 
     def tick(self) -> None:

@@ -218,3 +218,22 @@ def test_fqdn_cache_lists_the_learned_ips_and_clean_makes_new_connections_wait_f
     assert _connect("203.0.113.20") == b"external/s3.amazonaws.com:443\n"
     bad = meshctl(lab, "fqdn", "cache", "list", "-p", "api.**.com")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "--matchpattern" in bad.stderr, bad.stderr
+
+
+def test_dns_settings_of_meshctl_toml_are_planned_and_reach_the_proxy_without_a_restart(lab: Path) -> None:
+    files = DnsFiles.of(CLUSTER, "node-1")
+    proxy = proxy_pid(files)
+    toml = lab / "meshctl.toml"
+    toml.write_text(toml.read_text() + '\n[dns]\nminTTL = 30\nrejectResponseCode = "nameError"\n')
+    plan = meshctl(lab, "plan", timeout=120)
+    moved = "meshctl.toml [dns] minTTL 0 -> 30, rejectResponseCode refused -> nameError"
+    assert moved in plan.stdout, plan.stdout
+    done = meshctl(lab, "apply", "--auto-approve", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _resolve("www.google.com").header.rcode == RCODE.NXDOMAIN  # no longer REFUSED
+    _resolve("api.stripe.com")  # TTL 1, held for the minimum 30 s (a longer expiry is saved within 1 s)
+    deadline = time.monotonic() + 3
+    while json.loads(files.learned.read_text())["ips"]["203.0.113.10"]["expires"] < time.time() + 25:
+        assert time.monotonic() < deadline, "the minimum TTL did not hold"
+        time.sleep(0.1)
+    assert proxy_pid(files) == proxy
