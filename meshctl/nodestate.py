@@ -581,6 +581,9 @@ DNS_PROXY_PORT = 15053
 # The DNS proxy's settings in a node's fqdn table ([dns] of meshctl.toml): '@' is no name's.
 DNS_MIN_TTL, DNS_NXDOMAIN = "@minTTL", "@nameError"
 DNS_SETTINGS = (DNS_MIN_TTL, DNS_NXDOMAIN)
+# "SELECTOR@PREFIX" in a node's fqdn table: the identity of IPs a selector learns inside a CIDR
+# prefix of the node (the rules of both allow it)
+FQDN_IN_CIDR = "@"
 
 
 @dataclass(frozen=True, order=True)

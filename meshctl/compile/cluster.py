@@ -15,7 +15,13 @@ from typing import Any, TypeVar
 from meshctl.catalog import Catalog, IdentityInfo, RuleOrigin
 from meshctl.compile.cookies import assign_cookies
 from meshctl.compile.documents import Document
-from meshctl.compile.identities import RESERVED_LABELS, EndpointTable, IdentityTable, cidr_identities
+from meshctl.compile.identities import (
+    RESERVED_LABELS,
+    EndpointTable,
+    IdentityTable,
+    cidr_identities,
+    fqdn_cidr_identities,
+)
 from meshctl.compile.ir import CidrRule, CompileWarning, Isolation, Peers, Rule, Translated
 from meshctl.compile.labels import identity_label_sets
 from meshctl.compile.mapstate import DnsGrant, Grant, HttpGrant, MapState, build_mapstate
@@ -27,6 +33,7 @@ from meshctl.gcpause import paused_gc
 from meshctl.model.staging import policy_digest
 from meshctl.nodestate import (
     DNS_PORT,
+    FQDN_IN_CIDR,
     PROTO_TCP,
     PROTO_UDP,
     Attachment,
@@ -83,6 +90,8 @@ class ResolvedPeers:
             if rule.cidr.prefixlen == 0:
                 ids.add(R.WORLD)
             ids.update(node_cidrs.within(rule))
+        # a learned IP inside a CIDR prefix is both: the rules of either allow it
+        ids.update(k for fqdn, cidr, k in node_cidrs.fqdn_in_cidr if fqdn in ids or cidr in ids)
         out = tuple(sorted(ids))
         node_cidrs.cache[self] = out
         return out
@@ -114,8 +123,11 @@ def _with_prefixes(
 class NodeCidrs:
     """A node's CIDR identities, with integer prefix math and a per-peer-set cache."""
 
-    def __init__(self, ids: Mapping[IPv4Network, int]) -> None:
+    def __init__(self, ids: Mapping[IPv4Network, int],
+                 fqdn_in_cidr: Iterable[tuple[int, int, int]] = ()) -> None:
         self.ids = dict(ids)
+        # (toFQDNs identity, CIDR identity, the identity of IPs it learns inside that prefix)
+        self.fqdn_in_cidr = tuple(fqdn_in_cidr)
         self._ints = [(int(p.network_address), p.prefixlen, i) for p, i in sorted(ids.items())]
         self.cache: dict[ResolvedPeers, tuple[int, ...]] = {}
 
@@ -390,7 +402,10 @@ def _compile_spec(
     pod_order = [_net_order(item) for item in pod_ipcache]
     sorted_ports: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     isolation_by_ident: dict[int, FrozenMap[Direction, tuple[str, ...]]] = {}
-    node_cidr_index = NodeCidrs(cluster_cidrs)
+    fqdn_in_cidr = fqdn_cidr_identities(
+        ((text, p) for text in c.fqdn for p in cluster_cidrs if p.prefixlen < 32), cluster_cidrs.values())
+    node_cidr_index = NodeCidrs(cluster_cidrs, ((c.fqdn[text], cluster_cidrs[p], k)
+                                                for (text, p), k in fqdn_in_cidr.items()))
     universe = _universe(c, cluster_cidrs, spec.mode)
     previous = memo.endpoints if memo is not None and memo.universe == universe else {}
     cache: dict[tuple[int, tuple[Any, ...]], _Memoized] = {}
@@ -416,6 +431,7 @@ def _compile_spec(
         for p, i in node_cidrs.items():
             cidr_catalog[i] = p
         ipcache = _with_prefixes(pod_ipcache_map, pod_order, node_cidrs)
+        in_cidr = {f"{text}{FQDN_IN_CIDR}{p}": k for (text, p), k in fqdn_in_cidr.items() if p in node_cidrs}
 
         endpoints: dict[IPv4Address, EndpointEntry] = {}
         policies: dict[int, FrozenMap[PolicyKey, PolicyEntry]] = {}
@@ -481,8 +497,9 @@ def _compile_spec(
             http=frozenset(http),
             dns=frozenset(dns),
             # the DNS proxy of a node whose endpoints ask it learns IPs for every selector: world
-            # rules take them in wherever they are used
-            fqdn=FrozenMap({**c.fqdn, **dict(spec.dns_settings)}) if dns else FrozenMap(),
+            # rules take them in wherever they are used; inside one of the node's CIDR prefixes an
+            # IP takes the identity of both; and the proxy's settings
+            fqdn=FrozenMap({**c.fqdn, **in_cidr, **dict(spec.dns_settings)}) if dns else FrozenMap(),
         )
         catalog_eps[node] = FrozenMap(eps_cat)
 
@@ -499,6 +516,9 @@ def _compile_spec(
     for text, ident in c.fqdn.items():
         infos[ident] = IdentityInfo(ident, (*sorted(f"fqdn:{t}" for t in text.split(SET_SEPARATOR)),
                                             "reserved:world"))
+    for (text, prefix), ident in fqdn_in_cidr.items():
+        fqdn_labels = infos[c.fqdn[text]].labels[:-1]
+        infos[ident] = IdentityInfo(ident, (*fqdn_labels, f"cidr:{prefix}", "reserved:world"))
     origin_by_cookie = {ck: o for o, ck in cookies.items()}
     catalog = Catalog(
         identities=FrozenMap(infos),

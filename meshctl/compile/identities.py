@@ -120,6 +120,24 @@ class EndpointTable:
         return cls(by_pod, nxt)
 
 
+def _derived(key: str, used: set[int]) -> int:
+    """A node-local identity (>= 1<<24) hashed from `key`, probing past the `used` ones."""
+    span = (1 << 32) - CIDR_IDENTITY_MIN
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % span
+    while CIDR_IDENTITY_MIN + h in used:
+        h = (h + 1) % span
+    used.add(CIDR_IDENTITY_MIN + h)
+    return CIDR_IDENTITY_MIN + h
+
+
+def fqdn_cidr_identities(pairs: Iterable[tuple[str, IPv4Network]], taken: Iterable[int]
+                         ) -> dict[tuple[str, IPv4Network], int]:
+    """The identities of IPs a toFQDNs selector (or set) learns inside a CIDR prefix of the
+    cluster: derived like CIDR identities (from "selector@prefix"), never one of `taken`."""
+    used = set(taken)
+    return {pair: _derived(f"{pair[0]}@{pair[1]}", used) for pair in sorted(set(pairs), key=str)}
+
+
 def cidr_identities(prefixes: Iterable[IPv4Network]) -> dict[IPv4Network, int]:
     """Node-local CIDR identities (>= 1<<24), derived from each prefix by hash.
 
@@ -128,14 +146,6 @@ def cidr_identities(prefixes: Iterable[IPv4Network]) -> dict[IPv4Network, int]:
     """
     out: dict[IPv4Network, int] = {}
     used: set[int] = set()
-    span = (1 << 32) - CIDR_IDENTITY_MIN
     for prefix in sorted(set(prefixes)):
-        if prefix.prefixlen == 0:
-            out[prefix] = ReservedIdentity.WORLD
-            continue
-        h = int.from_bytes(hashlib.sha256(str(prefix).encode()).digest()[:4], "big") % span
-        while CIDR_IDENTITY_MIN + h in used:
-            h = (h + 1) % span
-        used.add(CIDR_IDENTITY_MIN + h)
-        out[prefix] = CIDR_IDENTITY_MIN + h
+        out[prefix] = ReservedIdentity.WORLD if prefix.prefixlen == 0 else _derived(str(prefix), used)
     return out

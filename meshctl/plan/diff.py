@@ -15,6 +15,7 @@ from meshctl.dataplane.foreign import explain
 from meshctl.fqdnmatch import SET_SEPARATOR
 from meshctl.lazypolicy import maps_equal
 from meshctl.nodestate import (
+    FQDN_IN_CIDR,
     Attachment,
     Direction,
     DnsPolicy,
@@ -311,8 +312,8 @@ class _NodeDiff:
             return
         b, a = fqdn_value(self.before.fqdn), fqdn_value(self.after.fqdn)
 
-        def selectors(value: dict[str, Any]) -> set[str]:  # not the sets of overlapping ones
-            return {text for text in value.get("selectors", {}) if SET_SEPARATOR not in text}
+        def selectors(value: dict[str, Any]) -> set[str]:  # not their sets, nor inside CIDR prefixes
+            return {t for t in value.get("selectors", {}) if SET_SEPARATOR not in t and FQDN_IN_CIDR not in t}
 
         added, gone = sorted(selectors(a) - selectors(b)), sorted(selectors(b) - selectors(a))
         settings = [f"{key} {b.get(key, default)} -> {a.get(key, default)}"

@@ -47,6 +47,7 @@ from meshctl.nodestate import (
     DNS_NXDOMAIN,
     DNS_PROXY_PORT,
     DNS_SETTINGS,
+    FQDN_IN_CIDR,
     DnsPolicy,
     IpcacheEntry,
 )
@@ -70,6 +71,8 @@ class Rules:
     policies: tuple[tuple[DnsPolicy, tuple[FqdnSelector, ...]], ...] = ()
     selectors: tuple[tuple[FqdnSelector, int], ...] = ()
     sets: dict[frozenset[str], int] = field(default_factory=dict)  # overlapping selectors' identities
+    # selector (or set) text -> (CIDR prefix of the node, identity of its IPs there), longest first
+    in_cidr: dict[str, list[tuple[IPv4Network, int]]] = field(default_factory=dict)
     min_ttl: int = 0  # meshctl.toml [dns] minTTL
     nxdomain: bool = False  # [dns] rejectResponseCode = "nameError"
     peers: dict[int, list[IPv4Network]] = field(default_factory=dict)
@@ -83,10 +86,16 @@ class Rules:
         policies = [DnsPolicy.from_canonical(r) for r in doc["rules"]]
         fqdn = {str(text): int(i) for text, i in doc["fqdn"].items()}
         settings = {key: fqdn.pop(key) for key in DNS_SETTINGS if key in fqdn}
+        in_cidr: dict[str, list[tuple[IPv4Network, int]]] = {}
+        for key in [k for k in fqdn if FQDN_IN_CIDR in k]:
+            text, _, prefix = key.partition(FQDN_IN_CIDR)
+            in_cidr.setdefault(text, []).append((IPv4Network(prefix), fqdn.pop(key)))
+        for prefixes in in_cidr.values():
+            prefixes.sort(key=lambda item: -item[0].prefixlen)
         single = {text: i for text, i in fqdn.items() if SET_SEPARATOR not in text}
         sets = {frozenset(text.split(SET_SEPARATOR)): i for text, i in fqdn.items() if text not in single}
         return cls(str(doc["version"]), tuple((p, _selectors(p.names)) for p in policies),
-                   tuple(zip(_selectors(single), single.values(), strict=True)), sets,
+                   tuple(zip(_selectors(single), single.values(), strict=True)), sets, in_cidr,
                    settings.get(DNS_MIN_TTL, 0), bool(settings.get(DNS_NXDOMAIN)),
                    {int(i): [IPv4Network(p) for p in ps] for i, ps in doc["peers"].items()})
 
@@ -114,20 +123,36 @@ class Rules:
                 return True, p.cookie
         return False, first
 
-    def identity_for(self, names: Iterable[str]) -> int | None:
-        """The identity of the IPs answered for `names` (the query's and its CNAMEs'): the
-        selector's that matches, or the identity of the set of selectors that match (the
-        compiler made one per set of overlapping selectors). A set it did not foresee (a CNAME
-        into another selector's names) takes its largest known part, then the lowest id."""
+    def selection(self, names: Iterable[str]) -> tuple[str, int] | None:
+        """The selectors that select the IPs answered for `names` (the query's and its CNAMEs'),
+        as (text, identity): the selector that matches, or the set of those that match (the
+        compiler made an identity per set of overlapping selectors). A set it did not foresee
+        (a CNAME into another selector's names) takes its largest known part, then the lowest id."""
         names = tuple(names)
         hits = {sel.text: i for sel, i in self.selectors if any(sel.matches(n) for n in names)}
         if len(hits) <= 1:
-            return next(iter(hits.values()), None)
+            return next(iter(hits.items()), None)
         matched = frozenset(hits)
-        if matched in self.sets:
-            return self.sets[matched]
-        parts = [(len(members), -i) for members, i in self.sets.items() if members <= matched]
-        return -max(parts)[1] if parts else min(hits.values())
+        if matched not in self.sets:
+            parts = [(len(members), -i, members) for members, i in self.sets.items() if members <= matched]
+            if not parts:
+                text = min(hits, key=hits.__getitem__)
+                return text, hits[text]
+            matched = max(parts, key=lambda p: p[:2])[2]
+        return SET_SEPARATOR.join(sorted(matched)), self.sets[matched]
+
+    def identity_for(self, names: Iterable[str]) -> int | None:
+        chosen = self.selection(names)
+        return chosen[1] if chosen else None
+
+    def identity_of(self, ip: str, selection: tuple[str, int]) -> int:
+        """An answered IP's identity: its selection's, or inside one of the node's CIDR prefixes
+        the identity of both (so the CIDR rules keep allowing it)."""
+        address = IPv4Address(ip)
+        for prefix, identity in self.in_cidr.get(selection[0], ()):
+            if address in prefix:
+                return identity
+        return selection[1]
 
 
 def _selectors(texts: Iterable[str]) -> tuple[FqdnSelector, ...]:
@@ -416,16 +441,17 @@ class Proxy:
         """Write the answer's IPs that a selector selects (by the query's name or a CNAME of it)
         into the ipcache, then the learned file: both before the answer leaves (no first-packet
         drop). An IP already learned with the same identity costs no write."""
-        identity = self.rules.identity_for(names)
-        if identity is None or not ips:
+        selection = self.rules.selection(names)
+        if selection is None or not ips:
             return {}
-        found = {ip: (identity, query, ttl) for ip, ttl in ips}
+        found = {ip: (self.rules.identity_of(ip, selection), query, ttl) for ip, ttl in ips}
         with self.learned.lock:
-            fresh = [ip for ip in found if self.learned.ips.get(ip, {}).get("identity") != identity]
+            fresh = [ip for ip, (identity, _, _) in found.items()
+                     if self.learned.ips.get(ip, {}).get("identity") != identity]
             if fresh:
-                self.ipcache().upsert({IPv4Network(f"{ip}/32"): IpcacheEntry(identity) for ip in fresh})
+                self.ipcache().upsert({IPv4Network(f"{ip}/32"): IpcacheEntry(found[ip][0]) for ip in fresh})
             self.learned.add(found)
-        return {ip: identity for ip in found}
+        return {ip: identity for ip, (identity, _, _) in found.items()}
 
     def ipcache(self) -> Any:
         """The node's ipcache, opened again when its pin was replaced (a datapath reload)."""

@@ -237,3 +237,25 @@ def test_dns_settings_of_meshctl_toml_are_planned_and_reach_the_proxy_without_a_
         assert time.monotonic() < deadline, "the minimum TTL did not hold"
         time.sleep(0.1)
     assert proxy_pid(files) == proxy
+
+
+def test_a_learned_ip_inside_a_to_cidr_prefix_keeps_the_cidr_rules_allow(lab: Path) -> None:
+    """The toFQDNs rule now allows api.stripe.com on 8443 only, a toCIDR rule 203.0.113.0/24 on
+    443: the learned IP takes the identity of both, so 443 stays open after the answer (an IP
+    with the selector's identity alone would lose the CIDR rule: the ipcache's longest prefix)."""
+    policy = lab / "policies" / "payment-egress.yaml"
+    text = policy.read_text().replace('- port: "443"', '- port: "8443"', 1)
+    policy.write_text(text + '    - toCIDR: ["203.0.113.0/24"]\n      toPorts:\n        - ports:\n'
+                             '            - port: "443"\n              protocol: TCP\n')
+    done = meshctl(lab, "apply", "--auto-approve", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    clean = meshctl(lab, "fqdn", "cache", "clean", "--force")  # start from the CIDR identity alone
+    assert clean.returncode == 0, clean.stderr
+    assert _connect("203.0.113.10") == b"external/api.stripe.com:443\n"
+    assert [str(rr.rdata) for rr in _resolve("api.stripe.com").rr] == ["203.0.113.10"]
+    learned = json.loads(DnsFiles.of(CLUSTER, "node-1").learned.read_text())["ips"]["203.0.113.10"]
+    with IpcacheMap.from_dir(node_pin_dir(CLUSTER, "node-1")) as ipcache:
+        entries = ipcache.read()
+    assert entries[IPv4Network("203.0.113.10/32")].identity == learned["identity"]
+    assert learned["identity"] != entries[IPv4Network("203.0.113.0/24")].identity
+    assert _connect("203.0.113.10") == b"external/api.stripe.com:443\n"

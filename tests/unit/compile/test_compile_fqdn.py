@@ -163,3 +163,22 @@ def test_overlapping_selectors_get_a_set_identity_that_each_selectors_rules_allo
     assert {pattern, pair} <= allowed(b) and name not in allowed(b)
     assert state.fqdn["*.stripe.com,api.stripe.com"] == pair  # the proxy's table names the set
     assert c.catalog.identities[pair].labels == ("fqdn:*.stripe.com", "fqdn:api.stripe.com", "reserved:world")
+
+
+def test_a_selector_inside_a_cidr_prefix_gets_an_identity_both_rules_allow() -> None:
+    """toFQDNs api.stripe.com on 443 and toCIDR 203.0.113.0/24 on 80: an IP the selector learns
+    inside the prefix takes an identity allowed on both ports (derived, node-local like CIDR
+    identities), named in the node's fqdn table with the prefix."""
+    cidr = {"toCIDR": ["203.0.113.0/24"], "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}
+    c = _compile(STRIPE, cidr, _dns({"dns": [{"matchPattern": "*"}]}))
+    state = c.nodes["n1"]  # type: ignore[attr-defined]
+    stripe = c.identities.get(("fqdn:api.stripe.com",))  # type: ignore[attr-defined]
+    prefix = next(e.identity for p, e in state.ipcache.items() if str(p) == "203.0.113.0/24")
+    both = state.fqdn["api.stripe.com@203.0.113.0/24"]
+    assert both not in (stripe, prefix) and "*.amazonaws.com@203.0.113.0/24" in state.fqdn
+    ports = {(k.identity, k.port) for k in _egress(c)}
+    assert {(stripe, 443), (prefix, 80), (both, 443), (both, 80)} <= ports
+    assert (stripe, 80) not in ports and (prefix, 443) not in ports
+    labels = c.catalog.identities[both].labels  # type: ignore[attr-defined]
+    assert labels == ("fqdn:api.stripe.com", "cidr:203.0.113.0/24", "reserved:world")
+    assert both not in {e.identity for e in state.ipcache.values()}  # until the proxy learns an IP

@@ -18,7 +18,9 @@ POLICIES = frozenset({
     DnsPolicy(IPv4Address(OTHER), 53, 53, 0, 8, ("*",)),
 })
 FQDN = FrozenMap({"api.stripe.com": 262, "*.stripe.com": 270, "*.amazonaws.com": 260,
-                  "*.stripe.com,api.stripe.com": 271})  # the set identity of two overlapping selectors
+                  "*.stripe.com,api.stripe.com": 271,  # the set identity of two overlapping selectors
+                  "*.amazonaws.com@52.216.0.0/15": 16777300,  # learned inside a CIDR prefix of the node
+                  "*.amazonaws.com@52.216.8.0/24": 16777301})
 IPCACHE = {IPv4Network(f"{DNS}/32"): IpcacheEntry(KUBE_DNS),
            IPv4Network(f"{ELSEWHERE}/32"): IpcacheEntry(400)}
 
@@ -52,6 +54,11 @@ def test_an_answer_takes_the_identity_of_the_selector_that_selects_it(tmp_path: 
     # a set the compiler did not foresee (a CNAME into another selector's names): its largest
     # known part, so the rules of at least those selectors hold
     assert rules.identity_for({"api.stripe.com", "s3.amazonaws.com"}) == 271
+    aws = rules.selection({"s3.amazonaws.com"})
+    assert aws == ("*.amazonaws.com", 260)
+    assert rules.identity_of("52.217.1.1", aws) == 16777300  # inside the /15
+    assert rules.identity_of("52.216.8.9", aws) == 16777301  # the longest prefix wins, as in the ipcache
+    assert rules.identity_of("3.5.0.1", aws) == 260
 
 
 def test_learned_ips_persist_with_their_expiry_and_leave_after_ttl_and_grace(tmp_path: Path) -> None:
