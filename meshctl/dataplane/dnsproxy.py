@@ -23,7 +23,7 @@ from typing import Any
 from meshctl.dataplane.envoy import ProxyFiles
 from meshctl.errors import MeshctlError
 from meshctl.localproc import pid_in_file
-from meshctl.nodestate import DnsPolicy, FrozenMap, IpcacheEntry
+from meshctl.nodestate import CIDR_IDENTITY_MIN, DnsPolicy, FrozenMap, IpcacheEntry
 from meshctl.state.atomic import atomic_write
 
 FORMAT = "meshctl-dns-rules/1"
@@ -83,7 +83,10 @@ def rules_doc(dns: frozenset[DnsPolicy], fqdn: FrozenMap[str, int],
     rules = [p.canonical() for p in sorted(dns)]
     peers = {str(i): sorted(p) for i, p in peer_prefixes(ipcache).items()
              if any(p.identity == i for p in dns)}
-    body = {"rules": rules, "fqdn": dict(fqdn.items()), "peers": peers}
+    # the node's toCIDR /32s: the proxy never takes their entries (pods' and nodes' it knows by identity)
+    owned = sorted(str(p.network_address) for p, e in ipcache.items()
+                   if p.prefixlen == 32 and e.identity >= CIDR_IDENTITY_MIN)
+    body = {"rules": rules, "fqdn": dict(fqdn.items()), "peers": peers, "owned": owned}
     version = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
     return {"format": FORMAT, "version": version, **body}
 

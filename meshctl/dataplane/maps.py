@@ -418,6 +418,12 @@ class IpcacheMap(_Typed):
     def read(self) -> FrozenMap[IPv4Network, IpcacheEntry]:
         return FrozenMap(dict(decode_ipcache(k, v) for k, v in self.map.items()))
 
+    def get(self, prefix: IPv4Network) -> IpcacheEntry | None:
+        """The entry of the longest prefix that holds `prefix` (the trie's lookup: not exact)."""
+        key, _ = encode_ipcache(prefix, IpcacheEntry(0))
+        value = self.map.lookup(key)
+        return None if value is None else IpcacheEntry(*IPCACHE_VALUE.unpack(value))
+
     def upsert(self, entries: Mapping[IPv4Network, IpcacheEntry]) -> None:
         pairs = [encode_ipcache(p, e) for p, e in entries.items()]
         self.map.update_batch([k for k, _ in pairs], [v for _, v in pairs])

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from meshctl.dataplane.dnsproxy import FORMAT, DnsFiles
 from meshctl.dnswire import recv_message, send_message
 from meshctl.fqdnmatch import SET_SEPARATOR, FqdnSelector, normalize
 from meshctl.nodestate import (
+    CIDR_IDENTITY_MIN,
     DNS_MIN_TTL,
     DNS_NXDOMAIN,
     DNS_PROXY_PORT,
@@ -73,6 +74,7 @@ class Rules:
     sets: dict[frozenset[str], int] = field(default_factory=dict)  # overlapping selectors' identities
     # selector (or set) text -> (CIDR prefix of the node, identity of its IPs there), longest first
     in_cidr: dict[str, list[tuple[IPv4Network, int]]] = field(default_factory=dict)
+    owned: frozenset[str] = frozenset()  # the node's toCIDR /32 addresses: never learned over
     min_ttl: int = 0  # meshctl.toml [dns] minTTL
     nxdomain: bool = False  # [dns] rejectResponseCode = "nameError"
     peers: dict[int, list[IPv4Network]] = field(default_factory=dict)
@@ -96,6 +98,7 @@ class Rules:
         sets = {frozenset(text.split(SET_SEPARATOR)): i for text, i in fqdn.items() if text not in single}
         return cls(str(doc["version"]), tuple((p, _selectors(p.names)) for p in policies),
                    tuple(zip(_selectors(single), single.values(), strict=True)), sets, in_cidr,
+                   frozenset(map(str, doc.get("owned", ()))),
                    settings.get(DNS_MIN_TTL, 0), bool(settings.get(DNS_NXDOMAIN)),
                    {int(i): [IPv4Network(p) for p in ps] for i, ps in doc["peers"].items()})
 
@@ -153,6 +156,18 @@ class Rules:
             if address in prefix:
                 return identity
         return selection[1]
+
+    def taken(self, ip: str, entry: IpcacheEntry | None) -> bool:
+        """Whether the ipcache entry an address finds (its longest prefix) is the address's own
+        and not a learned one: a pod's or a node's (their identities), or a toCIDR /32."""
+        if entry is None or entry.identity in self.fqdn_ids:
+            return False
+        return entry.identity < CIDR_IDENTITY_MIN or ip in self.owned
+
+    @cached_property
+    def fqdn_ids(self) -> frozenset[int]:
+        return frozenset((*(i for _, i in self.selectors), *self.sets.values(),
+                          *(i for prefixes in self.in_cidr.values() for _, i in prefixes)))
 
 
 def _selectors(texts: Iterable[str]) -> tuple[FqdnSelector, ...]:
@@ -446,12 +461,26 @@ class Proxy:
             return {}
         found = {ip: (self.rules.identity_of(ip, selection), query, ttl) for ip, ttl in ips}
         with self.learned.lock:
+            ipcache = self.ipcache()
+            for ip in [ip for ip in found if ip not in self.learned.ips]:
+                if self.rules.taken(ip, ipcache.get(_host(ip))):  # a pod's, a node's, a toCIDR /32
+                    del found[ip]
             fresh = [ip for ip, (identity, _, _) in found.items()
                      if self.learned.ips.get(ip, {}).get("identity") != identity]
             if fresh:
-                self.ipcache().upsert({IPv4Network(f"{ip}/32"): IpcacheEntry(found[ip][0]) for ip in fresh})
-            self.learned.add(found)
+                ipcache.upsert({_host(ip): IpcacheEntry(found[ip][0]) for ip in fresh})
+            if found:
+                self.learned.add(found)
         return {ip: identity for ip, (identity, _, _) in found.items()}
+
+    def forget(self, ips: list[str]) -> None:
+        """Learned IPs leave the ipcache (caller holds the learning lock): only entries still
+        ours, so an address a pod (or the apply) took meanwhile keeps its entry."""
+        ipcache = self.ipcache()
+        ours = [ip for ip in ips if (entry := ipcache.get(_host(ip))) is not None
+                and entry.identity == self.learned.ips[ip]["identity"]]
+        ipcache.remove([_host(ip) for ip in ours])
+        self.learned.drop(ips)
 
     def ipcache(self) -> Any:
         """The node's ipcache, opened again when its pin was replaced (a datapath reload)."""
@@ -480,8 +509,7 @@ class Proxy:
             gone = [ip for ip, rec in self.learned.ips.items()
                     if selector is None or any(selector.matches(n) for n in rec["names"])]
             if gone:
-                self.ipcache().remove([IPv4Network(f"{ip}/32") for ip in gone])
-                self.learned.drop(gone)
+                self.forget(gone)
         answer = {"id": request.get("id"), "removed": sorted(gone)}
         atomic_write(self.files.cleaned, json.dumps(answer).encode())
         self.files.clean.unlink(missing_ok=True)
@@ -501,8 +529,7 @@ class Proxy:
         with self.learned.lock:  # again under the lock: an answer may have renewed one meanwhile
             gone = [ip for ip in self.learned.expired(self.grace) if ip not in in_use]
             if gone:
-                self.ipcache().remove([IPv4Network(f"{ip}/32") for ip in gone])
-                self.learned.drop(gone)
+                self.forget(gone)
 
     def _log(self, record: dict[str, Any]) -> None:
         """One line, one write (O_APPEND): the agent never reads half a record it cannot finish."""
@@ -560,6 +587,10 @@ def _answer(body: bytes) -> Answer | None:
     return Answer(RCODE.get(record.header.rcode),
                   tuple((str(rr.rdata), rr.ttl) for rr in record.rr if rr.rtype == QTYPE.A),
                   frozenset(normalize(str(rr.rdata)) for rr in record.rr if rr.rtype == QTYPE.CNAME))
+
+
+def _host(ip: str) -> IPv4Network:
+    return IPv4Network(f"{ip}/32")
 
 
 def _original_destination(ancillary: list[tuple[int, int, bytes]]) -> tuple[str, int] | None:

@@ -8,7 +8,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from meshctl.dataplane.dnsproxy import DnsFiles, learned_ipcache, read_rules, write_rules
-from meshctl.nodestate import DnsPolicy, FrozenMap, IpcacheEntry
+from meshctl.nodestate import CIDR_IDENTITY_MIN, DnsPolicy, FrozenMap, IpcacheEntry
 from meshctl.proxy.dns import Learned, Rules
 
 CLIENT, OTHER, DNS, ELSEWHERE = "10.0.1.2", "10.0.1.3", "10.0.2.2", "10.0.3.3"
@@ -107,3 +107,17 @@ def test_only_a_new_ip_or_identity_is_saved_before_the_answer_a_longer_expiry_wa
     assert json.loads(files.learned.read_text())["ips"]["203.0.113.10"]["expires"] > saved + 200
     assert learned.add({"203.0.113.10": (270, "www.stripe.com", 30)}) == ["203.0.113.10"]  # a new identity
     assert Learned(files.learned, 0).ips["203.0.113.10"]["names"] == ["api.stripe.com", "www.stripe.com"]
+
+
+def test_an_address_the_node_holds_as_a_pod_node_or_cidr_32_is_never_learned_over(tmp_path: Path) -> None:
+    files = DnsFiles(tmp_path)
+    ipcache = {**IPCACHE, IPv4Network("198.51.100.7/32"): IpcacheEntry(CIDR_IDENTITY_MIN + 5),
+               IPv4Network("52.216.0.0/15"): IpcacheEntry(CIDR_IDENTITY_MIN + 9)}
+    write_rules(files, POLICIES, FQDN, ipcache)
+    rules = Rules.read(files.rules)
+    # the entries an address's longest-prefix lookup finds
+    assert rules.taken(DNS, IpcacheEntry(KUBE_DNS))  # a pod's own /32
+    assert rules.taken("198.51.100.7", IpcacheEntry(CIDR_IDENTITY_MIN + 5))  # a toCIDR /32
+    assert not rules.taken("52.216.3.3", IpcacheEntry(CIDR_IDENTITY_MIN + 9))  # inside a prefix: learnable
+    assert not rules.taken("203.0.113.10", IpcacheEntry(262))  # learned before (a selector's identity)
+    assert not rules.taken("203.0.113.11", None)
