@@ -25,15 +25,12 @@ from meshctl.flows.flow import (
     VERDICT_DROPPED,
     VERDICT_FORWARDED,
 )
-from meshctl.flows.httplog import ProxyRecords, parse_address
+from meshctl.flows.httplog import L7_COMMON_FIELDS, ProxyRecords, parse_address
 from meshctl.nodestate import PROTO_TCP, PROTO_UDP, Direction
 
 log = logging.getLogger(__name__)
 # Columns of a stored DNS row (the `dns` table), in order.
-DNS_FIELDS = (
-    "time_ns", "verdict", "reason", "direction", "protocol", "src_port", "dst_port", "src_peer", "dst_peer",
-    "attribution", "l7", "query", "qtypes", "rcode", "ips", "ttl", "latency_ns",
-)
+DNS_FIELDS = (*L7_COMMON_FIELDS, "query", "qtypes", "rcode", "ips", "ttl", "latency_ns")
 DNS_TEXT_FIELDS = ("query", "qtypes", "rcode", "ips")
 DnsRow = tuple[object, ...]
 MAX_NAMED = 65536  # addresses whose names are kept (the oldest go first)

@@ -34,11 +34,13 @@ from meshctl.httpverdicts import peer_matches, port_policies
 from meshctl.nodestate import PROTO_TCP, Direction, HttpPolicy, ReservedIdentity
 
 log = logging.getLogger(__name__)
-# Columns of a stored HTTP row (the `http` table), in order.
-HTTP_FIELDS = (
+# The first columns of every proxy record (HTTP and DNS): the connection's, as a flow has them.
+L7_COMMON_FIELDS = (
     "time_ns", "verdict", "reason", "direction", "protocol", "src_port", "dst_port", "src_peer", "dst_peer",
-    "attribution", "l7", "method", "url", "host", "version", "status", "latency_ns",
+    "attribution", "l7",
 )
+# Columns of a stored HTTP row (the `http` table), in order.
+HTTP_FIELDS = (*L7_COMMON_FIELDS, "method", "url", "host", "version", "status", "latency_ns")
 HttpRow = tuple[object, ...]
 
 

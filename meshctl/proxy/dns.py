@@ -567,22 +567,26 @@ class Answer:
         return _answer(raw[2:]) if len(raw) >= 12 else None
 
 
-@lru_cache(maxsize=4096)
-def _question(body: bytes) -> Question | None:
+def _parse(body: bytes) -> DNSRecord | None:
+    """A message without its first two bytes (the id: cached shapes ignore it)."""
     try:
-        record = DNSRecord.parse(b"\0\0" + body)
+        return DNSRecord.parse(b"\0\0" + body)
     except DNSError:
         return None
-    if not record.questions:
+
+
+@lru_cache(maxsize=4096)
+def _question(body: bytes) -> Question | None:
+    record = _parse(body)
+    if record is None or not record.questions:
         return None
     return Question(normalize(str(record.q.qname)), QTYPE.get(record.q.qtype), record)
 
 
 @lru_cache(maxsize=4096)
 def _answer(body: bytes) -> Answer | None:
-    try:
-        record = DNSRecord.parse(b"\0\0" + body)
-    except DNSError:
+    record = _parse(body)
+    if record is None:
         return None
     return Answer(RCODE.get(record.header.rcode),
                   tuple((str(rr.rdata), rr.ttl) for rr in record.rr if rr.rtype == QTYPE.A),
