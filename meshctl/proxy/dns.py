@@ -27,7 +27,6 @@ import selectors
 import signal
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -61,6 +60,7 @@ UPSTREAM_TIMEOUT_S = 2.0
 RELOAD_S = 0.02  # how often the rules file is checked: an apply waits for the version
 EXPIRY_S = 1.0
 BATCH = 64  # datagrams read per wakeup before the other socket gets its turn
+LEAVE_CHECK_S = 0.2  # how soon a SIGTERM'd proxy starts leaving its sockets to the next one
 
 
 @dataclass
@@ -259,6 +259,9 @@ class Proxy:
         self.lock = threading.Lock()
         self._ipcache: tuple[int, Any] | None = None  # (pin inode, IpcacheMap)
         self._log_fd = os.open(files.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        # SIGTERM: leave the sockets to a new proxy bound next to this one (SO_REUSEPORT), answer
+        # what is queued and pending, then end (`done`)
+        self.leaving, self.done = threading.Event(), threading.Event()
 
     # rules ----------------------------------------------------------------------------------
 
@@ -326,8 +329,15 @@ class Proxy:
         sel.register(udp, selectors.EVENT_READ, self._udp_queries)
         sel.register(upstream, selectors.EVENT_READ, self._udp_answers)
         next_sweep = time.monotonic() + UPSTREAM_TIMEOUT_S / 4
-        while True:
-            for key, _ in sel.select(UPSTREAM_TIMEOUT_S / 4):
+        left_at = 0.0
+        while not left_at or (self.pending and time.monotonic() < left_at + UPSTREAM_TIMEOUT_S):
+            if self.leaving.is_set() and not left_at:
+                while self._udp_queries(udp, upstream):  # what the kernel queued for this socket
+                    pass
+                sel.unregister(udp)
+                udp.close()  # out of the reuseport group: new queries reach the new proxy
+                left_at = time.monotonic()
+            for key, _ in sel.select(LEAVE_CHECK_S):
                 try:
                     key.data(key.fileobj, upstream)
                 except Exception:  # one bad datagram must not stop the proxy
@@ -335,13 +345,15 @@ class Proxy:
             if time.monotonic() >= next_sweep:
                 self._sweep()
                 next_sweep = time.monotonic() + UPSTREAM_TIMEOUT_S / 4
+        self.done.set()
 
-    def _udp_queries(self, udp: socket.socket, upstream: socket.socket) -> None:
-        for _ in range(BATCH):
+    def _udp_queries(self, udp: socket.socket, upstream: socket.socket) -> int:
+        """Up to BATCH queued queries judged and answered or forwarded; how many were read."""
+        for n in range(BATCH):
             try:
                 data, ancillary, _flags, client = udp.recvmsg(4096, socket.CMSG_SPACE(16))
             except BlockingIOError:
-                return
+                return n
             original = _original_destination(ancillary)
             question = Question.of(data)
             if original is None or question is None:
@@ -354,6 +366,7 @@ class Proxy:
             self.pending[query_id] = Pending(client, original, data[:2], question, judged, time.monotonic())
             with contextlib.suppress(OSError):
                 upstream.sendto(struct.pack("!H", query_id) + data[2:], original)
+        return BATCH
 
     def _udp_answers(self, upstream: socket.socket, _udp: socket.socket) -> None:
         for _ in range(BATCH):
@@ -391,9 +404,15 @@ class Proxy:
             self.answer_socket(source).sendto(data, client)
 
     def serve_tcp(self, tcp: socket.socket) -> None:
-        while True:
-            conn, client = tcp.accept()
+        tcp.settimeout(LEAVE_CHECK_S)
+        while not self.leaving.is_set():
+            try:
+                conn, client = tcp.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(None)
             threading.Thread(target=self._tcp_conn, args=(conn, client), daemon=True).start()
+        tcp.close()
 
     def _tcp_conn(self, conn: socket.socket, client: tuple[str, int]) -> None:
         original = conn.getsockname()  # the datapath assigned the connection: the pod's resolver
@@ -615,13 +634,13 @@ def _forward_tcp(data: bytes, server: tuple[str, int]) -> bytes:
         return body
 
 
-def _loop(every: float, step: Any) -> None:
-    while True:
+def _loop(every: float, step: Any, done: threading.Event) -> None:
+    while not done.is_set():
         try:
             step()
         except Exception:  # a failed step is logged and tried again: the proxy stays up
             log.exception("dns proxy: %s failed", getattr(step, "__name__", step))
-        time.sleep(every)
+        done.wait(every)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -634,17 +653,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reject", choices=("refused", "nxdomain"), default="refused")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     files = DnsFiles(args.dir)
     files.dir.mkdir(parents=True, exist_ok=True)
     proxy = Proxy(files, args.pins, args.port, args.min_ttl, args.grace, args.reject)
+    signal.signal(signal.SIGTERM, lambda *_: proxy.leaving.set())
     udp, tcp = proxy.listen()
     proxy.reload()
     atomic_write(files.pid, str(os.getpid()).encode())
     for target, arg in ((proxy.serve_udp, udp), (proxy.serve_tcp, tcp)):
         threading.Thread(target=target, args=(arg,), daemon=True).start()
-    threading.Thread(target=_loop, args=(EXPIRY_S, proxy.expire), daemon=True).start()
-    _loop(RELOAD_S, proxy.tick)
+    threading.Thread(target=_loop, args=(EXPIRY_S, proxy.expire, proxy.done), daemon=True).start()
+    _loop(RELOAD_S, proxy.tick, proxy.done)
+    with proxy.learned.lock:
+        proxy.learned.flush()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from ipaddress import IPv4Network
@@ -26,6 +27,7 @@ from meshctl.dataplane.maps import IpcacheMap
 from meshctl.dataplane.netns import in_netns
 from meshctl.dataplane.node import node_pin_dir
 from meshctl.lab import agents, registry
+from meshctl.lab.netns import nsenter_argv
 from meshctl.nodestate import IpcacheEntry
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
@@ -190,6 +192,41 @@ def test_an_agent_restart_between_resolve_and_connect_keeps_the_connection_and_t
     # the new agent read the queries its predecessor missed: the flow carries the name
     (flow,) = _observe(lab, "--to-fqdn", "s3.amazonaws.com", "--protocol", "tcp", "--last", "1")
     assert flow["dst_names"] == ["s3.amazonaws.com"] and flow["verdict"] == "FORWARDED"
+
+
+def test_a_new_proxy_takes_the_socket_over_before_the_old_one_leaves(lab: Path) -> None:
+    """A second proxy binds the same sockets (SO_REUSEPORT) while the first runs; told to stop,
+    the first answers what the kernel queued for it and leaves: no query is lost while a proxy is
+    replaced."""
+    files = DnsFiles.of(CLUSTER, "node-1")
+    old = proxy_pid(files)
+    assert old is not None
+    argv = [a.decode() for a in Path(f"/proc/{old}/cmdline").read_bytes().split(b"\0") if a]
+    netns = registry.require(CLUSTER).nodes["node-1"].netns
+    new = subprocess.Popen(nsenter_argv(netns, argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 15
+        while proxy_pid(files) != new.pid:  # it writes its pid once its sockets are bound
+            assert new.poll() is None, "the new proxy could not bind next to the old one"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(old, signal.SIGTERM)  # it answers what it holds, then leaves the sockets to the new one
+        answers = [_resolve("api.stripe.com") for _ in range(50)]  # at once and while it leaves
+        assert all(a.header.rcode == RCODE.NOERROR and a.rr for a in answers)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{old}").exists():
+            assert time.monotonic() < deadline, "the old proxy did not leave"
+            time.sleep(0.05)
+        assert [str(rr.rdata) for rr in _resolve("s3.amazonaws.com").rr] == ["203.0.113.20"]
+        assert _connect("203.0.113.10") == b"external/api.stripe.com:443\n"
+    finally:
+        new.terminate()
+        new.wait(10)
+    deadline = time.monotonic() + 15
+    while proxy_pid(files) in (None, new.pid):  # the agent starts its own again: the next tests use it
+        assert time.monotonic() < deadline, "the agent did not start a DNS proxy again"
+        time.sleep(0.05)
 
 
 def test_fqdn_cache_lists_the_learned_ips_and_clean_makes_new_connections_wait_for_an_answer(
