@@ -151,10 +151,12 @@ class Rules:
     def identity_of(self, ip: str, selection: tuple[str, int]) -> int:
         """An answered IP's identity: its selection's, or inside one of the node's CIDR prefixes
         the identity of both (so the CIDR rules keep allowing it)."""
-        address = IPv4Address(ip)
-        for prefix, identity in self.in_cidr.get(selection[0], ()):
-            if address in prefix:
-                return identity
+        prefixes = self.in_cidr.get(selection[0])
+        if prefixes:
+            address = IPv4Address(ip)
+            for prefix, identity in prefixes:
+                if address in prefix:
+                    return identity
         return selection[1]
 
     def taken(self, ip: str, entry: IpcacheEntry | None) -> bool:
@@ -480,14 +482,13 @@ class Proxy:
             return {}
         found = {ip: (self.rules.identity_of(ip, selection), query, ttl) for ip, ttl in ips}
         with self.learned.lock:
-            ipcache = self.ipcache()
             for ip in [ip for ip in found if ip not in self.learned.ips]:
-                if self.rules.taken(ip, ipcache.get(_host(ip))):  # a pod's, a node's, a toCIDR /32
+                if self.rules.taken(ip, self.ipcache().get(_host(ip))):  # a pod's, a node's, a toCIDR /32
                     del found[ip]
             fresh = [ip for ip, (identity, _, _) in found.items()
                      if self.learned.ips.get(ip, {}).get("identity") != identity]
             if fresh:
-                ipcache.upsert({_host(ip): IpcacheEntry(found[ip][0]) for ip in fresh})
+                self.ipcache().upsert({_host(ip): IpcacheEntry(found[ip][0]) for ip in fresh})
             if found:
                 self.learned.add(found)
         return {ip: identity for ip, (identity, _, _) in found.items()}
