@@ -161,12 +161,5 @@ def selector_sets(selectors: Iterable[FqdnSelector], limit: int = 256) -> list[t
     return out
 
 
-SET_SEPARATOR = ","  # a selector set's key in the node's fqdn table: its texts, sorted, joined
-
-
-def set_key(members: Iterable[FqdnSelector]) -> str:
-    return SET_SEPARATOR.join(sorted(s.text for s in members))
-
-
-__all__ = ["SET_SEPARATOR", "FqdnSelector", "name_error", "normalize", "overlaps", "pattern_error",
-           "pattern_regex", "selector_sets", "set_key"]
+__all__ = ["FqdnSelector", "name_error", "normalize", "overlaps", "pattern_error", "pattern_regex",
+           "selector_sets"]

@@ -578,12 +578,50 @@ HTTP_PROXY_PORT = 15001
 DNS_PORT = 53
 # The port of the node's DNS proxy (127.0.0.1, UDP and TCP): entries of ports with DNS rules carry it.
 DNS_PROXY_PORT = 15053
-# The DNS proxy's settings in a node's fqdn table ([dns] of meshctl.toml): '@' is no name's.
+# A node's fqdn table (NodeState.fqdn), key -> identity, holds four kinds of key:
+# - a toFQDNs selector's text ("api.stripe.com", "*.stripe.com");
+# - a set of overlapping selectors: their texts, sorted, joined by SET_SEPARATOR;
+# - "SELECTOR@PREFIX": the identity of IPs a selector (or set) learns inside one of the node's
+#   CIDR prefixes (the rules of both allow it);
+# - the DNS proxy's settings ([dns] of meshctl.toml), under '@' keys no name has (value 1 = on).
 DNS_MIN_TTL, DNS_NXDOMAIN = "@minTTL", "@nameError"
 DNS_SETTINGS = (DNS_MIN_TTL, DNS_NXDOMAIN)
-# "SELECTOR@PREFIX" in a node's fqdn table: the identity of IPs a selector learns inside a CIDR
-# prefix of the node (the rules of both allow it)
-FQDN_IN_CIDR = "@"
+SET_SEPARATOR, FQDN_IN_CIDR = ",", "@"
+
+
+def fqdn_set_key(texts: Iterable[str]) -> str:
+    return SET_SEPARATOR.join(sorted(texts))
+
+
+def fqdn_in_cidr_key(key: str, prefix: IPv4Network) -> str:
+    return f"{key}{FQDN_IN_CIDR}{prefix}"
+
+
+@dataclass(frozen=True)
+class FqdnTable:
+    """A node's fqdn table read by kind of key (see above)."""
+
+    selectors: dict[str, int]
+    sets: dict[frozenset[str], int]
+    in_cidr: dict[str, tuple[tuple[IPv4Network, int], ...]]  # selector or set key -> longest prefix first
+    settings: dict[str, int]
+
+    @classmethod
+    def of(cls, table: Mapping[str, int]) -> FqdnTable:
+        selectors, sets, settings = {}, {}, {}
+        in_cidr: dict[str, list[tuple[IPv4Network, int]]] = {}
+        for key, identity in table.items():
+            if key in DNS_SETTINGS:
+                settings[key] = int(identity)
+            elif FQDN_IN_CIDR in key:
+                text, _, prefix = key.partition(FQDN_IN_CIDR)
+                in_cidr.setdefault(text, []).append((IPv4Network(prefix), int(identity)))
+            elif SET_SEPARATOR in key:
+                sets[frozenset(key.split(SET_SEPARATOR))] = int(identity)
+            else:
+                selectors[key] = int(identity)
+        longest = {k: tuple(sorted(v, key=lambda item: -item[0].prefixlen)) for k, v in in_cidr.items()}
+        return cls(selectors, sets, longest, settings)
 
 
 @dataclass(frozen=True, order=True)

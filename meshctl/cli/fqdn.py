@@ -13,8 +13,10 @@ from typing import Annotated
 import typer
 
 from meshctl.cli.main import app
+from meshctl.cli.options import TextOrJson
 from meshctl.cli.plan import RepoOpt
 from meshctl.errors import MeshctlError
+from meshctl.fqdnmatch import FqdnSelector, pattern_error
 
 fqdn_app = typer.Typer(help="FQDN egress: what the nodes' DNS proxies learned.", no_args_is_help=True)
 cache_app = typer.Typer(help="The IPs learned from DNS answers (toFQDNs selects them).", no_args_is_help=True)
@@ -26,17 +28,7 @@ PatternOpt = Annotated[str, typer.Option(
     "--matchpattern", "-p", help="Only names this pattern matches ('*' within one label: *.stripe.com).")]
 
 
-def _nodes(ws: object, given: list[str] | None) -> list[str]:
-    order: list[str] = list(ws.node_order)  # type: ignore[attr-defined]
-    for node in given or ():
-        if node not in order:
-            raise MeshctlError(f"--node: {node!r} is not a node of this cluster ({', '.join(order)})")
-    return [n for n in order if not given or n in given]
-
-
-def _selector(pattern: str) -> object:
-    from meshctl.fqdnmatch import FqdnSelector, pattern_error
-
+def _selector(pattern: str) -> FqdnSelector | None:
     problem = pattern_error(pattern) if pattern else None
     if problem:
         raise MeshctlError(f"--matchpattern: {pattern!r}: {problem}")
@@ -46,19 +38,17 @@ def _selector(pattern: str) -> object:
 @cache_app.command("list")
 def cache_list(
     repo: RepoOpt = Path("."), node: NodeOpt = None, pattern: PatternOpt = "",
-    output: Annotated[str, typer.Option("-o", "--output", help="table or json.")] = "table",
+    output: Annotated[TextOrJson, typer.Option("-o", "--output", help="text or json.")] = TextOrJson.text,
 ) -> None:
     """Each node's learned IPs: the names they were answered for, their identity, their expiry."""
-    from meshctl.app.workspace import open_workspace
+    from meshctl.app.workspace import open_workspace, select_nodes
 
-    if output not in ("table", "json"):
-        raise MeshctlError(f"--output: {output!r} is not table or json")
     selector = _selector(pattern)
     ws = open_workspace(repo)
-    caches = ws.backend.fqdn_cache(_nodes(ws, node))
+    caches = ws.backend.fqdn_cache(select_nodes(ws, node or ()))
     rows = [(n, c) for n, cached in caches.items() for c in cached
-            if selector is None or any(selector.matches(name) for name in c.names)]  # type: ignore[attr-defined]
-    if output == "json":
+            if selector is None or any(selector.matches(name) for name in c.names)]
+    if output is TextOrJson.json:
         print(json.dumps([{"node": n, **c.to_json()} for n, c in rows], indent=2))
         return
     now = time.time()
@@ -80,11 +70,11 @@ def cache_clean(
 ) -> None:
     """Forget learned IPs (all, or those of names --matchpattern matches): they leave the ipcache
     at once; tracked connections keep going, new ones need a new DNS answer."""
-    from meshctl.app.workspace import open_workspace
+    from meshctl.app.workspace import open_workspace, select_nodes
 
     _selector(pattern)
     ws = open_workspace(repo)
-    nodes = _nodes(ws, node)
+    nodes = select_nodes(ws, node or ())
     what = f"the IPs learned for {pattern}" if pattern else "every learned IP"
     if not force and not typer.confirm(f"Remove {what} on {', '.join(nodes)}?"):
         raise MeshctlError("nothing removed")

@@ -28,12 +28,11 @@ from meshctl.compile.mapstate import DnsGrant, Grant, HttpGrant, MapState, build
 from meshctl.compile.selectors import SelectorIndex
 from meshctl.compile.spec import ClusterSpec, PodSpec, spec_from_desired
 from meshctl.compile.translate import PROTOCOLS, translate
-from meshctl.fqdnmatch import SET_SEPARATOR, selector_sets, set_key
+from meshctl.fqdnmatch import selector_sets
 from meshctl.gcpause import paused_gc
 from meshctl.model.staging import policy_digest
 from meshctl.nodestate import (
     DNS_PORT,
-    FQDN_IN_CIDR,
     PROTO_TCP,
     PROTO_UDP,
     Attachment,
@@ -49,6 +48,8 @@ from meshctl.nodestate import (
     PolicyKey,
     ReservedIdentity,
     audit_map_id,
+    fqdn_in_cidr_key,
+    fqdn_set_key,
 )
 
 R = ReservedIdentity
@@ -213,15 +214,15 @@ class _Compiler:
         member is (Cilium allocates the label set's identity when the answer comes)."""
         selectors = {sel for r in rules for sel in r.peers.fqdns}
         labels = {sel.text: (sel.label,) for sel in selectors}
-        sets = selector_sets(selectors)
-        labels.update({set_key(members): tuple(sorted(s.label for s in members)) for members in sets})
+        sets = {fqdn_set_key(s.text for s in members): members for members in selector_sets(selectors)}
+        labels.update({key: tuple(sorted(s.label for s in members)) for key, members in sets.items()})
         self.identities = self.identities.allocate(labels.values())
         self.fqdn = FrozenMap({text: self.identities.by_labels[ls] for text, ls in labels.items()})
         self.fqdn_ids = frozenset(self.fqdn.values())
         self.fqdn_with = {sel.text: {self.fqdn[sel.text]} for sel in selectors}
-        for members in sets:
+        for key, members in sets.items():
             for sel in members:
-                self.fqdn_with[sel.text].add(self.fqdn[set_key(members)])
+                self.fqdn_with[sel.text].add(self.fqdn[key])
 
     @classmethod
     def restored(cls, spec: ClusterSpec, identities: IdentityTable, cluster_ids: Iterable[int],
@@ -238,9 +239,10 @@ class _Compiler:
         return self
 
     def identities_labels(self, ident: int) -> tuple[str, ...]:
-        if not hasattr(self, "_rev"):
-            self._rev = {i: ls for ls, i in self.identities.by_labels.items()}
-        return self._rev[ident]
+        rev = getattr(self, "_rev", {})
+        if len(rev) != len(self.identities.by_labels):  # built again once the table grew (toFQDNs)
+            rev = self._rev = {i: ls for ls, i in self.identities.by_labels.items()}
+        return rev[ident]
 
     def resolve_peers(self, peers: Peers) -> ResolvedPeers:
         hit = self._peer_cache.get(peers)
@@ -431,7 +433,7 @@ def _compile_spec(
         for p, i in node_cidrs.items():
             cidr_catalog[i] = p
         ipcache = _with_prefixes(pod_ipcache_map, pod_order, node_cidrs)
-        in_cidr = {f"{text}{FQDN_IN_CIDR}{p}": k for (text, p), k in fqdn_in_cidr.items() if p in node_cidrs}
+        in_cidr = {fqdn_in_cidr_key(text, p): k for (text, p), k in fqdn_in_cidr.items() if p in node_cidrs}
 
         endpoints: dict[IPv4Address, EndpointEntry] = {}
         policies: dict[int, FrozenMap[PolicyKey, PolicyEntry]] = {}
@@ -513,12 +515,11 @@ def _compile_spec(
         infos[ident] = IdentityInfo(ident, c.identities_labels(ident), tuple(sorted(pods_by_ident[ident])))
     for ident, prefix in cidr_catalog.items():
         infos[ident] = IdentityInfo(ident, (f"cidr:{prefix}", "reserved:world"))
-    for text, ident in c.fqdn.items():
-        infos[ident] = IdentityInfo(ident, (*sorted(f"fqdn:{t}" for t in text.split(SET_SEPARATOR)),
-                                            "reserved:world"))
-    for (text, prefix), ident in fqdn_in_cidr.items():
-        fqdn_labels = infos[c.fqdn[text]].labels[:-1]
-        infos[ident] = IdentityInfo(ident, (*fqdn_labels, f"cidr:{prefix}", "reserved:world"))
+    for ident in c.fqdn_ids:  # the IPs learned for a selector (or a set of them) are world too
+        infos[ident] = IdentityInfo(ident, (*c.identities_labels(ident), "reserved:world"))
+    for (key, prefix), ident in fqdn_in_cidr.items():
+        labels = (*c.identities_labels(c.fqdn[key]), f"cidr:{prefix}", "reserved:world")
+        infos[ident] = IdentityInfo(ident, labels)
     origin_by_cookie = {ck: o for o, ck in cookies.items()}
     catalog = Catalog(
         identities=FrozenMap(infos),

@@ -135,15 +135,6 @@ def wait_version(files: DnsFiles, version: str, timeout: float = 15.0) -> None:
                        f"(it runs {running_version(files)})")
 
 
-def learned_ipcache(files: DnsFiles) -> dict[IPv4Network, int]:
-    """prefix -> identity of the IPs the proxy learned (and wrote into the ipcache)."""
-    try:
-        doc = json.loads(files.learned.read_text())
-        return {IPv4Network(f"{ip}/32"): int(rec["identity"]) for ip, rec in doc["ips"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-
-
 @dataclass(frozen=True)
 class CachedIp:
     """One learned IP (`meshctl fqdn cache list`): runtime state, written by the proxy alone."""
@@ -171,6 +162,15 @@ def fqdn_cache(files: DnsFiles) -> list[CachedIp]:
         return []
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise MeshctlError(f"{files.learned}: not a learned-IP file ({err})") from None
+
+
+def learned_ipcache(files: DnsFiles) -> dict[IPv4Network, int]:
+    """prefix -> identity of the IPs the proxy learned (and wrote into the ipcache); none when
+    its file is unreadable (observe then shows them, as drift)."""
+    try:
+        return {IPv4Network(f"{c.ip}/32"): c.identity for c in fqdn_cache(files)}
+    except MeshctlError:
+        return {}
 
 
 def clean_cache(files: DnsFiles, pattern: str, timeout: float = 5.0) -> list[str]:

@@ -21,7 +21,7 @@ from meshctl.flows.flow import (
     L7_DNS_REQUEST,
     L7_DNS_RESPONSE,
     REASON_ALLOWED,
-    REASON_HTTP_DENIED,
+    REASON_L7_DENIED,
     VERDICT_DROPPED,
     VERDICT_FORWARDED,
 )
@@ -103,15 +103,12 @@ class DnsRecords(ProxyRecords):
             rule = self.ctx.catalog.rule_text(line.cookie, None) if line.cookie else ""
             denied = line.verdict == "DENIED"
             verdict = VERDICT_DROPPED if denied else VERDICT_FORWARDED
-            reason = REASON_HTTP_DENIED if denied else REASON_ALLOWED
+            reason = REASON_L7_DENIED if denied else REASON_ALLOWED
             attribution = self.dims.attribution("", rule) if denied else self.dims.attribution(rule, "")
             common = (verdict, reason, int(Direction.EGRESS), line.protocol, line.client[1], line.server[1],
                       self.peer(line.client[0]), self.peer(line.server[0]), attribution)
             asked = (line.query, line.qtype)
             request = (L7_DNS_REQUEST, *asked, "", "", 0, 0)
             response = (L7_DNS_RESPONSE, *asked, line.rcode, ",".join(line.ips), line.ttl, line.latency_ns)
-            for t, tail in ((line.time_ns, request), (line.time_ns + line.latency_ns, response)):
-                t = max(t, self.last_ns + 1)
-                self.last_ns = t
-                out.append((t, *common, *tail))
+            out += self.keyed(common, (line.time_ns, request), (line.time_ns + line.latency_ns, response))
         return out

@@ -34,7 +34,7 @@ REASON_ALLOWED = 0
 REASON_NOT_ENFORCED = 1
 REASON_DEFAULT_DENY = 2
 REASON_EXPLICIT_DENY = 3
-REASON_HTTP_DENIED = 11
+REASON_L7_DENIED = 11
 # An HTTP or DNS record (meshctl.flows.httplog, meshctl.flows.dnslog): Hubble's l7 flow types.
 L7_NONE, L7_REQUEST, L7_RESPONSE, L7_DNS_REQUEST, L7_DNS_RESPONSE = 0, 1, 2, 3, 4
 L7_TYPES = {L7_REQUEST: "http-request", L7_RESPONSE: "http-response", L7_DNS_REQUEST: "dns-request",
@@ -131,7 +131,7 @@ class Flow:
             return ""
         if self.reason == REASON_EXPLICIT_DENY:
             return f"denied by {self.policy}" if self.policy else f"explicit deny (cookie {self.cookie:#x})"
-        if self.reason == REASON_HTTP_DENIED:
+        if self.reason == REASON_L7_DENIED:
             by = f" of {', '.join(self.isolated_by)}" if self.isolated_by else ""
             return f"no {'DNS' if self.is_dns else 'L7'} rule{by} matches"
         if self.reason == REASON_DEFAULT_DENY:

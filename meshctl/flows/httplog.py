@@ -26,7 +26,7 @@ from meshctl.flows.flow import (
     L7_REQUEST,
     L7_RESPONSE,
     REASON_ALLOWED,
-    REASON_HTTP_DENIED,
+    REASON_L7_DENIED,
     VERDICT_DROPPED,
     VERDICT_FORWARDED,
 )
@@ -128,6 +128,15 @@ class ProxyRecords:
         by_pod = {pod: ident for ident, info in ctx.catalog.identities.items() for pod in info.pods}
         self._identity = {ip: by_pod.get(pod, ReservedIdentity.WORLD) for ip, pod in ctx.pod_by_ip.items()}
 
+    def keyed(self, common: tuple[object, ...], *timed: tuple[int, tuple[object, ...]]) -> list[HttpRow]:
+        """The rows of one log line: its request and response (time, columns) after the columns
+        they share, each keyed after the newest key so far (the store's keys increase)."""
+        out: list[HttpRow] = []
+        for t, tail in timed:
+            self.last_ns = max(t, self.last_ns + 1)
+            out.append((self.last_ns, *common, *tail))
+        return out
+
     def peer(self, ip: str) -> int:
         identity = self._identity.get(ip, ReservedIdentity.WORLD)
         info = self.ctx.catalog.identities.get(identity)
@@ -182,7 +191,7 @@ class HttpRecords(ProxyRecords):
                 continue
             direction, rule, judges = self._judged(line)
             verdict = VERDICT_DROPPED if line.denied else VERDICT_FORWARDED
-            reason = REASON_HTTP_DENIED if line.denied else REASON_ALLOWED
+            reason = REASON_L7_DENIED if line.denied else REASON_ALLOWED
             src, dst = self.peer(line.client[0]), self.peer(line.server[0])
             attribution = self.dims.attribution(rule, judges)
             common = (verdict, reason, int(direction), PROTO_TCP, line.client[1], line.server[1], src, dst,
@@ -190,9 +199,6 @@ class HttpRecords(ProxyRecords):
             request = (L7_REQUEST, line.method, line.path, line.host, line.protocol, 0, 0)
             response = (L7_RESPONSE, line.method, line.path, line.host, line.protocol, line.status,
                         line.latency_ns)
-            for t, tail in ((line.start_ns, request), (line.start_ns + line.latency_ns, response)):
-                t = max(t, self.last_ns + 1)
-                self.last_ns = t
-                out.append((t, *common, *tail))
+            out += self.keyed(common, (line.start_ns, request), (line.start_ns + line.latency_ns, response))
         return out
 

@@ -9,13 +9,13 @@ from typing import Any
 from meshctl.nodestate import (
     DNS_MIN_TTL,
     DNS_NXDOMAIN,
-    DNS_SETTINGS,
     Attachment,
     DatapathConfig,
     Direction,
     DnsPolicy,
     EndpointEntry,
     ForeignEntry,
+    FqdnTable,
     FrozenMap,
     HttpPolicy,
     HttpRule,
@@ -117,10 +117,11 @@ def dns_key(p: DnsPolicy) -> dict[str, Any]:
 def fqdn_value(fqdn: FrozenMap[str, int]) -> dict[str, Any]:
     """A node's fqdn table: its selectors and, when set, the DNS proxy's settings by their
     meshctl.toml names."""
-    value: dict[str, Any] = {"selectors": {k: v for k, v in fqdn.items() if k not in DNS_SETTINGS}}
-    if DNS_MIN_TTL in fqdn:
-        value["minTTL"] = fqdn[DNS_MIN_TTL]
-    if fqdn.get(DNS_NXDOMAIN):
+    settings = FqdnTable.of(fqdn).settings
+    value: dict[str, Any] = {"selectors": {k: v for k, v in fqdn.items() if k not in settings}}
+    if DNS_MIN_TTL in settings:
+        value["minTTL"] = settings[DNS_MIN_TTL]
+    if settings.get(DNS_NXDOMAIN):
         value["rejectResponseCode"] = "nameError"
     return value
 

@@ -12,15 +12,14 @@ from typing import Any
 
 from meshctl.catalog import Catalog
 from meshctl.dataplane.foreign import explain
-from meshctl.fqdnmatch import SET_SEPARATOR
 from meshctl.lazypolicy import maps_equal
 from meshctl.nodestate import (
-    FQDN_IN_CIDR,
     Attachment,
     Direction,
     DnsPolicy,
     EndpointEntry,
     ForeignEntry,
+    FqdnTable,
     FrozenMap,
     HttpPolicy,
     NodeState,
@@ -312,10 +311,8 @@ class _NodeDiff:
             return
         b, a = fqdn_value(self.before.fqdn), fqdn_value(self.after.fqdn)
 
-        def selectors(value: dict[str, Any]) -> set[str]:  # not their sets, nor inside CIDR prefixes
-            return {t for t in value.get("selectors", {}) if SET_SEPARATOR not in t and FQDN_IN_CIDR not in t}
-
-        added, gone = sorted(selectors(a) - selectors(b)), sorted(selectors(b) - selectors(a))
+        before, after = (set(FqdnTable.of(s.fqdn).selectors) for s in (self.before, self.after))
+        added, gone = sorted(after - before), sorted(before - after)
         settings = [f"{key} {b.get(key, default)} -> {a.get(key, default)}"
                     for key, default in (("minTTL", 0), ("rejectResponseCode", "refused"))
                     if b.get(key, default) != a.get(key, default)]

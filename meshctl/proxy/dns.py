@@ -34,24 +34,27 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
 from meshctl.dataplane.dnsproxy import FORMAT, DnsFiles
 from meshctl.dnswire import recv_message, send_message
-from meshctl.fqdnmatch import SET_SEPARATOR, FqdnSelector, normalize
+from meshctl.fqdnmatch import FqdnSelector, normalize
 from meshctl.nodestate import (
     CIDR_IDENTITY_MIN,
     DNS_MIN_TTL,
     DNS_NXDOMAIN,
     DNS_PROXY_PORT,
-    DNS_SETTINGS,
-    FQDN_IN_CIDR,
     DnsPolicy,
+    FqdnTable,
     IpcacheEntry,
+    fqdn_set_key,
 )
 from meshctl.state.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from meshctl.dataplane.maps import IpcacheMap
 
 log = logging.getLogger("meshctl.proxy.dns")
 IP_TRANSPARENT = 19
@@ -72,8 +75,8 @@ class Rules:
     policies: tuple[tuple[DnsPolicy, tuple[FqdnSelector, ...]], ...] = ()
     selectors: tuple[tuple[FqdnSelector, int], ...] = ()
     sets: dict[frozenset[str], int] = field(default_factory=dict)  # overlapping selectors' identities
-    # selector (or set) text -> (CIDR prefix of the node, identity of its IPs there), longest first
-    in_cidr: dict[str, list[tuple[IPv4Network, int]]] = field(default_factory=dict)
+    # selector (or set) key -> (CIDR prefix of the node, identity of its IPs there), longest first
+    in_cidr: dict[str, tuple[tuple[IPv4Network, int], ...]] = field(default_factory=dict)
     owned: frozenset[str] = frozenset()  # the node's toCIDR /32 addresses: never learned over
     min_ttl: int = 0  # meshctl.toml [dns] minTTL
     nxdomain: bool = False  # [dns] rejectResponseCode = "nameError"
@@ -86,20 +89,11 @@ class Rules:
         if doc.get("format") != FORMAT:
             raise ValueError(f"{path}: not {FORMAT}")
         policies = [DnsPolicy.from_canonical(r) for r in doc["rules"]]
-        fqdn = {str(text): int(i) for text, i in doc["fqdn"].items()}
-        settings = {key: fqdn.pop(key) for key in DNS_SETTINGS if key in fqdn}
-        in_cidr: dict[str, list[tuple[IPv4Network, int]]] = {}
-        for key in [k for k in fqdn if FQDN_IN_CIDR in k]:
-            text, _, prefix = key.partition(FQDN_IN_CIDR)
-            in_cidr.setdefault(text, []).append((IPv4Network(prefix), fqdn.pop(key)))
-        for prefixes in in_cidr.values():
-            prefixes.sort(key=lambda item: -item[0].prefixlen)
-        single = {text: i for text, i in fqdn.items() if SET_SEPARATOR not in text}
-        sets = {frozenset(text.split(SET_SEPARATOR)): i for text, i in fqdn.items() if text not in single}
+        table = FqdnTable.of(doc["fqdn"])
         return cls(str(doc["version"]), tuple((p, _selectors(p.names)) for p in policies),
-                   tuple(zip(_selectors(single), single.values(), strict=True)), sets, in_cidr,
-                   frozenset(map(str, doc.get("owned", ()))),
-                   settings.get(DNS_MIN_TTL, 0), bool(settings.get(DNS_NXDOMAIN)),
+                   tuple(zip(_selectors(table.selectors), table.selectors.values(), strict=True)), table.sets,
+                   table.in_cidr, frozenset(map(str, doc.get("owned", ()))),
+                   table.settings.get(DNS_MIN_TTL, 0), bool(table.settings.get(DNS_NXDOMAIN)),
                    {int(i): [IPv4Network(p) for p in ps] for i, ps in doc["peers"].items()})
 
     def judge(self, client: str, server: str, port: int, name: str) -> tuple[bool, int | None]:
@@ -142,11 +136,7 @@ class Rules:
                 text = min(hits, key=hits.__getitem__)
                 return text, hits[text]
             matched = max(parts, key=lambda p: p[:2])[2]
-        return SET_SEPARATOR.join(sorted(matched)), self.sets[matched]
-
-    def identity_for(self, names: Iterable[str]) -> int | None:
-        chosen = self.selection(names)
-        return chosen[1] if chosen else None
+        return fqdn_set_key(matched), self.sets[matched]
 
     def identity_of(self, ip: str, selection: tuple[str, int]) -> int:
         """An answered IP's identity: its selection's, or inside one of the node's CIDR prefixes
@@ -193,25 +183,27 @@ class Learned:
         except (OSError, ValueError, KeyError, TypeError):
             self.ips = {}
 
-    def add(self, found: dict[str, tuple[int, str, int]]) -> list[str]:
-        """found: ip -> (identity, name, ttl). The IPs new to the ipcache (or with a new identity)."""
+    def fresh(self, found: dict[str, tuple[int, str, int]]) -> list[str]:
+        """The IPs of `found` (ip -> (identity, name, ttl)) not yet learned with that identity:
+        the ipcache writes an answer costs."""
+        return [ip for ip, (identity, _, _) in found.items()
+                if self.ips.get(ip, {}).get("identity") != identity]
+
+    def add(self, found: dict[str, tuple[int, str, int]]) -> None:
+        """found: ip -> (identity, name, ttl)."""
         now = time.time()
-        fresh: list[str] = []
-        changed = False
+        changed = bool(self.fresh(found))
         for ip, (identity, name, ttl) in found.items():
-            rec = self.ips.setdefault(ip, {"identity": 0, "names": [], "expires": 0.0})
-            if rec["identity"] != identity:
-                fresh.append(ip)
-                rec["identity"] = identity
+            rec = self.ips.setdefault(ip, {"identity": identity, "names": [], "expires": 0.0})
+            rec["identity"] = identity
             if name not in rec["names"]:
                 rec["names"] = sorted([*rec["names"], name])
                 changed = True
             rec["expires"] = max(rec["expires"], now + max(ttl, self.min_ttl))
-        if fresh or changed:
+        if changed:
             self._save()
         else:
             self.dirty = True
-        return fresh
 
     def expired(self, grace: float) -> list[str]:
         now = time.time()
@@ -252,14 +244,14 @@ class Proxy:
                  reject: str) -> None:
         self.files, self.pins, self.port, self.grace = files, pins, port, grace
         self.flags = (min_ttl, reject == "nxdomain")  # the settings' floor; meshctl.toml [dns] adds
-        self.reject = RCODE.NXDOMAIN if reject == "nxdomain" else RCODE.REFUSED
+        self.reject = RCODE.NXDOMAIN if self.flags[1] else RCODE.REFUSED
         self.rules = Rules()
         self.rules_mark: tuple[int, int] | None = None
         self.learned = Learned(files.learned, min_ttl)
         self.answer_socks: dict[tuple[str, int], socket.socket] = {}
         self.pending: dict[int, Pending] = {}
         self.lock = threading.Lock()
-        self._ipcache: tuple[int, Any] | None = None  # (pin inode, IpcacheMap)
+        self._ipcache: tuple[int, IpcacheMap] | None = None  # (pin inode, the open map)
         self._log_fd = os.open(files.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         # SIGTERM: leave the sockets to a new proxy bound next to this one (SO_REUSEPORT), answer
         # what is queued and pending, then end (`done`)
@@ -485,8 +477,7 @@ class Proxy:
             for ip in [ip for ip in found if ip not in self.learned.ips]:
                 if self.rules.taken(ip, self.ipcache().get(_host(ip))):  # a pod's, a node's, a toCIDR /32
                     del found[ip]
-            fresh = [ip for ip, (identity, _, _) in found.items()
-                     if self.learned.ips.get(ip, {}).get("identity") != identity]
+            fresh = self.learned.fresh(found)
             if fresh:
                 self.ipcache().upsert({_host(ip): IpcacheEntry(found[ip][0]) for ip in fresh})
             if found:
@@ -502,7 +493,7 @@ class Proxy:
         ipcache.remove([_host(ip) for ip in ours])
         self.learned.drop(ips)
 
-    def ipcache(self) -> Any:
+    def ipcache(self) -> IpcacheMap:
         """The node's ipcache, opened again when its pin was replaced (a datapath reload)."""
         from meshctl.dataplane.maps import IpcacheMap
 
